@@ -1,0 +1,615 @@
+"""The iptables rule model: matches, targets, rules, chains, tables and rulesets.
+
+Everything here is a frozen, hashable value. Converters normalise on construction so that equal
+things compare equal (CIDRs become networks with host bits cleared, ports become ``PortRange``,
+the basic matches of a rule are kept in the order iptables-save prints them). Provenance — the
+source line a rule came from, and packet counters — is carried with ``eq=False``.
+
+A rule's ``matches`` tuple holds the *basic* matches (``-s -d -i -o -p``) first, in that order,
+followed by the *module* matches (``-m owner ...``) in the order they were given, because that is
+the order the kernel keeps and iptables-save prints. Anything the parser does not model becomes an
+``OpaqueMatch`` / ``OpaqueTarget`` holding its raw arguments: never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Literal, TypeAlias
+
+import attrs
+
+from meshsolve.errors import WorldError
+from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, family_of, to_network
+
+__all__ = [
+    "BUILTIN_CHAINS",
+    "TABLE_ORDER",
+    "Accept",
+    "AddrtypeMatch",
+    "Chain",
+    "CommentMatch",
+    "ConnmarkMatch",
+    "ConnmarkTarget",
+    "ConntrackMatch",
+    "CtTarget",
+    "Destination",
+    "Dnat",
+    "Drop",
+    "Goto",
+    "InInterface",
+    "Jump",
+    "Log",
+    "MarkMatch",
+    "Masquerade",
+    "Match",
+    "MultiportMatch",
+    "OpaqueMatch",
+    "OpaqueTarget",
+    "Origin",
+    "OutInterface",
+    "OwnerMatch",
+    "PortMatch",
+    "Protocol",
+    "Redirect",
+    "Reject",
+    "Return",
+    "Rule",
+    "RuleRef",
+    "Ruleset",
+    "Rulesets",
+    "SetMark",
+    "Snat",
+    "SocketMatch",
+    "Source",
+    "StateMatch",
+    "Table",
+    "Target",
+    "Tproxy",
+    "Trace",
+]
+
+# Built-in chains of each table, in the order iptables-save lists them.
+BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
+    "raw": ("PREROUTING", "OUTPUT"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "security": ("INPUT", "FORWARD", "OUTPUT"),
+}
+# Order in which tables are kept in a Ruleset (alphabetical, as Istio writes them).
+TABLE_ORDER: tuple[str, ...] = ("filter", "mangle", "nat", "raw", "security")
+
+
+@attrs.frozen
+class Origin:
+    """Where a rule or chain came from: ``source`` (file name) and 1-based ``lineno``."""
+
+    source: str
+    lineno: int
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.lineno}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Basic matches (-s -d -i -o -p)
+
+
+@attrs.frozen
+class Source:
+    """``[!] -s NET``"""
+
+    net: IPNetwork = attrs.field(converter=to_network)
+    negated: bool = False
+
+
+@attrs.frozen
+class Destination:
+    """``[!] -d NET``"""
+
+    net: IPNetwork = attrs.field(converter=to_network)
+    negated: bool = False
+
+
+@attrs.frozen
+class InInterface:
+    """``[!] -i NAME`` (a trailing ``+`` is a prefix wildcard, as in iptables)."""
+
+    name: str
+    negated: bool = False
+
+
+@attrs.frozen
+class OutInterface:
+    """``[!] -o NAME`` (a trailing ``+`` is a prefix wildcard)."""
+
+    name: str
+    negated: bool = False
+
+
+_PROTO_NUMBERS = {"6": "tcp", "17": "udp", "1": "icmp", "58": "ipv6-icmp", "132": "sctp"}
+
+
+def _proto_name(value: str) -> str:
+    value = value.strip().lower()
+    return _PROTO_NUMBERS.get(value, value)
+
+
+@attrs.frozen
+class Protocol:
+    """``[!] -p NAME`` (numbers for tcp/udp/icmp/sctp are normalised to names)."""
+
+    name: str = attrs.field(converter=_proto_name)
+    negated: bool = False
+
+
+BasicMatch: TypeAlias = Source | Destination | InInterface | OutInterface | Protocol
+_BASIC_ORDER: dict[type, int] = {Source: 0, Destination: 1, InInterface: 2, OutInterface: 3, Protocol: 4}
+
+# ---------------------------------------------------------------------------------------------
+# Module matches (-m ...)
+
+
+def _opt_range(value: PortRange | int | str | None) -> PortRange | None:
+    if value is None or isinstance(value, PortRange):
+        return value
+    if isinstance(value, int):
+        return PortRange.single(value)
+    return PortRange.parse(value)
+
+
+@attrs.frozen
+class PortMatch:
+    """``-m tcp|udp [!] --sport R [!] --dport R`` (implicit after ``-p tcp``/``-p udp``).
+
+    ``extra`` keeps options of the module that are not modelled (``--syn``, ``--tcp-flags ...``)
+    as raw tokens; a rule with extras is treated as opaque by the semantics.
+    """
+
+    module: Literal["tcp", "udp", "sctp", "udplite", "dccp"]
+    sport: PortRange | None = attrs.field(default=None, converter=_opt_range)
+    dport: PortRange | None = attrs.field(default=None, converter=_opt_range)
+    sport_negated: bool = False
+    dport_negated: bool = False
+    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+def _ranges(values: Iterable[PortRange | int | str]) -> tuple[PortRange, ...]:
+    out = []
+    for v in values:
+        r = _opt_range(v)
+        assert r is not None
+        out.append(r)
+    return tuple(out)
+
+
+@attrs.frozen
+class MultiportMatch:
+    """``-m multiport [!] --dports|--sports|--ports a,b,c:d``"""
+
+    kind: Literal["sports", "dports", "ports"]
+    ports: tuple[PortRange, ...] = attrs.field(converter=_ranges)
+    negated: bool = False
+    module: Literal["multiport"] = "multiport"
+
+
+@attrs.frozen
+class OwnerMatch:
+    """``-m owner [!] --uid-owner X [!] --gid-owner Y [!] --socket-exists [--suppl-groups]``.
+
+    ``uid``/``gid`` keep the token as written: a number (``"1337"``), a range (``"1000-2000"``) or a
+    user/group name (``"java"``) that is resolved only by the semantics (names are never dropped).
+    """
+
+    uid: str | None = None
+    uid_negated: bool = False
+    gid: str | None = None
+    gid_negated: bool = False
+    socket_exists: bool | None = None  # None: not given; True: --socket-exists; False: ! --socket-exists
+    suppl_groups: bool = False
+    module: Literal["owner"] = "owner"
+
+
+@attrs.frozen
+class MarkMatch:
+    """``-m mark [!] --mark VALUE[/MASK]``"""
+
+    value: int
+    mask: int = 0xFFFFFFFF
+    negated: bool = False
+    module: Literal["mark"] = "mark"
+
+
+@attrs.frozen
+class ConnmarkMatch:
+    """``-m connmark [!] --mark VALUE[/MASK]``"""
+
+    value: int
+    mask: int = 0xFFFFFFFF
+    negated: bool = False
+    module: Literal["connmark"] = "connmark"
+
+
+# Bit order in which the kernel keeps conntrack states (iptables-save prints them in this order).
+CT_STATE_ORDER: tuple[str, ...] = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
+
+
+def _states(values: Iterable[str]) -> tuple[str, ...]:
+    vals = {v.strip().upper() for v in values}
+    unknown = vals - set(CT_STATE_ORDER)
+    if unknown:
+        raise WorldError(f"unknown conntrack state(s): {', '.join(sorted(unknown))}")
+    return tuple(s for s in CT_STATE_ORDER if s in vals)
+
+
+@attrs.frozen
+class ConntrackMatch:
+    """``-m conntrack [!] --ctstate S1,S2`` (other conntrack options kept raw in ``extra``)."""
+
+    states: tuple[str, ...] = attrs.field(converter=_states)
+    negated: bool = False
+    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    module: Literal["conntrack"] = "conntrack"
+
+
+@attrs.frozen
+class StateMatch:
+    """``-m state [!] --state S1,S2``"""
+
+    states: tuple[str, ...] = attrs.field(converter=_states)
+    negated: bool = False
+    module: Literal["state"] = "state"
+
+
+@attrs.frozen
+class AddrtypeMatch:
+    """``-m addrtype [!] --src-type T [!] --dst-type T [--limit-iface-in|--limit-iface-out]``"""
+
+    src_type: str | None = None
+    src_negated: bool = False
+    dst_type: str | None = None
+    dst_negated: bool = False
+    limit_iface_in: bool = False
+    limit_iface_out: bool = False
+    module: Literal["addrtype"] = "addrtype"
+
+
+@attrs.frozen
+class CommentMatch:
+    """``-m comment --comment TEXT`` (no effect on packets)."""
+
+    text: str
+    module: Literal["comment"] = "comment"
+
+
+@attrs.frozen
+class SocketMatch:
+    """``-m socket [--transparent] [--nowildcard] [--restore-skmark]``"""
+
+    options: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    module: Literal["socket"] = "socket"
+
+
+@attrs.frozen
+class OpaqueMatch:
+    """Any module meshsolve does not model, with its raw argument tokens (``!`` included).
+
+    Analyses must treat it soundly: it may or may not match.
+    """
+
+    module: str
+    args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+ModuleMatch: TypeAlias = (
+    PortMatch | MultiportMatch | OwnerMatch | MarkMatch | ConnmarkMatch | ConntrackMatch | StateMatch
+    | AddrtypeMatch | CommentMatch | SocketMatch | OpaqueMatch
+)
+Match: TypeAlias = BasicMatch | ModuleMatch
+
+# ---------------------------------------------------------------------------------------------
+# Targets (-j / -g)
+
+
+@attrs.frozen
+class Accept:
+    """``-j ACCEPT``"""
+
+
+@attrs.frozen
+class Drop:
+    """``-j DROP``"""
+
+
+@attrs.frozen
+class Return:
+    """``-j RETURN``"""
+
+
+@attrs.frozen
+class Reject:
+    """``-j REJECT [--reject-with TYPE]``"""
+
+    reject_with: str | None = None
+
+
+@attrs.frozen
+class Jump:
+    """``-j USER_CHAIN``"""
+
+    chain: str
+
+
+@attrs.frozen
+class Goto:
+    """``-g USER_CHAIN``"""
+
+    chain: str
+
+
+@attrs.frozen
+class Redirect:
+    """``-j REDIRECT [--to-ports R] [--random]`` (nat PREROUTING/OUTPUT)."""
+
+    to_ports: PortRange | None = attrs.field(default=None, converter=_opt_range)
+    random: bool = False
+
+
+@attrs.frozen
+class Tproxy:
+    """``-j TPROXY --on-port P [--on-ip A] [--tproxy-mark V[/M]]`` (mangle PREROUTING)."""
+
+    on_port: int
+    on_ip: IPAddress | None = None
+    mark: int | None = None
+    mask: int = 0xFFFFFFFF
+
+
+@attrs.frozen
+class SetMark:
+    """``-j MARK``, normalised to the kernel's form: ``mark = (mark & ~mask) ^ value``.
+
+    ``--set-mark V`` is ``SetMark(V, 0xffffffff)``; ``--set-mark V/M`` is ``SetMark(V, M | V)``;
+    ``--or-mark B`` is ``SetMark(B, B)``; ``--and-mark B`` is ``SetMark(0, ~B)``; ``--xor-mark B``
+    is ``SetMark(B, 0)``. iptables-save prints all of them as ``--set-xmark VALUE/MASK``.
+    """
+
+    value: int
+    mask: int = 0xFFFFFFFF
+
+
+@attrs.frozen
+class ConnmarkTarget:
+    """``-j CONNMARK --save-mark|--restore-mark|--set-xmark`` with its masks."""
+
+    action: Literal["save-mark", "restore-mark", "set-xmark"]
+    value: int = 0
+    mask: int = 0xFFFFFFFF
+    nfmask: int = 0xFFFFFFFF
+    ctmask: int = 0xFFFFFFFF
+
+
+@attrs.frozen
+class CtTarget:
+    """``-j CT [--zone N] [--notrack]`` (raw table); other options raw in ``extra``."""
+
+    zone: int | None = None
+    notrack: bool = False
+    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class Dnat:
+    """``-j DNAT --to-destination ADDR[:PORT]`` (parsed; semantics may come later)."""
+
+    to: str
+    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class Snat:
+    """``-j SNAT --to-source ADDR[:PORT]``"""
+
+    to: str
+    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class Masquerade:
+    """``-j MASQUERADE [--to-ports R]``"""
+
+    to_ports: PortRange | None = attrs.field(default=None, converter=_opt_range)
+    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class Log:
+    """``-j LOG [--log-prefix P] [--log-level L] ...`` (no effect on the packet's path)."""
+
+    prefix: str | None = None
+    level: str | None = None
+    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class Trace:
+    """``-j TRACE`` (raw table; no effect on the packet's path)."""
+
+
+@attrs.frozen
+class OpaqueTarget:
+    """A target meshsolve does not model (``NFQUEUE``, ``NFLOG``...), with its raw arguments."""
+
+    name: str
+    args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+Target: TypeAlias = (
+    Accept | Drop | Return | Reject | Jump | Goto | Redirect | Tproxy | SetMark | ConnmarkTarget
+    | CtTarget | Dnat | Snat | Masquerade | Log | Trace | OpaqueTarget
+)
+
+# ---------------------------------------------------------------------------------------------
+# Rules, chains, tables, rulesets
+
+
+def _order_matches(matches: Iterable[Match]) -> tuple[Match, ...]:
+    items = tuple(matches)
+    basic = sorted((m for m in items if type(m) in _BASIC_ORDER), key=lambda m: _BASIC_ORDER[type(m)])
+    seen: set[type] = set()
+    for m in basic:
+        if type(m) in seen:
+            raise WorldError(f"a rule may have only one {type(m).__name__} match")
+        seen.add(type(m))
+    modules = [m for m in items if type(m) not in _BASIC_ORDER]
+    return (*basic, *modules)
+
+
+@attrs.frozen
+class Rule:
+    """One rule: its matches (all must hold) and an optional target (no target = count only)."""
+
+    matches: tuple[Match, ...] = attrs.field(default=(), converter=_order_matches)
+    target: Target | None = None
+    counters: tuple[int, int] | None = attrs.field(default=None, eq=False, repr=False)
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
+
+    def find(self, kind: type) -> Match | None:
+        """The first match of the given class, or None."""
+        for m in self.matches:
+            if isinstance(m, kind):
+                return m
+        return None
+
+
+@attrs.frozen
+class RuleRef:
+    """A rule's address for traces and findings: ``nat::ISTIO_OUTPUT#2`` (1-based)."""
+
+    table: str
+    chain: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.table}::{self.chain}#{self.index}"
+
+
+@attrs.frozen
+class Chain:
+    """A chain: built-in ones carry a policy (``ACCEPT``/``DROP``), user chains ``None``."""
+
+    name: str
+    rules: tuple[Rule, ...] = attrs.field(default=(), converter=tuple)
+    policy: str | None = None
+    counters: tuple[int, int] | None = attrs.field(default=None, eq=False, repr=False)
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def builtin(self) -> bool:
+        return self.policy is not None
+
+
+def _table_chains(table: Table, chains: Iterable[Chain]) -> tuple[Chain, ...]:
+    by_name: dict[str, Chain] = {}
+    for c in chains:
+        if c.name in by_name:
+            raise WorldError(f"chain {c.name} appears twice in table {table.name}")
+        by_name[c.name] = c
+    builtins = BUILTIN_CHAINS.get(table.name, ())
+    out: list[Chain] = []
+    for name in builtins:
+        c = by_name.pop(name, None)
+        out.append(c if c is not None else Chain(name, (), "ACCEPT"))
+    for name in sorted(by_name):
+        c = by_name[name]
+        if c.policy is not None and name not in builtins:
+            raise WorldError(f"chain {name} is not built into table {table.name}; it cannot have a policy")
+        out.append(c)
+    return tuple(out)
+
+
+@attrs.frozen
+class Table:
+    """A table with all its chains: built-ins (always present, kernel order) then user chains A→Z."""
+
+    name: str
+    chains: tuple[Chain, ...] = attrs.field(default=())
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "chains", _table_chains(self, self.chains))
+
+    def chain(self, name: str) -> Chain | None:
+        for c in self.chains:
+            if c.name == name:
+                return c
+        return None
+
+    def __iter__(self) -> Iterator[Chain]:
+        return iter(self.chains)
+
+
+def _sorted_tables(tables: Iterable[Table]) -> tuple[Table, ...]:
+    items = tuple(tables)
+    names = [t.name for t in items]
+    if len(set(names)) != len(names):
+        raise WorldError(f"a table appears twice: {names}")
+
+    def key(t: Table) -> tuple[int, str]:
+        return (TABLE_ORDER.index(t.name), "") if t.name in TABLE_ORDER else (len(TABLE_ORDER), t.name)
+
+    return tuple(sorted(items, key=key))
+
+
+@attrs.frozen
+class Ruleset:
+    """All tables of one address family."""
+
+    family: Family = "ipv4"
+    tables: tuple[Table, ...] = attrs.field(default=(), converter=_sorted_tables)
+
+    def table(self, name: str) -> Table | None:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        return None
+
+    def chain(self, table: str, chain: str) -> Chain | None:
+        t = self.table(table)
+        return None if t is None else t.chain(chain)
+
+    def rule(self, ref: RuleRef) -> Rule:
+        c = self.chain(ref.table, ref.chain)
+        if c is None or not 1 <= ref.index <= len(c.rules):
+            raise KeyError(str(ref))
+        return c.rules[ref.index - 1]
+
+    def rule_count(self) -> int:
+        return sum(len(c.rules) for t in self.tables for c in t.chains)
+
+    @property
+    def empty(self) -> bool:
+        return not self.tables
+
+
+@attrs.frozen
+class Rulesets:
+    """What a pod's network namespace holds: the IPv4 (iptables) and IPv6 (ip6tables) rulesets."""
+
+    ipv4: Ruleset = attrs.field(factory=lambda: Ruleset("ipv4"))
+    ipv6: Ruleset = attrs.field(factory=lambda: Ruleset("ipv6"))
+
+    @ipv4.validator
+    def _v4(self, _a: attrs.Attribute[Ruleset], v: Ruleset) -> None:
+        if v.family != "ipv4":
+            raise WorldError("Rulesets.ipv4 must be an ipv4 ruleset")
+
+    @ipv6.validator
+    def _v6(self, _a: attrs.Attribute[Ruleset], v: Ruleset) -> None:
+        if v.family != "ipv6":
+            raise WorldError("Rulesets.ipv6 must be an ipv6 ruleset")
+
+    def for_family(self, family: Family) -> Ruleset:
+        return self.ipv4 if family == "ipv4" else self.ipv6
+
+    def for_address(self, addr: IPAddress | IPNetwork) -> Ruleset:
+        return self.for_family(family_of(addr))

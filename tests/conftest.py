@@ -1,0 +1,60 @@
+"""Shared test fixtures: where the reference vectors live, kernel-test gating, slow opt-in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("MESHSOLVE_SHARED", ROOT.parent / "shared"))
+REFERENCE = SHARED / "reference"
+GOLDENS = REFERENCE / "istio-goldens"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", default=False, help="run slow campaigns")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--run-slow"):
+        skip = pytest.mark.skip(reason="slow campaign: opt in with --run-slow")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+    reason = kernel_unavailable_reason()
+    if reason:
+        skip_k = pytest.mark.skip(reason=f"kernel test skipped: {reason}")
+        for item in items:
+            if "kernel" in item.keywords:
+                item.add_marker(skip_k)
+
+
+_KERNEL_REASON: list[str | None] = []
+
+
+def kernel_unavailable_reason() -> str | None:
+    """Why kernel tests cannot run here, or None when they can (root, netns, iptables)."""
+    if _KERNEL_REASON:
+        return _KERNEL_REASON[0]
+    reason: str | None = None
+    if os.geteuid() != 0:
+        reason = "not running as root"
+    elif not shutil.which("iptables-restore") or not shutil.which("ip"):
+        reason = "iptables-restore or ip (iproute2) is not installed"
+    else:
+        probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            reason = f"cannot create a network namespace: {probe.stderr.strip()}"
+    _KERNEL_REASON.append(reason)
+    return reason
+
+
+@pytest.fixture(scope="session")
+def goldens_dir() -> Path:
+    if not GOLDENS.is_dir():
+        pytest.fail(f"reference goldens not found at {GOLDENS} (set MESHSOLVE_SHARED)")
+    return GOLDENS
