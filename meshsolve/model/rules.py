@@ -518,8 +518,8 @@ def _table_chains(table: Table, chains: Iterable[Chain]) -> tuple[Chain, ...]:
     builtins = BUILTIN_CHAINS.get(table.name, ())
     out: list[Chain] = []
     for name in builtins:
-        c = by_name.pop(name, None)
-        out.append(c if c is not None else Chain(name, (), "ACCEPT"))
+        found = by_name.pop(name, None)
+        out.append(found if found is not None else Chain(name, (), "ACCEPT"))
     for name in sorted(by_name):
         c = by_name[name]
         if c.policy is not None and name not in builtins:

@@ -7,14 +7,22 @@ Only values live here; what happens to a flow is the business of ``meshsolve.sem
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from typing import Literal
 
 import attrs
 
 from meshsolve.errors import WorldError
-from meshsolve.model.net import Family, IPAddress, family_of, to_address, to_port
-from meshsolve.model.rules import Rulesets
+from meshsolve.model.net import Family, IPAddress, IPNetwork, family_of, to_address, to_port
+from meshsolve.model.rules import (
+    Goto,
+    Jump,
+    OwnerMatch,
+    Redirect,
+    Rulesets,
+    Tproxy,
+)
 
 __all__ = [
     "App",
@@ -24,6 +32,8 @@ __all__ = [
     "Service",
     "Socket",
     "World",
+    "validate_rulesets",
+    "validate_world",
 ]
 
 LOOPBACK_V4 = to_address("127.0.0.1")
@@ -112,7 +122,7 @@ class ProxyBehavior:
     uid: int = 1337
     gid: int = 1337
     outbound_port: int = attrs.field(default=15001, converter=to_port)
-    inbound_port: int | None = 15006
+    inbound_port: int | None = attrs.field(default=15006, converter=attrs.converters.optional(to_port))
     virtual_inbound_dispatch: bool = False
     inbound_ports: tuple[int, ...] | None = attrs.field(default=None, converter=_ports)
     inbound_endpoint: Literal["localhost", "original_dst"] = "original_dst"
@@ -166,6 +176,169 @@ class World:
     def families(self) -> tuple[Family, ...]:
         fams = {family_of(a) for a in self.pod_ips}
         return tuple(f for f in ("ipv4", "ipv6") if f in fams)
+
+    def __attrs_post_init__(self) -> None:
+        validate_world(self)
+
+    def local_networks(self, family: Family) -> tuple[IPNetwork, ...]:
+        """The addresses the pod owns: 127.0.0.0/8 or ::1, its pod IPs, and the proxy's IPv6 inbound
+        source (Istio adds ``::6/128`` to ``lo``; 127.0.0.6 needs nothing, it is inside 127/8)."""
+        if family == "ipv4":
+            nets: list[IPNetwork] = [ipaddress.IPv4Network("127.0.0.0/8")]
+        else:
+            nets = [ipaddress.IPv6Network("::1/128")]
+            if self.proxy.inbound_source_v6 is not None:
+                nets.append(ipaddress.ip_network(self.proxy.inbound_source_v6))
+        nets.extend(ipaddress.ip_network(a) for a in self.pod_ips if family_of(a) == family)
+        return tuple(nets)
+
+    def is_local(self, addr: IPAddress) -> bool:
+        """True when ``addr`` is one of the pod's own addresses (traffic to it goes over ``lo``)."""
+        return any(addr in n for n in self.local_networks(family_of(addr)))
+
+    def proxy_sockets(self) -> tuple[Socket, ...]:
+        """The proxy's listeners: ``outbound_port`` and ``inbound_port`` on 0.0.0.0 and/or ``::``
+        (``::`` with V6ONLY, as Envoy binds it), for each family the pod has an address in."""
+        ports = [self.proxy.outbound_port]
+        if self.proxy.inbound_port is not None:
+            ports.append(self.proxy.inbound_port)
+        out: list[Socket] = []
+        for fam in self.families:
+            wildcard = "0.0.0.0" if fam == "ipv4" else "::"
+            out.extend(Socket(wildcard, p, v6only=fam == "ipv6") for p in ports)
+        return tuple(out)
+
+
+_WILDCARDS = (ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::"))
+
+
+def validate_world(world: World) -> None:
+    """Raise ``WorldError`` for a world that cannot exist.
+
+    Checked: at least one pod IP and at most one per family; one peer IP per family at most;
+    app names unique and not ``peer``/``proxy``; each socket bound to a wildcard or a local address;
+    no two sockets on the same address and port (also across apps); no ``::`` (without V6ONLY) and
+    ``0.0.0.0`` on the same port; no app socket on a proxy listener port; distinct proxy ports; the
+    proxy's inbound source is local (IPv4: inside 127/8 or a pod IP); every service has endpoints;
+    and the rulesets pass ``validate_rulesets``.
+    """
+    if not world.pod_ips:
+        raise WorldError(f"world {world.name!r} has no pod IP")
+    for what, addrs in (("pod IP", world.pod_ips), ("peer IP", world.peer_ips)):
+        fams = [family_of(a) for a in addrs]
+        for fam in ("ipv4", "ipv6"):
+            if fams.count(fam) > 1:
+                raise WorldError(f"world {world.name!r} has more than one {fam} {what}: "
+                                 f"{', '.join(str(a) for a in addrs if family_of(a) == fam)}")
+    for a in world.pod_ips:
+        if a.is_loopback or a.is_unspecified:
+            raise WorldError(f"pod IP {a} must be an interface address, not loopback/unspecified")
+    names = [a.name for a in world.apps]
+    for n in names:
+        if names.count(n) > 1:
+            raise WorldError(f"two apps are named {n!r}")
+        if n in ("peer", "proxy"):
+            raise WorldError(f"an app may not be named {n!r} (that name is a flow client kind)")
+    proxy_ports = {world.proxy.outbound_port}
+    if world.proxy.inbound_port is not None:
+        if world.proxy.inbound_port == world.proxy.outbound_port:
+            raise WorldError(f"proxy inbound_port {world.proxy.inbound_port} equals outbound_port; "
+                             "use inbound_port=None for one shared listener")
+        proxy_ports.add(world.proxy.inbound_port)
+    seen: dict[tuple[IPAddress, int], str] = {}
+    dual: dict[int, str] = {}
+    for app in world.apps:
+        for s in app.sockets:
+            where = f"app {app.name!r} socket {s}"
+            if s.bind not in _WILDCARDS and not world.is_local(s.bind):
+                raise WorldError(f"{where}: {s.bind} is not an address of the pod (bind would fail)")
+            if s.port in proxy_ports:
+                raise WorldError(f"{where} collides with a proxy listener on port {s.port}")
+            key = (s.bind, s.port)
+            if key in seen:
+                raise WorldError(f"{where}: {s} is already bound by {seen[key]}")
+            seen[key] = where
+            if s.bind == _WILDCARDS[0] or (s.bind == _WILDCARDS[1] and not s.v6only):
+                if s.port in dual:
+                    raise WorldError(f"{where}: port {s.port} is already bound for all IPv4 addresses "
+                                     f"by {dual[s.port]} (a :: socket without V6ONLY also takes IPv4)")
+                dual[s.port] = where
+    for fam, src in (("ipv4", world.proxy.inbound_source_v4), ("ipv6", world.proxy.inbound_source_v6)):
+        if src is None:
+            continue
+        if family_of(src) != fam:
+            raise WorldError(f"proxy inbound_source_{fam[2:]} {src} is not an {fam} address")
+        if fam == "ipv4" and not world.is_local(src):
+            raise WorldError(f"proxy inbound source {src} is not local (must be in 127.0.0.0/8 or a pod IP)")
+    for svc in world.services:
+        if not svc.endpoints:
+            raise WorldError(f"service {svc.name!r} ({svc.vip}:{svc.port}) has no endpoints")
+    validate_rulesets(world.rules)
+
+
+# hooks each kernel target / match may be used from (x_tables checks this at table load time)
+_OWNER_HOOKS = frozenset({"OUTPUT", "POSTROUTING"})
+_REDIRECT_HOOKS = frozenset({"PREROUTING", "OUTPUT"})
+
+
+def validate_rulesets(rulesets: Rulesets) -> None:
+    """Raise ``WorldError`` for rules the kernel would refuse to load: a jump/goto to a missing chain,
+    a jump cycle, ``-m owner`` reachable from a hook other than OUTPUT/POSTROUTING, REDIRECT outside
+    nat PREROUTING/OUTPUT, TPROXY outside mangle PREROUTING."""
+    for ruleset in rulesets.ipv4, rulesets.ipv6:
+        for table in ruleset.tables:
+            graph: dict[str, list[str]] = {}
+            for chain in table.chains:
+                targets = graph.setdefault(chain.name, [])
+                for n, rule in enumerate(chain.rules, 1):
+                    tgt = rule.target
+                    if isinstance(tgt, Jump | Goto):
+                        if table.chain(tgt.chain) is None:
+                            raise WorldError(f"{ruleset.family} {table.name}::{chain.name}#{n} jumps to "
+                                             f"chain {tgt.chain}, which does not exist")
+                        targets.append(tgt.chain)
+            _check_cycles(ruleset.family, table.name, graph)
+            reach: dict[str, set[str]] = {}
+            for chain in table.chains:
+                if chain.builtin:
+                    stack = [chain.name]
+                    while stack:
+                        c = stack.pop()
+                        hooks = reach.setdefault(c, set())
+                        if chain.name in hooks:
+                            continue
+                        hooks.add(chain.name)
+                        stack.extend(graph.get(c, ()))
+            for chain in table.chains:
+                hooks = reach.get(chain.name, set())
+                for n, rule in enumerate(chain.rules, 1):
+                    ref = f"{ruleset.family} {table.name}::{chain.name}#{n}"
+                    if any(isinstance(m, OwnerMatch) for m in rule.matches) and hooks - _OWNER_HOOKS:
+                        bad = ", ".join(sorted(hooks - _OWNER_HOOKS))
+                        raise WorldError(f"{ref}: -m owner is only valid in OUTPUT/POSTROUTING, "
+                                         f"but this rule is reached from {bad}")
+                    if isinstance(rule.target, Redirect) and (table.name != "nat" or hooks - _REDIRECT_HOOKS):
+                        raise WorldError(f"{ref}: REDIRECT is only valid in nat PREROUTING/OUTPUT")
+                    if isinstance(rule.target, Tproxy) and (table.name != "mangle" or hooks - {"PREROUTING"}):
+                        raise WorldError(f"{ref}: TPROXY is only valid in mangle PREROUTING")
+
+
+def _check_cycles(family: str, table: str, graph: dict[str, list[str]]) -> None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                cycle = [*path[path.index(nxt):], nxt] if nxt in path else [node, nxt]
+                raise WorldError(f"{family} table {table}: jump cycle {' -> '.join(cycle)}")
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for start in graph:
+        if start not in state:
+            visit(start, [start])
 
 
 @attrs.frozen

@@ -1,0 +1,267 @@
+"""Proving properties: solver search, witness replay in the interpreter, verdict values.
+
+``check(world, prop)`` asks the solver, for each (scope, predicate) of the property, for a first
+connection whose flow violates the predicate. No such connection is a proof (``Proved``). A
+candidate is replayed by the concrete interpreter: if the interpreter's result violates the same
+predicate the answer is ``Refuted`` with that flow and its trace; if the replay is undetermined
+(an opaque rule decides) the answer is ``Unknown`` naming the rule; if the interpreter disagrees
+with the solver otherwise, that is a bug in meshsolve and raises ``InternalError`` — never a silent
+answer. ``enumerate_scope`` is the naive alternative: interpret every concrete flow of a finite
+scope (used to test the solver and as the benchmark baseline).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import attrs
+
+from meshsolve.analysis.properties import Property
+from meshsolve.errors import InternalError
+from meshsolve.model.net import IPAddress, to_address
+from meshsolve.model.world import Flow, World
+from meshsolve.semantics.interpret import interpret
+from meshsolve.semantics.trace import Delivered, Result, Undetermined
+from meshsolve.smt.query import (
+    AllOf,
+    AnyOf,
+    Captured,
+    DeliveredTo,
+    EndsAs,
+    Not,
+    Observed,
+    Pred,
+    Scope,
+    SourceIs,
+    describe,
+)
+from meshsolve.smt.solve import Candidate, NoWitness, SolverGaveUp, search
+
+__all__ = [
+    "Proved",
+    "Refuted",
+    "Unknown",
+    "Verdict",
+    "check",
+    "check_all",
+    "enumerate_scope",
+    "holds",
+    "outcome_kind",
+]
+
+DEFAULT_HOPS = 8
+
+
+@attrs.frozen
+class Proved:
+    """The property holds for every connection in its scopes (up to ``hops`` proxy hops)."""
+
+    property: Any
+    hops: int = DEFAULT_HOPS
+    assumes: tuple[str, ...] = ()  # opaque rules the proof holds regardless of
+
+    @property
+    def kind(self) -> str:
+        return "proved"
+
+    def __str__(self) -> str:
+        return f"PROVED   {self.property.title()}"
+
+
+@attrs.frozen
+class Refuted:
+    """A concrete counterexample: ``flow`` in ``world`` ends as ``result`` (the interpreter's)."""
+
+    property: Any
+    scope: Scope
+    expected: Pred
+    flow: Flow
+    result: Result
+    world: World = attrs.field(eq=False, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return "refuted"
+
+    def __str__(self) -> str:
+        return (f"REFUTED  {self.property.title()}\n  expected: {describe(self.expected)}\n"
+                f"  witness:  {self.flow}  ->  {self.result.summary}")
+
+
+@attrs.frozen
+class Unknown:
+    """No answer: the solver gave up, or the answer depends on a rule meshsolve does not model."""
+
+    property: Any
+    reason: str
+
+    @property
+    def kind(self) -> str:
+        return "unknown"
+
+    def __str__(self) -> str:
+        return f"UNKNOWN  {self.property.title()}: {self.reason}"
+
+
+Verdict = Proved | Refuted | Unknown
+
+
+def outcome_kind(result: Result) -> str:
+    """The outcome class name used by predicates: delivered/refused/dropped/loop/egress/undetermined."""
+    return type(result.outcome).__name__.lower()
+
+
+def holds(pred: Pred, result: Result) -> bool:
+    """Evaluate a predicate on a concrete interpreter result (the solver's reference semantics)."""
+    match pred:
+        case EndsAs(kinds):
+            return outcome_kind(result) in kinds
+        case DeliveredTo(app, bind, port):
+            o = result.outcome
+            return (isinstance(o, Delivered) and (app is None or o.app == app)
+                    and (bind is None or o.socket.bind == bind) and (port is None or o.socket.port == port))
+        case SourceIs(address):
+            return isinstance(result.outcome, Delivered) and result.outcome.source == address
+        case Observed(side):
+            return side in result.observed
+        case Captured(side):
+            return bool(result.observed) and (side is None or result.observed[0] == side) and \
+                _first_leg_captured(result)
+        case Not(arg):
+            return not holds(arg, result)
+        case AllOf(args):
+            return all(holds(a, result) for a in args)
+        case AnyOf(args):
+            return any(holds(a, result) for a in args)
+    raise TypeError(pred)  # pragma: no cover
+
+
+def _first_leg_captured(result: Result) -> bool:
+    """The first proxy acceptance happened on the client's own connection (leg 1)."""
+    for hop in result.trace:
+        if hop.kind == "proxy":
+            return hop.leg == 1
+    return bool(result.observed)
+
+
+def check(world: World, prop: Property, *, hops: int = DEFAULT_HOPS, timeout_ms: int = 20_000,
+          names: dict[str, int] | None = None) -> Verdict:
+    """Prove or refute ``prop`` in ``world`` (every address family the property ranges over)."""
+    assumes: list[str] = []
+    for scope, pred in prop.checks(world):
+        ans = search(world, scope, pred, hops=hops, timeout_ms=timeout_ms, names=names)
+        if isinstance(ans, NoWitness):
+            assumes.extend(ans.opaque)
+            continue
+        if isinstance(ans, SolverGaveUp):
+            return Unknown(prop, f"solver gave up on '{scope}': {ans.reason}")
+        assert isinstance(ans, Candidate)
+        result = interpret(ans.world, ans.flow, max_hops=hops)
+        if isinstance(result.outcome, Undetermined):
+            return Unknown(prop, f"depends on an unmodelled rule: {result.outcome}")
+        if not holds(pred, result):
+            return Refuted(prop, scope, pred, ans.flow, result, ans.world)
+        if ans.opaque:
+            return Unknown(prop, "may be violated depending on unmodelled rule(s): " + "; ".join(ans.opaque))
+        raise InternalError(
+            f"solver and interpreter disagree on {ans.flow} for '{prop.title()}': the solver says it "
+            f"violates '{describe(pred)}', the interpreter says {result.summary}\n{result}")
+    return Proved(prop, hops, tuple(dict.fromkeys(assumes)))
+
+
+def check_all(world: World, props: Iterable[Property], **kw: Any) -> list[Verdict]:
+    return [check(world, p, **kw) for p in props]
+
+
+# ------------------------------------------------------------------------------------------------
+# Exhaustive concrete enumeration over a finite scope
+
+
+def interesting_addresses(world: World, scope: Scope) -> list[IPAddress]:
+    """Destinations worth trying: pod IPs, loopback, VIPs, endpoints, peers, rule CIDR bounds."""
+    fam = scope.family
+    seen: dict[IPAddress, None] = {}
+    v4 = fam == "ipv4"
+    base = ["127.0.0.1", "127.0.0.6", "198.51.100.77"] if v4 else ["::1", "::6", "2001:db8:ffff::77"]
+    for a in base:
+        seen[to_address(a)] = None
+    for a in (*world.pod_ips, *world.peer_ips):
+        seen[a] = None
+    for s in world.services:
+        seen[s.vip] = None
+        for e in s.endpoints:
+            seen[e.address] = None
+    return [a for a in seen if (a.version == 4) == v4]
+
+
+def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | None = None,
+                    dports: Iterable[int] | None = None, ids: Iterable[tuple[int, int]] | None = None,
+                    hops: int = DEFAULT_HOPS) -> Iterator[tuple[Flow, World, Result]]:
+    """Interpret every concrete first connection of a finite version of ``scope``."""
+    if scope.client == "peer":
+        pod = world.pod_ip(scope.family)
+        dst_list: list[IPAddress] = [pod] if pod is not None else []
+    else:
+        dst_list = list(dsts) if dsts is not None else interesting_addresses(world, scope)
+    dst_list = [d for d in dst_list if _in_scope_dst(d, scope, world)]
+    port_list = [p for p in (dports if dports is not None else _ports_of(world)) if _in_scope_port(p, scope)]
+    clients: list[tuple[str, World]] = []
+    if scope.client in ("peer", "proxy"):
+        clients.append((scope.client, world))
+    elif scope.client == "app":
+        clients.append((scope.app or "", world))
+    else:
+        for uid, gid in ids if ids is not None else [(a.uid, a.gid) for a in world.apps] or [(1000, 1000)]:
+            if uid in scope.uid_not or gid in scope.gid_not:
+                continue
+            app = next((a for a in world.apps if a.uid == uid and a.gid == gid), None)
+            if app is not None:
+                clients.append((app.name, world))
+            else:
+                from meshsolve.model.world import App
+
+                extra: tuple[App, ...] = (App("witness-app", uid=uid, gid=gid),)
+                clients.append(("witness-app", attrs.evolve(world, apps=world.apps + extra)))  # type: ignore[arg-type]
+    for (client, w), dst, port in itertools.product(clients, dst_list, port_list):
+        svc = w.service_at(dst, port)
+        if scope.vip_only and svc is None:
+            continue
+        n_ep = len(svc.endpoints) if svc is not None else 1
+        for e in range(max(n_ep, 1)):
+            flow = Flow(client=client, dst=dst, dport=port, endpoint=e)
+            yield flow, w, interpret(w, flow, max_hops=hops)
+
+
+def _in_scope_dst(d: IPAddress, scope: Scope, world: World) -> bool:
+    if (d.version == 4) != (scope.family == "ipv4"):
+        return False
+    if scope.dst is not None and not any(d in n for n in scope.dst):
+        return False
+    if any(d in n for n in scope.dst_not):
+        return False
+    local = d.is_loopback or d in world.pod_ips or (world.proxy.inbound_source_v6 == d)
+    return not (scope.local is not None and local != scope.local)
+
+
+def _in_scope_port(p: int, scope: Scope) -> bool:
+    if p == 0:
+        return False
+    if scope.dports is not None and not any(p in r for r in scope.dports):
+        return False
+    return not any(p in r for r in scope.dports_not)
+
+
+def _ports_of(world: World) -> list[int]:
+    ports = {1, 80, 15001, 15006, 15008, 15020, 15021, 15090, 65535}
+    ports.add(world.proxy.outbound_port)
+    if world.proxy.inbound_port is not None:
+        ports.add(world.proxy.inbound_port)
+    for a in world.apps:
+        for s in a.sockets:
+            ports.add(s.port)
+    for s in world.services:
+        ports.add(s.port)
+        ports.update(e.port for e in s.endpoints)
+    return sorted(ports)

@@ -1,0 +1,210 @@
+"""Properties a user asks about a pod world, as values.
+
+Each property says, per address family, which first connections it ranges over (``Scope``) and
+what must hold at the end of each such flow (``Pred``). ``meshsolve.analysis.check`` proves it or
+finds a counterexample; the same scopes and predicates drive exhaustive concrete enumeration.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+import attrs
+
+from meshsolve.model.net import Family, IPAddress, to_address
+from meshsolve.model.world import World
+from meshsolve.smt.query import (
+    AllOf,
+    Captured,
+    DeliveredTo,
+    EndsAs,
+    Not,
+    Observed,
+    Pred,
+    Scope,
+)
+
+__all__ = [
+    "Bypass",
+    "CaptureInbound",
+    "CaptureOutbound",
+    "NoExposure",
+    "NoLoops",
+    "Observation",
+    "Property",
+    "Reachable",
+    "default_properties",
+]
+
+
+def _opt_addr(v: str | IPAddress | None) -> IPAddress | None:
+    return None if v is None else to_address(v)
+
+
+@attrs.frozen
+class Reachable:
+    """``client`` reaches the app socket on ``port`` (of ``app`` if given) via ``dst`` (default: the
+    pod IP); every such connection (any source port, any endpoint choice) is delivered there."""
+
+    client: str
+    port: int
+    dst: IPAddress | None = attrs.field(default=None, converter=_opt_addr)
+    app: str | None = None
+    name: str = ""
+
+    def title(self) -> str:
+        return self.name or f"{self.client} reaches port {self.port} via {self.dst or 'the pod IP'}"
+
+    def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        out: list[tuple[Scope, Pred]] = []
+        for fam in _families(world, self.dst):
+            dst = self.dst or world.pod_ip(fam)
+            if dst is None:
+                continue
+            out.append((_client_scope(self.client, fam, dst=(dst,), dports=(self.port,)),
+                        DeliveredTo(app=self.app, port=self.port)))
+        return out
+
+
+@attrs.frozen
+class CaptureOutbound:
+    """Every outbound TCP connection of a non-proxy process to a remote address (minus the
+    excluded ports/CIDRs) lands on the proxy's outbound listener."""
+
+    exclude_ports: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    exclude_cidrs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    name: str = ""
+
+    def title(self) -> str:
+        return self.name or "all outbound traffic of the pod's apps is captured"
+
+    def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        p = world.proxy
+        return [(Scope(family=fam, client="any-app", uid_not=(p.uid,), gid_not=(p.gid,), local=False,
+                       dst_not=tuple(c for c in self.exclude_cidrs if (":" in c) == (fam == "ipv6")),
+                       dports_not=tuple(str(x) for x in self.exclude_ports)),
+                 Captured("out")) for fam in world.families]
+
+
+@attrs.frozen
+class CaptureInbound:
+    """Every inbound TCP connection from a remote peer to ``ports`` (``None``: all ports but
+    ``exclude_ports``) lands on the proxy's inbound side."""
+
+    ports: tuple[int, ...] | None = None
+    exclude_ports: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    name: str = ""
+
+    def title(self) -> str:
+        return self.name or "inbound traffic is captured"
+
+    def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        return [(Scope(family=fam, client="peer",
+                       dports=None if self.ports is None else tuple(str(x) for x in self.ports),
+                       dports_not=tuple(str(x) for x in self.exclude_ports)), Captured("in"))
+                for fam in world.families if world.peer_ip(fam) is not None]
+
+
+@attrs.frozen
+class Bypass:
+    """The proxy's own connections to remote addresses are never captured."""
+
+    name: str = ""
+
+    def title(self) -> str:
+        return self.name or "the proxy's own outbound traffic bypasses capture"
+
+    def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        return [(Scope(family=fam, client="proxy", local=False), Not(Captured()))
+                for fam in world.families]
+
+
+@attrs.frozen
+class NoLoops:
+    """No connection — from a peer, from any process in the pod, or from the proxy — loops."""
+
+    name: str = ""
+
+    def title(self) -> str:
+        return self.name or "no connection loops through the proxy"
+
+    def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        out: list[tuple[Scope, Pred]] = []
+        for fam in world.families:
+            if world.peer_ip(fam) is not None:
+                out.append((Scope(family=fam, client="peer"), Not(EndsAs({"loop"}))))
+            out.append((Scope(family=fam, client="any-app"), Not(EndsAs({"loop"}))))
+        return out
+
+
+@attrs.frozen
+class NoExposure:
+    """No app socket bound to a loopback address is reachable from a remote peer."""
+
+    name: str = ""
+
+    def title(self) -> str:
+        return self.name or "localhost-only sockets are not exposed"
+
+    def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        out: list[tuple[Scope, Pred]] = []
+        for fam in world.families:
+            if world.peer_ip(fam) is None:
+                continue
+            for app in world.apps:
+                for s in app.sockets:
+                    if s.bind.is_loopback:
+                        out.append((Scope(family=fam, client="peer", dports=(str(s.port),)),
+                                    Not(DeliveredTo(app=app.name, bind=s.bind, port=s.port))))
+        return out
+
+
+Side = Literal["out", "in"]
+
+
+@attrs.frozen
+class Observation:
+    """Every connection of ``client`` to ``dst:port`` is seen by the proxy on each of ``sides``
+    (``"out"``: client-side telemetry, ``"in"``: server-side); with ``delivered`` also delivered.
+
+    The seed's self-call is ``Observation("app", "198.51.100.1", 9001, sides=("out", "in"))``
+    with the service's endpoint on the pod itself.
+    """
+
+    client: str
+    dst: IPAddress = attrs.field(converter=to_address)
+    port: int
+    sides: tuple[Side, ...] = ("out", "in")
+    delivered: bool = True
+    name: str = ""
+
+    def title(self) -> str:
+        s = " and ".join("client side" if x == "out" else "server side" for x in self.sides)
+        return self.name or f"{self.client} -> {self.dst}:{self.port} is observed {s}"
+
+    def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        fam: Family = "ipv4" if self.dst.version == 4 else "ipv6"
+        preds: list[Pred] = [Observed(s) for s in self.sides]
+        if self.delivered:
+            preds.append(EndsAs({"delivered"}))
+        return [(_client_scope(self.client, fam, dst=(self.dst,), dports=(self.port,)), AllOf(preds))]
+
+
+Property: TypeAlias = Reachable | CaptureOutbound | CaptureInbound | Bypass | NoLoops | NoExposure | Observation
+
+
+def _families(world: World, dst: IPAddress | None) -> tuple[Family, ...]:
+    if dst is not None:
+        return ("ipv4",) if dst.version == 4 else ("ipv6",)
+    return world.families
+
+
+def _client_scope(client: str, fam: Family, **kw: object) -> Scope:
+    if client in ("peer", "proxy"):
+        return Scope(family=fam, client=client, **kw)  # type: ignore[arg-type]
+    return Scope(family=fam, client="app", app=client, **kw)  # type: ignore[arg-type]
+
+
+def default_properties(world: World) -> tuple[Property, ...]:
+    """What every capture set-up should satisfy: capture, bypass, no loops, no exposure."""
+    return (CaptureOutbound(), CaptureInbound(), Bypass(), NoLoops(), NoExposure())

@@ -1,0 +1,188 @@
+"""The solver's question language, as plain values (no z3 here).
+
+A question is "for every first connection in ``Scope``, does the flow's end satisfy ``Pred``?".
+The solver looks for a connection in the scope whose end violates the predicate; none means a
+proof. The same predicate is evaluated on the concrete interpreter's result (``holds``), which is
+how every witness is replayed and how exhaustive enumeration is compared with the solver.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+import attrs
+
+from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, to_network
+
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "Captured",
+    "DeliveredTo",
+    "EndsAs",
+    "Not",
+    "Observed",
+    "Pred",
+    "Scope",
+    "SourceIs",
+    "describe",
+]
+
+OutcomeKind = Literal["delivered", "refused", "dropped", "loop", "egress", "undetermined"]
+ClientKind = Literal["peer", "app", "any-app", "proxy"]
+
+
+def _nets(values: object) -> tuple[IPNetwork, ...] | None:
+    if values is None:
+        return None
+    assert isinstance(values, tuple | list)
+    return tuple(to_network(v) for v in values)
+
+
+def _nets0(values: object) -> tuple[IPNetwork, ...]:
+    out = _nets(values)
+    return () if out is None else out
+
+
+def _prs(values: object) -> tuple[PortRange, ...] | None:
+    if values is None:
+        return None
+    assert isinstance(values, tuple | list)
+    return tuple(v if isinstance(v, PortRange) else PortRange.parse(str(v)) for v in values)
+
+
+def _prs0(values: object) -> tuple[PortRange, ...]:
+    out = _prs(values)
+    return () if out is None else out
+
+
+@attrs.frozen
+class Scope:
+    """Which first connections a question ranges over (one address family).
+
+    - ``client``: ``"peer"`` (a remote host, from the world's peer address), ``"app"`` (the app
+      named ``app``, with its uid/gid), ``"any-app"`` (any process of the pod whose uid is not in
+      ``uid_not`` and gid not in ``gid_not``), or ``"proxy"`` (the sidecar's ids).
+    - ``dst``: destinations allowed (``None`` = any), ``dst_not``: excluded; ``local``: ``True`` for
+      only the pod's own addresses (loopback and pod IPs), ``False`` for only remote ones.
+    - ``dports``/``dports_not``: destination ports allowed / excluded.
+    - ``vip_only``: only service VIP:port destinations (any endpoint choice).
+    """
+
+    family: Family
+    client: ClientKind
+    app: str | None = None
+    uid_not: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    gid_not: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    dst: tuple[IPNetwork, ...] | None = attrs.field(default=None, converter=_nets)
+    dst_not: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_nets0)
+    local: bool | None = None
+    dports: tuple[PortRange, ...] | None = attrs.field(default=None, converter=_prs)
+    dports_not: tuple[PortRange, ...] = attrs.field(default=(), converter=_prs0)
+    vip_only: bool = False
+
+    def __str__(self) -> str:
+        who = {"peer": "a remote peer", "proxy": "the proxy", "app": f"app {self.app}",
+               "any-app": "any non-proxy process"}[self.client]
+        parts = [who]
+        if self.vip_only:
+            parts.append("to a service VIP")
+        if self.local is True:
+            parts.append("to the pod's own addresses")
+        elif self.local is False:
+            parts.append("to remote addresses")
+        if self.dst is not None:
+            parts.append("to " + ",".join(map(str, self.dst)))
+        if self.dst_not:
+            parts.append("not to " + ",".join(map(str, self.dst_not)))
+        if self.dports is not None:
+            parts.append("port " + ",".join(map(str, self.dports)))
+        if self.dports_not:
+            parts.append("port not " + ",".join(map(str, self.dports_not)))
+        parts.append(f"({self.family})")
+        return " ".join(parts)
+
+
+# --- predicates over the end of a flow -----------------------------------------------------------
+
+
+@attrs.frozen
+class EndsAs:
+    """The flow's outcome is one of ``kinds``."""
+
+    kinds: frozenset[str] = attrs.field(converter=frozenset)
+
+
+@attrs.frozen
+class DeliveredTo:
+    """Delivered to an app socket; optionally a given app and/or a socket bound to ``bind``/``port``."""
+
+    app: str | None = None
+    bind: IPAddress | None = None
+    port: int | None = None
+
+
+@attrs.frozen
+class SourceIs:
+    """Delivered, and the app saw this source address."""
+
+    address: IPAddress
+
+
+@attrs.frozen
+class Observed:
+    """The proxy's ``side`` (``"out"`` client side, ``"in"`` server side) accepted the flow at some hop."""
+
+    side: Literal["out", "in"]
+
+
+@attrs.frozen
+class Captured:
+    """The *first* connection landed on the proxy's ``side`` (``None``: either side)."""
+
+    side: Literal["out", "in"] | None = None
+
+
+@attrs.frozen
+class Not:
+    arg: Pred
+
+
+@attrs.frozen
+class AllOf:
+    args: tuple[Pred, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class AnyOf:
+    args: tuple[Pred, ...] = attrs.field(converter=tuple)
+
+
+Pred: TypeAlias = EndsAs | DeliveredTo | SourceIs | Observed | Captured | Not | AllOf | AnyOf
+
+
+def describe(p: Pred) -> str:
+    """A short human reading of a predicate (used in verdict messages)."""
+    match p:
+        case EndsAs(kinds):
+            return "ends " + "/".join(sorted(kinds))
+        case DeliveredTo(app, bind, port):
+            what = "delivered"
+            if app:
+                what += f" to {app}"
+            if bind is not None or port is not None:
+                what += f" at {bind if bind is not None else '*'}:{port if port is not None else '*'}"
+            return what
+        case SourceIs(addr):
+            return f"seen from {addr}"
+        case Observed(side):
+            return f"observed {'client' if side == 'out' else 'server'} side"
+        case Captured(side):
+            return "captured" if side is None else f"captured to the {side}bound side"
+        case Not(arg):
+            return f"not ({describe(arg)})"
+        case AllOf(args):
+            return " and ".join(describe(a) for a in args)
+        case AnyOf(args):
+            return " or ".join(describe(a) for a in args)
+    raise TypeError(p)  # pragma: no cover

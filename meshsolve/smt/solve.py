@@ -1,0 +1,185 @@
+"""Asking Z3: is there a first connection in a scope whose flow violates a predicate?
+
+``search`` returns ``NoWitness`` (a proof over every connection in the scope, up to the hop bound),
+``Candidate`` (a concrete flow the caller must replay in the interpreter) or ``SolverGaveUp``
+(timeout / resource limit / incomplete theory), never a guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import attrs
+import z3
+
+from meshsolve.errors import UnsupportedError
+from meshsolve.model.net import to_address
+from meshsolve.model.world import App, Flow, World
+from meshsolve.smt import encode as E
+from meshsolve.smt.query import (
+    AllOf,
+    AnyOf,
+    Captured,
+    DeliveredTo,
+    EndsAs,
+    Not,
+    Observed,
+    Pred,
+    Scope,
+    SourceIs,
+)
+
+__all__ = ["Candidate", "NoWitness", "SolverGaveUp", "WITNESS_APP", "search"]
+
+WITNESS_APP = "witness-app"
+
+
+@attrs.frozen
+class NoWitness:
+    """Unsatisfiable: no connection in the scope violates the predicate (within ``hops`` hops)."""
+
+    hops: int
+    opaque: tuple[str, ...] = ()  # opaque rules the proof holds regardless of
+
+
+@attrs.frozen
+class Candidate:
+    """A violating first connection, to be replayed: ``world`` may add a witness app."""
+
+    flow: Flow
+    world: World
+    opaque: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class SolverGaveUp:
+    reason: str
+
+
+Answer = NoWitness | Candidate | SolverGaveUp
+
+
+def _pred(p: Pred, enc: E.FlowEncoding) -> Any:
+    match p:
+        case EndsAs(kinds):
+            bad = [k for k in kinds if k not in E.OUTCOME]
+            if bad:
+                raise UnsupportedError(f"unknown outcome kind(s): {bad}")
+            return z3.Or(*[enc.outcome == E.OUTCOME[k] for k in kinds]) if kinds else z3.BoolVal(False)
+        case DeliveredTo(app, bind, port):
+            idx = [i for i, (a, s) in enumerate(enc.sockets)
+                   if (app is None or a == app) and (bind is None or s.bind == bind)
+                   and (port is None or s.port == port)]
+            return z3.And(enc.outcome == E.DELIV,
+                          z3.Or(*[enc.final_sock == i for i in idx]) if idx else z3.BoolVal(False))
+        case SourceIs(address):
+            if address.version != (4 if enc.ctx.family == "ipv4" else 6):
+                return z3.BoolVal(False)
+            return z3.And(enc.outcome == E.DELIV, enc.final_src == E.addr_val(address, enc.ctx.family))
+        case Observed(side):
+            code = E.OUT if side == "out" else E.IN
+            return z3.Or(*[z3.And(a, h.cls == code) for a, h in zip(enc.active, enc.hops, strict=True)])
+        case Captured(side):
+            h0 = enc.hops[0]
+            if side is None:
+                return z3.Or(h0.cls == E.OUT, h0.cls == E.IN)
+            return h0.cls == (E.OUT if side == "out" else E.IN)
+        case Not(arg):
+            return z3.Not(_pred(arg, enc))
+        case AllOf(args):
+            return z3.And(*[_pred(a, enc) for a in args])
+        case AnyOf(args):
+            return z3.Or(*[_pred(a, enc) for a in args])
+    raise TypeError(p)  # pragma: no cover
+
+
+def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: Any) -> list[Any]:
+    fam = s.family
+    out: list[Any] = []
+
+    def u(v: int) -> Any:
+        return z3.BitVecVal(v, 32)
+
+    if s.client == "peer":
+        out.append(client == 0)
+    else:
+        out.append(client == 1)
+        if s.client == "app":
+            app = world.app(s.app or "")
+            out += [h0.uid == u(app.uid), h0.gid == u(app.gid)]
+        elif s.client == "proxy":
+            out += [h0.uid == u(world.proxy.uid), h0.gid == u(world.proxy.gid)]
+        else:
+            out += [h0.uid != u(x) for x in s.uid_not] + [h0.gid != u(x) for x in s.gid_not]
+    if s.dst is not None:
+        out.append(z3.Or(*[E.in_net(h0.dst, n) for n in s.dst if n.version == (4 if fam == "ipv4" else 6)]))
+    out += [z3.Not(E.in_net(h0.dst, n)) for n in s.dst_not if n.version == (4 if fam == "ipv4" else 6)]
+    if s.local is True:
+        out.append(enc.ctx.is_local(h0.dst))
+    elif s.local is False:
+        out.append(z3.Not(enc.ctx.is_local(h0.dst)))
+    if s.dports is not None:
+        out.append(z3.Or(*[E._port_in(h0.dport, r.lo, r.hi) for r in s.dports]))
+    out += [z3.Not(E._port_in(h0.dport, r.lo, r.hi)) for r in s.dports_not]
+    if s.vip_only:
+        vips = [z3.And(h0.dst == E.addr_val(v.vip, fam), h0.dport == z3.BitVecVal(v.port, 16))
+                for v in world.services if v.vip.version == (4 if fam == "ipv4" else 6) and v.endpoints]
+        out.append(z3.Or(*vips) if vips else z3.BoolVal(False))
+    # ports a client can connect to: 1..65535 (0 is not a valid destination port)
+    out.append(h0.dport != z3.BitVecVal(0, 16))
+    return out
+
+
+def search(world: World, scope: Scope, pred: Pred, *, hops: int = 8, timeout_ms: int = 20_000,
+           rlimit: int = 50_000_000, names: dict[str, int] | None = None) -> Answer:
+    """Find a first connection in ``scope`` whose flow does **not** satisfy ``pred``."""
+    enc, h0, client = E.encode_flow(world, scope.family, hops=hops, names=names)
+    s = z3.SolverFor("QF_BV")
+    s.set("timeout", timeout_ms)
+    s.set("rlimit", rlimit)
+    s.add(*enc.constraints)
+    s.add(*_scope(scope, world, enc, h0, client))
+    s.add(z3.Not(_pred(pred, enc)))
+    opaque = tuple(why for why, _ in enc.ctx.opaque)
+    r = s.check()
+    if r == z3.unsat:
+        return NoWitness(hops, opaque)
+    if r == z3.unknown:
+        return SolverGaveUp(s.reason_unknown() or "unknown")
+    m = s.model()
+
+    def val(x: Any) -> int:
+        return int(m.eval(x, model_completion=True).as_long())
+
+    fam = scope.family
+    dst = to_address(_int_to_addr(val(h0.dst), fam))
+    dport = val(h0.dport)
+    sport = val(h0.sport)
+    endpoint = val(enc.endpoint)
+    w = world
+    if scope.client == "peer":
+        name = "peer"
+    elif scope.client == "proxy":
+        name = "proxy"
+    elif scope.client == "app":
+        name = scope.app or ""
+    else:
+        uid, gid = val(h0.uid), val(h0.gid)
+        existing = next((a for a in world.apps if a.uid == uid and a.gid == gid), None)
+        if existing is not None:
+            name = existing.name
+        else:
+            name = WITNESS_APP
+            extra: tuple[App, ...] = (App(WITNESS_APP, uid=uid, gid=gid),)
+            w = attrs.evolve(world, apps=cast(Any, world.apps + extra))
+    # endpoint index only matters for VIPs; keep it in range of the largest service
+    n_ep = max((len(s_.endpoints) for s_ in world.services), default=1)
+    endpoint = endpoint if endpoint < max(n_ep, 1) else 0
+    flow = Flow(client=name, dst=dst, dport=dport, sport=sport or None, endpoint=endpoint)
+    return Candidate(flow, w, opaque)
+
+
+def _int_to_addr(v: int, family: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv4Address(v) if family == "ipv4" else ipaddress.IPv6Address(v))
