@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -58,7 +58,7 @@ DEFAULT_HOPS = 8
 class Proved:
     """The property holds for every connection in its scopes (up to ``hops`` proxy hops)."""
 
-    property: Any
+    prop: Any
     hops: int = DEFAULT_HOPS
     assumes: tuple[str, ...] = ()  # opaque rules the proof holds regardless of
 
@@ -67,14 +67,14 @@ class Proved:
         return "proved"
 
     def __str__(self) -> str:
-        return f"PROVED   {self.property.title()}"
+        return f"PROVED   {self.prop.title()}"
 
 
 @attrs.frozen
 class Refuted:
     """A concrete counterexample: ``flow`` in ``world`` ends as ``result`` (the interpreter's)."""
 
-    property: Any
+    prop: Any
     scope: Scope
     expected: Pred
     flow: Flow
@@ -86,7 +86,7 @@ class Refuted:
         return "refuted"
 
     def __str__(self) -> str:
-        return (f"REFUTED  {self.property.title()}\n  expected: {describe(self.expected)}\n"
+        return (f"REFUTED  {self.prop.title()}\n  expected: {describe(self.expected)}\n"
                 f"  witness:  {self.flow}  ->  {self.result.summary}")
 
 
@@ -94,7 +94,7 @@ class Refuted:
 class Unknown:
     """No answer: the solver gave up, or the answer depends on a rule meshsolve does not model."""
 
-    property: Any
+    prop: Any
     reason: str
 
     @property
@@ -102,7 +102,7 @@ class Unknown:
         return "unknown"
 
     def __str__(self) -> str:
-        return f"UNKNOWN  {self.property.title()}: {self.reason}"
+        return f"UNKNOWN  {self.prop.title()}: {self.reason}"
 
 
 Verdict = Proved | Refuted | Unknown
@@ -185,8 +185,8 @@ def interesting_addresses(world: World, scope: Scope) -> list[IPAddress]:
     seen: dict[IPAddress, None] = {}
     v4 = fam == "ipv4"
     base = ["127.0.0.1", "127.0.0.6", "198.51.100.77"] if v4 else ["::1", "::6", "2001:db8:ffff::77"]
-    for a in base:
-        seen[to_address(a)] = None
+    for text in base:
+        seen[to_address(text)] = None
     for a in (*world.pod_ips, *world.peer_ips):
         seen[a] = None
     for s in world.services:
@@ -213,7 +213,9 @@ def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | N
     elif scope.client == "app":
         clients.append((scope.app or "", world))
     else:
-        for uid, gid in ids if ids is not None else [(a.uid, a.gid) for a in world.apps] or [(1000, 1000)]:
+        pairs = list(ids) if ids is not None else list(scope.ids) if scope.ids is not None else \
+            [(a.uid, a.gid) for a in world.apps] or [(1000, 1000)]
+        for uid, gid in pairs:
             if uid in scope.uid_not or gid in scope.gid_not:
                 continue
             app = next((a for a in world.apps if a.uid == uid and a.gid == gid), None)
@@ -223,12 +225,12 @@ def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | N
                 from meshsolve.model.world import App
 
                 extra: tuple[App, ...] = (App("witness-app", uid=uid, gid=gid),)
-                clients.append(("witness-app", attrs.evolve(world, apps=world.apps + extra)))  # type: ignore[arg-type]
+                clients.append(("witness-app", attrs.evolve(world, apps=cast(Any, world.apps + extra))))
     for (client, w), dst, port in itertools.product(clients, dst_list, port_list):
-        svc = w.service_at(dst, port)
-        if scope.vip_only and svc is None:
+        service = w.service_at(dst, port)
+        if scope.vip_only and service is None:
             continue
-        n_ep = len(svc.endpoints) if svc is not None else 1
+        n_ep = len(service.endpoints) if service is not None else 1
         for e in range(max(n_ep, 1)):
             flow = Flow(client=client, dst=dst, dport=port, endpoint=e)
             yield flow, w, interpret(w, flow, max_hops=hops)
@@ -258,10 +260,8 @@ def _ports_of(world: World) -> list[int]:
     ports.add(world.proxy.outbound_port)
     if world.proxy.inbound_port is not None:
         ports.add(world.proxy.inbound_port)
-    for a in world.apps:
-        for s in a.sockets:
-            ports.add(s.port)
-    for s in world.services:
-        ports.add(s.port)
-        ports.update(e.port for e in s.endpoints)
+    ports.update(sock.port for a in world.apps for sock in a.sockets)
+    for svc in world.services:
+        ports.add(svc.port)
+        ports.update(e.port for e in svc.endpoints)
     return sorted(ports)

@@ -121,19 +121,28 @@ class Bypass:
 
 @attrs.frozen
 class NoLoops:
-    """No connection — from a peer, from any process in the pod, or from the proxy — loops."""
+    """No connection — from a peer or from any process in the pod, the proxy included — loops.
 
+    Connections addressed to the proxy's own listener ports are left out unless
+    ``include_proxy_ports``: a real sidecar refuses those itself (Envoy's listeners do not forward
+    traffic addressed to 15001/15006), which the proxy model does not describe.
+    """
+
+    include_proxy_ports: bool = False
     name: str = ""
 
     def title(self) -> str:
         return self.name or "no connection loops through the proxy"
 
     def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        p = world.proxy
+        skip = () if self.include_proxy_ports else tuple(
+            str(x) for x in {p.outbound_port, p.inbound_port} if x is not None)
         out: list[tuple[Scope, Pred]] = []
         for fam in world.families:
             if world.peer_ip(fam) is not None:
-                out.append((Scope(family=fam, client="peer"), Not(EndsAs({"loop"}))))
-            out.append((Scope(family=fam, client="any-app"), Not(EndsAs({"loop"}))))
+                out.append((Scope(family=fam, client="peer", dports_not=skip), Not(EndsAs({"loop"}))))
+            out.append((Scope(family=fam, client="any-app", dports_not=skip), Not(EndsAs({"loop"}))))
         return out
 
 
@@ -206,5 +215,8 @@ def _client_scope(client: str, fam: Family, **kw: object) -> Scope:
 
 
 def default_properties(world: World) -> tuple[Property, ...]:
-    """What every capture set-up should satisfy: capture, bypass, no loops, no exposure."""
-    return (CaptureOutbound(), CaptureInbound(), Bypass(), NoLoops(), NoExposure())
+    """What every capture set-up should satisfy: outbound capture, inbound capture of the ports the
+    apps listen on, bypass of the proxy's own traffic, no loops, no exposure of localhost sockets."""
+    app_ports = tuple(sorted({s.port for a in world.apps for s in a.sockets}))
+    inbound = CaptureInbound(ports=app_ports) if app_ports else CaptureInbound()
+    return (CaptureOutbound(), inbound, Bypass(), NoLoops(), NoExposure())

@@ -80,6 +80,11 @@ BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
 TABLE_ORDER: tuple[str, ...] = ("filter", "mangle", "nat", "raw", "security")
 
 
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    """``tuple`` as a typed converter (mypy's attrs plugin cannot infer ``converter=tuple``)."""
+    return tuple(values)
+
+
 @attrs.frozen
 class Origin:
     """Where a rule or chain came from: ``source`` (file name) and 1-based ``lineno``."""
@@ -171,7 +176,7 @@ class PortMatch:
     dport: PortRange | None = attrs.field(default=None, converter=_opt_range)
     sport_negated: bool = False
     dport_negated: bool = False
-    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
 
 def _ranges(values: Iterable[PortRange | int | str]) -> tuple[PortRange, ...]:
@@ -248,7 +253,7 @@ class ConntrackMatch:
 
     states: tuple[str, ...] = attrs.field(converter=_states)
     negated: bool = False
-    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     module: Literal["conntrack"] = "conntrack"
 
 
@@ -286,7 +291,7 @@ class CommentMatch:
 class SocketMatch:
     """``-m socket [--transparent] [--nowildcard] [--restore-skmark]``"""
 
-    options: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    options: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     module: Literal["socket"] = "socket"
 
 
@@ -298,7 +303,7 @@ class OpaqueMatch:
     """
 
     module: str
-    args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
 
 ModuleMatch: TypeAlias = (
@@ -395,7 +400,7 @@ class CtTarget:
 
     zone: int | None = None
     notrack: bool = False
-    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
 
 @attrs.frozen
@@ -403,7 +408,7 @@ class Dnat:
     """``-j DNAT --to-destination ADDR[:PORT]`` (parsed; semantics may come later)."""
 
     to: str
-    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
 
 @attrs.frozen
@@ -411,7 +416,7 @@ class Snat:
     """``-j SNAT --to-source ADDR[:PORT]``"""
 
     to: str
-    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
 
 @attrs.frozen
@@ -419,7 +424,7 @@ class Masquerade:
     """``-j MASQUERADE [--to-ports R]``"""
 
     to_ports: PortRange | None = attrs.field(default=None, converter=_opt_range)
-    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
 
 @attrs.frozen
@@ -428,7 +433,7 @@ class Log:
 
     prefix: str | None = None
     level: str | None = None
-    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
 
 @attrs.frozen
@@ -441,7 +446,7 @@ class OpaqueTarget:
     """A target meshsolve does not model (``NFQUEUE``, ``NFLOG``...), with its raw arguments."""
 
     name: str
-    args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
 
 Target: TypeAlias = (
@@ -482,6 +487,10 @@ class Rule:
         return None
 
 
+def _rule_tuple(values: Iterable[Rule]) -> tuple[Rule, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class RuleRef:
     """A rule's address for traces and findings: ``nat::ISTIO_OUTPUT#2`` (1-based)."""
@@ -499,7 +508,7 @@ class Chain:
     """A chain: built-in ones carry a policy (``ACCEPT``/``DROP``), user chains ``None``."""
 
     name: str
-    rules: tuple[Rule, ...] = attrs.field(default=(), converter=tuple)
+    rules: tuple[Rule, ...] = attrs.field(default=(), converter=_rule_tuple)
     policy: str | None = None
     counters: tuple[int, int] | None = attrs.field(default=None, eq=False, repr=False)
     origin: Origin | None = attrs.field(default=None, eq=False, repr=False)

@@ -68,6 +68,10 @@ class Socket:
         return f"{host}:{self.port}"
 
 
+def _sockets(values: Iterable[Socket]) -> tuple[Socket, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class App:
     """An application process in the pod: its ids and its listening sockets."""
@@ -75,7 +79,7 @@ class App:
     name: str
     uid: int = 1000
     gid: int = 1000
-    sockets: tuple[Socket, ...] = attrs.field(default=(), converter=tuple)
+    sockets: tuple[Socket, ...] = attrs.field(default=(), converter=_sockets)
 
 
 @attrs.frozen
@@ -90,6 +94,10 @@ class Endpoint:
         return f"{host}:{self.port}"
 
 
+def _endpoints(values: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class Service:
     """A service VIP:port load-balanced (by the proxy's outbound side) to its endpoints."""
@@ -97,7 +105,7 @@ class Service:
     name: str
     vip: IPAddress = attrs.field(converter=_addr)
     port: int = attrs.field(converter=to_port)
-    endpoints: tuple[Endpoint, ...] = attrs.field(default=(), converter=tuple)
+    endpoints: tuple[Endpoint, ...] = attrs.field(default=(), converter=_endpoints)
 
 
 @attrs.frozen
@@ -136,6 +144,14 @@ class ProxyBehavior:
         return self.inbound_source_v4 if family == "ipv4" else self.inbound_source_v6
 
 
+def _apps(values: Iterable[App]) -> tuple[App, ...]:
+    return tuple(values)
+
+
+def _services(values: Iterable[Service]) -> tuple[Service, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class World:
     """One pod and its surroundings.
@@ -146,9 +162,9 @@ class World:
 
     pod_ips: tuple[IPAddress, ...] = attrs.field(converter=_addrs)
     peer_ips: tuple[IPAddress, ...] = attrs.field(converter=_addrs)
-    apps: tuple[App, ...] = attrs.field(default=(), converter=tuple)
+    apps: tuple[App, ...] = attrs.field(default=(), converter=_apps)
     proxy: ProxyBehavior = attrs.field(factory=ProxyBehavior)
-    services: tuple[Service, ...] = attrs.field(default=(), converter=tuple)
+    services: tuple[Service, ...] = attrs.field(default=(), converter=_services)
     rules: Rulesets = attrs.field(factory=Rulesets)
     interface: str = "eth0"
     name: str = "pod"

@@ -65,6 +65,7 @@ The proxy
 from __future__ import annotations
 
 import ipaddress
+
 import attrs
 
 from meshsolve.errors import WorldError
@@ -99,15 +100,18 @@ _WILD6 = ipaddress.IPv6Address("::")
 def rule_text(rule: Rule) -> str:
     """The rule as iptables text, via ``meshsolve.iptables.rule_text`` when it exists."""
     try:
-        from meshsolve import iptables
-        render = iptables.rule_text  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
+        from meshsolve.iptables import rule_text as render
+    except ImportError:  # the renderer is not there yet: show the model value
         return repr(rule)
     return str(render(rule))
 
 
 def _loopback(family: Family) -> IPAddress:
     return _LO4 if family == "ipv4" else _LO6
+
+
+def _rewrite(pkt: Packet, dst: IPAddress, dport: int) -> str:
+    return f"dst {hostport(pkt.dst, pkt.dport)} -> {hostport(dst, dport)}"
 
 
 def source_for(world: World, dst: IPAddress) -> IPAddress:
@@ -258,8 +262,7 @@ class _Run:
         orig = (dst, dport)
         if nat is not None:
             assert nat.new_dst is not None and nat.new_dport is not None and nat.rule is not None
-            self.hop("rewrite", f"dst {hostport(pkt.dst, pkt.dport)} -> {hostport(nat.new_dst, nat.new_dport)}",
-                     nat.rule)
+            self.hop("rewrite", _rewrite(pkt, nat.new_dst, nat.new_dport), nat.rule)
             new_oif = "lo" if world.is_local(nat.new_dst) else world.interface
             pkt = attrs.evolve(pkt, dst=nat.new_dst, dport=nat.new_dport, oif=new_oif,
                                ctstates=("NEW", "DNAT"))
@@ -288,8 +291,7 @@ class _Run:
             return self.result(end)
         if nat is not None:
             assert nat.new_dst is not None and nat.new_dport is not None and nat.rule is not None
-            self.hop("rewrite", f"dst {hostport(pkt.dst, pkt.dport)} -> {hostport(nat.new_dst, nat.new_dport)}",
-                     nat.rule)
+            self.hop("rewrite", _rewrite(pkt, nat.new_dst, nat.new_dport), nat.rule)
             pkt = attrs.evolve(pkt, dst=nat.new_dst, dport=nat.new_dport, ctstates=("NEW", "DNAT"))
         if tp is None and not world.is_local(pkt.dst):
             return self.result(Undetermined(
@@ -307,7 +309,8 @@ class _Run:
                                 f"{hostport(pkt.dst, pkt.dport)}, mark {tp.packet.mark:#x}", tp.rule)
             found = accepting_socket(world, tp.new_dst, tp.new_dport, pkt.protocol)
             if found is None or found[0] != "proxy":
-                self.hop("socket", f"no transparent listener on {hostport(tp.new_dst, tp.new_dport)}: dropped")
+                where = hostport(tp.new_dst, tp.new_dport)
+                self.hop("socket", f"no transparent listener on {where}: dropped")
                 return self.result(Dropped(tp.rule))
             orig = (pkt.dst, pkt.dport)
         pkt, end, nat = self.hooks(pkt, chain)
@@ -332,14 +335,10 @@ class _Run:
     def proxy(self, listener: Socket, orig: tuple[IPAddress, int]) -> Result:
         world, behavior = self.world, self.world.proxy
         odst, oport = orig
-        side: Side
-        if behavior.inbound_port is not None and listener.port == behavior.inbound_port:
-            side = "in"
-        elif (behavior.virtual_inbound_dispatch and odst in world.pod_ips
-              and (behavior.inbound_ports is None or oport in behavior.inbound_ports)):
-            side = "in"
-        else:
-            side = "out"
+        on_inbound = behavior.inbound_port is not None and listener.port == behavior.inbound_port
+        dispatched = (behavior.virtual_inbound_dispatch and odst in world.pod_ips
+                      and (behavior.inbound_ports is None or oport in behavior.inbound_ports))
+        side: Side = "in" if on_inbound or dispatched else "out"
         key = (side, odst, oport)
         name = "inbound" if side == "in" else "outbound"
         if key in self.seen:
@@ -355,11 +354,13 @@ class _Run:
                     raise WorldError(f"flow {self.flow} picks endpoint #{self.flow.endpoint}, but service "
                                      f"{svc.name!r} has {len(svc.endpoints)}")
                 ep = svc.endpoints[self.flow.endpoint]
-                self.hop("proxy", f"proxy outbound side: service {svc.name} -> endpoint #{self.flow.endpoint} {ep}")
+                self.hop("proxy", f"proxy outbound side: service {svc.name} -> "
+                                  f"endpoint #{self.flow.endpoint} {ep}")
                 why = f"outbound, service {svc.name}"
                 target = (ep.address, ep.port)
             elif behavior.outbound == "blackhole":
-                self.hop("proxy", f"proxy outbound side: no service at {hostport(odst, oport)}, blackhole: closed")
+                self.hop("proxy", f"proxy outbound side: no service at {hostport(odst, oport)}, "
+                                  "blackhole: closed")
                 return self.result(Refused())
             else:
                 self.hop("proxy", f"proxy outbound side: passthrough to {hostport(odst, oport)}")
@@ -367,10 +368,7 @@ class _Run:
                 target = orig
             src = None
         else:
-            if behavior.inbound_endpoint == "localhost":
-                target = (_loopback(fam), oport)
-            else:
-                target = orig
+            target = (_loopback(fam), oport) if behavior.inbound_endpoint == "localhost" else orig
             src = behavior.inbound_source(family_of(target[0]))
             via = f" from {src}" if src is not None else ""
             self.hop("proxy", f"proxy inbound side: forwards to {hostport(*target)}{via} "

@@ -11,7 +11,7 @@ followed by the outcome token, e.g. ``in, app<-127.0.0.1``, ``out, in, refused``
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
@@ -172,6 +172,18 @@ class Result:
     def summary(self) -> str:
         """The kernel-facts cell notation: ``out, in, app<-127.0.0.6``."""
         return ", ".join((*self.observed, self.outcome.token))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: flow, summary, outcome (kind + text), observed, numbered trace, rule hits."""
+        return {
+            "flow": str(self.flow),
+            "summary": self.summary,
+            "outcome": {"kind": type(self.outcome).__name__, "text": str(self.outcome)},
+            "observed": list(self.observed),
+            "trace": [{"leg": h.leg, "kind": h.kind, "text": h.text,
+                       "rule": None if h.rule is None else str(h.rule)} for h in self.trace],
+            "rule_hits": [str(r) for r in self.rule_hits],
+        }
 
     def __str__(self) -> str:
         lines = [f"flow {self.flow}"]

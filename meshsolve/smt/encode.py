@@ -156,6 +156,7 @@ class Pkt:
     gid: Any | None
     iif: str | None  # concrete incoming interface name, or None (OUTPUT)
     oif_lo: Any | None  # Bool: the outgoing interface is lo (OUTPUT/POSTROUTING), None otherwise
+    dnat: Any = None  # Bool: the connection's destination was rewritten (conntrack state DNAT)
 
 
 class Ctx:
@@ -251,8 +252,8 @@ def match_term(m: Match, pkt: Pkt, mark: Any, ctmark: Any, ctx: Ctx, where: str)
         case Destination(net, negated):
             return _neg(in_net(pkt.dst, net), negated)
         case InInterface(name, negated):
-            hit = pkt.iif is not None and _iface_match(name, pkt.iif)
-            return z3.BoolVal(hit != negated)
+            on = pkt.iif is not None and _iface_match(name, pkt.iif)
+            return z3.BoolVal(on != negated)
         case OutInterface(name, negated):
             if pkt.oif_lo is None:
                 return z3.BoolVal(negated)
@@ -307,7 +308,10 @@ def match_term(m: Match, pkt: Pkt, mark: Any, ctmark: Any, ctx: Ctx, where: str)
         case ConnmarkMatch(value, mask, negated, _):
             return _neg((ctmark & z3.BitVecVal(mask, 32)) == z3.BitVecVal(value & mask, 32), negated)
         case ConntrackMatch(states, negated, extra, _) if not extra:
-            return z3.BoolVal(("NEW" in states) != negated)
+            ct: Any = z3.BoolVal("NEW" in states)
+            if "DNAT" in states and pkt.dnat is not None:
+                ct = z3.Or(ct, pkt.dnat)
+            return _neg(ct, negated)
         case StateMatch(states, negated, _):
             return z3.BoolVal(("NEW" in states) != negated)
         case AddrtypeMatch(src_type, src_neg, dst_type, dst_neg, lin, lout, _) if not (lin or lout):
@@ -564,7 +568,7 @@ def encode_flow(world: World, family: Family, *, hops: int = 8,
     pod_v = addr_val(pod, family)
     loop_v = addr_val(ctx.loopback, family)
     # Kernel source selection for a locally opened hop 0 (the peer's address for a peer).
-    local_src0 = z3.If(ctx.is_loopback_range(h0.dst), loop_v, pod_v)
+    local_src0 = z3.If(ctx.is_loopback_range(h0.dst), loop_v, z3.If(ctx.is_local(h0.dst), h0.dst, pod_v))
     if peer_ip is not None:
         cons.append(h0.src == z3.If(is_peer0, addr_val(peer_ip, family), local_src0))
     else:
@@ -682,79 +686,97 @@ def _side_for(ctx: Ctx, port_cls: Any, odst: Any, odport: Any) -> Any:
     return z3.If(z3.And(port_cls == OUT, own, ports), z3.BitVecVal(IN, 8), port_cls)
 
 
-def _classify(ctx: Ctx, d: Dec, pkt: Pkt, new_dst: Any, new_dport: Any, sockets: list[tuple[str, Any]],
-              listeners: list[tuple[int, int]], after_local: Callable[[Any, Any], Dec] | None) -> HopVars:
-    """Class of a hop given the nat-stage decision ``d`` and the rewritten destination."""
-    none16 = z3.BitVecVal(0xFFFF, 16)
-    local = ctx.is_local(new_dst)
-    # the loopback / INPUT stages after nat (may DROP, or TPROXY on loopback re-entry)
-    post = after_local(new_dst, new_dport) if after_local is not None else None
-    cls_sock, idx = _lookup(ctx, new_dst, new_dport, sockets, listeners)
-    cls_sock = _side_for(ctx, cls_sock, pkt.dst, pkt.dport)
-    cls: Any = z3.If(local, cls_sock, z3.BitVecVal(EGRESS, 8))
-    if post is not None:
-        tp_cls = _tproxy_class(ctx, post.port, listeners, pkt)
-        cls = z3.If(z3.And(local, post.kind == DROP), z3.BitVecVal(DROPPED, 8),
-                    z3.If(z3.And(local, post.kind == UNK), z3.BitVecVal(UNDET, 8),
-                          z3.If(z3.And(local, post.kind == TPROXY), tp_cls, cls)))
-    k = d.kind
-    tp = _tproxy_class(ctx, d.port, listeners, pkt)
-    cls = z3.If(k == DROP, z3.BitVecVal(DROPPED, 8),
-                z3.If(k == UNK, z3.BitVecVal(UNDET, 8),
-                      z3.If(k == TPROXY, tp, cls)))
-    return HopVars(src=pkt.src, dst=pkt.dst, sport=pkt.sport, dport=pkt.dport, uid=pkt.uid, gid=pkt.gid,
-                   cls=cls, sock=z3.If(cls == DELIV, idx, none16), odst=pkt.dst, odport=pkt.dport,
-                   seen_src=pkt.src)
-
-
-def _tproxy_class(ctx: Ctx, port: Any, listeners: list[tuple[int, int]], pkt: Pkt) -> Any:
+def _proxy_or_drop(ctx: Ctx, port: Any, listeners: list[tuple[int, int]], odst: Any, odport: Any) -> Any:
+    """Class of a TPROXY'd SYN: the proxy listener on ``port`` (by side), or dropped if none."""
     cls: Any = z3.BitVecVal(DROPPED, 8)
     for lport, side in reversed(listeners):
         cls = z3.If(port == z3.BitVecVal(lport, 16), z3.BitVecVal(side, 8), cls)
-    return _side_for(ctx, cls, pkt.dst, pkt.dport)
+    return _side_for(ctx, cls, odst, odport)
+
+
+def _end(kind: Any, otherwise: Any) -> Any:
+    """DROP → dropped, UNK → undetermined, anything else → ``otherwise``."""
+    return z3.If(kind == DROP, z3.BitVecVal(DROPPED, 8),
+                 z3.If(kind == UNK, z3.BitVecVal(UNDET, 8), otherwise))
+
+
+def _nat_rewrite(d: Dec, dst: Any, dport: Any, redirect_to: Any) -> tuple[Any, Any]:
+    new_dst = z3.If(d.kind == REDIR, redirect_to, z3.If(d.kind == DNAT, d.addr, dst))
+    new_dport = z3.If(z3.Or(d.kind == REDIR, d.kind == DNAT), d.port, dport)
+    return new_dst, new_dport
 
 
 def _hop_peer(ctx: Ctx, rs: Ruleset, h: HopVars, sockets: list[tuple[str, Any]],
               listeners: list[tuple[int, int]]) -> HopVars:
-    pkt = Pkt(ctx.family, h.src, h.dst, h.sport, h.dport, None, None, ctx.world.interface, None)
+    """A SYN from the peer: raw+mangle PREROUTING (TPROXY), nat PREROUTING, INPUT, socket."""
+    iface = ctx.world.interface
+    f = z3.BoolVal(False)
+    pkt = Pkt(ctx.family, h.src, h.dst, h.sport, h.dport, None, None, iface, None, f)
     zero = z3.BitVecVal(0, 32)
-    d = _pipeline(ctx, rs, [("raw", "PREROUTING"), ("mangle", "PREROUTING"), ("nat", "PREROUTING")],
-                  pkt, zero, zero)
+    d1 = _pipeline(ctx, rs, [("raw", "PREROUTING"), ("mangle", "PREROUTING")], pkt, zero, zero)
+    d1 = attrs.evolve(d1, kind=z3.If(z3.Or(d1.kind == REDIR, d1.kind == DNAT), z3.BitVecVal(UNK, 8), d1.kind))
+    d2 = _pipeline(ctx, rs, [("nat", "PREROUTING")], pkt, d1.mark, d1.ctmark)
+    tproxied = d1.kind == TPROXY
     pod_v = addr_val(ctx.pod_ip, ctx.family) if ctx.pod_ip is not None else h.dst
-    new_dst = z3.If(d.kind == REDIR, pod_v, z3.If(d.kind == DNAT, d.addr, h.dst))
-    new_dport = z3.If(z3.Or(d.kind == REDIR, d.kind == DNAT), d.port, h.dport)
-
-    def after(nd: Any, np: Any) -> Dec:
-        p2 = Pkt(ctx.family, h.src, nd, h.sport, np, None, None, ctx.world.interface, None)
-        return _pipeline(ctx, rs, [("mangle", "INPUT"), ("filter", "INPUT"), ("nat", "INPUT")], p2,
-                         d.mark, d.ctmark)
-
-    return _classify(ctx, d, pkt, new_dst, new_dport, sockets, listeners, after)
+    new_dst, new_dport = _nat_rewrite(d2, h.dst, h.dport, pod_v)
+    nat_done = z3.Or(d2.kind == REDIR, d2.kind == DNAT)
+    p2 = Pkt(ctx.family, h.src, new_dst, h.sport, new_dport, None, None, iface, None, nat_done)
+    d3 = _pipeline(ctx, rs, [("mangle", "INPUT"), ("filter", "INPUT"), ("nat", "INPUT")], p2,
+                   d2.mark, d2.ctmark)
+    d3kind = z3.If(z3.Or(d3.kind == REDIR, d3.kind == DNAT, d3.kind == TPROXY), z3.BitVecVal(UNK, 8), d3.kind)
+    sock_cls, idx = _lookup(ctx, new_dst, new_dport, sockets, listeners)
+    # the original destination the proxy reads back: pre-nat, or the destination TPROXY kept
+    sock_cls = _side_for(ctx, sock_cls, h.dst, h.dport)
+    tp_cls = _proxy_or_drop(ctx, d1.port, listeners, new_dst, new_dport)
+    delivered = z3.If(tproxied, tp_cls, sock_cls)
+    after_input = _end(d3kind, delivered)
+    not_local = z3.And(z3.Not(tproxied), z3.Not(ctx.is_local(new_dst)))
+    after_nat = _end(d2.kind, z3.If(not_local, z3.BitVecVal(UNDET, 8), after_input))
+    # a DROP/UNK in nat wins even after TPROXY (the interpreter runs nat PREROUTING too)
+    cls = _end(d1.kind, after_nat)
+    none16 = z3.BitVecVal(0xFFFF, 16)
+    odst = z3.If(tproxied, new_dst, h.dst)
+    odport = z3.If(tproxied, new_dport, h.dport)
+    return HopVars(src=h.src, dst=h.dst, sport=h.sport, dport=h.dport, uid=None, gid=None, cls=cls,
+                   sock=z3.If(cls == DELIV, idx, none16), odst=odst, odport=odport, seen_src=h.src)
 
 
 def _hop_local(ctx: Ctx, rs: Ruleset, h: HopVars, sockets: list[tuple[str, Any]],
                listeners: list[tuple[int, int]]) -> HopVars:
-    oif_lo = ctx.is_local(h.dst)
-    pkt = Pkt(ctx.family, h.src, h.dst, h.sport, h.dport, h.uid, h.gid, None, oif_lo)
+    """A SYN opened in the pod: OUTPUT, POSTROUTING, then (local) the lo re-entry and INPUT."""
+    f = z3.BoolVal(False)
+    pkt = Pkt(ctx.family, h.src, h.dst, h.sport, h.dport, h.uid, h.gid, None, ctx.is_local(h.dst), f)
     zero = z3.BitVecVal(0, 32)
-    d = _pipeline(ctx, rs, [("raw", "OUTPUT"), ("mangle", "OUTPUT"), ("nat", "OUTPUT"),
-                            ("filter", "OUTPUT")], pkt, zero, zero)
+    d1 = _pipeline(ctx, rs, [("raw", "OUTPUT"), ("mangle", "OUTPUT"), ("nat", "OUTPUT")], pkt, zero, zero)
+    d1kind = z3.If(d1.kind == TPROXY, z3.BitVecVal(UNK, 8), d1.kind)
     loop_v = addr_val(ctx.loopback, ctx.family)
-    new_dst = z3.If(d.kind == REDIR, loop_v, z3.If(d.kind == DNAT, d.addr, h.dst))
-    new_dport = z3.If(z3.Or(d.kind == REDIR, d.kind == DNAT), d.port, h.dport)
-
-    def after(nd: Any, np: Any) -> Dec:
-        pkt2 = Pkt(ctx.family, h.src, nd, h.sport, np, h.uid, h.gid, None, ctx.is_local(nd))
-        post = _pipeline(ctx, rs, [("mangle", "POSTROUTING"), ("nat", "POSTROUTING")], pkt2,
-                         d.mark, d.ctmark)
-        pkt3 = Pkt(ctx.family, h.src, nd, h.sport, np, None, None, "lo", None)
-        inp = _pipeline(ctx, rs, [("raw", "PREROUTING"), ("mangle", "PREROUTING"), ("mangle", "INPUT"),
-                                  ("filter", "INPUT")], pkt3, post.mark, post.ctmark)
-        return ite(post.kind != CONT, post, inp)
-
-    # nat OUTPUT decision is d; a DROP/UNK anywhere in OUTPUT ends the hop.
-    hv = _classify(ctx, d, pkt, new_dst, new_dport, sockets, listeners, after)
-    return hv
+    new_dst, new_dport = _nat_rewrite(d1, h.dst, h.dport, loop_v)
+    nat_done = z3.Or(d1.kind == REDIR, d1.kind == DNAT)
+    local = ctx.is_local(new_dst)
+    p2 = Pkt(ctx.family, h.src, new_dst, h.sport, new_dport, h.uid, h.gid, None, local, nat_done)
+    d2 = _pipeline(ctx, rs, [("filter", "OUTPUT"), ("mangle", "POSTROUTING"), ("nat", "POSTROUTING")], p2,
+                   d1.mark, d1.ctmark)
+    d2kind = z3.If(z3.Or(d2.kind == REDIR, d2.kind == DNAT, d2.kind == TPROXY), z3.BitVecVal(UNK, 8), d2.kind)
+    p3 = Pkt(ctx.family, h.src, new_dst, h.sport, new_dport, None, None, "lo", None, nat_done)
+    d3 = _pipeline(ctx, rs, [("raw", "PREROUTING"), ("mangle", "PREROUTING")], p3, d2.mark, d2.ctmark)
+    d3kind = z3.If(z3.Or(d3.kind == REDIR, d3.kind == DNAT), z3.BitVecVal(UNK, 8), d3.kind)
+    tproxied = d3kind == TPROXY
+    d4 = _pipeline(ctx, rs, [("mangle", "INPUT"), ("filter", "INPUT")], p3, d3.mark, d3.ctmark)
+    d4kind = z3.If(z3.Or(d4.kind == REDIR, d4.kind == DNAT, d4.kind == TPROXY), z3.BitVecVal(UNK, 8), d4.kind)
+    sock_cls, idx = _lookup(ctx, new_dst, new_dport, sockets, listeners)
+    sock_cls = _side_for(ctx, sock_cls, h.dst, h.dport)
+    tp_cls = _proxy_or_drop(ctx, d3.port, listeners, new_dst, new_dport)
+    delivered = _end(d4kind, z3.If(tproxied, tp_cls, sock_cls))
+    # TPROXY without a listener drops before INPUT runs
+    delivered = z3.If(z3.And(tproxied, tp_cls == DROPPED), z3.BitVecVal(DROPPED, 8), delivered)
+    lo_path = _end(d3kind, delivered)
+    routed = z3.If(local, lo_path, z3.BitVecVal(EGRESS, 8))
+    cls = _end(d1kind, _end(d2kind, routed))
+    none16 = z3.BitVecVal(0xFFFF, 16)
+    odst = z3.If(tproxied, new_dst, h.dst)
+    odport = z3.If(tproxied, new_dport, h.dport)
+    return HopVars(src=h.src, dst=h.dst, sport=h.sport, dport=h.dport, uid=h.uid, gid=h.gid, cls=cls,
+                   sock=z3.If(cls == DELIV, idx, none16), odst=odst, odport=odport, seen_src=h.src)
 
 
 def _proxy_upstream(ctx: Ctx, world: World, h: HopVars, n: int, endpoint: Any, cons: list[Any]) -> HopVars:
@@ -788,7 +810,7 @@ def _proxy_upstream(ctx: Ctx, world: World, h: HopVars, n: int, endpoint: Any, c
     dst = z3.If(is_in, in_dst, out_dst)
     dport = z3.If(is_in, odport, out_port)
     pod_v = addr_val(ctx.pod_ip, fam) if ctx.pod_ip is not None else z3.BitVecVal(0, w)
-    auto_src = z3.If(ctx.is_loopback_range(dst), loop_v, pod_v)
+    auto_src = z3.If(ctx.is_loopback_range(dst), loop_v, z3.If(ctx.is_local(dst), dst, pod_v))
     bound = p.inbound_source(fam)
     in_src = auto_src if bound is None else addr_val(bound, fam)
     src = z3.If(is_in, in_src, auto_src)

@@ -8,6 +8,7 @@ how every witness is replayed and how exhaustive enumeration is compared with th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal, TypeAlias
 
 import attrs
@@ -56,6 +57,18 @@ def _prs0(values: object) -> tuple[PortRange, ...]:
     return () if out is None else out
 
 
+def _ints(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+def _kinds(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values)
+
+
+def _preds(values: Iterable[Pred]) -> tuple[Pred, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class Scope:
     """Which first connections a question ranges over (one address family).
@@ -67,19 +80,21 @@ class Scope:
       only the pod's own addresses (loopback and pod IPs), ``False`` for only remote ones.
     - ``dports``/``dports_not``: destination ports allowed / excluded.
     - ``vip_only``: only service VIP:port destinations (any endpoint choice).
+    - ``ids``: for ``any-app``, only these (uid, gid) pairs (``None``: any pair).
     """
 
     family: Family
     client: ClientKind
     app: str | None = None
-    uid_not: tuple[int, ...] = attrs.field(default=(), converter=tuple)
-    gid_not: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    uid_not: tuple[int, ...] = attrs.field(default=(), converter=_ints)
+    gid_not: tuple[int, ...] = attrs.field(default=(), converter=_ints)
     dst: tuple[IPNetwork, ...] | None = attrs.field(default=None, converter=_nets)
     dst_not: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_nets0)
     local: bool | None = None
     dports: tuple[PortRange, ...] | None = attrs.field(default=None, converter=_prs)
     dports_not: tuple[PortRange, ...] = attrs.field(default=(), converter=_prs0)
     vip_only: bool = False
+    ids: tuple[tuple[int, int], ...] | None = None  # any-app: only these (uid, gid) pairs
 
     def __str__(self) -> str:
         who = {"peer": "a remote peer", "proxy": "the proxy", "app": f"app {self.app}",
@@ -110,7 +125,7 @@ class Scope:
 class EndsAs:
     """The flow's outcome is one of ``kinds``."""
 
-    kinds: frozenset[str] = attrs.field(converter=frozenset)
+    kinds: frozenset[str] = attrs.field(converter=_kinds)
 
 
 @attrs.frozen
@@ -150,12 +165,12 @@ class Not:
 
 @attrs.frozen
 class AllOf:
-    args: tuple[Pred, ...] = attrs.field(converter=tuple)
+    args: tuple[Pred, ...] = attrs.field(converter=_preds)
 
 
 @attrs.frozen
 class AnyOf:
-    args: tuple[Pred, ...] = attrs.field(converter=tuple)
+    args: tuple[Pred, ...] = attrs.field(converter=_preds)
 
 
 Pred: TypeAlias = EndsAs | DeliveredTo | SourceIs | Observed | Captured | Not | AllOf | AnyOf

@@ -111,6 +111,8 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
             out += [h0.uid == u(world.proxy.uid), h0.gid == u(world.proxy.gid)]
         else:
             out += [h0.uid != u(x) for x in s.uid_not] + [h0.gid != u(x) for x in s.gid_not]
+            if s.ids is not None:
+                out.append(z3.Or(*[z3.And(h0.uid == u(a), h0.gid == u(b)) for a, b in s.ids]))
     if s.dst is not None:
         out.append(z3.Or(*[E.in_net(h0.dst, n) for n in s.dst if n.version == (4 if fam == "ipv4" else 6)]))
     out += [z3.Not(E.in_net(h0.dst, n)) for n in s.dst_not if n.version == (4 if fam == "ipv4" else 6)]

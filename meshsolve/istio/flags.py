@@ -1,0 +1,248 @@
+"""istio-iptables' command line and environment → ``CaptureConfig``.
+
+Two vocabularies, chosen by the version:
+
+* the Go ``istio-iptables`` (1.4+): short and long flags, each bound to an environment variable
+  (``--istio-inbound-ports`` ↔ ``ISTIO_INBOUND_PORTS``); an explicit flag beats the environment,
+  which beats the default. Env-only settings: ``ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR``,
+  ``ISTIO_OUTBOUND_OWNER_GROUPS[_EXCLUDE]``, and the aliases ``ISTIO_META_DNS_CAPTURE`` (redirect
+  DNS), ``INVALID_DROP``, ``ISTIO_DUAL_STACK``. ``ENABLE_INBOUND_IPV6`` stands in for what the tool
+  derives from the pod's address. Missing ``-u`` is 1337 and missing ``-g`` is the uid list.
+* ``istio-iptables.sh`` (1.0–1.3): getopts letters per version (1.0 ``p u g m b d i x``; 1.1 adds
+  ``k``; 1.2 ``o``; 1.3 ``z``) with the script's environment fallbacks (``ENVOY_PORT``,
+  ``INBOUND_CAPTURE_PORT``, ``DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK``, …). Missing ``-u`` is
+  ``1337,0`` (the proxy user, then root) and missing ``-g`` the final uid list.
+
+Every value is validated; errors name the flag (or variable) and the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from meshsolve.errors import SpecError
+from meshsolve.istio.config import CaptureConfig, _field_value, minor_of, normalise_version, validate_value
+
+__all__ = ["FlagSpec", "MODERN_FLAGS", "parse_flags", "script_flags"]
+
+
+@attrs.frozen
+class FlagSpec:
+    """One option: short letter, long name, env variables (first wins), config field, kind."""
+
+    short: str | None
+    long: str | None
+    env: tuple[str, ...]
+    field: str | None  # None: accepted, no effect on the rules
+    kind: str = "value"  # "value" | "bool"
+
+    @property
+    def label(self) -> str:
+        names = [f"-{self.short}" if self.short else None, f"--{self.long}" if self.long else None]
+        shown = " / ".join(n for n in names if n)
+        return shown or (self.env[0] if self.env else "?")
+
+
+def _f(short: str | None, long: str | None, env: str | tuple[str, ...], field: str | None,
+       kind: str = "value") -> FlagSpec:
+    return FlagSpec(short, long, (env,) if isinstance(env, str) else env, field, kind)
+
+
+MODERN_FLAGS: tuple[FlagSpec, ...] = (
+    _f("p", "envoy-port", (), "proxy_port"),
+    _f("z", "inbound-capture-port", "INBOUND_CAPTURE_PORT", "inbound_capture_port"),
+    _f("e", "inbound-tunnel-port", "INBOUND_TUNNEL_PORT", "inbound_tunnel_port"),
+    _f("u", "proxy-uid", "PROXY_UID", "proxy_uids"),
+    _f("g", "proxy-gid", "PROXY_GID", "proxy_gids"),
+    _f("m", "istio-inbound-interception-mode", "ISTIO_INBOUND_INTERCEPTION_MODE", "mode"),
+    _f("b", "istio-inbound-ports", "ISTIO_INBOUND_PORTS", "inbound_ports"),
+    _f("d", "istio-local-exclude-ports", "ISTIO_LOCAL_EXCLUDE_PORTS", "inbound_ports_exclude"),
+    _f("c", "istio-exclude-interfaces", "ISTIO_EXCLUDE_INTERFACES", "exclude_interfaces"),
+    _f("i", "istio-service-cidr", "ISTIO_SERVICE_CIDR", "outbound_cidrs"),
+    _f("x", "istio-service-exclude-cidr", "ISTIO_SERVICE_EXCLUDE_CIDR", "outbound_cidrs_exclude"),
+    _f("q", "istio-outbound-ports", "ISTIO_OUTBOUND_PORTS", "outbound_ports"),
+    _f("o", "istio-local-outbound-ports-exclude", "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE", "outbound_ports_exclude"),
+    _f("k", "kube-virt-interfaces", "KUBE_VIRT_INTERFACES", "reroute_interfaces"),
+    _f("t", "istio-inbound-tproxy-mark", "ISTIO_INBOUND_TPROXY_MARK", "tproxy_mark"),
+    _f("r", "istio-inbound-tproxy-route-table", "ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "tproxy_route_table"),
+    _f("n", "dry-run", "DRY_RUN", None, "bool"),
+    _f(None, "redirect-dns", ("REDIRECT_DNS", "ISTIO_META_DNS_CAPTURE"), "redirect_dns", "bool"),
+    _f(None, "capture-all-dns", "CAPTURE_ALL_DNS", "capture_all_dns", "bool"),
+    _f(None, "drop-invalid", ("DROP_INVALID", "INVALID_DROP"), "drop_invalid", "bool"),
+    _f(None, "dual-stack", ("DUAL_STACK", "ISTIO_DUAL_STACK"), "dual_stack", "bool"),
+    _f(None, "iptables-trace-logging", "IPTABLES_TRACE_LOGGING", "trace_logging", "bool"),
+    _f(None, None, "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR", "host_ipv4_loopback_cidr"),
+    _f(None, None, "ISTIO_OUTBOUND_OWNER_GROUPS", "owner_groups_include"),
+    _f(None, None, "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "owner_groups_exclude"),
+    _f(None, None, "ENABLE_INBOUND_IPV6", "enable_ipv6", "bool"),
+    # accepted, no effect on the rules a pod ends up with
+    _f(None, "run-validation", "RUN_VALIDATION", None, "bool"),
+    _f(None, "skip-rule-apply", "SKIP_RULE_APPLY", None, "bool"),
+    _f(None, "iptables-probe-port", "IPTABLES_PROBE_PORT", None),
+    _f(None, "probe-timeout", "PROBE_TIMEOUT", None),
+    _f(None, "reconcile", "RECONCILE", None, "bool"),
+    _f(None, "force-apply", "FORCE_APPLY", None, "bool"),
+    _f(None, "native-nftables", "NATIVE_NFTABLES", None, "bool"),
+    _f(None, "force-iptables-binary", "FORCE_IPTABLES_BINARY", None),
+    _f(None, "network-namespace", "NETWORK_NAMESPACE", None),
+    _f(None, "cni-mode", "CNI_MODE", None, "bool"),
+    _f(None, "log_as_json", (), None, "bool"),
+)
+
+# The script's getopts letters per version, with the script's env fallbacks.
+_SCRIPT_ALL: dict[str, FlagSpec] = {
+    "p": _f("p", None, "ENVOY_PORT", "proxy_port"),
+    "z": _f("z", None, "INBOUND_CAPTURE_PORT", "inbound_capture_port"),
+    "u": _f("u", None, (), "proxy_uids"),
+    "g": _f("g", None, (), "proxy_gids"),
+    "m": _f("m", None, "ISTIO_INBOUND_INTERCEPTION_MODE", "mode"),
+    "b": _f("b", None, "ISTIO_INBOUND_PORTS", "inbound_ports"),
+    "d": _f("d", None, "ISTIO_LOCAL_EXCLUDE_PORTS", "inbound_ports_exclude"),
+    "i": _f("i", None, "ISTIO_SERVICE_CIDR", "outbound_cidrs"),
+    "x": _f("x", None, "ISTIO_SERVICE_EXCLUDE_CIDR", "outbound_cidrs_exclude"),
+    "k": _f("k", None, (), "reroute_interfaces"),
+    "o": _f("o", None, "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE", "outbound_ports_exclude"),
+}
+_SCRIPT_LETTERS = {0: "pugmbdix", 1: "pugmbdixk", 2: "pugmbdixko", 3: "pugmbdixkoz"}
+_SCRIPT_ENV_ONLY: tuple[FlagSpec, ...] = (
+    _f(None, None, "ISTIO_INBOUND_TPROXY_MARK", "tproxy_mark"),
+    _f(None, None, "ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "tproxy_route_table"),
+)
+_PROGRAMS = {"istio-iptables", "istio-iptables.sh", "pilot-agent"}
+
+
+def script_flags(version: str) -> tuple[FlagSpec, ...]:
+    """The getopts options of ``istio-iptables.sh`` at ``version`` (1.0–1.3)."""
+    m = minor_of(normalise_version(version))
+    return tuple(_SCRIPT_ALL[c] for c in _SCRIPT_LETTERS[min(m, 3)])
+
+
+_TRUE = {"1", "t", "true"}
+_FALSE = {"0", "f", "false", ""}
+
+
+def _bool(text: str, *, what: str, source: str) -> bool:
+    """Go's strconv.ParseBool (empty = false)."""
+    t = text.strip().lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise SpecError(f"{what}: {text!r} is not a boolean (true/false)", source=source)
+
+
+def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, version: str = "current",
+                source: str = "<istio-iptables flags>") -> CaptureConfig:
+    """Build the configuration istio-iptables (or the shell script) of ``version`` would use.
+
+    ``argv`` may start with the program name (``istio-iptables``, ``pilot-agent istio-iptables``).
+    ``env`` defaults to no environment (pass ``os.environ`` explicitly to use the real one).
+    """
+    version = normalise_version(version)
+    m = minor_of(version)
+    env = dict(env or {})
+    args = list(argv)
+    while args and os.path.basename(args[0]) in _PROGRAMS:
+        args.pop(0)
+    script = m <= 3
+    specs = script_flags(version) if script else MODERN_FLAGS
+    by_short = {s.short: s for s in specs if s.short}
+    by_long = {s.long.replace("_", "-"): s for s in specs if s.long}
+
+    given: dict[str, tuple[str, str]] = {}  # field -> (text, label)
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        i += 1
+        validate_value(tok, what=f"argument {tok!r}", source=source)
+        if tok.startswith("--") and len(tok) > 2 and not script:
+            name, eq, value = tok[2:].partition("=")
+            key = name.replace("_", "-")
+            spec = by_long.get(key)
+            if spec is None:
+                if key.startswith("log-"):
+                    if not eq and i < len(args) and not args[i].startswith("-"):
+                        i += 1
+                    continue
+                if key == "cleanup-only":
+                    raise SpecError("--cleanup-only removes Istio's rules; there is nothing to generate",
+                                    source=source)
+                raise SpecError(f"unknown flag --{name} for istio-iptables {version}", source=source)
+            if spec.kind == "bool":
+                value = value if eq else "true"
+            elif not eq:
+                if i >= len(args):
+                    raise SpecError(f"flag --{name} needs a value", source=source)
+                value = args[i]
+                i += 1
+            _store(given, spec, value, f"--{name}")
+        elif tok.startswith("-") and len(tok) >= 2 and tok != "--":
+            letter, rest = tok[1], tok[2:]
+            spec = by_short.get(letter)
+            if spec is None:
+                era = f"Istio {version}'s istio-iptables.sh" if script else f"istio-iptables {version}"
+                if script and letter == "t":
+                    raise SpecError(f"-t is the unit-test switch of {era}; it installs no rules", source=source)
+                if letter == "h":
+                    raise SpecError(f"-h asks {era} for its help text; it installs no rules", source=source)
+                raise SpecError(f"unknown flag -{letter} for {era}", source=source)
+            if spec.kind == "bool":
+                value = rest[1:] if rest.startswith("=") else "true"
+            elif rest:
+                value = rest[1:] if rest.startswith("=") else rest
+            else:
+                if i >= len(args):
+                    raise SpecError(f"flag -{letter} needs a value", source=source)
+                value = args[i]
+                i += 1
+            _store(given, spec, value, f"-{letter}")
+        elif tok == "--":
+            continue
+        elif script and tok == "clean" and i == 1:
+            raise SpecError("'clean' only removes Istio's chains; there is nothing to generate", source=source)
+        else:
+            raise SpecError(f"unexpected argument {tok!r}", source=source)
+
+    # environment fallbacks
+    all_specs = specs + (_SCRIPT_ENV_ONLY if script else ())
+    for spec in all_specs:
+        if spec.field is None or spec.field in given:
+            continue
+        for name in spec.env:
+            if name in env and (env[name] != "" or spec.kind == "bool"):
+                _store(given, spec, env[name], f"${name}")
+                break
+
+    kwargs: dict[str, object] = {"version": version}
+    for fld, (text, label) in given.items():
+        spec = next(s for s in all_specs if s.field == fld)
+        if spec.kind == "bool":
+            kwargs[fld] = _bool(text, what=label, source=source)
+        else:
+            kwargs[fld] = _field_value(fld, text, what=label, source=source)
+
+    if script:
+        if "proxy_uids" not in kwargs:
+            kwargs["proxy_uids"] = ("1337", "0")
+        if "inbound_capture_port" not in kwargs and m <= 2 and env.get("INBOUND_CAPTURE_PORT"):
+            kwargs["inbound_capture_port"] = _field_value(
+                "inbound_capture_port", env["INBOUND_CAPTURE_PORT"], what="$INBOUND_CAPTURE_PORT", source=source)
+        if env.get("ENABLE_INBOUND_IPV6"):
+            kwargs["enable_ipv6"] = True
+        if m >= 1 and env.get("DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK"):
+            validate_value(env["DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK"],
+                           what="$DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK", source=source)
+            kwargs["disable_redirection_on_local_loopback"] = True
+    elif "proxy_uids" not in kwargs or kwargs["proxy_uids"] == ():
+        kwargs["proxy_uids"] = ("1337",)
+    if "proxy_gids" not in kwargs or kwargs["proxy_gids"] == ():
+        kwargs["proxy_gids"] = kwargs["proxy_uids"]
+    return CaptureConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def _store(given: dict[str, tuple[str, str]], spec: FlagSpec, value: str, label: str) -> None:
+    if spec.field is not None:
+        given[spec.field] = (value, label)
