@@ -16,12 +16,14 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from meshsolve.model.world import Flow, World
+from meshsolve.model.rules import Chain, Jump, PortMatch, Protocol, Redirect, Rule, Ruleset, Rulesets, Table
+from meshsolve.model.world import App, Flow, ProxyBehavior, World
 from meshsolve.oracle.compare import differences, explain, replay_command
 from meshsolve.oracle.run import KernelWorld
-from meshsolve.oracle.strategies import worlds_and_flows
 from meshsolve.semantics.interpret import interpret
 from meshsolve.semantics.setups import APP_PORTS, SETUPS, setup_addresses, setup_world
+from meshsolve.semantics.trace import Egress, Loop, Refused, Result
+from meshsolve.strategies import worlds_and_flows
 
 pytestmark = pytest.mark.kernel
 
@@ -37,6 +39,18 @@ def bind_matrix(world: World, family: str) -> tuple[Flow, ...]:
         flows += [Flow("peer", a["pod"], port), Flow(app, a["lo"], port), Flow(app, a["pod"], port),
                   Flow(app, a["vip"], port)]
     return tuple(flows)
+
+
+def known_interpreter_bug(expected: Result, actual: Result) -> str | None:
+    """A disagreement already reported to the interpreter's owner (see the xfail test below), or None.
+
+    Kept narrow on purpose: only this exact kernel behaviour is excused.
+    """
+    last = actual.trace[-1].text if actual.trace else ""
+    excused = isinstance(expected.outcome, Loop | Egress)
+    if isinstance(actual.outcome, Refused) and "EINVAL" in last and excused:
+        return "connect() from a loopback source to a non-local destination fails with EINVAL"
+    return None
 
 
 def _disagreements(world: World, flows: tuple[Flow, ...], replay: object) -> list[str]:
@@ -60,7 +74,7 @@ def test_builtin_setup_agrees_with_the_kernel(setup: str, family: str) -> None:
     assert not bad, f"{len(bad)} of {len(flows)} flows disagree\n\n" + "\n\n".join(bad)
 
 
-_stats = {"worlds": 0, "flows": 0, "seconds": 0.0}
+_stats = {"worlds": 0, "flows": 0, "seconds": 0.0, "known": 0}
 
 
 def _save_world(world: World) -> str:
@@ -84,6 +98,9 @@ def test_random_worlds_agree_with_the_kernel(case: tuple[World, tuple[Flow, ...]
             expected = interpret(world, flow)
             actual = kw.run(flow)
             if differences(expected, actual):
+                if known_interpreter_bug(expected, actual):
+                    _stats["known"] += 1
+                    continue
                 out.append((flow, expected, actual))
     _stats["worlds"] += 1
     _stats["flows"] += len(flows)
@@ -92,3 +109,81 @@ def test_random_worlds_agree_with_the_kernel(case: tuple[World, tuple[Flow, ...]
         path = _save_world(world)
         msgs = [explain(world, f, e, a, replay_command(f, world_file=path)) for f, e, a in out]
         raise AssertionError(f"{len(out)} of {len(flows)} flows disagree\n\n" + "\n\n".join(msgs))
+
+
+def _loopback_source_world() -> World:
+    """The proxy's inbound side forwards to the original destination from 127.0.0.6, and an app's
+    connection to an outside address is redirected to the inbound listener."""
+    tcp = Protocol("tcp")
+    nat = Table("nat", (
+        Chain("OUTPUT", (Rule((tcp, PortMatch("tcp", dport=9001)), Jump("IN")),), "ACCEPT"),
+        Chain("IN", (Rule((tcp,), Redirect(15006)),)),
+    ))
+    return World(pod_ips=("192.0.2.10",), peer_ips=("192.0.2.20",), apps=(App("app"),),
+                 proxy=ProxyBehavior(inbound_endpoint="original_dst", inbound_source_v4="127.0.0.6"),
+                 rules=Rulesets(ipv4=Ruleset("ipv4", (nat,))))
+
+
+def test_kernel_refuses_a_loopback_source_towards_the_outside() -> None:
+    """Kernel fact: a socket bound to 127.0.0.6 cannot connect() to a non-local address (EINVAL from
+    the route lookup, before nat OUTPUT sees a packet); the stand-in closes the client: refused."""
+    world = _loopback_source_world()
+    with KernelWorld(world) as kw:
+        res = kw.run(Flow("app", "203.0.113.9", 9001))
+    assert res.observed == ("in",)
+    assert res.outcome == Refused()
+    assert "EINVAL" in res.trace[-1].text
+
+
+@pytest.mark.xfail(strict=True, reason="interpreter bug (reported to the lead): it lets the proxy's "
+                   "upstream from 127.0.0.6 to a non-local address reach nat OUTPUT (-> Loop); the "
+                   "kernel fails connect() with EINVAL (-> Refused)")
+def test_interpreter_agrees_on_a_loopback_source_towards_the_outside() -> None:
+    world = _loopback_source_world()
+    flow = Flow("app", "203.0.113.9", 9001)
+    with KernelWorld(world) as kw:
+        actual = kw.run(flow)
+    expected = interpret(world, flow)
+    assert not differences(expected, actual), explain(world, flow, expected, actual, replay_command(flow))
+
+
+ISTIO_VERSIONS = ("1.0", "1.2", "1.3", "1.5", "1.6", "1.9", "1.10", "1.11", "1.18", "1.25", "current")
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@pytest.mark.parametrize("mode", ["REDIRECT", "TPROXY"])
+@pytest.mark.parametrize("version", ISTIO_VERSIONS)
+def test_istio_generated_pod_agrees_with_the_kernel(version: str, mode: str, family: str) -> None:
+    """The rules and proxy behaviour meshsolve.istio derives for a default sidecar of ``version``
+    (REDIRECT and TPROXY: policy routing + transparent listeners), with the seed's three binds.
+    Flows the interpreter leaves undetermined (e.g. ``-m socket`` before 1.6) are not compared."""
+    import attrs
+
+    from meshsolve.errors import UnsupportedError
+    from meshsolve.istio import CaptureConfig, generate, proxy_behavior
+
+    minor = 99 if version == "current" else int(version.split(".")[1])
+    base = setup_world("E", family)  # type: ignore[arg-type]
+    try:
+        cfg = CaptureConfig(version=version, mode=mode, outbound_cidrs="*",
+                            inbound_ports="*" if minor >= 3 else APP_PORTS,
+                            inbound_ports_exclude=(15090, 15021, 15020), enable_ipv6=family == "ipv6")
+        world = attrs.evolve(base, rules=generate(cfg), proxy=proxy_behavior(version, cfg),
+                             name=f"istio-{version}-{mode}-{family}")
+    except UnsupportedError as exc:
+        pytest.skip(f"meshsolve.istio does not model this pod: {exc}")
+    flows = bind_matrix(world, family)
+    bad, compared = [], 0
+    with KernelWorld(world) as kw:
+        for flow in flows:
+            expected = interpret(world, flow)
+            actual = kw.run(flow)
+            if type(expected.outcome).__name__ == "Undetermined":
+                continue
+            compared += 1
+            if differences(expected, actual):
+                bad.append(explain(world, flow, expected, actual,
+                                   replay_command(flow, world_file=_save_world(world))))
+    assert not bad, f"{len(bad)} of {compared} flows disagree\n\n" + "\n\n".join(bad)
+    if compared == 0:
+        pytest.skip("the interpreter leaves every flow of this pod undetermined (-m socket)")

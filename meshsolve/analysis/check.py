@@ -32,6 +32,7 @@ from meshsolve.smt.query import (
     EndsAs,
     Not,
     Observed,
+    ObservedExactly,
     Pred,
     Scope,
     SourceIs,
@@ -126,6 +127,8 @@ def holds(pred: Pred, result: Result) -> bool:
             return isinstance(result.outcome, Delivered) and result.outcome.source == address
         case Observed(side):
             return side in result.observed
+        case ObservedExactly(sides):
+            return tuple(result.observed) == tuple(sides)
         case Captured(side):
             return bool(result.observed) and (side is None or result.observed[0] == side) and \
                 _first_leg_captured(result)

@@ -199,7 +199,9 @@ class Observation:
         return [(_client_scope(self.client, fam, dst=(self.dst,), dports=(self.port,)), AllOf(preds))]
 
 
-Property: TypeAlias = Reachable | CaptureOutbound | CaptureInbound | Bypass | NoLoops | NoExposure | Observation
+Property: TypeAlias = (
+    Reachable | CaptureOutbound | CaptureInbound | Bypass | NoLoops | NoExposure | Observation
+)
 
 
 def _families(world: World, dst: IPAddress | None) -> tuple[Family, ...]:

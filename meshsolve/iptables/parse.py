@@ -197,6 +197,8 @@ GOTO_OPTS = ("-g", "--goto")
 COUNTER_OPTS = ("-c", "--set-counters")
 TERMINATORS = frozenset(
     [*BASIC, *MATCH_OPTS, *JUMP_OPTS, *GOTO_OPTS, *COUNTER_OPTS, "-f", "--fragment"])
+# Options whose value is free text (may look like an option or be '!').
+STRING_OPTS = frozenset(["--comment", "--log-prefix", "--nflog-prefix"])
 PORT_PROTOCOLS = ("tcp", "udp", "sctp", "udplite", "dccp")
 
 # Module options: name -> number of values (aliases map to the canonical name).
@@ -360,11 +362,11 @@ def _scan_options(toks: list[str], i: int, spec: dict[str, int], where: str
             raise _Err(f"option {toks[j]} ({where}) needs {arity} value(s)")
         values = toks[j + 1:j + 1 + arity]
         for v in values:
-            if v == "!":
+            # like getopt, a required value is taken whatever it looks like; only a lone '!'
+            # (the legacy '--opt ! value' negation) is refused, except for free-text options
+            if v == "!" and name not in STRING_OPTS:
                 raise _Err(f"legacy negation after the option is not supported: write "
                            f"'! {toks[j]} ...' instead of '{toks[j]} ! ...'")
-            if arity and v in TERMINATORS:
-                raise _Err(f"option {toks[j]} ({where}) needs a value, got {v!r}")
         if neg and name in _NO_NEGATION:
             raise _Err(f"option {name} ({where}) cannot be negated")
         if any(o.name == name for o in opts):
@@ -375,7 +377,8 @@ def _scan_options(toks: list[str], i: int, spec: dict[str, int], where: str
 
 
 def _collect_raw(toks: list[str], i: int) -> tuple[list[str], int]:
-    """Raw tokens of an unmodelled module/target: everything up to the next rule-level option."""
+    """Raw tokens of an unmodelled module/target: everything up to the next rule-level option
+    (the value of a free-text option such as ``--log-prefix`` is taken whatever it looks like)."""
     out: list[str] = []
     n = len(toks)
     while i < n:
@@ -384,6 +387,9 @@ def _collect_raw(toks: list[str], i: int) -> tuple[list[str], int]:
             break
         out.append(t)
         i += 1
+        if t in STRING_OPTS and i < n:
+            out.append(toks[i])
+            i += 1
     return out, i
 
 
@@ -995,7 +1001,8 @@ class _Parser:
             raise self.err(f"unknown table {name!r} (expected one of {', '.join(sorted(KNOWN_TABLES))})",
                            ln)
         g = self.group()
-        if name in g.tables or (g.last_restore_style and g.order and name <= g.order[-1]):
+        if name in g.tables or (g.family is None and g.last_restore_style and g.order
+                                and name <= g.order[-1]):
             g = self.new_group(None)
         if not g.tables:
             g.first_lineno = ln.lineno
@@ -1204,8 +1211,8 @@ class _Parser:
         for fam, g in fams:
             for name, t in g.tables.items():
                 by_family[fam][name] = t
-        fams: tuple[Family, ...] = ("ipv4", "ipv6")
-        for f in fams:
+        families: tuple[Family, ...] = ("ipv4", "ipv6")
+        for f in families:
             for name, t in self.shell[f].items():
                 if name in by_family[f]:
                     raise ParseError(f"table {name} ({f}) is given both as a save/restore block and as "

@@ -29,6 +29,7 @@ character outside ``[_-0-9A-Za-z]`` is double-quoted with ``"``, ``\\`` and ``'`
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from meshsolve.errors import WorldError
@@ -75,7 +76,8 @@ from meshsolve.model.rules import (
     Trace,
 )
 
-__all__ = ["TABLE_SAVE_ORDER", "render_restore", "render_save", "rule_text", "save_string"]
+__all__ = ["TABLE_SAVE_ORDER", "addr_text", "net_text", "render_restore", "render_save", "rule_text",
+           "save_string"]
 
 #: Table order of iptables-save 1.8.9 (nf_tables).
 TABLE_SAVE_ORDER: tuple[str, ...] = ("mangle", "security", "raw", "filter", "nat")
@@ -99,6 +101,28 @@ def _raw(value: str) -> str:
     return save_string(value)
 
 
+def addr_text(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address as glibc's ``inet_ntop`` prints it (what iptables-save shows).
+
+    Differs from Python for IPv6 addresses whose first 96 bits are zero and whose next 16 bits
+    are not (``::127.0.0.53``, not ``::7f00:35``) and for ``::ffff:a.b.c.d``.
+    """
+    if addr.version == 4:
+        return str(addr)
+    packed = addr.packed
+    words = [int.from_bytes(packed[k:k + 2], "big") for k in range(0, 16, 2)]
+    if all(w == 0 for w in words[:5]) and (
+            (words[5] == 0 and words[6] != 0) or (words[5] == 0xFFFF)):
+        v4 = ipaddress.IPv4Address(packed[12:])
+        return f"::{v4}" if words[5] == 0 else f"::ffff:{v4}"
+    return str(addr)
+
+
+def net_text(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """``ADDR/PREFIXLEN`` with the address as ``inet_ntop`` prints it."""
+    return f"{addr_text(net.network_address)}/{net.prefixlen}"
+
+
 def _neg(flag: bool) -> list[str]:
     return ["!"] if flag else []
 
@@ -113,9 +137,9 @@ def _ports(r: PortRange, sep: str = ":") -> str:
 
 def _match_args(m: Match) -> list[str]:
     if isinstance(m, Source):
-        return [*_neg(m.negated), "-s", str(m.net)]
+        return [*_neg(m.negated), "-s", net_text(m.net)]
     if isinstance(m, Destination):
-        return [*_neg(m.negated), "-d", str(m.net)]
+        return [*_neg(m.negated), "-d", net_text(m.net)]
     if isinstance(m, InInterface):
         return [*_neg(m.negated), "-i", m.name]
     if isinstance(m, OutInterface):
@@ -192,7 +216,7 @@ def _target_args(t: Target, family: Family) -> list[str]:
             out.append("--random")
         return out
     if isinstance(t, Tproxy):
-        on_ip = str(t.on_ip) if t.on_ip is not None else ("0.0.0.0" if family == "ipv4" else "::")
+        on_ip = addr_text(t.on_ip) if t.on_ip is not None else ("0.0.0.0" if family == "ipv4" else "::")
         mark = "0x0/0x0" if t.mark is None else f"0x{t.mark:x}/0x{t.mask:x}"
         return ["-j", "TPROXY", "--on-port", str(t.on_port), "--on-ip", on_ip, "--tproxy-mark", mark]
     if isinstance(t, SetMark):
@@ -272,7 +296,8 @@ def _ruleset_save(rs: Ruleset, counters: bool) -> list[str]:
 
 def _ruleset_restore(rs: Ruleset) -> list[str]:
     lines: list[str] = []
-    for name, chains in _tables(rs):
+    # alphabetical, like Istio's restore input (the parser's dry-run heuristic expects it)
+    for name, chains in sorted(_tables(rs)):
         lines.append(f"*{name}")
         for c in chains:
             if c.policy is None:

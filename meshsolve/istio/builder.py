@@ -71,6 +71,22 @@ class RuleBuilder:
         """Create a (possibly empty) user chain, like a bare ``-N``."""
         self.declared.append((family, table, chain))
 
+    def declarations(self, family: Family, table: str) -> tuple[str, ...]:
+        """The user chains in the order istio-iptables declares them with ``-N``: first those that
+        own a rule, in order of their first rule, then those that are only jumped to."""
+        builtins = BUILTIN_CHAINS.get(table, ())
+        owners: list[str] = []
+        targets: list[str] = []
+        for op in self.ops:
+            if op.family != family or op.table != table:
+                continue
+            if op.chain not in builtins and op.chain not in owners:
+                owners.append(op.chain)
+            t = op.rule.target
+            if isinstance(t, Jump | Goto) and t.chain not in builtins and t.chain not in targets:
+                targets.append(t.chain)
+        return (*owners, *(t for t in targets if t not in owners))
+
     def build(self) -> Rulesets:
         """Replay the stream into rulesets; only tables that received something appear."""
         chains: dict[tuple[Family, str], dict[str, list[Rule]]] = {}
@@ -86,10 +102,11 @@ class RuleBuilder:
                         f"-I {op.chain} {op.position}: index of insertion too big ({len(rules)} rules)")
                 rules.insert(op.position - 1, op.rule)
         # Jump targets are declared too (Istio's -N for chains it jumps to).
-        for (fam, table), by_name in list(chains.items()):
+        for (_fam, table), by_name in list(chains.items()):
+            builtins = BUILTIN_CHAINS.get(table, ())
             for rules in list(by_name.values()):
                 for r in rules:
-                    if isinstance(r.target, Jump | Goto) and r.target.chain not in BUILTIN_CHAINS.get(table, ()):
+                    if isinstance(r.target, Jump | Goto) and r.target.chain not in builtins:
                         by_name.setdefault(r.target.chain, [])
         out: dict[Family, list[Table]] = {"ipv4": [], "ipv6": []}
         for (fam, table), by_name in chains.items():

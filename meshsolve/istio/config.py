@@ -25,12 +25,14 @@ __all__ = [
     "KNOWN_MINORS",
     "WILDCARD",
     "CaptureConfig",
+    "config_to_dict",
     "Mode",
     "from_go_fields",
     "minor_of",
     "normalise_version",
     "split_list",
     "validate_cidrs",
+    "validate_interfaces",
     "validate_names",
     "validate_ports",
     "validate_value",
@@ -134,8 +136,20 @@ def validate_names(value: str, *, what: str, source: str = "<input>",
     items = split_list(value)
     for item in items:
         if not _NAME_RE.match(item):
-            raise SpecError(f"{what}: {item!r} in {value!r} is not a valid name", source=source, lineno=lineno)
+            raise SpecError(f"{what}: {item!r} in {value!r} is not a valid name",
+                            source=source, lineno=lineno)
     return items
+
+
+def validate_interfaces(value: str, *, what: str, source: str = "<input>",
+                        lineno: int | None = None) -> tuple[str, ...]:
+    """Interface names: ``"eth1,net1"`` → ``("eth1", "net1")``; at most 15 characters each."""
+    names = validate_names(value, what=what, source=source, lineno=lineno)
+    for name in names:
+        if len(name) > 15:
+            raise SpecError(f"{what}: {name!r} is not a Linux interface name (at most 15 characters)",
+                            source=source, lineno=lineno)
+    return names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +266,7 @@ class CaptureConfig:
     enable_ipv6: bool = False
     owner_groups_include: GroupsOrAll = attrs.field(default=WILDCARD, converter=_groups_or_all)
     owner_groups_exclude: tuple[str, ...] = attrs.field(default=(), converter=_names)
-    host_ipv4_loopback_cidr: IPNetwork = attrs.field(default="127.0.0.1/32", converter=to_network)
+    host_ipv4_loopback_cidr: IPNetwork = attrs.field(default=to_network("127.0.0.1/32"), converter=to_network)
     trace_logging: bool = False
     disable_redirection_on_local_loopback: bool = False
 
@@ -266,6 +280,23 @@ class CaptureConfig:
         if any(a.version != 6 for a in value):
             raise SpecError(f"dns_servers_v6 holds a non-IPv6 address: {value}")
 
+    @tproxy_mark.validator
+    def _mark(self, _a: attrs.Attribute[Any], value: int) -> None:
+        if not 0 < value <= 0xFFFFFFFF:
+            raise SpecError(f"TPROXY mark must be 1..0xffffffff: {value}")
+
+    @tproxy_route_table.validator
+    def _table(self, _a: attrs.Attribute[Any], value: int) -> None:
+        if not 0 < value < 0xFFFFFFFF:
+            raise SpecError(f"TPROXY route table must be 1..4294967294: {value}")
+
+    @reroute_interfaces.validator
+    @exclude_interfaces.validator
+    def _ifnames(self, a: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        for name in value:
+            if len(name) > 15 or name in (".", "..") or "/" in name:
+                raise SpecError(f"{a.name}: {name!r} is not a Linux interface name (at most 15 characters)")
+
     @host_ipv4_loopback_cidr.validator
     def _lb(self, _a: attrs.Attribute[Any], value: IPNetwork) -> None:
         if value.version != 4:
@@ -275,6 +306,11 @@ class CaptureConfig:
     def minor(self) -> int:
         """The Istio minor number (``current`` sorts after every release)."""
         return minor_of(self.version)
+
+    @property
+    def inbound_port_list(self) -> tuple[int, ...]:
+        """The explicit inbound ports (empty for ``*`` and for no inbound capture)."""
+        return () if self.inbound_ports == WILDCARD else tuple(self.inbound_ports)
 
     @property
     def script_era(self) -> bool:
@@ -377,7 +413,7 @@ def from_go_fields(fields: Mapping[str, Any], *, version: str = CURRENT,
 
 def _field_value(name: str, value: Any, *, what: str, source: str) -> Any:
     """Validate one textual value for a ``CaptureConfig`` field, naming ``what`` on error."""
-    if isinstance(value, bool) or isinstance(value, tuple):
+    if isinstance(value, bool | tuple):
         return value
     text = str(value)
     if name in ("inbound_ports",):
@@ -393,8 +429,9 @@ def _field_value(name: str, value: Any, *, what: str, source: str) -> Any:
         return validate_cidrs(text, what=what, wildcard=True, source=source)
     if name == "outbound_cidrs_exclude":
         return validate_cidrs(text, what=what, source=source)
-    if name in ("proxy_uids", "proxy_gids", "reroute_interfaces", "exclude_interfaces",
-                "owner_groups_exclude"):
+    if name in ("reroute_interfaces", "exclude_interfaces"):
+        return validate_interfaces(text, what=what, source=source)
+    if name in ("proxy_uids", "proxy_gids", "owner_groups_exclude"):
         return validate_names(text, what=what, source=source)
     if name == "owner_groups_include":
         validate_value(text, what=what, source=source)
@@ -412,9 +449,22 @@ def _field_value(name: str, value: Any, *, what: str, source: str) -> Any:
         return t or "REDIRECT"
     if name == "host_ipv4_loopback_cidr":
         nets = validate_cidrs(text, what=what, source=source)
-        if len(nets) != 1 or nets[0].version != 4:
+        if len(nets) != 1 or to_network(nets[0]).version != 4:
             raise SpecError(f"{what}: {text!r} is not one IPv4 CIDR", source=source)
         return text.strip()
     if name in ("dns_servers_v4", "dns_servers_v6"):
         return tuple(split_list(text))
     return text
+
+
+def config_to_dict(config: CaptureConfig) -> dict[str, Any]:
+    """The configuration as plain JSON-able data (addresses and networks as strings)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, str | int | bool) or value is None:
+            return value
+        return str(value)
+
+    return {f.name: plain(getattr(config, f.name)) for f in attrs.fields(CaptureConfig)}

@@ -26,7 +26,7 @@ import attrs
 from meshsolve.errors import SpecError
 from meshsolve.istio.config import CaptureConfig, _field_value, minor_of, normalise_version, validate_value
 
-__all__ = ["FlagSpec", "MODERN_FLAGS", "parse_flags", "script_flags"]
+__all__ = ["FlagSpec", "MODERN_FLAGS", "parse_flags", "script_flags", "to_flags"]
 
 
 @attrs.frozen
@@ -64,7 +64,8 @@ MODERN_FLAGS: tuple[FlagSpec, ...] = (
     _f("i", "istio-service-cidr", "ISTIO_SERVICE_CIDR", "outbound_cidrs"),
     _f("x", "istio-service-exclude-cidr", "ISTIO_SERVICE_EXCLUDE_CIDR", "outbound_cidrs_exclude"),
     _f("q", "istio-outbound-ports", "ISTIO_OUTBOUND_PORTS", "outbound_ports"),
-    _f("o", "istio-local-outbound-ports-exclude", "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE", "outbound_ports_exclude"),
+    _f("o", "istio-local-outbound-ports-exclude", "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE",
+       "outbound_ports_exclude"),
     _f("k", "kube-virt-interfaces", "KUBE_VIRT_INTERFACES", "reroute_interfaces"),
     _f("t", "istio-inbound-tproxy-mark", "ISTIO_INBOUND_TPROXY_MARK", "tproxy_mark"),
     _f("r", "istio-inbound-tproxy-route-table", "ISTIO_INBOUND_TPROXY_ROUTE_TABLE", "tproxy_route_table"),
@@ -179,13 +180,16 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
                 value = args[i]
                 i += 1
             _store(given, spec, value, f"--{name}")
+        elif script and tok.startswith("--") and len(tok) > 2:
+            raise SpecError(f"{tok}: Istio {version}'s istio-iptables.sh has no long options", source=source)
         elif tok.startswith("-") and len(tok) >= 2 and tok != "--":
             letter, rest = tok[1], tok[2:]
             spec = by_short.get(letter)
             if spec is None:
                 era = f"Istio {version}'s istio-iptables.sh" if script else f"istio-iptables {version}"
                 if script and letter == "t":
-                    raise SpecError(f"-t is the unit-test switch of {era}; it installs no rules", source=source)
+                    raise SpecError(f"-t is the unit-test switch of {era}; it installs no rules",
+                                    source=source)
                 if letter == "h":
                     raise SpecError(f"-h asks {era} for its help text; it installs no rules", source=source)
                 raise SpecError(f"unknown flag -{letter} for {era}", source=source)
@@ -202,7 +206,8 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
         elif tok == "--":
             continue
         elif script and tok == "clean" and i == 1:
-            raise SpecError("'clean' only removes Istio's chains; there is nothing to generate", source=source)
+            raise SpecError("'clean' only removes Istio's chains; there is nothing to generate",
+                            source=source)
         else:
             raise SpecError(f"unexpected argument {tok!r}", source=source)
 
@@ -229,15 +234,19 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
             kwargs["proxy_uids"] = ("1337", "0")
         if "inbound_capture_port" not in kwargs and m <= 2 and env.get("INBOUND_CAPTURE_PORT"):
             kwargs["inbound_capture_port"] = _field_value(
-                "inbound_capture_port", env["INBOUND_CAPTURE_PORT"], what="$INBOUND_CAPTURE_PORT", source=source)
+                "inbound_capture_port", env["INBOUND_CAPTURE_PORT"], what="$INBOUND_CAPTURE_PORT",
+                source=source)
         if env.get("ENABLE_INBOUND_IPV6"):
             kwargs["enable_ipv6"] = True
         if m >= 1 and env.get("DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK"):
             validate_value(env["DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK"],
                            what="$DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK", source=source)
             kwargs["disable_redirection_on_local_loopback"] = True
-    elif "proxy_uids" not in kwargs or kwargs["proxy_uids"] == ():
-        kwargs["proxy_uids"] = ("1337",)
+    else:
+        if "proxy_uids" not in kwargs or kwargs["proxy_uids"] == ():
+            kwargs["proxy_uids"] = ("1337",)
+        if m == 4 and env.get("DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK"):  # 1.4's Go port still read it
+            kwargs["disable_redirection_on_local_loopback"] = True
     if "proxy_gids" not in kwargs or kwargs["proxy_gids"] == ():
         kwargs["proxy_gids"] = kwargs["proxy_uids"]
     return CaptureConfig(**kwargs)  # type: ignore[arg-type]
@@ -246,3 +255,63 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
 def _store(given: dict[str, tuple[str, str]], spec: FlagSpec, value: str, label: str) -> None:
     if spec.field is not None:
         given[spec.field] = (value, label)
+
+
+def _csv(values: object) -> str:
+    if values == "*":
+        return "*"
+    assert isinstance(values, tuple)
+    return ",".join(str(v) for v in values)
+
+
+def to_flags(config: CaptureConfig) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The istio-iptables argv and environment that reproduce ``config`` (the inverse of
+    ``parse_flags`` for the config's version). DNS servers have no flag (the tool reads them from
+    the pod's resolv.conf) and are not expressed."""
+    c = config
+    m = c.minor
+    argv: list[str] = ["-p", str(c.proxy_port)]
+    env: dict[str, str] = {}
+    if c.inbound_capture_port is not None:
+        if m <= 2:
+            env["INBOUND_CAPTURE_PORT"] = str(c.inbound_capture_port)
+        else:
+            argv += ["-z", str(c.inbound_capture_port)]
+    argv += ["-u", _csv(c.proxy_uids), "-g", _csv(c.proxy_gids), "-m", c.mode,
+             "-b", _csv(c.inbound_ports), "-d", _csv(c.inbound_ports_exclude),
+             "-i", _csv(c.outbound_cidrs), "-x", _csv(c.outbound_cidrs_exclude)]
+    if c.reroute_interfaces:
+        argv += ["-k", _csv(c.reroute_interfaces)]
+    if c.outbound_ports_exclude:
+        argv += ["-o", _csv(c.outbound_ports_exclude)]
+    if m <= 3:
+        if c.tproxy_mark != 1337:
+            env["ISTIO_INBOUND_TPROXY_MARK"] = str(c.tproxy_mark)
+        if c.tproxy_route_table != 133:
+            env["ISTIO_INBOUND_TPROXY_ROUTE_TABLE"] = str(c.tproxy_route_table)
+        if c.disable_redirection_on_local_loopback:
+            env["DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK"] = "true"
+        if c.enable_ipv6:
+            env["ENABLE_INBOUND_IPV6"] = "true"
+        return tuple(argv), env
+    argv += ["-e", str(c.inbound_tunnel_port), "-t", str(c.tproxy_mark), "-r", str(c.tproxy_route_table)]
+    if c.outbound_ports:
+        argv += ["-q", _csv(c.outbound_ports)]
+    if c.exclude_interfaces:
+        argv += ["-c", _csv(c.exclude_interfaces)]
+    for flag, on in (("--redirect-dns", c.redirect_dns), ("--capture-all-dns", c.capture_all_dns),
+                     ("--drop-invalid", c.drop_invalid), ("--dual-stack", c.dual_stack),
+                     ("--iptables-trace-logging", c.trace_logging)):
+        if on:
+            argv.append(flag)
+    if c.enable_ipv6:
+        env["ENABLE_INBOUND_IPV6"] = "true"
+    if str(c.host_ipv4_loopback_cidr) != "127.0.0.1/32":
+        env["ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR"] = str(c.host_ipv4_loopback_cidr)
+    if c.owner_groups_include != "*":
+        env["ISTIO_OUTBOUND_OWNER_GROUPS"] = _csv(c.owner_groups_include)
+    if c.owner_groups_exclude:
+        env["ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE"] = _csv(c.owner_groups_exclude)
+    if c.disable_redirection_on_local_loopback:
+        env["DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK"] = "true"
+    return tuple(argv), env

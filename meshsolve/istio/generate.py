@@ -19,15 +19,21 @@ emission order per family and replaying them (``builder.RuleBuilder``), with the
   include CIDRs.  1.24: ``ISTIO_DROP``.  1.25 (= current): ``OUTPUT -j ISTIO_OUTPUT`` without
   ``-p tcp``, ``-o`` for tcp and udp, ``ISTIO_OUTPUT_DNS`` (nat and raw) and raw ``ISTIO_INBOUND``.
 
-1.10 and current are checked exactly (current against Istio's 28 master goldens, 1.10 against the
-derived Era F vector); the other eras are derived from the timeline. DNS capture is modelled for
-1.25+ only (older DNS forms raise ``UnsupportedError``).
+What is checked (tests/test_istio_*): current against Istio's 28 master goldens — the final chains
+*and* the command stream (every ``-A``/``-I`` in order, and the ``-N`` order) — and against the CNI
+default golden; 1.12 against its golden; 1.10, 1.13, 1.18 and 1.6 against the fact sheet's derived
+era vectors; everything on a real kernel (restore, dump, compare). Other eras follow the timeline
+above and are derived, not checked against an Istio output. DNS capture is modelled for 1.25+
+only (older DNS forms raise ``UnsupportedError``). Doubtful details: the TPROXY rules of 1.5–1.10
+(the exact 1.9/1.10 mangle set) and whether the IPv4 host-loopback CIDR also replaces
+``127.0.0.1/32`` in the TPROXY/mark rules (assumed yes).
 """
 
 from __future__ import annotations
 
 from meshsolve.errors import UnsupportedError
 from meshsolve.istio.builder import (
+    Op,
     RuleBuilder,
     dport,
     dst,
@@ -61,7 +67,7 @@ from meshsolve.model.rules import (
     Tproxy,
 )
 
-__all__ = ["DNS_PORT", "DNS_LISTENER_PORT", "OUTBOUND_MARK", "generate", "require"]
+__all__ = ["DNS_LISTENER_PORT", "DNS_PORT", "OUTBOUND_MARK", "emission", "generate", "record", "require"]
 
 DNS_PORT = 53
 DNS_LISTENER_PORT = 15053  # istio-agent's DNS proxy
@@ -77,18 +83,29 @@ def require(config: CaptureConfig, minor: int, what: str, present: bool) -> None
 
 def generate(config: CaptureConfig) -> Rulesets:
     """The rules Istio's init step installs for ``config`` (empty for mode ``NONE``)."""
-    if config.mode == "NONE":
-        return Rulesets()
-    if config.script_era:
-        from meshsolve.istio.legacy import generate_legacy
+    return record(config).build()
 
-        return generate_legacy(config)
+
+def emission(config: CaptureConfig) -> tuple[Op, ...]:
+    """Istio's command stream for ``config``: every ``-A``/``-I`` in the order the tool issues it
+    (per family; ``generate`` is this stream replayed)."""
+    return tuple(record(config).ops)
+
+
+def record(config: CaptureConfig) -> RuleBuilder:
+    """The recorded command stream (and chain declarations) for ``config``."""
+    if config.mode == "NONE":
+        return RuleBuilder()
+    if config.script_era:
+        from meshsolve.istio.legacy import record_legacy
+
+        return record_legacy(config)
     _check_era(config)
     b = RuleBuilder()
     families: tuple[Family, ...] = ("ipv4", "ipv6") if config.enable_ipv6 else ("ipv4",)
     for fam in families:
         _emit_family(b, config, fam)
-    return b.build()
+    return b
 
 
 def _check_era(c: CaptureConfig) -> None:
@@ -163,7 +180,7 @@ def _emit_family(b: RuleBuilder, c: CaptureConfig, fam: Family) -> None:
                 a("mangle", "ISTIO_INBOUND", tcp(), est, target=Jump("ISTIO_DIVERT"))
                 a("mangle", "ISTIO_INBOUND", tcp(), target=Jump("ISTIO_TPROXY"))
             else:
-                for p in c.inbound_ports:  # type: ignore[union-attr]
+                for p in c.inbound_port_list:
                     a("mangle", "ISTIO_INBOUND", tcp(), dport(p), est, target=Jump("ISTIO_DIVERT"))
                     a("mangle", "ISTIO_INBOUND", tcp(), dport(p), target=Jump("ISTIO_TPROXY"))
         else:
@@ -175,7 +192,7 @@ def _emit_family(b: RuleBuilder, c: CaptureConfig, fam: Family) -> None:
                     a("nat", "ISTIO_INBOUND", tcp(), dport(p), target=Return())
                 a("nat", "ISTIO_INBOUND", tcp(), target=Jump("ISTIO_IN_REDIRECT"))
             else:
-                for p in c.inbound_ports:  # type: ignore[union-attr]
+                for p in c.inbound_port_list:
                     a("nat", "ISTIO_INBOUND", tcp(), dport(p), target=Jump("ISTIO_IN_REDIRECT"))
     # 8–9. the OUTPUT jump and outbound port exclusions
     a("nat", "OUTPUT", *((tcp(),) if m < 25 else ()), target=Jump("ISTIO_OUTPUT"))
@@ -216,7 +233,8 @@ def _emit_family(b: RuleBuilder, c: CaptureConfig, fam: Family) -> None:
         targets = [()] if c.capture_all_dns else [(dst(to_network(s)),) for s in servers]
         for d in targets:
             a("nat", "ISTIO_OUTPUT_DNS", tcp(), dport(DNS_PORT), *d, target=Redirect(DNS_LISTENER_PORT))
-            a("nat", "ISTIO_OUTPUT_DNS", udp(), dport(DNS_PORT, "udp"), *d, target=Redirect(DNS_LISTENER_PORT))
+            a("nat", "ISTIO_OUTPUT_DNS", udp(), dport(DNS_PORT, "udp"), *d,
+              target=Redirect(DNS_LISTENER_PORT))
     # 15–18. loopback, excluded CIDRs, included ports, included CIDRs
     a("nat", "ISTIO_OUTPUT", dst(lb), target=Return())
     for net in _in_family(c.outbound_cidrs_exclude, fam):
@@ -241,16 +259,18 @@ def _emit_family(b: RuleBuilder, c: CaptureConfig, fam: Family) -> None:
         for kind, ids in (("uid", c.proxy_uids), ("gid", c.proxy_gids)):
             owner = owner_uid if kind == "uid" else owner_gid
             for ident in ids:
-                a("raw", "ISTIO_OUTPUT_DNS", udp(), dport(DNS_PORT, "udp"), owner(ident), target=CtTarget(zone=1))
+                a("raw", "ISTIO_OUTPUT_DNS", udp(), dport(DNS_PORT, "udp"), owner(ident),
+                  target=CtTarget(zone=1))
                 a("raw", "ISTIO_OUTPUT_DNS", udp(), sport(DNS_LISTENER_PORT), owner(ident),
                   target=CtTarget(zone=2))
         if dns_here:
             a("raw", "PREROUTING", target=Jump("ISTIO_INBOUND"))
-            addrs = [None] if c.capture_all_dns else [to_network(s) for s in servers]
-            for net in addrs:
-                a("raw", "ISTIO_OUTPUT_DNS", udp(), dport(DNS_PORT, "udp"), *((dst(net),) if net else ()),
+            addrs: list[IPNetwork | None] = [None] if c.capture_all_dns else [to_network(s) for s in servers]
+            for server in addrs:
+                to_server = (dst(server),) if server else ()
+                a("raw", "ISTIO_OUTPUT_DNS", udp(), dport(DNS_PORT, "udp"), *to_server,
                   target=CtTarget(zone=2))
-                a("raw", "ISTIO_INBOUND", udp(), sport(DNS_PORT), *((src(net),) if net else ()),
+                a("raw", "ISTIO_INBOUND", udp(), sport(DNS_PORT), *((src(server),) if server else ()),
                   target=CtTarget(zone=1))
     # 19. TPROXY extras (mangle)
     if tproxy:

@@ -33,13 +33,18 @@ from meshsolve.model.rules import (
     Tproxy,
 )
 
-__all__ = ["generate_legacy"]
+__all__ = ["generate_legacy", "record_legacy"]
 
 _V4 = "ipv4"
 
 
 def generate_legacy(c: CaptureConfig) -> Rulesets:
     """Rules of the 1.0–1.4 script algorithm for ``c`` (``c.minor`` ≤ 4)."""
+    return record_legacy(c).build()
+
+
+def record_legacy(c: CaptureConfig) -> RuleBuilder:
+    """The script's command stream for ``c``, recorded (not yet replayed)."""
     m = c.minor
     if m < 1 and c.reroute_interfaces:
         raise UnsupportedError("-k (kube-virt interfaces) does not exist in Istio 1.0")
@@ -89,7 +94,7 @@ def generate_legacy(c: CaptureConfig) -> Rulesets:
             else:
                 a(table, "ISTIO_INBOUND", tcp(), target=Jump("ISTIO_IN_REDIRECT"))
         else:
-            for p in c.inbound_ports:  # type: ignore[union-attr]
+            for p in c.inbound_port_list:
                 if tproxy:
                     # the script issues this line twice
                     a(table, "ISTIO_INBOUND", tcp(), dport(p), SocketMatch(), target=Jump("ISTIO_DIVERT"))
@@ -135,4 +140,4 @@ def generate_legacy(c: CaptureConfig) -> Rulesets:
         if m >= 1:
             b.append("ipv6", "filter", "INPUT", in_if("lo"), dst("::1/128"), target=Accept())
         b.append("ipv6", "filter", "INPUT", target=Reject())
-    return b.build()
+    return b

@@ -1,12 +1,14 @@
 """Kubernetes Pod manifests (``kubectl get pod -o yaml``, a ``List`` of pods, or a workload with a pod
 template) → the capture configuration Istio's injector would give each pod.
 
-Two sources, in this order:
+Three sources; the first that applies wins:
 
 1. **The injected ``istio-init`` container** (the pod was already injected): its command/args and
    env are parsed as istio-iptables flags — that is what really ran. The version comes from the
    caller, else from the image tag (``proxyv2:1.10.2`` → 1.10), else ``current``.
-2. **Annotations and container ports** (not injected yet): the injector's template per version —
+2. **istio-cni** (the pod has the ``istio-validation`` init container instead): the CNI plugin's
+   own defaults from the annotations (``cni_args``); current Istio only.
+3. **Annotations and container ports** (not injected yet): the injector's template per version —
    ``-p 15001 [-z 15006] -u 1337 -m <interceptionMode> -i <includeOutboundIPRanges or *>
    -x <excludeOutboundIPRanges> -b <includeInboundPorts> -d <exclusions>`` plus ``-q -o -k -c`` when
    set. ``-b`` defaults to the containerPorts up to 1.2 and to ``*`` from 1.3; ``-d`` is the
@@ -28,22 +30,22 @@ from typing import Any, Literal
 import attrs
 import yaml
 
-from meshsolve.errors import SpecError
+from meshsolve.errors import SpecError, UnsupportedError
 from meshsolve.istio.config import (
     WILDCARD,
     CaptureConfig,
     minor_of,
     normalise_version,
     validate_cidrs,
-    validate_names,
+    validate_interfaces,
     validate_ports,
     validate_value,
 )
 from meshsolve.istio.flags import parse_flags
 from meshsolve.model.net import IPAddress, to_address
 
-__all__ = ["ANNOTATIONS", "PodCapture", "injector_args", "load_pods", "pod_capture", "pods_from_file",
-           "pods_from_text"]
+__all__ = ["ANNOTATIONS", "PodCapture", "cni_args", "injector_args", "load_pods", "pod_capture",
+           "pods_from_file", "pods_from_text", "read_annotations", "to_annotations"]
 
 A_MODE = "sidecar.istio.io/interceptionMode"
 A_INJECT = "sidecar.istio.io/inject"
@@ -72,7 +74,7 @@ class PodCapture:
     name: str
     namespace: str
     config: CaptureConfig
-    basis: Literal["istio-init", "annotations", "not-injected"]
+    basis: Literal["istio-init", "annotations", "cni", "not-injected"]
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     pod_ips: tuple[IPAddress, ...] = ()
@@ -82,16 +84,30 @@ class PodCapture:
 class _Where:
     """Finds the line of a key in the manifest text, for error messages."""
 
-    def __init__(self, text: str, source: str) -> None:
+    def __init__(self, text: str, source: str, pod_name: str | None = None) -> None:
         self.lines = text.splitlines()
         self.source = source
+        self.start = 0
+        if pod_name:  # in a List, look below this pod's own name first
+            found = self._find("name", pod_name, 0)
+            self.start = 0 if found is None else found - 1
+
+    def _find(self, key: str, value: str | None, start: int) -> int | None:
+        for n, line in enumerate(self.lines[start:], start + 1):
+            stripped = line.strip().lstrip("-").strip()
+            for k in (key, f'"{key}"', f"'{key}'"):
+                if stripped.startswith(k + ":") and (
+                        value is None or stripped[len(k) + 1:].strip().strip("'\"") == value):
+                    return n
+        return None
 
     def line(self, key: str) -> int | None:
-        for n, line in enumerate(self.lines, 1):
-            stripped = line.strip().lstrip("-").strip()
-            if stripped.startswith((key + ":", f'"{key}":', f"'{key}':")):
-                return n
-        return None
+        return self._find(key, None, self.start) or self._find(key, None, 0)
+
+
+def _name_of(pod: Mapping[str, Any]) -> str | None:
+    name = (pod.get("metadata") or {}).get("name")
+    return None if name is None else str(name)
 
 
 def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any], ...]:
@@ -177,7 +193,7 @@ def _dns_servers(pod: Mapping[str, Any], source: str, where: _Where) -> tuple[IP
 def pod_capture(pod: Mapping[str, Any], *, version: str | None = None, source: str = "<manifest>",
                 text: str = "") -> PodCapture:
     """The capture configuration of one pod (see the module docstring for the rules)."""
-    where = _Where(text, source)
+    where = _Where(text, source, _name_of(pod))
     meta = pod.get("metadata") or {}
     name, namespace = str(meta.get("name", "pod")), str(meta.get("namespace", "default"))
     spec = pod.get("spec") or {}
@@ -195,7 +211,22 @@ def pod_capture(pod: Mapping[str, Any], *, version: str | None = None, source: s
         cfg = parse_flags(tokens, env, version=ver, source=f"{source}: initContainers[istio-init]")
         cfg = _with_pod_facts(cfg, ipv6, dns, env_given="ENABLE_INBOUND_IPV6" in env)
         return PodCapture(name, namespace, cfg, "istio-init", tuple(tokens), tuple(sorted(env.items())), ips,
-                          (f"read the injected istio-init container (Istio {ver})",))
+                          _notes(cfg, (f"read the injected istio-init container (Istio {ver})",)))
+    validation = next((c for c in spec.get("initContainers") or () if isinstance(c, Mapping)
+                       and c.get("name") == "istio-validation"), None)
+    if validation is not None:
+        ver = normalise_version(version) if version else (
+            _version_from_image(str(validation.get("image", ""))) or "current")
+        argv, env, notes = cni_args(pod, ver, source=source, text=text)
+        if argv is None:
+            return PodCapture(name, namespace, CaptureConfig(version=ver, mode="NONE"), "cni",
+                              pod_ips=ips, notes=notes)
+        cfg = parse_flags(argv, env, version=ver, source=f"{source}: istio-cni")
+        if cfg.redirect_dns:
+            cfg = cfg.evolve(capture_all_dns=True)
+        cfg = _with_pod_facts(cfg, ipv6, (), env_given=False)
+        return PodCapture(name, namespace, cfg, "cni", argv, tuple(sorted(env.items())), ips,
+                          _notes(cfg, notes))
     ver = normalise_version(version or "current")
     annotations = _str_map(meta.get("annotations"))
     if annotations.get(A_INJECT, "").strip().lower() == "false":
@@ -207,10 +238,19 @@ def pod_capture(pod: Mapping[str, Any], *, version: str | None = None, source: s
                           pod_ips=ips, notes=notes)
     cfg = parse_flags(argv, env, version=ver, source=f"{source}: injector template")
     cfg = _with_pod_facts(cfg, ipv6, dns, env_given=False)
-    return PodCapture(name, namespace, cfg, "annotations", argv, tuple(sorted(env.items())), ips, notes)
+    return PodCapture(name, namespace, cfg, "annotations", argv, tuple(sorted(env.items())), ips,
+                      _notes(cfg, notes))
 
 
-def _with_pod_facts(cfg: CaptureConfig, ipv6: bool, dns: tuple[IPAddress, ...], *, env_given: bool) -> CaptureConfig:
+def _notes(cfg: CaptureConfig, notes: tuple[str, ...]) -> tuple[str, ...]:
+    if cfg.redirect_dns and not cfg.dns_enabled():
+        notes += ("DNS capture is on but the pod's nameservers are unknown (istio-iptables reads them "
+                  "from resolv.conf): no DNS rules; give them with spec.dnsConfig or --dns-server",)
+    return notes
+
+
+def _with_pod_facts(cfg: CaptureConfig, ipv6: bool, dns: tuple[IPAddress, ...], *,
+                    env_given: bool) -> CaptureConfig:
     changes: dict[str, Any] = {}
     if ipv6 and not env_given:
         changes["enable_ipv6"] = True
@@ -241,30 +281,29 @@ def _exclude_inbound_port(port: str, excluded: str) -> str:
     return port if not excluded.strip() else f"{excluded},{port}"
 
 
-def injector_args(pod: Mapping[str, Any], version: str, *, source: str = "<manifest>",
-                  text: str = "") -> tuple[tuple[str, ...] | None, dict[str, str], tuple[str, ...]]:
-    """The istio-init argv and env the injector of ``version`` builds for ``pod``.
+_KINDS = {
+    A_IN_CIDRS: "cidrs*", A_EX_CIDRS: "cidrs", A_IN_PORTS: "ports*", A_EX_IN_PORTS: "ports",
+    A_STATUS_PORT: "port", A_OUT_PORTS: "ports", A_EX_OUT_PORTS: "ports", A_REROUTE: "interfaces",
+    A_KUBEVIRT: "interfaces", A_EX_IFACES: "interfaces",
+}
 
-    Returns ``(None, {}, notes)`` when no istio-init would be added (interception mode ``NONE``).
-    Annotation values are validated here so errors name the annotation.
+
+def read_annotations(pod: Mapping[str, Any], *, source: str = "<manifest>",
+                     text: str = "") -> dict[str, str]:
+    """The pod's capture annotations, each validated (errors name the annotation, file and line).
+
+    The result has the interception mode normalised (``REDIRECT`` when absent) under ``A_MODE``
+    and only the annotations that are present otherwise.
     """
-    where = _Where(text, source)
-    m = minor_of(normalise_version(version))
-    meta = pod.get("metadata") or {}
-    ann = _str_map(meta.get("annotations"))
-    notes: list[str] = []
-
-    def get(key: str) -> str | None:
+    where = _Where(text, source, _name_of(pod))
+    ann = _str_map((pod.get("metadata") or {}).get("annotations"))
+    out: dict[str, str] = {}
+    for key, kind in _KINDS.items():
         if key not in ann:
-            return None
-        validate_value(ann[key], what=f"annotation {key}", source=source, lineno=where.line(key))
-        return ann[key]
-
-    def check(key: str, kind: str) -> str | None:
-        value = get(key)
-        if value is None:
-            return None
+            continue
+        value = ann[key]
         kw: dict[str, Any] = {"what": f"annotation {key}", "source": source, "lineno": where.line(key)}
+        validate_value(value, **kw)
         if kind == "ports":
             validate_ports(value, **kw)
         elif kind == "ports*":
@@ -273,30 +312,66 @@ def injector_args(pod: Mapping[str, Any], version: str, *, source: str = "<manif
             validate_cidrs(value, wildcard=True, **kw)
         elif kind == "cidrs":
             validate_cidrs(value, **kw)
-        elif kind == "names":
-            validate_names(value, **kw)
-        elif kind == "port":
-            got = validate_ports(value, **kw)
-            if len(got) != 1:
-                raise SpecError(f"annotation {key}: {value!r} is not one port number", **kw)
-        return value
-
-    mode = (get(A_MODE) or "REDIRECT").strip().upper()
-    if mode not in ("REDIRECT", "TPROXY", "NONE"):
-        raise SpecError(f"annotation {A_MODE}: {ann[A_MODE]!r} is not REDIRECT, TPROXY or NONE",
+        elif kind == "interfaces":
+            validate_interfaces(value, **kw)
+        elif kind == "port" and len(validate_ports(value, **kw)) != 1:
+            raise SpecError(f"annotation {key}: {value!r} is not one port number",
+                            source=source, lineno=kw["lineno"])
+        out[key] = value
+    mode = ann.get(A_MODE, "REDIRECT")
+    validate_value(mode, what=f"annotation {A_MODE}", source=source, lineno=where.line(A_MODE))
+    if mode.strip().upper() not in ("REDIRECT", "TPROXY", "NONE"):
+        raise SpecError(f"annotation {A_MODE}: {mode!r} is not REDIRECT, TPROXY or NONE",
                         source=source, lineno=where.line(A_MODE))
+    out[A_MODE] = mode.strip().upper()
+    return out
+
+
+def _proxy_metadata(pod: Mapping[str, Any], *, source: str, text: str) -> dict[str, str]:
+    """``proxyMetadata`` of the ``proxy.istio.io/config`` annotation (istio-init's extra env)."""
+    where = _Where(text, source, _name_of(pod))
+    raw = _str_map((pod.get("metadata") or {}).get("annotations")).get(A_PROXY_CONFIG)
+    if raw is None:
+        return {}
+    try:
+        pc = yaml.safe_load(raw) or {}
+    except yaml.YAMLError:
+        raise SpecError(f"annotation {A_PROXY_CONFIG}: not valid YAML", source=source,
+                        lineno=where.line(A_PROXY_CONFIG)) from None
+    if not isinstance(pc, Mapping):
+        raise SpecError(f"annotation {A_PROXY_CONFIG}: expected a mapping", source=source,
+                        lineno=where.line(A_PROXY_CONFIG))
+    env = {}
+    for k, v in _str_map(pc.get("proxyMetadata")).items():
+        validate_value(v, what=f"annotation {A_PROXY_CONFIG} proxyMetadata.{k}", source=source,
+                       lineno=where.line(A_PROXY_CONFIG))
+        env[k] = v
+    return env
+
+
+def injector_args(pod: Mapping[str, Any], version: str, *, source: str = "<manifest>",
+                  text: str = "") -> tuple[tuple[str, ...] | None, dict[str, str], tuple[str, ...]]:
+    """The istio-init argv and env the injector of ``version`` builds for ``pod``.
+
+    Returns ``(None, {}, notes)`` when no istio-init would be added (interception mode ``NONE``).
+    Annotation values are validated here so errors name the annotation.
+    """
+    m = minor_of(normalise_version(version))
+    ann = read_annotations(pod, source=source, text=text)
+    notes: list[str] = []
+    mode = ann[A_MODE]
     if mode == "NONE":
         return None, {}, (f"{A_MODE} is NONE: the injector adds no istio-init",)
-    include_cidrs = check(A_IN_CIDRS, "cidrs*")
-    exclude_cidrs = check(A_EX_CIDRS, "cidrs")
-    in_ports = check(A_IN_PORTS, "ports*")
-    ex_in_ports = check(A_EX_IN_PORTS, "ports") or ""
-    status = check(A_STATUS_PORT, "port")
-    out_ports = check(A_OUT_PORTS, "ports")
-    ex_out_ports = check(A_EX_OUT_PORTS, "ports")
-    reroute = check(A_REROUTE, "names")
-    kubevirt = check(A_KUBEVIRT, "names")
-    ex_ifaces = check(A_EX_IFACES, "names")
+    include_cidrs = ann.get(A_IN_CIDRS)
+    exclude_cidrs = ann.get(A_EX_CIDRS)
+    in_ports = ann.get(A_IN_PORTS)
+    ex_in_ports = ann.get(A_EX_IN_PORTS, "")
+    status = ann.get(A_STATUS_PORT)
+    out_ports = ann.get(A_OUT_PORTS)
+    ex_out_ports = ann.get(A_EX_OUT_PORTS)
+    reroute = ann.get(A_REROUTE)
+    kubevirt = ann.get(A_KUBEVIRT)
+    ex_ifaces = ann.get(A_EX_IFACES)
 
     spec = pod.get("spec") or {}
     if in_ports is None:
@@ -342,26 +417,60 @@ def injector_args(pod: Mapping[str, Any], version: str, *, source: str = "<manif
     env: dict[str, str] = {}
     if m == 2 and WILDCARD in in_ports:
         env["INBOUND_CAPTURE_PORT"] = "15006"
-    proxy_config = get(A_PROXY_CONFIG)
-    if proxy_config is not None:
-        try:
-            pc = yaml.safe_load(proxy_config) or {}
-        except yaml.YAMLError:
-            raise SpecError(f"annotation {A_PROXY_CONFIG}: not valid YAML", source=source,
-                            lineno=where.line(A_PROXY_CONFIG)) from None
-        if not isinstance(pc, Mapping):
-            raise SpecError(f"annotation {A_PROXY_CONFIG}: expected a mapping", source=source,
-                            lineno=where.line(A_PROXY_CONFIG))
-        for k, v in _str_map(pc.get("proxyMetadata")).items():
-            validate_value(v, what=f"annotation {A_PROXY_CONFIG} proxyMetadata.{k}", source=source,
-                           lineno=where.line(A_PROXY_CONFIG))
-            env[k] = v
-        if "interceptionMode" in pc and A_MODE not in ann:
-            notes.append("proxy.istio.io/config interceptionMode is not read; use the annotation")
+    env.update(_proxy_metadata(pod, source=source, text=text))
     return tuple(argv), env, tuple(notes)
 
 
-def pods_from_text(text: str, *, version: str | None = None, source: str = "<manifest>") -> tuple[PodCapture, ...]:
+def _proxy_ids(spec: Mapping[str, Any]) -> tuple[str, str]:
+    """istio-cni's proxy uid/gid: the istio-proxy container's runAsUser/runAsGroup if non-zero."""
+    proxy = next((c for c in spec.get("containers") or () if isinstance(c, Mapping)
+                  and c.get("name") == "istio-proxy"), None)
+    ctx = (proxy or {}).get("securityContext") or {}
+    uid, gid = ctx.get("runAsUser"), ctx.get("runAsGroup")
+    return (str(uid) if uid else "1337", str(gid) if gid else "1337")
+
+
+def cni_args(pod: Mapping[str, Any], version: str, *, source: str = "<manifest>",
+             text: str = "") -> tuple[tuple[str, ...] | None, dict[str, str], tuple[str, ...]]:
+    """The istio-iptables settings the sidecar istio-cni plugin (current) derives for ``pod``.
+
+    Differences from the injector: inbound exclusions are the annotation (default ``15020``) plus
+    ``15020,15021,15090``, deduplicated; outbound port exclusions default to ``15020``; the proxy
+    ids come from the istio-proxy container; DNS capture captures every nameserver. Only the
+    current CNI is modelled (facts §2.9).
+    """
+    if minor_of(normalise_version(version)) < 25:
+        raise UnsupportedError(f"the istio-cni rules of Istio {version} are not modelled (only 1.25+)")
+    ann = read_annotations(pod, source=source, text=text)
+    if ann[A_MODE] == "NONE":
+        return None, {}, (f"{A_MODE} is NONE: istio-cni leaves the pod alone",)
+    excluded: list[str] = []
+    for port in [*ann.get(A_EX_IN_PORTS, "15020").split(","), "15020", "15021", "15090"]:
+        if port.strip() and port.strip() not in excluded:
+            excluded.append(port.strip())
+    spec = pod.get("spec") or {}
+    uid, gid = _proxy_ids(spec)
+    argv = ["-p", "15001", "-z", "15006", "-u", uid, "-g", gid, "-m", ann[A_MODE],
+            "-i", ann.get(A_IN_CIDRS, WILDCARD), "-x", ann.get(A_EX_CIDRS, ""),
+            "-b", ann.get(A_IN_PORTS, WILDCARD), "-d", ",".join(excluded),
+            "-o", ann.get(A_EX_OUT_PORTS, "15020"), "-q", ann.get(A_OUT_PORTS, "")]
+    if A_REROUTE in ann or A_KUBEVIRT in ann:
+        argv += ["-k", ann.get(A_REROUTE, ann.get(A_KUBEVIRT, ""))]
+    if A_EX_IFACES in ann:
+        argv += ["-c", ann[A_EX_IFACES]]
+    env = _proxy_metadata(pod, source=source, text=text)
+    proxy = next((c for c in spec.get("containers") or () if isinstance(c, Mapping)
+                  and c.get("name") == "istio-proxy"), None)
+    for e in (proxy or {}).get("env") or ():
+        if isinstance(e, Mapping) and e.get("name") in ("ISTIO_META_DNS_CAPTURE", "INVALID_DROP",
+                                                         "ISTIO_DUAL_STACK") and "value" in e:
+            validate_value(str(e["value"]), what=f"istio-proxy env {e['name']}", source=source)
+            env[str(e["name"])] = str(e["value"])
+    return tuple(argv), env, ("rules written by the istio-cni plugin (pod has istio-validation)",)
+
+
+def pods_from_text(text: str, *, version: str | None = None,
+                   source: str = "<manifest>") -> tuple[PodCapture, ...]:
     """Every pod's capture set-up in a manifest text."""
     return tuple(pod_capture(p, version=version, source=source, text=text) for p in load_pods(text, source))
 
@@ -373,3 +482,88 @@ def pods_from_file(path: str | Path, *, version: str | None = None) -> tuple[Pod
     except OSError as exc:
         raise SpecError(f"cannot read manifest: {exc.strerror}", source=str(p)) from None
     return pods_from_text(text, version=version, source=str(p))
+
+
+_PROXY_METADATA_BOOLS = (("redirect_dns", "ISTIO_META_DNS_CAPTURE"), ("drop_invalid", "INVALID_DROP"),
+                         ("dual_stack", "ISTIO_DUAL_STACK"))
+
+
+def _csv(values: Any) -> str:
+    return WILDCARD if values == WILDCARD else ",".join(str(v) for v in values)
+
+
+def to_annotations(config: CaptureConfig) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The pod annotations with which the injector of ``config.version`` produces ``config``.
+
+    The inverse of the annotation path of ``pod_capture``: returns ``(annotations, notes)``; the
+    notes name what has to come from the pod itself (an IPv6 address, its nameservers). Settings no
+    annotation can express (proxy ports and ids, TPROXY mark/table, exclusions without the
+    injector's own ports, CNI-only DNS capture-all …) raise ``UnsupportedError`` naming them.
+    """
+    c = config
+    m = c.minor
+    problems = [what for what, bad in (
+        ("proxy port (always 15001)", c.proxy_port != 15001),
+        ("inbound tunnel port (always 15008)", c.inbound_tunnel_port != 15008),
+        ("proxy uid/gid (always 1337)", c.proxy_uids != ("1337",) or c.proxy_gids != ("1337",)),
+        ("TPROXY mark / route table", c.tproxy_mark != 1337 or c.tproxy_route_table != 133),
+        ("capture-all DNS (istio-cni only)", c.capture_all_dns),
+        ("DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK", c.disable_redirection_on_local_loopback),
+    ) if bad]
+    wildcard_in = c.inbound_ports == WILDCARD
+    if m >= 3:
+        if c.inbound_capture_port not in (None, 15006):
+            problems.append("inbound capture port (always 15006)")
+    elif c.inbound_capture_port != (15006 if m == 2 and wildcard_in else None):
+        problems.append(f"inbound capture port {c.inbound_capture_port} in Istio {c.version}")
+    ann: dict[str, str] = {}
+    if c.mode != "REDIRECT":
+        ann[A_MODE] = c.mode
+    if m <= 2 or not wildcard_in:
+        ann[A_IN_PORTS] = _csv(c.inbound_ports)
+    exclusions = list(c.inbound_ports_exclude)
+    if m == 0:
+        if exclusions:
+            ann[A_EX_IN_PORTS] = _csv(exclusions)
+    else:
+        prefix = [15090, 15021] if m >= 6 else [15090] if m == 5 else []
+        if exclusions[:len(prefix)] != prefix:
+            problems.append(f"inbound exclusions {_csv(exclusions)!r} (the injector always starts them "
+                            f"with {_csv(prefix)!r})")
+        rest = exclusions[len(prefix):]
+        if rest and rest[-1] == 15020:
+            rest = rest[:-1]
+        else:
+            ann[A_STATUS_PORT] = "0"
+        if rest:
+            ann[A_EX_IN_PORTS] = _csv(rest)
+    if c.outbound_cidrs != WILDCARD:
+        ann[A_IN_CIDRS] = _csv(c.outbound_cidrs)
+    if c.outbound_cidrs_exclude:
+        ann[A_EX_CIDRS] = _csv(c.outbound_cidrs_exclude)
+    optional = ((A_OUT_PORTS, c.outbound_ports, 7), (A_EX_OUT_PORTS, c.outbound_ports_exclude, 2),
+                (A_REROUTE if m >= 25 else A_KUBEVIRT, c.reroute_interfaces, 1),
+                (A_EX_IFACES, c.exclude_interfaces, 15))
+    for key, values, since in optional:
+        if values:
+            if m < since:
+                problems.append(f"{key} (the Istio {c.version} injector ignores it)")
+            ann[key] = _csv(values)
+    metadata: dict[str, str] = {env: "true" for name, env in _PROXY_METADATA_BOOLS if getattr(c, name)}
+    if c.owner_groups_include != WILDCARD:
+        metadata["ISTIO_OUTBOUND_OWNER_GROUPS"] = _csv(c.owner_groups_include)
+    if c.owner_groups_exclude:
+        metadata["ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE"] = _csv(c.owner_groups_exclude)
+    if str(c.host_ipv4_loopback_cidr) != "127.0.0.1/32":
+        metadata["ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR"] = str(c.host_ipv4_loopback_cidr)
+    if metadata:
+        ann[A_PROXY_CONFIG] = yaml.safe_dump({"proxyMetadata": metadata}, default_flow_style=False)
+    if problems:
+        raise UnsupportedError(f"no pod annotation expresses: {'; '.join(problems)}")
+    notes: list[str] = []
+    if c.enable_ipv6:
+        notes.append("IPv6 rules need the pod to have an IPv6 address (status.podIPs)")
+    if c.dns_servers_v4 or c.dns_servers_v6:
+        servers = ",".join(str(a) for a in (*c.dns_servers_v4, *c.dns_servers_v6))
+        notes.append(f"DNS rules need the pod's nameservers ({servers}) in its resolv.conf")
+    return ann, tuple(notes)

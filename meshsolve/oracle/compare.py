@@ -8,15 +8,29 @@ order. Reasons (loop reasons, the rule that dropped) are not compared: the kerne
 from __future__ import annotations
 
 import shlex
+from collections import Counter
 
+from meshsolve.model.net import family_of
 from meshsolve.model.world import Flow, World
-from meshsolve.semantics.trace import Delivered, Egress, Result
+from meshsolve.model.rules import RuleRef
+from meshsolve.semantics.trace import Delivered, Dropped, Egress, Loop, Result
 
-__all__ = ["differences", "explain", "replay_command"]
+__all__ = ["differences", "explain", "matrix_flows", "nat_hits", "replay_command"]
 
 
-def differences(expected: Result, actual: Result) -> tuple[str, ...]:
-    """What differs between the interpreter's ``expected`` and the kernel's ``actual`` (empty = agree)."""
+def nat_hits(result: Result) -> Counter[RuleRef]:
+    """How often each nat rule matched during the flow (nat sees one packet per connection, so the
+    kernel's packet counters count connections, comparable with the interpreter's hits)."""
+    return Counter(ref for ref in result.rule_hits if ref.table == "nat")
+
+
+def differences(expected: Result, actual: Result, *, hits: bool = False) -> tuple[str, ...]:
+    """What differs between the interpreter's ``expected`` and the kernel's ``actual`` (empty = agree).
+
+    With ``hits``, also the nat rules that matched and how often (not for loops: the interpreter
+    stops at the first repeated sighting, the stand-in a few rounds later), and the rule a
+    ``Dropped`` names.
+    """
     out: list[str] = []
     a, b = expected.outcome, actual.outcome
     if type(a) is not type(b):
@@ -28,6 +42,15 @@ def differences(expected: Result, actual: Result) -> tuple[str, ...]:
                 out.append(f"delivered {field}: interpreter {x}, kernel {y}")
     elif isinstance(a, Egress) and isinstance(b, Egress) and (a.dst, a.port) != (b.dst, b.port):
         out.append(f"egress: interpreter {a.token}, kernel {b.token}")
+    if hits and not isinstance(a, Loop) and not isinstance(b, Loop):
+        if isinstance(a, Dropped) and isinstance(b, Dropped) and a.rule != b.rule:
+            out.append(f"dropped by: interpreter {a.rule}, kernel {b.rule}")
+        ea, eb = nat_hits(expected), nat_hits(actual)
+        if ea != eb:
+            def show(c: Counter[RuleRef]) -> str:
+                return " ".join(f"{r}x{n}" if n > 1 else str(r) for r, n in sorted(
+                    c.items(), key=lambda kv: (kv[0].chain, kv[0].index))) or "-"
+            out.append(f"nat rule hits: interpreter {show(ea)}, kernel {show(eb)}")
     if expected.observed != actual.observed:
         out.append(f"observed: interpreter {', '.join(expected.observed) or '-'}, "
                    f"kernel {', '.join(actual.observed) or '-'}")
@@ -57,3 +80,21 @@ def explain(world: World, flow: Flow, expected: Result, actual: Result, replay: 
             f"world: {world!r}\n"
             f"--- interpreter ---\n{expected}\n--- kernel ---\n{actual}\n"
             f"replay: {replay}")
+
+
+def matrix_flows(world: World) -> tuple[Flow, ...]:
+    """The bind matrix of ``world``, per family: the peer → pod IP, the first app → loopback, pod IP
+    and each service VIP of the family, on every port some app listens on (VIPs on their own port)."""
+    ports = sorted({s.port for app in world.apps for s in app.sockets})
+    client = world.apps[0].name if world.apps else "proxy"
+    flows: list[Flow] = []
+    for fam in world.families:
+        pod = world.pod_ip(fam)
+        assert pod is not None
+        lo = "::1" if fam == "ipv6" else "127.0.0.1"
+        for port in ports:
+            if world.peer_ip(fam) is not None:
+                flows.append(Flow("peer", pod, port))
+            flows += [Flow(client, lo, port), Flow(client, pod, port)]
+        flows += [Flow(client, svc.vip, svc.port) for svc in world.services if family_of(svc.vip) == fam]
+    return tuple(flows)

@@ -36,8 +36,8 @@ import attrs
 
 from meshsolve.errors import OracleError, UnsupportedError
 from meshsolve.model.net import Family, IPAddress, family_of, to_address
-from meshsolve.model.rules import RuleRef, Ruleset, Tproxy
-from meshsolve.model.world import Flow, World
+from meshsolve.model.rules import Drop, Reject, RuleRef, Ruleset, Tproxy
+from meshsolve.model.world import Flow, Socket, World
 from meshsolve.oracle.netns import NamespacePair, ip_batch, run
 from meshsolve.semantics.trace import (
     Delivered,
@@ -52,7 +52,7 @@ from meshsolve.semantics.trace import (
     Undetermined,
 )
 
-__all__ = ["KERNEL_RULE", "KernelWorld", "OracleConfig", "run_flows"]
+__all__ = ["KERNEL_RULE", "KernelWorld", "OracleConfig", "parse_counters", "run_flows"]
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 # The kernel cannot say which rule dropped a connection; kernel ``Dropped`` outcomes carry this.
@@ -71,6 +71,7 @@ class OracleConfig:
     loop_limit: int = 4               # the stand-in cuts a (side, original dst) seen more often
     egress_port: int = 10999          # the peer's "outside world" responder
     start_timeout: float = 10.0       # workers must report ready within this
+    counters: bool = True             # read rule counters around each flow (rule_hits, Dropped rule)
 
 
 RestoreRenderer = Callable[[Ruleset], str]
@@ -95,6 +96,19 @@ def _uses_tproxy(ruleset: Ruleset) -> tuple[tuple[int, int], ...]:
                     mark = rule.target.mark if rule.target.mark is not None else 0
                     marks.append((mark, rule.target.mask))
     return tuple(dict.fromkeys(marks))
+
+
+def _overlap(a: Socket, b: Socket) -> bool:
+    """Whether two listening sockets claim a common (address, port)."""
+    if a.port != b.port:
+        return False
+
+    def covers(w: Socket, o: Socket) -> bool:
+        if not w.bind.is_unspecified:
+            return False
+        return w.bind.version == o.bind.version or (w.bind.version == 6 and not w.v6only)
+
+    return a.bind == b.bind or covers(a, b) or covers(b, a)
 
 
 def _is_loopback_or_pod(addr: IPAddress, world: World) -> bool:
@@ -162,6 +176,7 @@ class KernelWorld:
         self.pair = NamespacePair(world.interface)
         self.workers: dict[str, _Worker] = {}
         self._flow_no = 0
+        self._loaded: dict[str, bool] = {}
         self.timings: dict[str, float] = {}
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -207,15 +222,17 @@ class KernelWorld:
     # -- set-up -------------------------------------------------------------------------------------
 
     def _check_world(self) -> None:
-        seen: dict[tuple[IPAddress, int], str] = {}
-        for app in self.world.apps:
-            for s in app.sockets:
-                key = (s.bind, s.port)
-                if key in seen:
-                    raise OracleError(f"{app.name} and {seen[key]} both bind {s}: the kernel would refuse")
-                seen[key] = app.name
-                if not (s.bind.is_unspecified or s.bind.is_loopback or s.bind in self.world.pod_ips):
-                    raise OracleError(f"{app.name} binds {s}, which is not an address of the pod")
+        """Refuse worlds the kernel cannot build: two listeners whose binds overlap on one port are
+        possible only with SO_REUSEPORT and the same uid (the workers set SO_REUSEPORT)."""
+        socks = [(app, s) for app in self.world.apps for s in app.sockets]
+        for i, (app1, s1) in enumerate(socks):
+            if not (s1.bind.is_unspecified or s1.bind.is_loopback or s1.bind in self.world.pod_ips):
+                raise OracleError(f"{app1.name} binds {s1}, which is not an address of the pod")
+            for app2, s2 in socks[i + 1:]:
+                if _overlap(s1, s2) and (app1.uid != app2.uid or (s1.bind, s1.port) == (s2.bind, s2.port)):
+                    raise OracleError(
+                        f"{app1.name} ({s1}, uid {app1.uid}) and {app2.name} ({s2}, uid {app2.uid}) cannot "
+                        "both listen: overlapping binds need SO_REUSEPORT and the same uid")
 
     def _addresses(self) -> None:
         w, iface, peer_if = self.world, self.pair.interface, self.pair.peer_interface
@@ -233,6 +250,8 @@ class KernelWorld:
             if peer is not None and pod is not None:
                 pod_cmds[fam].append(f"route add {peer}/{plen} dev {iface}")
                 pod_cmds[fam].append(f"route add default via {peer} dev {iface}")
+                # the outside world routes everything back to the pod (e.g. replies to ::6)
+                peer_cmds[fam].append(f"route add default via {pod} dev {peer_if}")
         # ::6 (any source that is neither loopback nor a pod IP) is not local until put on lo
         for src in (w.proxy.inbound_source_v4, w.proxy.inbound_source_v6):
             if src is not None and not _is_loopback_or_pod(src, w):
@@ -262,6 +281,7 @@ class KernelWorld:
     def _rules(self) -> None:
         for fam, tool in (("ipv4", "iptables-restore"), ("ipv6", "ip6tables-restore")):
             text = self._restore_input(fam)  # type: ignore[arg-type]
+            self._loaded[fam] = bool(text.strip())
             if text.strip():
                 run(self.pair.exec_argv(self.pair.pod, [tool]), input_text=text,
                     what=f"{tool} in the pod namespace (input:\n{text})")
@@ -334,13 +354,29 @@ class KernelWorld:
         proxy = self.workers["proxy"]
         proxy.call({"op": "reset", "flow": self._flow_no, "endpoint": flow.endpoint}, c.start_timeout)
         client = self._client(flow)
+        before = self._counters(flow.family) if c.counters else {}
         reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport,
                              "timeout": c.connect_timeout, "read_timeout": c.read_timeout,
                              "sport": flow.sport}, c.connect_timeout + c.read_timeout + 5)
         events = proxy.call({"op": "events"}, c.start_timeout)["events"]
-        return self._classify(flow, reply, events)
+        hits: tuple[RuleRef, ...] = ()
+        if c.counters:
+            after = self._counters(flow.family)
+            hits = tuple(ref for ref in sorted(after, key=_ref_key)
+                         for _ in range(after[ref] - before.get(ref, 0)))
+        return self._classify(flow, reply, events, hits)
 
-    def _classify(self, flow: Flow, reply: dict[str, Any], events: list[dict[str, Any]]) -> Result:
+    def _counters(self, fam: Family) -> dict[RuleRef, int]:
+        """Packet counters of every rule (and, as index 0, every built-in chain's policy) of the
+        pod's ``fam`` ruleset, read with ``iptables-save -c``."""
+        if self._loaded.get(fam) is not True:
+            return {}
+        tool = "ip6tables-save" if fam == "ipv6" else "iptables-save"
+        text = run(self.pair.exec_argv(self.pair.pod, [tool, "-c"]), what=f"{tool} -c in the pod")
+        return parse_counters(text)
+
+    def _classify(self, flow: Flow, reply: dict[str, Any], events: list[dict[str, Any]],
+                  hits: tuple[RuleRef, ...] = ()) -> Result:
         trace: list[Hop] = [Hop(1, "open", f"{flow.client} connects to {flow}")]
         seen: set[tuple[str, str, int]] = set()
         observed: list[Side] = []
@@ -356,8 +392,30 @@ class KernelWorld:
                 observed.append("in" if ev["side"] == "in" else "out")
             seen.add(key)
         outcome = self._outcome(reply, repeated)
+        if isinstance(outcome, Refused | Dropped | Undetermined):
+            dropper = self._dropper(flow.family, hits)
+            if dropper is not None:
+                outcome = Dropped(dropper)
         trace.append(Hop(len(events) + 1, "socket", f"client got {_brief(reply)} -> {outcome}"))
-        return Result(flow=flow, outcome=outcome, observed=tuple(observed), trace=tuple(trace))
+        return Result(flow=flow, outcome=outcome, observed=tuple(observed), trace=tuple(trace),
+                      rule_hits=hits)
+
+    def _dropper(self, fam: Family, hits: tuple[RuleRef, ...]) -> RuleRef | None:
+        """The DROP/REJECT rule, or DROP policy (index 0), whose counter moved during the flow."""
+        ruleset = self.world.rules.for_family(fam)
+        for ref in hits:
+            if ref.index == 0:
+                chain = ruleset.chain(ref.table, ref.chain)
+                if chain is not None and chain.policy == "DROP":
+                    return ref
+                continue
+            try:
+                rule = ruleset.rule(ref)
+            except KeyError:
+                continue
+            if isinstance(rule.target, Drop | Reject):
+                return ref
+        return None
 
     def _outcome(self, reply: dict[str, Any], repeated: bool) -> Outcome:
         status = reply.get("status")
@@ -386,12 +444,41 @@ class KernelWorld:
             if err == "loop" or repeated:
                 return Loop(f"the stand-in saw the same original destination more than "
                             f"{self.config.loop_limit} times on the {msg.get('side')} side")
-            if err in ("refused", "reset", "blackhole", "no-endpoint", "eof"):
+            if err in ("refused", "reset", "blackhole", "no-endpoint", "eof", "error"):
+                # the proxy closes the client's connection when its upstream cannot be opened
+                # (refused, or connect() failed outright, e.g. EINVAL for a loopback source bound
+                # by the proxy towards a non-local destination)
                 return Refused()
             if err == "timeout":
                 return Dropped(KERNEL_RULE)
             return Undetermined(f"proxy stand-in: {err} {msg.get('detail') or ''}".strip())
         return Undetermined(f"unexpected answer {msg!r}")
+
+
+def _ref_key(ref: RuleRef) -> tuple[str, str, int]:
+    return (ref.table, ref.chain, ref.index)
+
+
+def parse_counters(text: str) -> dict[RuleRef, int]:
+    """``iptables-save -c`` text → packets per rule (``table::CHAIN#n``, 1-based, in save order,
+    which is the order the rules were restored in) and per built-in chain policy (index 0)."""
+    out: dict[RuleRef, int] = {}
+    table = ""
+    seen: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table, seen = line[1:].strip(), {}
+        elif line.startswith(":"):
+            name, policy, counts = [*line[1:].split(), "", ""][:3]
+            if policy != "-" and counts.startswith("["):
+                out[RuleRef(table, name, 0)] = int(counts[1:].split(":", 1)[0])
+        elif line.startswith("["):
+            counts, rest = line.split("]", 1)
+            parts = rest.split()
+            if len(parts) >= 2 and parts[0] == "-A":
+                seen[parts[1]] = seen.get(parts[1], 0) + 1
+                out[RuleRef(table, parts[1], seen[parts[1]])] = int(counts[1:].split(":", 1)[0])
+    return out
 
 
 def _hp(addr: str, port: int) -> str:

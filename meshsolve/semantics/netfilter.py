@@ -458,7 +458,10 @@ def traverse(ruleset: Ruleset, table: str, hook: Hook, pkt: Packet, env: Env) ->
         if isinstance(tgt, Tproxy):
             if table != "mangle" or hook != "PREROUTING":
                 raise WorldError(f"{ref}: TPROXY is only valid in mangle PREROUTING")
-            lst = tgt.on_ip or env.primary(pkt.iif, pkt.family) or pkt.dst
+            # --on-ip 0.0.0.0 (what iptables-save prints when none was given) = the primary
+            # address of the incoming interface, as nf_tproxy_laddr does
+            given = tgt.on_ip if tgt.on_ip is not None and not tgt.on_ip.is_unspecified else None
+            lst = given or env.primary(pkt.iif, pkt.family) or pkt.dst
             if tgt.mark is not None:
                 pkt = attrs.evolve(pkt, mark=(pkt.mark & ~tgt.mask & _MASK32) ^ tgt.mark)
             return TableResult("tproxy", pkt, tuple(steps), ref, new_dst=lst, new_dport=tgt.on_port)

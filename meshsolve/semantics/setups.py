@@ -20,32 +20,12 @@ IPv4 pods of the 1.2 era also carry the ip6tables filter INPUT rules istio-init 
 from __future__ import annotations
 
 from meshsolve.errors import WorldError
+from meshsolve.iptables import parse_text
 from meshsolve.model.net import Family, IPAddress, to_address
-from meshsolve.model.rules import (
-    Accept,
-    Chain,
-    Destination,
-    InInterface,
-    Jump,
-    Match,
-    OutInterface,
-    OwnerMatch,
-    PortMatch,
-    Protocol,
-    Redirect,
-    Reject,
-    Return,
-    Rule,
-    Ruleset,
-    Rulesets,
-    Source,
-    StateMatch,
-    Table,
-    Target,
-)
+from meshsolve.model.rules import Rulesets
 from meshsolve.model.world import App, Endpoint, ProxyBehavior, Service, Socket, World
 
-__all__ = ["APP_PORTS", "SETUPS", "setup_addresses", "setup_world"]
+__all__ = ["APP_PORTS", "SETUPS", "setup_addresses", "setup_rules_text", "setup_world"]
 
 SETUPS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 APP_PORTS: tuple[int, ...] = (9001, 9002, 9003)
@@ -53,97 +33,107 @@ APP_PORTS: tuple[int, ...] = (9001, 9002, 9003)
 _ADDRS: dict[Family, dict[str, str]] = {
     "ipv4": {"pod": "192.0.2.10", "peer": "192.0.2.20", "vip": "198.51.100.1", "wild": "0.0.0.0",
              "lo": "127.0.0.1", "lo_net": "127.0.0.1/32", "inbound_src": "127.0.0.6",
-             "inbound_src_net": "127.0.0.6/32"},
+             "inbound_src_net": "127.0.0.6/32", "prog": "iptables"},
     "ipv6": {"pod": "2001:db8::10", "peer": "2001:db8::20", "vip": "2001:db8:100::1", "wild": "::",
-             "lo": "::1", "lo_net": "::1/128", "inbound_src": "::6", "inbound_src_net": "::6/128"},
+             "lo": "::1", "lo_net": "::1/128", "inbound_src": "::6", "inbound_src_net": "::6/128",
+             "prog": "ip6tables"},
 }
+_TEXT_ONLY = ("lo_net", "inbound_src_net", "prog")
 
 
 def setup_addresses(family: Family) -> dict[str, IPAddress]:
     """The addresses of the built-in pods for ``family``: pod, peer, vip, wild, lo, inbound_src."""
-    return {k: to_address(v) for k, v in _ADDRS[family].items() if not k.endswith("_net")}
+    return {k: to_address(v) for k, v in _ADDRS[family].items() if k not in _TEXT_ONLY}
 
 
-def _r(*matches: Match, target: Target | None) -> Rule:
-    return Rule(matches, target)
+# Istio 1.2 (V1.2 of istio-capture-facts.md) with -b 9001,9002,9003: both captures go to 15001.
+_NAT_1_2 = """\
+{prog} -t nat -N ISTIO_REDIRECT
+{prog} -t nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-port 15001
+{prog} -t nat -N ISTIO_IN_REDIRECT
+{prog} -t nat -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-port 15001
+{prog} -t nat -N ISTIO_INBOUND
+{prog} -t nat -A PREROUTING -p tcp -j ISTIO_INBOUND
+{prog} -t nat -A ISTIO_INBOUND -p tcp --dport 9001 -j ISTIO_IN_REDIRECT
+{prog} -t nat -A ISTIO_INBOUND -p tcp --dport 9002 -j ISTIO_IN_REDIRECT
+{prog} -t nat -A ISTIO_INBOUND -p tcp --dport 9003 -j ISTIO_IN_REDIRECT
+{prog} -t nat -N ISTIO_OUTPUT
+{prog} -t nat -A OUTPUT -p tcp -j ISTIO_OUTPUT
+{loopback_rule}{prog} -t nat -A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
+{prog} -t nat -A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN
+{prog} -t nat -A ISTIO_OUTPUT -d {lo_net} -j RETURN
+{prog} -t nat -A ISTIO_OUTPUT -j ISTIO_REDIRECT
+"""
+_LOOPBACK_RULE_1_2 = "{prog} -t nat -A ISTIO_OUTPUT -o lo ! -d {lo_net} -j ISTIO_REDIRECT\n"
+
+# What istio-init 1.1–1.2 writes into ip6tables for an IPv4 pod.
+_IP6_FILTER_1_2 = """\
+ip6tables -F INPUT
+ip6tables -A INPUT -m state --state ESTABLISHED -j ACCEPT
+ip6tables -A INPUT -i lo -d ::1 -j ACCEPT
+ip6tables -A INPUT -j REJECT
+"""
+
+# The current default sidecar (Era I: -b '*' -d 15090,15021,15020 -i '*').
+_NAT_ERA_I = """\
+{prog} -t nat -N ISTIO_INBOUND
+{prog} -t nat -N ISTIO_REDIRECT
+{prog} -t nat -N ISTIO_IN_REDIRECT
+{prog} -t nat -N ISTIO_OUTPUT
+{prog} -t nat -A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN
+{prog} -t nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
+{prog} -t nat -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+{prog} -t nat -A PREROUTING -p tcp -j ISTIO_INBOUND
+{prog} -t nat -A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN
+{prog} -t nat -A ISTIO_INBOUND -p tcp --dport 15021 -j RETURN
+{prog} -t nat -A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN
+{prog} -t nat -A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT
+{prog} -t nat -A OUTPUT -j ISTIO_OUTPUT
+{prog} -t nat -A ISTIO_OUTPUT -o lo -s {src_net} -j RETURN
+{out} -o lo ! -d {lo_net} -p tcp ! --dport 15008 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT
+{prog} -t nat -A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN
+{prog} -t nat -A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
+{out} -o lo ! -d {lo_net} -p tcp ! --dport 15008 -m owner --gid-owner 1337 -j ISTIO_IN_REDIRECT
+{prog} -t nat -A ISTIO_OUTPUT -o lo -m owner ! --gid-owner 1337 -j RETURN
+{prog} -t nat -A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN
+{prog} -t nat -A ISTIO_OUTPUT -d {lo_net} -j RETURN
+{prog} -t nat -A ISTIO_OUTPUT -j ISTIO_REDIRECT
+"""
 
 
-_TCP = Protocol("tcp")
-
-
-def _dport(port: int, negated: bool = False) -> PortMatch:
-    return PortMatch("tcp", dport=port, dport_negated=negated)
-
-
-def _nat_1_2(family: Family, loopback_rule: bool) -> Table:
-    """Istio 1.2 nat table (V1.2, ``-b 9001,9002,9003``, inbound capture port = 15001)."""
-    lo_net = _ADDRS[family]["lo_net"]
-    output = [
-        _r(OutInterface("lo"), Destination(lo_net, negated=True), target=Jump("ISTIO_REDIRECT")),
-        _r(OwnerMatch(uid="1337"), target=Return()),
-        _r(OwnerMatch(gid="1337"), target=Return()),
-        _r(Destination(lo_net), target=Return()),
-        _r(target=Jump("ISTIO_REDIRECT")),
-    ]
-    if not loopback_rule:
-        output = output[1:]
-    return Table("nat", (
-        Chain("PREROUTING", (_r(_TCP, target=Jump("ISTIO_INBOUND")),), "ACCEPT"),
-        Chain("OUTPUT", (_r(_TCP, target=Jump("ISTIO_OUTPUT")),), "ACCEPT"),
-        Chain("ISTIO_INBOUND", tuple(_r(_TCP, _dport(p), target=Jump("ISTIO_IN_REDIRECT"))
-                                     for p in APP_PORTS)),
-        Chain("ISTIO_IN_REDIRECT", (_r(_TCP, target=Redirect(15001)),)),
-        Chain("ISTIO_REDIRECT", (_r(_TCP, target=Redirect(15001)),)),
-        Chain("ISTIO_OUTPUT", tuple(output)),
-    ))
-
-
-def _ip6_filter_1_2() -> Table:
-    """The ip6tables filter INPUT chain istio-init 1.1–1.2 writes for an IPv4 pod."""
-    return Table("filter", (Chain("INPUT", (
-        _r(StateMatch(("ESTABLISHED",)), target=Accept()),
-        _r(InInterface("lo"), Destination("::1/128"), target=Accept()),
-        _r(target=Reject()),
-    ), "ACCEPT"),))
-
-
-def _nat_era_i(family: Family) -> Table:
-    """The current default sidecar nat table (Era I, ``-b '*' -d 15090,15021,15020 -i '*'``)."""
+def _nat_text(name: str, family: Family) -> str:
     a = _ADDRS[family]
-    lo_net, src_net = a["lo_net"], a["inbound_src_net"]
-    inbound = [_r(_TCP, _dport(15008), target=Return())]
-    inbound += [_r(_TCP, _dport(p), target=Return()) for p in (15090, 15021, 15020)]
-    inbound.append(_r(_TCP, target=Jump("ISTIO_IN_REDIRECT")))
-    output = [_r(OutInterface("lo"), Source(src_net), target=Return())]
-    for key in ("uid", "gid"):
-        own = OwnerMatch(uid="1337") if key == "uid" else OwnerMatch(gid="1337")
-        not_own = (OwnerMatch(uid="1337", uid_negated=True) if key == "uid"
-                   else OwnerMatch(gid="1337", gid_negated=True))
-        output += [
-            _r(OutInterface("lo"), Destination(lo_net, negated=True), _TCP, _dport(15008, negated=True), own,
-               target=Jump("ISTIO_IN_REDIRECT")),
-            _r(OutInterface("lo"), not_own, target=Return()),
-            _r(own, target=Return()),
-        ]
-    output += [_r(Destination(lo_net), target=Return()), _r(target=Jump("ISTIO_REDIRECT"))]
-    return Table("nat", (
-        Chain("PREROUTING", (_r(_TCP, target=Jump("ISTIO_INBOUND")),), "ACCEPT"),
-        Chain("OUTPUT", (_r(target=Jump("ISTIO_OUTPUT")),), "ACCEPT"),
-        Chain("ISTIO_INBOUND", tuple(inbound)),
-        Chain("ISTIO_IN_REDIRECT", (_r(_TCP, target=Redirect(15006)),)),
-        Chain("ISTIO_REDIRECT", (_r(_TCP, target=Redirect(15001)),)),
-        Chain("ISTIO_OUTPUT", tuple(output)),
-    ))
+    if name == "E":
+        return _NAT_ERA_I.format(prog=a["prog"], lo_net=a["lo_net"], src_net=a["inbound_src_net"],
+                                 out=f"{a['prog']} -t nat -A ISTIO_OUTPUT")
+    rule1 = _LOOPBACK_RULE_1_2.format(prog=a["prog"], lo_net=a["lo_net"]) if name in ("A", "B") else ""
+    return _NAT_1_2.format(prog=a["prog"], lo_net=a["lo_net"], loopback_rule=rule1)
+
+
+def setup_rules_text(name: str, family: Family = "ipv4") -> str:
+    """The iptables/ip6tables command lines of set-up ``name`` (what its rules are parsed from).
+
+    An IPv4 pod gets the IPv4 rules (plus, for the 1.2 era, the ip6tables filter INPUT rules);
+    an IPv6 pod gets the rules for both families.
+    """
+    key = _key(name)
+    text = _nat_text(key, "ipv4")
+    if family == "ipv6":
+        text += _nat_text(key, "ipv6")
+    elif key != "E":
+        text += _IP6_FILTER_1_2
+    return text
 
 
 def _rulesets(name: str, family: Family) -> Rulesets:
-    if name == "E":
-        return Rulesets(Ruleset("ipv4", (_nat_era_i("ipv4"),)),
-                        Ruleset("ipv6", (_nat_era_i("ipv6"),) if family == "ipv6" else ()))
-    keep = name in ("A", "B")
-    v4 = Ruleset("ipv4", (_nat_1_2("ipv4", keep),))
-    v6 = Ruleset("ipv6", (_nat_1_2("ipv6", keep),) if family == "ipv6" else (_ip6_filter_1_2(),))
-    return Rulesets(v4, v6)
+    return parse_text(setup_rules_text(name, family), source=f"<setup {name} {family}>")
+
+
+def _key(name: str) -> str:
+    key = name.strip().upper()
+    if key not in SETUPS:
+        raise WorldError(f"unknown set-up {name!r}: choose one of {', '.join(SETUPS)}")
+    return key
 
 
 def _proxy(name: str) -> ProxyBehavior:
@@ -158,9 +148,7 @@ def _proxy(name: str) -> ProxyBehavior:
 
 def setup_world(name: str, family: Family = "ipv4") -> World:
     """The built-in pod ``name`` (A–E, case-insensitive) for ``family``."""
-    key = name.strip().upper()
-    if key not in SETUPS:
-        raise WorldError(f"unknown set-up {name!r}: choose one of {', '.join(SETUPS)}")
+    key = _key(name)
     if family not in ("ipv4", "ipv6"):
         raise WorldError(f"unknown family {family!r}: ipv4 or ipv6")
     a = _ADDRS[family]

@@ -510,6 +510,7 @@ class FlowEncoding:
     hops: list[HopVars]
     active: list[Any]
     loop_at: list[Any]
+    repeat: list[Any]  # hop n's proxy side saw the same original destination at an earlier hop
     outcome: Any  # BV8 in OUTCOME
     final_sock: Any
     final_src: Any
@@ -579,6 +580,7 @@ def encode_flow(world: World, family: Family, *, hops: int = 8,
     hv: list[HopVars] = []
     active: list[Any] = []
     loop_at: list[Any] = []
+    repeat: list[Any] = []
     cur = h0
     act: Any = z3.BoolVal(True)
     if proxy.outbound != "passthrough":
@@ -595,6 +597,7 @@ def encode_flow(world: World, family: Family, *, hops: int = 8,
         is_proxy_hop = z3.Or(cur.cls == OUT, cur.cls == IN)
         repeats = [z3.And(p.cls == cur.cls, p.odst == cur.odst, p.odport == cur.odport) for p in hv[:-1]]
         rep = z3.Or(*repeats) if repeats else z3.BoolVal(False)
+        repeat.append(rep)
         last = n == hops - 1
         lp = z3.And(act, is_proxy_hop, z3.BoolVal(True) if last else rep)
         loop_at.append(lp)
@@ -618,7 +621,7 @@ def encode_flow(world: World, family: Family, *, hops: int = 8,
         outcome = z3.If(loop_at[n], z3.BitVecVal(LOOP, 8), z3.If(ends, h.cls, outcome))
         fsock = z3.If(loop_at[n], none16, z3.If(ends, h.sock, fsock))
         fsrc = z3.If(ends, h.seen_src, fsrc)
-    enc = FlowEncoding(ctx=ctx, hops=hv, active=active, loop_at=loop_at, outcome=outcome,
+    enc = FlowEncoding(ctx=ctx, hops=hv, active=active, loop_at=loop_at, repeat=repeat, outcome=outcome,
                        final_sock=fsock, final_src=fsrc, endpoint=endpoint, constraints=cons,
                        sockets=sockets)
     return enc, h0, client

@@ -23,6 +23,7 @@ __all__ = [
     "EndsAs",
     "Not",
     "Observed",
+    "ObservedExactly",
     "Pred",
     "Scope",
     "SourceIs",
@@ -152,6 +153,14 @@ class Observed:
 
 
 @attrs.frozen
+class ObservedExactly:
+    """The proxy sides that accepted the flow, in order, are exactly ``sides`` (a repeated
+    sighting that ends the flow as a loop is not counted)."""
+
+    sides: tuple[str, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
 class Captured:
     """The *first* connection landed on the proxy's ``side`` (``None``: either side)."""
 
@@ -173,7 +182,9 @@ class AnyOf:
     args: tuple[Pred, ...] = attrs.field(converter=_preds)
 
 
-Pred: TypeAlias = EndsAs | DeliveredTo | SourceIs | Observed | Captured | Not | AllOf | AnyOf
+Pred: TypeAlias = (
+    EndsAs | DeliveredTo | SourceIs | Observed | ObservedExactly | Captured | Not | AllOf | AnyOf
+)
 
 
 def describe(p: Pred) -> str:
@@ -192,6 +203,8 @@ def describe(p: Pred) -> str:
             return f"seen from {addr}"
         case Observed(side):
             return f"observed {'client' if side == 'out' else 'server'} side"
+        case ObservedExactly(sides):
+            return "observed exactly " + (", ".join(sides) or "nowhere")
         case Captured(side):
             return "captured" if side is None else f"captured to the {side}bound side"
         case Not(arg):

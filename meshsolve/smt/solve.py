@@ -24,6 +24,7 @@ from meshsolve.smt.query import (
     EndsAs,
     Not,
     Observed,
+    ObservedExactly,
     Pred,
     Scope,
     SourceIs,
@@ -79,6 +80,16 @@ def _pred(p: Pred, enc: E.FlowEncoding) -> Any:
         case Observed(side):
             code = E.OUT if side == "out" else E.IN
             return z3.Or(*[z3.And(a, h.cls == code) for a, h in zip(enc.active, enc.hops, strict=True)])
+        case ObservedExactly(sides):
+            counted = [z3.And(a, z3.Or(h.cls == E.OUT, h.cls == E.IN), z3.Not(r))
+                       for a, h, r in zip(enc.active, enc.hops, enc.repeat, strict=True)]
+            if len(sides) > len(counted):
+                return z3.BoolVal(False)
+            parts = [z3.And(counted[i], enc.hops[i].cls == (E.OUT if sd == "out" else E.IN))
+                     for i, sd in enumerate(sides)]
+            if len(sides) < len(counted):
+                parts.append(z3.Not(counted[len(sides)]))
+            return z3.And(*parts) if parts else z3.BoolVal(True)
         case Captured(side):
             h0 = enc.hops[0]
             if side is None:

@@ -1,0 +1,565 @@
+"""Hypothesis strategies for meshsolve values (public: import them in your own property tests).
+
+Rule model (this section): ``matches()``, ``targets()``, ``rules()``, ``chains()``, ``tables()``,
+``rulesets()``, ``rulesets_pair()``. Every value they generate is in the *normal form* the parser
+produces (see ``meshsolve.iptables.parse``), so ``parse(render(x)) == x`` holds for all of them.
+
+With ``kernel=True`` the values are also accepted by the real kernel (iptables 1.8.9, nf_tables):
+matches and targets are only used in the chains/tables whose hooks allow them (owner in
+OUTPUT/POSTROUTING, ``-i`` not on output hooks, TPROXY in mangle PREROUTING, REDIRECT in nat
+PREROUTING/OUTPUT, CT in raw, REJECT in filter INPUT/FORWARD/OUTPUT, ports only with ``-p tcp|udp``),
+user chains hold only hook-independent rules, and jumps never form a loop (a user chain only jumps
+to chains after it in name order). Owner ids are numbers (names would need /etc/passwd).
+
+World/flow strategies may be added by other layers at the end of this file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from hypothesis import strategies as st
+
+from meshsolve.model.net import Family, IPNetwork, PortRange
+from meshsolve.model.rules import (
+    BUILTIN_CHAINS,
+    Accept,
+    AddrtypeMatch,
+    Chain,
+    CommentMatch,
+    ConnmarkMatch,
+    ConnmarkTarget,
+    ConntrackMatch,
+    CtTarget,
+    Destination,
+    Drop,
+    Goto,
+    InInterface,
+    Jump,
+    Log,
+    MarkMatch,
+    Match,
+    MultiportMatch,
+    OpaqueMatch,
+    OpaqueTarget,
+    OutInterface,
+    OwnerMatch,
+    PortMatch,
+    Protocol,
+    Redirect,
+    Reject,
+    Return,
+    Rule,
+    Ruleset,
+    Rulesets,
+    SetMark,
+    Source,
+    StateMatch,
+    Table,
+    Target,
+    Tproxy,
+)
+from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
+
+__all__ = [
+    "chain_names",
+    "chains",
+    "matches",
+    "networks",
+    "port_ranges",
+    "rules",
+    "rulesets",
+    "rulesets_pair",
+    "tables",
+    "targets",
+]
+
+M32 = 0xFFFFFFFF
+_DOC_V4 = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
+                                             "127.0.0.0/8")]
+_DOC_V6 = [ipaddress.ip_network(n) for n in ("2001:db8::/32", "::1/128", "::6/128")]
+_INPUT_HOOKS = {"PREROUTING", "INPUT", "FORWARD"}
+_OUTPUT_HOOKS = {"OUTPUT", "FORWARD", "POSTROUTING"}
+_STATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED")
+_ADDRTYPES = ("UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE",
+              "UNREACHABLE", "PROHIBIT")
+
+
+def networks(family: Family) -> st.SearchStrategy[IPNetwork]:
+    """Networks inside documentation/loopback space (never /0, which iptables-save omits)."""
+    bases = _DOC_V4 if family == "ipv4" else _DOC_V6
+    maxlen = 32 if family == "ipv4" else 128
+
+    @st.composite
+    def build(draw: st.DrawFn) -> IPNetwork:
+        base = draw(st.sampled_from(bases))
+        plen = draw(st.integers(base.prefixlen, maxlen))
+        host = draw(st.integers(0, base.num_addresses - 1))
+        addr = base.network_address + host
+        return ipaddress.ip_network(f"{addr}/{plen}", strict=False)
+
+    return build()
+
+
+def port_ranges(*, single_ok: bool = True, full_ok: bool = False) -> st.SearchStrategy[PortRange]:
+    """Port ranges; never 0:65535 unless ``full_ok`` (iptables-nft drops that match)."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> PortRange:
+        lo = draw(st.integers(0, 65535))
+        if single_ok and draw(st.booleans()):
+            return PortRange(lo, lo)
+        hi = draw(st.integers(min(lo + 1, 65535), 65535))
+        if (lo, hi) == (0, 65535) and not full_ok:
+            hi = 65534
+        if hi <= lo:
+            lo, hi = 1, 2
+        return PortRange(lo, hi)
+
+    return build()
+
+
+_iface = st.from_regex(r"\A[a-z][a-z0-9]{0,6}\+?\Z")
+_owner_id = st.one_of(st.integers(0, 70000).map(str),
+                      st.tuples(st.integers(0, 5000), st.integers(1, 5000)).map(
+                          lambda t: f"{t[0]}-{t[0] + t[1]}"))
+_mark = st.one_of(st.integers(0, M32), st.sampled_from([0x539, 0x53A, 0xFF, 0]))
+_mask = st.one_of(st.just(M32), st.integers(0, M32))
+_comment = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=29)
+_opaque_token = st.from_regex(r"\A[-_A-Za-z0-9:,./]{1,12}\Z").filter(lambda s: s not in ("!",) and
+                                                                     not s.startswith("-"))
+
+
+def _owner() -> st.SearchStrategy[OwnerMatch]:
+    @st.composite
+    def build(draw: st.DrawFn) -> OwnerMatch:
+        uid = draw(st.none() | _owner_id)
+        gid = draw(st.none() | _owner_id)
+        se = draw(st.sampled_from([None, True, False]))
+        if uid is None and gid is None and se is None:
+            uid = "1337"
+        return OwnerMatch(uid=uid, uid_negated=uid is not None and draw(st.booleans()),
+                          gid=gid, gid_negated=gid is not None and draw(st.booleans()),
+                          socket_exists=se, suppl_groups=gid is not None and draw(st.booleans()))
+
+    return build()
+
+
+def _port_match(proto: str) -> st.SearchStrategy[PortMatch]:
+    @st.composite
+    def build(draw: st.DrawFn) -> PortMatch:
+        sport = draw(st.none() | port_ranges())
+        dport = draw(st.none() | port_ranges())
+        if sport is None and dport is None:
+            dport = draw(port_ranges())
+        return PortMatch(proto, sport, dport,  # type: ignore[arg-type]
+                         sport is not None and draw(st.booleans()),
+                         dport is not None and draw(st.booleans()))
+
+    return build()
+
+
+def _multiport() -> st.SearchStrategy[MultiportMatch]:
+    item = st.one_of(st.integers(0, 65535).map(lambda p: PortRange(p, p)),
+                     port_ranges(single_ok=False))
+    return st.builds(MultiportMatch, st.sampled_from(["sports", "dports", "ports"]),
+                     st.lists(item, min_size=1, max_size=7).map(tuple), st.booleans())
+
+
+def _module_matches(chain: str, builtin: bool, table: str, kernel: bool, proto: str | None
+                    ) -> st.SearchStrategy[Match]:
+    opts: list[st.SearchStrategy[Any]] = [
+        st.builds(MarkMatch, _mark, _mask, st.booleans()),
+        st.builds(ConnmarkMatch, _mark, _mask, st.booleans()),
+        st.builds(ConntrackMatch, st.lists(st.sampled_from(_STATES), min_size=1, unique=True).map(tuple),
+                  st.booleans()),
+        st.builds(StateMatch, st.lists(st.sampled_from(_STATES[:4]), min_size=1, unique=True).map(tuple),
+                  st.booleans()),
+        st.builds(CommentMatch, _comment),
+        st.builds(lambda src, sn, dst, dn: AddrtypeMatch(src, sn and src is not None, dst, dn),
+                  st.none() | st.sampled_from(_ADDRTYPES), st.booleans(),
+                  st.sampled_from(_ADDRTYPES), st.booleans()),
+        st.builds(OpaqueMatch, st.sampled_from(["length", "limit", "pkttype"]),
+                  st.lists(_opaque_token, max_size=3).map(tuple)),
+    ]
+    if kernel:
+        opts[-1] = st.just(OpaqueMatch("length", ("--length", "10:20")))
+    if proto in ("tcp", "udp"):
+        opts += [_port_match(proto), _multiport()]
+    if not kernel or (builtin and chain in ("OUTPUT", "POSTROUTING")):
+        opts.append(_owner())
+    return st.one_of(*opts)
+
+
+def matches(family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
+            kernel: bool = False) -> st.SearchStrategy[Match]:
+    """One match (basic or module) of the normal form, valid in ``table``/``chain``."""
+    builtin = chain in BUILTIN_CHAINS.get(table, ())
+    basic: list[st.SearchStrategy[Any]] = [
+        st.builds(Source, networks(family), st.booleans()),
+        st.builds(Destination, networks(family), st.booleans()),
+        st.builds(Protocol, st.sampled_from(["tcp", "udp"])),
+    ]
+    if not kernel or (builtin and chain in _INPUT_HOOKS):
+        basic.append(st.builds(InInterface, _iface, st.booleans()))
+    if not kernel or (builtin and chain in _OUTPUT_HOOKS):
+        basic.append(st.builds(OutInterface, _iface, st.booleans()))
+    return st.one_of(*basic, _module_matches(chain, builtin, table, kernel, None))
+
+
+@st.composite
+def rules(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
+          jumpable: tuple[str, ...] = (), kernel: bool = False) -> Rule:
+    """One rule valid in ``table``/``chain``; jumps only to ``jumpable`` chains."""
+    builtin = chain in BUILTIN_CHAINS.get(table, ())
+    ms: list[Match] = []
+    if draw(st.booleans()):
+        ms.append(Source(draw(networks(family)), draw(st.booleans())))
+    if draw(st.booleans()):
+        ms.append(Destination(draw(networks(family)), draw(st.booleans())))
+    if (not kernel or (builtin and chain in _INPUT_HOOKS)) and draw(st.booleans()):
+        ms.append(InInterface(draw(_iface), draw(st.booleans())))
+    if (not kernel or (builtin and chain in _OUTPUT_HOOKS)) and draw(st.booleans()):
+        ms.append(OutInterface(draw(_iface), draw(st.booleans())))
+    icmp = "icmp" if family == "ipv4" else "ipv6-icmp"
+    proto: str | None = draw(st.sampled_from([None, "tcp", "udp", icmp]))
+    if proto is not None:
+        neg = proto not in ("tcp", "udp") and draw(st.booleans())
+        ms.append(Protocol(proto, neg))
+    n = draw(st.integers(0, 3))
+    seen: set[type] = set()
+    for _ in range(n):
+        m = draw(_module_matches(chain, builtin, table, kernel, proto))
+        if kernel and type(m) in seen:
+            continue  # iptables-nft may merge repeated native matches
+        seen.add(type(m))
+        ms.append(m)
+    target = draw(st.none() | targets(family, table, chain, jumpable, kernel, proto))
+    return Rule(tuple(ms), target)
+
+
+@st.composite
+def targets(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
+            jumpable: tuple[str, ...] = (), kernel: bool = False, proto: str | None = None) -> Target:
+    """A target valid for ``table``/``chain`` (all targets when ``kernel`` is False)."""
+    builtin = chain in BUILTIN_CHAINS.get(table, ())
+    opts: list[st.SearchStrategy[Any]] = [st.just(Accept()), st.just(Return()),
+                                          st.builds(Log, st.none() | _comment,
+                                                    st.none() | st.sampled_from(["0", "3", "6", "7"]))]
+    if not kernel or table != "nat":
+        opts.append(st.just(Drop()))
+    if jumpable:
+        opts += [st.sampled_from(jumpable).map(Jump), st.sampled_from(jumpable).map(Goto)]
+    if not kernel or table == "mangle":
+        opts += [st.builds(SetMark, _mark, _mask),
+                 st.builds(ConnmarkTarget, st.just("set-xmark"), _mark, _mask),
+                 st.builds(lambda a, m1, m2: ConnmarkTarget(a, 0, M32, m1, m2),
+                           st.sampled_from(["save-mark", "restore-mark"]), _mask, _mask)]
+    if not kernel or (table == "mangle" and chain == "PREROUTING" and proto in ("tcp", "udp")):
+        v6 = family == "ipv6"
+        on_ip = st.none() | (st.just(ipaddress.ip_address("2001:db8::1")) if v6
+                             else st.just(ipaddress.ip_address("192.0.2.1")))
+        opts.append(st.one_of(
+            st.builds(Tproxy, st.integers(0, 65535), on_ip, st.none()),
+            st.builds(Tproxy, st.integers(0, 65535), on_ip, _mark, _mask).filter(
+                lambda t: (t.mark, t.mask) != (0, 0))))
+    if not kernel or (table == "nat" and builtin and chain in ("PREROUTING", "OUTPUT")
+                      and proto in ("tcp", "udp")):
+        opts.append(st.builds(Redirect, st.none() | port_ranges(full_ok=True), st.booleans()))
+    if not kernel or table == "raw":
+        opts.append(st.one_of(st.builds(CtTarget, st.integers(1, 65535)), st.just(CtTarget(None, True))))
+    if not kernel or (table == "filter" and builtin and chain in ("INPUT", "FORWARD", "OUTPUT")):
+        types = ["icmp-host-prohibited", "icmp-net-unreachable"] if family == "ipv4" else [
+            "icmp6-adm-prohibited", "icmp6-no-route"]
+        if proto == "tcp" or not kernel:
+            types.append("tcp-reset")
+        opts.append(st.builds(Reject, st.none() | st.sampled_from(types)))
+    opts.append(st.builds(OpaqueTarget, st.just("NFLOG"),
+                          st.integers(1, 100).map(lambda g: ("--nflog-group", str(g)))))
+    target: Target = draw(st.one_of(*opts))
+    return target
+
+
+chain_names = st.from_regex(r"\A[A-Z][A-Z0-9_]{0,12}\Z").filter(
+    lambda s: s not in ("ACCEPT", "DROP", "RETURN", "REJECT", "LOG", "MARK", "CT", "TRACE", "QUEUE",
+                        "DNAT", "SNAT", "TPROXY", "REDIRECT", "CONNMARK", "MASQUERADE", "NFLOG",
+                        "NOTRACK", "TEE", "SET", "TOS", "TTL", "HL", "ECN", "LED", "AUDIT", "DSCP",
+                        "MIRROR", "ULOG", "NETMAP", "SNPT", "DNPT", "HMARK", "RATEEST", "CLASSIFY",
+                        "SECMARK", "TCPMSS", "NFQUEUE", "CHECKSUM", "SYNPROXY", "IDLETIMER",
+                        "CLUSTERIP", "CONNSECMARK", "TCPOPTSTRIP")
+    and s not in BUILTIN_CHAINS["mangle"])
+
+
+@st.composite
+def chains(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", name: str | None = None,
+           jumpable: tuple[str, ...] = (), kernel: bool = False, max_rules: int = 4) -> Chain:
+    """A chain: a user chain (random name unless given) or, for a built-in ``name``, that chain
+    with a policy."""
+    cname = name or draw(chain_names)
+    builtin = cname in BUILTIN_CHAINS.get(table, ())
+    rs = draw(st.lists(rules(family, table, cname, jumpable, kernel), max_size=max_rules))
+    policy = (draw(st.sampled_from(["ACCEPT", "DROP"])) if table == "filter" else "ACCEPT") if builtin \
+        else None
+    return Chain(cname, tuple(rs), policy)
+
+
+@st.composite
+def tables(draw: st.DrawFn, family: Family = "ipv4", name: str | None = None,
+           kernel: bool = False, max_rules: int = 4) -> Table:
+    """A table with built-in chains (random policy in filter) and up to three user chains."""
+    tname = name or draw(st.sampled_from(["filter", "mangle", "nat", "raw"]))
+    users = sorted(draw(st.lists(chain_names, max_size=3, unique=True)))
+    out: list[Chain] = []
+    for k, u in enumerate(users):
+        out.append(draw(chains(family, tname, u, tuple(users[k + 1:]), kernel, max_rules)))
+    for b in BUILTIN_CHAINS[tname]:
+        out.append(draw(chains(family, tname, b, tuple(users), kernel, max_rules)))
+    return Table(tname, tuple(out))
+
+
+@st.composite
+def rulesets(draw: st.DrawFn, family: Family = "ipv4", kernel: bool = False,
+             max_rules: int = 4) -> Ruleset:
+    """A ruleset of one family with zero to four distinct tables."""
+    names = draw(st.lists(st.sampled_from(["filter", "mangle", "nat", "raw"]), unique=True, max_size=4))
+    return Ruleset(family, tuple(draw(tables(family, n, kernel, max_rules)) for n in names))
+
+
+def rulesets_pair(kernel: bool = False, max_rules: int = 4) -> st.SearchStrategy[Rulesets]:
+    """IPv4 + IPv6 ``Rulesets``."""
+    return st.builds(Rulesets, rulesets("ipv4", kernel, max_rules), rulesets("ipv6", kernel, max_rules))
+
+
+# --- world / flow strategies (other layers) go below ---------------------------------------------
+
+
+# --- world / flow strategies for the kernel oracle (meshsolve/oracle, issue #4) -------------------
+# A random world has one address family, one to three apps (uids/gids around 1000 and 1337) with
+# sockets on ports 9001-9003 bound to the wildcard, loopback or pod address, a proxy with random knobs
+# (inbound port or none, virtual dispatch, inbound port list, endpoint, inbound source, passthrough or
+# blackhole), one service VIP with endpoints in the pod and outside it, and a nat table in the shape
+# istio-init writes: PREROUTING -> ISTIO_INBOUND (per-port RETURN / redirect rules) and OUTPUT ->
+# ISTIO_OUTPUT (an Istio-era template mutated by random rules over -o lo, -s/-d CIDRs, owner
+# uid/gid, --dport; RETURN or a jump to ISTIO_REDIRECT / ISTIO_IN_REDIRECT). Flows: the bind matrix.
+
+__all__ += ["WORLD_ADDRS", "capture_rulesets", "world_flows", "worlds", "worlds_and_flows"]
+
+WORLD_APP_PORTS = (9001, 9002, 9003)
+WORLD_SERVICE_PORT = 80
+
+# Per family: the pod, the peer, loopback, the wildcard, the proxy's passthrough source, a service VIP,
+# an address outside the pod, and the CIDRs rules may name (all documentation or loopback addresses).
+WORLD_ADDRS: dict[str, dict[str, Any]] = {
+    "ipv4": {
+        "pod": "192.0.2.10", "peer": "192.0.2.20", "lo": "127.0.0.1", "wild": "0.0.0.0",
+        "six": "127.0.0.6", "vip": "198.51.100.1", "out": "203.0.113.9",
+        "cidrs": ("127.0.0.1/32", "127.0.0.6/32", "127.0.0.0/8", "192.0.2.10/32", "192.0.2.0/24",
+                  "198.51.100.0/24", "203.0.113.0/24"),
+    },
+    "ipv6": {
+        "pod": "2001:db8::10", "peer": "2001:db8::20", "lo": "::1", "wild": "::",
+        "six": "::6", "vip": "2001:db8:1::1", "out": "2001:db8:2::9",
+        "cidrs": ("::1/128", "::6/128", "2001:db8::10/128", "2001:db8::/64", "2001:db8:1::/48",
+                  "2001:db8:2::/48", "2001:db8::/32"),
+    },
+}
+
+WORLD_IDS = (1000, 1001, 1337)
+
+
+def _w_overlap(a: Socket, b: Socket) -> bool:
+    """Whether two listening sockets claim a common (address, port)."""
+    if a.port != b.port:
+        return False
+
+    def covers(w: Socket, o: Socket) -> bool:
+        return w.bind.is_unspecified and (w.bind.version == o.bind.version
+                                          or (w.bind.version == 6 and not w.v6only))
+
+    return a.bind == b.bind or covers(a, b) or covers(b, a)
+
+
+@st.composite
+def _w_apps(draw: st.DrawFn, fams: tuple[Family, ...]) -> tuple[App, ...]:
+    """One to three apps. Binds on one port overlap only within one app: the kernel lets a wildcard
+    and a specific listener share a port only with SO_REUSEPORT and the same uid (and never two
+    wildcards that both take IPv4)."""
+    binds = tuple(WORLD_ADDRS[f][k] for f in fams for k in ("wild", "lo", "pod"))
+    n = draw(st.integers(1, 3))
+    placed: list[tuple[int, Socket]] = []
+    apps = []
+    for i in range(n):
+        socks = []
+        for port in WORLD_APP_PORTS:
+            for bind in draw(st.lists(st.sampled_from(binds), max_size=2, unique=True)):
+                v6only = ":" in bind and bind == "::" and draw(st.booleans())
+                sock = Socket(bind, port, v6only)
+                clash = any(_w_overlap(sock, other) and (j != i or other.bind == sock.bind
+                                                         or (sock.bind.is_unspecified
+                                                             and other.bind.is_unspecified))
+                            for j, other in placed)
+                if not clash:
+                    placed.append((i, sock))
+                    socks.append(sock)
+        uid = draw(st.sampled_from(WORLD_IDS[:2])) if i == 0 else draw(st.sampled_from(WORLD_IDS))
+        gid = draw(st.sampled_from(WORLD_IDS))
+        apps.append(App(f"app{i}", uid=uid, gid=gid, sockets=tuple(socks)))
+    return tuple(apps)
+
+
+@st.composite
+def _w_proxy(draw: st.DrawFn, fams: tuple[Family, ...]) -> ProxyBehavior:
+    inbound_port = draw(st.sampled_from((15006, None)))
+    ports = draw(st.one_of(st.none(), st.sets(st.sampled_from(WORLD_APP_PORTS), max_size=3).map(tuple)))
+    with_source = draw(st.booleans())
+    uid, gid = draw(st.sampled_from(((1337, 1337), (1337, 1337), (0, 1337))))  # (0, 1337): TPROXY style
+    return ProxyBehavior(
+        uid=uid, gid=gid,
+        inbound_port=inbound_port,
+        virtual_inbound_dispatch=draw(st.booleans()),
+        inbound_ports=ports,
+        inbound_endpoint=draw(st.sampled_from(("localhost", "original_dst"))),
+        inbound_source_v4=WORLD_ADDRS["ipv4"]["six"] if with_source and "ipv4" in fams else None,
+        inbound_source_v6=WORLD_ADDRS["ipv6"]["six"] if with_source and "ipv6" in fams else None,
+        outbound=draw(st.sampled_from(("passthrough", "passthrough", "blackhole"))),
+    )
+
+
+def _w_jump(name: str) -> Target:
+    return Jump(name)
+
+
+@st.composite
+def _w_output_rule(draw: st.DrawFn, fam: Family) -> Rule:
+    a = WORLD_ADDRS[fam]
+    matches: list[Match] = []
+    if draw(st.booleans()):
+        matches.append(OutInterface("lo", negated=draw(st.booleans())))
+    if draw(st.integers(0, 2)) == 0:
+        matches.append(Source(draw(st.sampled_from(a["cidrs"])), negated=draw(st.booleans())))
+    if draw(st.booleans()):
+        matches.append(Destination(draw(st.sampled_from(a["cidrs"])), negated=draw(st.booleans())))
+    if draw(st.integers(0, 3)) == 0:
+        matches.append(Protocol("tcp"))
+        port = draw(st.sampled_from((*WORLD_APP_PORTS, WORLD_SERVICE_PORT)))
+        matches.append(PortMatch("tcp", dport=port, dport_negated=draw(st.booleans())))
+    owner = draw(st.integers(0, 3))
+    if owner == 1:
+        matches.append(OwnerMatch(uid=str(draw(st.sampled_from(WORLD_IDS))), uid_negated=draw(st.booleans())))
+    elif owner == 2:
+        matches.append(OwnerMatch(gid=str(draw(st.sampled_from(WORLD_IDS))), gid_negated=draw(st.booleans())))
+    target = draw(st.sampled_from((Return(), Return(), _w_jump("ISTIO_REDIRECT"),
+                                   _w_jump("ISTIO_IN_REDIRECT"))))
+    return Rule(tuple(matches), target)
+
+
+@st.composite
+def _w_inbound_rule(draw: st.DrawFn) -> Rule:
+    port = draw(st.sampled_from(WORLD_APP_PORTS))
+    target = draw(st.sampled_from((Return(), _w_jump("ISTIO_IN_REDIRECT"))))
+    return Rule((Protocol("tcp"), PortMatch("tcp", dport=port)), target)
+
+
+def _w_templates(fam: Family, proxy: ProxyBehavior) -> tuple[tuple[Rule, ...], ...]:
+    """ISTIO_OUTPUT as Istio wrote it in two eras (for the proxy's ids), and empty."""
+    a = WORLD_ADDRS[fam]
+    lo = a["cidrs"][0]
+    uid, gid = str(proxy.uid), str(proxy.gid)
+    seed = (
+        Rule((OutInterface("lo"), Destination(lo, negated=True)), Jump("ISTIO_REDIRECT")),
+        Rule((OwnerMatch(uid=uid),), Return()),
+        Rule((OwnerMatch(gid=gid),), Return()),
+        Rule((Destination(lo),), Return()),
+        Rule((), Jump("ISTIO_REDIRECT")),
+    )
+    era_i: list[Rule] = [Rule((OutInterface("lo"), Source(a["cidrs"][1])), Return())]
+    for own, not_own in ((OwnerMatch(uid=uid), OwnerMatch(uid=uid, uid_negated=True)),
+                         (OwnerMatch(gid=gid), OwnerMatch(gid=gid, gid_negated=True))):
+        era_i += [Rule((OutInterface("lo"), Destination(lo, negated=True), own), Jump("ISTIO_IN_REDIRECT")),
+                  Rule((OutInterface("lo"), not_own), Return()),
+                  Rule((own,), Return())]
+    era_i += [Rule((Destination(lo),), Return()), Rule((), Jump("ISTIO_REDIRECT"))]
+    return seed, tuple(era_i), ()
+
+
+@st.composite
+def _w_output_chain(draw: st.DrawFn, fam: Family, proxy: ProxyBehavior) -> tuple[Rule, ...]:
+    """A template ISTIO_OUTPUT mutated by a few random deletions and insertions."""
+    chain_rules = list(draw(st.sampled_from(_w_templates(fam, proxy))))
+    for _ in range(draw(st.integers(0, 4))):
+        delete: bool = draw(st.booleans())
+        if chain_rules and delete:
+            del chain_rules[draw(st.integers(0, len(chain_rules) - 1))]
+        else:
+            chain_rules.insert(draw(st.integers(0, len(chain_rules))), draw(_w_output_rule(fam)))
+    return tuple(chain_rules)
+
+
+@st.composite
+def capture_rulesets(draw: st.DrawFn, fams: tuple[Family, ...], proxy: ProxyBehavior) -> Rulesets:
+    """A random istio-init-shaped nat table per family in ``fams`` (other families stay empty)."""
+    inbound_to = proxy.inbound_port if proxy.inbound_port is not None else proxy.outbound_port
+    out: dict[str, Ruleset] = {}
+    for fam in fams:
+        inbound = draw(st.lists(_w_inbound_rule(), max_size=3))
+        if draw(st.booleans()):
+            inbound.append(Rule((Protocol("tcp"),), _w_jump("ISTIO_IN_REDIRECT")))
+        output = draw(_w_output_chain(fam, proxy))
+        nat = Table("nat", (
+            Chain("PREROUTING", (Rule((Protocol("tcp"),), _w_jump("ISTIO_INBOUND")),), "ACCEPT"),
+            Chain("OUTPUT", (Rule((Protocol("tcp"),), _w_jump("ISTIO_OUTPUT")),), "ACCEPT"),
+            Chain("ISTIO_INBOUND", tuple(inbound)),
+            Chain("ISTIO_OUTPUT", output),
+            Chain("ISTIO_REDIRECT", (Rule((Protocol("tcp"),), Redirect(proxy.outbound_port)),)),
+            Chain("ISTIO_IN_REDIRECT", (Rule((Protocol("tcp"),), Redirect(inbound_to)),)),
+        ))
+        out[fam] = Ruleset(fam, (nat,))
+    return Rulesets(**out)
+
+
+@st.composite
+def worlds(draw: st.DrawFn, families: tuple[Family, ...] = ("ipv4", "ipv6")) -> World:
+    """A random pod world, IPv4, IPv6 or (when both are allowed) dual-stack; see the section comment."""
+    choices: list[tuple[Family, ...]] = [(f,) for f in families]
+    if len(families) == 2:
+        choices.append(("ipv4", "ipv6"))
+    fams = draw(st.sampled_from(choices))
+    proxy = draw(_w_proxy(fams))
+    services = []
+    for fam in fams:
+        a = WORLD_ADDRS[fam]
+        eps = (*(Endpoint(a["pod"], p) for p in WORLD_APP_PORTS), Endpoint(a["out"], WORLD_APP_PORTS[0]))
+        services.append(Service(f"svc-{fam}", a["vip"], WORLD_SERVICE_PORT, eps))
+    return World(
+        pod_ips=tuple(WORLD_ADDRS[f]["pod"] for f in fams),
+        peer_ips=tuple(WORLD_ADDRS[f]["peer"] for f in fams),
+        apps=draw(_w_apps(fams)), proxy=proxy, services=tuple(services),
+        rules=draw(capture_rulesets(fams, proxy)),
+    )
+
+
+def world_flows(world: World, *, endpoint: int = 0) -> tuple[Flow, ...]:
+    """Every flow of the bind matrix for ``world``, per family: the peer and each app to the pod IP,
+    loopback, the service VIP (through ``endpoint``) and an outside address, on every app port; the
+    proxy itself to the pod IP, loopback and outside."""
+    flows = []
+    for fam in world.families:
+        a = WORLD_ADDRS[fam]
+        flows += [Flow("peer", a["pod"], p) for p in WORLD_APP_PORTS]
+        for app in world.apps:
+            for p in WORLD_APP_PORTS:
+                flows.append(Flow(app.name, a["lo"], p))
+                flows.append(Flow(app.name, a["pod"], p))
+            flows.append(Flow(app.name, a["out"], WORLD_APP_PORTS[0]))
+            flows.append(Flow(app.name, a["vip"], WORLD_SERVICE_PORT, endpoint=endpoint))
+        flows += [Flow("proxy", a[k], WORLD_APP_PORTS[0]) for k in ("pod", "lo", "out")]
+    return tuple(flows)
+
+
+@st.composite
+def worlds_and_flows(draw: st.DrawFn) -> tuple[World, tuple[Flow, ...]]:
+    """A random world and its bind-matrix flows (one endpoint choice for the service VIPs)."""
+    world = draw(worlds())
+    endpoint = draw(st.integers(0, len(world.services[0].endpoints) - 1))
+    return world, world_flows(world, endpoint=endpoint)
