@@ -28,6 +28,52 @@ def cli() -> None:
 # --- subcommands are added below, one section each ---------------------------------------------
 
 
+# --- parse (iptables text in any form -> canonical text, meshsolve.iptables) -------------------
+
+
+@cli.command("parse")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--family", type=click.Choice(["ipv4", "ipv6"]), default=None,
+              help="print only this family (plain iptables-save text, no '# ipv4' line)")
+@click.option("-o", "--output", type=click.Choice(["save", "restore", "json"]), default="save",
+              show_default=True, help="canonical iptables-save text, iptables-restore input, or JSON")
+@click.option("--counters", is_flag=True, help="print packet/byte counters, like iptables-save -c")
+def parse_command(file: str, family: str | None, output: str, counters: bool) -> None:
+    """Read iptables rules in any form and print them in canonical form.
+
+    FILE ('-' for stdin) may be iptables-save output (with or without -c), iptables-restore input
+    (Istio's '* nat' / -N / -I dialect too), an istio-iptables dry-run transcript, 'iptables ...'
+    command lines, or 'kubectl logs POD -c istio-init' output. Without --family the output is
+    '# ipv4' and the IPv4 rules, then '# ipv6' and the IPv6 rules if there are any; meshsolve
+    reads that back. Bad input exits with 65 and a one-line message.
+    """
+    from meshsolve.iptables import parse_file, render_restore, render_save, to_json
+    from meshsolve.model.rules import Ruleset
+
+    try:
+        rulesets = parse_file(file, source="<stdin>" if file == "-" else file)
+    except ParseError as exc:
+        detail = f" (line: {exc.line.strip()[:60]!r})" if exc.line and exc.line.strip() else ""
+        raise ParseError(exc.message + detail, source=exc.source, lineno=exc.lineno) from None
+    if output == "json":
+        value: object = rulesets if family is None else rulesets.for_family(
+            "ipv4" if family == "ipv4" else "ipv6")
+        click.echo(to_json(value))
+        return
+
+    def text(rs: Ruleset) -> str:
+        return render_restore(rs) if output == "restore" else render_save(rs, counters=counters)
+
+    if family is not None:
+        click.echo(text(rulesets.for_family("ipv4" if family == "ipv4" else "ipv6")), nl=False)
+        return
+    click.echo("# ipv4")
+    click.echo(text(rulesets.ipv4), nl=False)
+    if not rulesets.ipv6.empty:
+        click.echo("# ipv6")
+        click.echo(text(rulesets.ipv6), nl=False)
+
+
 # --- matrix / explain (the concrete interpreter, meshsolve.semantics) ---------------------------
 
 _SETUP_CHOICE = click.Choice(["A", "B", "C", "D", "E"], case_sensitive=False)

@@ -81,7 +81,7 @@ def test_restore_round_trip(name: str, netns: str) -> None:
     assert _dump(netns) == _strip(rules)
 
 
-@pytest.mark.parametrize("name", ["current-default", "current-kitchen-sink", "1.2-default",
+@pytest.mark.parametrize("name", ["current-default", "current-kitchen-sink", "current-tproxy", "1.2-default",
                                   "1.3-mode-redirect"])
 def test_script_is_idempotent(name: str, netns: str, tmp_path: Path) -> None:
     rules = generate(CONFIGS[name])

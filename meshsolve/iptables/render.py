@@ -20,7 +20,9 @@ dump (the parser reads the markers back); with IPv4 rules only, just the IPv4 du
 :func:`render_restore` writes input for ``iptables-restore`` (with or without ``--noflush``): per
 table ``*table``, ``:CHAIN - [0:0]`` for each user chain (this creates the chain, or flushes it if it
 exists, so re-running the file is safe; ``-N`` would fail on a second run), ``:BUILTIN POLICY [0:0]``
-only for built-in chains whose policy is not ACCEPT, then every rule as ``-A``, then ``COMMIT``.
+only for built-in chains whose policy is not ACCEPT (and for all of them when the table has nothing
+else, since iptables-restore creates no table for an empty block), then every rule as ``-A``, then
+``COMMIT``. Tables come in alphabetical order, like Istio's restore input.
 Built-in chains are not flushed: with ``--noflush`` the rules are added to what is there.
 
 Values are quoted like libxtables' ``xtables_save_string``: a comment or log prefix containing a
@@ -299,10 +301,12 @@ def _ruleset_restore(rs: Ruleset) -> list[str]:
     # alphabetical, like Istio's restore input (the parser's dry-run heuristic expects it)
     for name, chains in sorted(_tables(rs)):
         lines.append(f"*{name}")
+        # a table with nothing but empty ACCEPT built-ins declares them: else restore skips it
+        bare = all(c.policy == "ACCEPT" and not c.rules for c in chains)
         for c in chains:
             if c.policy is None:
                 lines.append(f":{c.name} - [0:0]")
-            elif c.policy != "ACCEPT":
+            elif c.policy != "ACCEPT" or bare:
                 lines.append(f":{c.name} {c.policy} [0:0]")
         for c in chains:
             for r in c.rules:

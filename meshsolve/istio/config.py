@@ -233,7 +233,7 @@ class CaptureConfig:
     """Every istio-iptables setting that shapes the rules (field ↔ flag in ``flags.py``).
 
     ``inbound_capture_port`` ``None`` means "the era's default": 15006 from 1.5 on; in the script era
-    ``INBOUND_CAPTURE_PORT`` or the proxy port (1.0–1.2), 15006 only with ``-b '*'`` (1.3/1.4).
+    ``INBOUND_CAPTURE_PORT`` or the proxy port (1.0–1.2), 15006 only with ``-b '*'`` (1.3–1.5).
     ``enable_ipv6`` is what istio-iptables derives from the pod's address (an IPv6 pod); in the
     script era it is ``ENABLE_INBOUND_IPV6``. ``dns_servers_v4/v6`` are what the real tool reads
     from the pod's ``/etc/resolv.conf``. ``dual_stack`` and ``trace_logging`` do not change the rules

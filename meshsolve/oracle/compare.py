@@ -11,8 +11,8 @@ import shlex
 from collections import Counter
 
 from meshsolve.model.net import family_of
-from meshsolve.model.world import Flow, World
 from meshsolve.model.rules import RuleRef
+from meshsolve.model.world import Flow, World
 from meshsolve.semantics.trace import Delivered, Dropped, Egress, Loop, Result
 
 __all__ = ["differences", "explain", "matrix_flows", "nat_hits", "replay_command"]

@@ -177,6 +177,7 @@ class KernelWorld:
         self.workers: dict[str, _Worker] = {}
         self._flow_no = 0
         self._loaded: dict[str, bool] = {}
+        self._last_counters: dict[str, dict[RuleRef, int]] = {}
         self.timings: dict[str, float] = {}
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -354,7 +355,10 @@ class KernelWorld:
         proxy = self.workers["proxy"]
         proxy.call({"op": "reset", "flow": self._flow_no, "endpoint": flow.endpoint}, c.start_timeout)
         client = self._client(flow)
-        before = self._counters(flow.family) if c.counters else {}
+        before: dict[RuleRef, int] = {}
+        if c.counters:
+            cached = self._last_counters.get(flow.family)
+            before = cached if cached is not None else self._counters(flow.family)
         reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport,
                              "timeout": c.connect_timeout, "read_timeout": c.read_timeout,
                              "sport": flow.sport}, c.connect_timeout + c.read_timeout + 5)
@@ -362,6 +366,7 @@ class KernelWorld:
         hits: tuple[RuleRef, ...] = ()
         if c.counters:
             after = self._counters(flow.family)
+            self._last_counters[flow.family] = after  # counters only move during flows
             hits = tuple(ref for ref in sorted(after, key=_ref_key)
                          for _ in range(after[ref] - before.get(ref, 0)))
         return self._classify(flow, reply, events, hits)

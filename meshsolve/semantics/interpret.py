@@ -59,7 +59,9 @@ The proxy
     (side, original destination) twice in one flow → ``Loop`` (the repeated sighting is not added to
     ``observed``); more than ``max_hops`` connections → ``Loop``. The flow ends with the outcome of
     its last connection: an upstream that is refused makes the whole flow ``Refused`` (the client
-    sees the proxy close it), keeping the sides observed so far.
+    sees the proxy close it), keeping the sides observed so far. The modelled proxy has no special
+    case for a connection addressed to its own listener port (Envoy blackholes those): such a
+    connection is passed through to itself and ends in ``Loop``.
 """
 
 from __future__ import annotations

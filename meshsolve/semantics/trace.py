@@ -74,7 +74,9 @@ class Refused:
 
 @attrs.frozen
 class Dropped:
-    """A rule (DROP, REJECT, a TPROXY without a listener) or a DROP policy ended the connection."""
+    """A rule (DROP, REJECT, a TPROXY without a listener) or a DROP policy ended the connection.
+
+    A policy is named by its built-in chain with index 0 (``filter::INPUT#0``)."""
 
     rule: RuleRef
 

@@ -159,7 +159,15 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = 8, timeout_ms:
         return NoWitness(hops, opaque)
     if r == z3.unknown:
         return SolverGaveUp(s.reason_unknown() or "unknown")
-    m = s.model()
+    # A witness reads better with addresses people recognise: try documentation ranges and the
+    # world's own addresses first, and ordinary ids; fall back to any model.
+    s.push()
+    s.add(_preferred(world, scope, h0))
+    m = s.model() if s.check() == z3.sat else None
+    s.pop()
+    if m is None:
+        s.check()
+        m = s.model()
 
     def val(x: Any) -> int:
         return int(m.eval(x, model_completion=True).as_long())
@@ -190,6 +198,25 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = 8, timeout_ms:
     endpoint = endpoint if endpoint < max(n_ep, 1) else 0
     flow = Flow(client=name, dst=dst, dport=dport, sport=sport or None, endpoint=endpoint)
     return Candidate(flow, w, opaque)
+
+
+_DOC_NETS = {"ipv4": ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "127.0.0.0/8"),
+             "ipv6": ("2001:db8::/32", "::1/128", "::6/128")}
+
+
+def _preferred(world: World, scope: Scope, h0: E.HopVars) -> Any:
+    import ipaddress
+
+    fam = scope.family
+    nets = [ipaddress.ip_network(n) for n in _DOC_NETS[fam]]
+    nets += [ipaddress.ip_network(a) for a in (*world.pod_ips, *world.peer_ips)
+             if a.version == (4 if fam == "ipv4" else 6)]
+    v = 4 if fam == "ipv4" else 6
+    nets += [ipaddress.ip_network(s.vip) for s in world.services if s.vip.version == v]
+    parts = [z3.Or(*[E.in_net(h0.dst, n) for n in nets])]
+    if h0.uid is not None and scope.client == "any-app":
+        parts.append(z3.And(z3.ULE(h0.uid, z3.BitVecVal(65534, 32)), z3.ULE(h0.gid, z3.BitVecVal(65534, 32))))
+    return z3.And(*parts)
 
 
 def _int_to_addr(v: int, family: str) -> str:

@@ -1,0 +1,66 @@
+"""Building pod worlds from what users have: an Istio capture configuration, a pod manifest, or a
+dumped ruleset. The app sockets and addresses a manifest does not say are filled with explicit,
+documented defaults (documentation addresses; one app listening on the wildcard address)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from meshsolve.istio.config import WILDCARD, CaptureConfig
+from meshsolve.istio.generate import generate
+from meshsolve.istio.proxy import proxy_behavior
+from meshsolve.model.net import IPAddress, to_address
+from meshsolve.model.rules import Rulesets
+from meshsolve.model.world import App, ProxyBehavior, Service, Socket, World
+
+__all__ = ["DEFAULT_PEER", "DEFAULT_POD", "default_apps", "world_from_config", "world_from_rules"]
+
+DEFAULT_POD = {"ipv4": to_address("192.0.2.10"), "ipv6": to_address("2001:db8::10")}
+DEFAULT_PEER = {"ipv4": to_address("192.0.2.20"), "ipv6": to_address("2001:db8::20")}
+
+
+def default_apps(ports: Iterable[int] = (8080,), *, ipv6: bool = False) -> tuple[App, ...]:
+    """One app (uid/gid 1000) listening on the wildcard address on each port."""
+    bind = "::" if ipv6 else "0.0.0.0"
+    return (App("app", uid=1000, gid=1000, sockets=tuple(Socket(bind, p) for p in sorted(set(ports)))),)
+
+
+def _addresses(ipv4: bool, ipv6: bool, table: dict[str, IPAddress]) -> tuple[IPAddress, ...]:
+    out = []
+    if ipv4:
+        out.append(table["ipv4"])
+    if ipv6:
+        out.append(table["ipv6"])
+    return tuple(out)
+
+
+def world_from_rules(rules: Rulesets, proxy: ProxyBehavior, *, apps: tuple[App, ...] | None = None,
+                     services: tuple[Service, ...] = (), pod_ips: tuple[IPAddress, ...] | None = None,
+                     name: str = "pod", namespace: str = "default") -> World:
+    """A world around a given ruleset (e.g. an ``iptables-save`` dump from a pod)."""
+    has6 = not rules.ipv6.empty
+    if pod_ips is None:
+        pod_ips = _addresses(True, has6, DEFAULT_POD)
+    fams = {a.version for a in pod_ips}
+    peers = _addresses(4 in fams, 6 in fams, DEFAULT_PEER)
+    if apps is None:
+        apps = default_apps(ipv6=6 in fams)
+    return World(pod_ips=pod_ips, peer_ips=peers, apps=apps, proxy=proxy, services=services, rules=rules,
+                 name=name, namespace=namespace)
+
+
+def world_from_config(config: CaptureConfig, *, rules: Rulesets | None = None,
+                      apps: tuple[App, ...] | None = None, services: tuple[Service, ...] = (),
+                      pod_ips: tuple[IPAddress, ...] | None = None, name: str = "pod",
+                      namespace: str = "default") -> World:
+    """The world of a pod captured with ``config`` (its rules generated unless given)."""
+    if rules is None:
+        rules = generate(config)
+    proxy = proxy_behavior(config.version, config)
+    if apps is None:
+        ports = (8080,) if config.inbound_ports == WILDCARD or not config.inbound_ports else \
+            tuple(config.inbound_ports)
+        ipv6 = bool(pod_ips and any(a.version == 6 for a in pod_ips)) or (not rules.ipv6.empty)
+        apps = default_apps(ports, ipv6=ipv6)
+    return world_from_rules(rules, proxy, apps=apps, services=services, pod_ips=pod_ips, name=name,
+                            namespace=namespace)
