@@ -16,6 +16,7 @@ World/flow strategies may be added by other layers at the end of this file.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -86,6 +87,7 @@ _ADDRTYPES = ("UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST",
               "UNREACHABLE", "PROHIBIT")
 
 
+@functools.cache
 def networks(family: Family) -> st.SearchStrategy[IPNetwork]:
     """Networks inside documentation/loopback space (never /0, which iptables-save omits)."""
     bases = _DOC_V4 if family == "ipv4" else _DOC_V6
@@ -102,6 +104,7 @@ def networks(family: Family) -> st.SearchStrategy[IPNetwork]:
     return build()
 
 
+@functools.cache
 def port_ranges(*, single_ok: bool = True, full_ok: bool = False) -> st.SearchStrategy[PortRange]:
     """Port ranges; never 0:65535 unless ``full_ok`` (iptables-nft drops that match)."""
 
@@ -122,7 +125,7 @@ def port_ranges(*, single_ok: bool = True, full_ok: bool = False) -> st.SearchSt
 
 # (built from small pieces: from_regex strategies are slow to draw)
 _iface = st.builds(lambda stem, num, plus: f"{stem}{num}{'+' if plus else ''}",
-                   st.sampled_from(["eth", "lo", "veth", "ens", "wg", "cni", "not-istio-nic"]),
+                   st.sampled_from(["eth", "lo", "veth", "ens", "wg", "cni", "nic-x"]),
                    st.sampled_from(["", "0", "1", "12"]), st.booleans())
 _owner_id = st.one_of(st.integers(0, 70000).map(str),
                       st.tuples(st.integers(0, 5000), st.integers(1, 5000)).map(
@@ -134,6 +137,7 @@ _opaque_token = st.one_of(st.sampled_from(["10:20", "a,b", "x.y/z", "LOCAL", "_q
                           st.integers(0, 10**6).map(str))
 
 
+@functools.cache
 def _owner() -> st.SearchStrategy[OwnerMatch]:
     @st.composite
     def build(draw: st.DrawFn) -> OwnerMatch:
@@ -149,6 +153,7 @@ def _owner() -> st.SearchStrategy[OwnerMatch]:
     return build()
 
 
+@functools.cache
 def _port_match(proto: str) -> st.SearchStrategy[PortMatch]:
     @st.composite
     def build(draw: st.DrawFn) -> PortMatch:
@@ -163,6 +168,7 @@ def _port_match(proto: str) -> st.SearchStrategy[PortMatch]:
     return build()
 
 
+@functools.cache
 def _multiport() -> st.SearchStrategy[MultiportMatch]:
     item = st.one_of(st.integers(0, 65535).map(lambda p: PortRange(p, p)),
                      port_ranges(single_ok=False))
@@ -170,6 +176,7 @@ def _multiport() -> st.SearchStrategy[MultiportMatch]:
                      st.lists(item, min_size=1, max_size=7).map(tuple), st.booleans())
 
 
+@functools.cache
 def _module_matches(chain: str, builtin: bool, table: str, kernel: bool, proto: str | None,
                     family: Family = "ipv4") -> st.SearchStrategy[Match]:
     # the kernel refuses BROADCAST/BLACKHOLE/PROHIBIT address types for IPv6
@@ -245,10 +252,16 @@ def rules(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", chain
     return Rule(tuple(ms), target)
 
 
-@st.composite
-def targets(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
-            jumpable: tuple[str, ...] = (), kernel: bool = False, proto: str | None = None) -> Target:
+def targets(family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
+            jumpable: tuple[str, ...] = (), kernel: bool = False, proto: str | None = None
+            ) -> st.SearchStrategy[Target]:
     """A target valid for ``table``/``chain`` (all targets when ``kernel`` is False)."""
+    return _targets(family, table, chain, tuple(jumpable), kernel, proto)
+
+
+@functools.cache
+def _targets(family: Family, table: str, chain: str, jumpable: tuple[str, ...], kernel: bool,
+             proto: str | None) -> st.SearchStrategy[Target]:
     builtin = chain in BUILTIN_CHAINS.get(table, ())
     opts: list[st.SearchStrategy[Any]] = [st.just(Accept()), st.just(Return()),
                                           st.builds(Log, st.none() | _comment,
@@ -283,8 +296,7 @@ def targets(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", cha
         opts.append(st.builds(Reject, st.none() | st.sampled_from(types)))
     opts.append(st.builds(OpaqueTarget, st.just("NFLOG"),
                           st.integers(1, 100).map(lambda g: ("--nflog-group", str(g)))))
-    target: Target = draw(st.one_of(*opts))
-    return target
+    return st.one_of(*opts)
 
 
 chain_names = st.builds(lambda stem, num: f"{stem}{num}",

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import GOLDENS
+from iptables_kernel import kernel_roundtrip, map_owner_names
 
 from meshsolve.iptables import parse_file, parse_text, render_restore, render_save
 from meshsolve.model import OwnerMatch, Rule, Rulesets
@@ -23,9 +25,6 @@ from meshsolve.model.rules import (
     Source,
     Tproxy,
 )
-
-from conftest import GOLDENS
-from iptables_kernel import kernel_roundtrip, map_owner_names
 
 
 def _golden_files() -> list[Path]:

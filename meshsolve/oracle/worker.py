@@ -217,11 +217,13 @@ class Proxy:
         self.endpoint = 0
         self.events: list[dict[str, Any]] = []
         self.counts: dict[tuple[str, str, int], int] = {}
+        self.timeout: float = cfg["timeout"]
 
-    def reset(self, flow: int, endpoint: int) -> None:
+    def reset(self, flow: int, endpoint: int, timeout: float | None = None) -> None:
         with self.lock:
             self.flow, self.endpoint = flow, endpoint
             self.events, self.counts = [], {}
+            self.timeout = self.cfg["timeout"] if timeout is None else timeout
 
     def side_of(self, listener: str, dst: str, port: int) -> str:
         if listener == "inbound":
@@ -265,7 +267,7 @@ class Proxy:
                 else:
                     target = (dst, port)
                 src = self.cfg["inbound_source"].get(fam)
-            res = client_connect(target[0], target[1], timeout=self.cfg["timeout"], src=src,
+            res = client_connect(target[0], target[1], timeout=self.timeout, src=src,
                                  read_timeout=self.cfg["read_timeout"])
             if res["status"] in ("data", "eof"):
                 if res["status"] == "data":
@@ -347,7 +349,7 @@ def main(argv: list[str]) -> int:
             _reply(client_connect(cmd["dst"], cmd["port"], timeout=cmd["timeout"], src=cmd.get("src"),
                                   sport=cmd.get("sport") or 0, read_timeout=cmd.get("read_timeout")))
         elif op == "reset" and proxy is not None:
-            proxy.reset(cmd["flow"], cmd["endpoint"])
+            proxy.reset(cmd["flow"], cmd["endpoint"], cmd.get("timeout"))
             _reply({"ok": True})
         elif op == "events" and proxy is not None:
             with proxy.lock:

@@ -162,7 +162,9 @@ class Pkt:
 class Ctx:
     """Shared encoding state: fresh variables, opaque choices and the world's constants."""
 
-    def __init__(self, world: World, family: Family, *, names: dict[str, int] | None = None) -> None:
+    def __init__(self, world: World, family: Family, *, names: dict[str, int] | None = None,
+                 tag: str = "") -> None:
+        self.tag = tag
         self.world = world
         self.family = family
         self.w = width(family)
@@ -185,7 +187,7 @@ class Ctx:
 
     def fresh(self, prefix: str, sort: z3.SortRef) -> Any:
         self._n += 1
-        return z3.Const(f"{prefix}!{self._n}", sort)
+        return z3.Const(f"{self.tag}{prefix}!{self._n}", sort)
 
     def opaque_bool(self, why: str) -> z3.BoolRef:
         b = self.fresh("opaque", z3.BoolSort())
@@ -537,12 +539,14 @@ def _pipeline(ctx: Ctx, rs: Ruleset, hooks: list[tuple[str, str]], pkt: Pkt, mar
 
 
 def encode_flow(world: World, family: Family, *, hops: int = 8,
-                names: dict[str, int] | None = None) -> tuple[FlowEncoding, HopVars, Any]:
+                names: dict[str, int] | None = None, tag: str = "") -> tuple[FlowEncoding, HopVars, Any]:
     """Encode a flow whose hop 0 is free (the caller constrains it with a ``Scope``).
 
-    Returns the encoding, hop 0's variables and a BV8 ``client`` code (0 peer, 1 local).
+    Returns the encoding, hop 0's variables and a BV8 ``client`` code (0 peer, 1 local). Hop 0's
+    variables and the endpoint choice have fixed names, so two encodings (``tag`` keeps their
+    internal variables apart) of two worlds talk about the same first connection.
     """
-    ctx = Ctx(world, family, names=names)
+    ctx = Ctx(world, family, names=names, tag=tag)
     w = ctx.w
     rs = world.rules.for_family(family)
     proxy = world.proxy

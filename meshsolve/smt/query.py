@@ -98,8 +98,9 @@ class Scope:
     ids: tuple[tuple[int, int], ...] | None = None  # any-app: only these (uid, gid) pairs
 
     def __str__(self) -> str:
+        anyone = "any non-proxy process" if self.uid_not or self.gid_not else "any process in the pod"
         who = {"peer": "a remote peer", "proxy": "the proxy", "app": f"app {self.app}",
-               "any-app": "any non-proxy process"}[self.client]
+               "any-app": anyone}[self.client]
         parts = [who]
         if self.vip_only:
             parts.append("to a service VIP")

@@ -30,7 +30,9 @@ from meshsolve.smt.query import (
     SourceIs,
 )
 
-__all__ = ["Candidate", "NoWitness", "SolverGaveUp", "WITNESS_APP", "search"]
+__all__ = [
+    "WITNESS_APP", "Candidate", "Difference", "NoWitness", "SolverGaveUp", "search", "search_difference",
+]
 
 WITNESS_APP = "witness-app"
 
@@ -169,6 +171,13 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = 8, timeout_ms:
         s.check()
         m = s.model()
 
+    flow, w = _flow_from_model(m, world, scope, h0, enc)
+    return Candidate(flow, w, opaque)
+
+
+def _flow_from_model(m: Any, world: World, scope: Scope, h0: E.HopVars,
+                     enc: E.FlowEncoding) -> tuple[Flow, World]:
+    """The concrete first connection a model describes (adding a witness app when needed)."""
     def val(x: Any) -> int:
         return int(m.eval(x, model_completion=True).as_long())
 
@@ -197,7 +206,7 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = 8, timeout_ms:
     n_ep = max((len(s_.endpoints) for s_ in world.services), default=1)
     endpoint = endpoint if endpoint < max(n_ep, 1) else 0
     flow = Flow(client=name, dst=dst, dport=dport, sport=sport or None, endpoint=endpoint)
-    return Candidate(flow, w, opaque)
+    return flow, w
 
 
 _DOC_NETS = {"ipv4": ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "127.0.0.0/8"),
@@ -223,3 +232,62 @@ def _int_to_addr(v: int, family: str) -> str:
     import ipaddress
 
     return str(ipaddress.IPv4Address(v) if family == "ipv4" else ipaddress.IPv6Address(v))
+
+
+@attrs.frozen
+class Difference:
+    """A first connection that two worlds treat differently (to be replayed in both)."""
+
+    flow: Flow
+    world_a: World
+    world_b: World
+
+
+def _signature_terms(enc: E.FlowEncoding, keys: list[tuple[str, Any, int]]) -> tuple[Any, Any, list[Any],
+                                                                                     list[Any]]:
+    """(outcome, delivered-socket key, counted-proxy-hop flags, hop classes) of an encoding."""
+    key: Any = z3.BitVecVal(0xFFFF, 16)
+    for i, (app, s) in enumerate(enc.sockets):
+        k = keys.index((app, s.bind, s.port))
+        key = z3.If(enc.final_sock == i, z3.BitVecVal(k, 16), key)
+    counted = [z3.And(a, z3.Or(h.cls == E.OUT, h.cls == E.IN), z3.Not(r))
+               for a, h, r in zip(enc.active, enc.hops, enc.repeat, strict=True)]
+    return enc.outcome, key, counted, [h.cls for h in enc.hops]
+
+
+def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int = 8,
+                      timeout_ms: int = 20_000, names: dict[str, int] | None = None) -> Answer | Difference:
+    """Find a first connection in ``scope`` whose end differs between the two worlds: outcome, the
+    app socket it reaches, the source the app sees, or the proxy sides that observe it."""
+    ea, h0, client = E.encode_flow(world_a, scope.family, hops=hops, names=names, tag="a.")
+    eb, _h0b, _client_b = E.encode_flow(world_b, scope.family, hops=hops, names=names, tag="b.")
+    keys: list[tuple[str, Any, int]] = []
+    for app, s in [*ea.sockets, *eb.sockets]:
+        if (app, s.bind, s.port) not in keys:
+            keys.append((app, s.bind, s.port))
+    oa, ka, ca, cla = _signature_terms(ea, keys)
+    ob, kb, cb, clb = _signature_terms(eb, keys)
+    deliv = z3.And(oa == E.DELIV, ob == E.DELIV)
+    seq = [z3.Or(x != y, z3.And(x, p != q)) for x, y, p, q in zip(ca, cb, cla, clb, strict=True)]
+    differ = z3.Or(oa != ob, z3.And(deliv, z3.Or(ka != kb, ea.final_src != eb.final_src)), *seq)
+    s = z3.SolverFor("QF_BV")
+    s.set("timeout", timeout_ms)
+    s.add(*ea.constraints, *eb.constraints)
+    s.add(*_scope(scope, world_a, ea, h0, client))
+    s.add(differ)
+    r = s.check()
+    opaque = tuple(why for why, _ in (*ea.ctx.opaque, *eb.ctx.opaque))
+    if r == z3.unsat:
+        return NoWitness(hops, opaque)
+    if r == z3.unknown:
+        return SolverGaveUp(s.reason_unknown() or "unknown")
+    s.push()
+    s.add(_preferred(world_a, scope, h0))
+    m = s.model() if s.check() == z3.sat else None
+    s.pop()
+    if m is None:
+        s.check()
+        m = s.model()
+    flow, wa = _flow_from_model(m, world_a, scope, h0, ea)
+    _flow_b, wb = _flow_from_model(m, world_b, scope, h0, eb)
+    return Difference(flow, wa, wb)
