@@ -1,7 +1,155 @@
-"""meshsolve: proofs and synthesis for service-mesh traffic capture."""
+"""meshsolve: proofs and synthesis for service-mesh traffic capture.
 
-from meshsolve.errors import MeshsolveError, ParseError, SpecError, UnsupportedError, WorldError
+The public API, in the order a user needs it (every name below is in ``__all__``):
+
+* **Model values** (frozen, hashable): ``World`` (one pod: addresses, ``App``\\ s with their listening
+  ``Socket``\\ s, the sidecar's ``ProxyBehavior``, ``Service``\\ s with ``Endpoint``\\ s, the iptables
+  ``Rulesets``), ``Flow`` (one first TCP connection: client, destination, port), and the rule
+  containers ``Ruleset``/``Table``/``Chain``/``Rule``/``RuleRef``.
+* **Loading**: ``parse_text``/``parse_file`` (any iptables text form → ``Rulesets``);
+  ``CaptureConfig``/``parse_flags`` (istio-iptables flags of an Istio version), ``pods_from_file``/
+  ``pods_from_text`` (Kubernetes manifests), ``generate`` (config → the rules Istio installs),
+  ``proxy_behavior`` (the sidecar of a version); worlds: ``world_from_config``/``world_from_rules``,
+  the shortcuts ``world_from_flags``/``worlds_from_manifest``/``worlds_from_manifest_text``/
+  ``world_from_dump``, and the seed's built-in pods ``setup_world("A")`` … ``("E")``.
+* **Questions**: ``interpret`` (one concrete flow → ``Result`` with a numbered trace); ``check``
+  (a property → ``Proved``/``Refuted``/``Unknown``), ``audit`` (several), over the properties
+  ``Reachable``, ``CaptureOutbound``, ``CaptureInbound``, ``Bypass``, ``NoLoops``, ``NoExposure``,
+  ``Observation``; ``diff`` (two worlds → ``Equivalent``/``Different``/``DiffUnknown``).
+* **Emitting**: ``render_save``/``render_restore`` (iptables-save / restore text), ``render_script``
+  (a shell script), ``to_flags`` (config → istio-iptables argv + env).
+* **Errors**: everything meshsolve raises on purpose is a ``MeshsolveError``; bad input is a
+  ``ParseError``/``SpecError`` (also ``ValueError``), an impossible world a ``WorldError``.
+
+What the answers prove and assume (TCP first connections, the modelled matches, the hop bound,
+opaque rules → ``Unknown``) is stated once in :mod:`meshsolve.api` and in each question's docstring.
+Hypothesis strategies for your own property tests are in :mod:`meshsolve.strategies`, pytest
+``assert_*`` helpers in :mod:`meshsolve.testing`.
+
+Importing ``meshsolve`` is cheap: names are loaded on first use (PEP 562), and the solver (z3) only
+when a question that needs it (``check``, ``audit``, ``diff``) is first called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from meshsolve.errors import (
+    InternalError,
+    MeshsolveError,
+    OracleError,
+    ParseError,
+    SpecError,
+    UnsupportedError,
+    WorldError,
+)
+
+if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by tests/test_api_public.py)
+    from meshsolve.analysis.check import Proved, Refuted, Unknown, Verdict
+    from meshsolve.analysis.diff import Different, DiffResult, DiffUnknown, Equivalent
+    from meshsolve.analysis.properties import (
+        Bypass,
+        CaptureInbound,
+        CaptureOutbound,
+        NoExposure,
+        NoLoops,
+        Observation,
+        Property,
+        Reachable,
+        default_properties,
+    )
+    from meshsolve.analysis.worlds import world_from_config, world_from_rules
+    from meshsolve.api import (
+        audit,
+        check,
+        diff,
+        interpret,
+        world_from_dump,
+        world_from_flags,
+        worlds_from_manifest,
+        worlds_from_manifest_text,
+    )
+    from meshsolve.iptables import parse_file, parse_text, render_restore, render_save
+    from meshsolve.istio import (
+        CaptureConfig,
+        PodCapture,
+        generate,
+        parse_flags,
+        pods_from_file,
+        pods_from_text,
+        proxy_behavior,
+        render_script,
+        to_flags,
+    )
+    from meshsolve.model.rules import Chain, Rule, RuleRef, Ruleset, Rulesets, Table
+    from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
+    from meshsolve.semantics.setups import setup_world
+    from meshsolve.semantics.trace import (
+        Delivered,
+        Dropped,
+        Egress,
+        Hop,
+        Loop,
+        Outcome,
+        Refused,
+        Result,
+        Undetermined,
+    )
 
 __version__ = "0.1.0"
 
-__all__ = ["MeshsolveError", "ParseError", "SpecError", "UnsupportedError", "WorldError", "__version__"]
+# public name -> the module that defines it (loaded on first attribute access)
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(["App", "Endpoint", "Flow", "ProxyBehavior", "Service", "Socket", "World"],
+                    "meshsolve.model.world"),
+    **dict.fromkeys(["Chain", "Rule", "RuleRef", "Ruleset", "Rulesets", "Table"], "meshsolve.model.rules"),
+    **dict.fromkeys(["parse_file", "parse_text", "render_restore", "render_save"], "meshsolve.iptables"),
+    **dict.fromkeys(["CaptureConfig", "PodCapture", "generate", "parse_flags", "pods_from_file",
+                     "pods_from_text", "proxy_behavior", "render_script", "to_flags"], "meshsolve.istio"),
+    **dict.fromkeys(["world_from_config", "world_from_rules"], "meshsolve.analysis.worlds"),
+    "setup_world": "meshsolve.semantics.setups",
+    **dict.fromkeys(["Delivered", "Dropped", "Egress", "Hop", "Loop", "Outcome", "Refused", "Result",
+                     "Undetermined"], "meshsolve.semantics.trace"),
+    **dict.fromkeys(["Bypass", "CaptureInbound", "CaptureOutbound", "NoExposure", "NoLoops", "Observation",
+                     "Property", "Reachable", "default_properties"], "meshsolve.analysis.properties"),
+    **dict.fromkeys(["Proved", "Refuted", "Unknown", "Verdict"], "meshsolve.analysis.check"),
+    **dict.fromkeys(["DiffResult", "Different", "DiffUnknown", "Equivalent"], "meshsolve.analysis.diff"),
+    **dict.fromkeys(["audit", "check", "diff", "interpret", "world_from_dump", "world_from_flags",
+                     "worlds_from_manifest", "worlds_from_manifest_text"], "meshsolve.api"),
+}
+
+__all__ = [
+    # model values
+    "App", "Chain", "Endpoint", "Flow", "ProxyBehavior", "Rule", "RuleRef", "Ruleset", "Rulesets",
+    "Service", "Socket", "Table", "World",
+    # loading
+    "CaptureConfig", "PodCapture", "generate", "parse_file", "parse_flags", "parse_text", "pods_from_file",
+    "pods_from_text", "proxy_behavior", "setup_world", "world_from_config", "world_from_dump",
+    "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",
+    # questions and answers
+    "Bypass", "CaptureInbound", "CaptureOutbound", "Delivered", "DiffResult", "DiffUnknown", "Different",
+    "Dropped", "Egress", "Equivalent", "Hop", "Loop", "NoExposure", "NoLoops", "Observation", "Outcome",
+    "Property", "Proved", "Reachable", "Refused", "Refuted", "Result", "Undetermined", "Unknown", "Verdict",
+    "audit", "check", "default_properties", "diff", "interpret",
+    # emitting
+    "render_restore", "render_save", "render_script", "to_flags",
+    # errors
+    "InternalError", "MeshsolveError", "OracleError", "ParseError", "SpecError", "UnsupportedError",
+    "WorldError",
+    "__version__",
+]
+
+if not TYPE_CHECKING:  # runtime only: type checkers see the imports above, so a typo stays an error
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'meshsolve' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later accesses skip this hook
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -283,10 +283,241 @@ def oracle_command(ctx: click.Context, setup_name: str | None, world_file: str |
     ctx.exit(EXIT_FINDINGS if disagree else EXIT_OK)
 
 
+# --- check / diff / audit (findings, meshsolve.report + meshsolve.inputs) -----------------------
+
+_LEVEL_CHOICE = click.Choice(["Error", "Warning", "Info"], case_sensitive=False)
+
+
+def _input_options(f: object) -> object:
+    """The options every configuration-taking command shares (see meshsolve.inputs)."""
+    options = [
+        click.option("--setup", "setup_name", type=_SETUP_CHOICE, default=None, help="built-in pod A..E"),
+        click.option("--family", type=click.Choice(["ipv4", "ipv6", "dual"]), default=None,
+                     help="address family of the pod (default: ipv4, or what the input says)"),
+        click.option("--istio", "version", default=None, metavar="VERSION",
+                     help="Istio version 1.0 … 1.30 or current: the rules (with istio-iptables FLAGS or "
+                          "the injector's defaults) and the proxy's behaviour"),
+        click.option("--pod", "pod_file", type=click.Path(dir_okay=False), default=None,
+                     help="one pod: kubectl get pod NAME -o yaml"),
+        click.option("--rules", "rules_file", type=click.Path(dir_okay=False), default=None,
+                     help="iptables-save taken in the pod's netns, or kubectl logs POD -c istio-init"),
+        click.option("--binds", "binds_file", type=click.Path(dir_okay=False), default=None,
+                     help="YAML: apps (uid, gid, listen addresses), services, pod IPs"),
+        click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
+                     help="environment of istio-init, with --istio FLAGS; repeatable"),
+    ]
+    for opt in reversed(options):
+        f = opt(f)  # type: ignore[operator]
+    return f
+
+
+def _env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, eq, value = pair.partition("=")
+        if not eq or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--env")
+        env[name] = value
+    return env
+
+
+def _level(value: str) -> str:
+    return value.capitalize()
+
+
+def _notes(notes: tuple[str, ...]) -> None:
+    for n in notes:
+        click.echo(f"note: {n}", err=True)
+
+
+@cli.command("check", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@_input_options  # type: ignore[arg-type]
+@click.option("-p", "--property", "props", multiple=True, metavar="SPEC",
+              help="default, capture-out, capture-in[:PORTS], bypass, no-loops, no-exposure, "
+                   "reach:CLIENT:PORT[:DST], observe:CLIENT:DST:PORT[:SIDES]; repeatable")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--explain", is_flag=True, help="print each witness's numbered trace under its finding")
+@click.option("--failure-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True,
+              help="the lowest level of a refuted finding that makes the exit code 79")
+@click.option("--output-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True,
+              help="the lowest level printed")
+@click.argument("flags", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def check_command(ctx: click.Context, setup_name: str | None, family: str | None, version: str | None,
+                  pod_file: str | None, rules_file: str | None, binds_file: str | None,
+                  env_pairs: tuple[str, ...], props: tuple[str, ...], output: str, explain: bool,
+                  failure_threshold: str, output_threshold: str, flags: tuple[str, ...]) -> None:
+    """Prove or refute properties of one pod's traffic capture and print findings.
+
+    Without --property, checks the default set: outbound capture, inbound capture of the apps'
+    ports, bypass of the proxy's own traffic, no loops, no exposure of localhost-only sockets.
+    istio-iptables FLAGS (after `--`) go with --istio. Exit 0: every property holds; 79: some is
+    refuted; 80: none refuted but some inconclusive; 64: usage; 65: bad input.
+    """
+    from typing import cast
+
+    from meshsolve.inputs import load_configuration, parse_properties
+    from meshsolve.report import Level, colour_enabled, render_json, render_text
+    from meshsolve.report.run import check_world
+
+    argv = list(flags[1:]) if flags[:1] == ("--",) else list(flags)
+    if argv and version is None:
+        raise click.UsageError("istio-iptables flags need --istio VERSION")
+    cfg = load_configuration(setup=setup_name, family=family, istio=version, flags=argv,
+                             env=_env(env_pairs), pod=pod_file, rules=rules_file, binds=binds_file)
+    _notes(cfg.notes)
+    report = check_world(cfg.world, parse_properties(props, cfg.world),
+                         app_references=dict(cfg.app_references),
+                         failure_threshold=cast(Level, _level(failure_threshold)))
+    out_level = cast(Level, _level(output_threshold))
+    if output == "json":
+        click.echo(render_json(report, output_threshold=out_level,
+                               extra={"configuration": cfg.label}), nl=False)
+    else:
+        click.echo(render_text(report, colour=colour_enabled(sys.stdout), explain=explain,
+                               output_threshold=out_level), nl=False)
+    ctx.exit(report.exit_code)
+
+
+@cli.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--family", type=click.Choice(["ipv4", "ipv6", "dual"]), default=None,
+              help="address family of the pod (default: ipv4, or what the input says)")
+@click.option("--pod", "pod_file", type=click.Path(dir_okay=False), default=None,
+              help="the pod both sides are about (kubectl get pod NAME -o yaml)")
+@click.option("--istio", "version", default=None, metavar="VERSION",
+              help="proxy behaviour for sides that are rules dumps [default: current]")
+@click.option("--binds", "binds_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML: apps, services, pod IPs for both sides")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--explain", is_flag=True, help="print both traces of each differing flow")
+@click.pass_context
+def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_file: str | None,
+                 version: str | None, binds_file: str | None, output: str, explain: bool) -> None:
+    """Compare two capture set-ups of the same pod over every first connection.
+
+    A and B are each a built-in set-up (A..E), an Istio version (1.2, 1.10, current: the injector's
+    defaults, or --pod's annotations under that version), a rules dump (rules:PATH or a file) or a
+    pod manifest (pod:PATH or a .yaml file). Prints one differing flow per client kind and family
+    with both outcomes, or the proof of equivalence. Exit 0 equivalent, 79 different, 80 unknown.
+    """
+    import json
+
+    from meshsolve.analysis.diff import Different, DiffUnknown, Equivalent, diff
+    from meshsolve.inputs import load_configuration, parse_side
+
+    sides = []
+    for spec in (a, b):
+        kw: dict[str, object] = dict(parse_side(spec))
+        if "setup" not in kw:
+            if pod_file is not None and "pod" not in kw:
+                kw["pod"] = pod_file
+            if version is not None and "istio" not in kw:
+                kw["istio"] = version
+        sides.append(load_configuration(family=family, binds=binds_file, **kw))  # type: ignore[arg-type]
+    for s in sides:
+        _notes(s.notes)
+    results = diff(sides[0].world, sides[1].world)
+    differences = [r for r in results if isinstance(r, Different)]
+    unknowns = [r for r in results if isinstance(r, DiffUnknown)]
+    code = EXIT_FINDINGS if differences else EXIT_UNKNOWN if unknowns else EXIT_OK
+    if output == "json":
+        items: list[dict[str, object]] = []
+        for r in results:
+            if isinstance(r, Different):
+                items.append({"verdict": "different", "scope": str(r.scope), "flow": str(r.flow),
+                              "a": r.a.to_dict(), "b": r.b.to_dict()})
+            elif isinstance(r, DiffUnknown):
+                items.append({"verdict": "unknown", "scope": str(r.scope), "reason": r.reason})
+            else:
+                items.append({"verdict": "equivalent", "scopes": [str(s) for s in r.scopes], "hops": r.hops})
+        click.echo(json.dumps({"schemaVersion": 1, "a": sides[0].label, "b": sides[1].label,
+                               "results": items, "exitCode": code}, indent=2))
+        ctx.exit(code)
+    click.echo(f"A: {sides[0].label}")
+    click.echo(f"B: {sides[1].label}")
+    for r in results:
+        if isinstance(r, Different):
+            click.echo(f"DIFFERENT  {r.flow}  ({r.scope})")
+            click.echo(f"  A: {r.a.summary:<24} {r.a.outcome}")
+            click.echo(f"  B: {r.b.summary:<24} {r.b.outcome}")
+            if explain:
+                for label, res in (("A", r.a), ("B", r.b)):
+                    click.echo(f"  trace in {label}:")
+                    click.echo("\n".join("    " + t for t in str(res).splitlines()))
+        elif isinstance(r, DiffUnknown):
+            click.echo(f"UNKNOWN    {r.scope}: {r.reason}")
+        elif isinstance(r, Equivalent):
+            click.echo(f"EQUIVALENT every first connection ends the same way (up to {r.hops} proxy hops) for:")
+            for s in r.scopes:
+                click.echo(f"  - {s}")
+    if differences:
+        click.echo(f"{len(differences)} differing flow{'s' if len(differences) != 1 else ''} "
+                   f"(one witness per client kind and family)")
+    ctx.exit(code)
+
+
+@cli.command("audit")
+@click.argument("pods_file", metavar="PODS.yaml", type=click.Path(dir_okay=False))
+@click.option("--istio", "version", default=None, metavar="VERSION",
+              help="Istio version of every pod [default: each istio-init's image tag, else current]")
+@click.option("-p", "--property", "props", multiple=True, metavar="SPEC",
+              help="as for check (default: the default set); repeatable")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+              help="worker processes [default: the machine's cores]")
+@click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
+@click.option("--failure-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True)
+@click.option("--output-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True)
+@click.pass_context
+def audit_command(ctx: click.Context, pods_file: str, version: str | None, props: tuple[str, ...],
+                  output: str, jobs: int | None, quiet: bool, failure_threshold: str,
+                  output_threshold: str) -> None:
+    """Check every pod of a List (kubectl get pods -A -o yaml), each capture set-up proven once.
+
+    Pods are grouped by effective capture set-up (Istio version, annotations or istio-init
+    arguments, container ports and ids, address families); each group is proven in a worker
+    process and its findings are reported for each of its pods. Exit codes as for check.
+    """
+    from typing import cast
+
+    from meshsolve.report import Level, Progress, colour_enabled, render_json, render_text
+    from meshsolve.report.audit import audit
+
+    bar: Progress | None = None
+
+    def on_group(done: int, total: int) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            bar = Progress(total, "proving capture set-ups")
+        bar.step()
+
+    res = audit(pods_file, version=version, properties=props, jobs=jobs,
+                failure_threshold=cast(Level, _level(failure_threshold)), on_group=on_group)
+    if bar is not None:
+        bar.done()
+    out_level = cast(Level, _level(output_threshold))
+    if output == "json":
+        click.echo(render_json(res.report, output_threshold=out_level,
+                               extra={"pods": res.pods, "groups": res.groups}), nl=False)
+    else:
+        text = render_text(res.report, colour=colour_enabled(sys.stdout), output_threshold=out_level)
+        lines = text.splitlines()
+        lines.insert(len(lines) - 1, f"audited {res.pods} pod{'s' if res.pods != 1 else ''} in "
+                                     f"{res.groups} capture set-up{'s' if res.groups != 1 else ''}")
+        click.echo("\n".join(lines))
+    ctx.exit(res.report.exit_code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: maps meshsolve errors to one-line messages and sysexits codes."""
     try:
-        cli.main(args=argv, prog_name="meshsolve", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="meshsolve", standalone_mode=False)
+        if isinstance(rv, int):  # ctx.exit(code) comes back as the return value without standalone mode
+            return rv
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
         return EXIT_USAGE

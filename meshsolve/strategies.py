@@ -12,6 +12,30 @@ user chains hold only hook-independent rules, and jumps never form a loop (a use
 to chains after it in name order). Owner ids are numbers (names would need /etc/passwd).
 
 World/flow strategies may be added by other layers at the end of this file.
+
+Everything public, by what it generates (all addresses are documentation or loopback addresses):
+
+* addresses and ports: ``addresses(family)``, ``networks(family)``, ``port_ranges()``;
+* binds: ``binds(family)`` (wildcard, loopback, pod IP), ``sockets(family)``;
+* rules: ``matches()``, ``targets()``, ``rules()``, ``chains()``, ``tables()``;
+* rulesets: ``rulesets(family)``, ``rulesets_pair()`` (IPv4 + IPv6), ``capture_rulesets()``
+  (istio-init-shaped nat tables);
+* worlds: ``worlds()`` (the kernel oracle's: one to three apps, dual-stack possible),
+  ``small_worlds()`` (one app, one family: the solver differential test's), ``proxy_behaviors()``;
+* flows: ``flows(world)`` (any flow that can start in a given world), ``world_flows(world)`` (the
+  bind matrix, not a strategy), ``worlds_and_flows()``.
+
+A user's own property test::
+
+    from hypothesis import given, strategies as st
+    from meshsolve import interpret
+    from meshsolve.strategies import flows, small_worlds
+
+    @given(st.data())
+    def test_no_flow_is_undetermined(data):
+        world = data.draw(small_worlds())
+        result = interpret(world, data.draw(flows(world)))
+        assert result.outcome.token != "undetermined", str(result)
 """
 
 from __future__ import annotations
@@ -22,7 +46,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from meshsolve.model.net import Family, IPNetwork, PortRange
+from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, to_address
 from meshsolve.model.rules import (
     BUILTIN_CHAINS,
     Accept,
@@ -153,6 +177,16 @@ def _owner() -> st.SearchStrategy[OwnerMatch]:
     return build()
 
 
+# tcp options kept raw in PortMatch.extra, in the normal form (kernel flag order, option first)
+_TCP_EXTRAS: tuple[tuple[str, ...], ...] = (
+    (), (), ("--tcp-flags", "FIN,SYN,RST,ACK", "SYN"), ("!", "--tcp-flags", "SYN,ACK", "SYN"),
+    ("--tcp-option", "5", "--tcp-flags", "FIN,SYN,RST,PSH,ACK,URG", "NONE"))
+_LOG_EXTRAS = st.lists(st.sampled_from(["--log-tcp-sequence", "--log-tcp-options", "--log-ip-options",
+                                        "--log-uid", "--log-macdecode"]), unique=True).map(
+    lambda xs: tuple(sorted(xs, key=["--log-tcp-sequence", "--log-tcp-options", "--log-ip-options",
+                                     "--log-uid", "--log-macdecode"].index)))
+
+
 @functools.cache
 def _port_match(proto: str) -> st.SearchStrategy[PortMatch]:
     @st.composite
@@ -161,9 +195,13 @@ def _port_match(proto: str) -> st.SearchStrategy[PortMatch]:
         dport = draw(st.none() | port_ranges())
         if sport is None and dport is None:
             dport = draw(port_ranges())
+        def negatable(r: PortRange | None) -> bool:  # else iptables-nft stores the complement
+            return r is not None and r.lo > 0 and r.hi < 65535
+
+        extra = draw(st.sampled_from(_TCP_EXTRAS)) if proto == "tcp" else ()
         return PortMatch(proto, sport, dport,  # type: ignore[arg-type]
-                         sport is not None and draw(st.booleans()),
-                         dport is not None and draw(st.booleans()))
+                         negatable(sport) and draw(st.booleans()),
+                         negatable(dport) and draw(st.booleans()), extra)
 
     return build()
 
@@ -265,7 +303,8 @@ def _targets(family: Family, table: str, chain: str, jumpable: tuple[str, ...], 
     builtin = chain in BUILTIN_CHAINS.get(table, ())
     opts: list[st.SearchStrategy[Any]] = [st.just(Accept()), st.just(Return()),
                                           st.builds(Log, st.none() | _comment,
-                                                    st.none() | st.sampled_from(["0", "3", "6", "7"]))]
+                                                    st.none() | st.sampled_from(["0", "3", "6", "7"]),
+                                                    _LOG_EXTRAS)]
     if not kernel or table != "nat":
         opts.append(st.just(Drop()))
     if jumpable:
@@ -541,7 +580,7 @@ def _w_filter_table(draw: st.DrawFn, fam: Family) -> Table:
     match reply packets (their destination port is the client's ephemeral port)."""
     a = WORLD_ADDRS[fam]
     # DROP costs the client's whole connect timeout: keep it rare
-    verdicts: tuple[Target, ...] = (*(Reject(),) * 6, Accept(), Accept(), Drop())
+    verdicts: tuple[Target, ...] = (*(Reject(),) * 10, *(Accept(),) * 3, Drop())
     verdict = st.sampled_from(verdicts)
     ports = (*WORLD_APP_PORTS, WORLD_SERVICE_PORT, 15001, 15006)
     output, inbound = [], []
@@ -609,3 +648,171 @@ def worlds_and_flows(draw: st.DrawFn) -> tuple[World, tuple[Flow, ...]]:
     world = draw(worlds())
     endpoint = draw(st.integers(0, len(world.services[0].endpoints) - 1))
     return world, world_flows(world, endpoint=endpoint)
+
+
+# --- public world / flow strategies (the Python API, issue #9) -------------------------------------
+# Building blocks for users' own property tests: addresses, binds/sockets, proxy behaviours, the
+# small solver-shaped worlds the project's solver-vs-interpreter differential test runs on, and
+# flows valid for any given world.
+
+__all__ += ["SMALL_WORLD_ADDRS", "SMALL_WORLD_PORTS", "addresses", "binds", "flows", "proxy_behaviors",
+            "small_worlds", "sockets"]
+
+
+@functools.cache
+def addresses(family: Family = "ipv4") -> st.SearchStrategy[IPAddress]:
+    """Single addresses of ``family`` inside documentation or loopback space (192.0.2.0/24,
+    198.51.100.0/24, 203.0.113.0/24, 127.0.0.0/8; 2001:db8::/32, ::1, ::6)."""
+    bases = _DOC_V4 if family == "ipv4" else _DOC_V6
+
+    @st.composite
+    def build(draw: st.DrawFn) -> IPAddress:
+        base = draw(st.sampled_from(bases))
+        offset = draw(st.integers(0, min(base.num_addresses - 1, 2**16)))
+        return base.network_address + offset
+
+    return build()
+
+
+def binds(family: Family = "ipv4", pod: str | IPAddress | None = None) -> st.SearchStrategy[IPAddress]:
+    """The addresses an app can bind in a pod: the wildcard, loopback or the pod IP (``pod``,
+    default the ``WORLD_ADDRS`` pod address of the family) — the columns of the bind matrix."""
+    a = WORLD_ADDRS[family]
+    return st.sampled_from([to_address(a["wild"]), to_address(a["lo"]), to_address(pod or a["pod"])])
+
+
+def sockets(family: Family = "ipv4", ports: tuple[int, ...] = WORLD_APP_PORTS,
+            pod: str | IPAddress | None = None) -> st.SearchStrategy[Socket]:
+    """A listening socket: one of :func:`binds` on one of ``ports`` (``::`` with or without V6ONLY)."""
+    return st.builds(lambda bind, port, v6only: Socket(bind, port, v6only and bind == to_address("::")),
+                     binds(family, pod), st.sampled_from(ports), st.booleans())
+
+
+def proxy_behaviors(families: tuple[Family, ...] = ("ipv4",)) -> st.SearchStrategy[ProxyBehavior]:
+    """Sidecar behaviours with random knobs (inbound port or shared listener, virtual inbound
+    dispatch, inbound port list, localhost or original-destination forwarding, inbound source,
+    passthrough or blackhole, TPROXY-style uid 0) — the ones :func:`worlds` draws."""
+    return _w_proxy(families)
+
+
+# The addresses of the small worlds (the solver differential test's scopes use the same ones).
+SMALL_WORLD_ADDRS: dict[str, dict[str, str]] = {
+    "ipv4": dict(pod="192.0.2.10", peer="192.0.2.20", vip="198.51.100.1", remote="203.0.113.5",
+                 lo="127.0.0.1", src6="127.0.0.6", any="0.0.0.0", lonet="127.0.0.1/32",
+                 srcnet="127.0.0.6/32", podnet="192.0.2.10/32"),
+    "ipv6": dict(pod="2001:db8::10", peer="2001:db8::20", vip="2001:db8:100::1", remote="2001:db8:203::5",
+                 lo="::1", src6="::6", any="::", lonet="::1/128", srcnet="::6/128",
+                 podnet="2001:db8::10/128"),
+}
+SMALL_WORLD_PORTS: tuple[int, ...] = (9001, 9002, 9003)
+
+
+@st.composite
+def small_worlds(draw: st.DrawFn) -> World:
+    """A one-family pod (IPv4 twice as often) with one app ``app`` (uid/gid 1000) whose sockets bind
+    the wildcard, loopback or pod address on 9001-9003, a proxy with random inbound knobs, a service
+    VIP on 9001 whose endpoints are this pod (and maybe a remote host), and an istio-init-shaped nat
+    table whose ``ISTIO_OUTPUT`` is up to six rules built from the matches capture turns on
+    (``-o lo``, ``-d``/``-s`` loopback and pod CIDRs, owner uid/gid 1337 either way, ``--dport``,
+    a mark), optionally with a mangle ``OUTPUT`` rule marking the proxy's loopback traffic.
+    These are the worlds the solver is checked against exhaustive interpretation on."""
+    small_fams: tuple[Family, ...] = ("ipv4", "ipv4", "ipv6")
+    fam = draw(st.sampled_from(small_fams))
+    a = SMALL_WORLD_ADDRS[fam]
+    ports = SMALL_WORLD_PORTS
+    binds_ = [a["any"], a["lo"], a["pod"]]
+    socks = draw(st.lists(st.tuples(st.sampled_from(binds_), st.sampled_from(ports)), max_size=3,
+                          unique_by=lambda t: t[1]))
+    app = App("app", uid=1000, gid=1000, sockets=tuple(Socket(b, p) for b, p in socks))
+    inbound_port = draw(st.sampled_from([15006, None]))
+    proxy = ProxyBehavior(
+        uid=1337, gid=1337, outbound_port=15001, inbound_port=inbound_port,
+        virtual_inbound_dispatch=inbound_port is None or draw(st.booleans()),
+        inbound_ports=draw(st.sampled_from([None, ports, ports[:1]])),
+        inbound_endpoint=draw(st.sampled_from(["localhost", "original_dst"])),
+        inbound_source_v4=draw(st.sampled_from([None, "127.0.0.6"])),
+        inbound_source_v6=draw(st.sampled_from([None, "::6"])),
+    )
+    eps = draw(st.sampled_from([(Endpoint(a["pod"], 9001),),
+                                (Endpoint(a["pod"], 9003), Endpoint(a["remote"], 80))]))
+    svc = Service("svc", a["vip"], 9001, eps)
+    in_port = inbound_port or 15001
+
+    match_choices = st.sampled_from([
+        OutInterface("lo"), OutInterface("lo", True), Destination(a["lonet"]), Destination(a["lonet"], True),
+        Source(a["srcnet"]), Destination(a["podnet"]), OwnerMatch(uid="1337"),
+        OwnerMatch(uid="1337", uid_negated=True), OwnerMatch(gid="1337"), PortMatch("tcp", dport=9002),
+        PortMatch("tcp", dport=9001, dport_negated=True), MarkMatch(0x53A),
+        OwnerMatch(gid="1337", gid_negated=True),
+    ])
+    target_choices = st.sampled_from([Return(), Jump("ISTIO_REDIRECT"), Jump("ISTIO_IN_REDIRECT")])
+    out_rules = draw(st.lists(st.builds(lambda ms, t: Rule((Protocol("tcp"), *ms), t),
+                                        st.lists(match_choices, max_size=3, unique_by=type), target_choices),
+                              max_size=6))
+    inbound_rules = draw(st.lists(st.sampled_from([
+        Rule((Protocol("tcp"), PortMatch("tcp", dport=p)), Return()) for p in (*ports, 15008)]),
+        max_size=2, unique=True))
+    inbound_rules.append(Rule((Protocol("tcp"),), Jump("ISTIO_IN_REDIRECT")))
+    nat_chains = [
+        Chain("PREROUTING", (Rule((Protocol("tcp"),), Jump("ISTIO_INBOUND")),) if draw(st.booleans()) else (),
+              "ACCEPT"),
+        Chain("OUTPUT", (Rule((Protocol("tcp"),), Jump("ISTIO_OUTPUT")),), "ACCEPT"),
+        Chain("ISTIO_INBOUND", tuple(inbound_rules)),
+        Chain("ISTIO_OUTPUT", tuple(out_rules)),
+        Chain("ISTIO_REDIRECT", (Rule((Protocol("tcp"),), Redirect(15001)),)),
+        Chain("ISTIO_IN_REDIRECT", (Rule((Protocol("tcp"),), Redirect(in_port)),)),
+    ]
+    tables = [Table("nat", tuple(nat_chains))]
+    if draw(st.booleans()):  # mangle OUTPUT marks the proxy's lo traffic (seen by nat's mark match)
+        mark = Rule((OutInterface("lo"), Protocol("tcp"), OwnerMatch(uid="1337")), SetMark(0x53A))
+        tables.append(Table("mangle", (Chain("OUTPUT", (mark,), "ACCEPT"),)))
+    rs = Ruleset(fam, tuple(tables))
+    rules_ = Rulesets(ipv4=rs) if fam == "ipv4" else Rulesets(ipv6=rs)
+    return World(pod_ips=(a["pod"],), peer_ips=(a["peer"],), apps=(app,), proxy=proxy, services=(svc,),
+                 rules=rules_)
+
+
+_PROXY_PORTS = (15001, 15006, 15008, 15020, 15021, 15090)
+
+
+@st.composite
+def flows(draw: st.DrawFn, world: World, *, clients: tuple[str, ...] | None = None,
+          ports: tuple[int, ...] = ()) -> Flow:
+    """A first TCP connection that can start in ``world`` (``interpret`` accepts it).
+
+    The client is the peer, the proxy or one of the world's apps (or one of ``clients``); a peer
+    connects to the pod IP of one of the world's families (a peer flow to any other address would be
+    forwarded, which is not modelled); a process in the pod connects to the pod IP, loopback,
+    127.0.0.6/::6, a service VIP, an endpoint, the peer or an outside documentation address. The
+    port is one the world mentions (app sockets, services, endpoints, the proxy's ports), one of
+    ``ports``, or any port; a VIP:port destination picks one of the service's endpoints.
+    """
+    who = clients if clients is not None else ("peer", "proxy", *(a.name for a in world.apps))
+    client = draw(st.sampled_from(who))
+    fam: Family = draw(st.sampled_from(world.families))
+    pod = world.pod_ip(fam)
+    assert pod is not None
+    if client == "peer" and world.peer_ip(fam) is not None:
+        dst = pod
+    else:
+        if client == "peer":  # no peer address in this family: let the flow start from an app instead
+            client = world.apps[0].name if world.apps else "proxy"
+        a = WORLD_ADDRS[fam]
+        local = [pod, to_address(a["lo"]), to_address(a["six"]), to_address(a["out"])]
+        local += [s.vip for s in world.services if s.vip.version == pod.version]
+        local += [e.address for s in world.services for e in s.endpoints if e.address.version == pod.version]
+        local += [p for p in world.peer_ips if p.version == pod.version]
+        dst = draw(st.sampled_from(local) | addresses(fam))
+    known = {s.port for app in world.apps for s in app.sockets}
+    known |= {s.port for s in world.services} | {e.port for s in world.services for e in s.endpoints}
+    known |= {world.proxy.outbound_port, *_PROXY_PORTS, *ports}
+    if world.proxy.inbound_port is not None:
+        known.add(world.proxy.inbound_port)
+    app_ports = sorted({s.port for app in world.apps for s in app.sockets})
+    port_choices = [st.sampled_from(sorted(known)), st.integers(1, 65535)]
+    if app_ports:  # deliveries are the interesting ends: favour ports something listens on
+        port_choices[:0] = [st.sampled_from(app_ports)] * 2
+    dport = draw(st.one_of(port_choices))
+    svc = world.service_at(dst, dport)
+    endpoint = draw(st.integers(0, len(svc.endpoints) - 1)) if svc is not None and svc.endpoints else 0
+    return Flow(client, dst, dport, endpoint=endpoint)

@@ -15,31 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshsolve.analysis.check import enumerate_scope, holds
-from meshsolve.model import (
-    App,
-    Chain,
-    Destination,
-    Endpoint,
-    Jump,
-    MarkMatch,
-    OutInterface,
-    OwnerMatch,
-    PortMatch,
-    Protocol,
-    ProxyBehavior,
-    Redirect,
-    Return,
-    Rule,
-    Ruleset,
-    Rulesets,
-    Service,
-    SetMark,
-    Socket,
-    Source,
-    Table,
-    World,
-    to_address,
-)
+from meshsolve.model import World, to_address
 from meshsolve.semantics.interpret import interpret
 from meshsolve.semantics.trace import Delivered, Result
 from meshsolve.smt.query import (
@@ -55,73 +31,11 @@ from meshsolve.smt.query import (
     SourceIs,
 )
 from meshsolve.smt.solve import Candidate, NoWitness, search
+from meshsolve.strategies import SMALL_WORLD_ADDRS as FAM
+from meshsolve.strategies import SMALL_WORLD_PORTS as PORTS
+from meshsolve.strategies import small_worlds as worlds
 
 EXAMPLES = int(os.environ.get("MESHSOLVE_DIFF_EXAMPLES", "500"))
-
-FAM = {
-    "ipv4": dict(pod="192.0.2.10", peer="192.0.2.20", vip="198.51.100.1", remote="203.0.113.5",
-                 lo="127.0.0.1", src6="127.0.0.6", any="0.0.0.0", lonet="127.0.0.1/32",
-                 srcnet="127.0.0.6/32", podnet="192.0.2.10/32"),
-    "ipv6": dict(pod="2001:db8::10", peer="2001:db8::20", vip="2001:db8:100::1", remote="2001:db8:203::5",
-                 lo="::1", src6="::6", any="::", lonet="::1/128", srcnet="::6/128",
-                 podnet="2001:db8::10/128"),
-}
-PORTS = (9001, 9002, 9003)
-
-
-@st.composite
-def worlds(draw: st.DrawFn) -> World:
-    fam = draw(st.sampled_from(["ipv4", "ipv4", "ipv6"]))
-    a = FAM[fam]
-    # app sockets: distinct (bind, port)
-    binds = [a["any"], a["lo"], a["pod"]]
-    socks = draw(st.lists(st.tuples(st.sampled_from(binds), st.sampled_from(PORTS)), max_size=3,
-                          unique_by=lambda t: t[1]))
-    app = App("app", uid=1000, gid=1000, sockets=tuple(Socket(b, p) for b, p in socks))
-    inbound_port = draw(st.sampled_from([15006, None]))
-    proxy = ProxyBehavior(
-        uid=1337, gid=1337, outbound_port=15001, inbound_port=inbound_port,
-        virtual_inbound_dispatch=inbound_port is None or draw(st.booleans()),
-        inbound_ports=draw(st.sampled_from([None, PORTS, PORTS[:1]])),
-        inbound_endpoint=draw(st.sampled_from(["localhost", "original_dst"])),
-        inbound_source_v4=draw(st.sampled_from([None, "127.0.0.6"])),
-        inbound_source_v6=draw(st.sampled_from([None, "::6"])),
-    )
-    eps = draw(st.sampled_from([(Endpoint(a["pod"], 9001),), (Endpoint(a["pod"], 9003), Endpoint(a["remote"], 80))]))
-    svc = Service("svc", a["vip"], 9001, eps)
-    in_port = inbound_port or 15001
-
-    matches = st.sampled_from([
-        OutInterface("lo"), OutInterface("lo", True), Destination(a["lonet"]), Destination(a["lonet"], True),
-        Source(a["srcnet"]), Destination(a["podnet"]), OwnerMatch(uid="1337"), OwnerMatch(uid="1337", uid_negated=True),
-        OwnerMatch(gid="1337"), PortMatch("tcp", dport=9002), PortMatch("tcp", dport=9001, dport_negated=True),
-        MarkMatch(0x53A), OwnerMatch(gid="1337", gid_negated=True),
-    ])
-    targets = st.sampled_from([Return(), Jump("ISTIO_REDIRECT"), Jump("ISTIO_IN_REDIRECT")])
-    out_rules = draw(st.lists(st.builds(lambda ms, t: Rule((Protocol("tcp"), *ms), t),
-                                        st.lists(matches, max_size=3, unique_by=type), targets), max_size=6))
-    inbound_rules = draw(st.lists(st.sampled_from([
-        Rule((Protocol("tcp"), PortMatch("tcp", dport=p)), Return()) for p in (*PORTS, 15008)]),
-        max_size=2, unique=True))
-    inbound_rules.append(Rule((Protocol("tcp"),), Jump("ISTIO_IN_REDIRECT")))
-    nat_chains = [
-        Chain("PREROUTING", (Rule((Protocol("tcp"),), Jump("ISTIO_INBOUND")),) if draw(st.booleans()) else (),
-              "ACCEPT"),
-        Chain("OUTPUT", (Rule((Protocol("tcp"),), Jump("ISTIO_OUTPUT")),), "ACCEPT"),
-        Chain("ISTIO_INBOUND", tuple(inbound_rules)),
-        Chain("ISTIO_OUTPUT", tuple(out_rules)),
-        Chain("ISTIO_REDIRECT", (Rule((Protocol("tcp"),), Redirect(15001)),)),
-        Chain("ISTIO_IN_REDIRECT", (Rule((Protocol("tcp"),), Redirect(in_port)),)),
-    ]
-    tables = [Table("nat", tuple(nat_chains))]
-    if draw(st.booleans()):  # mangle OUTPUT marks the proxy's lo traffic (seen by nat's mark match)
-        tables.append(Table("mangle", (Chain("OUTPUT", (
-            Rule((OutInterface("lo"), Protocol("tcp"), OwnerMatch(uid="1337")), SetMark(0x53A)),), "ACCEPT"),)))
-    rs = Ruleset(fam, tuple(tables))
-    rules = Rulesets(ipv4=rs) if fam == "ipv4" else Rulesets(ipv6=rs)
-    return World(pod_ips=(a["pod"],), peer_ips=(a["peer"],), apps=(app,), proxy=proxy, services=(svc,),
-                 rules=rules)
-
 
 PREDS = [Not(EndsAs({"loop"})), EndsAs({"delivered"}), Observed("out"), Observed("in"), Captured(),
          Captured("out"), DeliveredTo(port=9001), Not(EndsAs({"refused", "dropped"})),

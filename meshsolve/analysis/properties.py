@@ -7,6 +7,7 @@ finds a counterexample; the same scopes and predicates drive exhaustive concrete
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal, TypeAlias
 
 import attrs
@@ -15,6 +16,7 @@ from meshsolve.model.net import Family, IPAddress, to_address
 from meshsolve.model.world import World
 from meshsolve.smt.query import (
     AllOf,
+    AnyOf,
     Captured,
     DeliveredTo,
     EndsAs,
@@ -28,6 +30,7 @@ __all__ = [
     "Bypass",
     "CaptureInbound",
     "CaptureOutbound",
+    "LeavesPod",
     "NoExposure",
     "NoLoops",
     "Observation",
@@ -37,6 +40,16 @@ __all__ = [
 ]
 
 
+def _ints(values: Iterable[int]) -> tuple[int, ...]:
+    """``tuple`` as a typed converter (mypy's attrs plugin cannot infer ``converter=tuple``)."""
+    return tuple(values)
+
+
+def _strs(values: Iterable[str]) -> tuple[str, ...]:
+    """``tuple`` as a typed converter, for strings."""
+    return tuple(values)
+
+
 def _opt_addr(v: str | IPAddress | None) -> IPAddress | None:
     return None if v is None else to_address(v)
 
@@ -44,12 +57,18 @@ def _opt_addr(v: str | IPAddress | None) -> IPAddress | None:
 @attrs.frozen
 class Reachable:
     """``client`` reaches the app socket on ``port`` (of ``app`` if given) via ``dst`` (default: the
-    pod IP); every such connection (any source port, any endpoint choice) is delivered there."""
+    pod IP); every such connection (any source port, any endpoint choice) is delivered there.
+
+    With ``partial``, a connection that loops also counts (partial correctness: "every connection
+    that ends is delivered"), leaving termination to ``NoLoops`` — how synthesis specs state it, so
+    that a conflict between goals names each failure mode once.
+    """
 
     client: str
     port: int
     dst: IPAddress | None = attrs.field(default=None, converter=_opt_addr)
     app: str | None = None
+    partial: bool = False
     name: str = ""
 
     def title(self) -> str:
@@ -61,8 +80,10 @@ class Reachable:
             dst = self.dst or world.pod_ip(fam)
             if dst is None:
                 continue
-            out.append((_client_scope(self.client, fam, dst=(dst,), dports=(self.port,)),
-                        DeliveredTo(app=self.app, port=self.port)))
+            pred: Pred = DeliveredTo(app=self.app, port=self.port)
+            if self.partial:
+                pred = AnyOf((pred, EndsAs({"loop"})))
+            out.append((_client_scope(self.client, fam, dst=(dst,), dports=(self.port,)), pred))
         return out
 
 
@@ -71,8 +92,8 @@ class CaptureOutbound:
     """Every outbound TCP connection of a non-proxy process to a remote address (minus the
     excluded ports/CIDRs) lands on the proxy's outbound listener."""
 
-    exclude_ports: tuple[int, ...] = attrs.field(default=(), converter=tuple)
-    exclude_cidrs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    exclude_ports: tuple[int, ...] = attrs.field(default=(), converter=_ints)
+    exclude_cidrs: tuple[str, ...] = attrs.field(default=(), converter=_strs)
     name: str = ""
 
     def title(self) -> str:
@@ -92,7 +113,7 @@ class CaptureInbound:
     ``exclude_ports``) lands on the proxy's inbound side."""
 
     ports: tuple[int, ...] | None = None
-    exclude_ports: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    exclude_ports: tuple[int, ...] = attrs.field(default=(), converter=_ints)
     name: str = ""
 
     def title(self) -> str:
@@ -129,10 +150,14 @@ class NoLoops:
     """
 
     include_proxy_ports: bool = False
+    ports: tuple[int, ...] | None = None  # only connections to these ports (None: every port)
     name: str = ""
 
     def title(self) -> str:
-        return self.name or "no connection loops through the proxy"
+        if self.name:
+            return self.name
+        on = "" if self.ports is None else " to port " + ",".join(map(str, self.ports))
+        return f"no connection{on} loops through the proxy"
 
     def checks(self, world: World) -> list[tuple[Scope, Pred]]:
         p = world.proxy
@@ -140,9 +165,12 @@ class NoLoops:
             str(x) for x in {p.outbound_port, p.inbound_port} if x is not None)
         out: list[tuple[Scope, Pred]] = []
         for fam in world.families:
+            only = None if self.ports is None else tuple(str(x) for x in self.ports)
             if world.peer_ip(fam) is not None:
-                out.append((Scope(family=fam, client="peer", dports_not=skip), Not(EndsAs({"loop"}))))
-            out.append((Scope(family=fam, client="any-app", dports_not=skip), Not(EndsAs({"loop"}))))
+                out.append((Scope(family=fam, client="peer", dports=only, dports_not=skip),
+                            Not(EndsAs({"loop"}))))
+            out.append((Scope(family=fam, client="any-app", dports=only, dports_not=skip),
+                        Not(EndsAs({"loop"}))))
         return out
 
 
@@ -199,8 +227,29 @@ class Observation:
         return [(_client_scope(self.client, fam, dst=(self.dst,), dports=(self.port,)), AllOf(preds))]
 
 
+@attrs.frozen
+class LeavesPod:
+    """Every connection of ``client`` to the remote ``dst:port`` leaves the pod (towards its
+    destination), seen by the proxy on each of ``sides`` on the way."""
+
+    client: str
+    dst: IPAddress = attrs.field(converter=to_address)
+    port: int
+    sides: tuple[Side, ...] = ("out",)
+    name: str = ""
+
+    def title(self) -> str:
+        return self.name or f"{self.client} -> {self.dst}:{self.port} leaves the pod"
+
+    def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        fam: Family = "ipv4" if self.dst.version == 4 else "ipv6"
+        preds: list[Pred] = [Observed(s) for s in self.sides]
+        preds.append(EndsAs({"egress"}))
+        return [(_client_scope(self.client, fam, dst=(self.dst,), dports=(self.port,)), AllOf(preds))]
+
+
 Property: TypeAlias = (
-    Reachable | CaptureOutbound | CaptureInbound | Bypass | NoLoops | NoExposure | Observation
+    Reachable | CaptureOutbound | CaptureInbound | Bypass | NoLoops | NoExposure | Observation | LeavesPod
 )
 
 

@@ -12,7 +12,8 @@ Accepted forms (they may even be mixed in one input):
    previous block's table name.
 4. **Shell command lines**: ``iptables [-w] -t nat -A ...``, ``ip6tables ...`` (also
    ``iptables-legacy``/``-nft`` and absolute paths). Harmless shell lines are skipped: blank lines,
-   comments, ``set ...``, ``echo ...``, ``true``, ``:``, ``export ...``, and ``ip rule|route|link|addr``
+   comments, ``set ...``, ``echo ...``, ``true``, ``:``, ``export ...``, ``NAME=value`` assignments
+   (``$NAME`` is not expanded: a rule using it is a ParseError), and ``ip rule|route|link|addr``
    / ``sysctl`` commands (they do not change iptables state; the TPROXY routing set-up of istio-init
    uses them). Any other command is a ``ParseError``.
 5. **``kubectl logs <pod> -c istio-init``** output: when the input contains log lines (timestamps,
@@ -29,6 +30,8 @@ addresses are all IPv6 is IPv6 (else the first unmarked one is IPv4, the second 
 Normalisations (so that a kernel round trip gives equal models; see also ``render.py``):
 
 - ``-s/-d 0.0.0.0/0`` (not negated) and ``-p all`` are dropped — iptables-save omits them;
+- a negated ``--sport/--dport`` range touching 0 or 65535 becomes its complement, not negated
+  (``! --dport 0:1`` → ``--dport 2:65535``), as iptables-nft stores it;
 - a ``--sport/--dport`` covering 0:65535 is dropped (iptables-nft drops it, even when negated), and a
   ``-m tcp``/``-m udp`` with nothing left is dropped; ``--syn`` becomes
   ``--tcp-flags FIN,SYN,RST,ACK SYN`` in ``PortMatch.extra``;
@@ -45,8 +48,12 @@ Normalisations (so that a kernel round trip gives equal models; see also ``rende
   written (the kernel stores numbers: compare kernel dumps after mapping names to ids).
 
 Legacy negation after the option (``-d ! 10.0.0.0/8``) is refused with a ParseError that shows the
-modern form. A restore-form rule for a chain that was never declared (no ``:CHAIN``/``-N`` and not a
-built-in) is a ParseError, as iptables-restore refuses it; so is a jump to an unknown chain.
+modern form; so are address lists (``-s a,b``: iptables would expand them into several rules) and
+host names (never resolved). A restore-form rule for a chain that was never declared (no
+``:CHAIN``/``-N`` and not a built-in) is a ParseError, as iptables-restore refuses it; so is a jump
+to an unknown chain. Every ParseError carries the source, the 1-based line number and the line, and
+says what was expected. Inputs over ``MAX_INPUT_BYTES`` (100 MB; files are checked before reading),
+lines over ``MAX_LINE_CHARS`` (64 KiB), control characters and non-UTF-8 bytes are refused.
 """
 
 from __future__ import annotations
@@ -251,6 +258,8 @@ _REJECT_V6 = {
     "tcp-reset": "tcp-reset", "tcp-rst": "tcp-reset",
 }
 REJECT_DEFAULT: dict[Family, str] = {"ipv4": "icmp-port-unreachable", "ipv6": "icmp6-port-unreachable"}
+_LOG_FLAGS = ("--log-tcp-sequence", "--log-tcp-options", "--log-ip-options", "--log-uid",
+              "--log-macdecode")
 _LOG_LEVELS = {"emerg": 0, "panic": 0, "alert": 1, "crit": 2, "err": 3, "error": 3, "warning": 4,
                "warn": 4, "notice": 5, "info": 6, "debug": 7}
 
@@ -327,8 +336,8 @@ def _owner_id(value: str, what: str) -> str:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*\$?", v):
             raise _Err(f"{what}: expected a number, a range a-b or a name, got {value!r}")
         return v
-    lo = int(m.group(1))
-    hi = int(m.group(2)) if m.group(2) is not None else lo
+    lo = _int(m.group(1), what)  # _int: a 5000-digit id is a ParseError, not int()'s ValueError
+    hi = _int(m.group(2), what) if m.group(2) is not None else lo
     if hi < lo:
         raise _Err(f"{what}: empty range {value!r}")
     return str(lo) if lo == hi else f"{lo}-{hi}"
@@ -407,24 +416,54 @@ class _PortBuilder:
     opts: list[_Opt] = field(default_factory=list)
 
 
+_TCP_FLAGS = ("FIN", "SYN", "RST", "PSH", "ACK", "URG")
+
+
+def _tcp_flags(value: str) -> str:
+    """A ``--tcp-flags`` list in the kernel's bit order (``ALL`` expanded, empty → ``NONE``)."""
+    names: set[str] = set()
+    for item in value.upper().split(","):
+        if item == "ALL":
+            names.update(_TCP_FLAGS)
+        elif item == "NONE":
+            continue
+        elif item in _TCP_FLAGS:
+            names.add(item)
+        else:
+            raise _Err(f"--tcp-flags: unknown TCP flag {item!r} (expected {','.join(_TCP_FLAGS)}, ALL, NONE)")
+    return ",".join(f for f in _TCP_FLAGS if f in names) or "NONE"
+
+
 def _build_port(pb: _PortBuilder) -> PortMatch | None:
     sport: PortRange | None = None
     dport: PortRange | None = None
     sneg = dneg = False
-    extra: list[str] = []
+    extras: list[tuple[int, list[str]]] = []
     for o in pb.opts:
         if o.name in ("--sport", "--dport"):
             r = _portrange(o.values[0], o.name)
             if r.lo == 0 and r.hi == 65535:
                 continue  # iptables-nft drops a full-range port match, even a negated one
+            neg = o.negated
+            # iptables-nft stores a negated range touching 0 or 65535 as its complement
+            if neg and r.lo == 0:
+                r, neg = PortRange(r.hi + 1, 65535), False
+            elif neg and r.hi == 65535:
+                r, neg = PortRange(0, r.lo - 1), False
             if o.name == "--sport":
-                sport, sneg = r, o.negated
+                sport, sneg = r, neg
             else:
-                dport, dneg = r, o.negated
+                dport, dneg = r, neg
         elif o.name == "--syn":
-            extra += [*(["!"] if o.negated else []), "--tcp-flags", "FIN,SYN,RST,ACK", "SYN"]
-        else:
-            extra += [*(["!"] if o.negated else []), o.name, *o.values]
+            extras.append((1, [*(["!"] if o.negated else []), "--tcp-flags", "FIN,SYN,RST,ACK", "SYN"]))
+        elif o.name == "--tcp-flags":
+            extras.append((1, [*(["!"] if o.negated else []), o.name, _tcp_flags(o.values[0]),
+                               _tcp_flags(o.values[1])]))
+        else:  # --tcp-option, and raw options of sctp/dccp (kept in the order given)
+            extras.append((0 if o.name == "--tcp-option" else 2, [*(["!"] if o.negated else []), o.name,
+                                                                  *o.values]))
+    # iptables-save prints --tcp-option before --tcp-flags
+    extra = [t for _, toks in sorted(extras, key=lambda e: e[0]) for t in toks]
     if sport is None and dport is None and not extra:
         return None
     module = cast(Literal["tcp", "udp", "sctp", "udplite", "dccp"], pb.module)
@@ -465,9 +504,9 @@ def _build_module(name: str, opts: list[_Opt]) -> Match:
         return cls(v, M32 if m is None else m, o.negated)
     if name == "conntrack":
         st = by.get("--ctstate")
-        if st is None:
-            raise _Err("-m conntrack without --ctstate is not modelled; "
-                       "write it as an opaque module is not possible here")
+        if st is None:  # not modelled without states: keep it raw
+            raw = [t for o in opts for t in (*(["!"] if o.negated else []), o.name, *o.values)]
+            return OpaqueMatch("conntrack", tuple(raw))
         extra: list[str] = []
         for o in opts:
             if o.name != "--ctstate":
@@ -646,6 +685,8 @@ def _build_target(name: str, raw: list[str]) -> Target:
             else:
                 extra.append(t)
                 k += 1
+        order = {f: k for k, f in enumerate(_LOG_FLAGS)}
+        extra.sort(key=lambda t: order.get(t, len(order)))  # the order iptables-save prints
         return Log(prefix, level, tuple(extra))
     return OpaqueTarget(name, tuple(raw))
 
@@ -889,7 +930,7 @@ _LOG_HINT = re.compile(
     r"^(?:info|warn|error|debug)\s", re.IGNORECASE)
 _SHELL_IPT = re.compile(r"^(?:\S*/)?(ip6?tables)(?:-legacy|-nft)?$")
 _SAVE_CMD = re.compile(r"^(?:\S*/)?ip6?tables(?:-legacy|-nft)?-(?:save|restore)(?:\s.*)?$")
-_HARMLESS = re.compile(r"^(?:(?:set|echo|export|sysctl)(?:\s.*)?|true|:|exit(?:\s+0)?|"
+_HARMLESS = re.compile(r"^(?:(?:set|echo|export|sysctl)(?:\s.*)?|true|:|exit(?:\s+0)?|[A-Za-z_]\w*=\S*|"
                        r"ip(?:\s+-\S+(?:\s+inet6?)?)*\s+(?:rule|route|link|addr|address)(?:\s.*)?)$")
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\]\s*")
 _FAMILY_MARK = re.compile(r"^#\s*(ipv4|ipv6)\s*$", re.IGNORECASE)
@@ -932,8 +973,9 @@ class _Parser:
         for ln in lines:
             self.line(ln, shell_ok)
         if self.table is not None:
+            last = next((ln for ln in reversed(lines) if ln.text.strip()), None)
             raise self.err(f"missing COMMIT for table {self.table.name} (opened at line "
-                           f"{self.table.lineno})", lines[-1] if lines else None)
+                           f"{self.table.lineno}): the input ends early", last)
 
     def line(self, ln: _Line, shell_ok: bool) -> None:
         s = ln.text.strip()
@@ -966,6 +1008,8 @@ class _Parser:
         m = _COUNTERS.match(s)
         counters: tuple[int, int] | None = None
         if m:
+            if max(len(m.group(1)), len(m.group(2))) > 20:  # 2**64 has 20 digits
+                raise self.err("packet/byte counter out of range (more than 20 digits)", ln)
             counters = (int(m.group(1)), int(m.group(2)))
             s = s[m.end():]
         if s.startswith("-"):
@@ -1035,6 +1079,8 @@ class _Parser:
         if not m:
             raise self.err("expected ':CHAIN POLICY [packets:bytes]'", ln)
         name, policy = m.group(1), m.group(2)
+        if m.group(3) is not None and max(len(m.group(3)), len(m.group(4))) > 20:  # 2**64: 20 digits
+            raise self.err("packet/byte counter out of range (more than 20 digits)", ln)
         counters = (int(m.group(3)), int(m.group(4))) if m.group(3) is not None else None
         t.declared = True
         if name in BUILTIN_CHAINS[t.name]:
@@ -1071,6 +1117,8 @@ class _Parser:
             args = rest[1:]
             pos: int | None = None
             if cmd in ("-I", "-D") and args and re.fullmatch(r"\d+", args[0]):
+                if len(args[0]) > 10:  # int() refuses > 4300 digits with a bare ValueError
+                    raise self.err(f"{cmd} {chain}: rule position {args[0][:20]}... is out of range", ln)
                 pos = int(args[0])
                 args = args[1:]
             c = t.chains.get(chain)
@@ -1304,6 +1352,9 @@ _DUMP_LINE = re.compile(r"^(?:\*\s*\w+|:\S+\s+\S+(?:\s+\[\d+:\d+\])?|(?:\[\d+:\d
 def _looks_like_log(lines: list[_Line]) -> bool:
     has_hint = any(_LOG_HINT.search(ln.text.strip()) for ln in lines if ln.text.strip())
     if not has_hint:
+        return False
+    # a shell script (iptables command lines) is never a log, even with VAR=value lines
+    if any(_SHELL_IPT.match(ln.text.strip().split(None, 1)[0]) for ln in lines if ln.text.strip()):
         return False
     # only if some line is not valid in the strict grammar
     for ln in lines:

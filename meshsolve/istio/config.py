@@ -103,7 +103,8 @@ def validate_ports(value: str, *, what: str, wildcard: bool = False, source: str
         return WILDCARD
     out: list[int] = []
     for item in split_list(text):
-        if not item.isdigit() or not 0 <= int(item) <= 65535:
+        # ASCII digits only, at most 5: str.isdigit() accepts '²' and int() refuses 5000 digits
+        if not re.fullmatch(r"[0-9]{1,5}", item) or not 0 <= int(item) <= 65535:
             raise SpecError(f"{what}: {item!r} in {value!r} is not a port number 0..65535",
                             source=source, lineno=lineno)
         out.append(int(item))
@@ -438,7 +439,7 @@ def _field_value(name: str, value: Any, *, what: str, source: str) -> Any:
         return WILDCARD if text.strip() in ("", WILDCARD) else validate_names(text, what=what, source=source)
     if name in ("tproxy_mark", "tproxy_route_table"):
         validate_value(text, what=what, source=source)
-        if not text.strip().isdigit():
+        if not re.fullmatch(r"[0-9]{1,10}", text.strip()):  # ASCII digits; int() refuses 5000 digits
             raise SpecError(f"{what}: {text!r} is not a number", source=source)
         return int(text)
     if name == "mode":

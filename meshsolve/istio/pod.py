@@ -44,7 +44,7 @@ from meshsolve.istio.config import (
 from meshsolve.istio.flags import parse_flags
 from meshsolve.model.net import IPAddress, to_address
 
-__all__ = ["ANNOTATIONS", "PodCapture", "cni_args", "injector_args", "load_pods", "pod_capture",
+__all__ = ["ANNOTATIONS", "MAX_MANIFEST_BYTES", "PodCapture", "cni_args", "injector_args", "load_pods", "pod_capture",
            "pods_from_file", "pods_from_text", "read_annotations", "to_annotations"]
 
 A_MODE = "sidecar.istio.io/interceptionMode"
@@ -62,6 +62,10 @@ A_STATUS_PORT = "status.sidecar.istio.io/port"
 A_PROXY_CONFIG = "proxy.istio.io/config"
 ANNOTATIONS = (A_MODE, A_INJECT, A_IN_PORTS, A_EX_IN_PORTS, A_IN_CIDRS, A_EX_CIDRS, A_OUT_PORTS,
                A_EX_OUT_PORTS, A_KUBEVIRT, A_REROUTE, A_EX_IFACES, A_STATUS_PORT, A_PROXY_CONFIG)
+
+#: Manifests larger than this are refused before YAML parsing: PyYAML is pure Python (about 1 MB/s
+#: and ~50x the text in memory), and one Kubernetes object is at most ~1.5 MB (etcd's limit).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 _TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"}
 _TAG_RE = re.compile(r":v?(1\.\d{1,2})(?:[.\-][^/]*)?$")
@@ -104,26 +108,77 @@ class _Where:
     def line(self, key: str) -> int | None:
         return self._find(key, None, self.start) or self._find(key, None, 0)
 
+    def pod_line(self) -> int | None:
+        """The line of the pod's ``name`` (or 1), for errors with no finer position; None without text."""
+        return (self.start + 1) if self.lines else None
+
 
 def _name_of(pod: Mapping[str, Any]) -> str | None:
     name = (pod.get("metadata") or {}).get("name")
     return None if name is None else str(name)
 
 
+def _yaml_docs(text: str, source: str) -> list[tuple[Any, int]]:
+    """The YAML stream's documents with the 1-based line each starts on. Every failure of the YAML
+    reader (bad syntax, a control character, a 5000-digit integer, an impossible date, nesting too
+    deep for the recursive composer) is a ``SpecError`` with a line number."""
+    try:  # the reader checks every character when it is made
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise SpecError(f"not valid YAML: {exc.reason} ({exc.character!r})", source=source,
+                        lineno=text.count("\n", 0, exc.position) + 1) from None
+    docs: list[tuple[Any, int]] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            line = 1 if node is None else node.start_mark.line + 1
+            docs.append((loader.construct_document(node), line))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise SpecError(f"not valid YAML: {exc.problem or exc.context or exc}", source=source,
+                        lineno=None if mark is None else mark.line + 1) from None
+    except yaml.reader.ReaderError as exc:  # no mark: a character position in the text
+        raise SpecError(f"not valid YAML: {exc.reason} ({exc.character!r})", source=source,
+                        lineno=text.count("\n", 0, exc.position) + 1) from None
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as exc:
+        line = loader.get_mark().line + 1 if loader.get_mark() is not None else 1
+        raise SpecError(f"not valid YAML: {type(exc).__name__}: {str(exc)[:200]}", source=source,
+                        lineno=line) from None
+    finally:
+        loader.dispose()
+    return [(d, n) for d, n in docs if d is not None]
+
+
 def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any], ...]:
     """Every pod (or pod template) in a YAML stream: ``Pod``, ``List`` of them, or workloads."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=source,
-                        lineno=None if mark is None else mark.line + 1) from None
+    docs = _yaml_docs(text, source)
     pods: list[Mapping[str, Any]] = []
+    lineno = 1
+
+    def sub(doc: Mapping[str, Any], key: str, what: str) -> Mapping[str, Any]:
+        value = doc.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise SpecError(f"{what}: expected a mapping, got {type(value).__name__}", source=source,
+                            lineno=lineno)
+        return value
 
     def visit(doc: Any) -> None:
         if not isinstance(doc, Mapping):
-            raise SpecError("expected a Kubernetes object (a mapping)", source=source)
+            raise SpecError("expected a Kubernetes object (a mapping)", source=source, lineno=lineno)
         kind = doc.get("kind")
+        if not isinstance(kind, str | None):
+            raise SpecError(f"kind: expected a string, got {type(kind).__name__}", source=source,
+                            lineno=lineno)
+        items = doc.get("items") or ()
+        if kind != "Pod" and not isinstance(items, list | tuple):
+            raise SpecError(f"items: expected a list, got {type(items).__name__}", source=source,
+                            lineno=lineno)
+        spec = sub(doc, "spec", "spec")
+        sub(doc, "metadata", "metadata")
+        if kind in _TEMPLATE_KINDS:
+            sub(sub(spec, "template", "spec.template"), "metadata", "spec.template.metadata")
+        elif kind == "CronJob":
+            sub(sub(spec, "jobTemplate", "spec.jobTemplate"), "spec", "spec.jobTemplate.spec")
         if kind == "Pod":
             pods.append(doc)
         elif kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc):
@@ -139,12 +194,15 @@ def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any],
             job = ((doc.get("spec") or {}).get("jobTemplate") or {})
             visit({"kind": "Job", "metadata": doc.get("metadata") or {}, "spec": job.get("spec") or {}})
         else:
-            raise SpecError(f"expected kind Pod or List, got {kind!r}", source=source)
+            raise SpecError(f"expected kind Pod or List, got {kind!r}", source=source, lineno=lineno)
 
-    for d in docs:
-        visit(d)
+    for d, lineno in docs:  # lineno is read by visit() and sub() for their errors
+        try:
+            visit(d)
+        except RecursionError:
+            raise SpecError("Lists nested too deep", source=source, lineno=lineno) from None
     if not pods:
-        raise SpecError("no pod in the manifest", source=source)
+        raise SpecError("no pod in the manifest", source=source, lineno=docs[-1][1] if docs else 1)
     return tuple(pods)
 
 
@@ -190,10 +248,61 @@ def _dns_servers(pod: Mapping[str, Any], source: str, where: _Where) -> tuple[IP
     return tuple(out)
 
 
+_SHAPE: tuple[tuple[str, type], ...] = (
+    ("metadata", Mapping), ("metadata.annotations", Mapping), ("spec", Mapping),
+    ("spec.initContainers", list), ("spec.containers", list), ("spec.dnsConfig", Mapping),
+    ("spec.dnsConfig.nameservers", list), ("status", Mapping), ("status.podIPs", list),
+)
+_CONTAINER_SHAPE: tuple[tuple[str, type], ...] = (
+    ("command", list), ("args", list), ("env", list), ("ports", list), ("securityContext", Mapping),
+)
+
+
+def _check_shape(pod: Any, source: str, where: _Where) -> None:
+    """A ``SpecError`` naming the key (and its line) when a field the capture rules read has the
+    wrong YAML type (``args: "-p 15001"`` instead of a list, ``metadata: [..]``, ...)."""
+    def bad(path: str, value: Any, want: type) -> SpecError:
+        return SpecError(f"{path}: expected a {'list' if want is list else 'mapping'}, got "
+                         f"{type(value).__name__}", source=source,
+                         lineno=where.line(path.rsplit(".", 1)[-1]) or where.pod_line())
+
+    if not isinstance(pod, Mapping):
+        raise SpecError("expected a Kubernetes object (a mapping)", source=source, lineno=where.pod_line())
+    for path, want in _SHAPE:
+        value: Any = pod
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if value is not None and not isinstance(value, want):
+            raise bad(path, value, want)
+    spec = pod.get("spec") or {}
+    for group in ("initContainers", "containers"):
+        for c in spec.get(group) or ():
+            if not isinstance(c, Mapping):
+                continue
+            for key, want in _CONTAINER_SHAPE:
+                if c.get(key) is not None and not isinstance(c[key], want):
+                    raise bad(f"spec.{group}[{c.get('name')!s}].{key}", c[key], want)
+
+
 def pod_capture(pod: Mapping[str, Any], *, version: str | None = None, source: str = "<manifest>",
                 text: str = "") -> PodCapture:
-    """The capture configuration of one pod (see the module docstring for the rules)."""
-    where = _Where(text, source, _name_of(pod))
+    """The capture configuration of one pod (see the module docstring for the rules).
+
+    A ``SpecError`` that cannot name a finer line (a flag inside ``args``, a ``podIP``) names the
+    line of the pod's ``name``.
+    """
+    where = _Where(text, source, _name_of(pod) if isinstance(pod, Mapping) else None)
+    try:
+        _check_shape(pod, source, where)
+        return _pod_capture(pod, version=version, source=source, text=text, where=where)
+    except SpecError as exc:
+        if exc.lineno is not None or not text:
+            raise
+        raise type(exc)(exc.message, source=exc.source, lineno=where.pod_line(), line=exc.line) from None
+
+
+def _pod_capture(pod: Mapping[str, Any], *, version: str | None, source: str, text: str,
+                 where: _Where) -> PodCapture:
     meta = pod.get("metadata") or {}
     name, namespace = str(meta.get("name", "pod")), str(meta.get("namespace", "default"))
     spec = pod.get("spec") or {}
@@ -296,6 +405,7 @@ def read_annotations(pod: Mapping[str, Any], *, source: str = "<manifest>",
     and only the annotations that are present otherwise.
     """
     where = _Where(text, source, _name_of(pod))
+    _check_shape(pod, source, where)
     ann = _str_map((pod.get("metadata") or {}).get("annotations"))
     out: dict[str, str] = {}
     for key, kind in _KINDS.items():
@@ -471,16 +581,28 @@ def cni_args(pod: Mapping[str, Any], version: str, *, source: str = "<manifest>"
 
 def pods_from_text(text: str, *, version: str | None = None,
                    source: str = "<manifest>") -> tuple[PodCapture, ...]:
-    """Every pod's capture set-up in a manifest text."""
+    """Every pod's capture set-up in a manifest text (at most ``MAX_MANIFEST_BYTES`` characters)."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise SpecError(f"manifest larger than {MAX_MANIFEST_BYTES} characters", source=source, lineno=1)
     return tuple(pod_capture(p, version=version, source=source, text=text) for p in load_pods(text, source))
 
 
 def pods_from_file(path: str | Path, *, version: str | None = None) -> tuple[PodCapture, ...]:
+    """Every pod's capture set-up in a manifest file: at most ``MAX_MANIFEST_BYTES`` are read (a
+    larger file is refused before it is parsed); the text must be UTF-8."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            data = fh.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
-        raise SpecError(f"cannot read manifest: {exc.strerror}", source=str(p)) from None
+        raise SpecError(f"cannot read manifest: {exc.strerror or exc}", source=str(p)) from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise SpecError(f"manifest larger than {MAX_MANIFEST_BYTES} bytes", source=str(p), lineno=1)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", source=str(p),
+                        lineno=data.count(b"\n", 0, exc.start) + 1) from None
     return pods_from_text(text, version=version, source=str(p))
 
 

@@ -80,6 +80,7 @@ class NamespacePair:
     def create(self) -> None:
         if shutil.which("ip") is None:
             raise OracleError("iproute2 (`ip`) is not installed")
+        sweep_stale()  # namespaces of oracle runs that were killed before they could clean up
         sysctls = ("echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad; "
                    "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad; "
                    "echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start")

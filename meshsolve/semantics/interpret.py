@@ -18,7 +18,9 @@ A connection opened in the pod (an app, or the proxy)
     Owner uid/gid = the opening process's. Route: ``-o lo`` when the destination is local
     (127.0.0.0/8, ::1, a pod IP, the proxy's IPv6 inbound source such as ::6 that Istio adds to
     ``lo``), else ``-o eth0``. Source chosen by the kernel unless the proxy binds one
-    (``ProxyBehavior.inbound_source_*``): 127.0.0.1 for any 127/8 destination (the ``lo`` route's
+    (``ProxyBehavior.inbound_source_*``; a connection bound to an address of ``lo`` — 127.0.0.6, ::6 —
+    towards a remote destination fails in ``connect()`` with EINVAL: seen on this kernel, so the
+    flow is ``Refused``): 127.0.0.1 for any 127/8 destination (the ``lo`` route's
     preferred source), ::1 for ::1, the destination itself for another local IPv6 address (RFC 6724
     rule 1), otherwise the pod IP of the family. Hooks: raw, mangle, nat, filter, security OUTPUT →
     (re-route if nat rewrote the destination) → mangle, nat POSTROUTING. A local destination then
@@ -97,6 +99,7 @@ _LO6 = ipaddress.IPv6Address("::1")
 _LOOPNET4 = ipaddress.IPv4Network("127.0.0.0/8")
 _WILD4 = ipaddress.IPv4Address("0.0.0.0")
 _WILD6 = ipaddress.IPv6Address("::")
+_PASSTHROUGH6 = ipaddress.IPv6Address("::6")
 
 
 def rule_text(rule: Rule) -> str:
@@ -106,6 +109,11 @@ def rule_text(rule: Rule) -> str:
     except ImportError:  # the renderer is not there yet: show the model value
         return repr(rule)
     return str(render(rule))
+
+
+def _on_lo_only(addr: IPAddress) -> bool:
+    """An address that lives on ``lo`` only (127.0.0.0/8, ::1, the ::6 passthrough source)."""
+    return addr.is_loopback or addr == _PASSTHROUGH6
 
 
 def _loopback(family: Family) -> IPAddress:
@@ -257,6 +265,10 @@ class _Run:
         why = f" ({opener.why})" if opener.why else ""
         self.hop("open", f"{opener.who} (uid {opener.uid}, gid {opener.gid}) connects {src} -> "
                          f"{hostport(dst, dport)}/{proto} via {oif}{why}")
+        if opener.src is not None and oif != "lo" and _on_lo_only(opener.src):
+            self.hop("route", f"cannot connect from {src} (an address of lo) to the remote {hostport(dst, dport)}: "
+                              "connect() fails (EINVAL)")
+            return self.result(Refused())
         pkt = Packet(fam, proto, src, dst, sport, dport, oif=oif, uid=opener.uid, gid=opener.gid)
         pkt, end, nat = self.hooks(pkt, [("raw", "OUTPUT"), ("mangle", "OUTPUT"), ("nat", "OUTPUT")])
         if end is not None:

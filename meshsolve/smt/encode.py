@@ -72,6 +72,8 @@ from meshsolve.model.rules import (
     MarkMatch,
     Match,
     MultiportMatch,
+    OpaqueMatch,
+    OpaqueTarget,
     OutInterface,
     OwnerMatch,
     PortMatch,
@@ -94,6 +96,10 @@ from meshsolve.model.world import World
 __all__ = ["FlowEncoding", "HopVars", "KIND", "OUTCOME", "encode_flow"]
 
 TCP = 6
+# A rule slot of the synthesizer: ``-m meshsolve-slot N -j MESHSOLVE-SLOT N`` in a chain stands for
+# the symbolic rule number N (its enabled flag, chosen conditions and chosen target).
+SLOT_MODULE = "meshsolve-slot"
+SLOT_TARGET = "MESHSOLVE-SLOT"
 # Decision kinds of one table traversal.
 CONT, DROP, REDIR, DNAT, TPROXY, UNK = range(6)
 KIND = {"cont": CONT, "drop": DROP, "redirect": REDIR, "dnat": DNAT, "tproxy": TPROXY, "unknown": UNK}
@@ -184,6 +190,11 @@ class Ctx:
         locals_.extend(ipaddress.ip_network(a) for a in world.pod_ips if family_of(a) == family)
         self.local_nets = tuple(locals_)
         self.loopback = to_address("127.0.0.1" if family == "ipv4" else "::1")
+
+    # Synthesis hooks: symbolic rule slots and proxy knobs (see meshsolve.smt.synth).
+    slots: dict[int, Any] = {}  # noqa: RUF012 - replaced per instance by the synthesizer
+    knob_localhost: Any = None  # Bool: the inbound side forwards to localhost (else original dst)
+    knob_source: Any = None  # Bool: the inbound side binds the passthrough source (127.0.0.6 / ::6)
 
     def fresh(self, prefix: str, sort: z3.SortRef) -> Any:
         self._n += 1
@@ -328,6 +339,11 @@ def match_term(m: Match, pkt: Pkt, mark: Any, ctmark: Any, ctx: Ctx, where: str)
             return z3.And(*parts) if parts else z3.BoolVal(True)
         case CommentMatch():
             return z3.BoolVal(True)
+    if isinstance(m, OpaqueMatch) and m.module == SLOT_MODULE and ctx.slots:
+        slot = ctx.slots[int(m.args[0])]
+        conds = [z3.Implies(u, match_term(atom, pkt, mark, ctmark, ctx, where))
+                 for u, atom in zip(slot.use, slot.atoms, strict=True)]
+        return z3.And(slot.enabled, *conds)
     return ctx.opaque_bool(f"{where}: unmodelled match {type(m).__name__}")
 
 
@@ -451,6 +467,14 @@ class Traversal:
                     return self.run(chain, i + 1, newm, ctmark, k)
                 newct = (ctmark & z3.BitVecVal(~mask & 0xFFFFFFFF, 32)) ^ z3.BitVecVal(value, 32)
                 return self.run(chain, i + 1, mark, newct, k)
+        if isinstance(t, OpaqueTarget) and t.name == SLOT_TARGET and self.ctx.slots:
+            slot = self.ctx.slots[int(t.args[0])]
+            decs = [self.target(Rule((), choice), chain, i, mark, ctmark, k, rest, where) or rest
+                    for choice in slot.targets]
+            out = decs[-1]
+            for j in range(len(decs) - 2, -1, -1):
+                out = ite(slot.target == j, decs[j], out)
+            return out
         # SNAT, MASQUERADE, opaque targets: the end is undetermined.
         return self.dec(UNK, mark, ctmark)
 
@@ -539,7 +563,8 @@ def _pipeline(ctx: Ctx, rs: Ruleset, hooks: list[tuple[str, str]], pkt: Pkt, mar
 
 
 def encode_flow(world: World, family: Family, *, hops: int = 8,
-                names: dict[str, int] | None = None, tag: str = "") -> tuple[FlowEncoding, HopVars, Any]:
+                names: dict[str, int] | None = None, tag: str = "", share_hop0: bool = True,
+                setup: Callable[[Ctx], None] | None = None) -> tuple[FlowEncoding, HopVars, Any]:
     """Encode a flow whose hop 0 is free (the caller constrains it with a ``Scope``).
 
     Returns the encoding, hop 0's variables and a BV8 ``client`` code (0 peer, 1 local). Hop 0's
@@ -547,6 +572,9 @@ def encode_flow(world: World, family: Family, *, hops: int = 8,
     internal variables apart) of two worlds talk about the same first connection.
     """
     ctx = Ctx(world, family, names=names, tag=tag)
+    if setup is not None:
+        setup(ctx)
+    v0 = "" if share_hop0 else tag
     w = ctx.w
     rs = world.rules.for_family(family)
     proxy = world.proxy
@@ -563,11 +591,12 @@ def encode_flow(world: World, family: Family, *, hops: int = 8,
     if proxy.inbound_port is not None and proxy.inbound_port != proxy.outbound_port:
         listeners.append((proxy.inbound_port, IN))
 
-    client = z3.BitVec("client", 8)  # 0: peer, 1: local process
+    client = z3.BitVec(f"{v0}client", 8)  # 0: peer, 1: local process
     cons.append(z3.ULE(client, 1))
-    endpoint = z3.BitVec("endpoint", 16)
-    h0 = HopVars(src=z3.BitVec("src0", w), dst=z3.BitVec("dst0", w), sport=z3.BitVec("sport0", 16),
-                 dport=z3.BitVec("dport0", 16), uid=z3.BitVec("uid0", 32), gid=z3.BitVec("gid0", 32))
+    endpoint = z3.BitVec(f"{v0}endpoint", 16)
+    h0 = HopVars(src=z3.BitVec(f"{v0}src0", w), dst=z3.BitVec(f"{v0}dst0", w),
+                 sport=z3.BitVec(f"{v0}sport0", 16), dport=z3.BitVec(f"{v0}dport0", 16),
+                 uid=z3.BitVec(f"{v0}uid0", 32), gid=z3.BitVec(f"{v0}gid0", 32))
     is_peer0 = client == 0
     peer_ip = world.peer_ip(family)
     pod_v = addr_val(pod, family)
@@ -779,6 +808,10 @@ def _hop_local(ctx: Ctx, rs: Ruleset, h: HopVars, sockets: list[tuple[str, Any]]
     lo_path = _end(d3kind, delivered)
     routed = z3.If(local, lo_path, z3.BitVecVal(EGRESS, 8))
     cls = _end(d1kind, _end(d2kind, routed))
+    # connect() from an address of lo (127/8, ::6) to a remote destination fails with EINVAL
+    lo_src = z3.Or(ctx.is_loopback_range(h.src), h.src == addr_val(to_address("::6"), "ipv6")) \
+        if ctx.family == "ipv6" else ctx.is_loopback_range(h.src)
+    cls = z3.If(z3.And(lo_src, z3.Not(ctx.is_local(h.dst))), z3.BitVecVal(REFUSED, 8), cls)
     none16 = z3.BitVecVal(0xFFFF, 16)
     odst = z3.If(tproxied, new_dst, h.dst)
     odport = z3.If(tproxied, new_dport, h.dport)
@@ -812,7 +845,10 @@ def _proxy_upstream(ctx: Ctx, world: World, h: HopVars, n: int, endpoint: Any, c
         out_dst = z3.If(is_svc, e_dst, out_dst)
         out_port = z3.If(is_svc, e_port, out_port)
     loop_v = addr_val(ctx.loopback, fam)
-    in_dst = loop_v if p.inbound_endpoint == "localhost" else odst
+    if ctx.knob_localhost is not None:
+        in_dst: Any = z3.If(ctx.knob_localhost, loop_v, odst)
+    else:
+        in_dst = loop_v if p.inbound_endpoint == "localhost" else odst
     is_in = h.cls == IN
     dst = z3.If(is_in, in_dst, out_dst)
     dport = z3.If(is_in, odport, out_port)
@@ -820,6 +856,9 @@ def _proxy_upstream(ctx: Ctx, world: World, h: HopVars, n: int, endpoint: Any, c
     auto_src = z3.If(ctx.is_loopback_range(dst), loop_v, z3.If(ctx.is_local(dst), dst, pod_v))
     bound = p.inbound_source(fam)
     in_src = auto_src if bound is None else addr_val(bound, fam)
+    if ctx.knob_source is not None:
+        passthrough = to_address("127.0.0.6" if fam == "ipv4" else "::6")
+        in_src = z3.If(ctx.knob_source, addr_val(passthrough, fam), auto_src)
     src = z3.If(is_in, in_src, auto_src)
-    sport = z3.BitVec(f"sport{n}", 16)
+    sport = z3.BitVec(f"{ctx.tag}sport{n}", 16)
     return HopVars(src=src, dst=dst, sport=sport, dport=dport, uid=None, gid=None)

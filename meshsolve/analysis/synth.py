@@ -1,0 +1,223 @@
+"""Synthesis: declarative goals in, the minimal capture set-up (or a minimal conflict) out.
+
+``synthesize(spec)`` runs counterexample-guided synthesis (``meshsolve.smt.synth`` explains the
+design): propose the smallest rule list and knob values that meet every goal on the example flows,
+prove every goal of that candidate with the verifier, add the verifier's counterexamples, repeat.
+The answer is a ``Synthesized`` set-up whose goals are all ``Proved`` (the proofs are returned), or
+a ``Conflict`` naming a minimal set of goals that no rule list of the vocabulary can meet together
+— every proper subset of it has been synthesized and proved, so each named goal is needed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from meshsolve.analysis.check import Proved, Refuted, Unknown, Verdict, check
+from meshsolve.analysis.spec import Goal, Spec
+from meshsolve.errors import InternalError, UnsupportedError
+from meshsolve.model.rules import Rule
+from meshsolve.model.world import Flow, World
+from meshsolve.smt.synth import Candidate, Example, SlotSearch
+
+__all__ = ["Conflict", "Synthesized", "one_minimal_violations", "synthesize"]
+
+MAX_ITERATIONS = 200
+
+
+@attrs.frozen
+class Synthesized:
+    """The minimal set-up: the searched chain's rules, knob values, the world and the proofs."""
+
+    spec: Spec
+    rules: tuple[Rule, ...]
+    knobs: tuple[tuple[str, str], ...]
+    world: World = attrs.field(repr=False)
+    proofs: tuple[Verdict, ...]
+    iterations: int
+    solver_calls: int
+    examples: int
+    seconds: float
+
+    @property
+    def kind(self) -> str:
+        return "synthesized"
+
+    def __str__(self) -> str:
+        from meshsolve.iptables import rule_text
+
+        s = self.spec.search
+        lines = [f"SYNTHESIZED  {self.spec.name}: {len(self.rules)} rule(s) in {s.table}::{s.chain}"]
+        for i, r in enumerate(self.rules, 1):
+            lines.append(f"  {i}. -A {s.chain} {rule_text(r)}")
+        for k, v in self.knobs:
+            lines.append(f"  proxy: {k} = {v}")
+        lines.append("  proved: " + "; ".join(g.name for g in self.spec.goals))
+        return "\n".join(lines)
+
+
+@attrs.frozen
+class Conflict:
+    """No set-up in the search space meets ``goals`` together (a minimal conflicting set)."""
+
+    spec: Spec
+    goals: tuple[Goal, ...]
+    flows: tuple[tuple[str, Flow], ...]  # the example flows that pin the conflict, by goal name
+    subsets: tuple[tuple[tuple[str, ...], Synthesized], ...]  # each proper subset, met and proved
+    iterations: int
+    solver_calls: int
+    seconds: float
+
+    @property
+    def kind(self) -> str:
+        return "conflict"
+
+    def __str__(self) -> str:
+        lines = [f"CONFLICT  {self.spec.name}: no set-up in the search space meets these goals together:"]
+        lines += [f"  - {g.name}" for g in self.goals]
+        if self.flows:
+            lines.append("  on the flows:")
+            lines += [f"    {f}  ({name})" for name, f in self.flows]
+        for names, res in self.subsets:
+            dropped = [g.name for g in self.goals if g.name not in names]
+            lines.append(f"  without '{', '.join(dropped)}': met with {len(res.rules)} rule(s)")
+        return "\n".join(lines)
+
+
+def _examples_for(goal_index: int, goal: Goal, world: World, verdict: Refuted) -> Example:
+    flow = verdict.flow
+    fam = verdict.scope.family
+    if flow.client == "peer":
+        return Example(goal_index, verdict.expected, fam, flow, True, 0, 0)
+    if flow.client == "proxy":
+        ids = (verdict.world.proxy.uid, verdict.world.proxy.gid)
+    else:
+        app = verdict.world.app(flow.client)
+        ids = (app.uid, app.gid)
+    return Example(goal_index, verdict.expected, fam, flow, False, *ids)
+
+
+def _seed_examples(spec: Spec, goals: Sequence[int]) -> list[Example]:
+    """Flows the goals name explicitly (reachable/observed ones), to start from something real."""
+    out = []
+    w = spec.world
+    for j in goals:
+        g = spec.goals[j]
+        for scope, pred in g.prop.checks(w):
+            if scope.dst is None or scope.dports is None or len(scope.dst) != 1 or len(scope.dports) != 1:
+                continue
+            if scope.dports[0].lo != scope.dports[0].hi or scope.dst[0].num_addresses != 1:
+                continue
+            client = scope.client if scope.client in ("peer", "proxy") else scope.app or ""
+            flow = Flow(client, scope.dst[0].network_address, scope.dports[0].lo)
+            if client == "peer":
+                out.append(Example(j, pred, scope.family, flow, True, 0, 0))
+            else:
+                ids = (w.proxy.uid, w.proxy.gid) if client == "proxy" else (w.app(client).uid, w.app(client).gid)
+                out.append(Example(j, pred, scope.family, flow, False, *ids))
+    return out
+
+
+def _run(spec: Spec, goals: Sequence[int], search: SlotSearch, progress: Callable[[str], None] | None,
+         t0: float) -> Synthesized | None:
+    """CEGIS on ``goals``; None when the examples make them unsatisfiable."""
+    for ex in _seed_examples(spec, goals):
+        if ex not in search.examples:
+            search.add_example(ex)
+    for it in range(1, MAX_ITERATIONS + 1):
+        cand = search.propose(goals)
+        if cand is None:
+            return None
+        world = search.concrete_world(cand)
+        proofs: list[Verdict] = []
+        new: list[Example] = []
+        for j in goals:
+            v = check(world, spec.goals[j].prop)
+            if isinstance(v, Unknown):
+                raise UnsupportedError(f"cannot verify goal '{spec.goals[j].name}' of a candidate: {v.reason}")
+            if isinstance(v, Refuted):
+                new.append(_examples_for(j, spec.goals[j], world, v))
+            proofs.append(v)
+        if progress is not None:
+            progress(f"iteration {it}: {len(cand.rules)} rule(s), {cand.conditions_used} condition(s), "
+                     f"{len(new)} counterexample(s), {len(search.examples)} example(s)")
+        if not new:
+            return Synthesized(spec, cand.rules, cand.knobs, world, tuple(proofs), it, search.solver_calls,
+                               len(search.examples), time.perf_counter() - t0)
+        for ex in new:
+            if ex in search.examples:
+                raise InternalError(f"counterexample {ex.flow} for goal {ex.goal} is already an example: "
+                                    "the synthesis and verification encodings disagree")
+            search.add_example(ex)
+    raise UnsupportedError(f"synthesis did not converge in {MAX_ITERATIONS} iterations")
+
+
+def _search(spec: Spec) -> SlotSearch:
+    s = spec.search
+    return SlotSearch(spec.world, spec.family, s.table, s.chain, s.max_rules, s.conditions,
+                      [t for _text, t in s.targets], s.knobs, len(spec.goals), spec.minimize)
+
+
+def synthesize(spec: Spec, *, progress: Callable[[str], None] | None = None) -> Synthesized | Conflict:
+    """The minimal set-up meeting every goal of ``spec``, or a minimal conflict between goals."""
+    t0 = time.perf_counter()
+    search = _search(spec)
+    all_goals = list(range(len(spec.goals)))
+    res = _run(spec, all_goals, search, progress, t0)
+    if res is not None:
+        return res
+    core = search.core(all_goals)
+    if not core:
+        raise InternalError("synthesis found no candidate, yet the goals are satisfiable on the examples")
+    # certify minimality: every proper subset (drop one goal) is met and proved
+    while True:
+        subsets: list[tuple[tuple[str, ...], Synthesized]] = []
+        shrunk = False
+        for j in core:
+            rest = [g for g in core if g != j]
+            if not rest:
+                continue
+            sub = _run(spec, rest, _search_with(spec, search), progress, t0)
+            if sub is None:
+                core = search.core(rest) or rest
+                shrunk = True
+                break
+            subsets.append((tuple(spec.goals[g].name for g in rest), sub))
+        if not shrunk:
+            break
+    flows = tuple((spec.goals[ex.goal].name, ex.flow) for ex in search.examples if ex.goal in core)
+    return Conflict(spec, tuple(spec.goals[j] for j in core), flows, tuple(subsets), len(search.examples),
+                    search.solver_calls, time.perf_counter() - t0)
+
+
+def _search_with(spec: Spec, parent: SlotSearch) -> SlotSearch:
+    """A fresh search that starts from the parent's examples (so it converges fast)."""
+    child = _search(spec)
+    for ex in parent.examples:
+        child.add_example(ex)
+    return child
+
+
+def one_minimal_violations(result: Synthesized) -> list[str]:
+    """Removing any rule or any condition of a synthesized rule must break some goal: the list of
+    removals that do *not* break one (empty when the result is 1-minimal)."""
+    spec = result.spec
+    search = _search(spec)
+    bad: list[str] = []
+
+    def holds(rules: tuple[Rule, ...]) -> bool:
+        w = search.concrete_world(Candidate(rules, result.knobs, 0))
+        return all(isinstance(check(w, g.prop), Proved) for g in spec.goals)
+
+    rules = result.rules
+    for i in range(len(rules)):
+        if holds(rules[:i] + rules[i + 1:]):
+            bad.append(f"rule {i + 1} can be removed")
+    for i, r in enumerate(rules):
+        for k in range(len(r.matches)):
+            smaller = Rule(r.matches[:k] + r.matches[k + 1:], r.target)
+            if holds(rules[:i] + (smaller,) + rules[i + 1:]):
+                bad.append(f"condition {k + 1} of rule {i + 1} can be removed")
+    return bad

@@ -1,0 +1,144 @@
+"""Rendering a report: istioctl-analyze text lines, JSON with a schema version, and colour rules.
+
+Text: one line per finding, ``<Level> [<CODE>] (<Kind> <ns/name> [file:line]) <message>``, then a
+summary line. Only the level word is coloured, only when the stream is a terminal, and never with
+``NO_COLOR`` set or ``TERM=dumb``. ``explain=True`` adds the witness's numbered trace under each
+refuted finding.
+
+Exit codes (``Report.exit_code``): 0 when every property holds, 79 when some property is refuted
+(whether or not others are inconclusive — a counterexample is definite), 80 when none is refuted
+but some are inconclusive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+import attrs
+
+from meshsolve.report.catalog import LEVELS, Level
+from meshsolve.report.findings import Finding, Subject
+
+__all__ = ["EXIT_FINDINGS", "EXIT_OK", "EXIT_UNKNOWN", "SCHEMA_VERSION", "Checked", "Report",
+           "colour_enabled", "render_json", "render_text"]
+
+SCHEMA_VERSION = 1
+EXIT_OK = 0
+EXIT_FINDINGS = 79
+EXIT_UNKNOWN = 80
+
+_COLOURS: dict[str, str] = {"Error": "\x1b[1;31m", "Warning": "\x1b[33m", "Info": ""}
+_RESET = "\x1b[0m"
+
+
+@attrs.frozen
+class Checked:
+    """One property checked for one subject, and its verdict kind (proved/refuted/unknown)."""
+
+    subject: Subject
+    property: str
+    verdict: str
+
+
+def _at_least(level: Level, threshold: Level) -> bool:
+    return LEVELS.index(level) <= LEVELS.index(threshold)
+
+
+@attrs.frozen
+class Report:
+    """Findings plus what was checked; ``failure_threshold`` decides which findings fail the run."""
+
+    findings: tuple[Finding, ...] = attrs.field(default=(), converter=tuple)
+    checked: tuple[Checked, ...] = attrs.field(default=(), converter=tuple)
+    failure_threshold: Level = "Info"
+
+    @property
+    def exit_code(self) -> int:
+        failing = [f for f in self.findings if _at_least(f.level, self.failure_threshold)]
+        if any(f.verdict != "unknown" for f in failing):
+            return EXIT_FINDINGS
+        if any(f.verdict == "unknown" for f in self.findings) or any(
+                c.verdict == "unknown" for c in self.checked):
+            return EXIT_UNKNOWN
+        return EXIT_OK
+
+    def counts(self) -> dict[str, int]:
+        out = {"proved": 0, "refuted": 0, "unknown": 0}
+        for c in self.checked:
+            out[c.verdict] = out.get(c.verdict, 0) + 1
+        return out
+
+    def level_counts(self) -> dict[str, int]:
+        return {lvl: sum(1 for f in self.findings if f.level == lvl) for lvl in LEVELS}
+
+    def filtered(self, output_threshold: Level) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if _at_least(f.level, output_threshold))
+
+    def summary(self) -> str:
+        subjects = list(dict.fromkeys(c.subject for c in self.checked))
+        what = str(subjects[0]) if len(subjects) == 1 else f"{len(subjects)} pods"
+        c = self.counts()
+        n = len(self.checked)
+        if not self.findings:
+            return f"✔ No issues found: {n} of {n} properties proved for {what}"
+        lv = self.level_counts()
+        parts = [f"{lv[k]} {k.lower()}{'s' if lv[k] != 1 else ''}" for k in LEVELS if lv[k]]
+        return (f"{len(self.findings)} finding{'s' if len(self.findings) != 1 else ''} "
+                f"({', '.join(parts)}) for {what}: {c['proved']} proved, {c['refuted']} refuted, "
+                f"{c['unknown']} unknown of {n} properties")
+
+
+def colour_enabled(stream: IO[str] | None, env: Mapping[str, str] | None = None) -> bool:
+    """Colour only on a terminal, and not with ``NO_COLOR`` (any value) or ``TERM=dumb``."""
+    env = os.environ if env is None else env
+    if "NO_COLOR" in env or env.get("TERM", "") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _level_word(level: str, colour: bool) -> str:
+    code = _COLOURS.get(level, "")
+    return f"{code}{level}{_RESET}" if colour and code else level
+
+
+def render_text(report: Report, *, colour: bool = False, explain: bool = False,
+                output_threshold: Level = "Info") -> str:
+    """The findings as istioctl-analyze lines and a summary line (see the module docstring)."""
+    lines: list[str] = []
+    for f in report.filtered(output_threshold):
+        line = f.line()
+        if colour:
+            line = _level_word(f.level, True) + line[len(f.level):]
+        lines.append(line)
+        if explain and f.result is not None:
+            lines.extend("    " + t for t in str(f.result).splitlines())
+    lines.append(report.summary())
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: Report, *, output_threshold: Level = "Info",
+                extra: Mapping[str, Any] | None = None) -> str:
+    """``{"schemaVersion": 1, "findings": [...], "checked": [...], "summary": {...}}``."""
+    doc: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION}
+    if extra:
+        doc.update(extra)
+    doc["findings"] = [f.to_dict() for f in report.filtered(output_threshold)]
+    doc["checked"] = [{"origin": str(c.subject), "property": c.property, "verdict": c.verdict}
+                      for c in report.checked]
+    doc["summary"] = {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
+                      "exitCode": report.exit_code}
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def merge(reports: Iterable[Report], failure_threshold: Level = "Info") -> Report:
+    """One report of many (findings and checks in order)."""
+    fs: list[Finding] = []
+    cs: list[Checked] = []
+    for r in reports:
+        fs.extend(r.findings)
+        cs.extend(r.checked)
+    return Report(tuple(fs), tuple(cs), failure_threshold)

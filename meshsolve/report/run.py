@@ -1,0 +1,32 @@
+"""Checking a world's properties and collecting the findings into a ``Report``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from meshsolve.analysis.check import check
+from meshsolve.analysis.properties import Property
+from meshsolve.model.world import World
+from meshsolve.report.catalog import Level
+from meshsolve.report.findings import Finding, findings_for, lint_world, subject_of
+from meshsolve.report.progress import Progress
+from meshsolve.report.render import Checked, Report
+
+__all__ = ["check_world"]
+
+
+def check_world(world: World, props: Sequence[Property], *, app_references: Mapping[str, str] | None = None,
+                failure_threshold: Level = "Info", progress: Progress | None = None) -> Report:
+    """Prove or refute each property; findings for the refuted/unknown ones plus ``lint_world``."""
+    findings: list[Finding] = list(lint_world(world, app_references=dict(app_references or {})))
+    checked: list[Checked] = []
+    subject = subject_of(world)
+    for p in props:
+        v = check(world, p)
+        checked.append(Checked(subject, p.title(), v.kind))
+        findings.extend(findings_for(world, v))
+        if progress is not None:
+            progress.step()
+    if progress is not None:
+        progress.done()
+    return Report(tuple(findings), tuple(checked), failure_threshold)
