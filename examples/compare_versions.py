@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                  Flow(base.apps[0].name, "127.0.0.1", port)):
         a, b = interpret(old, flow), interpret(new, flow)
         mark = "same" if a.summary == b.summary else "CHANGED"
-        print(f"{str(flow):<40} {args.old}: {a.summary:<26} {args.new}: {b.summary:<26} {mark}")
+        print(f"{flow!s:<40} {args.old}: {a.summary:<26} {args.new}: {b.summary:<26} {mark}")
     return 2 if any(isinstance(r, DiffUnknown) for r in results) else 0
 
 

@@ -28,6 +28,57 @@ def cli() -> None:
 # --- subcommands are added below, one section each ---------------------------------------------
 
 
+# --- synth (declarative goals -> minimal set-up, meshsolve.analysis.synth) ----------------------
+
+
+@cli.command("synth")
+@click.argument("spec_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Choice(["text", "script", "restore", "args", "annotations", "json"]),
+              default="text", show_default=True, help="what to print for a synthesized set-up")
+@click.option("--write", "write_to", type=click.Path(dir_okay=False), default=None,
+              help="also write the istio-init script to this file")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.pass_context
+def synth_command(ctx: click.Context, spec_file: str, output: str, write_to: str | None, quiet: bool) -> None:
+    """Synthesize the smallest set-up meeting SPEC_FILE's goals, or name the goals that conflict.
+
+    Exit code 0: synthesized (every goal proved); 79: the goals conflict (a minimal conflicting set
+    is printed, each of its proper subsets met and proved); 65: a bad spec (file and line named).
+    """
+    from meshsolve.analysis.emit import emit
+    from meshsolve.analysis.spec import load_spec
+    from meshsolve.analysis.synth import Synthesized, synthesize
+
+    spec = load_spec(spec_file)
+    show = not quiet and sys.stderr.isatty()
+
+    def progress(msg: str) -> None:
+        if show:
+            click.echo(f"  .. {msg}", err=True)
+
+    res = synthesize(spec, progress=progress)
+    if not isinstance(res, Synthesized):
+        if output == "json":
+            import json
+
+            click.echo(json.dumps({"schemaVersion": 1, "spec": spec.name, "result": "conflict",
+                                   "goals": [g.name for g in res.goals],
+                                   "flows": [{"goal": n, "flow": str(f)} for n, f in res.flows]}, indent=2))
+        else:
+            click.echo(str(res))
+        ctx.exit(EXIT_FINDINGS)
+    if write_to:
+        with open(write_to, "w", encoding="utf-8") as fh:
+            fh.write(emit(res, "script"))
+    if output == "text":
+        click.echo(str(res))
+        click.echo(f"  ({res.iterations} iteration(s), {res.solver_calls} solver call(s), "
+                   f"{res.examples} example flow(s), {res.seconds:.1f} s)")
+    else:
+        click.echo(emit(res, output), nl=False)
+    ctx.exit(EXIT_OK)
+
+
 # --- parse (iptables text in any form -> canonical text, meshsolve.iptables) -------------------
 
 

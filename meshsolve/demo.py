@@ -38,7 +38,8 @@ from meshsolve.analysis.worlds import world_from_config
 from meshsolve.inputs import default_config
 from meshsolve.report import render_text
 from meshsolve.report.run import check_world
-from meshsolve.semantics import matrix, setup_world
+from meshsolve.model.world import Flow
+from meshsolve.semantics import interpret, matrix, setup_world
 
 __all__ = ["DEFAULT_SCRIPT", "Story", "main", "run"]
 
@@ -166,6 +167,13 @@ def _story_diff(s: Story) -> None:
             s.out(f"    {r}")
     s.claim("the two versions treat some connection differently (a witness per client kind)",
             any(isinstance(r, Different) for r in results))
+    s.out("    and on the seed's own flows:")
+    changed = 0
+    for flow in (Flow("peer", "192.0.2.10", 9003), Flow("peer", "192.0.2.10", 9002), Flow("app", VIP, 9003)):
+        ra, rb = interpret(old, flow), interpret(new, flow)
+        changed += ra.summary != rb.summary
+        s.out(f"      {flow!s:<30} 1.2: {ra.summary:<22} current: {rb.summary}")
+    s.claim("current fixes the pod-IP listener and stops exposing the localhost-only one", changed == 3)
 
 
 def run(out: Out = print, *, script: Path = DEFAULT_SCRIPT) -> bool:

@@ -180,8 +180,10 @@ def _line_of(text: str, pattern: str, start: int = 0) -> int | None:
 def apps_from_pod(pod: Mapping[str, Any], *, ipv6: bool = False, proxy_ports: Sequence[int] = (),
                   source: str = "<manifest>", text: str = "") -> tuple[tuple[App, ...], tuple[str, ...],
                                                                       tuple[tuple[str, str], ...]]:
-    """One app per container (the sidecar excluded): ids from ``securityContext``, one wildcard
-    socket per TCP ``containerPort``. Returns ``(apps, notes, app references)``."""
+    """One app per container (the sidecar excluded): ids from ``securityContext`` (``runAsUser`` /
+    ``runAsGroup``, container over pod, default 1000 each: the image's own user is not in the
+    manifest), one wildcard socket per TCP ``containerPort``. Returns ``(apps, notes, app
+    references)``."""
     spec = pod.get("spec") or {}
     pod_ctx = spec.get("securityContext") or {}
     bind = "::" if ipv6 else "0.0.0.0"
@@ -195,8 +197,7 @@ def apps_from_pod(pod: Mapping[str, Any], *, ipv6: bool = False, proxy_ports: Se
             continue
         ctx = c.get("securityContext") or {}
         uid = int(ctx.get("runAsUser", pod_ctx.get("runAsUser", 1000)))
-        gid = int(ctx.get("runAsGroup", pod_ctx.get("runAsGroup", uid if "runAsUser" in ctx
-                                                                  or "runAsUser" in pod_ctx else 1000)))
+        gid = int(ctx.get("runAsGroup", pod_ctx.get("runAsGroup", 1000)))
         socks = []
         for p in c.get("ports") or ():
             if not isinstance(p, Mapping) or "containerPort" not in p:

@@ -79,18 +79,22 @@ def test_no_leftovers_when_a_worker_dies() -> None:
     _assert_gone(names, pids)
 
 
-def test_sweep_removes_namespaces_of_dead_processes() -> None:
+def _stale_name() -> str:
     dead = subprocess.Popen(["true"])
     dead.wait()
     assert not os.path.exists(f"/proc/{dead.pid}")
-    stale = f"{netns.PREFIX}{dead.pid}x0p"
+    return f"{netns.PREFIX}{dead.pid}x0p"
+
+
+def test_sweep_removes_namespaces_of_dead_processes() -> None:
+    stale = _stale_name()
     netns.run(["ip", "netns", "add", stale])
     try:
-        mine = KernelWorld(_world())
-        with mine:
-            swept = netns.sweep_stale()
-            assert stale in swept
-            assert set(mine.namespaces) <= set(netns.list_namespaces()), "a live process's namespaces stay"
+        with netns.netns_pair() as pair:
+            assert stale not in netns.list_namespaces(), "creating a pair sweeps stale namespaces"
+            netns.run(["ip", "netns", "add", stale])
+            assert stale in netns.sweep_stale()
+            assert {pair.pod, pair.peer} <= set(netns.list_namespaces()), "a live process's stay"
     finally:
         subprocess.run(["ip", "netns", "delete", stale], capture_output=True, check=False)
     assert stale not in netns.list_namespaces()

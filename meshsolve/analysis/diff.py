@@ -56,6 +56,8 @@ class Different:
 
 @attrs.frozen
 class DiffUnknown:
+    """No answer for ``scope``: the solver gave up, or the difference found rests on an opaque rule."""
+
     scope: Scope
     reason: str
 

@@ -30,7 +30,8 @@ Goal kinds: ``reachable`` (client, port, dst?, app?) — every such connection t
 delivered (termination is the ``no_loops`` goal's business: partial correctness), ``private``
 (localhost-only sockets are not reachable from a peer), ``observed`` (client, dst, port, sides,
 delivered?), ``leaves`` (client, dst, port, sides? — the connection leaves the pod, seen by the
-proxy on those sides), ``no_loops`` (ports? — only connections to those ports), ``captured_outbound``, ``captured_inbound`` (ports?), ``bypass``.
+proxy on those sides), ``no_loops`` (ports? — only connections to those ports),
+``captured_outbound``, ``captured_inbound`` (ports?), ``bypass``.
 Every error names the spec file and line.
 """
 

@@ -218,6 +218,6 @@ def one_minimal_violations(result: Synthesized) -> list[str]:
     for i, r in enumerate(rules):
         for k in range(len(r.matches)):
             smaller = Rule(r.matches[:k] + r.matches[k + 1:], r.target)
-            if holds(rules[:i] + (smaller,) + rules[i + 1:]):
+            if holds((*rules[:i], smaller, *rules[i + 1:])):
                 bad.append(f"condition {k + 1} of rule {i + 1} can be removed")
     return bad

@@ -58,6 +58,7 @@ lines over ``MAX_LINE_CHARS`` (64 KiB), control characters and non-UTF-8 bytes a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -138,6 +139,8 @@ def tokenize(line: str) -> list[str]:
     (iptables' ``xtables_save_string`` writes ``\\'``, which POSIX shells would keep literally).
     Single quotes group literally. Outside quotes a backslash escapes the next character.
     """
+    if line.isascii() and not any(c in line for c in "\"'\\"):
+        return line.split()  # fast path: nothing quoted or escaped
     out: list[str] = []
     cur: list[str] = []
     have = False
@@ -315,6 +318,7 @@ def _port(value: str, what: str) -> int:
     return p
 
 
+@functools.lru_cache(maxsize=4096)
 def _net(value: str, what: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if "," in value:
         raise _Err(f"{what}: several addresses in one rule ({value!r}) are not supported; "

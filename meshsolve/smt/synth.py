@@ -214,6 +214,10 @@ class SlotSearch:
         for m in self.minimize:
             out.append(rules if m == "rules" else conds)
         out.append(z3.Sum(*knob_dev) if knob_dev else z3.IntVal(0))
+        # among equally small answers, prefer conditions and targets listed earlier (deterministic)
+        order = [z3.If(u, c + 1, 0) for row in self._cond_use for c, u in enumerate(row)]
+        order += [z3.If(s.enabled, z3.BV2Int(s.target), 0) for s in self.slots]
+        out.append(z3.Sum(*order))
         return out
 
     def propose(self, goals: Iterable[int]) -> Candidate | None:
