@@ -15,9 +15,12 @@ The public API, in the order a user needs it (every name below is in ``__all__``
 * **Questions**: ``interpret`` (one concrete flow → ``Result`` with a numbered trace); ``check``
   (a property → ``Proved``/``Refuted``/``Unknown``), ``audit`` (several), over the properties
   ``Reachable``, ``CaptureOutbound``, ``CaptureInbound``, ``Bypass``, ``NoLoops``, ``NoExposure``,
-  ``Observation``; ``diff`` (two worlds → ``Equivalent``/``Different``/``DiffUnknown``).
+  ``Observation``, ``LeavesPod``; ``diff`` (two worlds → ``Equivalent``/``Different``/``DiffUnknown``).
+* **Synthesis**: ``load_spec``/``parse_spec`` (a YAML spec: pod, goals, search space) and
+  ``synthesize`` (→ the minimal ``Synthesized`` set-up with its proofs, or a minimal ``Conflict``).
 * **Emitting**: ``render_save``/``render_restore`` (iptables-save / restore text), ``render_script``
-  (a shell script), ``to_flags`` (config → istio-iptables argv + env).
+  (a shell script), ``to_flags`` (config → istio-iptables argv + env), ``emit`` (a synthesized
+  set-up as a script, restore file, istio-iptables args, pod annotations or JSON).
 * **Errors**: everything meshsolve raises on purpose is a ``MeshsolveError``; bad input is a
   ``ParseError``/``SpecError`` (also ``ValueError``), an impossible world a ``WorldError``.
 
@@ -27,7 +30,7 @@ Hypothesis strategies for your own property tests are in :mod:`meshsolve.strateg
 ``assert_*`` helpers in :mod:`meshsolve.testing`.
 
 Importing ``meshsolve`` is cheap: names are loaded on first use (PEP 562), and the solver (z3) only
-when a question that needs it (``check``, ``audit``, ``diff``) is first called.
+when a question that needs it (``check``, ``audit``, ``diff``, ``synthesize``) is first called.
 """
 
 from __future__ import annotations
@@ -48,10 +51,12 @@ from meshsolve.errors import (
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by tests/test_api_public.py)
     from meshsolve.analysis.check import Proved, Refuted, Unknown, Verdict
     from meshsolve.analysis.diff import Different, DiffResult, DiffUnknown, Equivalent
+    from meshsolve.analysis.emit import emit
     from meshsolve.analysis.properties import (
         Bypass,
         CaptureInbound,
         CaptureOutbound,
+        LeavesPod,
         NoExposure,
         NoLoops,
         Observation,
@@ -59,12 +64,15 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         Reachable,
         default_properties,
     )
+    from meshsolve.analysis.spec import load_spec, parse_spec
+    from meshsolve.analysis.synth import Conflict, Synthesized
     from meshsolve.analysis.worlds import world_from_config, world_from_rules
     from meshsolve.api import (
         audit,
         check,
         diff,
         interpret,
+        synthesize,
         world_from_dump,
         world_from_flags,
         worlds_from_manifest,
@@ -111,12 +119,15 @@ _LAZY: dict[str, str] = {
     "setup_world": "meshsolve.semantics.setups",
     **dict.fromkeys(["Delivered", "Dropped", "Egress", "Hop", "Loop", "Outcome", "Refused", "Result",
                      "Undetermined"], "meshsolve.semantics.trace"),
-    **dict.fromkeys(["Bypass", "CaptureInbound", "CaptureOutbound", "NoExposure", "NoLoops", "Observation",
-                     "Property", "Reachable", "default_properties"], "meshsolve.analysis.properties"),
+    **dict.fromkeys(["Bypass", "CaptureInbound", "CaptureOutbound", "LeavesPod", "NoExposure", "NoLoops",
+                     "Observation", "Property", "Reachable", "default_properties"], "meshsolve.analysis.properties"),
     **dict.fromkeys(["Proved", "Refuted", "Unknown", "Verdict"], "meshsolve.analysis.check"),
     **dict.fromkeys(["DiffResult", "Different", "DiffUnknown", "Equivalent"], "meshsolve.analysis.diff"),
-    **dict.fromkeys(["audit", "check", "diff", "interpret", "world_from_dump", "world_from_flags",
+    **dict.fromkeys(["audit", "check", "diff", "interpret", "synthesize", "world_from_dump", "world_from_flags",
                      "worlds_from_manifest", "worlds_from_manifest_text"], "meshsolve.api"),
+    **dict.fromkeys(["load_spec", "parse_spec"], "meshsolve.analysis.spec"),
+    **dict.fromkeys(["Conflict", "Synthesized"], "meshsolve.analysis.synth"),
+    "emit": "meshsolve.analysis.emit",
 }
 
 __all__ = [
@@ -129,11 +140,13 @@ __all__ = [
     "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",
     # questions and answers
     "Bypass", "CaptureInbound", "CaptureOutbound", "Delivered", "DiffResult", "DiffUnknown", "Different",
-    "Dropped", "Egress", "Equivalent", "Hop", "Loop", "NoExposure", "NoLoops", "Observation", "Outcome",
+    "Dropped", "Egress", "Equivalent", "Hop", "LeavesPod", "Loop", "NoExposure", "NoLoops", "Observation", "Outcome",
     "Property", "Proved", "Reachable", "Refused", "Refuted", "Result", "Undetermined", "Unknown", "Verdict",
     "audit", "check", "default_properties", "diff", "interpret",
+    # synthesis
+    "Conflict", "Synthesized", "load_spec", "parse_spec", "synthesize",
     # emitting
-    "render_restore", "render_save", "render_script", "to_flags",
+    "emit", "render_restore", "render_save", "render_script", "to_flags",
     # errors
     "InternalError", "MeshsolveError", "OracleError", "ParseError", "SpecError", "UnsupportedError",
     "WorldError",

@@ -33,7 +33,7 @@ What every answer assumes (the model)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from meshsolve.analysis.check import Verdict
     from meshsolve.analysis.diff import DiffResult
     from meshsolve.analysis.properties import Property
+    from meshsolve.analysis.spec import Spec
+    from meshsolve.analysis.synth import Conflict, Synthesized
     from meshsolve.istio.config import CaptureConfig
     from meshsolve.model.net import IPAddress
     from meshsolve.model.rules import Rulesets
@@ -55,6 +57,7 @@ __all__ = [
     "check",
     "diff",
     "interpret",
+    "synthesize",
     "world_from_dump",
     "world_from_flags",
     "worlds_from_manifest",
@@ -241,7 +244,8 @@ def audit(world: World, properties: Iterable[Property] | None = None, *, hops: i
     """:func:`check` each property; without ``properties``, what every capture set-up should satisfy
     (``meshsolve.analysis.properties.default_properties``): outbound capture of the apps' traffic,
     inbound capture of the ports the apps listen on, bypass of the proxy's own traffic, no loops, no
-    exposure of localhost-only sockets. Same guarantees and assumptions as :func:`check`.
+    exposure of localhost-only sockets. Same guarantees and assumptions as :func:`check`: each
+    ``Proved`` covers every first TCP connection of that property's scope within ``hops`` connections.
     """
     from meshsolve.analysis.properties import default_properties
 
@@ -265,3 +269,28 @@ def diff(a: World, b: World, *, hops: int = DEFAULT_HOPS,
     from meshsolve.analysis.diff import diff as _diff
 
     return _diff(a, b, hops=hops, timeout_ms=timeout_ms)
+
+
+# --- synthesis -------------------------------------------------------------------------------------
+
+
+def synthesize(spec: Spec, *, progress: Callable[[str], None] | None = None) -> Synthesized | Conflict:
+    """The smallest capture set-up that meets every goal of ``spec`` (``load_spec``/``parse_spec``), or
+    a minimal set of goals no set-up of the search space can meet together.
+
+    * ``Synthesized``: the searched chain's rules and the proxy knob values, minimal in the spec's
+      ``minimize`` order among the rule lists of the vocabulary (at most ``search.max_rules`` rules
+      built from ``search.conditions`` and ``search.targets``), and, for every goal, a ``Proved``
+      verdict of ``check`` on the resulting world (``proofs``) — so the guarantees and assumptions of
+      :func:`check` apply: first TCP connections, the modelled rules, the hop bound.
+    * ``Conflict``: the named goals cannot all hold for any rule list of the vocabulary with any knob
+      values, and each proper subset of them was synthesized and proved (``subsets``), so every goal
+      named is needed; ``flows`` are the example connections that pin the conflict. "No set-up" is
+      relative to the search space: a richer vocabulary may meet the goals.
+
+    Raises ``UnsupportedError`` when a goal cannot be expressed, ``SpecError`` for a bad spec.
+    Emit a result with ``meshsolve.emit(result, "script" | "restore" | "args" | "annotations" | "json")``.
+    """
+    from meshsolve.analysis.synth import synthesize as _synthesize
+
+    return _synthesize(spec, progress=progress)

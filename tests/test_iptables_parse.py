@@ -481,3 +481,20 @@ def test_garbage_gives_parse_error_or_rulesets(text: str) -> None:
         parse_text(text)
     except ParseError as exc:
         assert exc.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=10), max_size=6))
+def test_tokenize_inverts_save_string_quoting(tokens: list[str]) -> None:
+    from meshsolve.iptables.parse import tokenize
+    from meshsolve.iptables.render import save_string
+
+    assert tokenize(" ".join(save_string(t) for t in tokens)) == tokens
+
+
+def test_crlf_and_byte_order_mark() -> None:
+    text = "\ufeff*filter\r\n:INPUT DROP [0:0]\r\n-A INPUT -j ACCEPT\r\nCOMMIT\r\n"
+    rs = parse_text(text)
+    assert rs.ipv4.chain("filter", "INPUT") is not None
+    assert rs.ipv4.chain("filter", "INPUT").policy == "DROP"  # type: ignore[union-attr]
+    assert rs.ipv4.rule_count() == 1

@@ -191,3 +191,12 @@ def test_istio_generated_pod_agrees_with_the_kernel(version: str, mode: str, fam
     assert not bad, f"{len(bad)} of {compared} flows disagree\n\n" + "\n\n".join(bad)
     if compared == 0:
         pytest.skip("the interpreter leaves every flow of this pod undetermined (-m socket)")
+
+
+@pytest.mark.slow
+@settings(max_examples=int(os.environ.get("MESHSOLVE_ORACLE_CAMPAIGN", "1500")), deadline=None,
+          database=None, suppress_health_check=list(HealthCheck))
+@given(worlds_and_flows())
+def test_random_worlds_campaign(case: tuple[World, tuple[Flow, ...]]) -> None:
+    """The same property over many more, non-derandomized worlds (opt in with --run-slow)."""
+    test_random_worlds_agree_with_the_kernel.hypothesis.inner_test(case)  # type: ignore[attr-defined]

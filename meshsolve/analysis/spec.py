@@ -252,14 +252,15 @@ def _goal(n: _Node, apps: tuple[App, ...]) -> Goal:
     return Goal(name or prop.title(), prop, n.line)
 
 
-def _conditions(n: _Node, source: str) -> tuple[tuple[str, tuple[Match, ...]], ...]:
+def _conditions(n: _Node, source: str, family: Family) -> tuple[tuple[str, tuple[Match, ...]], ...]:
     out = []
+    marker = "# ipv6\n" if family == "ipv6" else ""
     for c in n.sequence():
         text = c.scalar()
         where = f"{source}:{c.line}"
-        rules = _wrap(c, lambda t=text, w=where: parse_text(f"*nat\n:X - [0:0]\n-A X {t} -j RETURN\nCOMMIT\n",
-                                                            source=w))
-        chain = rules.ipv4.chain("nat", "X")
+        rules = _wrap(c, lambda t=text, w=where: parse_text(
+            f"{marker}*nat\n:X - [0:0]\n-A X {t} -j RETURN\nCOMMIT\n", source=w))
+        chain = rules.for_family(family).chain("nat", "X")
         assert chain is not None
         (rule,) = chain.rules
         if not rule.matches:
@@ -278,8 +279,9 @@ def _targets(n: _Node, rules: Rulesets, family: Family, table: str) -> tuple[tup
     decl = "".join(f":{c} - [0:0]\n" for c in user if c != "X")
     for t in n.sequence():
         text = t.scalar()
-        parsed = _wrap(t, lambda x=text: parse_text(f"*{table}\n:X - [0:0]\n{decl}-A X -j {x}\nCOMMIT\n"))
-        chain = parsed.ipv4.chain(table, "X")
+        marker = "# ipv6\n" if family == "ipv6" else ""
+        parsed = _wrap(t, lambda x=text, m=marker: parse_text(f"{m}*{table}\n:X - [0:0]\n{decl}-A X -j {x}\nCOMMIT\n"))
+        chain = parsed.for_family(family).chain(table, "X")
         assert chain is not None
         target = chain.rules[0].target
         assert target is not None
@@ -373,7 +375,10 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
                                 sm["port"].integer(), tuple(eps)))
 
     rules_node = top["rules"]
-    rules = _wrap(rules_node, parse_text, rules_node.scalar(), f"{source}:{rules_node.line}")
+    rules_text = rules_node.scalar()
+    if family == "ipv6" and "# ipv6" not in rules_text and "ip6tables" not in rules_text:
+        rules_text = "# ipv6\n" + rules_text  # a spec's rules are of the spec's family
+    rules = _wrap(rules_node, parse_text, rules_text, f"{source}:{rules_node.line}")
     world = _wrap(root, lambda: World(
         pod_ips=(pod_ip,), peer_ips=(peer_ip,), apps=tuple(apps), proxy=proxy, services=tuple(services),
         rules=rules, interface=pod["interface"].scalar() if "interface" in pod else "eth0",
@@ -410,7 +415,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
             if not vals:
                 raise kn.fail(f"knob {k} needs at least one value")
             knobs.append((k, vals))
-    search = SearchSpace(table, chain, max_rules, _conditions(sm["conditions"], source),
+    search = SearchSpace(table, chain, max_rules, _conditions(sm["conditions"], source, family),
                          _targets(sm["targets"], world.rules, family, table), tuple(knobs))
 
     minimize = tuple(x.scalar() for x in top["minimize"].sequence()) if "minimize" in top else ("rules",

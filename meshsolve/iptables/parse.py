@@ -1432,7 +1432,7 @@ def parse_text(text: str, source: str = "<string>") -> Rulesets:
     """
     if len(text) > MAX_INPUT_BYTES:
         raise ParseError(f"input larger than {MAX_INPUT_BYTES} bytes", source=source)
-    lines = _split_lines(text, source)
+    lines = _split_lines(text.removeprefix("\ufeff"), source)  # a UTF-8 byte order mark is harmless
     if _looks_like_log(lines):
         return _parse_log(lines, source)
     p = _Parser(source)

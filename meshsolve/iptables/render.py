@@ -12,7 +12,13 @@
   made explicit), then ``-j``/``-g`` with the target's canonical options: hex marks,
   ``--set-xmark V/M``, CONNMARK ``--nfmask/--ctmask``, TPROXY
   ``--on-port P --on-ip 0.0.0.0 --tproxy-mark 0x539/0xffffffff``, ``--to-ports``, REJECT's default
-  ``--reject-with``, LOG levels as numbers.
+  ``--reject-with``, LOG levels as numbers;
+- addresses as glibc's ``inet_ntop`` prints them (``::127.0.0.53/128`` where Python would write
+  ``::7f00:35``).
+
+Checked against the kernel: ``tests/test_iptables_goldens.py`` and ``test_iptables_roundtrip.py``
+load rendered text with iptables-restore in a throw-away namespace and compare iptables-save's
+output with it character for character (``#`` lines dropped), and the parsed models.
 
 For a ``Rulesets`` holding IPv6 rules the text is ``# ipv4`` + the IPv4 dump + ``# ipv6`` + the IPv6
 dump (the parser reads the markers back); with IPv4 rules only, just the IPv4 dump.

@@ -15,9 +15,24 @@
    proxy's uid/gid, behaving as ``world.proxy`` says) and the peer (see :mod:`meshsolve.oracle.worker`).
 
 Each :meth:`KernelWorld.run` then opens the flow's connection from the right process and classifies
-what came back into the interpreter's :class:`~meshsolve.semantics.trace.Result` (outcome + observed),
-so a differential test can compare the two field by field. On exit every worker is killed by pid and
-both namespaces are deleted, also on exceptions and ``KeyboardInterrupt``.
+what came back into the interpreter's :class:`~meshsolve.semantics.trace.Result`, so a differential
+test can compare the two field by field:
+
+* ``outcome``: ``Delivered`` (the app's answer names its socket and the peer address it saw),
+  ``Egress`` (the peer's responder answered, naming the original destination), ``Refused`` (RST, or
+  the stand-in closed the client because its upstream was refused, failed, or the proxy blackholes),
+  ``Loop`` (the stand-in saw one (side, original destination) more than ``loop_limit`` times, or no
+  answer within the time bound), ``Dropped`` (no answer to the SYN; the rule is the DROP/REJECT rule or
+  DROP policy whose counter moved, ``KERNEL_RULE`` if none did);
+* ``observed``: the sides the stand-in accepted the flow's connections on, in order, up to the first
+  repeated sighting (as the interpreter records them);
+* ``rule_hits``: every rule (``table::CHAIN#n``, policy = index 0) whose packet counter moved during
+  the flow, as often as it moved (nat counts one packet per connection);
+* ``trace``: what the stand-in saw and what the client got back.
+
+A time-out that no DROP rule counted is run once more with generous bounds before it is believed. On
+exit every worker is killed by pid and both namespaces are deleted, also on exceptions and
+``KeyboardInterrupt``; namespaces of runs that were killed outright are swept by the next run.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import os
 import select
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -116,24 +132,32 @@ def _is_loopback_or_pod(addr: IPAddress, world: World) -> bool:
 
 
 class _Worker:
-    """One worker process (``ip netns exec NS python -I worker.py ROLE CONFIG``) and its pipes."""
+    """One worker process (``ip netns exec NS python -I -S worker.py ROLE CONFIG``) and its pipes.
+
+    Its stderr goes to an unlinked temporary file (a pipe nobody drains could fill up and block it);
+    it is read back only to explain a failure.
+    """
 
     def __init__(self, name: str, argv: list[str]) -> None:
         self.name = name
+        self.stderr = tempfile.TemporaryFile(mode="w+", prefix="msor-worker-")  # noqa: SIM115 (closed in kill)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+                                     stderr=self.stderr, text=True, bufsize=1)
         self.pid = self.proc.pid
+
+    def _stderr_tail(self) -> str:
+        with contextlib.suppress(Exception):
+            self.stderr.seek(0)
+            return self.stderr.read()[-2000:].strip()
+        return ""
 
     def read(self, timeout: float) -> dict[str, Any]:
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if ready else ""
         if not line:
-            err = ""
-            if self.proc.poll() is not None and self.proc.stderr is not None:
-                err = self.proc.stderr.read().strip()
             state = "exited" if self.proc.poll() is not None else f"silent for {timeout}s"
-            raise OracleError(f"oracle worker {self.name} (pid {self.pid}) {state}: {err[-2000:]}")
+            raise OracleError(f"oracle worker {self.name} (pid {self.pid}) {state}: {self._stderr_tail()}")
         reply: dict[str, Any] = json.loads(line)
         return reply
 
@@ -143,7 +167,8 @@ class _Worker:
             self.proc.stdin.write(json.dumps(cmd) + "\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
-            raise OracleError(f"oracle worker {self.name} (pid {self.pid}) is gone") from None
+            raise OracleError(f"oracle worker {self.name} (pid {self.pid}) is gone: "
+                              f"{self._stderr_tail()}") from None
         return self.read(timeout)
 
     def kill(self) -> None:
@@ -153,7 +178,7 @@ class _Worker:
                 self.proc.kill()
         with contextlib.suppress(Exception):
             self.proc.wait(timeout=5)
-        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for f in (self.proc.stdin, self.proc.stdout, self.stderr):
             if f is not None:
                 with contextlib.suppress(Exception):
                     f.close()
@@ -296,7 +321,7 @@ class KernelWorld:
                     what=f"{tool} in the peer namespace")
 
     def _spawn(self, name: str, ns: str, role: str, cfg: dict[str, Any]) -> None:
-        argv = self.pair.exec_argv(ns, [sys.executable, "-I", WORKER, role, json.dumps(cfg)])
+        argv = self.pair.exec_argv(ns, [sys.executable, "-I", "-S", WORKER, role, json.dumps(cfg)])
         self.workers[name] = _Worker(name, argv)
 
     def _start_workers(self) -> None:

@@ -1,6 +1,6 @@
 """The processes that run inside the oracle's namespaces: app listeners, the proxy stand-in, the peer.
 
-This file is executed as a script (``python -I worker.py ROLE CONFIG_JSON``) inside a namespace via
+This file is executed as a script (``python -I -S worker.py ROLE CONFIG_JSON``) inside a namespace via
 ``ip netns exec``; it uses the standard library only and must not import meshsolve, because it drops to
 the configured uid/gid right after start-up and the interpreter's installation (under root's home) is
 then unreadable. Everything it needs is imported at the top, before the privilege drop.
