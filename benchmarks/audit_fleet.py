@@ -2,7 +2,7 @@
 distinct capture set-ups (Istio versions × container ports, injected istio-init arguments as each
 version's injector writes them).
 
-    python benchmarks/audit_fleet.py [--pods 10000] [--setups 50] [--jobs N] [--keep FILE]
+    python benchmarks/audit_fleet.py [--pods 10000] [--setups 50] [--jobs N] [--format yaml|json] [--keep FILE]
 
 Prints the generation time, the audit's wall time, pods, groups and findings.
 """
@@ -10,6 +10,7 @@ Prints the generation time, the audit's wall time, pods, groups and findings.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -19,6 +20,13 @@ import yaml
 
 from meshsolve.istio.pod import injector_args
 from meshsolve.report.audit import audit
+
+class _NoAliases(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """kubectl never writes YAML anchors/aliases; neither does the generator."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
 
 VERSIONS = ("1.2", "1.5", "1.10", "1.20", "current")
 IMAGE_TAG = {"1.2": "1.2.2", "1.5": "1.5.4", "1.10": "1.10.2", "1.20": "1.20.1", "current": "1.27.0"}
@@ -43,7 +51,7 @@ def fleet(pods: int, setups: int) -> dict[str, object]:
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"app-{i:05d}", "namespace": f"ns-{i % 37}", "labels": {"app": f"a{i % 50}"}},
             "spec": {"initContainers": [{"name": "istio-init", "image": f"docker.io/istio/proxyv2:{tag}",
-                                         "args": argv}],
+                                         "args": list(argv)}],
                      "containers": [{"name": "app", "image": "example/app:1",
                                      "ports": [{"containerPort": port, "protocol": "TCP"}]},
                                     {"name": "istio-proxy", "image": f"docker.io/istio/proxyv2:{tag}"}]},
@@ -58,11 +66,16 @@ def main() -> None:
     ap.add_argument("--setups", type=int, default=50)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="write the generated List here")
+    ap.add_argument("--format", choices=["yaml", "json"], default="yaml",
+                    help="kubectl get pods -A -o yaml (default) or -o json")
     args = ap.parse_args()
     t0 = time.monotonic()
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    text = yaml.dump(fleet(args.pods, args.setups), Dumper=dumper, sort_keys=False)
-    path = args.keep or Path(tempfile.mkstemp(prefix="msrp-fleet-", suffix=".yaml")[1])
+    doc = fleet(args.pods, args.setups)
+    if args.format == "json":
+        text = json.dumps(doc, indent=4)
+    else:
+        text = yaml.dump(doc, Dumper=_NoAliases, sort_keys=False)
+    path = args.keep or Path(tempfile.mkstemp(prefix="msrp-fleet-", suffix=f".{args.format}")[1])
     path.write_text(text, encoding="utf-8")
     t1 = time.monotonic()
     res = audit(path, jobs=args.jobs)

@@ -105,6 +105,7 @@ def _indent(text: str, by: str = "  ") -> str:
 
 
 def _fail(error: MeshsolveAssertionError, soft: bool) -> None:
+    __tracebackhide__ = True
     if soft:
         warnings.warn(MeshsolveAssertWarning(str(error)), stacklevel=3)
         return

@@ -58,3 +58,20 @@ def goldens_dir() -> Path:
     if not GOLDENS.is_dir():
         pytest.fail(f"reference goldens not found at {GOLDENS} (set MESHSOLVE_SHARED)")
     return GOLDENS
+
+
+_SYNTH_CACHE: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def synthesized_spec() -> object:
+    """Synthesize a shipped spec once per test session (``synthesized_spec("tproxy.yaml")``)."""
+    from meshsolve.analysis.spec import load_spec
+    from meshsolve.analysis.synth import synthesize
+
+    def get(name: str) -> object:
+        if name not in _SYNTH_CACHE:
+            _SYNTH_CACHE[name] = synthesize(load_spec(ROOT / "specs" / name))
+        return _SYNTH_CACHE[name]
+
+    return get

@@ -498,3 +498,37 @@ def test_crlf_and_byte_order_mark() -> None:
     assert rs.ipv4.chain("filter", "INPUT") is not None
     assert rs.ipv4.chain("filter", "INPUT").policy == "DROP"  # type: ignore[union-attr]
     assert rs.ipv4.rule_count() == 1
+
+
+IDEMPOTENT_SCRIPT = """\
+#!/bin/sh
+set -e
+iptables -t nat -N ISTIO_REDIRECT 2>/dev/null || iptables -t nat -F ISTIO_REDIRECT
+iptables -t nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
+iptables -t nat -C OUTPUT -p tcp -j ISTIO_REDIRECT 2>/dev/null || iptables -t nat -A OUTPUT -p tcp -j ISTIO_REDIRECT
+iptables -t nat -C OUTPUT -o lo -j RETURN > /dev/null 2>&1 && iptables -t nat -D OUTPUT -o lo -j RETURN; true
+"""
+
+
+def test_shell_operators_follow_shell_semantics() -> None:
+    once = parse_text(IDEMPOTENT_SCRIPT)
+    out = once.ipv4.chain("nat", "OUTPUT")
+    assert out is not None and out.rules == (Rule((Protocol("tcp"),), Jump("ISTIO_REDIRECT")),)
+    # run twice: -N fails so -F runs, -C finds the rule so -A does not run
+    twice = parse_text(IDEMPOTENT_SCRIPT + IDEMPOTENT_SCRIPT.replace("#!/bin/sh\n", ""))
+    assert twice == once
+    redirect = twice.ipv4.chain("nat", "ISTIO_REDIRECT")
+    assert redirect is not None and len(redirect.rules) == 1
+    # && runs its right side only after success
+    text = "iptables -t nat -A OUTPUT -o lo -j RETURN\n" + IDEMPOTENT_SCRIPT.replace("#!/bin/sh\n", "")
+    assert parse_text(text) == once
+
+
+def test_shell_operator_errors() -> None:
+    with pytest.raises(ParseError) as exc:  # a syntax error on the left is not a "failure"
+        parse_text("iptables -t nat -A OUTPUT --bogus || iptables -t nat -A OUTPUT -j RETURN\n")
+    assert exc.value.lineno == 1 and "unknown option" in exc.value.message
+    with pytest.raises(ParseError, match="already exists"):  # a failing command alone is an error
+        parse_text("iptables -N X\niptables -N X\n")
+    with pytest.raises(ParseError, match="expected an 'iptables"):
+        parse_text("iptables -N X || rm -rf /tmp/x\n")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -10,32 +10,33 @@ import pytest
 
 from meshsolve.analysis.check import Proved, check
 from meshsolve.analysis.emit import emit, istio_match, spec_flows_agree
-from meshsolve.analysis.spec import load_spec, parse_spec
-from meshsolve.analysis.synth import Conflict, Synthesized, one_minimal_violations, synthesize
+from meshsolve.analysis.spec import parse_spec
+from meshsolve.analysis.synth import Conflict, Synthesized, one_minimal_violations
 from meshsolve.errors import SpecError
 from meshsolve.istio import generate, proxy_behavior
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
+# Synthesis time is measured by benchmarks/ (not asserted here): see the README's table.
+
+
 @pytest.fixture(scope="module")
-def seed_conflict() -> tuple[Conflict, float]:
-    t = time.perf_counter()
-    res = synthesize(load_spec(SPECS / "istio-1.2-design-space.yaml"))
+def seed_conflict(synthesized_spec: Callable[[str], object]) -> tuple[Conflict, float]:
+    res = synthesized_spec("istio-1.2-design-space.yaml")
     assert isinstance(res, Conflict), str(res)
-    return res, time.perf_counter() - t
+    return res, res.seconds
 
 
 @pytest.fixture(scope="module")
-def later() -> tuple[Synthesized, float]:
-    t = time.perf_counter()
-    res = synthesize(load_spec(SPECS / "istio-later-knobs.yaml"))
+def later(synthesized_spec: Callable[[str], object]) -> tuple[Synthesized, float]:
+    res = synthesized_spec("istio-later-knobs.yaml")
     assert isinstance(res, Synthesized), str(res)
-    return res, time.perf_counter() - t
+    return res, res.seconds
 
 
 def test_istio_1_2_design_space_cannot_meet_the_three_goals(seed_conflict: tuple[Conflict, float]) -> None:
-    res, seconds = seed_conflict
+    res, _seconds = seed_conflict
     assert {g.name for g in res.goals} == {
         "pod-IP listener reachable",
         "self-call through the service observed server side",
@@ -46,11 +47,10 @@ def test_istio_1_2_design_space_cannot_meet_the_three_goals(seed_conflict: tuple
     for names, sub in res.subsets:
         assert len(names) == 2
         assert all(isinstance(v, Proved) for v in sub.proofs)
-    assert seconds < 10, f"took {seconds:.1f} s"
 
 
 def test_later_knobs_meet_every_goal_minimally(later: tuple[Synthesized, float]) -> None:
-    res, seconds = later
+    res, _seconds = later
     assert all(isinstance(v, Proved) for v in res.proofs)
     # independently re-proved on the emitted world
     for g in res.spec.goals:
@@ -58,7 +58,6 @@ def test_later_knobs_meet_every_goal_minimally(later: tuple[Synthesized, float])
     knobs = dict(res.knobs)
     assert knobs == {"inbound_endpoint": "original_dst", "inbound_source": "passthrough"}
     assert one_minimal_violations(res) == []
-    assert seconds < 10, f"took {seconds:.1f} s"
 
 
 def test_later_knobs_agree_with_istio_1_10_on_the_spec_flows(later: tuple[Synthesized, float]) -> None:
@@ -72,7 +71,7 @@ def test_later_knobs_agree_with_istio_1_10_on_the_spec_flows(later: tuple[Synthe
 def test_one_minimality_check_can_fail(later: tuple[Synthesized, float]) -> None:
     res, _ = later
     # add a redundant rule at the end: it can be removed without breaking a goal
-    padded = attrs.evolve(res, rules=(*res.rules, res.rules[-1]))
+    padded = attrs.evolve(res, rules=(*res.rules, res.rules[-1]), conditions=(*res.conditions, res.conditions[-1]))
     assert any("can be removed" in v for v in one_minimal_violations(padded))
 
 
@@ -121,3 +120,34 @@ def test_bad_specs_name_the_line(edit: tuple[str, str], message: str, line_of: s
     if line_of is not None:
         want = next(i for i, ln in enumerate(text.splitlines(), 1) if ln.startswith(line_of))
         assert abs(err.lineno - want) <= 1, (err.lineno, want, str(err))
+
+
+# every shipped spec: (result, rules in the searched chain or the conflicting goals)
+SHIPPED = {
+    "istio-1.2-design-space.yaml": ("conflict", 3),
+    "istio-later-knobs.yaml": ("synthesized", 3),
+    "istio-later-knobs-ipv6.yaml": ("synthesized", 3),
+    "excluded-ports.yaml": ("synthesized", 4),
+    "app-with-proxy-uid.yaml": ("synthesized", 3),
+    "app-with-proxy-uid-uid-only.yaml": ("conflict", 1),
+    "tproxy.yaml": ("synthesized", 1),
+}
+
+
+def test_every_shipped_spec_is_pinned() -> None:
+    assert {p.name for p in SPECS.glob("*.yaml")} == set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_spec(name: str, synthesized_spec: Callable[[str], object]) -> None:
+    kind, size = SHIPPED[name]
+    res = synthesized_spec(name)
+    assert isinstance(res, Synthesized | Conflict)
+    assert res.kind == kind, str(res)
+    if isinstance(res, Synthesized):
+        assert len(res.rules) == size, str(res)
+        assert all(isinstance(v, Proved) for v in res.proofs)
+        assert one_minimal_violations(res) == [], str(res)
+    else:
+        assert isinstance(res, Conflict)
+        assert len(res.goals) == size, str(res)

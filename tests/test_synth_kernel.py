@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from meshsolve.analysis.emit import emit
-from meshsolve.analysis.spec import load_spec
-from meshsolve.analysis.synth import Synthesized, synthesize
+from meshsolve.analysis.synth import Synthesized
 from meshsolve.iptables import parse_text
 from meshsolve.oracle.compare import differences
 from meshsolve.oracle.run import run_flows
@@ -20,13 +20,18 @@ from meshsolve.semantics.interpret import interpret
 pytestmark = pytest.mark.kernel
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-SYNTHESIZED = ["istio-later-knobs.yaml", "istio-later-knobs-ipv6.yaml"]
+SYNTHESIZED = ["istio-later-knobs.yaml", "istio-later-knobs-ipv6.yaml", "excluded-ports.yaml",
+               "app-with-proxy-uid.yaml", "tproxy.yaml"]
 
 
-def _synth(name: str) -> Synthesized:
-    res = synthesize(load_spec(SPECS / name))
-    assert isinstance(res, Synthesized), str(res)
-    return res
+@pytest.fixture
+def synth(synthesized_spec: Callable[[str], object]) -> Callable[[str], Synthesized]:
+    def get(name: str) -> Synthesized:
+        res = synthesized_spec(name)
+        assert isinstance(res, Synthesized), str(res)
+        return res
+
+    return get
 
 
 def _netns(script: str) -> subprocess.CompletedProcess[str]:
@@ -34,8 +39,8 @@ def _netns(script: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("name", SYNTHESIZED)
-def test_restore_form_passes_iptables_restore_test(name: str, tmp_path: Path) -> None:
-    res = _synth(name)
+def test_restore_form_passes_iptables_restore_test(name: str, tmp_path: Path, synth: Callable[[str], Synthesized]) -> None:
+    res = synth(name)
     f = tmp_path / "rules.restore"
     f.write_text(emit(res, "restore"))
     prog = "ip6tables-restore" if res.spec.family == "ipv6" else "iptables-restore"
@@ -51,8 +56,8 @@ def test_restore_form_passes_iptables_restore_test(name: str, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("name", SYNTHESIZED)
-def test_script_is_idempotent_and_installs_the_synthesized_rules(name: str, tmp_path: Path) -> None:
-    res = _synth(name)
+def test_script_is_idempotent_and_installs_the_synthesized_rules(name: str, tmp_path: Path, synth: Callable[[str], Synthesized]) -> None:
+    res = synth(name)
     script = tmp_path / "istio-init.sh"
     script.write_text(emit(res, "script"))
     save = "ip6tables-save" if res.spec.family == "ipv6" else "iptables-save"
@@ -67,8 +72,8 @@ def test_script_is_idempotent_and_installs_the_synthesized_rules(name: str, tmp_
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 @pytest.mark.parametrize("name", SYNTHESIZED)
-def test_oracle_replays_the_spec_flows_without_disagreement(name: str) -> None:
-    res = _synth(name)
+def test_oracle_replays_the_spec_flows_without_disagreement(name: str, synth: Callable[[str], Synthesized]) -> None:
+    res = synth(name)
     flows = res.spec.flows
     assert flows
     kernel = run_flows(res.world, flows)

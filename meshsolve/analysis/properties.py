@@ -22,6 +22,7 @@ from meshsolve.smt.query import (
     EndsAs,
     Not,
     Observed,
+    ObservedExactly,
     Pred,
     Scope,
 )
@@ -236,6 +237,7 @@ class LeavesPod:
     dst: IPAddress = attrs.field(converter=to_address)
     port: int
     sides: tuple[Side, ...] = ("out",)
+    exactly: bool = False  # the sides are exactly these (``sides=()`` with it: the proxy never sees it)
     name: str = ""
 
     def title(self) -> str:
@@ -243,7 +245,7 @@ class LeavesPod:
 
     def checks(self, world: World) -> list[tuple[Scope, Pred]]:
         fam: Family = "ipv4" if self.dst.version == 4 else "ipv6"
-        preds: list[Pred] = [Observed(s) for s in self.sides]
+        preds: list[Pred] = [ObservedExactly(self.sides)] if self.exactly else [Observed(s) for s in self.sides]
         preds.append(EndsAs({"egress"}))
         return [(_client_scope(self.client, fam, dst=(self.dst,), dports=(self.port,)), AllOf(preds))]
 

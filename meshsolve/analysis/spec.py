@@ -29,9 +29,10 @@ A spec reads like this (the shipped ones are under ``specs/``)::
 Goal kinds: ``reachable`` (client, port, dst?, app?) — every such connection that ends is
 delivered (termination is the ``no_loops`` goal's business: partial correctness), ``private``
 (localhost-only sockets are not reachable from a peer), ``observed`` (client, dst, port, sides,
-delivered?), ``leaves`` (client, dst, port, sides? — the connection leaves the pod, seen by the
-proxy on those sides), ``no_loops`` (ports? — only connections to those ports),
-``captured_outbound``, ``captured_inbound`` (ports?), ``bypass``.
+delivered?), ``leaves`` (client, dst, port, sides?, exactly? — the
+connection leaves the pod, seen by the proxy on those sides, or on exactly those),
+``captured_outbound`` (exclude_ports?), ``no_loops`` (ports? — only connections to those ports),
+``captured_inbound`` (ports?), ``bypass``.
 Every error names the spec file and line.
 """
 
@@ -231,17 +232,19 @@ def _goal(n: _Node, apps: tuple[App, ...]) -> Goal:
         prop = Observation(client(), dst, args["port"].integer(), sides=sides,  # type: ignore[arg-type]
                            delivered=args["delivered"].boolean() if "delivered" in args else False, name=name)
     elif kind == "leaves":
-        _check_keys(args, body, ("client", "dst", "port", "sides"), ("client", "dst", "port"))
+        _check_keys(args, body, ("client", "dst", "port", "sides", "exactly"), ("client", "dst", "port"))
         sides = tuple(x.scalar() for x in args["sides"].sequence()) if "sides" in args else ("out",)
         prop = LeavesPod(client(), _wrap(args["dst"], to_address, args["dst"].scalar()), args["port"].integer(),
-                         sides=sides, name=name)  # type: ignore[arg-type]
+                         sides=sides, exactly=args["exactly"].boolean() if "exactly" in args else False,  # type: ignore[arg-type]
+                         name=name)
     elif kind == "no_loops":
         _check_keys(args, body, ("ports",))
         loop_ports = tuple(p.integer() for p in args["ports"].sequence()) if "ports" in args else None
         prop = NoLoops(ports=loop_ports, name=name)
     elif kind == "captured_outbound":
-        _check_keys(args, body, ())
-        prop = CaptureOutbound(name=name)
+        _check_keys(args, body, ("exclude_ports",))
+        ex = tuple(p.integer() for p in args["exclude_ports"].sequence()) if "exclude_ports" in args else ()
+        prop = CaptureOutbound(exclude_ports=ex, name=name)
     elif kind == "captured_inbound":
         _check_keys(args, body, ("ports",))
         ports = tuple(p.integer() for p in args["ports"].sequence()) if "ports" in args else None

@@ -34,6 +34,7 @@ class Synthesized:
     spec: Spec
     rules: tuple[Rule, ...]
     knobs: tuple[tuple[str, str], ...]
+    conditions: tuple[tuple[int, ...], ...]  # per rule, the indices of the vocabulary conditions used
     world: World = attrs.field(repr=False)
     proofs: tuple[Verdict, ...]
     iterations: int
@@ -144,7 +145,8 @@ def _run(spec: Spec, goals: Sequence[int], search: SlotSearch, progress: Callabl
             progress(f"iteration {it}: {len(cand.rules)} rule(s), {cand.conditions_used} condition(s), "
                      f"{len(new)} counterexample(s), {len(search.examples)} example(s)")
         if not new:
-            return Synthesized(spec, cand.rules, cand.knobs, world, tuple(proofs), it, search.solver_calls,
+            return Synthesized(spec, cand.rules, cand.knobs, cand.conditions, world, tuple(proofs), it,
+                               search.solver_calls,
                                len(search.examples), time.perf_counter() - t0)
         for ex in new:
             if ex in search.examples:
@@ -201,8 +203,8 @@ def _search_with(spec: Spec, parent: SlotSearch) -> SlotSearch:
 
 
 def one_minimal_violations(result: Synthesized) -> list[str]:
-    """Removing any rule or any condition of a synthesized rule must break some goal: the list of
-    removals that do *not* break one (empty when the result is 1-minimal)."""
+    """Removing any rule or any condition (a unit of the spec's vocabulary) of a synthesized rule must
+    break some goal: the list of removals that do *not* break one (empty when the result is 1-minimal)."""
     spec = result.spec
     search = _search(spec)
     bad: list[str] = []
@@ -212,12 +214,14 @@ def one_minimal_violations(result: Synthesized) -> list[str]:
         return all(isinstance(check(w, g.prop), Proved) for g in spec.goals)
 
     rules = result.rules
+    texts = [t for t, _m in spec.search.conditions]
     for i in range(len(rules)):
         if holds(rules[:i] + rules[i + 1:]):
             bad.append(f"rule {i + 1} can be removed")
-    for i, r in enumerate(rules):
-        for k in range(len(r.matches)):
-            smaller = Rule(r.matches[:k] + r.matches[k + 1:], r.target)
+    for i, (r, conds) in enumerate(zip(rules, result.conditions, strict=True)):
+        for c in conds:
+            assert r.target is not None
+            smaller = search.rule([x for x in conds if x != c], r.target)
             if holds((*rules[:i], smaller, *rules[i + 1:])):
-                bad.append(f"condition {k + 1} of rule {i + 1} can be removed")
+                bad.append(f"condition '{texts[c]}' of rule {i + 1} can be removed")
     return bad

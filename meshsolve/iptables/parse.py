@@ -128,6 +128,61 @@ class _Err(Exception):
     """Internal: a problem inside one line; turned into ParseError with the line's position."""
 
 
+class _CommandFailed(ParseError):
+    """A well-formed command that the current state refuses (``-N`` of an existing chain...).
+
+    Alone it is a ParseError like any other; in a shell ``a || b`` it makes ``b`` run.
+    """
+
+
+def _split_shell(line: str) -> list[tuple[str, str]]:
+    """Split a shell line at ``||``, ``&&`` and ``;`` outside quotes: ``[(op_before, text)]``."""
+    parts: list[tuple[str, str]] = []
+    op, start, i, n = ";", 0, 0, len(line)
+    quote: str | None = None
+    while i < n:
+        c = line[i]
+        if quote:
+            if c == "\\" and quote == '"':
+                i += 2
+                continue
+            if c == quote:
+                quote = None
+        elif c in "\"'":
+            quote = c
+        elif c == "\\":
+            i += 2
+            continue
+        elif line.startswith(("||", "&&"), i) or c == ";":
+            parts.append((op, line[start:i]))
+            op = ";" if c == ";" else line[i:i + 2]
+            i += 1 if c == ";" else 2
+            start = i
+            continue
+        i += 1
+    if quote:
+        raise _Err("unbalanced " + ("double" if quote == '"' else "single") + " quote")
+    parts.append((op, line[start:]))
+    return [(o, t) for o, t in parts if t.strip() or o != ";"]
+
+
+def _drop_redirections(toks: list[str]) -> list[str]:
+    """Remove ``2>/dev/null``, ``>out``, ``2>&1``, ``> file`` from a command's tokens."""
+    out: list[str] = []
+    skip = False
+    for t in toks:
+        if skip:
+            skip = False
+            continue
+        if re.fullmatch(r"\d*(?:>>?|<)", t) or re.fullmatch(r"&>>?", t):
+            skip = True
+            continue
+        if re.fullmatch(r"\d*(?:>>?|<)\S+|\d*>&\d+|&>>?\S+", t):
+            continue
+        out.append(t)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Tokenising
 
@@ -951,6 +1006,10 @@ class _Parser:
         self.shell_used = False
 
     # -- errors ------------------------------------------------------------------------------
+    def fail(self, msg: str, line: _Line) -> _CommandFailed:
+        """A command the current state refuses (what makes ``a || b`` run ``b``)."""
+        return _CommandFailed(msg, source=self.source, lineno=line.lineno, line=line.text)
+
     def err(self, msg: str, line: _Line | None) -> ParseError:
         if line is None:
             return ParseError(msg, source=self.source)
@@ -1112,9 +1171,10 @@ class _Parser:
         cmd = toks[0]
         rest = toks[1:]
         aliases = {"--append": "-A", "--insert": "-I", "--new-chain": "-N", "--new": "-N",
-                   "--delete-chain": "-X", "--flush": "-F", "--policy": "-P", "--delete": "-D"}
+                   "--delete-chain": "-X", "--flush": "-F", "--policy": "-P", "--delete": "-D",
+                   "--check": "-C"}
         cmd = aliases.get(cmd, cmd)
-        if cmd in ("-A", "-I", "-D"):
+        if cmd in ("-A", "-I", "-D", "-C"):
             if not rest or rest[0].startswith("-"):
                 raise self.err(f"{cmd} needs a chain name", ln)
             chain = rest[0]
@@ -1127,13 +1187,13 @@ class _Parser:
                 args = args[1:]
             c = t.chains.get(chain)
             if c is None:
-                raise self.err(f"chain {chain!r} does not exist in table {t.name} (declare it with "
+                raise self.fail(f"chain {chain!r} does not exist in table {t.name} (declare it with "
                                f"{':' + chain + ' - [0:0]' if restore else '-N ' + chain} first)", ln)
             if cmd == "-D" and pos is not None:
                 if args:
                     raise self.err("-D CHAIN N takes no rule arguments", ln)
                 if not 1 <= pos <= len(c.rules):
-                    raise self.err(f"-D {chain} {pos}: no such rule (chain has {len(c.rules)})", ln)
+                    raise self.fail(f"-D {chain} {pos}: no such rule (chain has {len(c.rules)})", ln)
                 del c.rules[pos - 1]
                 return
             try:
@@ -1147,7 +1207,11 @@ class _Parser:
                     if r == rule:
                         del c.rules[k]
                         return
-                raise self.err(f"-D {chain}: no matching rule in the chain", ln)
+                raise self.fail(f"-D {chain}: no matching rule in the chain", ln)
+            if cmd == "-C":
+                if rule not in c.rules:
+                    raise self.fail(f"-C {chain}: no matching rule in the chain", ln)
+                return
             if jump is not None:
                 c.jumps.append((jump, ln.lineno, ln.text))
             if cmd == "-A":
@@ -1155,7 +1219,7 @@ class _Parser:
             else:
                 p = 1 if pos is None else pos
                 if not 1 <= p <= len(c.rules) + 1:
-                    raise self.err(f"-I {chain} {p}: index of insertion too big (chain has "
+                    raise self.fail(f"-I {chain} {p}: index of insertion too big (chain has "
                                    f"{len(c.rules)} rules)", ln)
                 c.rules.insert(p - 1, rule)
             return
@@ -1165,7 +1229,7 @@ class _Parser:
             name = rest[0]
             self.check_chain_name(name, ln)
             if name in t.chains:
-                raise self.err(f"chain {name} already exists in table {t.name}", ln)
+                raise self.fail(f"chain {name} already exists in table {t.name}", ln)
             t.chains[name] = _ChainB(name, None, lineno=ln.lineno)
             return
         if cmd == "-F":
@@ -1174,7 +1238,7 @@ class _Parser:
             names = rest or list(t.chains)
             for nm in names:
                 if nm not in t.chains:
-                    raise self.err(f"-F: chain {nm!r} does not exist in table {t.name}", ln)
+                    raise self.fail(f"-F: chain {nm!r} does not exist in table {t.name}", ln)
                 t.chains[nm].rules.clear()
                 t.chains[nm].jumps.clear()
             return
@@ -1185,13 +1249,13 @@ class _Parser:
             for nm in names:
                 c = t.chains.get(nm)
                 if c is None:
-                    raise self.err(f"-X: chain {nm!r} does not exist in table {t.name}", ln)
+                    raise self.fail(f"-X: chain {nm!r} does not exist in table {t.name}", ln)
                 if c.policy is not None:
                     raise self.err(f"-X: cannot delete built-in chain {nm}", ln)
                 if c.rules:
-                    raise self.err(f"-X: chain {nm} is not empty", ln)
+                    raise self.fail(f"-X: chain {nm} is not empty", ln)
                 if any(j[0] == nm for other in t.chains.values() for j in other.jumps):
-                    raise self.err(f"-X: chain {nm} is still referenced", ln)
+                    raise self.fail(f"-X: chain {nm} is still referenced", ln)
                 del t.chains[nm]
             return
         if cmd == "-P":
@@ -1207,12 +1271,43 @@ class _Parser:
         raise self.err(f"expected a command -A, -I, -D, -N, -X, -F or -P, got {toks[0]!r}", ln)
 
     def shell_line(self, s: str, ln: _Line) -> None:
+        """One shell line: commands joined by ``||``, ``&&`` or ``;`` run with the shell's
+        short-circuit rules; a command *fails* (and ``||`` runs the next one) when the state does
+        not allow it (``-N`` of an existing chain, ``-C`` of a missing rule, ...). Output
+        redirections (``2>/dev/null``) are ignored."""
         try:
-            toks = tokenize(s)
+            parts = _split_shell(s)
         except _Err as exc:
             raise self.err(str(exc), ln) from None
+        for _, seg in parts:  # every command must be acceptable, even one the shell would skip
+            words = seg.split()
+            if words and not _SHELL_IPT.match(words[0]) and not _HARMLESS.match(" ".join(words)):
+                raise self.err("expected an 'iptables ...'/'ip6tables ...' command or a harmless shell "
+                               "command (set, echo, true, ip rule/route, sysctl)", ln)
+        ok = True
+        for op, seg in parts:
+            if (op == "||" and ok) or (op == "&&" and not ok):
+                continue
+            try:
+                ok = self.shell_command(seg, ln, in_list=len(parts) > 1)
+            except _CommandFailed:
+                if len(parts) == 1:
+                    raise
+                ok = False
+
+    def shell_command(self, s: str, ln: _Line, in_list: bool) -> bool:
+        try:
+            toks = _drop_redirections(tokenize(s))
+        except _Err as exc:
+            raise self.err(str(exc), ln) from None
+        if not toks:
+            raise self.err("empty command between shell operators", ln)
         m = _SHELL_IPT.match(toks[0])
-        assert m is not None
+        if m is None:
+            if _HARMLESS.match(" ".join(toks)):
+                return True
+            raise self.err("expected an 'iptables ...'/'ip6tables ...' command or a harmless shell "
+                           "command (set, echo, true, ip rule/route, sysctl)", ln)
         fam: Family = "ipv6" if m.group(1) == "ip6tables" else "ipv4"
         table = "filter"
         rest: list[str] = []
@@ -1247,14 +1342,15 @@ class _Parser:
                            ln)
         if not rest:
             raise self.err("expected a command (-A, -I, -N, ...) after iptables", ln)
-        if rest[0] in ("-L", "--list", "-S", "--list-rules", "-Z", "--zero", "-C", "--check", "-V",
-                       "--version", "-h", "--help"):
-            return  # read-only commands: no effect on the rules
+        if rest[0] in ("-L", "--list", "-S", "--list-rules", "-Z", "--zero", "-V", "--version", "-h",
+                       "--help") or (rest[0] in ("-C", "--check") and not in_list):
+            return True  # read-only commands: no effect on the rules
         self.shell_used = True
         tables = self.shell[fam]
         if table not in tables:
             tables[table] = _TableB.new(table, ln.lineno)
         self.command(rest, tables[table], ln, None, restore=False)
+        return True
 
     # -- result ------------------------------------------------------------------------------
     def result(self) -> Rulesets:

@@ -11,6 +11,7 @@ one ``pod_capture`` call, so a 10,000-pod list is read in seconds.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -56,17 +57,61 @@ class AuditResult:
     groups: int
 
 
-def _yaml_docs(text: str, source: str) -> list[Any]:
-    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _yaml_loader() -> Any:
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _parse_chunk(text: str) -> list[Any]:
+    return list(yaml.load(text, Loader=_yaml_loader()) or ())
+
+
+def _item_chunks(text: str, parts: int) -> list[str] | None:
+    """Split a ``kubectl ... -o yaml`` List into ``parts`` texts of whole items (a YAML sequence
+    each), or None when the text is not in that shape."""
+    lines = text.splitlines(keepends=True)
     try:
-        return [d for d in yaml.load_all(text, Loader=loader) if d is not None]
-    except yaml.YAMLError:
+        start = lines.index("items:\n") + 1
+    except ValueError:
+        return None
+    starts: list[int] = []
+    end = len(lines)
+    for n in range(start, len(lines)):
+        line = lines[n]
+        if line.startswith("- "):
+            starts.append(n)
+        elif line[:1] not in (" ", "\n", "#", ""):
+            end = n
+            break
+    if not starts or starts[0] != start:
+        return None
+    per = max(1, -(-len(starts) // parts))
+    bounds = [*starts[::per], end]
+    return ["".join(lines[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def _documents(text: str, source: str, pool: ProcessPoolExecutor | None, workers: int) -> list[Any]:
+    """The YAML (or JSON) documents; a big List is parsed in chunks across the pool."""
+    try:
+        if text.lstrip().startswith("{"):
+            return [json.loads(text)]
+        chunks = _item_chunks(text, workers * 4) if pool is not None and len(text) > 1_000_000 else None
+        if chunks is not None and pool is not None:
+            items: list[Any] = []
+            try:
+                for part in pool.map(_parse_chunk, chunks):
+                    items.extend(part)
+                return [{"apiVersion": "v1", "kind": "List", "items": items}]
+            except yaml.YAMLError:  # e.g. an alias to an anchor in another chunk: parse it whole
+                pass
+        return [d for d in yaml.load_all(text, Loader=_yaml_loader()) if d is not None]
+    except (yaml.YAMLError, ValueError):
         load_pods(text, source)  # raises the SpecError with the line
         raise
 
 
-def _pods(text: str, source: str) -> list[Mapping[str, Any]]:
-    docs = _yaml_docs(text, source)
+def _pods(text: str, source: str, pool: ProcessPoolExecutor | None = None,
+          workers: int = 1) -> list[Mapping[str, Any]]:
+    docs = _documents(text, source, pool, workers)
     out: list[Mapping[str, Any]] = []
     for d in docs:
         if isinstance(d, Mapping) and d.get("kind") == "Pod":
@@ -119,14 +164,15 @@ def _key(pod: Mapping[str, Any]) -> str:
                       sort_keys=True, default=str)
 
 
-def load_fleet(path: str | Path, *, version: str | None = None) -> list[FleetPod]:
+def load_fleet(path: str | Path, *, version: str | None = None, pool: ProcessPoolExecutor | None = None,
+               workers: int = 1) -> list[FleetPod]:
     """Every pod of the manifest with its capture configuration, apps and address families."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read manifest: {exc.strerror}", source=source) from None
-    pods = _pods(text, source)
+    pods = _pods(text, source, pool, workers)
     lines = _name_lines(text)
     used: dict[str, int] = {}
     cache: dict[str, tuple[CaptureConfig, tuple[App, ...], tuple[str, ...], str]] = {}
@@ -177,30 +223,31 @@ def audit(path: str | Path, *, version: str | None = None, properties: Sequence[
           jobs: int | None = None, failure_threshold: Level = "Info",
           on_group: Callable[[int, int], None] | None = None) -> AuditResult:
     """Audit every pod of ``path``; ``on_group(done, total)`` is called as groups finish."""
-    pods = load_fleet(path, version=version)
+    workers = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+    if workers == 1:
+        return _audit(path, version, properties, None, 1, failure_threshold, on_group)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return _audit(path, version, properties, pool, workers, failure_threshold, on_group)
+
+
+def _audit(path: str | Path, version: str | None, properties: Sequence[str], pool: ProcessPoolExecutor | None,
+           workers: int, failure_threshold: Level, on_group: Callable[[int, int], None] | None) -> AuditResult:
+    pods = load_fleet(path, version=version, pool=pool, workers=workers)
     groups = group_pods(pods)
     keys = list(groups)
     work = [(k, tuple(properties)) for k in keys]
-    workers = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
-    reports: list[Report]
-    if workers == 1 or len(work) == 1:
-        reports = []
-        for i, w in enumerate(work, 1):
-            reports.append(_prove(w))
-            if on_group:
-                on_group(i, len(work))
-    else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(work))) as pool:
-            reports = []
-            for i, r in enumerate(pool.map(_prove, work, chunksize=max(1, len(work) // (workers * 4))), 1):
-                reports.append(r)
-                if on_group:
-                    on_group(i, len(work))
-    by_key = dict(zip(keys, reports, strict=True))
+    results = map(_prove, work) if pool is None or len(work) == 1 else pool.map(_prove, work)
+    reports: list[Report] = []
+    for i, r in enumerate(results, 1):
+        reports.append(r)
+        if on_group:
+            on_group(i, len(work))
     findings: list[Finding] = []
     checked: list[Checked] = []
-    for pod in pods:
-        r = by_key[(pod.config, pod.apps, pod.families)]
-        findings.extend(f.for_subject(pod.subject, f.reference or pod.reference) for f in r.findings)
-        checked.extend(attrs.evolve(c, subject=pod.subject) for c in r.checked)
+    for key, report in zip(keys, reports, strict=True):
+        for pod in groups[key]:
+            findings.extend(f.for_subject(pod.subject, f.reference or pod.reference) for f in report.findings)
+            checked.extend(Checked(pod.subject, c.property, c.verdict) for c in report.checked)
+    order = {p.subject: i for i, p in enumerate(pods)}
+    findings.sort(key=lambda f: order[f.subject])
     return AuditResult(Report(tuple(findings), tuple(checked), failure_threshold), len(pods), len(groups))

@@ -66,6 +66,10 @@ def _kinds(values: Iterable[str]) -> frozenset[str]:
     return frozenset(values)
 
 
+def _sides(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 def _preds(values: Iterable[Pred]) -> tuple[Pred, ...]:
     return tuple(values)
 
@@ -158,7 +162,7 @@ class ObservedExactly:
     """The proxy sides that accepted the flow, in order, are exactly ``sides`` (a repeated
     sighting that ends the flow as a loop is not counted)."""
 
-    sides: tuple[str, ...] = attrs.field(converter=tuple)
+    sides: tuple[str, ...] = attrs.field(converter=_sides)
 
 
 @attrs.frozen

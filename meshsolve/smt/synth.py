@@ -84,6 +84,7 @@ class Candidate:
     rules: tuple[Rule, ...]
     knobs: tuple[tuple[str, str], ...]
     conditions_used: int
+    conditions: tuple[tuple[int, ...], ...] = ()  # per rule: the vocabulary conditions it uses
 
 
 @attrs.define
@@ -256,17 +257,16 @@ class SlotSearch:
 
     def _candidate(self, m: Any) -> Candidate:
         rules = []
+        groups: list[tuple[int, ...]] = []
         used = 0
         for slot, cond_use in zip(self.slots, self._cond_use, strict=True):
             if not z3.is_true(m.eval(slot.enabled, model_completion=True)):
                 continue
-            matches: list[Match] = []
-            for c, u in enumerate(cond_use):
-                if z3.is_true(m.eval(u, model_completion=True)):
-                    matches.extend(self.conditions[c][1])
-                    used += 1
+            picked = tuple(c for c, u in enumerate(cond_use) if z3.is_true(m.eval(u, model_completion=True)))
+            used += len(picked)
             t = m.eval(slot.target, model_completion=True).as_long()
-            rules.append(Rule(tuple(matches), self.targets[t]))
+            rules.append(self.rule(picked, self.targets[t]))
+            groups.append(picked)
         knobs = []
         if "inbound_endpoint" in self.knobs:
             local = z3.is_true(m.eval(self.knob_local, model_completion=True))
@@ -274,7 +274,14 @@ class SlotSearch:
         if "inbound_source" in self.knobs:
             src = z3.is_true(m.eval(self.knob_source, model_completion=True))
             knobs.append(("inbound_source", "passthrough" if src else "none"))
-        return Candidate(tuple(rules), tuple(knobs), used)
+        return Candidate(tuple(rules), tuple(knobs), used, tuple(groups))
+
+    def rule(self, conditions: Sequence[int], target: Target) -> Rule:
+        """The concrete rule made of these vocabulary conditions and target."""
+        matches: list[Match] = []
+        for c in conditions:
+            matches.extend(self.conditions[c][1])
+        return Rule(tuple(matches), target)
 
     def concrete_world(self, cand: Candidate) -> World:
         """The world with the candidate's rules in the searched chain and its knob values."""
