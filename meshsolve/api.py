@@ -120,7 +120,8 @@ def worlds_from_manifest_text(text: str, *, version: str | None = None,
     ``runAsGroup`` (container, else pod level, else 1000) and a listening TCP socket on the wildcard
     address for each declared ``containerPort`` — a manifest does not say which address an app
     binds, so a loopback- or pod-IP-only listener must be modelled by hand (``attrs.evolve`` the
-    world's apps). A port declared twice in one pod is kept once. Pod addresses are
+    world's apps). A port declared twice in one pod is kept once; a container port that is one of
+    the sidecar's listener ports is a ``WorldError`` (the pod could not run). Pod addresses are
     ``status.podIPs`` when present, else the documentation defaults.
     """
     from meshsolve.analysis.worlds import world_from_config

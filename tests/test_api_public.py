@@ -217,6 +217,8 @@ def test_build_worlds_from_flags_manifests_dumps_and_setups(tmp_path: Path) -> N
     path.write_text(MANIFEST)
     assert worlds_from_manifest(path) == (pod,)
     assert pods_from_file(path)[0].config == pods_from_text(MANIFEST)[0].config
+    with pytest.raises(WorldError, match="declares port 15006, a sidecar listener port"):
+        worlds_from_manifest_text(MANIFEST.replace("containerPort: 8080", "containerPort: 15006"))
     with pytest.raises(SpecError, match="cannot read manifest"):
         worlds_from_manifest(tmp_path / "missing.yaml")
 
@@ -230,6 +232,33 @@ def test_build_worlds_from_flags_manifests_dumps_and_setups(tmp_path: Path) -> N
     assert setup_world("A").name == "setup-A-ipv4"
     with pytest.raises(WorldError):
         World(pod_ips=("192.0.2.10",), peer_ips=(), apps=(App("a", sockets=(Socket("0.0.0.0", 15001),)),))
+
+
+def test_worlds_from_every_manifest_of_the_corpus() -> None:
+    """Each pod of the project's manifest corpus becomes a world whose apps are its containers (the
+    sidecar's left out), listening on the wildcard of the pod's family on their TCP containerPorts."""
+    import yaml
+
+    seen = 0
+    for path in sorted((ROOT / "tests" / "data" / "pods").glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        pods = [i for d in docs for i in (d.get("items") or [d])]
+        worlds = worlds_from_manifest(path)
+        assert len(worlds) == len(pods), path.name
+        for pod, world in zip(pods, worlds, strict=True):
+            spec = pod.get("spec") or {}
+            containers = [c for c in spec.get("containers") or () if c["name"] != "istio-proxy"]
+            assert [a.name for a in world.apps] == [c["name"] for c in containers], path.name
+            status_ips = {i["ip"] for i in (pod.get("status") or {}).get("podIPs") or ()} or \
+                {(pod.get("status") or {}).get("podIP")} - {None}
+            if status_ips:
+                assert {str(a) for a in world.pod_ips} == status_ips, path.name
+            for app, c in zip(world.apps, containers, strict=True):
+                declared = {p["containerPort"] for p in c.get("ports") or () if p.get("protocol", "TCP") == "TCP"}
+                assert {s.port for s in app.sockets} == declared, (path.name, app.name)
+                assert all(s.bind.is_unspecified for s in app.sockets)
+            seen += 1
+    assert seen >= 10
 
 
 def test_ask_questions_and_read_verdicts() -> None:

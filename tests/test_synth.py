@@ -151,3 +151,29 @@ def test_shipped_spec(name: str, synthesized_spec: Callable[[str], object]) -> N
     else:
         assert isinstance(res, Conflict)
         assert len(res.goals) == size, str(res)
+
+
+def test_a_set_up_istio_produces_is_emitted_as_its_flags_and_annotations(later: tuple[Synthesized, float]) -> None:
+    """When the set-up is exactly what istio-iptables installs, the flags and annotations say so
+    (and reproduce it); the later-knobs result is not, so it is refused above."""
+    import shlex
+
+    from meshsolve.istio import parse_flags
+
+    res, _ = later
+    m = istio_match(res)
+    istio_world = attrs.evolve(res.world, rules=generate(m.config), proxy=proxy_behavior(m.config.version, m.config))
+    chain = istio_world.rules.ipv4.chain("nat", "ISTIO_OUTPUT")
+    assert chain is not None
+    as_istio = attrs.evolve(res, rules=chain.rules, conditions=tuple(() for _ in chain.rules), world=istio_world)
+    text = emit(as_istio, "args")
+    line = next(x for x in text.splitlines() if "istio-iptables" in x and not x.startswith("#"))
+    argv = shlex.split(line.split("istio-iptables", 1)[1])
+    again = generate(parse_flags(argv, {}))
+    assert again == istio_world.rules
+    # annotations go through the injector, which always excludes 15090,15021 inbound: this set-up
+    # has no such exclusions, so no annotation set produces it — said, not papered over
+    from meshsolve.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="15090"):
+        emit(as_istio, "annotations")

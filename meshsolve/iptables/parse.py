@@ -15,7 +15,12 @@ Accepted forms (they may even be mixed in one input):
    comments, ``set ...``, ``echo ...``, ``true``, ``:``, ``export ...``, ``NAME=value`` assignments
    (``$NAME`` is not expanded: a rule using it is a ParseError), and ``ip rule|route|link|addr``
    / ``sysctl`` commands (they do not change iptables state; the TPROXY routing set-up of istio-init
-   uses them). Any other command is a ``ParseError``.
+   uses them). Any other command is a ``ParseError``. Commands joined by ``||``, ``&&`` and ``;``
+   follow the shell's short-circuit rules, with a command *failing* when the state refuses it
+   (``-N`` of an existing chain, ``-C`` of a missing rule, ``-D`` of a missing rule...), so idempotent
+   scripts such as ``iptables -N X 2>/dev/null || iptables -F X`` and ``iptables -C ... || iptables
+   -A ...`` (what ``meshsolve generate -o script`` writes) replay exactly; redirections are ignored.
+   A lone ``-C``/``-L``/``-S`` is a read-only no-op.
 5. **``kubectl logs <pod> -c istio-init``** output: when the input contains log lines (timestamps,
    Istio's log phrases, ``KEY=value`` dumps...) around dump blocks, the blocks are cut out between
    the log lines and, per family, the *last iptables-save dump* (a block set with ``:CHAIN`` lines)
