@@ -24,10 +24,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from fuzz import harness as H  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from fuzz import harness as H  # noqa: E402
 
 
 def strategy_and_runner(parser: str) -> tuple[st.SearchStrategy[Any], Any]:

@@ -401,7 +401,8 @@ def check_command(ctx: click.Context, setup_name: str | None, family: str | None
     """Prove or refute properties of one pod's traffic capture and print findings.
 
     Without --property, checks the default set: outbound capture, inbound capture of the apps'
-    ports, bypass of the proxy's own traffic, no loops, no exposure of localhost-only sockets.
+    ports, bypass of the proxy's own traffic, no loops, no exposure of localhost-only sockets, and
+    a peer reaching each app port that is not bound to loopback only.
     istio-iptables FLAGS (after `--`) go with --istio. Exit 0: every property holds; 79: some is
     refuted; 80: none refuted but some inconclusive; 64: usage; 65: bad input.
     """
@@ -457,6 +458,7 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 
     from meshsolve.analysis.diff import Different, DiffUnknown, Equivalent, diff
     from meshsolve.inputs import load_configuration, parse_side
+    from meshsolve.report.flows import compare_app_flows
 
     sides = []
     for spec in (a, b):
@@ -470,6 +472,7 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
     for s in sides:
         _notes(s.notes)
     results = diff(sides[0].world, sides[1].world)
+    named = compare_app_flows(sides[0].world, sides[1].world)
     differences = [r for r in results if isinstance(r, Different)]
     unknowns = [r for r in results if isinstance(r, DiffUnknown)]
     code = EXIT_FINDINGS if differences else EXIT_UNKNOWN if unknowns else EXIT_OK
@@ -484,7 +487,10 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
             else:
                 items.append({"verdict": "equivalent", "scopes": [str(s) for s in r.scopes], "hops": r.hops})
         click.echo(json.dumps({"schemaVersion": 1, "a": sides[0].label, "b": sides[1].label,
-                               "results": items, "exitCode": code}, indent=2))
+                               "results": items,
+                               "appFlows": [{"flow": str(f), "a": ra.summary, "b": rb.summary,
+                                             "same": ra.summary == rb.summary} for f, ra, rb in named],
+                               "exitCode": code}, indent=2))
         ctx.exit(code)
     click.echo(f"A: {sides[0].label}")
     click.echo(f"B: {sides[1].label}")
@@ -503,6 +509,12 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
             click.echo(f"EQUIVALENT every first connection ends the same way (up to {r.hops} proxy hops) for:")
             for s in r.scopes:
                 click.echo(f"  - {s}")
+    if named:
+        click.echo("flows to the apps' ports and services:")
+        width = max(len(str(f)) for f, _, _ in named)
+        for f, ra, rb in named:
+            mark = "same" if ra.summary == rb.summary else "DIFFERENT"
+            click.echo(f"  {f!s:<{width}}  A: {ra.summary:<22} B: {rb.summary:<22} {mark}")
     if differences:
         click.echo(f"{len(differences)} differing flow{'s' if len(differences) != 1 else ''} "
                    f"(one witness per client kind and family)")

@@ -54,6 +54,7 @@ __all__ = [
     "Binds",
     "Configuration",
     "apps_from_pod",
+    "check_defaults",
     "default_config",
     "load_binds",
     "load_configuration",
@@ -386,7 +387,7 @@ def parse_property(spec: str, world: World) -> tuple[Property, ...]:
     try:
         if head == "default":
             need(0, 0, "default")
-            return default_properties(world)
+            return check_defaults(world)
         if head in ("capture-out", "capture-outbound"):
             need(0, 0, "capture-out")
             return (CaptureOutbound(),)
@@ -428,10 +429,18 @@ def _client(name: str, world: World, spec: str) -> None:
                         source="--property")
 
 
+def check_defaults(world: World) -> tuple[Property, ...]:
+    """What ``check`` proves when not told: ``analysis.properties.default_properties`` (capture
+    both ways, bypass, no loops, no exposure) and, for each app port not bound to loopback only,
+    that a peer reaches it via the pod IP (the seed's question)."""
+    ports = sorted({s.port for a in world.apps for s in a.sockets if not s.bind.is_loopback})
+    return (*default_properties(world), *(Reachable("peer", p) for p in ports))
+
+
 def parse_properties(specs: Sequence[str], world: World) -> tuple[Property, ...]:
-    """All ``--property`` values (none: the default properties), duplicates removed."""
+    """All ``--property`` values (none: ``check_defaults``), duplicates removed."""
     if not specs:
-        return default_properties(world)
+        return check_defaults(world)
     out: list[Property] = []
     for s in specs:
         for p in parse_property(s, world):

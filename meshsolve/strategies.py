@@ -103,7 +103,9 @@ __all__ = [
 M32 = 0xFFFFFFFF
 _DOC_V4 = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
                                              "127.0.0.0/8")]
-_DOC_V6 = [ipaddress.ip_network(n) for n in ("2001:db8::/32", "::1/128", "::6/128")]
+# (the IPv4-mapped/-compatible ones exercise inet_ntop's dotted forms: ::ffff:192.0.2.1)
+_DOC_V6 = [ipaddress.ip_network(n) for n in ("2001:db8::/32", "::1/128", "::6/128", "::ffff:192.0.2.0/120",
+                                             "::192.0.2.0/120")]
 _INPUT_HOOKS = {"PREROUTING", "INPUT", "FORWARD"}
 _OUTPUT_HOOKS = {"OUTPUT", "FORWARD", "POSTROUTING"}
 _STATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED")
@@ -659,11 +661,19 @@ __all__ += ["SMALL_WORLD_ADDRS", "SMALL_WORLD_PORTS", "addresses", "binds", "flo
             "small_worlds", "sockets"]
 
 
+# addresses a pod world's flows and binds use (not the parser-oriented IPv4-mapped forms of _DOC_V6)
+_ADDRESS_SPACE: dict[str, tuple[IPNetwork, ...]] = {
+    "ipv4": tuple(ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
+                                                    "127.0.0.0/8")),
+    "ipv6": tuple(ipaddress.ip_network(n) for n in ("2001:db8::/32", "::1/128", "::6/128")),
+}
+
+
 @functools.cache
 def addresses(family: Family = "ipv4") -> st.SearchStrategy[IPAddress]:
     """Single addresses of ``family`` inside documentation or loopback space (192.0.2.0/24,
     198.51.100.0/24, 203.0.113.0/24, 127.0.0.0/8; 2001:db8::/32, ::1, ::6)."""
-    bases = _DOC_V4 if family == "ipv4" else _DOC_V6
+    bases = _ADDRESS_SPACE[family]
 
     @st.composite
     def build(draw: st.DrawFn) -> IPAddress:

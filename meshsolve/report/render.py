@@ -83,12 +83,12 @@ class Report:
         c = self.counts()
         n = len(self.checked)
         if not self.findings:
-            return f"✔ No issues found: {n} of {n} properties proved for {what}"
+            return f"✔ No issues found: {n} of {n} propert{'ies' if n != 1 else 'y'} proved for {what}"
         lv = self.level_counts()
         parts = [f"{lv[k]} {k.lower()}{'s' if lv[k] != 1 else ''}" for k in LEVELS if lv[k]]
         return (f"{len(self.findings)} finding{'s' if len(self.findings) != 1 else ''} "
                 f"({', '.join(parts)}) for {what}: {c['proved']} proved, {c['refuted']} refuted, "
-                f"{c['unknown']} unknown of {n} properties")
+                f"{c['unknown']} unknown of {n} propert{'ies' if n != 1 else 'y'}")
 
 
 def colour_enabled(stream: IO[str] | None, env: Mapping[str, str] | None = None) -> bool:

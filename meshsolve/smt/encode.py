@@ -562,9 +562,30 @@ def _pipeline(ctx: Ctx, rs: Ruleset, hooks: list[tuple[str, str]], pkt: Pkt, mar
     return result
 
 
+_CACHE: list[tuple[World, tuple[Any, ...], tuple[FlowEncoding, HopVars, Any]]] = []
+_CACHE_SIZE = 8
+
+
 def encode_flow(world: World, family: Family, *, hops: int = 8,
                 names: dict[str, int] | None = None, tag: str = "", share_hop0: bool = True,
                 setup: Callable[[Ctx], None] | None = None) -> tuple[FlowEncoding, HopVars, Any]:
+    """Encode a flow whose hop 0 is free; see ``_encode_flow``. Encodings are reused for the same
+    world object (questions about one world share one encoding: building it is most of the work)."""
+    if setup is not None:
+        return _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, setup=setup)
+    key = (family, hops, tuple(sorted((names or {}).items())), tag, share_hop0)
+    for w, k, enc in _CACHE:
+        if w is world and k == key:
+            return enc
+    enc = _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0)
+    _CACHE.insert(0, (world, key, enc))
+    del _CACHE[_CACHE_SIZE:]
+    return enc
+
+
+def _encode_flow(world: World, family: Family, *, hops: int = 8,
+                 names: dict[str, int] | None = None, tag: str = "", share_hop0: bool = True,
+                 setup: Callable[[Ctx], None] | None = None) -> tuple[FlowEncoding, HopVars, Any]:
     """Encode a flow whose hop 0 is free (the caller constrains it with a ``Scope``).
 
     Returns the encoding, hop 0's variables and a BV8 ``client`` code (0 peer, 1 local). Hop 0's

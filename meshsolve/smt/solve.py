@@ -68,7 +68,7 @@ def _pred(p: Pred, enc: E.FlowEncoding) -> Any:
             bad = [k for k in kinds if k not in E.OUTCOME]
             if bad:
                 raise UnsupportedError(f"unknown outcome kind(s): {bad}")
-            return z3.Or(*[enc.outcome == E.OUTCOME[k] for k in kinds]) if kinds else z3.BoolVal(False)
+            return z3.Or(*[enc.outcome == E.OUTCOME[k] for k in sorted(kinds)]) if kinds else z3.BoolVal(False)
         case DeliveredTo(app, bind, port):
             idx = [i for i, (a, s) in enumerate(enc.sockets)
                    if (app is None or a == app) and (bind is None or s.bind == bind)
