@@ -58,7 +58,7 @@ def insert(world: World, table: str, chain: str, pos: int, rule: Rule) -> tuple[
     chains = tuple(new_chain if x.name == chain else x for x in t.chains)
     if t.chain(chain) is None:
         chains += (new_chain,)
-    new_rs = attrs.evolve(rs, tables=tuple(x for x in rs.tables if x.name != table) + (Table(table, chains),))
+    new_rs = attrs.evolve(rs, tables=(*tuple(x for x in rs.tables if x.name != table), Table(table, chains)))
     return attrs.evolve(world, rules=attrs.evolve(world.rules, ipv4=new_rs)), RuleRef(table, chain, index + 1)
 
 
@@ -82,7 +82,7 @@ def replace(world: World, ref: RuleRef, rule: Rule | None) -> World:
     else:
         rules[ref.index - 1] = rule
     chains = tuple(attrs.evolve(c, rules=tuple(rules)) if x.name == c.name else x for x in t.chains)
-    new_rs = attrs.evolve(rs, tables=tuple(x for x in rs.tables if x.name != t.name) + (Table(t.name, chains),))
+    new_rs = attrs.evolve(rs, tables=(*tuple(x for x in rs.tables if x.name != t.name), Table(t.name, chains)))
     return attrs.evolve(world, rules=attrs.evolve(world.rules, ipv4=new_rs))
 
 

@@ -78,7 +78,7 @@ def _cell(v: Verdict) -> str:
     if v.kind == "refuted":
         return f"refuted ({getattr(v, 'flow', '')})"
     if v.kind == "unknown":
-        return "unknown (group name)" if "group name" in getattr(v, "reason", "") else "unknown"
+        return "unknown (owner name)" if "name" in getattr(v, "reason", "") else "unknown"
     return v.kind
 
 

@@ -41,7 +41,7 @@ class MessageType:
 _ENTRIES: tuple[MessageType, ...] = (
     MessageType(
         "MSH0101", "InboundNotCaptured", "Error",
-        "Inbound {flow} reaches {outcome} without passing the sidecar's inbound side{at}",
+        "Inbound {flow} ends as {outcome} without passing the sidecar's inbound side{at}",
         "A connection from a remote peer to a port that should be captured is not handed to the "
         "sidecar's inbound listener: server-side policy and telemetry do not apply to it."),
     MessageType(

@@ -340,3 +340,14 @@ def run_flags(version: str, args: tuple[str, ...], env: dict[str, str]) -> Outco
 
     # argv has no lines: a SpecError need not carry a line number
     return classify(lambda: parse_flags(args, env, version=version), lines=None)
+
+
+def spec_seeds() -> list[str]:
+    """Synthesis specs: the shipped ``specs/*.yaml``."""
+    return [p.read_text(encoding="utf-8") for p in sorted((ROOT / "specs").glob("*.yaml"))]
+
+
+def run_spec(text: str) -> Outcome:
+    from meshsolve.analysis.spec import parse_spec
+
+    return classify(lambda: parse_spec(text, source="<fuzz>"), lines=line_count(text))
