@@ -21,6 +21,7 @@ import yaml
 from meshsolve.istio.pod import injector_args
 from meshsolve.report.audit import audit
 
+
 class _NoAliases(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
     """kubectl never writes YAML anchors/aliases; neither does the generator."""
 
@@ -71,17 +72,17 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.monotonic()
     doc = fleet(args.pods, args.setups)
-    if args.format == "json":
-        text = json.dumps(doc, indent=4)
-    else:
-        text = yaml.dump(doc, Dumper=_NoAliases, sort_keys=False)
+    as_json = args.format == "json"
+    text = json.dumps(doc, indent=4) if as_json else yaml.dump(doc, Dumper=_NoAliases, sort_keys=False)
     path = args.keep or Path(tempfile.mkstemp(prefix="msrp-fleet-", suffix=f".{args.format}")[1])
     path.write_text(text, encoding="utf-8")
     t1 = time.monotonic()
-    res = audit(path, jobs=args.jobs)
+    try:
+        res = audit(path, jobs=args.jobs)
+    finally:
+        if args.keep is None:
+            os.unlink(path)
     t2 = time.monotonic()
-    if args.keep is None:
-        os.unlink(path)
     print(f"generated {args.pods} pods ({len(text) / 1e6:.1f} MB) in {t1 - t0:.1f} s")
     print(f"audit: {res.pods} pods, {res.groups} capture set-ups, {len(res.report.findings)} findings, "
           f"{res.report.counts()} in {t2 - t1:.1f} s wall ({os.cpu_count()} cores)")

@@ -7,6 +7,8 @@ Exit codes follow sysexits as istioctl does: 0 fine, 64 usage, 65 bad input data
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -339,7 +341,10 @@ def oracle_command(ctx: click.Context, setup_name: str | None, world_file: str |
 _LEVEL_CHOICE = click.Choice(["Error", "Warning", "Info"], case_sensitive=False)
 
 
-def _input_options(f: object) -> object:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _input_options(f: _F) -> _F:
     """The options every configuration-taking command shares (see meshsolve.inputs)."""
     options = [
         click.option("--setup", "setup_name", type=_SETUP_CHOICE, default=None, help="built-in pod A..E"),
@@ -358,7 +363,7 @@ def _input_options(f: object) -> object:
                      help="environment of istio-init, with --istio FLAGS; repeatable"),
     ]
     for opt in reversed(options):
-        f = opt(f)  # type: ignore[operator]
+        f = opt(f)
     return f
 
 
@@ -382,7 +387,7 @@ def _notes(notes: tuple[str, ...]) -> None:
 
 
 @cli.command("check", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@_input_options  # type: ignore[arg-type]
+@_input_options
 @click.option("-p", "--property", "props", multiple=True, metavar="SPEC",
               help="default, capture-out, capture-in[:PORTS], bypass, no-loops, no-exposure, "
                    "reach:CLIENT:PORT[:DST], observe:CLIENT:DST:PORT[:SIDES]; repeatable")
@@ -469,8 +474,8 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
             if version is not None and "istio" not in kw:
                 kw["istio"] = version
         sides.append(load_configuration(family=family, binds=binds_file, **kw))  # type: ignore[arg-type]
-    for s in sides:
-        _notes(s.notes)
+    for side in sides:
+        _notes(side.notes)
     results = diff(sides[0].world, sides[1].world)
     named = compare_app_flows(sides[0].world, sides[1].world)
     differences = [r for r in results if isinstance(r, Different)]
@@ -507,8 +512,8 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
             click.echo(f"UNKNOWN    {r.scope}: {r.reason}")
         elif isinstance(r, Equivalent):
             click.echo(f"EQUIVALENT every first connection ends the same way (up to {r.hops} proxy hops) for:")
-            for s in r.scopes:
-                click.echo(f"  - {s}")
+            for scope in r.scopes:
+                click.echo(f"  - {scope}")
     if named:
         click.echo("flows to the apps' ports and services:")
         width = max(len(str(f)) for f, _, _ in named)

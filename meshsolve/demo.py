@@ -36,9 +36,9 @@ from meshsolve.analysis.properties import (
 )
 from meshsolve.analysis.worlds import world_from_config
 from meshsolve.inputs import default_config
+from meshsolve.model.world import Flow
 from meshsolve.report import render_text
 from meshsolve.report.run import check_world
-from meshsolve.model.world import Flow
 from meshsolve.semantics import interpret, matrix, setup_world
 
 __all__ = ["DEFAULT_SCRIPT", "Story", "main", "run"]
@@ -109,6 +109,24 @@ def _story_patches(s: Story) -> None:
     s.out("  The trade-off of the report: the self-call keeps only its client side.")
 
 
+def _progress() -> Callable[[str], None] | None:
+    """Synthesis progress on stderr, redrawn in place, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(message: str) -> None:
+        sys.stderr.write("\r\x1b[K  " + message.splitlines()[0][:100] if message else "")
+        sys.stderr.flush()
+
+    return show
+
+
+def _progress_done() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
 def _synthesis_steps(s: Story, script: Path) -> None:
     """The lead's synthesizer (meshsolve.analysis.synth) on the shipped specs: the 1.2 design space
     has no set-up meeting the three goals (a minimal conflict), the later knobs give a minimal one
@@ -122,12 +140,14 @@ def _synthesis_steps(s: Story, script: Path) -> None:
     if not (specs / "istio-1.2-design-space.yaml").is_file():
         s.claim(f"the synthesis specs are in {specs}", False)
         return
-    res = synthesize(load_spec(specs / "istio-1.2-design-space.yaml"))
+    res = synthesize(load_spec(specs / "istio-1.2-design-space.yaml"), progress=_progress())
+    _progress_done()
     s.out("\n".join("    " + t for t in str(res).splitlines()))
     s.claim("no set-up of the 1.2 design meets the goals together (each proper subset is met and proved)",
             isinstance(res, Conflict))
     s.step("Synthesis with the later proxy knobs (inbound endpoint, inbound source address)")
-    res2 = synthesize(load_spec(specs / "istio-later-knobs.yaml"))
+    res2 = synthesize(load_spec(specs / "istio-later-knobs.yaml"), progress=_progress())
+    _progress_done()
     s.out("\n".join("    " + t for t in str(res2).splitlines()))
     ok = isinstance(res2, Synthesized) and all(isinstance(p, Proved) for p in res2.proofs)
     s.claim("a minimal set-up meets every goal, each goal proved", ok)

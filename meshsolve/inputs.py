@@ -291,6 +291,9 @@ def load_configuration(*, setup: str | None = None, family: str | None = None, i
         config = default_config(istio or "current", ports or [DEFAULT_APP_PORT])
         label = f"Istio {config.version} injector defaults"
         name = f"istio-{config.version}"
+    if pod is None and family == "ipv6" and not config.enable_ipv6:
+        config = config.evolve(enable_ipv6=True)  # istio-iptables enables IPv6 for an IPv6 pod
+        notes.append("IPv6 pod: istio-iptables' IPv6 rules enabled (as for a pod whose first IP is IPv6)")
     if pod_ips is None:
         pod_ips = _pod_ips_for(config, family)
     services = b.services or ()

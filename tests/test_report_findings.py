@@ -11,6 +11,7 @@ import pytest
 
 from meshsolve.analysis.check import Proved, Unknown, check
 from meshsolve.analysis.properties import NoExposure, NoLoops, Observation, Reachable
+from meshsolve.analysis.worlds import world_from_rules
 from meshsolve.iptables import parse_file
 from meshsolve.istio import parse_flags, proxy_behavior
 from meshsolve.model.net import to_address
@@ -27,7 +28,6 @@ from meshsolve.report import (
 )
 from meshsolve.report.findings import Finding
 from meshsolve.report.run import check_world
-from meshsolve.analysis.worlds import world_from_rules
 from meshsolve.semantics import setup_world
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -211,7 +211,7 @@ def findings_for(world: World, verdict: Verdict) -> tuple[Finding, ...]:
     if code in _PROXY_STEP:
         step = _proxy_step(res)
         at = at if step is None else f"; {step}{at}"
-    params: dict[str, object] = {"flow": str(verdict.flow), "outcome": res.summary, "at": at}
+    params: dict[str, object] = {"flow": _flow_text(world, verdict), "outcome": res.summary, "at": at}
     prop = verdict.prop
     if code == "MSH0105":
         assert isinstance(prop, Observation)
@@ -230,6 +230,17 @@ def findings_for(world: World, verdict: Verdict) -> tuple[Finding, ...]:
     return (Finding(code, mt.level, mt.format(**params), subject, prop.title(), "refuted",
                     _file_reference(rule), None if hop is None or hop.rule is None else str(hop.rule),
                     str(verdict.flow), res.summary, res),)
+
+
+def _flow_text(world: World, v: Refuted) -> str:
+    """The witness flow; a process the solver made up (not an app of the pod) shows its ids."""
+    flow = v.flow
+    if flow.client in ("peer", "proxy") or flow.client in {a.name for a in world.apps}:
+        return str(flow)
+    app = next((a for a in v.world.apps if a.name == flow.client), None)
+    if app is None:
+        return str(flow)
+    return str(flow).replace(flow.client, f"a process with uid {app.uid}, gid {app.gid}", 1)
 
 
 def _proxy_step(res: Result) -> str | None:

@@ -43,6 +43,14 @@ class Checked:
     verdict: str
 
 
+def _findings(values: Iterable[Finding]) -> tuple[Finding, ...]:
+    return tuple(values)
+
+
+def _checked(values: Iterable[Checked]) -> tuple[Checked, ...]:
+    return tuple(values)
+
+
 def _at_least(level: Level, threshold: Level) -> bool:
     return LEVELS.index(level) <= LEVELS.index(threshold)
 
@@ -51,8 +59,8 @@ def _at_least(level: Level, threshold: Level) -> bool:
 class Report:
     """Findings plus what was checked; ``failure_threshold`` decides which findings fail the run."""
 
-    findings: tuple[Finding, ...] = attrs.field(default=(), converter=tuple)
-    checked: tuple[Checked, ...] = attrs.field(default=(), converter=tuple)
+    findings: tuple[Finding, ...] = attrs.field(default=(), converter=_findings)
+    checked: tuple[Checked, ...] = attrs.field(default=(), converter=_checked)
     failure_threshold: Level = "Info"
 
     @property

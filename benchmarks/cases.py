@@ -1,0 +1,401 @@
+"""The benchmark cases. Each runs in its own child process (``benchmarks.run`` starts it) and returns
+a JSON-able dict; the parent adds the wall time and the child's peak RSS (``wait4``).
+
+Timing is ``time.perf_counter``; every repeated measurement keeps all runs and their median.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import itertools
+import pstats
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+# ------------------------------------------------------------------------------------------------
+# Profile: where the time of one check goes
+
+
+_PHASES = (
+    ("parse", "iptables/parse.py", "parse_text"),
+    ("world", "model/world.py", "validate_world"),
+    ("encode", "smt/encode.py", "_encode_flow"),
+    ("solve", "z3/z3.py", "check"),
+    ("replay", "semantics/interpret.py", "interpret"),
+)
+
+
+def profile_phases(fn: Any) -> dict[str, float]:
+    """Run ``fn`` under cProfile; the cumulative seconds of parsing, world validation, encoding,
+    Z3 solving (``Solver.check``/``Optimize.check``) and interpreter replay, plus the total."""
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.enable()
+    fn()
+    prof.disable()
+    total = time.perf_counter() - t
+    stats = pstats.Stats(prof)
+    out = {name: 0.0 for name, _f, _n in _PHASES}
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in raw.items():
+        for name, suffix, fname in _PHASES:
+            if func == fname and path.replace("\\", "/").endswith(suffix):
+                # recursive entries are counted once by cProfile's cumulative time
+                out[name] = max(out[name], ct)
+    out["total (under the profiler)"] = total
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. Istio goldens: one property and every default property, warm in-process
+
+
+def golden(params: dict[str, Any]) -> dict[str, Any]:
+    from meshsolve.analysis.check import check, enumerate_scope, holds
+    from meshsolve.analysis.goldens import golden_entries
+    from meshsolve.analysis.properties import CaptureOutbound, default_properties
+    from meshsolve.analysis.worlds import world_from_config
+    from meshsolve.iptables import parse_file
+
+    repeats = int(params["repeats"])
+    entry = next(e for e in golden_entries() if e.file == params["file"])
+    one = CaptureOutbound()
+
+    def build() -> Any:
+        return world_from_config(entry.config, rules=parse_file(entry.path))
+
+    parse_s, rules = _timed(lambda: parse_file(entry.path))
+    world = build()
+    props = default_properties(world)
+    # warm-up: imports, z3 context, first encodings
+    check(world, one)
+    for p in props:
+        check(world, p)
+    one_same, all_same, one_fresh, all_fresh = [], [], [], []
+    verdict_one = verdicts_all = None
+    for _ in range(repeats):
+        dt, verdict_one = _timed(lambda: check(world, one))
+        one_same.append(dt)
+        dt, verdicts_all = _timed(lambda: [check(world, p) for p in props])
+        all_same.append(dt)
+        # a fresh world object each time: parse + build + encode + solve, in a warm process
+        dt, _ = _timed(lambda: check(build(), one))
+        one_fresh.append(dt)
+
+        def fresh_all() -> None:
+            w = build()
+            for p in default_properties(w):
+                check(w, p)
+
+        dt, _ = _timed(fresh_all)
+        all_fresh.append(dt)
+    # baseline (a): interpret every flow of the finite version of the same scopes
+    enum_runs = []
+    flows = 0
+    enum_ok = True
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        flows = 0
+        enum_ok = True
+        for scope, pred in one.checks(world):
+            for _flow, _w, result in enumerate_scope(world, scope):
+                flows += 1
+                enum_ok &= holds(pred, result)
+        enum_runs.append(time.perf_counter() - t)
+    phases = profile_phases(lambda: check(build(), one))
+    return {
+        "file": entry.file,
+        "rules_v4": rules.ipv4.rule_count(),
+        "rules_v6": rules.ipv6.rule_count(),
+        "families": list(world.families),
+        "parse_s": parse_s,
+        "one_prop": one.title(),
+        "one_verdict": getattr(verdict_one, "kind", "?"),
+        "all_verdicts": [v.kind for v in verdicts_all or []],
+        "n_default_props": len(props),
+        "one_same_world_s": one_same,
+        "all_same_world_s": all_same,
+        "one_fresh_world_s": one_fresh,
+        "all_fresh_world_s": all_fresh,
+        "enum_flows": flows,
+        "enum_holds": enum_ok,
+        "enum_s": enum_runs,
+        "profile": phases,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Synthesis of a shipped spec
+
+
+def synth(params: dict[str, Any]) -> dict[str, Any]:
+    from meshsolve.analysis.spec import load_spec
+    from meshsolve.analysis.synth import synthesize
+
+    path = ROOT / "specs" / params["spec"]
+    runs: list[float] = []
+    res: Any = None
+    load_s, _ = _timed(lambda: load_spec(path))
+    for _ in range(int(params["repeats"])):
+        spec = load_spec(path)
+        dt, res = _timed(lambda: synthesize(spec))  # noqa: B023 - called at once
+        runs.append(dt)
+    phases = profile_phases(lambda: synthesize(load_spec(path)))
+    return {
+        "spec": params["spec"],
+        "kind": res.kind,
+        "seconds": runs,
+        "reported_seconds": res.seconds,
+        "iterations": res.iterations,
+        "solver_calls": res.solver_calls,
+        "examples": getattr(res, "examples", None),
+        "rules": len(res.rules) if res.kind == "synthesized" else None,
+        "conflict_goals": [g.name for g in res.goals] if res.kind == "conflict" else None,
+        "load_s": load_s,
+        "profile": phases,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Baseline (b): brute-force synthesis over the same vocabulary
+
+
+def brute(params: dict[str, Any]) -> dict[str, Any]:
+    """Enumerate candidate rule lists (size 0, 1, ... up to the synthesizer's size; for each size
+    every knob combination, then every list of vocabulary rules) and check each goal of each with
+    ``check`` until one is not proved, for at most ``budget`` seconds. A vocabulary rule is a subset
+    of the spec's conditions (at most one of each basic match, as the synthesizer allows) with one of
+    its targets."""
+    from meshsolve.analysis.check import Proved, check
+    from meshsolve.analysis.spec import load_spec
+    from meshsolve.analysis.synth import _search, synthesize
+    from meshsolve.model.rules import Destination, InInterface, OutInterface, Protocol, Source
+    from meshsolve.smt.synth import Candidate
+
+    spec = load_spec(ROOT / "specs" / params["spec"])
+    budget = float(params["budget"])
+    search = _search(spec)
+    basic = (Source, Destination, InInterface, OutInterface, Protocol)
+    n_cond = len(spec.search.conditions)
+    types = [{type(m) for m in ms if isinstance(m, basic)} for _t, ms in spec.search.conditions]
+    subsets: list[tuple[int, ...]] = []
+    for r in range(n_cond + 1):
+        for combo in itertools.combinations(range(n_cond), r):
+            seen: set[type] = set()
+            ok = True
+            for c in combo:
+                if seen & types[c]:
+                    ok = False
+                    break
+                seen |= types[c]
+            if ok:
+                subsets.append(combo)
+    targets = [t for _text, t in spec.search.targets]
+    vocab = [(c, ti) for c in subsets for ti in range(len(targets))]
+    knob_names = [k for k, _v in spec.search.knobs]
+    knob_values = [v for _k, v in spec.search.knobs]
+    knob_combos = [tuple(zip(knob_names, combo, strict=True)) for combo in itertools.product(*knob_values)] \
+        or [()]
+    V, K = len(vocab), len(knob_combos)
+
+    # the synthesizer's answer (its size, and its position in this enumeration order)
+    target_size = params.get("size")
+    answer: Any = None
+    if target_size is None:
+        answer = synthesize(spec)
+        target_size = len(answer.rules) if answer.kind == "synthesized" else spec.search.max_rules
+    target_size = int(target_size)
+    position = None
+    if answer is not None and answer.kind == "synthesized":
+        idx = 0
+        for conds, rule in zip(answer.conditions, answer.rules, strict=True):
+            ti = next(i for i, t in enumerate(targets) if t == rule.target)
+            idx = idx * V + vocab.index((tuple(sorted(conds)), ti))
+        kidx = next((i for i, kc in enumerate(knob_combos) if dict(kc) == dict(answer.knobs)), 0)
+        position = sum(V ** j * K for j in range(target_size)) + kidx * V ** target_size + idx + 1
+    space = sum(V ** j * K for j in range(target_size + 1))
+
+    examined = 0
+    checks = 0
+    found = None
+    t0 = time.perf_counter()
+    done = True
+    for size in range(target_size + 1):
+        for knobs in knob_combos:
+            for combo in itertools.product(range(V), repeat=size):
+                if time.perf_counter() - t0 > budget:
+                    done = False
+                    break
+                rules = tuple(search.rule(vocab[i][0], targets[vocab[i][1]]) for i in combo)
+                world = search.concrete_world(Candidate(rules, knobs, 0))
+                examined += 1
+                good = True
+                for g in spec.goals:
+                    checks += 1
+                    if not isinstance(check(world, g.prop), Proved):
+                        good = False
+                        break
+                if good:
+                    found = (size, examined)
+                    break
+            if found or not done:
+                break
+        if found or not done:
+            break
+    elapsed = time.perf_counter() - t0
+    per = elapsed / examined if examined else float("nan")
+    return {
+        "spec": params["spec"],
+        "vocabulary_rules": V,
+        "knob_combinations": K,
+        "size": target_size,
+        "space_up_to_size": space,
+        "answer_position": position,
+        "examined": examined,
+        "goal_checks": checks,
+        "finished": found is not None,
+        "found_at": found,
+        "budget_s": budget,
+        "elapsed_s": elapsed,
+        "per_candidate_s": per,
+        "extrapolated_to_answer_s": None if position is None else position * per,
+        "extrapolated_space_s": space * per,
+        "synth_s": None if answer is None else answer.seconds,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Scale: one property on generated kube-proxy + Istio rulesets; parsing
+
+
+def scale(params: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.kubeproxy import ISTIO_CONFIG, kube_dump
+    from meshsolve.analysis.check import check
+    from meshsolve.analysis.properties import CaptureOutbound
+    from meshsolve.analysis.worlds import world_from_rules
+    from meshsolve.iptables import parse_text
+    from meshsolve.istio import proxy_behavior
+
+    n = int(params["rules"])
+    gen_s, text = _timed(lambda: kube_dump(n))
+    parse_s, rules = _timed(lambda: parse_text(text))
+    proxy = proxy_behavior(ISTIO_CONFIG.version, ISTIO_CONFIG)
+    world_s, world = _timed(lambda: world_from_rules(rules, proxy))
+    prop = CaptureOutbound()
+    runs: list[float] = []
+    verdict: Any = None
+    for _ in range(int(params["repeats"])):
+        w = world_from_rules(rules, proxy)  # a new world object: nothing cached
+        dt, verdict = _timed(lambda: check(w, prop))  # noqa: B023 - called at once
+        runs.append(dt)
+    return {
+        "rules": rules.ipv4.rule_count(),
+        "requested": n,
+        "lines": text.count("\n"),
+        "gen_s": gen_s,
+        "parse_s": parse_s,
+        "world_s": world_s,
+        "prop": prop.title(),
+        "verdict": getattr(verdict, "kind", "?"),
+        "assumes": len(getattr(verdict, "assumes", ())),
+        "check_s": runs,
+    }
+
+
+def scale_enum(params: dict[str, Any]) -> dict[str, Any]:
+    """Baseline (a) at scale: interpret every flow of a declared finite space — the app to each
+    service VIP:port, to each endpoint address:port, and ``enumerate_scope``'s default space
+    (interesting addresses × the world's ports) — and evaluate the property's predicate."""
+    from benchmarks.kubeproxy import ISTIO_CONFIG, kube_dump, service_count, services
+    from meshsolve.analysis.check import enumerate_scope, holds
+    from meshsolve.analysis.properties import CaptureOutbound
+    from meshsolve.analysis.worlds import world_from_rules
+    from meshsolve.iptables import parse_text
+    from meshsolve.istio import proxy_behavior
+    from meshsolve.model.world import Flow
+    from meshsolve.semantics.interpret import interpret
+
+    n = int(params["rules"])
+    rules = parse_text(kube_dump(n))
+    world = world_from_rules(rules, proxy_behavior(ISTIO_CONFIG.version, ISTIO_CONFIG))
+    prop = CaptureOutbound()
+    scope, pred = prop.checks(world)[0]
+    client = world.apps[0].name
+    targets: list[tuple[str, int]] = []
+    for _name, vip, port, eps in services(service_count(n)):
+        targets.append((vip, port))
+        targets.extend(eps)
+    t0 = time.perf_counter()
+    budget = float(params["budget"])
+    flows = 0
+    violations = 0
+    finished = True
+    for _flow, _w, result in enumerate_scope(world, scope):
+        flows += 1
+        violations += not holds(pred, result)
+    for dst, port in targets:
+        if time.perf_counter() - t0 > budget:
+            finished = False
+            break
+        result = interpret(world, Flow(client, dst, port))
+        flows += 1
+        violations += not holds(pred, result)
+    elapsed = time.perf_counter() - t0
+    space = len(targets) + (flows - len(targets) if finished else 0)
+    return {
+        "rules": rules.ipv4.rule_count(),
+        "space": space if finished else None,
+        "flows": flows,
+        "violations": violations,
+        "finished": finished,
+        "elapsed_s": elapsed,
+        "extrapolated_s": elapsed if finished else elapsed / max(flows, 1) * (len(targets) + 20),
+    }
+
+
+def parse(params: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.kubeproxy import kube_dump
+    from meshsolve.iptables import parse_text
+
+    lines = int(params["lines"])
+    # about 1.4 lines a rule in the generated dump
+    n = int(lines / 1.38)
+    text = kube_dump(n)
+    got = text.count("\n")
+    runs = []
+    rules = 0
+    for _ in range(int(params["repeats"])):
+        dt, rs = _timed(lambda: parse_text(text))
+        runs.append(dt)
+        rules = rs.ipv4.rule_count()
+        del rs
+    return {"lines": got, "bytes": len(text.encode()), "rules": rules, "parse_s": runs,
+            "lines_per_s": got / _median(runs)}
+
+
+def idle(params: dict[str, Any]) -> dict[str, Any]:
+    """The floor: a child that imports meshsolve's checker and z3 and does nothing."""
+    import z3
+
+    from meshsolve.analysis import check  # noqa: F401
+
+    return {"z3": z3.get_version_string()}
+
+
+CASES = {"golden": golden, "synth": synth, "brute": brute, "scale": scale, "scale_enum": scale_enum,
+         "parse": parse, "idle": idle}
