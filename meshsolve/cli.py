@@ -397,12 +397,15 @@ def _notes(notes: tuple[str, ...]) -> None:
               help="the lowest level of a refuted finding that makes the exit code 79")
 @click.option("--output-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True,
               help="the lowest level printed")
+@click.option("-S", "--suppress", multiple=True, metavar="CODE[=Kind ns/name]",
+              help="drop matching findings ('*' wildcards), e.g. -S 'MSH0143=Pod default/*'; repeatable")
 @click.argument("flags", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def check_command(ctx: click.Context, setup_name: str | None, family: str | None, version: str | None,
                   pod_file: str | None, rules_file: str | None, binds_file: str | None,
                   env_pairs: tuple[str, ...], props: tuple[str, ...], output: str, explain: bool,
-                  failure_threshold: str, output_threshold: str, flags: tuple[str, ...]) -> None:
+                  failure_threshold: str, output_threshold: str, suppress: tuple[str, ...],
+                  flags: tuple[str, ...]) -> None:
     """Prove or refute properties of one pod's traffic capture and print findings.
 
     Without --property, checks the default set: outbound capture, inbound capture of the apps'
@@ -425,7 +428,7 @@ def check_command(ctx: click.Context, setup_name: str | None, family: str | None
     _notes(cfg.notes)
     report = check_world(cfg.world, parse_properties(props, cfg.world),
                          app_references=dict(cfg.app_references),
-                         failure_threshold=cast(Level, _level(failure_threshold)))
+                         failure_threshold=cast(Level, _level(failure_threshold))).suppress(suppress)
     out_level = cast(Level, _level(output_threshold))
     if output == "json":
         click.echo(render_json(report, output_threshold=out_level,
@@ -538,10 +541,12 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 @click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
 @click.option("--failure-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True)
 @click.option("--output-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True)
+@click.option("-S", "--suppress", multiple=True, metavar="CODE[=Kind ns/name]",
+              help="drop matching findings ('*' wildcards); repeatable")
 @click.pass_context
 def audit_command(ctx: click.Context, pods_file: str, version: str | None, props: tuple[str, ...],
                   output: str, jobs: int | None, quiet: bool, failure_threshold: str,
-                  output_threshold: str) -> None:
+                  output_threshold: str, suppress: tuple[str, ...]) -> None:
     """Check every pod of a List (kubectl get pods -A -o yaml), each capture set-up proven once.
 
     Pods are grouped by effective capture set-up (Istio version, annotations or istio-init
@@ -567,17 +572,18 @@ def audit_command(ctx: click.Context, pods_file: str, version: str | None, props
                 failure_threshold=cast(Level, _level(failure_threshold)), on_group=on_group)
     if bar is not None:
         bar.done()
+    report = res.report.suppress(suppress)
     out_level = cast(Level, _level(output_threshold))
     if output == "json":
-        click.echo(render_json(res.report, output_threshold=out_level,
+        click.echo(render_json(report, output_threshold=out_level,
                                extra={"pods": res.pods, "groups": res.groups}), nl=False)
     else:
-        text = render_text(res.report, colour=colour_enabled(sys.stdout), output_threshold=out_level)
+        text = render_text(report, colour=colour_enabled(sys.stdout), output_threshold=out_level)
         lines = text.splitlines()
         lines.insert(len(lines) - 1, f"audited {res.pods} pod{'s' if res.pods != 1 else ''} in "
                                      f"{res.groups} capture set-up{'s' if res.groups != 1 else ''}")
         click.echo("\n".join(lines))
-    ctx.exit(res.report.exit_code)
+    ctx.exit(report.exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:

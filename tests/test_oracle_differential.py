@@ -36,7 +36,7 @@ from meshsolve.oracle.compare import differences, explain, replay_command
 from meshsolve.oracle.run import KernelWorld, OracleConfig
 from meshsolve.semantics.interpret import interpret
 from meshsolve.semantics.setups import APP_PORTS, SETUPS, setup_addresses, setup_world
-from meshsolve.semantics.trace import Dropped, Egress, Refused, Result
+from meshsolve.semantics.trace import Dropped, Egress, Refused
 from meshsolve.strategies import worlds_and_flows
 
 pytestmark = pytest.mark.kernel
@@ -56,28 +56,6 @@ def bind_matrix(world: World, family: str) -> tuple[Flow, ...]:
         flows += [Flow("peer", a["pod"], port), Flow(app, a["lo"], port), Flow(app, a["pod"], port),
                   Flow(app, a["vip"], port)]
     return tuple(flows)
-
-
-def _oif_rules(world: World, result: Result) -> set[RuleRef]:
-    """The filter/security OUTPUT rules with an ``-o`` match among ``result``'s rule hits."""
-    out = set()
-    for ref in result.rule_hits:
-        if ref.table in ("filter", "security") and ref.chain == "OUTPUT" and ref.index > 0:
-            rule = world.rules.for_family(result.flow.family).rule(ref)
-            if rule.find(OutInterface) is not None:
-                out.add(ref)
-    return out
-
-
-def known_interpreter_bug(world: World, expected: Result, actual: Result) -> str | None:
-    """A disagreement already reported to the interpreter's owner (each pinned by a strict xfail
-    test below), or None. Kept narrow on purpose: only these exact kernel behaviours are excused."""
-    einval = any("EINVAL" in hop.text for hop in expected.trace)
-    if expected.flow.family == "ipv6" and einval and not isinstance(actual.outcome, Refused):
-        return "IPv6: a socket bound to ::6 may connect() to a remote address (no EINVAL)"
-    if _oif_rules(world, expected) != _oif_rules(world, actual):
-        return "filter/security OUTPUT -o sees the interface routed before nat OUTPUT rewrote it"
-    return None
 
 
 def _disagreements(world: World, flows: tuple[Flow, ...], replay: object) -> list[str]:
@@ -125,9 +103,6 @@ def test_random_worlds_agree_with_the_kernel(case: tuple[World, tuple[Flow, ...]
             expected = interpret(world, flow)
             actual = kw.run(flow)
             if differences(expected, actual, hits=True):
-                if known_interpreter_bug(world, expected, actual):
-                    _stats["known"] += 1
-                    continue
                 out.append((flow, expected, actual))
     _stats["worlds"] += 1
     _stats["flows"] += len(flows)
@@ -195,8 +170,6 @@ def test_kernel_lets_the_ipv6_passthrough_source_reach_the_outside() -> None:
     assert isinstance(res.outcome, Egress) and str(res.outcome.dst) == "2001:db8:2::9"
 
 
-@pytest.mark.xfail(strict=True, reason="interpreter bug (reported to the lead): it applies the IPv4 "
-                   "loopback-source EINVAL to ::6 too (-> Refused); the kernel connects (-> Egress)")
 def test_interpreter_agrees_on_the_ipv6_passthrough_source_towards_the_outside() -> None:
     world = _six_world()
     flow = Flow("app", "2001:db8:2::9", 9001)
@@ -236,9 +209,6 @@ def test_kernel_filter_output_sees_the_interface_routed_before_nat(family: str) 
     assert via_eth0.outcome == Dropped(RuleRef("filter", "OUTPUT", 1))
 
 
-@pytest.mark.xfail(strict=True, reason="interpreter bug (reported to the lead): filter OUTPUT -o is "
-                   "matched against the interface after the nat OUTPUT rewrite (lo); the kernel uses "
-                   "the interface routed before it (eth0)")
 @pytest.mark.parametrize("oif", ["lo", "eth0"])
 def test_interpreter_agrees_on_filter_output_after_nat(oif: str) -> None:
     world = _oif_world("ipv4", oif)

@@ -144,6 +144,17 @@ def test_report_text_json_and_thresholds() -> None:
     doc = json.loads(render_json(r, extra={"configuration": "x"}))
     assert list(doc) == ["schemaVersion", "configuration", "findings", "checked", "summary"]
     assert doc["summary"] == {"proved": 1, "refuted": 2, "unknown": 0, "error": 1, "warning": 1, "info": 0,
-                              "exitCode": 79}
+                              "suppressed": 0, "exitCode": 79}
     assert [f["code"] for f in doc["findings"]] == ["MSH0145", "MSH0143"]
     assert doc["findings"][0]["documentationUrl"] == "docs/findings.md#msh0145"
+
+
+def test_suppress_by_code_and_subject() -> None:
+    r = check_world(setup_world("A"), (Reachable("peer", 9003), NoExposure()))
+    assert [f.code for f in r.suppress(["MSH0145"]).findings] == ["MSH0143"]
+    assert r.suppress(["MSH01*=Pod default/setup-A-*"]).findings == ()
+    assert r.suppress(["MSH0145=Pod other/*"]).findings == r.findings
+    s = r.suppress(["MSH0145", "MSH0143"])
+    assert s.suppressed == 2 and s.exit_code == 0
+    assert s.summary().startswith("✔ No issues left after suppressing 2: 0 of 2 properties proved")
+    assert r.suppress(["MSH0145"]).summary().endswith("(1 suppressed)")

@@ -292,7 +292,8 @@ def test_flags_huge_argv_finishes_quickly() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parser", ["iptables", "pods", "flags"])
+@pytest.mark.parametrize("parser", ["iptables", "pods", "flags", pytest.param("specs", marks=pytest.mark.xfail(
+    reason="the spec parser's two reported findings (RecursionError, reader errors without a line)"))])
 def test_campaign_100k(parser: str, tmp_path: Path) -> None:
     import json
 
@@ -304,3 +305,55 @@ def test_campaign_100k(parser: str, tmp_path: Path) -> None:
     assert summary["finished"] and summary["inputs"] >= int(os.environ.get("MESHSOLVE_FUZZ_INPUTS", "100000"))
     assert not summary["crashes"], summary["crashes"]
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("inner", ["{" * 5000, "[" * 100_000, "a: " + HUGE, "a: 2026-02-30", "\x07"],
+                         ids=["deep-map", "deep-list", "huge-int", "bad-date", "control-char"])
+def test_proxy_config_annotation_yaml_errors_are_spec_errors(inner: str) -> None:
+    """Found by the campaign: deep nesting in proxy.istio.io/config raised RecursionError."""
+    import json
+
+    text = "kind: Pod\nmetadata:\n  name: p\n  annotations:\n    proxy.istio.io/config: " + json.dumps(inner) + "\n"
+    with pytest.raises(SpecError) as info:
+        pods_from_text(text)
+    assert info.value.lineno == 5
+
+
+# ------------------------------------------------------------------------------------------------
+# The synthesis spec parser (meshsolve.analysis.spec, the lead's): findings reported, not patched here
+
+
+@pytest.mark.xfail(strict=True, reason="reported to the lead: parse_spec turns a YAML ReaderError (control "
+                                       "character) into a SpecError without a line number")
+def test_spec_control_character_names_its_line() -> None:
+    from meshsolve.analysis.spec import parse_spec
+
+    text = (ROOT / "specs/istio-later-knobs.yaml").read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    lines[2] = lines[2].rstrip("\n") + "\x07\n"
+    with pytest.raises(SpecError) as info:
+        parse_spec("".join(lines))
+    assert info.value.lineno == 3
+
+
+@pytest.mark.xfail(strict=True, reason="reported to the lead: parse_spec lets RecursionError escape on deeply "
+                                       "nested YAML (yaml.compose is recursive)")
+def test_spec_deep_nesting_is_a_spec_error() -> None:
+    from meshsolve.analysis.spec import parse_spec
+
+    with pytest.raises(SpecError):
+        parse_spec("name: x\nfamily: " + "[" * 50_000 + "]" * 50_000 + "\n")
+
+
+@settings(max_examples=150, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@given(H.mutated_text(H.spec_seeds()))
+def test_fuzz_specs_raise_only_meshsolve_errors(text: str) -> None:
+    """The spec parser's CI profile, minus the two reported findings (no line number on a reader
+    error; RecursionError on deep nesting), which the xfail tests above pin down."""
+    out = H.run_spec(text)
+    if out.kind == "crash" and (out.detail.startswith("RecursionError")
+                                or ("line number None" in out.detail and "unacceptable character" in out.detail)
+                                or ("line number None" in out.detail and "special characters" in out.detail)):
+        return
+    assert out.kind != "crash", _explain(out, text)

@@ -470,9 +470,9 @@ def _proxy_metadata(pod: Mapping[str, Any], *, source: str, text: str) -> dict[s
     raw = _str_map((pod.get("metadata") or {}).get("annotations")).get(A_PROXY_CONFIG)
     if raw is None:
         return {}
-    try:
-        pc = yaml.safe_load(raw) or {}
-    except yaml.YAMLError:
+    try:  # nested YAML in an annotation: the same failures as the manifest's (deep nesting included)
+        pc = yaml.load(raw, Loader=_LOADER) or {}
+    except (yaml.YAMLError, ValueError, RecursionError):
         raise SpecError(f"annotation {A_PROXY_CONFIG}: not valid YAML", source=source,
                         lineno=where.line(A_PROXY_CONFIG)) from None
     if not isinstance(pc, Mapping):

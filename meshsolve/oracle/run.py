@@ -41,9 +41,11 @@ import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -184,6 +186,21 @@ class _Worker:
                     f.close()
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _unwind_on_sigterm() -> Any:
+    """Make SIGTERM raise ``SystemExit`` (so ``with KernelWorld`` cleans up, as on Ctrl-C) when it
+    would otherwise kill the process outright; returns the handler to restore, or None when the
+    caller has its own (or this is not the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _terminate)
+
+
 class KernelWorld:
     """A world materialised in two network namespaces; run flows with :meth:`run`.
 
@@ -208,15 +225,29 @@ class KernelWorld:
     # -- life cycle ---------------------------------------------------------------------------------
 
     def __enter__(self) -> KernelWorld:
+        self._sigterm = _unwind_on_sigterm()
         try:
             self.start()
         except BaseException:
-            self.close()
+            self._exit()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._exit()
+
+    def _exit(self) -> None:
+        # SIGTERM (kill, a cancelled CI job) unwinds to here like Ctrl-C; a second one during the
+        # clean-up is ignored so that it finishes, then the previous handler is back
+        restore = getattr(self, "_sigterm", None)
+        if restore is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            self.close()
+        finally:
+            if restore is not None:
+                signal.signal(signal.SIGTERM, restore)
+                self._sigterm = None
 
     def start(self) -> None:
         t0 = time.monotonic()

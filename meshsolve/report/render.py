@@ -12,6 +12,7 @@ but some are inconclusive.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -62,6 +63,7 @@ class Report:
     findings: tuple[Finding, ...] = attrs.field(default=(), converter=_findings)
     checked: tuple[Checked, ...] = attrs.field(default=(), converter=_checked)
     failure_threshold: Level = "Info"
+    suppressed: int = 0  # findings dropped by ``suppress``
 
     @property
     def exit_code(self) -> int:
@@ -82,6 +84,17 @@ class Report:
     def level_counts(self) -> dict[str, int]:
         return {lvl: sum(1 for f in self.findings if f.level == lvl) for lvl in LEVELS}
 
+    def suppress(self, patterns: Iterable[str]) -> Report:
+        """Without the findings matching any ``CODE`` or ``CODE=Kind namespace/name`` pattern
+        (``*`` wildcards, as istioctl's ``--suppress``)."""
+        rules = []
+        for p in patterns:
+            code, _, subject = p.partition("=")
+            rules.append((code.strip(), subject.strip() or "*"))
+        kept = tuple(f for f in self.findings if not any(
+            fnmatch.fnmatchcase(f.code, c) and fnmatch.fnmatchcase(str(f.subject), s) for c, s in rules))
+        return attrs.evolve(self, findings=kept, suppressed=self.suppressed + len(self.findings) - len(kept))
+
     def filtered(self, output_threshold: Level) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if _at_least(f.level, output_threshold))
 
@@ -90,13 +103,16 @@ class Report:
         what = str(subjects[0]) if len(subjects) == 1 else f"{len(subjects)} pods"
         c = self.counts()
         n = len(self.checked)
+        hidden = f" ({self.suppressed} suppressed)" if self.suppressed else ""
         if not self.findings:
-            return f"✔ No issues found: {n} of {n} propert{'ies' if n != 1 else 'y'} proved for {what}"
+            head = f"✔ No issues left after suppressing {self.suppressed}" if self.suppressed else \
+                "✔ No issues found"
+            return f"{head}: {c['proved']} of {n} propert{'ies' if n != 1 else 'y'} proved for {what}"
         lv = self.level_counts()
         parts = [f"{lv[k]} {k.lower()}{'s' if lv[k] != 1 else ''}" for k in LEVELS if lv[k]]
         return (f"{len(self.findings)} finding{'s' if len(self.findings) != 1 else ''} "
                 f"({', '.join(parts)}) for {what}: {c['proved']} proved, {c['refuted']} refuted, "
-                f"{c['unknown']} unknown of {n} propert{'ies' if n != 1 else 'y'}")
+                f"{c['unknown']} unknown of {n} propert{'ies' if n != 1 else 'y'}{hidden}")
 
 
 def colour_enabled(stream: IO[str] | None, env: Mapping[str, str] | None = None) -> bool:
@@ -138,7 +154,7 @@ def render_json(report: Report, *, output_threshold: Level = "Info",
     doc["checked"] = [{"origin": str(c.subject), "property": c.property, "verdict": c.verdict}
                       for c in report.checked]
     doc["summary"] = {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
-                      "exitCode": report.exit_code}
+                      "suppressed": report.suppressed, "exitCode": report.exit_code}
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 

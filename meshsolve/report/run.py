@@ -17,14 +17,17 @@ __all__ = ["check_world"]
 
 def check_world(world: World, props: Sequence[Property], *, app_references: Mapping[str, str] | None = None,
                 failure_threshold: Level = "Info", progress: Progress | None = None) -> Report:
-    """Prove or refute each property; findings for the refuted/unknown ones plus ``lint_world``."""
+    """Prove or refute each property; findings for the refuted/unknown ones plus ``lint_world``
+    (a finding identical to an earlier one, word for word, is reported once)."""
     findings: list[Finding] = list(lint_world(world, app_references=dict(app_references or {})))
     checked: list[Checked] = []
     subject = subject_of(world)
     for p in props:
         v = check(world, p)
         checked.append(Checked(subject, p.title(), v.kind))
-        findings.extend(findings_for(world, v))
+        seen = {f.line() for f in findings}
+        # two properties refuted by the same witness (a loop is also an unreachable port) say it once
+        findings.extend(f for f in findings_for(world, v) if f.line() not in seen)
         if progress is not None:
             progress.step()
     if progress is not None:

@@ -18,12 +18,15 @@ A connection opened in the pod (an app, or the proxy)
     Owner uid/gid = the opening process's. Route: ``-o lo`` when the destination is local
     (127.0.0.0/8, ::1, a pod IP, the proxy's IPv6 inbound source such as ::6 that Istio adds to
     ``lo``), else ``-o eth0``. Source chosen by the kernel unless the proxy binds one
-    (``ProxyBehavior.inbound_source_*``; a connection bound to an address of ``lo`` — 127.0.0.6, ::6 —
-    towards a remote destination fails in ``connect()`` with EINVAL: seen on this kernel, so the
-    flow is ``Refused``): 127.0.0.1 for any 127/8 destination (the ``lo`` route's
+    (``ProxyBehavior.inbound_source_*``; a connection bound to a loopback address — 127.0.0.6 —
+    towards a remote destination fails in ``connect()`` with EINVAL, before any hook: seen on this
+    kernel, so the flow is ``Refused``; ``::6`` is not a loopback address and connects normally):
+    127.0.0.1 for any 127/8 destination (the ``lo`` route's
     preferred source), ::1 for ::1, the destination itself for another local IPv6 address (RFC 6724
     rule 1), otherwise the pod IP of the family. Hooks: raw, mangle, nat, filter, security OUTPUT →
-    (re-route if nat rewrote the destination) → mangle, nat POSTROUTING. A local destination then
+    (re-route if nat rewrote the destination) → mangle, nat POSTROUTING. Rules after nat in OUTPUT
+    still see the output interface routed before nat (``-o eth0`` for a redirected outbound
+    connection: seen on this kernel); POSTROUTING sees the re-routed one. A local destination then
     loops back through ``lo``: raw and mangle PREROUTING (``-i lo``), mangle, filter, security INPUT.
     **nat PREROUTING and nat INPUT are never evaluated for a locally opened connection** (its
     conntrack entry already exists). A non-local destination leaves the pod: ``Egress(dst, port)``.
@@ -99,7 +102,6 @@ _LO6 = ipaddress.IPv6Address("::1")
 _LOOPNET4 = ipaddress.IPv4Network("127.0.0.0/8")
 _WILD4 = ipaddress.IPv4Address("0.0.0.0")
 _WILD6 = ipaddress.IPv6Address("::")
-_PASSTHROUGH6 = ipaddress.IPv6Address("::6")
 
 
 def rule_text(rule: Rule) -> str:
@@ -112,8 +114,9 @@ def rule_text(rule: Rule) -> str:
 
 
 def _on_lo_only(addr: IPAddress) -> bool:
-    """An address that lives on ``lo`` only (127.0.0.0/8, ::1, the ::6 passthrough source)."""
-    return addr.is_loopback or addr == _PASSTHROUGH6
+    """A loopback address (127.0.0.0/8, ::1): the kernel refuses to route from it to a remote
+    destination. (``::6`` is an ordinary address Istio puts on ``lo``: it connects anywhere.)"""
+    return addr.is_loopback
 
 
 def _loopback(family: Family) -> IPAddress:
@@ -277,11 +280,14 @@ class _Run:
         if nat is not None:
             assert nat.new_dst is not None and nat.new_dport is not None and nat.rule is not None
             self.hop("rewrite", _rewrite(pkt, nat.new_dst, nat.new_dport), nat.rule)
-            new_oif = "lo" if world.is_local(nat.new_dst) else world.interface
-            pkt = attrs.evolve(pkt, dst=nat.new_dst, dport=nat.new_dport, oif=new_oif,
-                               ctstates=("NEW", "DNAT"))
-        pkt, end, _ = self.hooks(pkt, [("filter", "OUTPUT"), ("security", "OUTPUT"),
-                                       ("mangle", "POSTROUTING"), ("nat", "POSTROUTING")])
+            pkt = attrs.evolve(pkt, dst=nat.new_dst, dport=nat.new_dport, ctstates=("NEW", "DNAT"))
+        # the rest of OUTPUT still sees the interface routed before nat (the hook's output device is
+        # fixed when the hook starts); POSTROUTING sees the re-routed one
+        pkt, end, _ = self.hooks(pkt, [("filter", "OUTPUT"), ("security", "OUTPUT")])
+        if end is not None:
+            return self.result(end)
+        pkt = attrs.evolve(pkt, oif="lo" if world.is_local(pkt.dst) else world.interface)
+        pkt, end, _ = self.hooks(pkt, [("mangle", "POSTROUTING"), ("nat", "POSTROUTING")])
         if end is not None:
             return self.result(end)
         if not world.is_local(pkt.dst):

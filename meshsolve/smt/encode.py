@@ -810,9 +810,12 @@ def _hop_local(ctx: Ctx, rs: Ruleset, h: HopVars, sockets: list[tuple[str, Any]]
     new_dst, new_dport = _nat_rewrite(d1, h.dst, h.dport, loop_v)
     nat_done = z3.Or(d1.kind == REDIR, d1.kind == DNAT)
     local = ctx.is_local(new_dst)
+    # filter OUTPUT still sees the interface routed before nat; POSTROUTING the re-routed one
+    p2a = Pkt(ctx.family, h.src, new_dst, h.sport, new_dport, h.uid, h.gid, None, pkt.oif_lo, nat_done)
+    d2a = _pipeline(ctx, rs, [("filter", "OUTPUT")], p2a, d1.mark, d1.ctmark)
     p2 = Pkt(ctx.family, h.src, new_dst, h.sport, new_dport, h.uid, h.gid, None, local, nat_done)
-    d2 = _pipeline(ctx, rs, [("filter", "OUTPUT"), ("mangle", "POSTROUTING"), ("nat", "POSTROUTING")], p2,
-                   d1.mark, d1.ctmark)
+    d2b = _pipeline(ctx, rs, [("mangle", "POSTROUTING"), ("nat", "POSTROUTING")], p2, d2a.mark, d2a.ctmark)
+    d2 = ite(d2a.kind != CONT, d2a, d2b)
     d2kind = z3.If(z3.Or(d2.kind == REDIR, d2.kind == DNAT, d2.kind == TPROXY), z3.BitVecVal(UNK, 8), d2.kind)
     p3 = Pkt(ctx.family, h.src, new_dst, h.sport, new_dport, None, None, "lo", None, nat_done)
     d3 = _pipeline(ctx, rs, [("raw", "PREROUTING"), ("mangle", "PREROUTING")], p3, d2.mark, d2.ctmark)
@@ -829,10 +832,9 @@ def _hop_local(ctx: Ctx, rs: Ruleset, h: HopVars, sockets: list[tuple[str, Any]]
     lo_path = _end(d3kind, delivered)
     routed = z3.If(local, lo_path, z3.BitVecVal(EGRESS, 8))
     cls = _end(d1kind, _end(d2kind, routed))
-    # connect() from an address of lo (127/8, ::6) to a remote destination fails with EINVAL
-    lo_src = z3.Or(ctx.is_loopback_range(h.src), h.src == addr_val(to_address("::6"), "ipv6")) \
-        if ctx.family == "ipv6" else ctx.is_loopback_range(h.src)
-    cls = z3.If(z3.And(lo_src, z3.Not(ctx.is_local(h.dst))), z3.BitVecVal(REFUSED, 8), cls)
+    # connect() from a loopback address (127.0.0.6) to a remote destination fails with EINVAL
+    # (::6 is an ordinary address on lo and connects anywhere)
+    cls = z3.If(z3.And(ctx.is_loopback_range(h.src), z3.Not(ctx.is_local(h.dst))), z3.BitVecVal(REFUSED, 8), cls)
     none16 = z3.BitVecVal(0xFFFF, 16)
     odst = z3.If(tproxied, new_dst, h.dst)
     odport = z3.If(tproxied, new_dport, h.dport)
