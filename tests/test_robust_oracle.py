@@ -138,3 +138,31 @@ def test_sweep_leaves_namespaces_of_live_processes_alone() -> None:
         assert live in netns.list_namespaces()
     finally:
         subprocess.run(["ip", "netns", "delete", live], capture_output=True, check=False)
+
+
+def test_oracle_timeout_during_start_cleans_up() -> None:
+    """Workers that do not report ready in time (a 1 µs start timeout): an OracleError, and nothing
+    left behind — no namespaces of this process, no new user or group."""
+    from meshsolve.errors import OracleError
+    from meshsolve.oracle.run import KernelWorld, OracleConfig
+    from meshsolve.semantics.setups import setup_world
+
+    accounts = (Path("/etc/passwd").read_bytes(), Path("/etc/group").read_bytes())
+    mine = f"{netns.PREFIX}{os.getpid()}x"
+    before = {n for n in netns.list_namespaces() if n.startswith(mine)}
+    kw = KernelWorld(setup_world("E"), OracleConfig(start_timeout=1e-6))
+    pids: list[int] = []
+    spawn = kw._spawn
+
+    def spy(*args: object) -> None:
+        spawn(*args)  # type: ignore[arg-type]
+        pids.extend(w.pid for w in kw.workers.values() if w.pid not in pids)
+
+    kw._spawn = spy  # type: ignore[method-assign]
+    with pytest.raises(OracleError, match=r"silent|exited"), kw:
+        pass  # pragma: no cover
+    assert pids, "the workers should have been started"
+    _left, alive = _wait_gone([], pids, timeout=5)
+    assert not alive, f"workers left behind after a start timeout: {alive}"
+    assert {n for n in netns.list_namespaces() if n.startswith(mine)} == before
+    assert (Path("/etc/passwd").read_bytes(), Path("/etc/group").read_bytes()) == accounts

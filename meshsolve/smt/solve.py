@@ -161,16 +161,7 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = 8, timeout_ms:
         return NoWitness(hops, opaque)
     if r == z3.unknown:
         return SolverGaveUp(s.reason_unknown() or "unknown")
-    # A witness reads better with addresses people recognise: try documentation ranges and the
-    # world's own addresses first, and ordinary ids; fall back to any model.
-    s.push()
-    s.add(_preferred(world, scope, h0))
-    m = s.model() if s.check() == z3.sat else None
-    s.pop()
-    if m is None:
-        s.check()
-        m = s.model()
-
+    m = _canonical(s, world, scope, h0, enc)
     flow, w = _flow_from_model(m, world, scope, h0, enc)
     return Candidate(flow, w, opaque)
 
@@ -207,6 +198,34 @@ def _flow_from_model(m: Any, world: World, scope: Scope, h0: E.HopVars,
     endpoint = endpoint if endpoint < max(n_ep, 1) else 0
     flow = Flow(client=name, dst=dst, dport=dport, sport=sport or None, endpoint=endpoint)
     return flow, w
+
+
+def _canonical(s: Any, world: World, scope: Scope, h0: E.HopVars, enc: E.FlowEncoding) -> Any:
+    """A model of the solver's assertions chosen canonically, so that the same question gives the
+    same witness whatever the solver's internal choices: addresses people recognise (documentation
+    ranges, the world's own) and the world's own ports preferred, then the smallest destination,
+    port, ids and endpoint. Falls back to the solver's own model if the optimisation gives up."""
+    opt = z3.Optimize()
+    opt.set("timeout", 1_000)
+    opt.add(*s.assertions())
+    fam = scope.family
+    v = 4 if fam == "ipv4" else 6
+    opt.add_soft(_preferred(world, scope, h0), 8)
+    known = {a for a in (*world.pod_ips, *world.peer_ips) if a.version == v}
+    known |= {sv.vip for sv in world.services if sv.vip.version == v}
+    known.add(to_address("127.0.0.1" if fam == "ipv4" else "::1"))
+    opt.add_soft(z3.Or(*[h0.dst == E.addr_val(a, fam) for a in sorted(known, key=int)]), 4)
+    ports = sorted({sock.port for a in world.apps for sock in a.sockets} | {sv.port for sv in world.services})
+    if ports:
+        opt.add_soft(z3.Or(*[h0.dport == z3.BitVecVal(p, 16) for p in ports]), 2)
+    if scope.client == "any-app" and world.apps and h0.uid is not None:
+        opt.add_soft(z3.Or(*[z3.And(h0.uid == a.uid, h0.gid == a.gid) for a in world.apps]), 1)
+    for term in (h0.dst, h0.dport, enc.endpoint):
+        opt.minimize(term)
+    if opt.check() == z3.sat:
+        return opt.model()
+    s.check()
+    return s.model()
 
 
 _DOC_NETS = {"ipv4": ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "127.0.0.0/8"),
@@ -281,13 +300,7 @@ def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int
         return NoWitness(hops, opaque)
     if r == z3.unknown:
         return SolverGaveUp(s.reason_unknown() or "unknown")
-    s.push()
-    s.add(_preferred(world_a, scope, h0))
-    m = s.model() if s.check() == z3.sat else None
-    s.pop()
-    if m is None:
-        s.check()
-        m = s.model()
+    m = _canonical(s, world_a, scope, h0, ea)
     flow, wa = _flow_from_model(m, world_a, scope, h0, ea)
     _flow_b, wb = _flow_from_model(m, world_b, scope, h0, eb)
     return Difference(flow, wa, wb)
