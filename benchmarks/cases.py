@@ -155,7 +155,7 @@ def synth(params: dict[str, Any]) -> dict[str, Any]:
         spec = load_spec(path)
         dt, res = _timed(lambda: synthesize(spec))  # noqa: B023 - called at once
         runs.append(dt)
-    phases = profile_phases(lambda: synthesize(load_spec(path)))
+    phases = profile_phases(lambda: synthesize(load_spec(path))) if params.get("profile") else None
     return {
         "spec": params["spec"],
         "kind": res.kind,

@@ -35,15 +35,17 @@ PY = sys.executable
 
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"goldens": 1, "repeats": 1, "cli_runs": 1, "specs": [], "brute_specs": ["istio-later-knobs.yaml"],
-              "brute_budget": 1.0, "brute_size": 1, "scale": [30], "scale_timeout": 30, "enum_budget": 5,
-              "parse": [2_000], "timeout": 120},
+              "brute_budget": 0.5, "brute_size": 1, "scale": [8], "scale_timeout": 60, "enum_budget": 5,
+              "parse": [1_000], "timeout": 120, "cli_commands": 1, "profile_synth": []},
     "quick": {"goldens": 4, "repeats": 3, "cli_runs": 3, "specs": ["istio-later-knobs.yaml", "tproxy.yaml"],
               "brute_specs": ["istio-later-knobs.yaml"], "brute_budget": 10.0, "brute_size": None,
-              "scale": [100, 1_000], "scale_timeout": 60, "enum_budget": 60, "parse": [100_000], "timeout": 300},
+              "scale": [100, 1_000], "scale_timeout": 60, "enum_budget": 60, "parse": [100_000], "timeout": 300,
+              "cli_commands": 3, "profile_synth": ["istio-later-knobs.yaml"]},
     "full": {"goldens": None, "repeats": 3, "cli_runs": 5, "specs": None,
              "brute_specs": ["istio-later-knobs.yaml", "excluded-ports.yaml"], "brute_budget": 30.0,
-             "brute_size": None, "scale": [100, 1_000, 10_000, 50_000], "scale_timeout": 120, "enum_budget": 120,
-             "parse": [100_000, 700_000], "timeout": 600},
+             "brute_size": None, "scale": [100, 1_000, 10_000, 50_000], "scale_timeout": 90, "enum_budget": 60,
+             "parse": [100_000, 700_000], "timeout": 600, "cli_commands": 3,
+             "profile_synth": ["istio-later-knobs.yaml", "istio-1.2-design-space.yaml"]},
 }
 SECTIONS = ("idle", "goldens", "cli", "synth", "brute", "scale", "parse")
 
@@ -156,14 +158,12 @@ def run_sections(profile: dict[str, Any], only: set[str]) -> dict[str, Any]:
         print("whole processes", flush=True)
         exe = Path(PY).parent / "meshsolve"
         cmd = [str(exe)] if exe.exists() else [PY, "-m", "meshsolve.cli"]
-        res["cli"] = [
-            run_command([*cmd, "check", "--setup", "E"], profile["cli_runs"], tmo),
-            run_command([*cmd, "check", "--setup", "E", "-p", "capture-out"], profile["cli_runs"], tmo),
-            run_command([PY, "-c", "import meshsolve.analysis.check"], profile["cli_runs"], tmo),
-        ]
+        commands = [[*cmd, "check", "--setup", "E"], [*cmd, "check", "--setup", "E", "-p", "capture-out"],
+                    [PY, "-c", "import meshsolve.analysis.check"]]
+        res["cli"] = [run_command(c, profile["cli_runs"], tmo) for c in commands[:profile["cli_commands"]]]
     if "synth" in only:
         print("synthesis", flush=True)
-        res["synth"] = [run_child("synth", {"spec": s, "repeats": rep}, tmo)
+        res["synth"] = [run_child("synth", {"spec": s, "repeats": rep, "profile": s in profile["profile_synth"]}, tmo)
                         for s in _spec_files(profile["specs"])]
     if "brute" in only:
         print("brute-force synthesis", flush=True)
@@ -408,11 +408,11 @@ def markdown(res: dict[str, Any], env: dict[str, Any], command: str) -> str:
             x = r["result"]
             ans = f"{x['rules']} rule(s)" if x["kind"] == "synthesized" else \
                 f"conflict of {len(x['conflict_goals'])} goals"
-            p = x["profile"]
+            p = x["profile"] or {}
             out.append(f"| `{x['spec']}` | {ans} | {_s(median(x['seconds']))} "
                        f"| {', '.join(_s(t) for t in x['seconds'])} | {x['solver_calls']} | {x['iterations']} "
                        f"| {x['examples'] if x['examples'] is not None else '–'} "
-                       f"| {_s(p['encode'])} / {_s(p['solve'])} / {_s(p['replay'])} | {_mib(r)} |")
+                       f"| {_s(p.get('encode'))} / {_s(p.get('solve'))} / {_s(p.get('replay'))} | {_mib(r)} |")
         out.append("")
     if res.get("brute"):
         out += ["## Baseline (b): brute-force synthesis", "",

@@ -357,3 +357,26 @@ def test_fuzz_specs_raise_only_meshsolve_errors(text: str) -> None:
                                 or ("line number None" in out.detail and "special characters" in out.detail)):
         return
     assert out.kind != "crash", _explain(out, text)
+
+
+# ------------------------------------------------------------------------------------------------
+# The CLI on fuzzed input: a one-line error and exit 65, never a traceback
+
+
+@settings(max_examples=40, deadline=None, database=None, phases=[Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@given(iptables=H.mutated_text(IPTABLES_SEEDS), pod=H.mutated_text(POD_SEEDS))
+def test_cli_on_fuzzed_files_exits_0_or_65(iptables: str, pod: str) -> None:
+    import tempfile
+
+    from meshsolve.cli import main
+
+    with tempfile.TemporaryDirectory(prefix="msrb") as d:
+        rules = Path(d) / "rules.txt"
+        rules.write_bytes(iptables.encode("utf-8", "surrogateescape"))
+        manifest = Path(d) / "pod.yaml"
+        manifest.write_bytes(pod.encode("utf-8", "surrogateescape"))
+        for argv in (["parse", str(rules)], ["generate", "--pod", str(manifest), "-o", "script"]):
+            with contextlib.redirect_stdout(None), contextlib.redirect_stderr(None):
+                rc = main(argv)
+            assert rc in (0, 65), (argv, rc)

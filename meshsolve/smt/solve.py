@@ -202,30 +202,54 @@ def _flow_from_model(m: Any, world: World, scope: Scope, h0: E.HopVars,
 
 def _canonical(s: Any, world: World, scope: Scope, h0: E.HopVars, enc: E.FlowEncoding) -> Any:
     """A model of the solver's assertions chosen canonically, so that the same question gives the
-    same witness whatever the solver's internal choices: addresses people recognise (documentation
-    ranges, the world's own) and the world's own ports preferred, then the smallest destination,
-    port, ids and endpoint. Falls back to the solver's own model if the optimisation gives up."""
-    opt = z3.Optimize()
-    opt.set("timeout", 1_000)
-    opt.add(*s.assertions())
+    same, readable witness: greedily pin the destination to recognisable addresses (documentation
+    ranges and the world's own), the world's own addresses, the apps' and services' ports and the
+    apps' ids, keeping each pin that stays satisfiable; then the smallest port and endpoint by
+    bisection. Plain satisfiability checks only, so the choice does not depend on timing."""
     fam = scope.family
     v = 4 if fam == "ipv4" else 6
-    opt.add_soft(_preferred(world, scope, h0), 8)
     known = {a for a in (*world.pod_ips, *world.peer_ips) if a.version == v}
     known |= {sv.vip for sv in world.services if sv.vip.version == v}
     known.add(to_address("127.0.0.1" if fam == "ipv4" else "::1"))
-    opt.add_soft(z3.Or(*[h0.dst == E.addr_val(a, fam) for a in sorted(known, key=int)]), 4)
+    pins = [_preferred(world, scope, h0),
+            z3.Or(*[h0.dst == E.addr_val(a, fam) for a in sorted(known, key=int)])]
     ports = sorted({sock.port for a in world.apps for sock in a.sockets} | {sv.port for sv in world.services})
     if ports:
-        opt.add_soft(z3.Or(*[h0.dport == z3.BitVecVal(p, 16) for p in ports]), 2)
+        pins.append(z3.Or(*[h0.dport == z3.BitVecVal(p, 16) for p in ports]))
     if scope.client == "any-app" and world.apps and h0.uid is not None:
-        opt.add_soft(z3.Or(*[z3.And(h0.uid == a.uid, h0.gid == a.gid) for a in world.apps]), 1)
-    for term in (h0.dst, h0.dport, enc.endpoint):
-        opt.minimize(term)
-    if opt.check() == z3.sat:
-        return opt.model()
-    s.check()
-    return s.model()
+        pins.append(z3.Or(*[z3.And(h0.uid == a.uid, h0.gid == a.gid) for a in world.apps]))
+    depth = 0
+    for pin in pins:
+        s.push()
+        s.add(pin)
+        if s.check() == z3.sat:
+            depth += 1
+        else:
+            s.pop()
+    for term in (h0.dport, enc.endpoint):
+        r = s.check()
+        assert r == z3.sat
+        hi = s.model().eval(term, model_completion=True).as_long()
+        lo = 0
+        while lo < hi:
+            mid = (lo + hi) // 2
+            s.push()
+            s.add(z3.ULE(term, mid))
+            if s.check() == z3.sat:
+                hi = s.model().eval(term, model_completion=True).as_long()
+                s.pop()
+            else:
+                s.pop()
+                lo = mid + 1
+        s.push()
+        s.add(term == hi)
+        depth += 1
+    r = s.check()
+    assert r == z3.sat
+    m = s.model()
+    for _ in range(depth):
+        s.pop()
+    return m
 
 
 _DOC_NETS = {"ipv4": ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "127.0.0.0/8"),
