@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from meshsolve.analysis.diff import DiffResult
     from meshsolve.analysis.properties import Property
     from meshsolve.analysis.spec import Spec
-    from meshsolve.analysis.synth import Conflict, Synthesized
+    from meshsolve.analysis.synth import Conflict, Synthesized, SynthUnknown
     from meshsolve.istio.config import CaptureConfig
     from meshsolve.model.net import IPAddress
     from meshsolve.model.rules import Rulesets
@@ -275,7 +275,8 @@ def diff(a: World, b: World, *, hops: int = DEFAULT_HOPS,
 # --- synthesis -------------------------------------------------------------------------------------
 
 
-def synthesize(spec: Spec, *, progress: Callable[[str], None] | None = None) -> Synthesized | Conflict:
+def synthesize(spec: Spec, *, progress: Callable[[str], None] | None = None
+               ) -> Synthesized | Conflict | SynthUnknown:
     """The smallest capture set-up that meets every goal of ``spec`` (``load_spec``/``parse_spec``), or
     a minimal set of goals no set-up of the search space can meet together.
 
@@ -288,6 +289,7 @@ def synthesize(spec: Spec, *, progress: Callable[[str], None] | None = None) -> 
       values, and each proper subset of them was synthesized and proved (``subsets``), so every goal
       named is needed; ``flows`` are the example connections that pin the conflict. "No set-up" is
       relative to the search space: a richer vocabulary may meet the goals.
+    * ``SynthUnknown``: the solver hit its time or resource limit — no claim either way.
 
     Raises ``UnsupportedError`` when a goal cannot be expressed, ``SpecError`` for a bad spec.
     Emit a result with ``meshsolve.emit(result, "script" | "restore" | "args" | "annotations" | "json")``.

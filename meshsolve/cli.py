@@ -45,11 +45,12 @@ def synth_command(ctx: click.Context, spec_file: str, output: str, write_to: str
     """Synthesize the smallest set-up meeting SPEC_FILE's goals, or name the goals that conflict.
 
     Exit code 0: synthesized (every goal proved); 79: the goals conflict (a minimal conflicting set
-    is printed, each of its proper subsets met and proved); 65: a bad spec (file and line named).
+    is printed, each of its proper subsets met and proved); 80: the solver hit its time or
+    resource limit (no answer); 65: a bad spec (file and line named).
     """
     from meshsolve.analysis.emit import emit
     from meshsolve.analysis.spec import load_spec
-    from meshsolve.analysis.synth import Synthesized, synthesize
+    from meshsolve.analysis.synth import Synthesized, SynthUnknown, synthesize
 
     spec = load_spec(spec_file)
     show = not quiet and sys.stderr.isatty()
@@ -59,6 +60,9 @@ def synth_command(ctx: click.Context, spec_file: str, output: str, write_to: str
             click.echo(f"  .. {msg}", err=True)
 
     res = synthesize(spec, progress=progress)
+    if isinstance(res, SynthUnknown):
+        click.echo(str(res))
+        ctx.exit(EXIT_UNKNOWN)
     if not isinstance(res, Synthesized):
         if output == "json":
             import json

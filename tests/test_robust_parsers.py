@@ -323,8 +323,6 @@ def test_proxy_config_annotation_yaml_errors_are_spec_errors(inner: str) -> None
 # The synthesis spec parser (meshsolve.analysis.spec, the lead's): findings reported, not patched here
 
 
-@pytest.mark.xfail(strict=True, reason="reported to the lead: parse_spec turns a YAML ReaderError (control "
-                                       "character) into a SpecError without a line number")
 def test_spec_control_character_names_its_line() -> None:
     from meshsolve.analysis.spec import parse_spec
 
@@ -336,8 +334,6 @@ def test_spec_control_character_names_its_line() -> None:
     assert info.value.lineno == 3
 
 
-@pytest.mark.xfail(strict=True, reason="reported to the lead: parse_spec lets RecursionError escape on deeply "
-                                       "nested YAML (yaml.compose is recursive)")
 def test_spec_deep_nesting_is_a_spec_error() -> None:
     from meshsolve.analysis.spec import parse_spec
 

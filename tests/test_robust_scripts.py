@@ -331,9 +331,6 @@ def test_synth_script_with_hostile_spec_name_runs_nothing_else(evil_synthesized:
     assert _save(netns) == once
 
 
-@pytest.mark.xfail(strict=True, reason="reported to the lead: analysis/emit.py writes the header with "
-                   "'# ' + line, so a spec name with a newline ends the comment; in the restore form that "
-                   "injects rules (here '*filter / -A INPUT -j DROP / COMMIT')")
 def test_synth_restore_form_with_hostile_spec_name_has_no_uncommented_header(evil_synthesized: object) -> None:
     from meshsolve.analysis.emit import emit
 

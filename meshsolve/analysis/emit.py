@@ -88,7 +88,8 @@ def spec_flows_agree(a: World, b: World, flows: Any) -> list[str]:
 
 
 def _comment(lines: list[str]) -> str:
-    return "".join(f"# {x}\n" for x in lines)
+    """Comment lines; a value with a line break (a spec name, say) stays inside the comment."""
+    return "".join(f"# {part}\n" for x in lines for part in (x.splitlines() or [""]))
 
 
 def emit(result: Synthesized, form: str) -> str:

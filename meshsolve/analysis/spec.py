@@ -301,10 +301,16 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     """Parse a spec from YAML text; every error is a ``SpecError`` naming the line."""
     try:
         root_node = yaml.compose(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: say which line
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        raise SpecError(f"not valid YAML: character {exc.character!r} is not allowed", source=source,
+                        lineno=line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=source,
                         lineno=None if mark is None else mark.line + 1) from None
+    except RecursionError:
+        raise SpecError("not valid here: the YAML nests too deeply", source=source, lineno=1) from None
     if root_node is None:
         raise SpecError("the spec is empty", source=source, lineno=1)
     root = _Node(root_node, source, "")

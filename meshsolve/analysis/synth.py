@@ -20,9 +20,9 @@ from meshsolve.analysis.spec import Goal, Spec
 from meshsolve.errors import InternalError, UnsupportedError
 from meshsolve.model.rules import Rule
 from meshsolve.model.world import Flow, World
-from meshsolve.smt.synth import Candidate, Example, SlotSearch
+from meshsolve.smt.synth import Candidate, Example, SlotSearch, SolverLimit
 
-__all__ = ["Conflict", "Synthesized", "one_minimal_violations", "synthesize"]
+__all__ = ["Conflict", "SynthUnknown", "Synthesized", "one_minimal_violations", "synthesize"]
 
 MAX_ITERATIONS = 200
 
@@ -85,6 +85,21 @@ class Conflict:
             dropped = [g.name for g in self.goals if g.name not in names]
             lines.append(f"  without '{', '.join(dropped)}': met with {len(res.rules)} rule(s)")
         return "\n".join(lines)
+
+
+@attrs.frozen
+class SynthUnknown:
+    """The solver gave up (timeout or resource limit): no answer, and no claim either way."""
+
+    spec: Spec
+    reason: str
+
+    @property
+    def kind(self) -> str:
+        return "unknown"
+
+    def __str__(self) -> str:
+        return f"UNKNOWN  {self.spec.name}: the solver gave up ({self.reason})"
 
 
 def _examples_for(goal_index: int, goal: Goal, world: World, verdict: Refuted) -> Example:
@@ -162,8 +177,17 @@ def _search(spec: Spec) -> SlotSearch:
                       [t for _text, t in s.targets], s.knobs, len(spec.goals), spec.minimize)
 
 
-def synthesize(spec: Spec, *, progress: Callable[[str], None] | None = None) -> Synthesized | Conflict:
-    """The minimal set-up meeting every goal of ``spec``, or a minimal conflict between goals."""
+def synthesize(spec: Spec, *, progress: Callable[[str], None] | None = None
+               ) -> Synthesized | Conflict | SynthUnknown:
+    """The minimal set-up meeting every goal of ``spec``, or a minimal conflict between goals, or
+    ``SynthUnknown`` when the solver hits its time or resource limit."""
+    try:
+        return _synthesize(spec, progress)
+    except SolverLimit as exc:
+        return SynthUnknown(spec, str(exc))
+
+
+def _synthesize(spec: Spec, progress: Callable[[str], None] | None) -> Synthesized | Conflict:
     t0 = time.perf_counter()
     search = _search(spec)
     all_goals = list(range(len(spec.goals)))

@@ -299,7 +299,8 @@ def _signature_terms(enc: E.FlowEncoding, keys: list[tuple[str, Any, int]]) -> t
 
 
 def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int = 8,
-                      timeout_ms: int = 20_000, names: dict[str, int] | None = None) -> Answer | Difference:
+                      timeout_ms: int = 20_000, rlimit: int = 50_000_000,
+                      names: dict[str, int] | None = None) -> Answer | Difference:
     """Find a first connection in ``scope`` whose end differs between the two worlds: outcome, the
     app socket it reaches, the source the app sees, or the proxy sides that observe it."""
     ea, h0, client = E.encode_flow(world_a, scope.family, hops=hops, names=names, tag="a.")
@@ -315,6 +316,7 @@ def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int
     differ = z3.Or(oa != ob, z3.And(deliv, z3.Or(ka != kb, ea.final_src != eb.final_src)), *seq)
     s = z3.SolverFor("QF_BV")
     s.set("timeout", timeout_ms)
+    s.set("rlimit", rlimit)
     s.add(*ea.constraints, *eb.constraints)
     s.add(*_scope(scope, world_a, ea, h0, client))
     s.add(differ)

@@ -59,7 +59,11 @@ from meshsolve.smt import encode as E
 from meshsolve.smt.query import Pred
 from meshsolve.smt.solve import _pred
 
-__all__ = ["Candidate", "Example", "SlotSearch"]
+__all__ = ["Candidate", "Example", "SlotSearch", "SolverLimit"]
+
+
+class SolverLimit(Exception):
+    """Z3 gave up (timeout or resource limit): the synthesis has no answer, not a wrong one."""
 
 _BASIC = (Source, Destination, InInterface, OutInterface, Protocol)
 
@@ -104,7 +108,8 @@ class SlotSearch:
                  conditions: Sequence[tuple[str, tuple[Match, ...]]], targets: Sequence[Target],
                  knobs: Sequence[tuple[str, tuple[str, ...]]], n_goals: int,
                  minimize: Sequence[str] = ("rules", "conditions"), hops: int = 8,
-                 timeout_ms: int = 60_000) -> None:
+                 timeout_ms: int = 60_000, rlimit: int = 500_000_000) -> None:
+        self.rlimit = rlimit
         self.world = world
         self.family = family
         self.table = table
@@ -225,6 +230,7 @@ class SlotSearch:
         """The minimal candidate meeting ``goals`` on the examples, or None when there is none."""
         opt = z3.Optimize()
         opt.set("timeout", self.timeout_ms)
+        opt.set("rlimit", self.rlimit)
         opt.add(*self.hard)
         opt.add(*[self.goal_lits[j] for j in goals])
         for obj in self._objectives():
@@ -234,17 +240,21 @@ class SlotSearch:
         if r == z3.unsat:
             return None
         if r == z3.unknown:
-            raise TimeoutError(opt.reason_unknown() or "unknown")
+            raise SolverLimit(opt.reason_unknown() or "unknown")
         return self._candidate(opt.model())
 
     def core(self, goals: Sequence[int]) -> list[int]:
         """A subset of ``goals`` that is unsatisfiable on the examples, shrunk by deletion."""
         s = z3.Solver()
         s.set("timeout", self.timeout_ms)
+        s.set("rlimit", self.rlimit)
         s.add(*self.hard)
         current = list(goals)
         self.solver_calls += 1
-        if s.check(*[self.goal_lits[j] for j in current]) != z3.unsat:
+        r = s.check(*[self.goal_lits[j] for j in current])
+        if r == z3.unknown:
+            raise SolverLimit(s.reason_unknown() or "unknown")
+        if r != z3.unsat:
             return []
         lits = {str(self.goal_lits[j]): j for j in current}
         current = sorted(lits[str(c)] for c in s.unsat_core())
