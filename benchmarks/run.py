@@ -107,6 +107,7 @@ def child_main(case: str, params_json: str, out: str) -> int:
     tree = os.environ.get("MESHSOLVE_BENCH_TREE")
     if tree:  # measure another copy of the package (e.g. a proposed patch) in the in-process cases
         sys.path.insert(0, tree)
+        os.environ.setdefault("MESHSOLVE_SHARED", str(ROOT.parent / "shared"))  # the goldens stay where they are
     from benchmarks.cases import CASES
 
     result = CASES[case](json.loads(params_json))
@@ -249,7 +250,7 @@ def _dur(x: float | None) -> str:
     for unit, sec in (("years", 3.15e7), ("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
         if x >= sec:
             return f"{x / sec:,.1f} {unit}"
-    return f"{x:.1f} s"
+    return f"{x:.2f} s" if x < 10 else f"{x:.1f} s"
 
 
 def _status(row: dict[str, Any]) -> str:

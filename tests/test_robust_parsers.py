@@ -292,8 +292,7 @@ def test_flags_huge_argv_finishes_quickly() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parser", ["iptables", "pods", "flags", pytest.param("specs", marks=pytest.mark.xfail(
-    reason="the spec parser's two reported findings (RecursionError, reader errors without a line)"))])
+@pytest.mark.parametrize("parser", ["iptables", "pods", "flags", "specs"])
 def test_campaign_100k(parser: str, tmp_path: Path) -> None:
     import json
 
@@ -320,7 +319,7 @@ def test_proxy_config_annotation_yaml_errors_are_spec_errors(inner: str) -> None
 
 
 # ------------------------------------------------------------------------------------------------
-# The synthesis spec parser (meshsolve.analysis.spec, the lead's): findings reported, not patched here
+# The synthesis spec parser (meshsolve.analysis.spec): both findings of the first campaign, fixed by the lead
 
 
 def test_spec_control_character_names_its_line() -> None:
@@ -344,14 +343,8 @@ def test_spec_deep_nesting_is_a_spec_error() -> None:
 @settings(max_examples=150, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=list(HealthCheck))
 @given(H.mutated_text(H.spec_seeds()))
-def test_fuzz_specs_raise_only_meshsolve_errors(text: str) -> None:
-    """The spec parser's CI profile, minus the two reported findings (no line number on a reader
-    error; RecursionError on deep nesting), which the xfail tests above pin down."""
+def test_fuzz_specs(text: str) -> None:
     out = H.run_spec(text)
-    if out.kind == "crash" and (out.detail.startswith("RecursionError")
-                                or ("line number None" in out.detail and "unacceptable character" in out.detail)
-                                or ("line number None" in out.detail and "special characters" in out.detail)):
-        return
     assert out.kind != "crash", _explain(out, text)
 
 
