@@ -150,11 +150,15 @@ def _first_leg_captured(result: Result) -> bool:
 
 
 def check(world: World, prop: Property, *, hops: int = DEFAULT_HOPS, timeout_ms: int = 20_000,
-          names: dict[str, int] | None = None) -> Verdict:
-    """Prove or refute ``prop`` in ``world`` (every address family the property ranges over)."""
+          rlimit: int = 50_000_000, names: dict[str, int] | None = None) -> Verdict:
+    """Prove or refute ``prop`` in ``world`` (every address family the property ranges over).
+
+    Every solver call is bounded by ``timeout_ms`` and the resource limit ``rlimit``; hitting
+    either gives ``Unknown``. (Building the encoding is not bounded by them: it is linear in the
+    number of rules.)"""
     assumes: list[str] = []
     for scope, pred in prop.checks(world):
-        ans = search(world, scope, pred, hops=hops, timeout_ms=timeout_ms, names=names)
+        ans = search(world, scope, pred, hops=hops, timeout_ms=timeout_ms, rlimit=rlimit, names=names)
         if isinstance(ans, NoWitness):
             assumes.extend(ans.opaque)
             continue
