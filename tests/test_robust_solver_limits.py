@@ -133,7 +133,10 @@ def test_any_limit_gives_the_true_verdict_or_unknown(rlimit: int) -> None:
 def test_cli_check_exits_80_when_the_solver_gives_up(monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """A real ``meshsolve check`` run whose every solver call gets a resource limit of 1."""
-    monkeypatch.setattr(check_mod, "search", functools.partial(search, rlimit=1))
+    def limited(*args: Any, **kw: Any) -> Any:
+        return search(*args, **{**kw, "rlimit": 1})
+
+    monkeypatch.setattr(check_mod, "search", limited)
     rc = main(["check", "--setup", "E"])
     out = capsys.readouterr()
     assert rc == EXIT_UNKNOWN == 80, out

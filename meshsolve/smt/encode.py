@@ -363,6 +363,7 @@ class Traversal:
         self.pkt = pkt
         self.memo: dict[tuple[str, int, int, int, int], Dec] = {}
         self._conts: list[Cont] = []
+        self._cid_of: dict[int, int] = {}
         self.zero_port = z3.BitVecVal(0, 16)
         self.zero_addr = z3.BitVecVal(0, ctx.w)
 
@@ -371,10 +372,11 @@ class Traversal:
                    self.zero_addr if addr is None else addr, mark, ctmark)
 
     def _cid(self, k: Cont) -> int:
-        for i, c in enumerate(self._conts):
-            if c is k:
-                return i
-        self._conts.append(k)
+        hit = self._cid_of.get(id(k))
+        if hit is not None:
+            return hit
+        self._conts.append(k)  # keeps k alive, so its id is not reused
+        self._cid_of[id(k)] = len(self._conts) - 1
         return len(self._conts) - 1
 
     def chain(self, name: str, mark: Any, ctmark: Any) -> Dec:
@@ -388,26 +390,52 @@ class Traversal:
         return self.run(c, 0, mark, ctmark, end)
 
     def run(self, chain: Chain, start: int, mark: Any, ctmark: Any, k: Cont) -> Dec:
-        key = (chain.name, start, mark.get_id(), ctmark.get_id(), self._cid(k))
+        mid, cmid, kid = mark.get_id(), ctmark.get_id(), self._cid(k)
+        key = (chain.name, start, mid, cmid, kid)
         hit = self.memo.get(key)
         if hit is not None:
             return hit
-        acc = k(mark, ctmark)
-        for i in range(len(chain.rules) - 1, start - 1, -1):
+        # Scan forward for the first rule that always applies (the rest of the chain is dead) or
+        # for a suffix already built; only then build the cascade back to front.
+        n = len(chain.rules)
+        cond_of: dict[int, Any] = {}
+        end = n
+        acc: Dec | None = None
+        for j in range(start, n):
+            if j > start:
+                h = self.memo.get((chain.name, j, mid, cmid, kid))
+                if h is not None:
+                    end, acc = j, h
+                    break
+            rule = chain.rules[j]
+            where = f"{self.table.name}::{chain.name}#{j + 1}"
+            conds = [match_term(m, self.pkt, mark, ctmark, self.ctx, where) for m in rule.matches]
+            c = z3.And(*conds) if conds else z3.BoolVal(True)
+            cond_of[j] = c
+            if z3.is_true(c) and rule.target is not None and not isinstance(rule.target, Log | Trace | CtTarget):
+                end = j + 1
+                break
+        if acc is None:
+            acc = k(mark, ctmark) if end == n else None
+        for i in range(end - 1, start - 1, -1):
             rule = chain.rules[i]
             where = f"{self.table.name}::{chain.name}#{i + 1}"
-            conds = [match_term(m, self.pkt, mark, ctmark, self.ctx, where) for m in rule.matches]
-            cond = z3.And(*conds) if conds else z3.BoolVal(True)
+            cond = cond_of[i]
             if z3.is_false(cond):
+                if acc is not None:
+                    self.memo[(chain.name, i, mid, cmid, kid)] = acc
                 continue
             taken = self.target(rule, chain, i, mark, ctmark, k, acc, where)
-            if taken is None:
-                continue
-            acc = ite(cond, taken, acc)
+            if taken is not None:
+                # acc is None only below a rule that always applies: then this is that rule
+                acc = taken if acc is None else ite(cond, taken, acc)
+            if acc is not None:
+                self.memo[(chain.name, i, mid, cmid, kid)] = acc
+        assert acc is not None
         self.memo[key] = acc
         return acc
 
-    def target(self, rule: Rule, chain: Chain, i: int, mark: Any, ctmark: Any, k: Cont, rest: Dec,
+    def target(self, rule: Rule, chain: Chain, i: int, mark: Any, ctmark: Any, k: Cont, rest: Dec | None,
                where: str) -> Dec | None:
         t: Target | None = rule.target
         match t:
@@ -455,6 +483,8 @@ class Traversal:
                 return self.dec(TPROXY, newmark, ctmark, port=z3.BitVecVal(on_port, 16))
             case SetMark(value, mask):
                 newmark = (mark & z3.BitVecVal(~mask & 0xFFFFFFFF, 32)) ^ z3.BitVecVal(value, 32)
+                if z3.is_bv_value(mark):
+                    newmark = z3.simplify(newmark)
                 return self.run(chain, i + 1, newmark, ctmark, k)
             case ConnmarkTarget(action, value, mask, nfmask, ctmask):
                 if action == "save-mark":
@@ -469,6 +499,7 @@ class Traversal:
                 return self.run(chain, i + 1, mark, newct, k)
         if isinstance(t, OpaqueTarget) and t.name == SLOT_TARGET and self.ctx.slots:
             slot = self.ctx.slots[int(t.args[0])]
+            assert rest is not None  # a slot's condition is never constant-true
             decs = [self.target(Rule((), choice), chain, i, mark, ctmark, k, rest, where) or rest
                     for choice in slot.targets]
             out = decs[-1]

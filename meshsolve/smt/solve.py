@@ -106,6 +106,17 @@ def _pred(p: Pred, enc: E.FlowEncoding) -> Any:
     raise TypeError(p)  # pragma: no cover
 
 
+def _first_hop_only(p: Pred) -> bool:
+    match p:
+        case Captured():
+            return True
+        case Not(arg):
+            return _first_hop_only(arg)
+        case AllOf(args) | AnyOf(args):
+            return all(_first_hop_only(a) for a in args)
+    return False
+
+
 def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: Any) -> list[Any]:
     fam = s.family
     out: list[Any] = []
@@ -148,6 +159,8 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
 def search(world: World, scope: Scope, pred: Pred, *, hops: int = 8, timeout_ms: int = 20_000,
            rlimit: int = 50_000_000, names: dict[str, int] | None = None) -> Answer:
     """Find a first connection in ``scope`` whose flow does **not** satisfy ``pred``."""
+    if _first_hop_only(pred):
+        hops = 1  # the predicate looks at the first connection only: later hops are not encoded
     enc, h0, client = E.encode_flow(world, scope.family, hops=hops, names=names)
     s = z3.SolverFor("QF_BV")
     s.set("timeout", timeout_ms)
@@ -202,33 +215,30 @@ def _flow_from_model(m: Any, world: World, scope: Scope, h0: E.HopVars,
 
 def _canonical(s: Any, world: World, scope: Scope, h0: E.HopVars, enc: E.FlowEncoding) -> Any:
     """A model of the solver's assertions chosen canonically, so that the same question gives the
-    same, readable witness: greedily pin the destination to recognisable addresses (documentation
-    ranges and the world's own), the world's own addresses, the apps' and services' ports and the
-    apps' ids, keeping each pin that stays satisfiable; then the smallest port and endpoint by
-    bisection. Plain satisfiability checks only, so the choice does not depend on timing."""
+    same, readable witness whatever the encoding's shape: the destination pinned to recognisable
+    addresses (documentation ranges and the world's own), then to the first of the world's own
+    addresses that works, the first of the apps' and services' ports that works (else the smallest
+    port), the first app whose ids work, the smallest endpoint. Plain satisfiability checks only,
+    so the choice does not depend on timing."""
     fam = scope.family
     v = 4 if fam == "ipv4" else 6
-    known = {a for a in (*world.pod_ips, *world.peer_ips) if a.version == v}
-    known |= {sv.vip for sv in world.services if sv.vip.version == v}
-    known.add(to_address("127.0.0.1" if fam == "ipv4" else "::1"))
-    pins = [_preferred(world, scope, h0),
-            z3.Or(*[h0.dst == E.addr_val(a, fam) for a in sorted(known, key=int)])]
-    ports = sorted({sock.port for a in world.apps for sock in a.sockets} | {sv.port for sv in world.services})
-    if ports:
-        pins.append(z3.Or(*[h0.dport == z3.BitVecVal(p, 16) for p in ports]))
-    if scope.client == "any-app" and world.apps and h0.uid is not None:
-        pins.append(z3.Or(*[z3.And(h0.uid == a.uid, h0.gid == a.gid) for a in world.apps]))
     depth = 0
-    for pin in pins:
+
+    def pin(c: Any) -> bool:
+        nonlocal depth
         s.push()
-        s.add(pin)
+        s.add(c)
         if s.check() == z3.sat:
             depth += 1
-        else:
-            s.pop()
-    for term in (h0.dport, enc.endpoint):
-        r = s.check()
-        assert r == z3.sat
+            return True
+        s.pop()
+        return False
+
+    def first(cands: list[Any]) -> bool:
+        return any(pin(c) for c in cands)
+
+    def smallest(term: Any) -> None:
+        assert s.check() == z3.sat
         hi = s.model().eval(term, model_completion=True).as_long()
         lo = 0
         while lo < hi:
@@ -241,11 +251,24 @@ def _canonical(s: Any, world: World, scope: Scope, h0: E.HopVars, enc: E.FlowEnc
             else:
                 s.pop()
                 lo = mid + 1
-        s.push()
-        s.add(term == hi)
-        depth += 1
-    r = s.check()
-    assert r == z3.sat
+        pin(term == hi)
+
+    pin(_preferred(world, scope, h0))
+    known = {a for a in (*world.pod_ips, *world.peer_ips) if a.version == v}
+    known |= {sv.vip for sv in world.services if sv.vip.version == v}
+    known.add(to_address("127.0.0.1" if fam == "ipv4" else "::1"))
+    addrs = [E.addr_val(a, fam) for a in sorted(known, key=int)]
+    ports = [z3.BitVecVal(p, 16) for p in
+             sorted({sock.port for a in world.apps for sock in a.sockets} | {sv.port for sv in world.services})]
+    # the world's own address and port together first (the flows people ask about), then apart
+    if not first([z3.And(h0.dst == a, h0.dport == p) for a in addrs for p in ports]):
+        first([h0.dst == a for a in addrs])
+        if not first([h0.dport == p for p in ports]):
+            smallest(h0.dport)
+    if scope.client == "any-app" and h0.uid is not None:
+        first([z3.And(h0.uid == a.uid, h0.gid == a.gid) for a in world.apps])
+    smallest(enc.endpoint)
+    assert s.check() == z3.sat
     m = s.model()
     for _ in range(depth):
         s.pop()
