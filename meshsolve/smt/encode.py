@@ -599,16 +599,20 @@ _CACHE_SIZE = 8
 
 def encode_flow(world: World, family: Family, *, hops: int = 8,
                 names: dict[str, int] | None = None, tag: str = "", share_hop0: bool = True,
-                setup: Callable[[Ctx], None] | None = None) -> tuple[FlowEncoding, HopVars, Any]:
+                setup: Callable[[Ctx], None] | None = None, first: str = "any"
+                ) -> tuple[FlowEncoding, HopVars, Any]:
     """Encode a flow whose hop 0 is free; see ``_encode_flow``. Encodings are reused for the same
-    world object (questions about one world share one encoding: building it is most of the work)."""
+    world object (questions about one world share one encoding: building it is most of the work).
+    ``first`` limits the first connection to one that arrives from the ``"peer"`` or is opened
+    ``"local"``ly (only that path is encoded), or leaves both (``"any"``)."""
     if setup is not None:
-        return _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, setup=setup)
-    key = (family, hops, tuple(sorted((names or {}).items())), tag, share_hop0)
+        return _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, setup=setup,
+                            first=first)
+    key = (family, hops, tuple(sorted((names or {}).items())), tag, share_hop0, first)
     for w, k, enc in _CACHE:
         if w is world and k == key:
             return enc
-    enc = _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0)
+    enc = _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, first=first)
     _CACHE.insert(0, (world, key, enc))
     del _CACHE[_CACHE_SIZE:]
     return enc
@@ -616,7 +620,8 @@ def encode_flow(world: World, family: Family, *, hops: int = 8,
 
 def _encode_flow(world: World, family: Family, *, hops: int = 8,
                  names: dict[str, int] | None = None, tag: str = "", share_hop0: bool = True,
-                 setup: Callable[[Ctx], None] | None = None) -> tuple[FlowEncoding, HopVars, Any]:
+                 setup: Callable[[Ctx], None] | None = None, first: str = "any"
+                 ) -> tuple[FlowEncoding, HopVars, Any]:
     """Encode a flow whose hop 0 is free (the caller constrains it with a ``Scope``).
 
     Returns the encoding, hop 0's variables and a BV8 ``client`` code (0 peer, 1 local). Hop 0's
@@ -671,7 +676,13 @@ def _encode_flow(world: World, family: Family, *, hops: int = 8,
     if proxy.outbound != "passthrough":
         raise UnsupportedError("the solver models only a passthrough outbound proxy")
     for n in range(hops):
-        if n == 0:
+        if n == 0 and first == "peer":
+            cons.append(is_peer0)
+            _set(cur, _hop_peer(ctx, rs, cur, sockets, listeners))
+        elif n == 0 and first == "local":
+            cons.append(z3.Not(is_peer0))
+            _set(cur, _hop_local(ctx, rs, cur, sockets, listeners))
+        elif n == 0:
             peer_path = _hop_peer(ctx, rs, cur, sockets, listeners)
             local_path = _hop_local(ctx, rs, cur, sockets, listeners)
             _merge_into(cur, is_peer0, peer_path, local_path)

@@ -161,7 +161,8 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = 8, timeout_ms:
     """Find a first connection in ``scope`` whose flow does **not** satisfy ``pred``."""
     if _first_hop_only(pred):
         hops = 1  # the predicate looks at the first connection only: later hops are not encoded
-    enc, h0, client = E.encode_flow(world, scope.family, hops=hops, names=names)
+    first = "peer" if scope.client == "peer" else "local"
+    enc, h0, client = E.encode_flow(world, scope.family, hops=hops, names=names, first=first)
     s = z3.SolverFor("QF_BV")
     s.set("timeout", timeout_ms)
     s.set("rlimit", rlimit)
