@@ -38,6 +38,8 @@ def to_jsonable(value: Any) -> Any:
     if attrs.has(type(value)):
         out: dict[str, Any] = {"type": type(value).__name__}
         for f in attrs.fields(type(value)):
+            if not f.init:  # derived state (e.g. a table's chain index), rebuilt on construction
+                continue
             v = getattr(value, f.name)
             if f.name == "origin" or isinstance(v, Origin):
                 continue
@@ -68,7 +70,7 @@ def _decode(data: Any) -> Any:
         raise ParseError(f"unknown or missing \"type\" in JSON object: {name!r}", source="<json>")
     kwargs: dict[str, Any] = {}
     for f in attrs.fields(cls):
-        if f.name not in data:
+        if f.name not in data or not f.init:
             continue
         v = _decode(data[f.name])
         if f.name in ("sport", "dport", "to_ports") and isinstance(v, str):

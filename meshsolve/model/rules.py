@@ -543,15 +543,14 @@ class Table:
 
     name: str
     chains: tuple[Chain, ...] = attrs.field(default=())
+    _index: dict[str, Chain] = attrs.field(init=False, factory=dict, eq=False, repr=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "chains", _table_chains(self, self.chains))
+        object.__setattr__(self, "_index", {c.name: c for c in self.chains})
 
     def chain(self, name: str) -> Chain | None:
-        for c in self.chains:
-            if c.name == name:
-                return c
-        return None
+        return self._index.get(name)
 
     def __iter__(self) -> Iterator[Chain]:
         return iter(self.chains)
