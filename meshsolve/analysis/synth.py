@@ -18,8 +18,10 @@ import attrs
 from meshsolve.analysis.check import Proved, Refuted, Unknown, Verdict, check
 from meshsolve.analysis.spec import Goal, Spec
 from meshsolve.errors import InternalError, UnsupportedError
+from meshsolve.model.net import Family
 from meshsolve.model.rules import Rule
 from meshsolve.model.world import Flow, World
+from meshsolve.smt.query import Pred
 from meshsolve.smt.synth import Candidate, Example, SlotSearch, SolverLimit
 
 __all__ = ["Conflict", "SynthUnknown", "Synthesized", "one_minimal_violations", "synthesize"]
@@ -102,17 +104,14 @@ class SynthUnknown:
         return f"UNKNOWN  {self.spec.name}: the solver gave up ({self.reason})"
 
 
-def _examples_for(goal_index: int, goal: Goal, world: World, verdict: Refuted) -> Example:
-    flow = verdict.flow
-    fam = verdict.scope.family
+def _example(goal_index: int, pred: Pred, family: Family, flow: Flow, world: World) -> Example:
+    """The example for ``flow`` (its client's ids read from ``world``, which may add a witness app)."""
     if flow.client == "peer":
-        return Example(goal_index, verdict.expected, fam, flow, True, 0, 0)
+        return Example(goal_index, pred, family, flow, True, 0, 0)
     if flow.client == "proxy":
-        ids = (verdict.world.proxy.uid, verdict.world.proxy.gid)
-    else:
-        app = verdict.world.app(flow.client)
-        ids = (app.uid, app.gid)
-    return Example(goal_index, verdict.expected, fam, flow, False, *ids)
+        return Example(goal_index, pred, family, flow, False, world.proxy.uid, world.proxy.gid)
+    app = world.app(flow.client)
+    return Example(goal_index, pred, family, flow, False, app.uid, app.gid)
 
 
 def _seed_examples(spec: Spec, goals: Sequence[int]) -> list[Example]:
@@ -128,11 +127,7 @@ def _seed_examples(spec: Spec, goals: Sequence[int]) -> list[Example]:
                 continue
             client = scope.client if scope.client in ("peer", "proxy") else scope.app or ""
             flow = Flow(client, scope.dst[0].network_address, scope.dports[0].lo)
-            if client == "peer":
-                out.append(Example(j, pred, scope.family, flow, True, 0, 0))
-            else:
-                ids = (w.proxy.uid, w.proxy.gid) if client == "proxy" else (w.app(client).uid, w.app(client).gid)
-                out.append(Example(j, pred, scope.family, flow, False, *ids))
+            out.append(_example(j, pred, scope.family, flow, w))
     return out
 
 
@@ -154,7 +149,7 @@ def _run(spec: Spec, goals: Sequence[int], search: SlotSearch, progress: Callabl
             if isinstance(v, Unknown):
                 raise UnsupportedError(f"cannot verify goal '{spec.goals[j].name}' of a candidate: {v.reason}")
             if isinstance(v, Refuted):
-                new.append(_examples_for(j, spec.goals[j], world, v))
+                new.append(_example(j, v.expected, v.scope.family, v.flow, v.world))
             proofs.append(v)
         if progress is not None:
             progress(f"iteration {it}: {len(cand.rules)} rule(s), {cand.conditions_used} condition(s), "

@@ -31,7 +31,7 @@ the spec.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -305,6 +305,3 @@ class SlotSearch:
                                      inbound_source_v6="::6" if on else None)
         return self._with_chain(cand.rules, proxy)
 
-
-def describe_candidate(cand: Candidate, rule_text: Callable[[Rule], str]) -> list[str]:
-    return [rule_text(r) for r in cand.rules] + [f"{k} = {v}" for k, v in cand.knobs]
