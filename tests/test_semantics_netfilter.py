@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import attrs
 import pytest
 
@@ -38,17 +36,47 @@ from meshsolve.model import (
     World,
     to_address,
 )
+from meshsolve.model.path import stages
 from meshsolve.semantics import accepting_socket
-from meshsolve.semantics.netfilter import Env, Packet, traverse
+from meshsolve.semantics import kernel as K
+from meshsolve.semantics.netfilter import traverse as walk
 
-ENV4 = Env((ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("192.0.2.10/32")),
-           (("lo", to_address("127.0.0.1")), ("eth0", to_address("192.0.2.10"))))
-ENV6 = Env((ipaddress.ip_network("::1/128"), ipaddress.ip_network("2001:db8::10/128")),
-           (("lo", to_address("::1")), ("eth0", to_address("2001:db8::10"))))
+_POD = World(pod_ips=("192.0.2.10", "2001:db8::10"), peer_ips=("192.0.2.20", "2001:db8::20"))
+ENV4 = K.Env.of(_POD, "ipv4")
+ENV6 = K.Env.of(_POD, "ipv6")
+_VERDICTS = {K.CONT: "continue", K.DROP: "drop", K.REJECT: "reject", K.NAT: "nat", K.TPROXY: "tproxy",
+             K.UNK: "undetermined"}
+
+
+def Packet(family: str, protocol: str, src: object, dst: object, sport: int | None, dport: int,
+           iif: str | None = None, oif: str | None = None, uid: int | None = None,
+           gid: int | None = None) -> K.Pkt:
+    """A first packet at a hook (``oif`` None: a hook without an output interface)."""
+    return K.Pkt(protocol, src, dst, sport, dport, iif, None if oif is None else oif == "lo", uid, gid, 0, 0,
+                 False)
+
+
+@attrs.frozen
+class Res:
+    verdict: str
+    rule: object
+    steps: tuple[object, ...]
+    reason: str
+    packet: K.Pkt
+    new_dst: object
+    new_dport: object
+
+
+def traverse(rs: Ruleset, table: str, hook: str, pkt: K.Pkt, env: K.Env) -> Res:
+    stage = next(s for s in stages(hook) if s.table == table)  # type: ignore[arg-type]
+    d = walk(rs, stage, attrs.evolve(pkt, before_ct=stage.before_conntrack), env)
+    nat_like = d.kind in (K.NAT, K.TPROXY)
+    return Res(_VERDICTS[d.kind], d.rule, d.steps, d.reason or "", attrs.evolve(pkt, mark=d.mark, ctmark=d.ctmark),
+               d.addr if nat_like else None, d.port if nat_like else None)
 
 
 def out_pkt(dst: str = "198.51.100.1", dport: int = 80, uid: int = 1000, gid: int = 1000,
-            **kw: object) -> Packet:
+            **kw: object) -> K.Pkt:
     fam = "ipv6" if ":" in dst else "ipv4"
     src = "2001:db8::10" if fam == "ipv6" else "192.0.2.10"
     base = Packet(fam, "tcp", to_address(src), to_address(dst), None, dport, oif="eth0", uid=uid, gid=gid)
@@ -185,7 +213,7 @@ def test_ports_multiport_interfaces_addrtype_conntrack() -> None:
     ("PREROUTING", "eth0", "2001:db8::10", ENV6, "2001:db8::10"),
     ("PREROUTING", "lo", "127.0.0.6", ENV4, "127.0.0.1"),
 ])
-def test_redirect_rewrites_destination(hook: str, iif: str | None, dst: str, env: Env, want: str) -> None:
+def test_redirect_rewrites_destination(hook: str, iif: str | None, dst: str, env: K.Env, want: str) -> None:
     fam = "ipv6" if ":" in dst else "ipv4"
     rs = nat(Chain(hook, (R(Protocol("tcp"), target=Redirect(15001)),), "ACCEPT"), family=fam)
     pkt = Packet(fam, "tcp", to_address("192.0.2.20" if fam == "ipv4" else "2001:db8::20"),  # type: ignore[arg-type]

@@ -30,10 +30,10 @@ from meshsolve.model import (
 )
 from meshsolve.semantics import (
     Delivered,
-    Dropped,
     Egress,
     Loop,
     Refused,
+    Rejected,
     Result,
     Undetermined,
     interpret,
@@ -194,10 +194,11 @@ def test_ip6tables_filter_of_the_1_2_era_rejects_ipv6() -> None:
               apps=(App("app", sockets=(Socket("::", 9001, v6only=True), Socket("0.0.0.0", 9001))),),
               rules=parse_text(text))
     peer = interpret(w, Flow("peer", "2001:db8::10", 9001))
-    assert isinstance(peer.outcome, Dropped) and str(peer.outcome.rule) == "filter::INPUT#3"
+    # REJECT: the client is refused at once (a DROP would leave it waiting)
+    assert isinstance(peer.outcome, Rejected) and str(peer.outcome.rule) == "filter::INPUT#3"
     assert interpret(w, Flow("app", "::1", 9001)).summary == "app<-::1"          # -i lo -d ::1 ACCEPT
     own = interpret(w, Flow("app", "2001:db8::10", 9001))
-    assert isinstance(own.outcome, Dropped) and str(own.outcome.rule) == "filter::INPUT#3"
+    assert isinstance(own.outcome, Rejected) and str(own.outcome.rule) == "filter::INPUT#3"
 
 
 def test_opaque_and_snat_are_undetermined_not_guessed() -> None:

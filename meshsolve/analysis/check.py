@@ -12,6 +12,7 @@ scope (used to test the solver and as the benchmark baseline).
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
@@ -22,6 +23,8 @@ from meshsolve.analysis.properties import Property
 from meshsolve.errors import InternalError
 from meshsolve.model.net import IPAddress, to_address
 from meshsolve.model.world import Flow, World
+from meshsolve.semantics import kernel as K
+from meshsolve.semantics.domain import Concrete
 from meshsolve.semantics.interpret import interpret
 from meshsolve.semantics.trace import Delivered, Result, Undetermined
 from meshsolve.smt.query import (
@@ -53,6 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_HOPS = 8
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 @attrs.frozen
@@ -250,7 +254,12 @@ def _in_scope_dst(d: IPAddress, scope: Scope, world: World) -> bool:
         return False
     if any(d in n for n in scope.dst_not):
         return False
-    local = d.is_loopback or d in world.pod_ips or (world.proxy.inbound_source_v6 == d)
+    if d.version == 6 and d in _MAPPED:  # an IPv4 connection
+        return False
+    dom, env = Concrete(), K.Env.of(world, scope.family)
+    if scope.client != "peer" and K.connect_refused(dom, env, d) is True:
+        return False  # connect() refuses it: not a connection
+    local = K.is_local(dom, env, K.connect_dst(dom, env, d))
     return not (scope.local is not None and local != scope.local)
 
 

@@ -19,7 +19,9 @@ from typing import Literal, TypeAlias
 import attrs
 
 from meshsolve.errors import WorldError
-from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, family_of, to_network
+from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, family_of, to_address, to_network
+from meshsolve.model.path import TABLE_HOOKS
+from meshsolve.model.path import TABLE_ORDER as TABLE_ORDER
 
 __all__ = [
     "BUILTIN_CHAINS",
@@ -43,6 +45,7 @@ __all__ = [
     "Masquerade",
     "Match",
     "MultiportMatch",
+    "NatSpec",
     "OpaqueMatch",
     "OpaqueTarget",
     "Origin",
@@ -68,16 +71,8 @@ __all__ = [
     "Trace",
 ]
 
-# Built-in chains of each table, in the order iptables-save lists them.
-BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
-    "raw": ("PREROUTING", "OUTPUT"),
-    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-    "security": ("INPUT", "FORWARD", "OUTPUT"),
-}
-# Order in which tables are kept in a Ruleset (alphabetical, as Istio writes them).
-TABLE_ORDER: tuple[str, ...] = ("filter", "mangle", "nat", "raw", "security")
+# Built-in chains of each table, in the order iptables-save lists them (the hooks it registers).
+BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {t: tuple(h) for t, h in TABLE_HOOKS.items()}
 
 
 def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
@@ -177,6 +172,45 @@ class PortMatch:
     sport_negated: bool = False
     dport_negated: bool = False
     extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    # decoded from ``extra``: ``--tcp-flags MASK COMP`` as (mask, comp, negated), and what is left
+    tcp_flags: tuple[frozenset[str], frozenset[str], bool] | None = attrs.field(
+        init=False, default=None, eq=False, repr=False)
+    unmodelled: tuple[str, ...] = attrs.field(init=False, default=(), eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        flags, rest = _decode_tcp_flags(self.extra) if self.module == "tcp" else (None, self.extra)
+        object.__setattr__(self, "tcp_flags", flags)
+        object.__setattr__(self, "unmodelled", rest)
+
+
+TCP_FLAGS: tuple[str, ...] = ("FIN", "SYN", "RST", "PSH", "ACK", "URG")
+
+
+def _flag_set(text: str) -> frozenset[str] | None:
+    out: set[str] = set()
+    for item in text.upper().split(","):
+        if item == "ALL":
+            out.update(TCP_FLAGS)
+        elif item in TCP_FLAGS:
+            out.add(item)
+        elif item != "NONE":
+            return None
+    return frozenset(out)
+
+
+def _decode_tcp_flags(extra: tuple[str, ...]) -> tuple[tuple[frozenset[str], frozenset[str], bool] | None,
+                                                        tuple[str, ...]]:
+    """``[!] --tcp-flags MASK COMP`` (``--syn`` is stored in that form) out of a tcp match's extras."""
+    toks = list(extra)
+    for i, t in enumerate(toks):
+        if t == "--tcp-flags" and i + 2 < len(toks):
+            mask, comp = _flag_set(toks[i + 1]), _flag_set(toks[i + 2])
+            if mask is None or comp is None:
+                break
+            neg = i > 0 and toks[i - 1] == "!"
+            start = i - 1 if neg else i
+            return (mask, comp & mask, neg), tuple(toks[:start] + toks[i + 3:])
+    return None, extra
 
 
 def _ranges(values: Iterable[PortRange | int | str]) -> tuple[PortRange, ...]:
@@ -404,19 +438,80 @@ class CtTarget:
 
 
 @attrs.frozen
+class NatSpec:
+    """A decoded ``--to-destination``/``--to-source``: ``ADDR[-ADDR][:PORT[-PORT]]`` (IPv6 in
+    brackets when a port follows). ``addr`` None: only the port is mapped."""
+
+    addr: IPAddress | None
+    addr_hi: IPAddress | None = None
+    port_lo: int | None = None
+    port_hi: int | None = None
+
+
+def decode_nat(text: str) -> NatSpec | None:
+    """``--to-destination`` / ``--to-source`` text as a ``NatSpec``; None when it is not one."""
+    t = text.strip()
+    host, port_s = t, ""
+    if t.startswith("["):
+        end = t.rfind("]")
+        if end < 0:
+            return None
+        host, rest = t[:end + 1], t[end + 1:]
+        if rest and not rest.startswith(":"):
+            if not rest.startswith("-["):
+                return None
+            end2 = rest.rfind("]")
+            host, rest = t[:end + 1 + end2 + 1], rest[end2 + 1:]
+        port_s = rest[1:] if rest.startswith(":") else rest
+        if rest and not rest.startswith(":"):
+            return None
+    elif t.count(":") == 1:
+        host, _, port_s = t.partition(":")
+    try:
+        lo_a = hi_a = None
+        if host:
+            a_lo, sep, a_hi = host.replace("[", "").replace("]", "").partition("-")
+            lo_a = to_address(a_lo)
+            hi_a = to_address(a_hi) if sep else None
+            if hi_a is not None and (hi_a.version != lo_a.version or int(hi_a) < int(lo_a)):
+                return None
+        p_lo = p_hi = None
+        if port_s:
+            p1, sep, p2 = port_s.partition("-")
+            if not p1.isdigit() or (sep and not p2.isdigit()):
+                return None
+            p_lo, p_hi = int(p1), int(p2) if sep else None
+            if (p_hi is not None and p_hi < p_lo) or not 0 <= p_lo <= 65535 or (p_hi or 0) > 65535:
+                return None
+    except WorldError:
+        return None
+    if lo_a is None and p_lo is None:
+        return None
+    return NatSpec(lo_a, hi_a, p_lo, p_hi)
+
+
+@attrs.frozen
 class Dnat:
-    """``-j DNAT --to-destination ADDR[:PORT]`` (parsed; semantics may come later)."""
+    """``-j DNAT --to-destination ADDR[:PORT]``; ``spec`` is the decoded form (None: not decodable)."""
 
     to: str
     extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    spec: NatSpec | None = attrs.field(init=False, default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "spec", decode_nat(self.to))
 
 
 @attrs.frozen
 class Snat:
-    """``-j SNAT --to-source ADDR[:PORT]``"""
+    """``-j SNAT --to-source ADDR[:PORT]``; ``spec`` is the decoded form (None: not decodable)."""
 
     to: str
     extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    spec: NatSpec | None = attrs.field(init=False, default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "spec", decode_nat(self.to))
 
 
 @attrs.frozen

@@ -23,11 +23,13 @@ __all__ = [
     "Delivered",
     "Dropped",
     "Egress",
+    "Failed",
     "Hop",
     "HopKind",
     "Loop",
     "Outcome",
     "Refused",
+    "Rejected",
     "Result",
     "Side",
     "Undetermined",
@@ -89,6 +91,37 @@ class Dropped:
 
 
 @attrs.frozen
+class Rejected:
+    """A REJECT rule answered the connection: the client is refused at once (unlike a DROP, where it
+    waits until it gives up)."""
+
+    rule: RuleRef
+
+    @property
+    def token(self) -> str:
+        return "rejected"
+
+    def __str__(self) -> str:
+        return f"rejected by {self.rule}"
+
+
+@attrs.frozen
+class Failed:
+    """The kernel itself does not let the connection complete, with no rule involved: ``connect()``
+    fails (EINVAL, ENETUNREACH), the packet is dropped at a re-route or as a martian, or its answer
+    cannot come back (a source that exists only on ``lo``). ``reason`` says which."""
+
+    reason: str
+
+    @property
+    def token(self) -> str:
+        return "failed"
+
+    def __str__(self) -> str:
+        return f"fails: {self.reason}"
+
+
+@attrs.frozen
 class Loop:
     """The proxy saw the same (side, original destination) twice, or the hop bound was reached."""
 
@@ -133,7 +166,7 @@ class Egress:
         return f"leaves the pod to {hostport(self.dst, self.port)}"
 
 
-Outcome: TypeAlias = Delivered | Refused | Dropped | Loop | Undetermined | Egress
+Outcome: TypeAlias = Delivered | Refused | Rejected | Dropped | Failed | Loop | Undetermined | Egress
 
 HopKind: TypeAlias = Literal[
     "open",      # a connection is opened (by the client or by the proxy)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, cast
 
 import attrs
@@ -15,6 +16,7 @@ import z3
 from meshsolve.errors import UnsupportedError
 from meshsolve.model.net import to_address
 from meshsolve.model.world import App, Flow, World
+from meshsolve.semantics import kernel as K
 from meshsolve.smt import encode as E
 from meshsolve.smt.query import (
     AllOf,
@@ -128,6 +130,10 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
         out.append(client == 0)
     else:
         out.append(client == 1)
+        # a destination connect() refuses outright is not a connection (v4-mapped IPv6 is IPv4)
+        out.append(z3.Not(K.connect_refused(enc.ctx.d, enc.ctx.env, h0.dst)))
+        if fam == "ipv6":
+            out.append(z3.Not(E.in_net(h0.dst, ipaddress.ip_network("::ffff:0:0/96"))))
         if s.client == "app":
             app = world.app(s.app or "")
             out += [h0.uid == u(app.uid), h0.gid == u(app.gid)]
@@ -140,10 +146,12 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
     if s.dst is not None:
         out.append(z3.Or(*[E.in_net(h0.dst, n) for n in s.dst if n.version == (4 if fam == "ipv4" else 6)]))
     out += [z3.Not(E.in_net(h0.dst, n)) for n in s.dst_not if n.version == (4 if fam == "ipv4" else 6)]
+    # local or remote as the kernel sees it: connect() sends a connection to 0.0.0.0 / :: to loopback
+    local = enc.ctx.is_local(K.connect_dst(enc.ctx.d, enc.ctx.env, h0.dst))
     if s.local is True:
-        out.append(enc.ctx.is_local(h0.dst))
+        out.append(local)
     elif s.local is False:
-        out.append(z3.Not(enc.ctx.is_local(h0.dst)))
+        out.append(z3.Not(local))
     if s.dports is not None:
         out.append(z3.Or(*[E._port_in(h0.dport, r.lo, r.hi) for r in s.dports]))
     out += [z3.Not(E._port_in(h0.dport, r.lo, r.hi)) for r in s.dports_not]

@@ -1,0 +1,142 @@
+"""The registry of rule kinds: every match and target class meshsolve knows, with where the kernel's
+loader accepts it.
+
+Every backend is a table keyed by these classes — the semantics (``meshsolve.semantics.kernel``),
+the renderer (``meshsolve.iptables.render``), the strategies and the synthesis vocabulary — and a
+test asserts that their key sets are the registry's, so a kind cannot be handled by one backend and
+forgotten by another. ``COARSENINGS`` lists what the semantics deliberately does not decide; each of
+those answers ``Unknown`` (an undetermined outcome in the interpreter, a free choice in the solver),
+never a guess.
+
+The ``tables``/``hooks`` of a kind are where the kernel's loader (``iptables-restore``) accepts it:
+a rule reachable from another hook, or in another table, is refused at load time, so a world
+holding one cannot exist (``validate_rulesets``).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from meshsolve.model.path import Hook
+from meshsolve.model.rules import (
+    Accept,
+    AddrtypeMatch,
+    CommentMatch,
+    ConnmarkMatch,
+    ConnmarkTarget,
+    ConntrackMatch,
+    CtTarget,
+    Destination,
+    Dnat,
+    Drop,
+    Goto,
+    InInterface,
+    Jump,
+    Log,
+    MarkMatch,
+    Masquerade,
+    MultiportMatch,
+    OpaqueMatch,
+    OpaqueTarget,
+    OutInterface,
+    OwnerMatch,
+    PortMatch,
+    Protocol,
+    Redirect,
+    Reject,
+    Return,
+    SetMark,
+    Snat,
+    SocketMatch,
+    Source,
+    StateMatch,
+    Tproxy,
+    Trace,
+)
+
+__all__ = ["COARSENINGS", "MATCH_KINDS", "TARGET_KINDS", "Kind", "kind_of"]
+
+
+@attrs.frozen
+class Kind:
+    """One match or target kind: its class, the name users write (``owner``, ``REDIRECT``), and the
+    tables / hooks the loader accepts it in (``None``: any)."""
+
+    cls: type
+    name: str
+    tables: frozenset[str] | None = None
+    hooks: frozenset[Hook] | None = None
+
+    def allowed(self, table: str, hooks: frozenset[str]) -> str | None:
+        """Why a rule of this kind in ``table``, reached from ``hooks``, is refused (None: accepted)."""
+        if self.tables is not None and table not in self.tables:
+            return f"{self.name} is only valid in the {'/'.join(sorted(self.tables))} table"
+        if self.hooks is not None and hooks - self.hooks:
+            bad = ", ".join(sorted(hooks - self.hooks))
+            return f"{self.name} is only valid in {'/'.join(h for h in _HOOK_ORDER if h in self.hooks)}, " \
+                   f"but this rule is reached from {bad}"
+        return None
+
+
+_HOOK_ORDER = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
+
+
+def _k(cls: type, name: str, tables: str | None = None, hooks: str | None = None) -> Kind:
+    return Kind(cls, name, None if tables is None else frozenset(tables.split()),
+                None if hooks is None else frozenset(hooks.split()))  # type: ignore[arg-type]
+
+
+MATCH_KINDS: dict[type, Kind] = {k.cls: k for k in (
+    _k(Source, "-s"),
+    _k(Destination, "-d"),
+    _k(InInterface, "-i", hooks="PREROUTING INPUT FORWARD"),
+    _k(OutInterface, "-o", hooks="FORWARD OUTPUT POSTROUTING"),
+    _k(Protocol, "-p"),
+    _k(PortMatch, "tcp/udp"),
+    _k(MultiportMatch, "multiport"),
+    _k(OwnerMatch, "owner", hooks="OUTPUT POSTROUTING"),
+    _k(MarkMatch, "mark"),
+    _k(ConnmarkMatch, "connmark"),
+    _k(ConntrackMatch, "conntrack"),
+    _k(StateMatch, "state"),
+    _k(AddrtypeMatch, "addrtype"),
+    _k(CommentMatch, "comment"),
+    _k(SocketMatch, "socket", hooks="PREROUTING INPUT"),
+    _k(OpaqueMatch, "(unmodelled module)"),
+)}
+
+TARGET_KINDS: dict[type, Kind] = {k.cls: k for k in (
+    _k(Accept, "ACCEPT"),
+    _k(Drop, "DROP", tables="raw mangle filter security"),
+    _k(Reject, "REJECT", tables="filter", hooks="INPUT FORWARD OUTPUT"),
+    _k(Return, "RETURN"),
+    _k(Jump, "jump"),
+    _k(Goto, "goto"),
+    _k(Redirect, "REDIRECT", tables="nat", hooks="PREROUTING OUTPUT"),
+    _k(Dnat, "DNAT", tables="nat", hooks="PREROUTING OUTPUT"),
+    _k(Snat, "SNAT", tables="nat", hooks="INPUT POSTROUTING"),
+    _k(Masquerade, "MASQUERADE", tables="nat", hooks="POSTROUTING"),
+    _k(Tproxy, "TPROXY", tables="mangle", hooks="PREROUTING"),
+    _k(SetMark, "MARK"),
+    _k(ConnmarkTarget, "CONNMARK"),
+    _k(CtTarget, "CT", tables="raw"),
+    _k(Log, "LOG"),
+    _k(Trace, "TRACE", tables="raw"),
+    _k(OpaqueTarget, "(unmodelled target)"),
+)}
+
+# What the semantics deliberately leaves undecided (each answers Unknown, never a guess).
+COARSENINGS: dict[type, str] = {
+    OpaqueMatch: "a match module meshsolve does not model",
+    OpaqueTarget: "a target meshsolve does not model",
+    Snat: "source NAT of the first packet",
+    Masquerade: "source NAT of the first packet",
+}
+
+
+def kind_of(value: object) -> Kind:
+    """The registry entry of a match or target value."""
+    k = MATCH_KINDS.get(type(value)) or TARGET_KINDS.get(type(value))
+    if k is None:
+        raise KeyError(f"{type(value).__name__} is not a registered rule kind")
+    return k

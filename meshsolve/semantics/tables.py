@@ -1,0 +1,552 @@
+"""What one rule does — its matches and its target — written once over a value domain.
+
+``match`` gives the meaning of every match kind and ``effect`` the meaning of every target kind, as
+functions over a domain (``meshsolve.semantics.domain``): the interpreter's chain walk
+(``meshsolve.semantics.netfilter``) and the solver's (``meshsolve.smt.encode``) both call them, and
+``MATCHES``/``EFFECTS`` are keyed by the kind registry (``meshsolve.model.kinds``).
+
+A first packet is the SYN of a connection (flags ``SYN``). Conntrack state: before conntrack has
+looked the packet up (``raw``) a first packet has no entry and shows ``INVALID``, unless it carries
+the entry of its OUTPUT pass (the loopback re-entry: ``NEW``); after, ``NEW``, plus ``DNAT`` once nat
+rewrote its destination. ``-m owner`` sees the socket of the process that opened the connection; a
+packet without a local socket matches only an all-negated owner match, as ``xt_owner`` does. A
+match the model cannot decide is ``opaque`` in the domain (undetermined for the interpreter, a free
+choice for the solver).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from meshsolve.errors import WorldError
+from meshsolve.model.net import Family, IPAddress, IPNetwork
+from meshsolve.model.path import Stage
+from meshsolve.model.rules import (
+    Accept,
+    AddrtypeMatch,
+    CommentMatch,
+    ConnmarkMatch,
+    ConnmarkTarget,
+    ConntrackMatch,
+    CtTarget,
+    Destination,
+    Dnat,
+    Drop,
+    Goto,
+    InInterface,
+    Jump,
+    Log,
+    MarkMatch,
+    Masquerade,
+    Match,
+    MultiportMatch,
+    OpaqueMatch,
+    OpaqueTarget,
+    OutInterface,
+    OwnerMatch,
+    PortMatch,
+    Protocol,
+    Redirect,
+    Reject,
+    Return,
+    SetMark,
+    Snat,
+    SocketMatch,
+    Source,
+    StateMatch,
+    Target,
+    Tproxy,
+    Trace,
+)
+from meshsolve.model.world import Socket, World
+from meshsolve.semantics.domain import Domain
+
+__all__ = [
+    "EFFECTS",
+    "MATCHES",
+    "Decision",
+    "Effect",
+    "Env",
+    "Pkt",
+    "effect",
+    "match",
+    "merge_decision",
+]
+
+_M32 = 0xFFFFFFFF
+_LO4 = ipaddress.IPv4Address("127.0.0.1")
+_LO6 = ipaddress.IPv6Address("::1")
+_META = {"meta": True}  # attrs metadata: concrete-only bookkeeping, not merged symbolically
+
+# Decision kinds of one table traversal.
+CONT, DROP, REJECT, NAT, TPROXY, UNK = range(6)
+# The proxy's sides, as a listener's class (shared with the connection outcomes in ``kernel``).
+OUT, IN = 4, 5
+
+# ------------------------------------------------------------------------------------------------
+# The world, as the kernel sees it for one address family
+
+
+@attrs.frozen
+class Env:
+    """The per-family facts rules and routes ask about: the pod's local networks, its interface and
+    address, each interface's primary address, owner names that resolve to ids, the sockets."""
+
+    world: World
+    family: Family
+    local_nets: tuple[IPNetwork, ...]
+    pod_ip: IPAddress | None
+    names: tuple[tuple[str, int], ...] = ()
+    sockets: tuple[tuple[str, Socket], ...] = ()
+
+    @classmethod
+    def of(cls, world: World, family: Family, names: dict[str, int] | None = None) -> Env:
+        sockets = tuple((a.name, s) for a in world.apps for s in a.sockets)
+        return cls(world, family, world.local_networks(family), world.pod_ip(family),
+                   tuple(sorted((names or {}).items())), sockets)
+
+    @property
+    def iface(self) -> str:
+        return self.world.interface
+
+    @property
+    def loopback(self) -> IPAddress:
+        return _LO4 if self.family == "ipv4" else _LO6
+
+    def primary(self, iface: str | None) -> IPAddress | None:
+        if iface == "lo":
+            return self.loopback
+        if iface == self.iface:
+            return self.pod_ip
+        return None
+
+    def name_id(self, token: str) -> int | None:
+        return dict(self.names).get(token)
+
+    def listeners(self) -> tuple[tuple[int, int], ...]:
+        """The proxy's listener ports and the side each one is: ``(port, OUT|IN)``."""
+        p = self.world.proxy
+        out = [(p.outbound_port, OUT)]
+        if p.inbound_port is not None and p.inbound_port != p.outbound_port:
+            out.append((p.inbound_port, IN))
+        return tuple(out)
+
+
+def is_local(d: Domain, env: Env, x: Any) -> Any:
+    return d.or_(*[d.in_net(x, n) for n in env.local_nets])
+
+
+def is_loopback(d: Domain, env: Env, x: Any) -> Any:
+    return d.in_net(x, ipaddress.ip_network("127.0.0.0/8" if env.family == "ipv4" else "::1/128"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Packets and decisions
+
+
+@attrs.define
+class Pkt:
+    """The first packet of a connection at one stage. ``iif`` is a concrete interface name (None at
+    OUTPUT/POSTROUTING); ``oif_lo`` says whether the output interface is ``lo`` (None where there is
+    no output interface); ``uid``/``gid`` are None without a local socket; ``natted``: the
+    destination was rewritten by nat; ``entry``: the packet carries a conntrack entry from before
+    (the loopback re-entry); ``before_ct``: the current stage runs before conntrack."""
+
+    protocol: str
+    src: Any
+    dst: Any
+    sport: Any
+    dport: Any
+    iif: str | None
+    oif_lo: Any
+    uid: Any
+    gid: Any
+    mark: Any
+    ctmark: Any
+    natted: Any
+    entry: bool = False
+    before_ct: bool = False
+
+
+@attrs.define
+class Decision:
+    """The result of one table traversal: ``kind`` (CONT/DROP/REJECT/NAT/TPROXY/UNK), the NAT or
+    TPROXY address and port, the marks after the table; ``steps``/``rule``/``reason`` are the
+    concrete traversal's account (rules that held, the deciding rule, why undetermined)."""
+
+    kind: Any
+    addr: Any
+    port: Any
+    mark: Any
+    ctmark: Any
+    steps: Any = attrs.field(default=None, metadata=_META)
+    rule: Any = attrs.field(default=None, metadata=_META)
+    reason: Any = attrs.field(default=None, metadata=_META)
+
+
+def merge_decision(d: Domain, c: Any, a: Decision, b: Decision) -> Decision:
+    """``a`` where ``c`` holds, else ``b`` (symbolic traversals build chains from these)."""
+    if d.is_true(c):
+        return a
+    if d.is_false(c):
+        return b
+    return Decision(d.ite(c, a.kind, b.kind), d.ite(c, a.addr, b.addr), d.ite(c, a.port, b.port),
+                    d.ite(c, a.mark, b.mark), d.ite(c, a.ctmark, b.ctmark))
+
+
+# ------------------------------------------------------------------------------------------------
+# Matches: one function per kind, over the domain
+
+
+def _iface_name(name: str, actual: str) -> bool:
+    return actual.startswith(name[:-1]) if name.endswith("+") else actual == name
+
+
+def owner_range(token: str, env: Env | None = None) -> tuple[int, int] | None:
+    """``--uid-owner``/``--gid-owner`` as an id range: a number, ``lo-hi``, or a name that ``env``
+    resolves; None for a name nothing resolves."""
+    token = token.strip()
+    lo_s, sep, hi_s = token.partition("-")
+    if lo_s.isdigit() and (not sep or hi_s.isdigit()):
+        lo = int(lo_s)
+        return lo, int(hi_s) if sep else lo
+    v = env.name_id(token) if env is not None else None
+    return None if v is None else (v, v)
+
+
+def _m_source(d: Domain, m: Source, p: Pkt, env: Env) -> Any:
+    return _neg(d, d.in_net(p.src, m.net), m.negated)
+
+
+def _m_destination(d: Domain, m: Destination, p: Pkt, env: Env) -> Any:
+    return _neg(d, d.in_net(p.dst, m.net), m.negated)
+
+
+def _m_in(d: Domain, m: InInterface, p: Pkt, env: Env) -> Any:
+    return d.const(_iface_name(m.name, p.iif or "") != m.negated)
+
+
+def _m_out(d: Domain, m: OutInterface, p: Pkt, env: Env) -> Any:
+    if p.oif_lo is None:
+        return d.const(m.negated)
+    on = d.ite(p.oif_lo, d.const(_iface_name(m.name, "lo")), d.const(_iface_name(m.name, env.iface)))
+    return _neg(d, on, m.negated)
+
+
+def _m_protocol(d: Domain, m: Protocol, p: Pkt, env: Env) -> Any:
+    return d.const((m.name == "all" or m.name == p.protocol) != m.negated)
+
+
+_FIRST_FLAGS = frozenset({"SYN"})  # the first packet of a TCP connection
+
+
+def _m_port(d: Domain, m: PortMatch, p: Pkt, env: Env) -> Any:
+    if m.module != p.protocol:
+        return d.const(False)
+    parts: list[Any] = []
+    if m.tcp_flags is not None:
+        mask, comp, negated = m.tcp_flags
+        parts.append(d.const(((_FIRST_FLAGS & mask) == comp) != negated))
+    if m.sport is not None:
+        parts.append(_neg(d, d.in_range(p.sport, m.sport.lo, m.sport.hi, "source port"), m.sport_negated))
+    if m.dport is not None:
+        parts.append(_neg(d, d.in_range(p.dport, m.dport.lo, m.dport.hi, "destination port"), m.dport_negated))
+    if m.unmodelled:
+        parts.append(d.opaque(f"{m.module} option {' '.join(m.unmodelled)} is not modelled"))
+    return d.and_(*parts)
+
+
+def _m_multiport(d: Domain, m: MultiportMatch, p: Pkt, env: Env) -> Any:
+    if p.protocol not in ("tcp", "udp", "sctp", "udplite", "dccp"):
+        return d.const(False)
+    dhit = d.or_(*[d.in_range(p.dport, r.lo, r.hi, "destination port") for r in m.ports])
+    if m.kind == "dports":
+        return _neg(d, dhit, m.negated)
+    shit = d.or_(*[d.in_range(p.sport, r.lo, r.hi, "source port") for r in m.ports])
+    return _neg(d, shit if m.kind == "sports" else d.or_(shit, dhit), m.negated)
+
+
+def _m_owner(d: Domain, m: OwnerMatch, p: Pkt, env: Env) -> Any:
+    if p.uid is None or p.gid is None:
+        # xt_owner without a local socket: holds only if every given option is negated
+        given = [(m.uid is not None, m.uid_negated), (m.gid is not None, m.gid_negated),
+                 (m.socket_exists is not None, m.socket_exists is False)]
+        return d.const(all(neg for present, neg in given if present))
+    parts: list[Any] = []
+    if m.uid is not None:
+        rng = owner_range(m.uid, env)
+        hit = d.in_range(p.uid, *rng, "uid") if rng else d.opaque(f"owner name {m.uid!r} is not resolved")
+        parts.append(_neg(d, hit, m.uid_negated))
+    if m.gid is not None:
+        rng = owner_range(m.gid, env)
+        if rng is None:
+            hit = d.opaque(f"group name {m.gid!r} is not resolved")
+        elif m.suppl_groups:
+            # the primary group is one of the process's groups; others are not in the world
+            primary = d.in_range(p.gid, *rng, "gid")
+            hit = d.or_(primary, d.opaque("--suppl-groups: the process's supplementary groups are not modelled"))
+        else:
+            hit = d.in_range(p.gid, *rng, "gid")
+        parts.append(_neg(d, hit, m.gid_negated))
+    if m.socket_exists is not None:
+        parts.append(d.const(m.socket_exists))
+    return d.and_(*parts)
+
+
+def _m_mark(d: Domain, m: MarkMatch, p: Pkt, env: Env) -> Any:
+    return _neg(d, d.eq(p.mark & m.mask, d.u32(m.value & m.mask)), m.negated)
+
+
+def _m_connmark(d: Domain, m: ConnmarkMatch, p: Pkt, env: Env) -> Any:
+    return _neg(d, d.eq(p.ctmark & m.mask, d.u32(m.value & m.mask)), m.negated)
+
+
+def ct_states(d: Domain, p: Pkt) -> dict[str, Any]:
+    """The conntrack states a first packet shows at the current stage."""
+    if p.before_ct and not p.entry:
+        return {"INVALID": d.const(True)}
+    return {"NEW": d.const(True), "DNAT": p.natted}
+
+
+def _states_hit(d: Domain, states: Sequence[str], p: Pkt) -> Any:
+    have = ct_states(d, p)
+    return d.or_(*[have[s] for s in states if s in have])
+
+
+def _m_conntrack(d: Domain, m: ConntrackMatch, p: Pkt, env: Env) -> Any:
+    if m.extra:
+        return d.opaque(f"conntrack options {' '.join(m.extra)} are not modelled")
+    return _neg(d, _states_hit(d, m.states, p), m.negated)
+
+
+def _m_state(d: Domain, m: StateMatch, p: Pkt, env: Env) -> Any:
+    return _neg(d, _states_hit(d, [s for s in m.states if s not in ("SNAT", "DNAT")], p), m.negated)
+
+
+def _addr_types(d: Domain, x: Any, env: Env) -> dict[str, Any]:
+    """Which ``-m addrtype`` types hold for an address (the kernel's route type for it)."""
+    unspec = d.eq(x, d.addr(ipaddress.ip_address("0.0.0.0" if env.family == "ipv4" else "::")))
+    local = d.and_(d.not_(unspec), is_local(d, env, x))
+    mc = d.in_net(x, ipaddress.ip_network("224.0.0.0/4" if env.family == "ipv4" else "ff00::/8"))
+    bc = d.eq(x, d.addr(ipaddress.IPv4Address("255.255.255.255"))) if env.family == "ipv4" else d.const(False)
+    other = d.not_(d.or_(unspec, local, mc, bc))
+    return {"UNSPEC": unspec, "LOCAL": local, "MULTICAST": mc, "BROADCAST": bc, "UNICAST": other}
+
+
+def _m_addrtype(d: Domain, m: AddrtypeMatch, p: Pkt, env: Env) -> Any:
+    if m.limit_iface_in or m.limit_iface_out:
+        return d.opaque("addrtype --limit-iface-* is not modelled")
+    parts: list[Any] = []
+    for want, negated, x in ((m.src_type, m.src_negated, p.src), (m.dst_type, m.dst_negated, p.dst)):
+        if want is None:
+            continue
+        have = _addr_types(d, x, env)
+        names = [t.strip().upper() for t in want.split(",")]
+        hit = d.or_(*[have[t] if t in have else d.opaque(f"addrtype {t} is not modelled") for t in names])
+        parts.append(_neg(d, hit, negated))
+    return d.and_(*parts)
+
+
+def _m_comment(d: Domain, m: CommentMatch, p: Pkt, env: Env) -> Any:
+    return d.const(True)
+
+
+def _m_socket(d: Domain, m: SocketMatch, p: Pkt, env: Env) -> Any:
+    return d.opaque("-m socket is not modelled")
+
+
+def _m_opaque(d: Domain, m: OpaqueMatch, p: Pkt, env: Env) -> Any:
+    return d.opaque(f"-m {m.module} {' '.join(m.args)}".rstrip() + " is not modelled")
+
+
+def _neg(d: Domain, x: Any, negated: bool) -> Any:
+    return d.not_(x) if negated else x
+
+
+MATCHES: dict[type, Callable[[Domain, Any, Pkt, Env], Any]] = {
+    Source: _m_source,
+    Destination: _m_destination,
+    InInterface: _m_in,
+    OutInterface: _m_out,
+    Protocol: _m_protocol,
+    PortMatch: _m_port,
+    MultiportMatch: _m_multiport,
+    OwnerMatch: _m_owner,
+    MarkMatch: _m_mark,
+    ConnmarkMatch: _m_connmark,
+    ConntrackMatch: _m_conntrack,
+    StateMatch: _m_state,
+    AddrtypeMatch: _m_addrtype,
+    CommentMatch: _m_comment,
+    SocketMatch: _m_socket,
+    OpaqueMatch: _m_opaque,
+}
+
+
+def match(d: Domain, m: Match, p: Pkt, env: Env) -> Any:
+    """Whether match ``m`` holds for packet ``p`` (a domain Boolean)."""
+    return MATCHES[type(m)](d, m, p, env)
+
+
+# ------------------------------------------------------------------------------------------------
+# Targets: what each one does, as an effect the traversals apply
+
+
+@attrs.frozen
+class Effect:
+    """What a rule's target does once its matches hold.
+
+    ``kind``: ``next`` (no effect: the next rule), ``marks`` (new ``mark``/``ctmark``, then the next
+    rule), ``verdict`` (the table ends with ``code``: CONT for ACCEPT, DROP, REJECT, NAT with
+    ``addr``/``port``, TPROXY with ``addr``/``port``/``mark``, UNK with ``why``), ``return``,
+    ``jump``/``goto`` (``chain``)."""
+
+    kind: str
+    code: int = CONT
+    addr: Any = None
+    port: Any = None
+    mark: Any = None
+    ctmark: Any = None
+    chain: str = ""
+    why: str = ""
+
+
+EFFECT_KINDS = ("next", "marks", "verdict", "return", "jump", "goto")
+
+
+def _t_none(d: Domain, t: Any, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return Effect("next")
+
+
+def _t_accept(d: Domain, t: Accept, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return Effect("verdict", CONT)
+
+
+def _t_drop(d: Domain, t: Drop, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return Effect("verdict", DROP)
+
+
+def _t_reject(d: Domain, t: Reject, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return Effect("verdict", REJECT)
+
+
+def _t_return(d: Domain, t: Return, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return Effect("return")
+
+
+def _t_jump(d: Domain, t: Jump, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return Effect("jump", chain=t.chain)
+
+
+def _t_goto(d: Domain, t: Goto, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return Effect("goto", chain=t.chain)
+
+
+def _t_redirect(d: Domain, t: Redirect, p: Pkt, env: Env, stage: Stage) -> Effect:
+    if stage.hook == "OUTPUT":
+        addr: Any = d.addr(env.loopback)
+    else:
+        primary = env.primary(p.iif)
+        if primary is None:  # the kernel drops when the incoming interface has no address
+            return Effect("verdict", DROP)
+        addr = d.addr(primary)
+    rng = t.to_ports
+    if rng is None:
+        port = p.dport
+    elif rng.lo == rng.hi:
+        port = d.port(rng.lo)
+    else:  # a port inside the range is kept; otherwise the kernel picks one of the range
+        port = d.ite(d.in_range(p.dport, rng.lo, rng.hi, "destination port"), p.dport,
+                     d.choose_port(rng.lo, rng.hi, f"REDIRECT to the port range {rng} picks a port"))
+    return Effect("verdict", NAT, addr=addr, port=port)
+
+
+def _t_dnat(d: Domain, t: Dnat, p: Pkt, env: Env, stage: Stage) -> Effect:
+    spec = t.spec
+    if spec is None or t.extra:
+        return Effect("verdict", UNK, why=f"DNAT --to-destination {t.to} is not modelled")
+    if spec.addr is not None and spec.addr.version != (4 if env.family == "ipv4" else 6):
+        raise WorldError(f"DNAT to {spec.addr} in the {env.family} ruleset")
+    if spec.addr_hi is not None and spec.addr_hi != spec.addr:
+        return Effect("verdict", UNK, why=f"DNAT to the address range {t.to} picks an address")
+    if spec.port_lo is None:
+        port = p.dport
+    elif spec.port_hi in (None, spec.port_lo):
+        port = d.port(spec.port_lo)
+    else:
+        assert spec.port_hi is not None
+        port = d.ite(d.in_range(p.dport, spec.port_lo, spec.port_hi, "destination port"), p.dport,
+                     d.choose_port(spec.port_lo, spec.port_hi, f"DNAT to the port range {t.to} picks a port"))
+    return Effect("verdict", NAT, addr=p.dst if spec.addr is None else d.addr(spec.addr), port=port)
+
+
+def _t_tproxy(d: Domain, t: Tproxy, p: Pkt, env: Env, stage: Stage) -> Effect:
+    # --on-ip 0.0.0.0 (what iptables-save prints when none was given) = the primary address of the
+    # incoming interface, as nf_tproxy_laddr does
+    given = t.on_ip if t.on_ip is not None and not t.on_ip.is_unspecified else None
+    listen = given or env.primary(p.iif)
+    addr = d.addr(listen) if listen is not None else p.dst
+    mark = p.mark if t.mark is None else (p.mark & (~t.mask & _M32)) ^ d.u32(t.mark)
+    return Effect("verdict", TPROXY, addr=addr, port=d.port(t.on_port), mark=mark)
+
+
+def _t_setmark(d: Domain, t: SetMark, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return Effect("marks", mark=(p.mark & (~t.mask & _M32)) ^ d.u32(t.value), ctmark=p.ctmark)
+
+
+def _t_connmark(d: Domain, t: ConnmarkTarget, p: Pkt, env: Env, stage: Stage) -> Effect:
+    if t.action == "save-mark":
+        return Effect("marks", mark=p.mark, ctmark=(p.ctmark & (~t.ctmask & _M32)) ^ (p.mark & t.nfmask))
+    if t.action == "restore-mark":
+        return Effect("marks", mark=(p.mark & (~t.nfmask & _M32)) ^ (p.ctmark & t.ctmask), ctmark=p.ctmark)
+    return Effect("marks", mark=p.mark, ctmark=(p.ctmark & (~t.mask & _M32)) ^ d.u32(t.value))
+
+
+def _t_ct(d: Domain, t: CtTarget, p: Pkt, env: Env, stage: Stage) -> Effect:
+    if t.notrack or t.extra:
+        return Effect("verdict", UNK, why="CT --notrack / CT options are not modelled")
+    if t.zone is not None:
+        return Effect("verdict", UNK, why=f"CT --zone {t.zone} is not modelled")
+    return Effect("next")
+
+
+def _t_snat(d: Domain, t: Snat | Masquerade, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return Effect("verdict", UNK, why=f"source NAT ({type(t).__name__.upper()}) is not modelled")
+
+
+def _t_opaque(d: Domain, t: OpaqueTarget, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return Effect("verdict", UNK, why=f"target {t.name} is not modelled")
+
+
+EFFECTS: dict[type, Callable[[Domain, Any, Pkt, Env, Stage], Effect]] = {
+    Accept: _t_accept,
+    Drop: _t_drop,
+    Reject: _t_reject,
+    Return: _t_return,
+    Jump: _t_jump,
+    Goto: _t_goto,
+    Redirect: _t_redirect,
+    Dnat: _t_dnat,
+    Snat: _t_snat,
+    Masquerade: _t_snat,
+    Tproxy: _t_tproxy,
+    SetMark: _t_setmark,
+    ConnmarkTarget: _t_connmark,
+    CtTarget: _t_ct,
+    Log: _t_none,
+    Trace: _t_none,
+    OpaqueTarget: _t_opaque,
+}
+
+
+def effect(d: Domain, t: Target | None, p: Pkt, env: Env, stage: Stage) -> Effect:
+    """What target ``t`` does to packet ``p`` at ``stage`` (no target: nothing)."""
+    if t is None:
+        return Effect("next")
+    return EFFECTS[type(t)](d, t, p, env, stage)
+
+
