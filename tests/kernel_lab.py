@@ -251,7 +251,7 @@ class Lab:
         seconds = time.monotonic() - t0
         return Attempt("connected", seconds, s, _hostport(s.getsockname()), _hostport(s.getpeername()))
 
-    def accept(self, listener: socket.socket, timeout: float = 0.3) -> socket.socket | None:
+    def accept(self, listener: socket.socket, timeout: float = 0.5) -> socket.socket | None:
         """The next connection the kernel completed on ``listener``, or None within ``timeout``."""
         listener.settimeout(timeout)
         try:
@@ -259,10 +259,10 @@ class Lab:
         except (TimeoutError, BlockingIOError):
             return None
         self._sockets.append(conn)
-        conn.settimeout(0.3)
+        conn.settimeout(0.5)
         return conn
 
-    def accept_any(self, listeners: Sequence[socket.socket], timeout: float = 0.3
+    def accept_any(self, listeners: Sequence[socket.socket], timeout: float = 0.5
                    ) -> tuple[int, socket.socket] | None:
         """(index, connection) from whichever listener has a completed connection first, or None."""
         ready, _, _ = select.select(list(listeners), [], [], timeout)
@@ -273,7 +273,7 @@ class Lab:
         return None if conn is None else (index, conn)
 
     @staticmethod
-    def round_trip(client: socket.socket, server: socket.socket | None, timeout: float = 0.3) -> bool:
+    def round_trip(client: socket.socket, server: socket.socket | None, timeout: float = 0.5) -> bool:
         """One request/response: client sends, the server reads and answers, the client reads it.
         Without an accepted server socket the client still sends and waits for an answer (none comes)."""
         client.settimeout(timeout)
