@@ -65,15 +65,28 @@ def test_fact00_nat_chains_run_only_when_conntrack_is_on() -> None:
     """nat chains are evaluated only for tracked connections; with iptables-nft, a namespace tracks
     connections only once some rule needs conntrack (a NAT target, -m conntrack/state, CT)."""
     def check(v6: bool) -> None:
-        counting = f"-A OUTPUT -p tcp --dport 9001 -m comment --comment nat-seen{int(v6)}"
-        for extra, expect in (("", 0), (ct_on(v6), 1)):
+        far, far_to = ("2001:db8:ffff::1/128", "[2001:db8:ffff::2]") if v6 else ("203.0.113.1/32", "203.0.113.2")
+        unrelated = f"-d {far} -p udp"  # rules that never match the test's traffic
+        extras = {  # what else is loaded -> does the nat OUTPUT counter move?
+            "nothing": ("", 0),
+            "a RETURN rule in nat": (f"-A OUTPUT {unrelated} -j RETURN", 0),
+            "-m conntrack": (f"-A OUTPUT {unrelated} -m conntrack --ctstate NEW", 1),
+            "-m state": (f"-A OUTPUT {unrelated} -m state --state NEW", 1),
+            "a DNAT target": (f"-A OUTPUT {unrelated} -j DNAT --to-destination {far_to}", 1),
+            "a CT target in raw": ("raw", 1),
+        }
+        for what, (extra, expect) in extras.items():
             with lab() as L:
-                L.restore(L.pod, table("nat", "OUTPUT", counting, *([extra] if extra else [])), v6=v6)
+                text = table("nat", "OUTPUT", "-A OUTPUT -p tcp --dport 9001 -m comment --comment nat-seen",
+                             *([extra] if extra and extra != "raw" else []))
+                if extra == "raw":
+                    text += table("raw", "OUTPUT", f"-A OUTPUT {unrelated} -j CT --zone 1")
+                L.restore(L.pod, text, v6=v6)
                 listener = L.listen(L.pod, wildcard(v6), 9001)
                 assert L.completion(L.connect(L.pod, pod(v6), 9001), listener).completes
-                assert L.counters(L.pod, v6=v6)[f"nat-seen{int(v6)}"] == expect, extra
+                assert L.counters(L.pod, v6=v6)["nat-seen"] == expect, what
                 tracked = int(L.sh(L.pod, ["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]).stdout)
-                assert (tracked > 0) == bool(expect)
+                assert (tracked > 0) == bool(expect), what
     per_family(check)
 
 
@@ -159,7 +172,8 @@ def test_fact03_destinations_the_kernel_rewrites_or_refuses() -> None:
     """connect() to 0.0.0.0 goes to 127.0.0.1 (or to the socket's bound address), to :: goes to
     ::1; broadcast, multicast and 0.0.0.0/8 give ENETUNREACH; a link-local destination without a
     scope id gives EINVAL; ::ffff:a.b.c.d from an AF_INET6 socket is IPv4 (iptables, not ip6tables)."""
-    def probes(v6: bool) -> tuple[str, ...]:
+    def probes(v6: bool) -> str:
+        # ip6tables also gets a rule for ::ffff:192.0.2.20, which must never count
         dsts = (("lo", "::1"), ("any", "::"), ("pod", POD6), ("peer", PEER6), ("mpeer", "::ffff:192.0.2.20")) \
             if v6 else (("lo", "127.0.0.1"), ("any", "0.0.0.0"), ("pod", POD4), ("peer", PEER4))
         fam = 6 if v6 else 4
@@ -222,7 +236,7 @@ def test_fact03_destinations_the_kernel_rewrites_or_refuses() -> None:
         assert seen == {"out4-peer": 1, "nat4-peer": 1, "raw4-all": 1}
         done = L.completion(attempt, v4_listener)
         assert done.completes and done.server is not None and done.server.getpeername()[0] == POD4
-        assert attempt.local[0] == "::ffff:192.0.2.10"
+        assert attempt.local is not None and attempt.local[0] == "::ffff:192.0.2.10"
         attempt, _ = step("::ffff:192.0.2.20", 9007, family=socket.AF_INET6, v6only=False)
         done = L.completion(attempt, dual_listener)
         assert done.completes and done.server is not None and done.server.getpeername()[0] == "::ffff:192.0.2.10"
@@ -292,12 +306,12 @@ def test_fact04_conntrack_state_of_the_first_packet() -> None:
 # ----------------------------------------------------------------------------------------- fact 5
 def test_fact05_redirect_to_a_port_range() -> None:
     """REDIRECT --to-ports LO-HI keeps a destination port inside the range; a port outside it
-    becomes LO, every time (no randomness without --random). PREROUTING redirects to the pod IP,
-    OUTPUT to 127.0.0.1 / ::1."""
+    becomes LO, every time (no randomness without --random), or the next port up when the tuple
+    with LO is taken. PREROUTING redirects to the pod IP, OUTPUT to 127.0.0.1 / ::1."""
     def check(v6: bool) -> None:
         for flags in ("", " --random"):
             rules = table("nat", "PREROUTING OUTPUT",
-                          f"-A PREROUTING -p tcp -m multiport --dports 9002,9003,9100 -j REDIRECT --to-ports 9001-9004{flags}",
+                          f"-A PREROUTING -p tcp -m multiport --dports 9002,9003,9100:9102 -j REDIRECT --to-ports 9001-9004{flags}",
                           f"-A OUTPUT -d {peer(v6)} -p tcp -m multiport --dports 9002,9003,9100 "
                           f"-j REDIRECT --to-ports 9001-9004{flags}")
             with lab() as L:
@@ -318,6 +332,20 @@ def test_fact05_redirect_to_a_port_range() -> None:
                         assert len(landed[9100]) > 1, landed  # 24 draws from 4 ports: one port would be a 4**-23 chance
                     else:
                         assert landed == {9002: {9002: 4}, 9003: {9003: 4}, 9100: {9001: 24}}
+                if flags:
+                    continue
+                # LO is "the first free port from LO": open connections from one source port to
+                # 9100, 9101, 9102 (their NATed tuples would clash) land on 9001, 9002, 9003
+                seen = []
+                for dport in (9100, 9101, 9102):
+                    s = L.socket(L.peer, socket.AF_INET6 if v6 else socket.AF_INET, reuseaddr=True)
+                    s.bind((peer(v6), 40000))
+                    s.settimeout(1.0)
+                    s.connect((pod(v6), dport))
+                    got = L.accept_any(listeners)
+                    assert got is not None
+                    seen.append(ports[got[0]])
+                assert seen == [9001, 9002, 9003]
     per_family(check)
 
 
@@ -662,11 +690,11 @@ def test_fact12b_a_nat_chain_policy_of_drop_is_loaded_and_drops_new_connections(
                 pod_l, peer_l = L.listen(L.pod, wildcard(v6), 9001), L.listen(L.peer, wildcard(v6), 9001)
                 out_, in_ = L.concurrently(lambda: L.connect(L.pod, peer(v6), 9001),
                                            lambda: L.connect(L.peer, pod(v6), 9001))
-                blocked, fine = (out_, in_) if chain == "OUTPUT" else (in_, out_)
+                (blocked, _), (fine, fine_server) = ((out_, peer_l), (in_, pod_l)) if chain == "OUTPUT" \
+                    else ((in_, pod_l), (out_, peer_l))
                 assert blocked.outcome == "timeout", chain
-                assert fine.connected, chain
+                assert L.completion(fine, fine_server).completes, chain
                 assert f":{chain} DROP [" in L.save(L.pod, v6=v6)
-                del pod_l, peer_l
     per_family(check)
 
 
