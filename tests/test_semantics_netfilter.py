@@ -269,7 +269,8 @@ def test_bind_table_ipv6(sock: Socket, dst: str, accepted: bool) -> None:
 
 
 def test_more_specific_bind_wins_and_udp_finds_no_socket() -> None:
-    specific, wild = Socket("127.0.0.1", 9001), Socket("0.0.0.0", 9001)
+    # (both binds exist only with SO_REUSEPORT on both and the same uid)
+    specific, wild = Socket("127.0.0.1", 9001, reuseport=True), Socket("0.0.0.0", 9001, reuseport=True)
     w = World(pod_ips=("192.0.2.10",), peer_ips=(),
               apps=(App("a", sockets=(wild,)), App("b", sockets=(specific,))))
     assert accepting_socket(w, to_address("127.0.0.1"), 9001) == ("b", specific)

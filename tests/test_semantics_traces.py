@@ -94,7 +94,7 @@ def test_t3_t4_app_to_vip_goes_to_15001_then_leaves_for_another_pod() -> None:
     assert f"dst {VIP}:80 -> 127.0.0.1:15001" in texts(res)
     # T4: Envoy -> 192.0.2.7:8080 over eth0, returned by --uid-owner 1337
     assert hits(res, 2) == ["nat::OUTPUT#1", "nat::ISTIO_OUTPUT#4", "nat::OUTPUT#0"]
-    assert res.outcome == Egress(to_address(OTHER), 8080)
+    assert res.outcome == Egress(to_address(OTHER), 8080, to_address(POD))
     assert res.summary == f"out, egress {OTHER}:8080"
 
 
@@ -138,7 +138,7 @@ def test_t10_envoy_to_own_hbone_port_is_not_redirected() -> None:
 def test_t11_app_with_gid_1337_is_treated_like_envoy() -> None:
     res = interpret(W, Flow("app2", VIP, 80))
     assert hits(res) == ["nat::OUTPUT#1", "nat::ISTIO_OUTPUT#7", "nat::OUTPUT#0"]
-    assert res.outcome == Egress(to_address(VIP), 80) and res.observed == ()
+    assert res.outcome == Egress(to_address(VIP), 80, to_address(POD)) and res.observed == ()
     over_lo = interpret(W, Flow("app2", POD, 8080))
     assert hits(over_lo)[1] == "nat::ISTIO_OUTPUT#3"   # the uid rule over lo fires first
 
@@ -177,7 +177,7 @@ def test_t13_istio_1_2_envoy_to_own_pod_ip_loops_without_a_listener() -> None:
 
 def test_blackhole_and_passthrough() -> None:
     res = interpret(W, Flow("app", "203.0.113.50", 443))
-    assert res.outcome == Egress(to_address("203.0.113.50"), 443) and res.observed == ("out",)
+    assert res.outcome == Egress(to_address("203.0.113.50"), 443, to_address(POD)) and res.observed == ("out",)
     closed = t_world(proxy=attrs.evolve(ERA_I.proxy, outbound="blackhole"))
     res = interpret(closed, Flow("app", "203.0.113.50", 443))
     assert isinstance(res.outcome, Refused) and res.summary == "out, refused"

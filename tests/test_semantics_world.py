@@ -67,10 +67,21 @@ def test_two_sockets_on_the_same_address_and_port() -> None:
     with pytest.raises(WorldError, match="also takes IPv4"):
         world(pod_ips=("192.0.2.10", "2001:db8::10"),
               apps=(App("a", sockets=(Socket("0.0.0.0", 80),)), App("b", sockets=(Socket("::", 80),))))
-    # a specific bind next to a wildcard, and :: with V6ONLY next to 0.0.0.0, are fine
+    # :: with V6ONLY next to 0.0.0.0 is fine
     world(pod_ips=("192.0.2.10", "2001:db8::10"),
-          apps=(App("a", sockets=(Socket("0.0.0.0", 80), Socket("127.0.0.1", 80),
-                                  Socket("::", 80, v6only=True))),))
+          apps=(App("a", sockets=(Socket("0.0.0.0", 80), Socket("::", 80, v6only=True))),))
+    # a specific bind next to a wildcard needs SO_REUSEPORT on both, and the same uid (seen on the
+    # kernel: tests/test_kernel_facts.py, the bind fact)
+    with pytest.raises(WorldError, match="SO_REUSEPORT"):
+        world(apps=(App("a", sockets=(Socket("0.0.0.0", 80), Socket("127.0.0.1", 80))),))
+    with pytest.raises(WorldError, match="SO_REUSEPORT"):
+        world(apps=(App("a", uid=1000, sockets=(Socket("0.0.0.0", 80, reuseport=True),)),
+                    App("b", uid=1001, sockets=(Socket("127.0.0.1", 80, reuseport=True),))))
+    with pytest.raises(WorldError, match="SO_REUSEPORT"):
+        world(pod_ips=("192.0.2.10", "2001:db8::10"),
+              apps=(App("a", sockets=(Socket("::", 80), Socket("2001:db8::10", 80, reuseport=True))),))
+    world(apps=(App("a", sockets=(Socket("0.0.0.0", 80, reuseport=True), Socket("127.0.0.1", 80, reuseport=True))),
+                App("b", sockets=(Socket("192.0.2.10", 80, reuseport=True),))))
 
 
 def test_socket_on_a_proxy_port_or_a_foreign_address() -> None:

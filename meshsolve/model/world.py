@@ -15,6 +15,7 @@ import attrs
 
 from meshsolve.errors import WorldError
 from meshsolve.model.net import Family, IPAddress, IPNetwork, family_of, to_address, to_port
+from meshsolve.model.routing import Routing
 from meshsolve.model.rules import (
     Goto,
     Jump,
@@ -57,11 +58,14 @@ class Socket:
     """A listening TCP socket: ``bind`` is ``0.0.0.0``, ``::``, ``127.0.0.1``, ``::1`` or a pod IP.
 
     ``v6only`` applies to ``::`` only: without it (Linux default) ``::`` also accepts IPv4.
+    ``reuseport``: the socket set SO_REUSEPORT, which lets a wildcard and a specific bind share a port
+    (only when both set it and belong to the same uid).
     """
 
     bind: IPAddress = attrs.field(converter=_addr)
     port: int = attrs.field(converter=to_port)
     v6only: bool = False
+    reuseport: bool = False
 
     def __str__(self) -> str:
         host = f"[{self.bind}]" if self.bind.version == 6 else str(self.bind)
@@ -125,6 +129,10 @@ class ProxyBehavior:
       connection (Istio ≥1.10: 127.0.0.6 / ::6), or ``None`` to let the kernel choose.
     - ``outbound``: the outbound side's upstream for a non-service destination: ``"passthrough"`` to
       the original destination, or ``"blackhole"`` (connection closed).
+    - ``transparent``: the listeners are ``IP_TRANSPARENT`` (TPROXY can hand them connections).
+    - ``inbound_original_source``: the inbound side connects upstream from the client's own address
+      (a transparent socket: Envoy's ``original_src``), instead of ``inbound_source_*``.
+    - ``upstream_mark``: the mark (``SO_MARK``) on the proxy's upstream sockets, or None.
     """
 
     uid: int = 1337
@@ -139,6 +147,9 @@ class ProxyBehavior:
     inbound_source_v6: IPAddress | None = attrs.field(
         default=None, converter=attrs.converters.optional(_addr))
     outbound: Literal["passthrough", "blackhole"] = "passthrough"
+    transparent: bool = False
+    inbound_original_source: bool = False
+    upstream_mark: int | None = None
 
     def inbound_source(self, family: Family) -> IPAddress | None:
         return self.inbound_source_v4 if family == "ipv4" else self.inbound_source_v6
@@ -166,6 +177,7 @@ class World:
     proxy: ProxyBehavior = attrs.field(factory=ProxyBehavior)
     services: tuple[Service, ...] = attrs.field(default=(), converter=_services)
     rules: Rulesets = attrs.field(factory=Rulesets)
+    routing: Routing = attrs.field(factory=Routing)
     interface: str = "eth0"
     name: str = "pod"
     namespace: str = "default"
@@ -228,6 +240,15 @@ class World:
 _WILDCARDS = (ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::"))
 
 
+def _shares(a: Socket, b: Socket) -> bool:
+    """Whether two distinct binds on one port overlap: a wildcard and an address it covers."""
+    def covers(w: Socket, o: Socket) -> bool:
+        if not w.bind.is_unspecified or o.bind.is_unspecified:
+            return False  # two wildcards are checked on their own (a :: without V6ONLY takes IPv4)
+        return w.bind.version == o.bind.version or (w.bind.version == 6 and not w.v6only)
+    return covers(a, b) or covers(b, a)
+
+
 def validate_world(world: World) -> None:
     """Raise ``WorldError`` for a world that cannot exist.
 
@@ -263,8 +284,15 @@ def validate_world(world: World) -> None:
         proxy_ports.add(world.proxy.inbound_port)
     seen: dict[tuple[IPAddress, int], str] = {}
     dual: dict[int, str] = {}
+    by_port: dict[int, list[tuple[App, Socket]]] = {}
     for app in world.apps:
         for s in app.sockets:
+            for other_app, o in by_port.get(s.port, ()):
+                if _shares(s, o) and not (s.reuseport and o.reuseport and other_app.uid == app.uid):
+                    raise WorldError(f"app {app.name!r} socket {s}: {o} of app {other_app.name!r} covers the same "
+                                     "port; both binds succeed only with SO_REUSEPORT on both sockets and the same "
+                                     "uid (else bind() fails with EADDRINUSE)")
+            by_port.setdefault(s.port, []).append((app, s))
             where = f"app {app.name!r} socket {s}"
             if s.bind not in _WILDCARDS and not world.is_local(s.bind):
                 raise WorldError(f"{where}: {s.bind} is not an address of the pod (bind would fail)")

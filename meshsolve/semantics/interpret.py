@@ -169,7 +169,7 @@ def _outcome(records: list[K.LegRecord], env: K.Env, max_hops: int) -> Outcome:
     if cls == K.REJECTED:
         return Rejected(leg.rule)
     if cls == K.EGRESS:
-        return Egress(leg.dst, leg.dport)
+        return Egress(leg.dst, leg.dport, leg.seen_src)
     if cls == K.FAILED:
         return Failed(leg.why or "the kernel does not let it complete")
     if cls == K.UNDET:

@@ -153,17 +153,20 @@ class Undetermined:
 
 @attrs.frozen
 class Egress:
-    """The connection leaves the pod through its interface, to ``dst:port``."""
+    """The connection leaves the pod through its interface to ``dst:port`` from ``source``, an
+    address the remote host can answer, so it completes there (if a server listens)."""
 
     dst: IPAddress
     port: int
+    source: IPAddress | None = None
 
     @property
     def token(self) -> str:
         return f"egress {hostport(self.dst, self.port)}"
 
     def __str__(self) -> str:
-        return f"leaves the pod to {hostport(self.dst, self.port)}"
+        src = f" from {self.source}" if self.source is not None else ""
+        return f"leaves the pod to {hostport(self.dst, self.port)}{src}"
 
 
 Outcome: TypeAlias = Delivered | Refused | Rejected | Dropped | Failed | Loop | Undetermined | Egress
