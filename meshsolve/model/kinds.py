@@ -45,6 +45,7 @@ from meshsolve.model.rules import (
     Redirect,
     Reject,
     Return,
+    Ruleset,
     SetMark,
     Snat,
     SocketMatch,
@@ -54,7 +55,7 @@ from meshsolve.model.rules import (
     Trace,
 )
 
-__all__ = ["COARSENINGS", "MATCH_KINDS", "TARGET_KINDS", "Kind", "kind_of"]
+__all__ = ["COARSENINGS", "MATCH_KINDS", "TARGET_KINDS", "Kind", "enables_conntrack", "kind_of"]
 
 
 @attrs.frozen
@@ -66,6 +67,7 @@ class Kind:
     name: str
     tables: frozenset[str] | None = None
     hooks: frozenset[Hook] | None = None
+    conntrack: bool = False  # a rule of this kind switches connection tracking on in the namespace
 
     def allowed(self, table: str, hooks: frozenset[str]) -> str | None:
         """Why a rule of this kind in ``table``, reached from ``hooks``, is refused (None: accepted)."""
@@ -81,9 +83,9 @@ class Kind:
 _HOOK_ORDER = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 
 
-def _k(cls: type, name: str, tables: str | None = None, hooks: str | None = None) -> Kind:
+def _k(cls: type, name: str, tables: str | None = None, hooks: str | None = None, conntrack: bool = False) -> Kind:
     return Kind(cls, name, None if tables is None else frozenset(tables.split()),
-                None if hooks is None else frozenset(hooks.split()))  # type: ignore[arg-type]
+                None if hooks is None else frozenset(hooks.split()), conntrack)  # type: ignore[arg-type]
 
 
 MATCH_KINDS: dict[type, Kind] = {k.cls: k for k in (
@@ -96,9 +98,9 @@ MATCH_KINDS: dict[type, Kind] = {k.cls: k for k in (
     _k(MultiportMatch, "multiport"),
     _k(OwnerMatch, "owner", hooks="OUTPUT POSTROUTING"),
     _k(MarkMatch, "mark"),
-    _k(ConnmarkMatch, "connmark"),
-    _k(ConntrackMatch, "conntrack"),
-    _k(StateMatch, "state"),
+    _k(ConnmarkMatch, "connmark", conntrack=True),
+    _k(ConntrackMatch, "conntrack", conntrack=True),
+    _k(StateMatch, "state", conntrack=True),
     _k(AddrtypeMatch, "addrtype"),
     _k(CommentMatch, "comment"),
     _k(SocketMatch, "socket", hooks="PREROUTING INPUT"),
@@ -112,14 +114,14 @@ TARGET_KINDS: dict[type, Kind] = {k.cls: k for k in (
     _k(Return, "RETURN"),
     _k(Jump, "jump"),
     _k(Goto, "goto"),
-    _k(Redirect, "REDIRECT", tables="nat", hooks="PREROUTING OUTPUT"),
-    _k(Dnat, "DNAT", tables="nat", hooks="PREROUTING OUTPUT"),
-    _k(Snat, "SNAT", tables="nat", hooks="INPUT POSTROUTING"),
-    _k(Masquerade, "MASQUERADE", tables="nat", hooks="POSTROUTING"),
+    _k(Redirect, "REDIRECT", tables="nat", hooks="PREROUTING OUTPUT", conntrack=True),
+    _k(Dnat, "DNAT", tables="nat", hooks="PREROUTING OUTPUT", conntrack=True),
+    _k(Snat, "SNAT", tables="nat", hooks="INPUT POSTROUTING", conntrack=True),
+    _k(Masquerade, "MASQUERADE", tables="nat", hooks="POSTROUTING", conntrack=True),
     _k(Tproxy, "TPROXY", tables="mangle", hooks="PREROUTING"),
     _k(SetMark, "MARK"),
-    _k(ConnmarkTarget, "CONNMARK"),
-    _k(CtTarget, "CT", tables="raw"),
+    _k(ConnmarkTarget, "CONNMARK", conntrack=True),
+    _k(CtTarget, "CT", tables="raw", conntrack=True),
     _k(Log, "LOG"),
     _k(Trace, "TRACE", tables="raw"),
     _k(OpaqueTarget, "(unmodelled target)"),
@@ -140,3 +142,16 @@ def kind_of(value: object) -> Kind:
     if k is None:
         raise KeyError(f"{type(value).__name__} is not a registered rule kind")
     return k
+
+
+def enables_conntrack(ruleset: Ruleset) -> bool:
+    """Whether a ruleset switches connection tracking on: a NAT target, a conntrack, state or connmark
+    match, a CT or CONNMARK target (seen on the kernel: without one, nat chains never run)."""
+    for table in ruleset.tables:
+        for chain in table.chains:
+            for rule in chain.rules:
+                if rule.target is not None and TARGET_KINDS[type(rule.target)].conntrack:
+                    return True
+                if any(MATCH_KINDS[type(m)].conntrack for m in rule.matches):
+                    return True
+    return False

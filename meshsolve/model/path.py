@@ -33,6 +33,7 @@ import attrs
 
 __all__ = [
     "CONNTRACK_PRIORITY",
+    "EPHEMERAL_PORTS",
     "HOOKS",
     "PATHS",
     "TABLE_HOOKS",
@@ -49,6 +50,8 @@ PathKind: TypeAlias = Literal["local-out", "loopback-in", "remote-in"]
 
 # Priority at which conntrack attaches its entry to a packet (NF_IP_PRI_CONNTRACK).
 CONNTRACK_PRIORITY = -200
+# The source ports the kernel picks for a connection (Linux's default net.ipv4.ip_local_port_range).
+EPHEMERAL_PORTS = (32768, 60999)
 
 # Each table's built-in chains (iptables-save order) and the priority it registers at per hook
 # (NF_IP_PRI_RAW, _MANGLE, _NAT_DST / _NAT_SRC, _FILTER, _SECURITY).

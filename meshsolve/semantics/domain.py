@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from meshsolve.model.net import IPAddress, IPNetwork
+from meshsolve.model.path import EPHEMERAL_PORTS
 
 __all__ = ["Concrete", "Domain", "Unk", "merge_records"]
 
@@ -141,8 +142,13 @@ class Concrete:
         return bool(a == b)
 
     def in_range(self, x: Any, lo: int, hi: int, what: str) -> Any:
-        if x is None:
-            return Unk(f"the {what} is chosen by the kernel")
+        if x is None:  # a port the kernel picks, from the ephemeral range
+            e_lo, e_hi = EPHEMERAL_PORTS
+            if lo <= e_lo and e_hi <= hi:
+                return True
+            if hi < e_lo or lo > e_hi:
+                return False
+            return Unk(f"the {what} is chosen by the kernel (from {e_lo}-{e_hi})")
         if isinstance(x, Unk):
             return x
         return lo <= x <= hi

@@ -68,7 +68,7 @@ def accepting_socket(world: World, dst: IPAddress, dport: int, protocol: str = "
     """
     if not world.is_local(dst):
         return None
-    _cls, _idx, owner = K.lookup(Concrete(), K.Env.of(world, family_of(dst)), dst, dport, protocol)
+    _cls, _idx, owner, _sk = K.lookup(Concrete(), K.Env.of(world, family_of(dst)), dst, dport, protocol)
     return owner  # type: ignore[no-any-return]
 
 

@@ -69,8 +69,10 @@ import attrs
 from meshsolve.errors import WorldError
 from meshsolve.model.net import Family, IPNetwork, family_of, to_address
 from meshsolve.model.path import Hook, Stage, stages
+from meshsolve.model.routing import LOCAL_TABLE, MAIN_TABLE
 from meshsolve.model.world import Socket
 from meshsolve.semantics.domain import Domain, merge_records
+from meshsolve.semantics.env import Env, Pkt, SockView, is_local, is_loopback, lookup
 from meshsolve.semantics.tables import (
     CONT,
     DROP,
@@ -82,11 +84,7 @@ from meshsolve.semantics.tables import (
     UNK,
     Decision,
     Effect,
-    Env,
-    Pkt,
     effect,
-    is_local,
-    is_loopback,
     match,
     merge_decision,
 )
@@ -148,10 +146,79 @@ CONNECT_RULES: dict[Family, tuple[tuple[IPNetwork, str], ...]] = {
 
 
 # ------------------------------------------------------------------------------------------------
+# Routing
+
+
+@attrs.define
+class RouteResult:
+    """Where the routing decision sends a packet: ``local`` (to a socket of the pod) or out of the pod
+    interface; ``fail``: no usable route (unreachable, blackhole, prohibit, or none at all)."""
+
+    local: Any
+    fail: Any
+
+
+def route(d: Domain, env: Env, dst: Any, mark: Any) -> RouteResult:
+    """The kernel's route for ``dst`` with packet mark ``mark``: rule 0 ``lookup local`` (the pod's
+    own addresses), the world's ``ip rule`` entries by priority, then ``lookup main`` (the default
+    route out of the pod interface). A table without a matching route passes the lookup on."""
+    fam = env.family
+    routing = env.world.routing
+    rules: list[tuple[int, Any, int]] = [(0, True, LOCAL_TABLE)]
+    for r in routing.rules_for(fam):
+        applies: Any = True
+        if r.fwmark is not None:
+            applies = d.eq(mark & r.mask, d.u32(r.fwmark & r.mask))
+            if r.invert:
+                applies = d.not_(applies)
+        rules.append((r.priority, applies, r.table))
+    rules.append((32766, True, MAIN_TABLE))
+    result = RouteResult(d.const(False), d.const(True))
+    for _prio, applies, table in sorted(rules, key=lambda x: x[0], reverse=True):
+        found, here = _table_route(d, env, table, dst)
+        result = merge_records(d, d.and_(applies, found), here, result)
+    return result
+
+
+def _table_route(d: Domain, env: Env, table: int, dst: Any) -> tuple[Any, RouteResult]:
+    """(whether ``table`` has a route for ``dst``, what it says): longest prefix first."""
+    fam = env.family
+    if table == LOCAL_TABLE:
+        return is_local(d, env, dst), RouteResult(d.const(True), d.const(False))
+    routes = sorted(env.world.routing.routes_in(fam, table), key=lambda r: r.dst.prefixlen)
+    found: Any = d.const(False)
+    here = RouteResult(d.const(False), d.const(False))
+    if table == MAIN_TABLE:  # the pod's default route out of its interface
+        found = d.const(True)
+    for r in routes:  # shortest prefix first, so the longest is the outermost if-then-else
+        hit = d.in_net(dst, r.dst)
+        if r.kind == "throw":
+            found = d.and_(d.not_(hit), found)
+            continue
+        local = r.kind == "local" or (r.kind == "unicast" and r.dev == "lo")
+        fail = r.kind in ("blackhole", "unreachable", "prohibit")
+        here = merge_records(d, hit, RouteResult(d.const(local), d.const(fail)), here)
+        found = d.or_(hit, found)
+    return found, here
+
+
+# ------------------------------------------------------------------------------------------------
 # Hooks: the stages of a path, in order
 
 
 Traverse: TypeAlias = Callable[[Stage, Pkt], Decision]
+
+
+@attrs.frozen
+class Binding:
+    """The NAT conntrack gives a connection's later packets: the original direction's destination
+    becomes ``addr:port`` at the destination-NAT stage (``kind="dst"``), the reply direction's
+    source becomes ``addr:port`` at the source-NAT stage (``kind="src"``), when ``on``."""
+
+    kind: str
+    on: Any
+    addr: Any
+    port: Any
 
 
 @attrs.define
@@ -161,7 +228,7 @@ class Run:
 
     pkt: Pkt
     ended: Any
-    end: Any  # DROPPED / REJECTED / UNDET
+    end: Any  # DROPPED / REJECTED / UNDET / FAILED
     tproxied: Any
     tp_addr: Any
     tp_port: Any
@@ -171,13 +238,33 @@ class Run:
 
 
 def run_hook(d: Domain, env: Env, tr: Traverse, hook: Hook, run: Run, *, nat: bool,
-             on_nat: Callable[[Pkt, Decision], None] | None = None) -> Run:
-    """Run every stage of ``hook`` (nat only when ``nat``), stopping at the first that ends the packet."""
-    for stage in stages(hook, nat=nat):
+             bind: Binding | None = None, on_nat: Callable[[Pkt, Decision], None] | None = None) -> Run:
+    """Run every stage of ``hook``, stopping at the first that ends the packet. ``nat``: the nat
+    chains are consulted (the first packet of a new connection); otherwise a nat stage applies the
+    connection's ``bind``ing, if any. Without connection tracking nat does nothing at all."""
+    for stage in stages(hook):
         if d.is_true(run.ended):
             break
+        if stage.nat:
+            if not env.conntrack:
+                continue
+            if not nat:
+                if bind is not None:
+                    run = _apply_binding(d, run, stage, bind)
+                continue
         run = _stage(d, env, tr, stage, run, on_nat)
     return run
+
+
+def _apply_binding(d: Domain, run: Run, stage: Stage, bind: Binding) -> Run:
+    p = run.pkt
+    if bind.kind == "dst" and stage.hook in ("PREROUTING", "OUTPUT"):
+        p = attrs.evolve(p, dst=d.ite(bind.on, bind.addr, p.dst), dport=d.ite(bind.on, bind.port, p.dport))
+    elif bind.kind == "src" and stage.hook in ("INPUT", "POSTROUTING"):
+        p = attrs.evolve(p, src=d.ite(bind.on, bind.addr, p.src), sport=d.ite(bind.on, bind.port, p.sport))
+    else:
+        return run
+    return attrs.evolve(run, pkt=p)
 
 
 def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
@@ -189,7 +276,8 @@ def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
     nat_here = d.eq(k, NAT) if stage.nat else d.const(False)
     if on_nat is not None and d.is_true(nat_here):
         on_nat(p, dec)
-    tp_here = d.eq(k, TPROXY)
+    # a TPROXY verdict on a later packet hands it to its own connection's socket: only its mark counts
+    tp_here = d.eq(k, TPROXY) if p.state == "NEW" else d.const(False)
     new_pkt = attrs.evolve(p, dst=d.ite(nat_here, dec.addr, p.dst), dport=d.ite(nat_here, dec.port, p.dport),
                            natted=d.or_(p.natted, nat_here), mark=dec.mark, ctmark=dec.ctmark)
     ends = d.or_(d.eq(k, DROP), d.eq(k, REJECT), d.eq(k, UNK))
@@ -200,6 +288,140 @@ def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
     if not d.symbolic:
         return after
     return merge_records(d, run.ended, run, after)
+
+
+# ------------------------------------------------------------------------------------------------
+# One packet's journey through the pod
+
+
+@attrs.define
+class Journey:
+    """Where one packet got: ``ended`` on the way (``end``: DROPPED / REJECTED / UNDET / FAILED, with
+    the concrete ``rule``/``why``), else delivered to the pod's own stack (``local``) or out of its
+    interface; ``tproxied`` when a TPROXY verdict assigned it to ``tp_addr:tp_port``; ``pkt`` as it
+    is at the end."""
+
+    pkt: Pkt
+    ended: Any
+    end: Any
+    local: Any
+    tproxied: Any
+    tp_addr: Any
+    tp_port: Any
+    rule: Any = attrs.field(default=None, metadata=_META)
+    why: Any = attrs.field(default=None, metadata=_META)
+    tp_rule: Any = attrs.field(default=None, metadata=_META)
+
+
+class _Quiet:
+    """A domain whose route notes are silent (rule hits are still recorded by the traversal)."""
+
+    def __init__(self, d: Domain) -> None:
+        self._d = d
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._d, name)
+
+    def note(self, kind: str, text: Callable[[], str], rule: Any = None) -> None:
+        if kind != "route":
+            self._d.note(kind, text, rule)
+
+
+def _arrived(p: Pkt) -> Pkt:
+    """A packet at the end of its journey: its headers and marks (where it was is the journey's)."""
+    return attrs.evolve(p, iif=None, oif_lo=None, entry=False, before_ct=False)
+
+
+def _journey(d: Domain, run: Run, local: Any) -> Journey:
+    return Journey(_arrived(run.pkt), run.ended, run.end, local, run.tproxied, run.tp_addr, run.tp_port,
+                   rule=run.rule, why=run.why, tp_rule=run.tp_rule)
+
+
+def _failed(d: Domain, run: Run, why: Callable[[], str]) -> Journey:
+    return Journey(_arrived(run.pkt), d.const(True), d.kind(FAILED), d.const(False), run.tproxied, run.tp_addr,
+                   run.tp_port, why=_text(d, why))
+
+
+def _start(d: Domain, env: Env, pkt: Pkt) -> Run:
+    return Run(pkt, d.const(False), d.kind(UNDET), d.const(False), d.addr(env.loopback), d.port(0))
+
+
+def send_local(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind: Binding | None = None,
+               on_nat: Callable[[Pkt, Decision], None] | None = None) -> Journey:
+    if not first:  # the trace says where a handshake packet went in one line (see _handshake)
+        d = _Quiet(d)
+    """A packet a socket of the pod sends: OUTPUT (its interface routed for the original destination
+    and mark, fixed for the whole hook), re-route, POSTROUTING, and for a local route the re-entry
+    through ``lo``: PREROUTING and INPUT without nat (the connection already has its binding)."""
+    r1 = route(d, env, pkt.dst, pkt.mark)
+    run = _start(d, env, attrs.evolve(pkt, iif=None, oif_lo=r1.local))
+    run = run_hook(d, env, tr, "OUTPUT", run, nat=first, bind=bind, on_nat=on_nat)
+    p = run.pkt
+    r2 = route(d, env, p.dst, p.mark)
+    # IPv4 refuses to route a loopback source out of the pod (the re-route after nat drops it)
+    strand = d.and_(d.const(env.family == "ipv4"), is_loopback(d, env, p.src), d.not_(r2.local))
+
+    def stranded() -> Journey:
+        d.note("route", lambda: f"re-routed to {hostport(p.dst, p.dport)} from the loopback source {p.src}: "
+                                "the kernel drops it")
+        return _failed(d, run, lambda: f"re-routed to {hostport(p.dst, p.dport)} from the loopback source "
+                                       f"{p.src}: dropped by the kernel")
+
+    def onward() -> Journey:
+        out = run_hook(d, env, tr, "POSTROUTING", attrs.evolve(run, pkt=attrs.evolve(p, oif_lo=r2.local)),
+                       nat=first, bind=bind, on_nat=on_nat)
+        q = out.pkt
+
+        def back_in() -> Journey:
+            d.note("route", lambda: "loops back through lo")
+            again = attrs.evolve(out, pkt=attrs.evolve(q, iif="lo", oif_lo=None, entry=True))
+            again = run_hook(d, env, tr, "PREROUTING", again, nat=False)
+            return _deliver(d, env, tr, again, nat=False, bind=None)
+
+        def leaves() -> Journey:
+            return _journey(d, out, d.const(False))
+
+        return d.branch(out.ended, lambda: _journey(d, out, d.const(False)),
+                        lambda: d.branch(r2.local, back_in, leaves))
+
+    return d.branch(run.ended, lambda: _journey(d, run, d.const(False)),
+                    lambda: d.branch(d.and_(d.not_(r2.fail), strand), stranded, onward))
+
+
+def send_remote(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind: Binding | None = None,
+                on_nat: Callable[[Pkt, Decision], None] | None = None) -> Journey:
+    if not first:
+        d = _Quiet(d)
+    """A packet arriving on the pod interface from another host: PREROUTING, input routing, INPUT."""
+    run = _start(d, env, attrs.evolve(pkt, iif=env.iface, oif_lo=None))
+    run = run_hook(d, env, tr, "PREROUTING", run, nat=first, bind=bind, on_nat=on_nat)
+    return d.branch(run.ended, lambda: _journey(d, run, d.const(False)),
+                    lambda: _deliver(d, env, tr, run, nat=first, bind=bind))
+
+
+def _deliver(d: Domain, env: Env, tr: Traverse, run: Run, *, nat: bool, bind: Binding | None) -> Journey:
+    """Input routing after PREROUTING, then INPUT for a local route."""
+    p = run.pkt
+    # a loopback destination arriving on another interface is a martian (IPv4: dropped; IPv6: the
+    # sender gets "no route")
+    martian = d.and_(d.const(p.iif != "lo"), is_loopback(d, env, p.dst))
+    r = route(d, env, p.dst, p.mark)
+
+    def dropped_martian() -> Journey:
+        d.note("route", lambda: f"{hostport(p.dst, p.dport)} arriving on {p.iif} is a martian destination: "
+                                "the kernel drops it")
+        return _failed(d, run, lambda: f"a loopback destination ({p.dst}) arriving on {p.iif} is dropped as a "
+                                       "martian")
+
+    def forwarded() -> Journey:
+        return _journey(d, run, d.const(False))  # not for the pod: the caller decides
+
+    def local_in() -> Journey:
+        r_in = run_hook(d, env, tr, "INPUT", attrs.evolve(run, pkt=attrs.evolve(p, oif_lo=None)), nat=nat,
+                        bind=bind)
+        return _journey(d, r_in, d.not_(r_in.ended))
+
+    return d.branch(martian, dropped_martian, lambda: d.branch(r.local, local_in, forwarded))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,7 +450,8 @@ class Leg:
 class Hop:
     """One connection to open: to ``dst:dport`` from ``sport`` (None: the kernel's choice), by a
     process with ``uid``/``gid``; ``bound`` (a domain Boolean) says whether the process binds the
-    source ``src`` first (else the kernel picks it); ``closed``: the proxy closes the client's
+    source ``src`` first (else the kernel picks it), ``transparent`` whether that socket is
+    ``IP_TRANSPARENT``, ``mark`` its ``SO_MARK``; ``closed``: the proxy closes the client's
     connection instead of opening this one (blackhole)."""
 
     dst: Any
@@ -242,6 +465,8 @@ class Hop:
     closed: Any = None
     who: str = "proxy"
     why: str = ""
+    transparent: Any = False
+    mark: Any = 0
 
 
 def _end(d: Domain, env: Env, cls: int, h: Hop, rule: Any = None, why: Any = None) -> Leg:
@@ -288,6 +513,13 @@ def connect_dst(d: Domain, env: Env, dst: Any) -> Any:
     return dst
 
 
+def _rewritten(d: Domain) -> Callable[[Pkt, Decision], None]:
+    def note(p: Pkt, dec: Decision) -> None:
+        d.note("rewrite", lambda: f"dst {hostport(p.dst, p.dport)} -> {hostport(dec.addr, dec.port)}", dec.rule)
+
+    return note
+
+
 def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = False) -> Leg:
     """A connection opened in the pod (see the module docstring)."""
     if h.closed is not None and d.is_true(h.closed):
@@ -307,82 +539,32 @@ def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = Fals
     dst = connect_dst(d, env, h.dst)
     auto = source_for(d, env, dst)
     src = auto if h.src is None else d.ite(h.bound, h.src, auto)
-    out_lo = is_local(d, env, dst)
+    r0 = route(d, env, dst, d.u32(h.mark) if isinstance(h.mark, int) else h.mark)
     if not d.symbolic:
         why = f" ({h.why})" if h.why else ""
         d.note("open", lambda: f"{h.who} (uid {h.uid}, gid {h.gid}) connects {src} -> "
-                               f"{hostport(dst, h.dport)}/{h.protocol} via {'lo' if out_lo else env.iface}{why}")
+                               f"{hostport(dst, h.dport)}/{h.protocol} via {'lo' if r0.local else env.iface}{why}")
     # connect() from a loopback address (127.0.0.6) to a remote destination fails with EINVAL
     # (::6 is an ordinary address on lo and connects anywhere)
-    einval = d.and_(h.bound, is_loopback(d, env, src), d.not_(out_lo))
+    einval = d.and_(h.bound, is_loopback(d, env, src), d.not_(r0.local))
 
     def fails() -> Leg:
         d.note("route", lambda: f"cannot connect from {src} (an address of lo) to the remote "
                                 f"{hostport(dst, h.dport)}: connect() fails (EINVAL)")
         return _end(d, env, FAILED, h, why="connect() fails (EINVAL): the source is a loopback address")
 
-    return d.branch(einval, fails, lambda: _local_sent(d, env, tr, h, src, dst, out_lo))
+    def unroutable() -> Leg:
+        d.note("route", lambda: f"no route to {hostport(dst, h.dport)}: connect() fails (ENETUNREACH)")
+        return _end(d, env, FAILED, h, why=_text(d, lambda: f"no route to {dst}: connect() fails (ENETUNREACH)"))
 
+    def sent() -> Leg:
+        mark = d.u32(h.mark) if isinstance(h.mark, int) else h.mark
+        syn = Pkt(h.protocol, src, dst, h.sport, h.dport, None, None, h.uid, h.gid, mark, d.u32(0), d.const(False))
+        j = send_local(d, env, tr, syn, first=True, on_nat=_rewritten(d))
+        client = _Client(True, src, h.sport, h.uid, h.gid, mark, h.transparent)
+        return _after_syn(d, env, tr, j, client, (h.dst, h.dport))
 
-def _local_sent(d: Domain, env: Env, tr: Traverse, h: Hop, src: Any, dst: Any, out_lo: Any) -> Leg:
-    zero = d.u32(0)
-    pkt = Pkt(h.protocol, src, dst, h.sport, h.dport, None, out_lo, h.uid, h.gid, zero, zero, d.const(False))
-    run = Run(pkt, d.const(False), d.kind(UNDET), d.const(False), d.addr(env.loopback), d.port(0))
-
-    def rewritten(p: Pkt, dec: Decision) -> None:
-        d.note("rewrite", lambda: f"dst {hostport(p.dst, p.dport)} -> {hostport(dec.addr, dec.port)}", dec.rule)
-
-    # OUTPUT: every stage sees the interface routed for the original destination
-    run = run_hook(d, env, tr, "OUTPUT", run, nat=True, on_nat=rewritten)
-    # re-route for the (possibly rewritten) destination; POSTROUTING sees the new interface
-    local = is_local(d, env, run.pkt.dst)
-    run = attrs.evolve(run, pkt=attrs.evolve(run.pkt, oif_lo=local))
-    run = run_hook(d, env, tr, "POSTROUTING", run, nat=True, on_nat=rewritten)
-    p = run.pkt
-    ended = _ended_leg(d, env, h, run)
-    # a loopback source whose connection now leads out of the pod cannot be routed: dropped
-    stranded_lo = d.and_(p.natted, is_loopback(d, env, p.src), d.not_(local))
-
-    def egress() -> Leg:
-        def strand() -> Leg:
-            d.note("route", lambda: f"re-routed after NAT to {hostport(p.dst, p.dport)} from the loopback "
-                                    f"source {p.src}: the kernel drops it")
-            return Leg(d.kind(FAILED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport,
-                       why=_text(d, lambda: f"re-routed after NAT from the loopback source {p.src}: "
-                                            "dropped by the kernel"))
-
-        def leaves() -> Leg:
-            # only the pod's interface address can be answered by a remote host
-            answered = d.eq(p.src, d.addr(env.pod_ip)) if env.pod_ip is not None else d.const(False)
-
-            def out() -> Leg:
-                d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)}")
-                return Leg(d.kind(EGRESS), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport)
-
-            def unanswerable() -> Leg:
-                d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)} from {p.src}, "
-                                        f"an address only the pod's lo has: no answer can come back")
-                return Leg(d.kind(FAILED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport,
-                           why=_text(d, lambda: f"the source {p.src} exists only on lo: the remote host's "
-                                                "answer cannot come back"))
-
-            return d.branch(answered, out, unanswerable)
-
-        return d.branch(stranded_lo, strand, leaves)
-
-    def loopback() -> Leg:
-        d.note("route", lambda: "loops back through lo")
-        back = Run(attrs.evolve(p, iif="lo", oif_lo=None, uid=None, gid=None, entry=True), run.ended, run.end,
-                   run.tproxied, run.tp_addr, run.tp_port)
-        back = run_hook(d, env, tr, "PREROUTING", back, nat=False)
-        return _input(d, env, tr, h, back, (h.dst, h.dport), entry=True)
-
-    return d.branch(run.ended, lambda: ended, lambda: d.branch(local, loopback, egress))
-
-
-def _ended_leg(d: Domain, env: Env, h: Hop, run: Run) -> Leg:
-    p = run.pkt
-    return Leg(run.end, d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport, rule=run.rule, why=run.why)
+    return d.branch(einval, fails, lambda: d.branch(r0.fail, unroutable, sent))
 
 
 def remote_leg(d: Domain, env: Env, tr: Traverse, h: Hop, peer: Any) -> Leg:
@@ -390,80 +572,125 @@ def remote_leg(d: Domain, env: Env, tr: Traverse, h: Hop, peer: Any) -> Leg:
     d.note("open", lambda: f"peer {peer} connects to {hostport(h.dst, h.dport)}/{h.protocol}, "
                            f"arriving on {env.iface}")
     zero = d.u32(0)
-    pkt = Pkt(h.protocol, peer, h.dst, h.sport, h.dport, env.iface, None, None, None, zero, zero, d.const(False))
-    run = Run(pkt, d.const(False), d.kind(UNDET), d.const(False), d.addr(env.loopback), d.port(0))
-
-    def rewritten(p: Pkt, dec: Decision) -> None:
-        d.note("rewrite", lambda: f"dst {hostport(p.dst, p.dport)} -> {hostport(dec.addr, dec.port)}", dec.rule)
-
-    run = run_hook(d, env, tr, "PREROUTING", run, nat=True, on_nat=rewritten)
-    p = run.pkt
-    martian = d.and_(d.not_(run.tproxied), is_loopback(d, env, p.dst))
-    forward = d.and_(d.not_(run.tproxied), d.not_(is_local(d, env, p.dst)))
-
-    def dropped_martian() -> Leg:
-        d.note("route", lambda: f"{hostport(p.dst, p.dport)} arriving on {env.iface} is a martian destination: "
-                                "dropped by the kernel")
-        return Leg(d.kind(FAILED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport,
-                   why=_text(d, lambda: f"a loopback destination ({p.dst}) arriving on {env.iface} is dropped "
-                                        "as a martian"))
-
-    def forwarded() -> Leg:
-        return Leg(d.kind(UNDET), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport,
-                   why=_text(d, lambda: f"{hostport(p.dst, p.dport)} is not an address of the pod: "
-                                        "forwarding is not modelled"))
-
-    def routed() -> Leg:
-        return d.branch(martian, dropped_martian,
-                        lambda: d.branch(forward, forwarded, lambda: _input(d, env, tr, h, run, (h.dst, h.dport),
-                                                                            entry=False)))
-
-    return d.branch(run.ended, lambda: _ended_leg(d, env, h, run), routed)
+    syn = Pkt(h.protocol, peer, h.dst, h.sport, h.dport, env.iface, None, None, None, zero, zero, d.const(False))
+    j = send_remote(d, env, tr, syn, first=True, on_nat=_rewritten(d))
+    client = _Client(False, peer, h.sport, None, None, zero, d.const(False))
+    return _after_syn(d, env, tr, j, client, (h.dst, h.dport))
 
 
-def _input(d: Domain, env: Env, tr: Traverse, h: Hop, run: Run, orig: tuple[Any, Any], *, entry: bool) -> Leg:
-    """Local delivery after the INPUT hook: the socket TPROXY assigned, or the socket lookup."""
-    p = run.pkt
+@attrs.frozen
+class _Client:
+    """The client end of a connection: in the pod (``local``) or the peer; its address, port, ids,
+    socket mark and whether its socket is transparent."""
+
+    local: bool
+    src: Any
+    sport: Any
+    uid: Any
+    gid: Any
+    mark: Any
+    transparent: Any
+
+
+def _ended_leg(d: Domain, j: Journey) -> Leg:
+    p = j.pkt
+    return Leg(j.end, d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport, rule=j.rule, why=j.why)
+
+
+def _after_syn(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tuple[Any, Any]) -> Leg:
+    """The SYN arrived (or not): which socket takes it, or where it went, and then the handshake."""
+    p = j.pkt
+
+    def arrived() -> Leg:
+        return _accept(d, env, tr, j, c, orig)
+
+    def left() -> Leg:
+        if not c.local:  # a connection from outside that is not for the pod would be forwarded
+            return Leg(d.kind(UNDET), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport,
+                       why=_text(d, lambda: f"{hostport(p.dst, p.dport)} is not an address of the pod: forwarding "
+                                            "is not modelled"))
+        # only the pod's interface address can be answered by a remote host
+        answered = d.eq(p.src, d.addr(env.pod_ip)) if env.pod_ip is not None else d.const(False)
+
+        def out() -> Leg:
+            d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)}")
+            server = _Server(d.const(False), p.dst, p.dport, d.const(False))
+            return _handshake(d, env, tr, j, c, orig, server,
+                              Leg(d.kind(EGRESS), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport))
+
+        def unanswerable() -> Leg:
+            d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)} from {p.src}, "
+                                    "an address only the pod's lo has: no answer can come back")
+            return Leg(d.kind(FAILED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport,
+                       why=_text(d, lambda: f"the source {p.src} exists only on lo: the remote host's answer "
+                                            "cannot come back"))
+
+        return d.branch(answered, out, unanswerable)
+
+    return d.branch(j.ended, lambda: _ended_leg(d, j), lambda: d.branch(j.local, arrived, left))
+
+
+@attrs.frozen
+class _Server:
+    """The server end of a connection: a socket in the pod (``local``) at ``addr:port``, or a remote
+    host; whether its socket is transparent."""
+
+    local: Any
+    addr: Any
+    port: Any
+    transparent: Any
+
+
+def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tuple[Any, Any]) -> Leg:
+    """Local delivery of a SYN: the socket TPROXY assigned, or the socket lookup; then the handshake."""
+    p = j.pkt
+    transparent = d.const(env.world.proxy.transparent)
 
     def with_tproxy() -> Leg:
-        d.note("rewrite", lambda: f"TPROXY to {hostport(run.tp_addr, run.tp_port)}, destination kept "
-                                  f"{hostport(p.dst, p.dport)}, mark {p.mark:#x}", run.tp_rule)
-        side: Any = d.kind(DROPPED)  # xt_TPROXY drops when no transparent listener is there
+        d.note("rewrite", lambda: f"TPROXY to {hostport(j.tp_addr, j.tp_port)}, destination kept "
+                                  f"{hostport(p.dst, p.dport)}, mark {p.mark:#x}", j.tp_rule)
+        # xt_TPROXY needs a transparent listener on its port (else the SYN is dropped)
+        side: Any = d.kind(DROPPED)
         for port, s in reversed(env.listeners()):
-            side = d.ite(d.eq(run.tp_port, port), d.kind(s), side)
+            side = d.ite(d.and_(transparent, d.eq(j.tp_port, port)), d.kind(s), side)
         side = _side_for(d, env, side, p.dst, p.dport)
 
         def no_listener() -> Leg:
-            d.note("socket", lambda: f"no transparent listener on {hostport(run.tp_addr, run.tp_port)}: dropped")
-            return Leg(d.kind(DROPPED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport, rule=run.tp_rule)
+            d.note("socket", lambda: f"no transparent listener on {hostport(j.tp_addr, j.tp_port)}: dropped")
+            return Leg(d.kind(DROPPED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport, rule=j.tp_rule)
 
-        return d.branch(d.eq(side, DROPPED), no_listener,
-                        lambda: after_input(lambda q: _proxy_leg(d, env, side, run.tp_port, q, (p.dst, p.dport))))
+        def to_proxy() -> Leg:
+            leg = _proxy_leg(d, env, side, j.tp_port, p, (p.dst, p.dport))
+            return _handshake(d, env, tr, j, c, orig, _Server(d.const(True), p.dst, p.dport, transparent), leg)
 
-    def lookup_socket(q: Pkt) -> Leg:
-        cls, idx, owner = lookup(d, env, q.dst, q.dport, q.protocol)
+        return d.branch(d.eq(side, DROPPED), no_listener, to_proxy)
+
+    def lookup_socket() -> Leg:
+        cls, idx, owner, _sk = lookup(d, env, p.dst, p.dport, p.protocol)
         side = _side_for(d, env, cls, orig[0], orig[1])
-        return d.branch(d.or_(d.eq(side, OUT), d.eq(side, IN)),
-                        lambda: _proxy_leg(d, env, side, q.dport, q, orig),
-                        lambda: _socket_leg(d, env, cls, idx, owner, q))
+        proxied = d.or_(d.eq(side, OUT), d.eq(side, IN))
+        server = _Server(d.const(True), p.dst, p.dport, d.and_(proxied, transparent))
 
-    def after_input(accept: Callable[[Pkt], Leg]) -> Leg:
-        r = run_hook(d, env, tr, "INPUT", attrs.evolve(run, pkt=attrs.evolve(p, oif_lo=None)), nat=not entry)
-        return d.branch(r.ended, lambda: _ended_leg(d, env, h, r), lambda: accept(r.pkt))
+        def accepted(leg: Leg) -> Leg:
+            return _handshake(d, env, tr, j, c, orig, server, leg)
 
-    return d.branch(run.tproxied, with_tproxy, lambda: after_input(lookup_socket))
+        def by_proxy() -> Leg:
+            return accepted(_proxy_leg(d, env, side, p.dport, p, orig))
 
+        def by_socket() -> Leg:
+            def delivered() -> Leg:
+                d.note("socket", lambda: f"{owner[0]} socket {owner[1]} accepts, source {p.src}")
+                return accepted(Leg(d.kind(DELIV), idx, p.dst, p.dport, p.src, p.dst, p.dport))
 
-def _socket_leg(d: Domain, env: Env, cls: Any, idx: Any, owner: Any, q: Pkt) -> Leg:
-    def delivered() -> Leg:
-        d.note("socket", lambda: f"{owner[0]} socket {owner[1]} accepts, source {q.src}")
-        return Leg(d.kind(DELIV), idx, q.dst, q.dport, q.src, q.dst, q.dport)
+            def refused() -> Leg:
+                d.note("socket", lambda: f"nothing listens on {hostport(p.dst, p.dport)}/{p.protocol}: refused")
+                return Leg(d.kind(REFUSED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport)
 
-    def refused() -> Leg:
-        d.note("socket", lambda: f"nothing listens on {hostport(q.dst, q.dport)}/{q.protocol}: refused")
-        return Leg(d.kind(REFUSED), d.port(NO_SOCKET), q.dst, q.dport, q.src, q.dst, q.dport)
+            return d.branch(d.eq(cls, DELIV), delivered, refused)
 
-    return d.branch(d.eq(cls, DELIV), delivered, refused)
+        return d.branch(proxied, by_proxy, by_socket)
+
+    return d.branch(j.tproxied, with_tproxy, lookup_socket)
 
 
 def _proxy_leg(d: Domain, env: Env, side: Any, port: Any, q: Pkt, orig: tuple[Any, Any]) -> Leg:
@@ -472,51 +699,70 @@ def _proxy_leg(d: Domain, env: Env, side: Any, port: Any, q: Pkt, orig: tuple[An
     return Leg(side, d.port(NO_SOCKET), orig[0], orig[1], q.src, q.dst, q.dport)
 
 
-def lookup(d: Domain, env: Env, dst: Any, dport: Any, protocol: str = "tcp") -> tuple[Any, Any, Any]:
-    """Which socket accepts a connection to ``dst:dport``: (class DELIV/OUT/IN/REFUSED, app socket
-    index, and for the concrete trace (owner, socket)). An exact bind beats a wildcard; among
-    wildcards 0.0.0.0 beats a dual-stack ``::`` for an IPv4 destination. Only TCP sockets listen."""
-    fam = env.family
-    cands: list[tuple[int, Any, int, int, tuple[str, Socket]]] = []  # (score, holds, class, index, owner)
-    if protocol == "tcp":
-        for i, (app, s) in enumerate(env.sockets):
-            b = s.bind
-            if b.is_unspecified:
-                if b.version == 4:
-                    if fam != "ipv4":
-                        continue
-                    score = 2
-                elif fam == "ipv6":
-                    score = 2
-                elif not s.v6only:
-                    score = 1
-                else:
-                    continue
-                holds = d.eq(dport, d.port(s.port))
-            else:
-                if (b.version == 4) != (fam == "ipv4"):
-                    continue
-                score = 3
-                holds = d.and_(d.eq(dport, d.port(s.port)), d.eq(dst, d.addr(b)))
-            cands.append((score, holds, DELIV, i, (app, s)))
-        wildcard = "0.0.0.0" if fam == "ipv4" else "::"
-        for port, side in env.listeners():
-            cands.append((2, d.eq(dport, d.port(port)), side, NO_SOCKET, ("proxy", Socket(wildcard, port))))
-    cls: Any = d.kind(REFUSED)
-    idx: Any = d.port(NO_SOCKET)
-    # the best candidate is the outermost if-then-else: highest score, then the earliest listed
-    order = sorted(range(len(cands)), key=lambda j: (cands[j][0], -j))
-    for j in order:
-        _score, holds, c, i, _who = cands[j]
-        cls = d.ite(holds, d.kind(c), cls)
-        idx = d.ite(holds, d.port(i), idx)
-    owner = None
-    if not d.symbolic:
-        for j in reversed(order):
-            if cands[j][1] is True:
-                owner = cands[j][4]
-                break
-    return cls, idx, owner
+def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig: tuple[Any, Any], s: _Server,
+               leg: Leg) -> Leg:
+    """The rest of the TCP handshake: the server's SYN-ACK back to the client, then the client's ACK.
+    The connection completes (``leg`` stands) only when both arrive where they must; else the
+    first packet that does not decides how it ends (the client hangs, or is refused)."""
+    p = syn.pkt
+    natted = p.natted
+    zero = d.u32(0)
+    # SYN-ACK: from the accepting socket (a request socket: no owner yet, the listener's mark)
+    synack = Pkt(p.protocol, s.addr, c.src, s.port, c.sport, None, None, None, None, zero, p.ctmark, natted,
+                 state="ESTABLISHED", flags=frozenset({"SYN", "ACK"}),
+                 sk=SockView(d.const(True), d.const(False), c.transparent))
+    un_nat = Binding("src", natted, orig[0], orig[1])
+
+    def from_pod() -> Journey:
+        return send_local(d, env, tr, synack, first=False, bind=un_nat)
+
+    def from_outside() -> Journey:
+        return send_remote(d, env, tr, synack, first=False, bind=un_nat)
+
+    back = d.branch(s.local, from_pod, from_outside)
+    d.note("reply", lambda: f"SYN-ACK {hostport(s.addr, s.port)} -> {hostport(c.src, c.sport)}"
+                            f"{_where(back)}")
+    # the SYN-ACK must reach the client: in the pod, or out of its interface to the peer
+    back_ok = d.and_(d.not_(back.ended), back.local if c.local else d.not_(back.local))
+
+    def ack_leg() -> Leg:
+        ack = Pkt(p.protocol, c.src, orig[0], c.sport, orig[1], None, None, c.uid, c.gid, c.mark,
+                  back.pkt.ctmark, natted, state="ESTABLISHED", flags=frozenset({"ACK"}),
+                  sk=SockView(d.const(True), d.const(False), s.transparent))
+        to_server = Binding("dst", natted, s.addr, s.port)
+        fwd = send_local(d, env, tr, ack, first=False, bind=to_server) if c.local else \
+            send_remote(d, env, tr, ack, first=False, bind=to_server)
+        d.note("reply", lambda: f"ACK {hostport(c.src, c.sport)} -> {hostport(orig[0], orig[1])}{_where(fwd)}")
+        fwd_ok = d.and_(d.not_(fwd.ended), d.ite(s.local, fwd.local, d.not_(fwd.local)))
+        return d.branch(fwd_ok, lambda: leg, lambda: _lost(d, fwd, "ACK", leg))
+
+    return d.branch(back_ok, ack_leg, lambda: _lost(d, back, "SYN-ACK", leg))
+
+
+def _where(j: Journey) -> str:
+    """Where a concrete handshake packet went, for the trace."""
+    if j.ended:
+        return ": stopped"
+    return ": delivered in the pod" if j.local else ": leaves the pod"
+
+
+def _lost(d: Domain, j: Journey, what: str, leg: Leg) -> Leg:
+    """A handshake packet that did not arrive: stopped by a rule or the kernel, or routed away."""
+    p = j.pkt
+
+    def stopped() -> Leg:
+        return Leg(j.end, d.port(NO_SOCKET), leg.odst, leg.odport, leg.seen_src, leg.dst, leg.dport,
+                   rule=j.rule, why=j.why)
+
+    def astray() -> Leg:
+        d.note("route", lambda: f"the {what} to {hostport(p.dst, p.dport)} goes the wrong way: the handshake "
+                                "never completes")
+        return Leg(d.kind(FAILED), d.port(NO_SOCKET), leg.odst, leg.odport, leg.seen_src, leg.dst, leg.dport,
+                   why=_text(d, lambda: f"the {what} to {hostport(p.dst, p.dport)} is routed "
+                                        f"{'into the pod' if j.local else 'out of the pod'}, away from its "
+                                        "connection: the handshake never completes"))
+
+    return d.branch(j.ended, stopped, astray)
 
 
 def _side_for(d: Domain, env: Env, cls: Any, odst: Any, odport: Any) -> Any:
@@ -587,7 +833,10 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
     given = p.inbound_source(fam)
     src: Any = None
     bound: Any = d.const(False)
-    if knobs.inbound_source is not None:
+    if p.inbound_original_source:  # a transparent socket bound to the client's own address
+        src = leg.seen_src
+        bound = is_in
+    elif knobs.inbound_source is not None:
         src = d.addr(to_address("127.0.0.6" if fam == "ipv4" else "::6"))
         bound = d.and_(is_in, knobs.inbound_source)
     elif given is not None:
@@ -609,7 +858,10 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
         else:
             d.note("proxy", lambda: f"proxy outbound side: passthrough to {hostport(odst, odport)}")
             why = "outbound, passthrough"
-    return Hop(dst, dport, sport, d.u32(p.uid), d.u32(p.gid), protocol, bound, src, closed, "proxy", why)
+    transparent = d.and_(is_in, d.const(p.inbound_original_source))
+    mark = d.u32(p.upstream_mark or 0)
+    return Hop(dst, dport, sport, d.u32(p.uid), d.u32(p.gid), protocol, bound, src, closed, "proxy", why,
+               transparent, mark)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from typing import Any
 import attrs
 
 from meshsolve.errors import WorldError
-from meshsolve.model.net import Family, IPAddress, IPNetwork
 from meshsolve.model.path import Stage
 from meshsolve.model.rules import (
     Accept,
@@ -62,24 +61,20 @@ from meshsolve.model.rules import (
     Tproxy,
     Trace,
 )
-from meshsolve.model.world import Socket, World
 from meshsolve.semantics.domain import Domain
+from meshsolve.semantics.env import Env, Pkt, is_local, lookup
 
 __all__ = [
     "EFFECTS",
     "MATCHES",
     "Decision",
     "Effect",
-    "Env",
-    "Pkt",
     "effect",
     "match",
     "merge_decision",
 ]
 
 _M32 = 0xFFFFFFFF
-_LO4 = ipaddress.IPv4Address("127.0.0.1")
-_LO6 = ipaddress.IPv6Address("::1")
 _META = {"meta": True}  # attrs metadata: concrete-only bookkeeping, not merged symbolically
 
 # Decision kinds of one table traversal.
@@ -91,85 +86,8 @@ OUT, IN = 4, 5
 # The world, as the kernel sees it for one address family
 
 
-@attrs.frozen
-class Env:
-    """The per-family facts rules and routes ask about: the pod's local networks, its interface and
-    address, each interface's primary address, owner names that resolve to ids, the sockets."""
-
-    world: World
-    family: Family
-    local_nets: tuple[IPNetwork, ...]
-    pod_ip: IPAddress | None
-    names: tuple[tuple[str, int], ...] = ()
-    sockets: tuple[tuple[str, Socket], ...] = ()
-
-    @classmethod
-    def of(cls, world: World, family: Family, names: dict[str, int] | None = None) -> Env:
-        sockets = tuple((a.name, s) for a in world.apps for s in a.sockets)
-        return cls(world, family, world.local_networks(family), world.pod_ip(family),
-                   tuple(sorted((names or {}).items())), sockets)
-
-    @property
-    def iface(self) -> str:
-        return self.world.interface
-
-    @property
-    def loopback(self) -> IPAddress:
-        return _LO4 if self.family == "ipv4" else _LO6
-
-    def primary(self, iface: str | None) -> IPAddress | None:
-        if iface == "lo":
-            return self.loopback
-        if iface == self.iface:
-            return self.pod_ip
-        return None
-
-    def name_id(self, token: str) -> int | None:
-        return dict(self.names).get(token)
-
-    def listeners(self) -> tuple[tuple[int, int], ...]:
-        """The proxy's listener ports and the side each one is: ``(port, OUT|IN)``."""
-        p = self.world.proxy
-        out = [(p.outbound_port, OUT)]
-        if p.inbound_port is not None and p.inbound_port != p.outbound_port:
-            out.append((p.inbound_port, IN))
-        return tuple(out)
-
-
-def is_local(d: Domain, env: Env, x: Any) -> Any:
-    return d.or_(*[d.in_net(x, n) for n in env.local_nets])
-
-
-def is_loopback(d: Domain, env: Env, x: Any) -> Any:
-    return d.in_net(x, ipaddress.ip_network("127.0.0.0/8" if env.family == "ipv4" else "::1/128"))
-
-
 # ------------------------------------------------------------------------------------------------
 # Packets and decisions
-
-
-@attrs.define
-class Pkt:
-    """The first packet of a connection at one stage. ``iif`` is a concrete interface name (None at
-    OUTPUT/POSTROUTING); ``oif_lo`` says whether the output interface is ``lo`` (None where there is
-    no output interface); ``uid``/``gid`` are None without a local socket; ``natted``: the
-    destination was rewritten by nat; ``entry``: the packet carries a conntrack entry from before
-    (the loopback re-entry); ``before_ct``: the current stage runs before conntrack."""
-
-    protocol: str
-    src: Any
-    dst: Any
-    sport: Any
-    dport: Any
-    iif: str | None
-    oif_lo: Any
-    uid: Any
-    gid: Any
-    mark: Any
-    ctmark: Any
-    natted: Any
-    entry: bool = False
-    before_ct: bool = False
 
 
 @attrs.define
@@ -241,16 +159,13 @@ def _m_protocol(d: Domain, m: Protocol, p: Pkt, env: Env) -> Any:
     return d.const((m.name == "all" or m.name == p.protocol) != m.negated)
 
 
-_FIRST_FLAGS = frozenset({"SYN"})  # the first packet of a TCP connection
-
-
 def _m_port(d: Domain, m: PortMatch, p: Pkt, env: Env) -> Any:
     if m.module != p.protocol:
         return d.const(False)
     parts: list[Any] = []
     if m.tcp_flags is not None:
         mask, comp, negated = m.tcp_flags
-        parts.append(d.const(((_FIRST_FLAGS & mask) == comp) != negated))
+        parts.append(d.const(((p.flags & mask) == comp) != negated))
     if m.sport is not None:
         parts.append(_neg(d, d.in_range(p.sport, m.sport.lo, m.sport.hi, "source port"), m.sport_negated))
     if m.dport is not None:
@@ -306,10 +221,11 @@ def _m_connmark(d: Domain, m: ConnmarkMatch, p: Pkt, env: Env) -> Any:
 
 
 def ct_states(d: Domain, p: Pkt) -> dict[str, Any]:
-    """The conntrack states a first packet shows at the current stage."""
+    """The conntrack states a packet shows at the current stage: none looked up yet (before
+    conntrack, without the entry of an earlier pass): ``INVALID``; else its state, plus ``DNAT``."""
     if p.before_ct and not p.entry:
         return {"INVALID": d.const(True)}
-    return {"NEW": d.const(True), "DNAT": p.natted}
+    return {p.state: d.const(True), "DNAT": p.natted}
 
 
 def _states_hit(d: Domain, states: Sequence[str], p: Pkt) -> Any:
@@ -356,7 +272,20 @@ def _m_comment(d: Domain, m: CommentMatch, p: Pkt, env: Env) -> Any:
 
 
 def _m_socket(d: Domain, m: SocketMatch, p: Pkt, env: Env) -> Any:
-    return d.opaque("-m socket is not modelled")
+    """``-m socket``: the packet belongs to a local socket. For a SYN that is the listener its
+    destination finds, which a plain match ignores when it is bound to a wildcard address (unless
+    ``--nowildcard``); later packets belong to their connection's socket. ``--transparent`` needs an
+    ``IP_TRANSPARENT`` socket (seen on the kernel)."""
+    opts = set(m.options)
+    if opts - {"--transparent", "--nowildcard"}:
+        return d.opaque(f"-m socket {' '.join(m.options)} is not modelled")
+    sk = p.sk
+    if sk is None:
+        _cls, _idx, _owner, sk = lookup(d, env, p.dst, p.dport, p.protocol)
+    hit = sk.exists if "--nowildcard" in opts else d.and_(sk.exists, d.not_(sk.wildcard))
+    if "--transparent" in opts:
+        hit = d.and_(hit, sk.transparent)
+    return hit
 
 
 def _m_opaque(d: Domain, m: OpaqueMatch, p: Pkt, env: Env) -> Any:

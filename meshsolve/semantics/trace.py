@@ -179,6 +179,7 @@ HopKind: TypeAlias = Literal[
     "route",     # where the packet goes next (lo / eth0 / leaves the pod)
     "socket",    # which socket accepted, or that none did
     "proxy",     # what the proxy did with an accepted connection
+    "reply",     # a later packet of the handshake (the SYN-ACK back, the ACK on)
 ]
 
 

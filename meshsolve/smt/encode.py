@@ -43,7 +43,7 @@ import z3
 
 from meshsolve.errors import UnsupportedError
 from meshsolve.model.net import Family, IPAddress, IPNetwork
-from meshsolve.model.path import Stage
+from meshsolve.model.path import EPHEMERAL_PORTS, Stage
 from meshsolve.model.rules import Chain, OpaqueMatch, OpaqueTarget, Rule, Ruleset, Table
 from meshsolve.model.world import Socket, World
 from meshsolve.semantics import kernel as K
@@ -387,8 +387,12 @@ def _encode_flow(world: World, family: Family, *, hops: int = 8,
 
     start = K.First(is_peer, h0.dst, h0.dport, h0.sport, h0.uid, h0.gid, endpoint)
     knobs = K.Knobs(ctx.knob_localhost, ctx.knob_source)
-    records = K.run_flow(d, ctx.env, tr, start, hops=hops, knobs=knobs, paths=first,
-                         sports=lambda n: z3.BitVec(f"{tag}sport{n}", 16))
+    def sport(n: int) -> Any:  # the proxy's upstream source ports: the kernel picks them
+        v = z3.BitVec(f"{tag}sport{n}", 16)
+        cons.append(z3.And(z3.UGE(v, EPHEMERAL_PORTS[0]), z3.ULE(v, EPHEMERAL_PORTS[1])))
+        return v
+
+    records = K.run_flow(d, ctx.env, tr, start, hops=hops, knobs=knobs, paths=first, sports=sport)
     hv: list[HopVars] = []
     for r in records:
         leg = r.leg
