@@ -82,7 +82,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
     from meshsolve.istio import (
         CaptureConfig,
         PodCapture,
-        generate,
         parse_flags,
         pods_from_file,
         pods_from_text,
@@ -90,6 +89,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         render_script,
         to_flags,
     )
+    from meshsolve.istio.generate import generate
     from meshsolve.model.rules import Chain, Rule, RuleRef, Ruleset, Rulesets, Table
     from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
     from meshsolve.semantics.setups import setup_world

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import attrs
 
+import meshsolve.defaults as defaults
 from meshsolve.analysis.properties import Property
 from meshsolve.errors import InternalError
 from meshsolve.model.net import IPAddress, to_address
@@ -52,15 +53,12 @@ __all__ = [
     "outcome_kind",
 ]
 
-DEFAULT_HOPS = 8
-
-
 @attrs.frozen
 class Proved:
     """The property holds for every connection in its scopes (up to ``hops`` proxy hops)."""
 
     prop: Any
-    hops: int = DEFAULT_HOPS
+    hops: int = defaults.HOPS
     assumes: tuple[str, ...] = ()  # opaque rules the proof holds regardless of
 
     @property
@@ -149,8 +147,9 @@ def _first_leg_captured(result: Result) -> bool:
     return bool(result.observed)
 
 
-def check(world: World, prop: Property, *, hops: int = DEFAULT_HOPS, timeout_ms: int = 20_000,
-          rlimit: int = 50_000_000, names: dict[str, int] | None = None) -> Verdict:
+def check(world: World, prop: Property, *, hops: int = defaults.HOPS,
+          timeout_ms: int = defaults.TIMEOUT_MS, rlimit: int = defaults.RLIMIT,
+          names: dict[str, int] | None = None) -> Verdict:
     """Prove or refute ``prop`` in ``world`` (every address family the property ranges over).
 
     Every solver call is bounded by ``timeout_ms`` and the resource limit ``rlimit``; hitting
@@ -205,7 +204,7 @@ def interesting_addresses(world: World, scope: Scope) -> list[IPAddress]:
 
 def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | None = None,
                     dports: Iterable[int] | None = None, ids: Iterable[tuple[int, int]] | None = None,
-                    hops: int = DEFAULT_HOPS) -> Iterator[tuple[Flow, World, Result]]:
+                    hops: int = defaults.HOPS) -> Iterator[tuple[Flow, World, Result]]:
     """Interpret every concrete first connection of a finite version of ``scope``."""
     if scope.client == "peer":
         pod = world.pod_ip(scope.family)
