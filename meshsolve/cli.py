@@ -1,7 +1,8 @@
 """The meshsolve command line (the only module that imports click).
 
-Exit codes follow sysexits as istioctl does: 0 fine, 64 usage, 65 bad input data,
-79 some property refuted (findings), 80 inconclusive (solver unknown / timeout).
+Exit codes follow sysexits as istioctl does: 0 fine, 64 usage, 65 bad input data, 69 the kernel
+oracle cannot run here, 70 a meshsolve bug (``InternalError``), 79 some property refuted
+(findings), 80 inconclusive (solver unknown / timeout), 130 interrupted. ``docs/cli.md`` lists them.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from typing import Any, TypeVar
 
 import click
 
-from meshsolve.errors import MeshsolveError, ParseError
+from meshsolve.errors import InternalError, MeshsolveError, OracleError, ParseError
 
 EXIT_OK = 0
-EXIT_USAGE = 64
-EXIT_DATAERR = 65
-EXIT_FINDINGS = 79
-EXIT_UNKNOWN = 80
+EXIT_USAGE = 64  # EX_USAGE: the command line is wrong
+EXIT_DATAERR = 65  # EX_DATAERR: input that cannot be read, or asks for what meshsolve does not model
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the kernel oracle cannot run here (root, namespaces, iptables)
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: a meshsolve bug (InternalError)
+EXIT_FINDINGS = 79  # some property refuted, some flow differs, a conflict, a kernel disagreement
+EXIT_UNKNOWN = 80  # nothing refuted, but some answer is inconclusive
+EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -292,7 +296,8 @@ def oracle_command(ctx: click.Context, setup_name: str | None, world_file: str |
     """Run flows on the real kernel: the pod in network namespaces, a proxy stand-in, real sockets.
 
     Without --client/--dst/--port, runs the pod's whole bind matrix. Exit 79 when the kernel and the
-    interpreter disagree on some flow.
+    interpreter disagree on some flow, 69 when the oracle cannot run here (root, network namespaces
+    and iptables are needed).
     """
     import json
 
@@ -605,7 +610,17 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.Abort:
-        return 130
+        return EXIT_INTERRUPTED
+    except InternalError as exc:  # before MeshsolveError: a bug is not bad input
+        import traceback
+
+        click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+        click.echo(f"Error: internal error, a bug in meshsolve (please report it with the input): {exc}",
+                   err=True)
+        return EXIT_SOFTWARE
+    except OracleError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_UNAVAILABLE
     except ParseError as exc:
         click.echo(f"Error: {exc}", err=True)
         return EXIT_DATAERR

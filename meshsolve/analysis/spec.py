@@ -95,6 +95,9 @@ class SearchSpace:
 
 @attrs.frozen
 class Spec:
+    """A synthesis spec (``load_spec``/``parse_spec``): the pod world, the goals, the search space, the
+    order of what is minimised, and the example flows that seed the search."""
+
     name: str
     source: str
     family: Family
