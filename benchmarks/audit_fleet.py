@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from meshsolve.istio.pod import injector_args
-from meshsolve.report.audit import audit
+from meshsolve.fleet import audit
 
 
 class _NoAliases(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]

@@ -2,7 +2,8 @@
 
 Exit codes follow sysexits as istioctl does: 0 fine, 64 usage, 65 bad input data, 69 the kernel
 oracle cannot run here, 70 a meshsolve bug (``InternalError``), 79 some property refuted
-(findings), 80 inconclusive (solver unknown / timeout), 130 interrupted. ``docs/cli.md`` lists them.
+(findings), 80 inconclusive (solver unknown / timeout), 130 interrupted (``meshsolve.exits``;
+``docs/cli.md`` lists them).
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ from typing import Any, TypeVar
 import click
 
 from meshsolve.errors import InternalError, MeshsolveError, OracleError, ParseError
+from meshsolve.exits import (
+    EXIT_DATAERR,
+    EXIT_FINDINGS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    EXIT_UNAVAILABLE,
+    EXIT_UNKNOWN,
+    EXIT_USAGE,
+)
 
-EXIT_OK = 0
-EXIT_USAGE = 64  # EX_USAGE: the command line is wrong
-EXIT_DATAERR = 65  # EX_DATAERR: input that cannot be read, or asks for what meshsolve does not model
-EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the kernel oracle cannot run here (root, namespaces, iptables)
-EXIT_SOFTWARE = 70  # EX_SOFTWARE: a meshsolve bug (InternalError)
-EXIT_FINDINGS = 79  # some property refuted, some flow differs, a conflict, a kernel disagreement
-EXIT_UNKNOWN = 80  # nothing refuted, but some answer is inconclusive
-EXIT_INTERRUPTED = 130  # Ctrl-C
+__all__ = ["EXIT_DATAERR", "EXIT_FINDINGS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOFTWARE", "EXIT_UNAVAILABLE",
+           "EXIT_UNKNOWN", "EXIT_USAGE", "cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -565,7 +570,7 @@ def audit_command(ctx: click.Context, pods_file: str, version: str | None, props
     from typing import cast
 
     from meshsolve.report import Level, Progress, colour_enabled, render_json, render_text
-    from meshsolve.report.audit import audit
+    from meshsolve.fleet import audit
 
     bar: Progress | None = None
 

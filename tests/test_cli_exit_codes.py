@@ -1,5 +1,5 @@
-"""The command line's exit codes: each error class maps to its sysexits code, and docs/cli.md lists
-every code the command line can return."""
+"""The command line's exit codes: each error class maps to its sysexits code, every code is one
+constant of meshsolve.exits, and docs/cli.md lists every code the command line can return."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_an_oracle_that_cannot_run_is_unavailable(monkeypatch: pytest.MonkeyPatc
 
 
 def _exit_constants() -> dict[str, int]:
-    tree = ast.parse((ROOT / "meshsolve" / "cli.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "meshsolve" / "exits.py").read_text(encoding="utf-8"))
     return {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
             for t in n.targets if isinstance(t, ast.Name) and t.id.startswith("EXIT_")
             and isinstance(n.value, ast.Constant) and isinstance(n.value.value, int)}
@@ -72,6 +72,12 @@ def test_the_command_line_returns_only_named_exit_codes() -> None:
             literal.append(node.lineno)
     assert not literal, f"meshsolve/cli.py returns an exit code written as a number on line(s) {literal}"
     assert len(_exit_constants()) >= 8
+    import meshsolve.exits
+    import meshsolve.report
+
+    assert all(getattr(cli, name) == code for name, code in _exit_constants().items())
+    assert (meshsolve.report.EXIT_OK, meshsolve.report.EXIT_FINDINGS, meshsolve.report.EXIT_UNKNOWN) == (
+        meshsolve.exits.EXIT_OK, meshsolve.exits.EXIT_FINDINGS, meshsolve.exits.EXIT_UNKNOWN)
 
 
 def test_docs_list_every_exit_code() -> None:
