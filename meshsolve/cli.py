@@ -569,8 +569,8 @@ def audit_command(ctx: click.Context, pods_file: str, version: str | None, props
     """
     from typing import cast
 
-    from meshsolve.report import Level, Progress, colour_enabled, render_json, render_text
     from meshsolve.fleet import audit
+    from meshsolve.report import Level, Progress, colour_enabled, render_json, render_text
 
     bar: Progress | None = None
 

@@ -220,7 +220,7 @@ def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | N
         clients.append((scope.app or "", world))
     else:
         pairs = list(ids) if ids is not None else list(scope.ids) if scope.ids is not None else \
-            [(a.uid, a.gid) for a in world.apps] or [(1000, 1000)]
+            [(a.uid, a.gid) for a in world.apps] or [(defaults.APP_UID, defaults.APP_GID)]
         for uid, gid in pairs:
             if uid in scope.uid_not or gid in scope.gid_not:
                 continue
@@ -262,7 +262,7 @@ def _in_scope_port(p: int, scope: Scope) -> bool:
 
 
 def _ports_of(world: World) -> list[int]:
-    ports = {1, 80, 15001, 15006, 15008, 15020, 15021, 15090, 65535}
+    ports = {1, 80, defaults.PROXY_OUTBOUND_PORT, defaults.PROXY_INBOUND_PORT, 15008, 15020, 15021, 15090, 65535}
     ports.add(world.proxy.outbound_port)
     if world.proxy.inbound_port is not None:
         ports.add(world.proxy.inbound_port)
