@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from meshsolve.fleet import audit
 from meshsolve.istio.pod import injector_args
-from meshsolve.report.audit import audit
 
 
 class _NoAliases(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]

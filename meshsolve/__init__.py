@@ -5,7 +5,8 @@ The public API, in the order a user needs it (every name below is in ``__all__``
 * **Model values** (frozen, hashable): ``World`` (one pod: addresses, ``App``\\ s with their listening
   ``Socket``\\ s, the sidecar's ``ProxyBehavior``, ``Service``\\ s with ``Endpoint``\\ s, the iptables
   ``Rulesets``), ``Flow`` (one first TCP connection: client, destination, port), and the rule
-  containers ``Ruleset``/``Table``/``Chain``/``Rule``/``RuleRef``.
+  containers ``Ruleset``/``Table``/``Chain``/``Rule``/``RuleRef``; the types their fields use:
+  ``Family``, ``IPAddress``, ``IPNetwork``, ``PortRange``, ``Match``, ``Target``, ``Origin``.
 * **Loading**: ``parse_text``/``parse_file`` (any iptables text form → ``Rulesets``);
   ``CaptureConfig``/``parse_flags`` (istio-iptables flags of an Istio version), ``pods_from_file``/
   ``pods_from_text`` (Kubernetes manifests), ``generate`` (config → the rules Istio installs),
@@ -16,8 +17,12 @@ The public API, in the order a user needs it (every name below is in ``__all__``
   (a property → ``Proved``/``Refuted``/``Unknown``), ``audit`` (several), over the properties
   ``Reachable``, ``CaptureOutbound``, ``CaptureInbound``, ``Bypass``, ``NoLoops``, ``NoExposure``,
   ``Observation``, ``LeavesPod``; ``diff`` (two worlds → ``Equivalent``/``Different``/``DiffUnknown``).
-* **Synthesis**: ``load_spec``/``parse_spec`` (a YAML spec: pod, goals, search space) and
-  ``synthesize`` (→ the minimal ``Synthesized`` set-up with its proofs, or a minimal ``Conflict``).
+  A verdict names the ``Scope`` (which connections, from which ``ClientKind``) and the ``Pred`` (what
+  must hold) it is about;
+  a trace's hops have a ``HopKind``, the proxy's sides are ``Side`` values.
+* **Synthesis**: ``load_spec``/``parse_spec`` (a YAML ``Spec``: pod, ``Goal``\\ s, ``SearchSpace``) and
+  ``synthesize`` (→ the minimal ``Synthesized`` set-up with its proofs, a minimal ``Conflict``, or
+  ``SynthUnknown`` when the solver gave up).
 * **Emitting**: ``render_save``/``render_restore`` (iptables-save / restore text), ``render_script``
   (a shell script), ``to_flags`` (config → istio-iptables argv + env), ``emit`` (a synthesized
   set-up as a script, restore file, istio-iptables args, pod annotations or JSON).
@@ -64,8 +69,8 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         Reachable,
         default_properties,
     )
-    from meshsolve.analysis.spec import load_spec, parse_spec
-    from meshsolve.analysis.synth import Conflict, Synthesized
+    from meshsolve.analysis.spec import Goal, SearchSpace, Spec, load_spec, parse_spec
+    from meshsolve.analysis.synth import Conflict, Synthesized, SynthUnknown
     from meshsolve.analysis.worlds import world_from_config, world_from_rules
     from meshsolve.api import (
         audit,
@@ -82,7 +87,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
     from meshsolve.istio import (
         CaptureConfig,
         PodCapture,
-        generate,
         parse_flags,
         pods_from_file,
         pods_from_text,
@@ -90,7 +94,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         render_script,
         to_flags,
     )
-    from meshsolve.model.rules import Chain, Rule, RuleRef, Ruleset, Rulesets, Table
+    from meshsolve.istio.generate import generate
+    from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange
+    from meshsolve.model.rules import Chain, Match, Origin, Rule, RuleRef, Ruleset, Rulesets, Table, Target
     from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
     from meshsolve.semantics.setups import setup_world
     from meshsolve.semantics.trace import (
@@ -98,12 +104,15 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         Dropped,
         Egress,
         Hop,
+        HopKind,
         Loop,
         Outcome,
         Refused,
         Result,
+        Side,
         Undetermined,
     )
+    from meshsolve.smt.query import ClientKind, Pred, Scope
 
 __version__ = "0.1.0"
 
@@ -111,40 +120,45 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     **dict.fromkeys(["App", "Endpoint", "Flow", "ProxyBehavior", "Service", "Socket", "World"],
                     "meshsolve.model.world"),
-    **dict.fromkeys(["Chain", "Rule", "RuleRef", "Ruleset", "Rulesets", "Table"], "meshsolve.model.rules"),
+    **dict.fromkeys(["Family", "IPAddress", "IPNetwork", "PortRange"], "meshsolve.model.net"),
+    **dict.fromkeys(["Chain", "Match", "Origin", "Rule", "RuleRef", "Ruleset", "Rulesets", "Table", "Target"],
+                    "meshsolve.model.rules"),
     **dict.fromkeys(["parse_file", "parse_text", "render_restore", "render_save"], "meshsolve.iptables"),
     **dict.fromkeys(["CaptureConfig", "PodCapture", "generate", "parse_flags", "pods_from_file",
                      "pods_from_text", "proxy_behavior", "render_script", "to_flags"], "meshsolve.istio"),
     **dict.fromkeys(["world_from_config", "world_from_rules"], "meshsolve.analysis.worlds"),
     "setup_world": "meshsolve.semantics.setups",
-    **dict.fromkeys(["Delivered", "Dropped", "Egress", "Hop", "Loop", "Outcome", "Refused", "Result",
-                     "Undetermined"], "meshsolve.semantics.trace"),
+    **dict.fromkeys(["Delivered", "Dropped", "Egress", "Hop", "HopKind", "Loop", "Outcome", "Refused", "Result",
+                     "Side", "Undetermined"], "meshsolve.semantics.trace"),
+    **dict.fromkeys(["ClientKind", "Pred", "Scope"], "meshsolve.smt.query"),
     **dict.fromkeys(["Bypass", "CaptureInbound", "CaptureOutbound", "LeavesPod", "NoExposure", "NoLoops",
                      "Observation", "Property", "Reachable", "default_properties"], "meshsolve.analysis.properties"),
     **dict.fromkeys(["Proved", "Refuted", "Unknown", "Verdict"], "meshsolve.analysis.check"),
     **dict.fromkeys(["DiffResult", "Different", "DiffUnknown", "Equivalent"], "meshsolve.analysis.diff"),
     **dict.fromkeys(["audit", "check", "diff", "interpret", "synthesize", "world_from_dump", "world_from_flags",
                      "worlds_from_manifest", "worlds_from_manifest_text"], "meshsolve.api"),
-    **dict.fromkeys(["load_spec", "parse_spec"], "meshsolve.analysis.spec"),
-    **dict.fromkeys(["Conflict", "Synthesized"], "meshsolve.analysis.synth"),
+    **dict.fromkeys(["Goal", "SearchSpace", "Spec", "load_spec", "parse_spec"], "meshsolve.analysis.spec"),
+    **dict.fromkeys(["Conflict", "SynthUnknown", "Synthesized"], "meshsolve.analysis.synth"),
     "emit": "meshsolve.analysis.emit",
 }
 
 __all__ = [
-    # model values
-    "App", "Chain", "Endpoint", "Flow", "ProxyBehavior", "Rule", "RuleRef", "Ruleset", "Rulesets",
-    "Service", "Socket", "Table", "World",
+    # model values and the types of their fields
+    "App", "Chain", "Endpoint", "Family", "Flow", "IPAddress", "IPNetwork", "Match", "Origin", "PortRange",
+    "ProxyBehavior", "Rule", "RuleRef", "Ruleset", "Rulesets", "Service", "Socket", "Table", "Target", "World",
     # loading
     "CaptureConfig", "PodCapture", "generate", "parse_file", "parse_flags", "parse_text", "pods_from_file",
     "pods_from_text", "proxy_behavior", "setup_world", "world_from_config", "world_from_dump",
     "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",
     # questions and answers
-    "Bypass", "CaptureInbound", "CaptureOutbound", "Delivered", "DiffResult", "DiffUnknown", "Different",
-    "Dropped", "Egress", "Equivalent", "Hop", "LeavesPod", "Loop", "NoExposure", "NoLoops", "Observation", "Outcome",
-    "Property", "Proved", "Reachable", "Refused", "Refuted", "Result", "Undetermined", "Unknown", "Verdict",
+    "Bypass", "CaptureInbound", "CaptureOutbound", "ClientKind", "Delivered", "DiffResult", "DiffUnknown", "Different",
+    "Dropped", "Egress", "Equivalent", "Hop", "HopKind", "LeavesPod", "Loop", "NoExposure", "NoLoops", "Observation",
+    "Outcome", "Pred", "Property", "Proved", "Reachable", "Refused", "Refuted", "Result", "Scope", "Side",
+    "Undetermined", "Unknown", "Verdict",
     "audit", "check", "default_properties", "diff", "interpret",
     # synthesis
-    "Conflict", "Synthesized", "load_spec", "parse_spec", "synthesize",
+    "Conflict", "Goal", "SearchSpace", "Spec", "SynthUnknown", "Synthesized", "load_spec", "parse_spec",
+    "synthesize",
     # emitting
     "emit", "render_restore", "render_save", "render_script", "to_flags",
     # errors

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import WorldError
 
 if TYPE_CHECKING:
@@ -64,9 +65,7 @@ __all__ = [
     "worlds_from_manifest_text",
 ]
 
-DEFAULT_HOPS = 8
-DEFAULT_TIMEOUT_MS = 20_000
-_DEFAULT_ID = 1000
+DEFAULT_HOPS = defaults.HOPS  # kept for callers that imported it from here
 _SIDECAR_CONTAINERS = frozenset({"istio-proxy", "istio-init", "istio-validation"})
 
 
@@ -186,8 +185,8 @@ def _apps_of(pod: Mapping[str, Any], *, ipv6: bool, reserved: frozenset[int]) ->
         if name in ("peer", "proxy"):
             name = f"{name}-container"
         sc = c.get("securityContext") or {}
-        uid = _int_or(sc.get("runAsUser"), _int_or(pod_sc.get("runAsUser"), _DEFAULT_ID))
-        gid = _int_or(sc.get("runAsGroup"), _int_or(pod_sc.get("runAsGroup"), _DEFAULT_ID))
+        uid = _int_or(sc.get("runAsUser"), _int_or(pod_sc.get("runAsUser"), defaults.APP_UID))
+        gid = _int_or(sc.get("runAsGroup"), _int_or(pod_sc.get("runAsGroup"), defaults.APP_GID))
         sockets = []
         for p in c.get("ports") or ():
             if not isinstance(p, Mapping) or str(p.get("protocol", "TCP")).upper() != "TCP":
@@ -206,7 +205,7 @@ def _apps_of(pod: Mapping[str, Any], *, ipv6: bool, reserved: frozenset[int]) ->
 # --- questions -----------------------------------------------------------------------------------
 
 
-def interpret(world: World, flow: Flow, *, max_hops: int = DEFAULT_HOPS) -> Result:
+def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Result:
     """Follow one concrete ``flow`` through ``world`` and say how it ends, with a numbered trace.
 
     Proves nothing beyond this one flow: it is the concrete semantics (kernel hooks in order, nat
@@ -220,8 +219,8 @@ def interpret(world: World, flow: Flow, *, max_hops: int = DEFAULT_HOPS) -> Resu
     return _interpret(world, flow, max_hops=max_hops)
 
 
-def check(world: World, prop: Property, *, hops: int = DEFAULT_HOPS,
-          timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Verdict:
+def check(world: World, prop: Property, *, hops: int = defaults.HOPS,
+          timeout_ms: int = defaults.TIMEOUT_MS) -> Verdict:
     """Prove or refute one property (``Reachable``, ``CaptureOutbound``, ``CaptureInbound``, ``Bypass``,
     ``NoLoops``, ``NoExposure``, ``Observation``) in ``world``.
 
@@ -240,8 +239,8 @@ def check(world: World, prop: Property, *, hops: int = DEFAULT_HOPS,
     return _check(world, prop, hops=hops, timeout_ms=timeout_ms)
 
 
-def audit(world: World, properties: Iterable[Property] | None = None, *, hops: int = DEFAULT_HOPS,
-          timeout_ms: int = DEFAULT_TIMEOUT_MS) -> tuple[Verdict, ...]:
+def audit(world: World, properties: Iterable[Property] | None = None, *, hops: int = defaults.HOPS,
+          timeout_ms: int = defaults.TIMEOUT_MS) -> tuple[Verdict, ...]:
     """:func:`check` each property; without ``properties``, what every capture set-up should satisfy
     (``meshsolve.analysis.properties.default_properties``): outbound capture of the apps' traffic,
     inbound capture of the ports the apps listen on, bypass of the proxy's own traffic, no loops, no
@@ -254,8 +253,8 @@ def audit(world: World, properties: Iterable[Property] | None = None, *, hops: i
     return tuple(check(world, p, hops=hops, timeout_ms=timeout_ms) for p in props)
 
 
-def diff(a: World, b: World, *, hops: int = DEFAULT_HOPS,
-         timeout_ms: int = DEFAULT_TIMEOUT_MS) -> list[DiffResult]:
+def diff(a: World, b: World, *, hops: int = defaults.HOPS,
+         timeout_ms: int = defaults.TIMEOUT_MS) -> list[DiffResult]:
     """Compare two worlds (e.g. one pod's rules under two Istio versions) over every first connection.
 
     Per address family both worlds have, and per client kind (the remote peer, when both worlds

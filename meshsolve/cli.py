@@ -1,7 +1,9 @@
 """The meshsolve command line (the only module that imports click).
 
-Exit codes follow sysexits as istioctl does: 0 fine, 64 usage, 65 bad input data,
-79 some property refuted (findings), 80 inconclusive (solver unknown / timeout).
+Exit codes follow sysexits as istioctl does: 0 fine, 64 usage, 65 bad input data, 69 the kernel
+oracle cannot run here, 70 a meshsolve bug (``InternalError``), 79 some property refuted
+(findings), 80 inconclusive (solver unknown / timeout), 130 interrupted (``meshsolve.exits``;
+``docs/cli.md`` lists them).
 """
 
 from __future__ import annotations
@@ -12,13 +14,20 @@ from typing import Any, TypeVar
 
 import click
 
-from meshsolve.errors import MeshsolveError, ParseError
+from meshsolve.errors import InternalError, MeshsolveError, OracleError, ParseError
+from meshsolve.exits import (
+    EXIT_DATAERR,
+    EXIT_FINDINGS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    EXIT_UNAVAILABLE,
+    EXIT_UNKNOWN,
+    EXIT_USAGE,
+)
 
-EXIT_OK = 0
-EXIT_USAGE = 64
-EXIT_DATAERR = 65
-EXIT_FINDINGS = 79
-EXIT_UNKNOWN = 80
+__all__ = ["EXIT_DATAERR", "EXIT_FINDINGS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOFTWARE", "EXIT_UNAVAILABLE",
+           "EXIT_UNKNOWN", "EXIT_USAGE", "cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -292,7 +301,8 @@ def oracle_command(ctx: click.Context, setup_name: str | None, world_file: str |
     """Run flows on the real kernel: the pod in network namespaces, a proxy stand-in, real sockets.
 
     Without --client/--dst/--port, runs the pod's whole bind matrix. Exit 79 when the kernel and the
-    interpreter disagree on some flow.
+    interpreter disagree on some flow, 69 when the oracle cannot run here (root, network namespaces
+    and iptables are needed).
     """
     import json
 
@@ -559,8 +569,8 @@ def audit_command(ctx: click.Context, pods_file: str, version: str | None, props
     """
     from typing import cast
 
+    from meshsolve.fleet import audit
     from meshsolve.report import Level, Progress, colour_enabled, render_json, render_text
-    from meshsolve.report.audit import audit
 
     bar: Progress | None = None
 
@@ -605,7 +615,17 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.Abort:
-        return 130
+        return EXIT_INTERRUPTED
+    except InternalError as exc:  # before MeshsolveError: a bug is not bad input
+        import traceback
+
+        click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+        click.echo(f"Error: internal error, a bug in meshsolve (please report it with the input): {exc}",
+                   err=True)
+        return EXIT_SOFTWARE
+    except OracleError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_UNAVAILABLE
     except ParseError as exc:
         click.echo(f"Error: {exc}", err=True)
         return EXIT_DATAERR

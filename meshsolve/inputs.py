@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 import yaml
 
+import meshsolve.defaults as defaults
 from meshsolve.analysis.properties import (
     Bypass,
     CaptureInbound,
@@ -62,9 +63,6 @@ __all__ = [
     "parse_property",
     "parse_side",
 ]
-
-DEFAULT_APP_PORT = 8080
-
 
 @attrs.frozen
 class Configuration:
@@ -148,7 +146,7 @@ def load_binds(path: str | Path) -> Binds:
         for i, a in enumerate(doc["apps"]):
             if not isinstance(a, Mapping) or "name" not in a:
                 raise SpecError(f"apps[{i}]: expected a mapping with a name", source=source)
-            uid = int(a.get("uid", 1000))
+            uid = int(a.get("uid", defaults.APP_UID))
             socks = tuple(Socket(*_hostport(t, known, f"apps[{i}].listen", source))
                           for t in a.get("listen") or ())
             out.append(App(str(a["name"]), uid=uid, gid=int(a.get("gid", uid)), sockets=socks))
@@ -197,8 +195,8 @@ def apps_from_pod(pod: Mapping[str, Any], *, ipv6: bool = False, proxy_ports: Se
         if not isinstance(c, Mapping) or c.get("name") == "istio-proxy":
             continue
         ctx = c.get("securityContext") or {}
-        uid = int(ctx.get("runAsUser", pod_ctx.get("runAsUser", 1000)))
-        gid = int(ctx.get("runAsGroup", pod_ctx.get("runAsGroup", 1000)))
+        uid = int(ctx.get("runAsUser", pod_ctx.get("runAsUser", defaults.APP_UID)))
+        gid = int(ctx.get("runAsGroup", pod_ctx.get("runAsGroup", defaults.APP_GID)))
         socks = []
         for p in c.get("ports") or ():
             if not isinstance(p, Mapping) or "containerPort" not in p:
@@ -220,7 +218,7 @@ def apps_from_pod(pod: Mapping[str, Any], *, ipv6: bool = False, proxy_ports: Se
     return tuple(apps), tuple(notes), tuple(refs)
 
 
-def default_config(version: str, ports: Sequence[int] = (DEFAULT_APP_PORT,)) -> CaptureConfig:
+def default_config(version: str, ports: Sequence[int] = (defaults.APP_PORT,)) -> CaptureConfig:
     """The configuration the injector of ``version`` gives a pod whose containers expose ``ports``."""
     ver = normalise_version(version, what="--istio")
     pod = {"kind": "Pod", "metadata": {"name": "pod", "namespace": "default"},
@@ -287,8 +285,8 @@ def load_configuration(*, setup: str | None = None, family: str | None = None, i
         label = f"istio-iptables {config.version} {' '.join(flags)}".rstrip()
         name = f"istio-{config.version}"
     else:
-        ports = sorted({s.port for a in apps for s in a.sockets}) if apps else [DEFAULT_APP_PORT]
-        config = default_config(istio or "current", ports or [DEFAULT_APP_PORT])
+        ports = sorted({s.port for a in apps for s in a.sockets}) if apps else [defaults.APP_PORT]
+        config = default_config(istio or "current", ports or [defaults.APP_PORT])
         label = f"Istio {config.version} injector defaults"
         name = f"istio-{config.version}"
     if pod is None and family == "ipv6" and not config.enable_ipv6:

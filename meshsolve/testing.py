@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import MeshsolveError
 
 if TYPE_CHECKING:
@@ -60,10 +61,6 @@ __all__ = [
     "assert_observed",
     "assert_reachable",
 ]
-
-DEFAULT_HOPS = 8
-DEFAULT_TIMEOUT_MS = 20_000
-
 
 class MeshsolveAssertionError(MeshsolveError, AssertionError):
     """A meshsolve assertion did not hold; ``answer`` is the verdict (or diff results) behind it."""
@@ -112,8 +109,8 @@ def _fail(error: MeshsolveAssertionError, soft: bool) -> None:
     raise error
 
 
-def assert_holds(world: World, prop: Property, *, hops: int = DEFAULT_HOPS,
-                 timeout_ms: int = DEFAULT_TIMEOUT_MS, allow_unknown: bool = False,
+def assert_holds(world: World, prop: Property, *, hops: int = defaults.HOPS,
+                 timeout_ms: int = defaults.TIMEOUT_MS, allow_unknown: bool = False,
                  soft: bool = False) -> Verdict:
     """Assert that ``prop`` is ``Proved`` in ``world`` (see ``meshsolve.check`` for what that covers).
 
@@ -142,8 +139,8 @@ def assert_holds(world: World, prop: Property, *, hops: int = DEFAULT_HOPS,
 
 def assert_captured(world: World, direction: Literal["outbound", "inbound", "both"] = "both", *,
                     ports: Sequence[int] | None = None, exclude_ports: Sequence[int] = (),
-                    exclude_cidrs: Sequence[str] = (), hops: int = DEFAULT_HOPS,
-                    timeout_ms: int = DEFAULT_TIMEOUT_MS, allow_unknown: bool = False,
+                    exclude_cidrs: Sequence[str] = (), hops: int = defaults.HOPS,
+                    timeout_ms: int = defaults.TIMEOUT_MS, allow_unknown: bool = False,
                     soft: bool = False) -> tuple[Verdict, ...]:
     """Assert the sidecar captures traffic.
 
@@ -174,7 +171,7 @@ def assert_captured(world: World, direction: Literal["outbound", "inbound", "bot
 
 
 def assert_reachable(world: World, client: str, port: int, *, dst: str | IPAddress | None = None,
-                     app: str | None = None, hops: int = DEFAULT_HOPS, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+                     app: str | None = None, hops: int = defaults.HOPS, timeout_ms: int = defaults.TIMEOUT_MS,
                      allow_unknown: bool = False, soft: bool = False) -> Verdict:
     """Assert ``client`` (``"peer"``, ``"proxy"`` or an app name) reaches an app socket on ``port``
     (of ``app`` if given) via ``dst`` (default: the pod IP of each family): every such connection,
@@ -186,8 +183,8 @@ def assert_reachable(world: World, client: str, port: int, *, dst: str | IPAddre
     return assert_holds(world, prop, hops=hops, timeout_ms=timeout_ms, allow_unknown=allow_unknown, soft=soft)
 
 
-def assert_no_loops(world: World, *, include_proxy_ports: bool = False, hops: int = DEFAULT_HOPS,
-                    timeout_ms: int = DEFAULT_TIMEOUT_MS, allow_unknown: bool = False,
+def assert_no_loops(world: World, *, include_proxy_ports: bool = False, hops: int = defaults.HOPS,
+                    timeout_ms: int = defaults.TIMEOUT_MS, allow_unknown: bool = False,
                     soft: bool = False) -> Verdict:
     """Assert no first connection — from the peer or from any process in the pod, the proxy included
     — loops through the proxy (``NoLoops``; connections to the proxy's own listener ports are left
@@ -201,7 +198,7 @@ def assert_no_loops(world: World, *, include_proxy_ports: bool = False, hops: in
 
 def assert_observed(world: World, client: str, dst: str | IPAddress, port: int, *,
                     sides: Sequence[Literal["out", "in"]] = ("out", "in"), delivered: bool = True,
-                    hops: int = DEFAULT_HOPS, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+                    hops: int = defaults.HOPS, timeout_ms: int = defaults.TIMEOUT_MS,
                     allow_unknown: bool = False, soft: bool = False) -> Verdict:
     """Assert every connection of ``client`` to ``dst:port`` is seen by the proxy on each of ``sides``
     (``"out"``: client-side telemetry, ``"in"``: server-side) and, with ``delivered``, is delivered
@@ -214,7 +211,7 @@ def assert_observed(world: World, client: str, dst: str | IPAddress, port: int, 
                         soft=soft)
 
 
-def assert_bypass(world: World, *, hops: int = DEFAULT_HOPS, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+def assert_bypass(world: World, *, hops: int = defaults.HOPS, timeout_ms: int = defaults.TIMEOUT_MS,
                   allow_unknown: bool = False, soft: bool = False) -> Verdict:
     """Assert the proxy's own connections to remote addresses are never captured (``Bypass``)."""
     __tracebackhide__ = True
@@ -224,7 +221,7 @@ def assert_bypass(world: World, *, hops: int = DEFAULT_HOPS, timeout_ms: int = D
                         soft=soft)
 
 
-def assert_no_exposure(world: World, *, hops: int = DEFAULT_HOPS, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+def assert_no_exposure(world: World, *, hops: int = defaults.HOPS, timeout_ms: int = defaults.TIMEOUT_MS,
                        allow_unknown: bool = False, soft: bool = False) -> Verdict:
     """Assert no app socket bound to a loopback address is reachable from the peer (``NoExposure``)."""
     __tracebackhide__ = True
@@ -235,7 +232,7 @@ def assert_no_exposure(world: World, *, hops: int = DEFAULT_HOPS, timeout_ms: in
 
 
 def assert_equivalent(a: World, b: World, *, labels: tuple[str, str] | None = None,
-                      hops: int = DEFAULT_HOPS, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+                      hops: int = defaults.HOPS, timeout_ms: int = defaults.TIMEOUT_MS,
                       allow_unknown: bool = False, soft: bool = False) -> list[DiffResult]:
     """Assert two worlds end every first connection the same way (``meshsolve.diff``: outcome, app
     socket reached, source the app sees, proxy sides observing it; per family and client kind).
@@ -272,7 +269,7 @@ def assert_equivalent(a: World, b: World, *, labels: tuple[str, str] | None = No
     return results
 
 
-def assert_flow(world: World, flow: Flow, expected: str, *, max_hops: int = DEFAULT_HOPS) -> Result:
+def assert_flow(world: World, flow: Flow, expected: str, *, max_hops: int = defaults.HOPS) -> Result:
     """Assert one concrete ``flow`` ends as ``expected``, in the cell notation of ``Result.summary``
     (``"in, app<-127.0.0.6"``, ``"out, in, refused"``, ``"out, egress 203.0.113.5:443"``). Proves
     nothing beyond that flow; the failure message carries its numbered trace."""

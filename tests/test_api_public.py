@@ -137,6 +137,66 @@ def test_all_names_resolve_to_their_defining_objects() -> None:
         meshsolve.Wrold  # type: ignore[attr-defined]  # noqa: B018
 
 
+# names an annotation may use without meshsolve exporting them: builtins, typing, the standard library
+_NOT_OURS = {"Any", "Callable", "Iterable", "Iterator", "Literal", "Mapping", "Optional", "Path", "PathLike", "Sequence",
+             "Union", "os"}
+
+
+def _annotation_names(annotation: object) -> set[str]:
+    """The names an annotation (a string under ``from __future__ import annotations``) mentions,
+    leaving out what is inside ``Literal[...]``."""
+    import builtins
+
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+    tree = ast.parse(text, mode="eval")
+    literal = {id(n) for sub in ast.walk(tree) if isinstance(sub, ast.Subscript)
+               and isinstance(sub.value, ast.Name) and sub.value.id == "Literal" for n in ast.walk(sub.slice)}
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in literal}
+    return names - set(dir(builtins)) - _NOT_OURS
+
+
+def _signatures(name: str, value: object) -> list[tuple[str, inspect.Signature]]:
+    """The signatures a user meets: a function's; a class's constructor, public methods and properties."""
+    out = []
+    members: list[tuple[str, object]] = [(name, value)]
+    if inspect.isclass(value):
+        for attr, member in vars(value).items():
+            if attr.startswith("_"):
+                continue
+            if isinstance(member, property) and member.fget is not None:
+                members.append((f"{name}.{attr}", member.fget))
+            elif inspect.isfunction(member):
+                members.append((f"{name}.{attr}", member))
+    for owner, fn in members:
+        if callable(fn):
+            try:
+                out.append((owner, inspect.signature(fn)))
+            except (TypeError, ValueError):
+                continue
+    return out
+
+
+def test_every_type_a_public_signature_names_is_exported() -> None:
+    """What a public function takes or returns, and what a public class's constructor, methods and
+    properties take or return, can be named with ``from meshsolve import ...``."""
+    missing: dict[str, set[str]] = {}
+    for name in meshsolve.__all__:
+        if name == "__version__":
+            continue
+        for owner, sig in _signatures(name, getattr(meshsolve, name)):
+            annotations = [p.annotation for p in sig.parameters.values() if p.annotation is not p.empty]
+            if sig.return_annotation is not sig.empty:
+                annotations.append(sig.return_annotation)
+            for ann in annotations:
+                for used in _annotation_names(ann) - set(meshsolve.__all__):
+                    missing.setdefault(used, set()).add(owner)
+    assert not missing, {k: sorted(v) for k, v in sorted(missing.items())}
+    # the walk sees what it should: synthesize's result types, through its annotation
+    assert {"Spec", "Synthesized", "Conflict", "SynthUnknown"} <= _annotation_names(
+        inspect.signature(synthesize).return_annotation) | _annotation_names(
+        inspect.signature(synthesize).parameters["spec"].annotation)
+
+
 def test_import_is_cheap_and_the_solver_is_loaded_only_when_asked() -> None:
     """``import meshsolve`` loads none of the layers; interpreting loads no z3; checking does."""
     code = textwrap.dedent("""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from meshsolve.report.audit import _item_chunks, _name_lines, audit, group_pods, load_fleet
+from meshsolve.fleet import _item_chunks, _name_lines, audit, group_pods, load_fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = ROOT / "docs" / "examples" / "fleet.yaml"

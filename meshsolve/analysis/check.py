@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import attrs
 
+import meshsolve.defaults as defaults
 from meshsolve.analysis.properties import Property
 from meshsolve.errors import InternalError
 from meshsolve.model.net import IPAddress, to_address
@@ -55,7 +56,6 @@ __all__ = [
     "outcome_kind",
 ]
 
-DEFAULT_HOPS = 8
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
@@ -64,7 +64,7 @@ class Proved:
     """The property holds for every connection in its scopes (up to ``hops`` proxy hops)."""
 
     prop: Any
-    hops: int = DEFAULT_HOPS
+    hops: int = defaults.HOPS
     assumes: tuple[str, ...] = ()  # opaque rules the proof holds regardless of
 
     @property
@@ -153,8 +153,9 @@ def _first_leg_captured(result: Result) -> bool:
     return bool(result.observed)
 
 
-def check(world: World, prop: Property, *, hops: int = DEFAULT_HOPS, timeout_ms: int = 20_000,
-          rlimit: int = 50_000_000, names: dict[str, int] | None = None) -> Verdict:
+def check(world: World, prop: Property, *, hops: int = defaults.HOPS,
+          timeout_ms: int = defaults.TIMEOUT_MS, rlimit: int = defaults.RLIMIT,
+          names: dict[str, int] | None = None) -> Verdict:
     """Prove or refute ``prop`` in ``world`` (every address family the property ranges over).
 
     Every solver call is bounded by ``timeout_ms`` and the resource limit ``rlimit``; hitting
@@ -209,7 +210,7 @@ def interesting_addresses(world: World, scope: Scope) -> list[IPAddress]:
 
 def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | None = None,
                     dports: Iterable[int] | None = None, ids: Iterable[tuple[int, int]] | None = None,
-                    hops: int = DEFAULT_HOPS) -> Iterator[tuple[Flow, World, Result]]:
+                    hops: int = defaults.HOPS) -> Iterator[tuple[Flow, World, Result]]:
     """Interpret every concrete first connection of a finite version of ``scope``."""
     if scope.client == "peer":
         pod = world.pod_ip(scope.family)
@@ -225,7 +226,7 @@ def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | N
         clients.append((scope.app or "", world))
     else:
         pairs = list(ids) if ids is not None else list(scope.ids) if scope.ids is not None else \
-            [(a.uid, a.gid) for a in world.apps] or [(1000, 1000)]
+            [(a.uid, a.gid) for a in world.apps] or [(defaults.APP_UID, defaults.APP_GID)]
         for uid, gid in pairs:
             if uid in scope.uid_not or gid in scope.gid_not:
                 continue
@@ -272,7 +273,7 @@ def _in_scope_port(p: int, scope: Scope) -> bool:
 
 
 def _ports_of(world: World) -> list[int]:
-    ports = {1, 80, 15001, 15006, 15008, 15020, 15021, 15090, 65535}
+    ports = {1, 80, defaults.PROXY_OUTBOUND_PORT, defaults.PROXY_INBOUND_PORT, 15008, 15020, 15021, 15090, 65535}
     ports.add(world.proxy.outbound_port)
     if world.proxy.inbound_port is not None:
         ports.add(world.proxy.inbound_port)

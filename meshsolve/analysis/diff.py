@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import attrs
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import InternalError
 from meshsolve.model.net import Family
 from meshsolve.model.world import Flow, World
@@ -90,7 +91,8 @@ def _scopes(a: World, b: World) -> list[Scope]:
 DiffResult = Equivalent | Different | DiffUnknown
 
 
-def diff(a: World, b: World, *, hops: int = 8, timeout_ms: int = 20_000) -> list[DiffResult]:
+def diff(a: World, b: World, *, hops: int = defaults.HOPS,
+         timeout_ms: int = defaults.TIMEOUT_MS) -> list[DiffResult]:
     """Compare two worlds over every first connection (see the module docstring)."""
     results: list[DiffResult] = []
     proved: list[Scope] = []

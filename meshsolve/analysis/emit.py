@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+import meshsolve.defaults as defaults
+from meshsolve.analysis.check import Proved
 from meshsolve.analysis.diff import Different, Equivalent, diff, signature
 from meshsolve.analysis.synth import Synthesized
 from meshsolve.errors import UnsupportedError
@@ -39,13 +41,18 @@ def _proxy_lines(world: World) -> list[str]:
     return lines
 
 
+def _hops(result: Synthesized) -> int:
+    """The hop bound the goals were proven within (the default when no proof says)."""
+    return min((p.hops for p in result.proofs if isinstance(p, Proved)), default=defaults.HOPS)
+
+
 def header(result: Synthesized) -> list[str]:
     """The comment lines every emitted form starts with."""
     spec = result.spec
     lines = [f"meshsolve: set-up synthesized for spec '{spec.name}' ({spec.source})",
              f"minimal: {len(result.rules)} rule(s) in {spec.search.table}::{spec.search.chain} "
              "(removing any rule or condition breaks a goal)",
-             "proven goals (every connection, up to 8 proxy hops):"]
+             f"proven goals (every connection, up to {_hops(result)} proxy hops):"]
     lines += [f"  - {g.name}" for g in spec.goals]
     lines.append("assumes the sidecar behaves as follows:")
     lines += [f"  {x}" for x in _proxy_lines(result.world)]

@@ -8,12 +8,13 @@ finds a counterexample; the same scopes and predicates drive exhaustive concrete
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, TypeAlias
+from typing import TypeAlias
 
 import attrs
 
 from meshsolve.model.net import Family, IPAddress, to_address
 from meshsolve.model.world import World
+from meshsolve.semantics.trace import Side
 from meshsolve.smt.query import (
     AllOf,
     AnyOf,
@@ -196,8 +197,6 @@ class NoExposure:
                                     Not(DeliveredTo(app=app.name, bind=s.bind, port=s.port))))
         return out
 
-
-Side = Literal["out", "in"]
 
 
 @attrs.frozen

@@ -44,6 +44,7 @@ from typing import Any
 import attrs
 import yaml
 
+import meshsolve.defaults as defaults
 from meshsolve.analysis.properties import (
     Bypass,
     CaptureInbound,
@@ -94,6 +95,9 @@ class SearchSpace:
 
 @attrs.frozen
 class Spec:
+    """A synthesis spec (``load_spec``/``parse_spec``): the pod world, the goals, the search space, the
+    order of what is minimised, and the example flows that seed the search."""
+
     name: str
     source: str
     family: Family
@@ -341,8 +345,8 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         for ln in am["listen"].sequence() if "listen" in am else []:
             host, port = _hostport(ln)
             socks.append(Socket(host, port))
-        apps.append(App(am["name"].scalar(), uid=am["uid"].integer() if "uid" in am else 1000,
-                        gid=am["gid"].integer() if "gid" in am else 1000, sockets=tuple(socks)))
+        apps.append(App(am["name"].scalar(), uid=am["uid"].integer() if "uid" in am else defaults.APP_UID,
+                        gid=am["gid"].integer() if "gid" in am else defaults.APP_GID, sockets=tuple(socks)))
 
     proxy_kw: dict[str, Any] = {}
     if "proxy" in top:

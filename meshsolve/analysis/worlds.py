@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import meshsolve.defaults as defaults
 from meshsolve.istio.config import WILDCARD, CaptureConfig
 from meshsolve.istio.generate import generate
 from meshsolve.istio.proxy import proxy_behavior
@@ -15,14 +16,15 @@ from meshsolve.model.world import App, ProxyBehavior, Service, Socket, World
 
 __all__ = ["DEFAULT_PEER", "DEFAULT_POD", "default_apps", "world_from_config", "world_from_rules"]
 
-DEFAULT_POD = {"ipv4": to_address("192.0.2.10"), "ipv6": to_address("2001:db8::10")}
-DEFAULT_PEER = {"ipv4": to_address("192.0.2.20"), "ipv6": to_address("2001:db8::20")}
+DEFAULT_POD = {fam: to_address(a) for fam, a in defaults.POD_IP.items()}
+DEFAULT_PEER = {fam: to_address(a) for fam, a in defaults.PEER_IP.items()}
 
 
-def default_apps(ports: Iterable[int] = (8080,), *, ipv6: bool = False) -> tuple[App, ...]:
-    """One app (uid/gid 1000) listening on the wildcard address on each port."""
+def default_apps(ports: Iterable[int] = (defaults.APP_PORT,), *, ipv6: bool = False) -> tuple[App, ...]:
+    """One app (the default uid/gid) listening on the wildcard address on each port."""
     bind = "::" if ipv6 else "0.0.0.0"
-    return (App("app", uid=1000, gid=1000, sockets=tuple(Socket(bind, p) for p in sorted(set(ports)))),)
+    sockets = tuple(Socket(bind, p) for p in sorted(set(ports)))
+    return (App("app", uid=defaults.APP_UID, gid=defaults.APP_GID, sockets=sockets),)
 
 
 def _addresses(ipv4: bool, ipv6: bool, table: dict[str, IPAddress]) -> tuple[IPAddress, ...]:
@@ -58,7 +60,7 @@ def world_from_config(config: CaptureConfig, *, rules: Rulesets | None = None,
         rules = generate(config)
     proxy = proxy_behavior(config.version, config)
     if apps is None:
-        ports = (8080,) if config.inbound_ports == WILDCARD or not config.inbound_ports else \
+        ports = (defaults.APP_PORT,) if config.inbound_ports == WILDCARD or not config.inbound_ports else \
             tuple(config.inbound_ports)
         ipv6 = bool(pod_ips and any(a.version == 6 for a in pod_ips)) or (not rules.ipv6.empty)
         apps = default_apps(ports, ipv6=ipv6)

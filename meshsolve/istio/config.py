@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import SpecError
 from meshsolve.model.net import IPAddress, IPNetwork, to_address, to_network
 
@@ -242,11 +243,11 @@ class CaptureConfig:
     """
 
     version: str = attrs.field(default=CURRENT, converter=_version)
-    proxy_port: int = attrs.field(default=15001, converter=_port)
+    proxy_port: int = attrs.field(default=defaults.PROXY_OUTBOUND_PORT, converter=_port)
     inbound_capture_port: int | None = attrs.field(default=None, converter=_opt_port)
     inbound_tunnel_port: int = attrs.field(default=15008, converter=_port)
-    proxy_uids: tuple[str, ...] = attrs.field(default=("1337",), converter=_names)
-    proxy_gids: tuple[str, ...] = attrs.field(default=("1337",), converter=_names)
+    proxy_uids: tuple[str, ...] = attrs.field(default=(str(defaults.PROXY_UID),), converter=_names)
+    proxy_gids: tuple[str, ...] = attrs.field(default=(str(defaults.PROXY_GID),), converter=_names)
     mode: Mode = attrs.field(default="REDIRECT", converter=_mode)
     inbound_ports: PortsOrAll = attrs.field(default=(), converter=_ports_or_all)
     inbound_ports_exclude: tuple[int, ...] = attrs.field(default=(), converter=_ports)
@@ -323,7 +324,7 @@ class CaptureConfig:
         m = self.minor
         if m <= 2:
             return self.inbound_capture_port if self.inbound_capture_port is not None else self.proxy_port
-        capture = self.inbound_capture_port if self.inbound_capture_port is not None else 15006
+        capture = self.inbound_capture_port if self.inbound_capture_port is not None else defaults.PROXY_INBOUND_PORT
         if m <= 5 and self.inbound_ports != WILDCARD:
             return self.proxy_port  # 1.3–1.5: 15006 only with -b '*'
         return capture
@@ -408,7 +409,7 @@ def from_go_fields(fields: Mapping[str, Any], *, version: str = CURRENT,
     if "proxy_uids" in kwargs and "proxy_gids" not in kwargs:
         kwargs["proxy_gids"] = kwargs["proxy_uids"]
     if kwargs.get("proxy_gids") == ():
-        kwargs["proxy_gids"] = kwargs.get("proxy_uids", ("1337",))
+        kwargs["proxy_gids"] = kwargs.get("proxy_uids", (str(defaults.PROXY_UID),))
     return CaptureConfig(**kwargs)
 
 

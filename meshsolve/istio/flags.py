@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import SpecError
 from meshsolve.istio.config import CaptureConfig, _field_value, minor_of, normalise_version, validate_value
 
@@ -231,7 +232,7 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
 
     if script:
         if "proxy_uids" not in kwargs:
-            kwargs["proxy_uids"] = ("1337", "0")
+            kwargs["proxy_uids"] = (str(defaults.PROXY_UID), "0")
         if "inbound_capture_port" not in kwargs and m <= 2 and env.get("INBOUND_CAPTURE_PORT"):
             kwargs["inbound_capture_port"] = _field_value(
                 "inbound_capture_port", env["INBOUND_CAPTURE_PORT"], what="$INBOUND_CAPTURE_PORT",
@@ -244,7 +245,7 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
             kwargs["disable_redirection_on_local_loopback"] = True
     else:
         if "proxy_uids" not in kwargs or kwargs["proxy_uids"] == ():
-            kwargs["proxy_uids"] = ("1337",)
+            kwargs["proxy_uids"] = (str(defaults.PROXY_UID),)
         if m == 4 and env.get("DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK"):  # 1.4's Go port still read it
             kwargs["disable_redirection_on_local_loopback"] = True
     if "proxy_gids" not in kwargs or kwargs["proxy_gids"] == ():

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import attrs
 import yaml
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import SpecError, UnsupportedError
 from meshsolve.istio.config import (
     WILDCARD,
@@ -526,10 +527,10 @@ def injector_args(pod: Mapping[str, Any], version: str, *, source: str = "<manif
             exclusions = "15090," + exclusions
         elif m >= 6:
             exclusions = "15090,15021," + exclusions
-    argv: list[str] = ["-p", "15001"]
+    argv: list[str] = ["-p", str(defaults.PROXY_OUTBOUND_PORT)]
     if m >= 3:
-        argv += ["-z", "15006"]
-    argv += ["-u", "1337", "-m", mode, "-i", include_cidrs if include_cidrs is not None else WILDCARD,
+        argv += ["-z", str(defaults.PROXY_INBOUND_PORT)]
+    argv += ["-u", str(defaults.PROXY_UID), "-m", mode, "-i", include_cidrs if include_cidrs is not None else WILDCARD,
              "-x", exclude_cidrs or "", "-b", in_ports, "-d", exclusions]
 
     def optional(flag: str, value: str | None, since: int, key: str) -> None:
@@ -553,7 +554,7 @@ def injector_args(pod: Mapping[str, Any], version: str, *, source: str = "<manif
 
     env: dict[str, str] = {}
     if m == 2 and WILDCARD in in_ports:
-        env["INBOUND_CAPTURE_PORT"] = "15006"
+        env["INBOUND_CAPTURE_PORT"] = str(defaults.PROXY_INBOUND_PORT)
     env.update(_proxy_metadata(pod, source=source, text=text))
     return tuple(argv), env, tuple(notes)
 
@@ -564,7 +565,7 @@ def _proxy_ids(spec: Mapping[str, Any]) -> tuple[str, str]:
                   and c.get("name") == "istio-proxy"), None)
     ctx = (proxy or {}).get("securityContext") or {}
     uid, gid = ctx.get("runAsUser"), ctx.get("runAsGroup")
-    return (str(uid) if uid else "1337", str(gid) if gid else "1337")
+    return (str(uid or defaults.PROXY_UID), str(gid or defaults.PROXY_GID))
 
 
 def cni_args(pod: Mapping[str, Any], version: str, *, source: str = "<manifest>",
@@ -587,7 +588,8 @@ def cni_args(pod: Mapping[str, Any], version: str, *, source: str = "<manifest>"
             excluded.append(port.strip())
     spec = pod.get("spec") or {}
     uid, gid = _proxy_ids(spec)
-    argv = ["-p", "15001", "-z", "15006", "-u", uid, "-g", gid, "-m", ann[A_MODE],
+    argv = ["-p", str(defaults.PROXY_OUTBOUND_PORT), "-z", str(defaults.PROXY_INBOUND_PORT),
+            "-u", uid, "-g", gid, "-m", ann[A_MODE],
             "-i", ann.get(A_IN_CIDRS, WILDCARD), "-x", ann.get(A_EX_CIDRS, ""),
             "-b", ann.get(A_IN_PORTS, WILDCARD), "-d", ",".join(excluded),
             "-o", ann.get(A_EX_OUT_PORTS, "15020"), "-q", ann.get(A_OUT_PORTS, "")]
@@ -652,18 +654,19 @@ def to_annotations(config: CaptureConfig) -> tuple[dict[str, str], tuple[str, ..
     c = config
     m = c.minor
     problems = [what for what, bad in (
-        ("proxy port (always 15001)", c.proxy_port != 15001),
+        (f"proxy port (always {defaults.PROXY_OUTBOUND_PORT})", c.proxy_port != defaults.PROXY_OUTBOUND_PORT),
         ("inbound tunnel port (always 15008)", c.inbound_tunnel_port != 15008),
-        ("proxy uid/gid (always 1337)", c.proxy_uids != ("1337",) or c.proxy_gids != ("1337",)),
+        (f"proxy uid/gid (always {defaults.PROXY_UID})",
+         c.proxy_uids != (str(defaults.PROXY_UID),) or c.proxy_gids != (str(defaults.PROXY_GID),)),
         ("TPROXY mark / route table", c.tproxy_mark != 1337 or c.tproxy_route_table != 133),
         ("capture-all DNS (istio-cni only)", c.capture_all_dns),
         ("DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK", c.disable_redirection_on_local_loopback),
     ) if bad]
     wildcard_in = c.inbound_ports == WILDCARD
     if m >= 3:
-        if c.inbound_capture_port not in (None, 15006):
-            problems.append("inbound capture port (always 15006)")
-    elif c.inbound_capture_port != (15006 if m == 2 and wildcard_in else None):
+        if c.inbound_capture_port not in (None, defaults.PROXY_INBOUND_PORT):
+            problems.append(f"inbound capture port (always {defaults.PROXY_INBOUND_PORT})")
+    elif c.inbound_capture_port != (defaults.PROXY_INBOUND_PORT if m == 2 and wildcard_in else None):
         problems.append(f"inbound capture port {c.inbound_capture_port} in Istio {c.version}")
     ann: dict[str, str] = {}
     if c.mode != "REDIRECT":

@@ -13,6 +13,7 @@ from typing import Literal
 
 import attrs
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import WorldError
 from meshsolve.model.net import Family, IPAddress, IPNetwork, family_of, to_address, to_port
 from meshsolve.model.routing import Routing
@@ -81,8 +82,8 @@ class App:
     """An application process in the pod: its ids and its listening sockets."""
 
     name: str
-    uid: int = 1000
-    gid: int = 1000
+    uid: int = defaults.APP_UID
+    gid: int = defaults.APP_GID
     sockets: tuple[Socket, ...] = attrs.field(default=(), converter=_sockets)
 
 
@@ -135,10 +136,11 @@ class ProxyBehavior:
     - ``upstream_mark``: the mark (``SO_MARK``) on the proxy's upstream sockets, or None.
     """
 
-    uid: int = 1337
-    gid: int = 1337
-    outbound_port: int = attrs.field(default=15001, converter=to_port)
-    inbound_port: int | None = attrs.field(default=15006, converter=attrs.converters.optional(to_port))
+    uid: int = defaults.PROXY_UID
+    gid: int = defaults.PROXY_GID
+    outbound_port: int = attrs.field(default=defaults.PROXY_OUTBOUND_PORT, converter=to_port)
+    inbound_port: int | None = attrs.field(default=defaults.PROXY_INBOUND_PORT,
+                                           converter=attrs.converters.optional(to_port))
     virtual_inbound_dispatch: bool = False
     inbound_ports: tuple[int, ...] | None = attrs.field(default=None, converter=_ports)
     inbound_endpoint: Literal["localhost", "original_dst"] = "original_dst"

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import attrs
 
+from meshsolve.exits import EXIT_FINDINGS, EXIT_OK, EXIT_UNKNOWN
 from meshsolve.report.catalog import LEVELS, Level
 from meshsolve.report.findings import Finding, Subject
 
@@ -27,9 +28,6 @@ __all__ = ["EXIT_FINDINGS", "EXIT_OK", "EXIT_UNKNOWN", "SCHEMA_VERSION", "Checke
            "colour_enabled", "render_json", "render_text"]
 
 SCHEMA_VERSION = 1
-EXIT_OK = 0
-EXIT_FINDINGS = 79
-EXIT_UNKNOWN = 80
 
 _COLOURS: dict[str, str] = {"Error": "\x1b[1;31m", "Warning": "\x1b[33m", "Info": ""}
 _RESET = "\x1b[0m"

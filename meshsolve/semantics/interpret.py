@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import WorldError
 from meshsolve.model.net import IPAddress, family_of
 from meshsolve.model.path import Stage
@@ -102,7 +103,7 @@ class _Recorder:
         self.leg = n
 
 
-def interpret(world: World, flow: Flow, *, max_hops: int = 8) -> Result:
+def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Result:
     """Follow ``flow`` through ``world``: kernel hooks, sockets and proxy hops (see
     ``meshsolve.semantics.kernel``).
 

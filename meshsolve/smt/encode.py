@@ -41,6 +41,7 @@ from typing import Any
 import attrs
 import z3
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import UnsupportedError
 from meshsolve.model.net import Family, IPAddress, IPNetwork
 from meshsolve.model.path import EPHEMERAL_PORTS, Stage
@@ -326,7 +327,7 @@ _CACHE: list[tuple[World, tuple[Any, ...], tuple[FlowEncoding, HopVars, Any]]] =
 _CACHE_SIZE = 8
 
 
-def encode_flow(world: World, family: Family, *, hops: int = 8,
+def encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
                 names: dict[str, int] | None = None, tag: str = "", share_hop0: bool = True,
                 setup: Callable[[Ctx], None] | None = None, first: str = "any"
                 ) -> tuple[FlowEncoding, HopVars, Any]:
@@ -347,7 +348,7 @@ def encode_flow(world: World, family: Family, *, hops: int = 8,
     return enc
 
 
-def _encode_flow(world: World, family: Family, *, hops: int = 8,
+def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
                  names: dict[str, int] | None = None, tag: str = "", share_hop0: bool = True,
                  setup: Callable[[Ctx], None] | None = None, first: str = "any"
                  ) -> tuple[FlowEncoding, HopVars, Any]:

@@ -13,6 +13,7 @@ from typing import Any, cast
 import attrs
 import z3
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import UnsupportedError
 from meshsolve.model.net import to_address
 from meshsolve.model.world import App, Flow, World
@@ -164,8 +165,9 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
     return out
 
 
-def search(world: World, scope: Scope, pred: Pred, *, hops: int = 8, timeout_ms: int = 20_000,
-           rlimit: int = 50_000_000, names: dict[str, int] | None = None) -> Answer:
+def search(world: World, scope: Scope, pred: Pred, *, hops: int = defaults.HOPS,
+           timeout_ms: int = defaults.TIMEOUT_MS, rlimit: int = defaults.RLIMIT,
+           names: dict[str, int] | None = None) -> Answer:
     """Find a first connection in ``scope`` whose flow does **not** satisfy ``pred``."""
     if _first_hop_only(pred):
         hops = 1  # the predicate looks at the first connection only: later hops are not encoded
@@ -330,8 +332,8 @@ def _signature_terms(enc: E.FlowEncoding, keys: list[tuple[str, Any, int]]) -> t
     return enc.outcome, key, counted, [h.cls for h in enc.hops]
 
 
-def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int = 8,
-                      timeout_ms: int = 20_000, rlimit: int = 50_000_000,
+def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int = defaults.HOPS,
+                      timeout_ms: int = defaults.TIMEOUT_MS, rlimit: int = defaults.RLIMIT,
                       names: dict[str, int] | None = None) -> Answer | Difference:
     """Find a first connection in ``scope`` whose end differs between the two worlds: outcome, the
     app socket it reaches, the source the app sees, or the proxy sides that observe it."""

@@ -37,6 +37,7 @@ from typing import Any
 import attrs
 import z3
 
+import meshsolve.defaults as defaults
 from meshsolve.model.net import Family
 from meshsolve.model.rules import (
     Chain,
@@ -107,8 +108,8 @@ class SlotSearch:
     def __init__(self, world: World, family: Family, table: str, chain: str, max_rules: int,
                  conditions: Sequence[tuple[str, tuple[Match, ...]]], targets: Sequence[Target],
                  knobs: Sequence[tuple[str, tuple[str, ...]]], n_goals: int,
-                 minimize: Sequence[str] = ("rules", "conditions"), hops: int = 8,
-                 timeout_ms: int = 60_000, rlimit: int = 500_000_000) -> None:
+                 minimize: Sequence[str] = ("rules", "conditions"), hops: int = defaults.HOPS,
+                 timeout_ms: int = defaults.SYNTH_TIMEOUT_MS, rlimit: int = defaults.SYNTH_RLIMIT) -> None:
         self.rlimit = rlimit
         self.world = world
         self.family = family

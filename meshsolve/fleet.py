@@ -7,6 +7,10 @@ pod of the group, each pointing at the pod's ``name:`` line in the manifest.
 
 Parsing uses libyaml when PyYAML has it, and pods that share their capture-relevant fields share
 one ``pod_capture`` call, so a 10,000-pod list is read in seconds.
+
+Like the command line, this module uses the layers rather than being one: it reads manifests
+(``meshsolve.istio``, ``meshsolve.inputs``), proves (``meshsolve.analysis``) and reports
+(``meshsolve.report``).
 """
 
 from __future__ import annotations
@@ -230,7 +234,7 @@ def _fresh_context() -> multiprocessing.context.BaseContext:
     but proven nothing (spawn where fork is not available)."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["meshsolve.report.audit"])
+        ctx.set_forkserver_preload(["meshsolve.fleet"])
         return ctx
     return multiprocessing.get_context("spawn")
 

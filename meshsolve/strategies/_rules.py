@@ -1,0 +1,388 @@
+"""Matches, targets, rules, chains, tables and rulesets in the parser's normal form.
+
+What a match or target kind looks like when drawn, and where it may be drawn, is one entry of a
+table keyed by the model class: ``BASIC_MATCHES`` (``-s -d -p -i -o``), ``MODULE_MATCHES``
+(``-m ...``) and ``TARGETS``. ``matches()``, ``rules()`` and ``targets()`` draw from every entry
+that fits the rule's ``Place``, in table order, so a new kind is one new entry.
+
+With ``kernel=True`` an entry fits only where the real kernel (iptables 1.8.9, nf_tables) accepts
+it: owner in OUTPUT/POSTROUTING, ``-i`` not on output hooks, TPROXY in mangle PREROUTING, REDIRECT
+in nat PREROUTING/OUTPUT, CT in raw, REJECT in filter INPUT/FORWARD/OUTPUT, ports only with
+``-p tcp|udp``. User chains then hold only hook-independent rules, and jumps never form a loop (a
+user chain only jumps to chains after it in name order). Owner ids are numbers (names would need
+/etc/passwd).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from hypothesis import strategies as st
+
+from meshsolve.model.net import Family, PortRange
+from meshsolve.model.rules import (
+    BUILTIN_CHAINS,
+    Accept,
+    AddrtypeMatch,
+    Chain,
+    CommentMatch,
+    ConnmarkMatch,
+    ConnmarkTarget,
+    ConntrackMatch,
+    CtTarget,
+    Destination,
+    Drop,
+    Goto,
+    InInterface,
+    Jump,
+    Log,
+    MarkMatch,
+    Match,
+    MultiportMatch,
+    OpaqueMatch,
+    OpaqueTarget,
+    OutInterface,
+    OwnerMatch,
+    PortMatch,
+    Protocol,
+    Redirect,
+    Reject,
+    Return,
+    Rule,
+    Ruleset,
+    Rulesets,
+    SetMark,
+    Source,
+    StateMatch,
+    Table,
+    Target,
+    Tproxy,
+)
+from meshsolve.strategies._addresses import networks, port_ranges
+
+__all__ = [
+    "BASIC_MATCHES",
+    "MODULE_MATCHES",
+    "TARGETS",
+    "Draw",
+    "Place",
+    "chain_names",
+    "chains",
+    "matches",
+    "rules",
+    "rulesets",
+    "rulesets_pair",
+    "tables",
+    "targets",
+]
+
+M32 = 0xFFFFFFFF
+_INPUT_HOOKS = ("PREROUTING", "INPUT", "FORWARD")
+_OUTPUT_HOOKS = ("OUTPUT", "FORWARD", "POSTROUTING")
+_STATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED")
+_ADDRTYPES = ("UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE",
+              "UNREACHABLE", "PROHIBIT")
+_NO_V6_ADDRTYPES = ("BROADCAST", "BLACKHOLE", "PROHIBIT")  # the kernel refuses them for IPv6
+
+
+@attrs.frozen
+class Place:
+    """Where a match or target is drawn: the rule's family, table and chain, whether the kernel must
+    accept it, the rule's ``-p`` (ports, REDIRECT and TPROXY need tcp or udp) and the chains a jump
+    may name."""
+
+    family: Family = "ipv4"
+    table: str = "filter"
+    chain: str = "INPUT"
+    kernel: bool = False
+    proto: str | None = None
+    jumpable: tuple[str, ...] = ()
+
+    @property
+    def builtin(self) -> bool:
+        return self.chain in BUILTIN_CHAINS.get(self.table, ())
+
+    def hook(self, *chains: str) -> bool:
+        """A built-in chain named one of ``chains``."""
+        return self.builtin and self.chain in chains
+
+    @property
+    def ports(self) -> bool:
+        """The rule's protocol has ports."""
+        return self.proto in ("tcp", "udp")
+
+
+def _anywhere(place: Place) -> bool:
+    return True
+
+
+@attrs.frozen
+class Draw:
+    """How one kind is drawn: ``build(place)`` is its strategy, drawn only where ``fits(place)``."""
+
+    build: Callable[[Place], st.SearchStrategy[Any]]
+    fits: Callable[[Place], bool] = _anywhere
+
+
+def _kernel_or(cond: Callable[[Place], bool]) -> Callable[[Place], bool]:
+    """Anywhere, or with ``kernel`` only where ``cond`` holds."""
+    return lambda p: not p.kernel or cond(p)
+
+
+# --- building blocks (built from small pieces: from_regex strategies are slow to draw) ---------------
+
+_iface = st.builds(lambda stem, num, plus: f"{stem}{num}{'+' if plus else ''}",
+                   st.sampled_from(["eth", "lo", "veth", "ens", "wg", "cni", "nic-x"]),
+                   st.sampled_from(["", "0", "1", "12"]), st.booleans())
+_owner_id = st.one_of(st.integers(0, 70000).map(str),
+                      st.tuples(st.integers(0, 5000), st.integers(1, 5000)).map(
+                          lambda t: f"{t[0]}-{t[0] + t[1]}"))
+_mark = st.one_of(st.integers(0, M32), st.sampled_from([0x539, 0x53A, 0xFF, 0]))
+_mask = st.one_of(st.just(M32), st.integers(0, M32))
+_comment = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=29)
+_opaque_token = st.one_of(st.sampled_from(["10:20", "a,b", "x.y/z", "LOCAL", "_q-"]),
+                          st.integers(0, 10**6).map(str))
+# tcp options kept raw in PortMatch.extra, in the normal form (kernel flag order, option first)
+_TCP_EXTRAS: tuple[tuple[str, ...], ...] = (
+    (), (), ("--tcp-flags", "FIN,SYN,RST,ACK", "SYN"), ("!", "--tcp-flags", "SYN,ACK", "SYN"),
+    ("--tcp-option", "5", "--tcp-flags", "FIN,SYN,RST,PSH,ACK,URG", "NONE"))
+_LOG_OPTIONS = ["--log-tcp-sequence", "--log-tcp-options", "--log-ip-options", "--log-uid", "--log-macdecode"]
+_LOG_EXTRAS = st.lists(st.sampled_from(list(_LOG_OPTIONS)), unique=True).map(
+    lambda xs: tuple(sorted(xs, key=_LOG_OPTIONS.index)))
+
+
+@functools.cache
+def _owner() -> st.SearchStrategy[OwnerMatch]:
+    @st.composite
+    def build(draw: st.DrawFn) -> OwnerMatch:
+        uid = draw(st.none() | _owner_id)
+        gid = draw(st.none() | _owner_id)
+        se = draw(st.sampled_from([None, True, False]))
+        if uid is None and gid is None and se is None:
+            uid = "1337"
+        return OwnerMatch(uid=uid, uid_negated=uid is not None and draw(st.booleans()),
+                          gid=gid, gid_negated=gid is not None and draw(st.booleans()),
+                          socket_exists=se, suppl_groups=gid is not None and draw(st.booleans()))
+
+    return build()
+
+
+@functools.cache
+def _port_match(proto: str) -> st.SearchStrategy[PortMatch]:
+    @st.composite
+    def build(draw: st.DrawFn) -> PortMatch:
+        sport = draw(st.none() | port_ranges())
+        dport = draw(st.none() | port_ranges())
+        if sport is None and dport is None:
+            dport = draw(port_ranges())
+
+        def negatable(r: PortRange | None) -> bool:  # else iptables-nft stores the complement
+            return r is not None and r.lo > 0 and r.hi < 65535
+
+        extra = draw(st.sampled_from(_TCP_EXTRAS)) if proto == "tcp" else ()
+        return PortMatch(proto, sport, dport,  # type: ignore[arg-type]
+                         negatable(sport) and draw(st.booleans()),
+                         negatable(dport) and draw(st.booleans()), extra)
+
+    return build()
+
+
+@functools.cache
+def _multiport() -> st.SearchStrategy[MultiportMatch]:
+    item = st.one_of(st.integers(0, 65535).map(lambda p: PortRange(p, p)),
+                     port_ranges(single_ok=False))
+    return st.builds(MultiportMatch, st.sampled_from(["sports", "dports", "ports"]),
+                     st.lists(item, min_size=1, max_size=7).map(tuple), st.booleans())
+
+
+def _addrtype(place: Place) -> st.SearchStrategy[AddrtypeMatch]:
+    types = _ADDRTYPES if place.family == "ipv4" else tuple(t for t in _ADDRTYPES if t not in _NO_V6_ADDRTYPES)
+    return st.builds(lambda src, sn, dst, dn: AddrtypeMatch(src, sn and src is not None, dst, dn),
+                     st.none() | st.sampled_from(types), st.booleans(), st.sampled_from(types), st.booleans())
+
+
+def _opaque_match(place: Place) -> st.SearchStrategy[OpaqueMatch]:
+    if place.kernel:  # a module the kernel has, with arguments it accepts
+        return st.just(OpaqueMatch("length", ("--length", "10:20")))
+    return st.builds(OpaqueMatch, st.sampled_from(["length", "limit", "pkttype"]),
+                     st.lists(_opaque_token, max_size=3).map(tuple))
+
+
+def _connmark_target(place: Place) -> st.SearchStrategy[ConnmarkTarget]:
+    return st.one_of(st.builds(ConnmarkTarget, st.just("set-xmark"), _mark, _mask),
+                     st.builds(lambda a, m1, m2: ConnmarkTarget(a, 0, M32, m1, m2),
+                               st.sampled_from(["save-mark", "restore-mark"]), _mask, _mask))
+
+
+def _tproxy(place: Place) -> st.SearchStrategy[Tproxy]:
+    on_ip = st.none() | st.just(ipaddress.ip_address("2001:db8::1" if place.family == "ipv6" else "192.0.2.1"))
+    return st.one_of(st.builds(Tproxy, st.integers(0, 65535), on_ip, st.none()),
+                     st.builds(Tproxy, st.integers(0, 65535), on_ip, _mark, _mask).filter(
+                         lambda t: (t.mark, t.mask) != (0, 0)))
+
+
+def _reject(place: Place) -> st.SearchStrategy[Reject]:
+    types = ["icmp-host-prohibited", "icmp-net-unreachable"] if place.family == "ipv4" else [
+        "icmp6-adm-prohibited", "icmp6-no-route"]
+    if place.proto == "tcp" or not place.kernel:
+        types.append("tcp-reset")
+    return st.builds(Reject, st.none() | st.sampled_from(types))
+
+
+# --- the kind tables (order = the order of one_of's branches) ----------------------------------------
+
+BASIC_MATCHES: dict[type, Draw] = {
+    Source: Draw(lambda p: st.builds(Source, networks(p.family), st.booleans())),
+    Destination: Draw(lambda p: st.builds(Destination, networks(p.family), st.booleans())),
+    Protocol: Draw(lambda p: st.builds(Protocol, st.sampled_from(["tcp", "udp"]))),
+    InInterface: Draw(lambda p: st.builds(InInterface, _iface, st.booleans()),
+                      _kernel_or(lambda p: p.hook(*_INPUT_HOOKS))),
+    OutInterface: Draw(lambda p: st.builds(OutInterface, _iface, st.booleans()),
+                       _kernel_or(lambda p: p.hook(*_OUTPUT_HOOKS))),
+}
+"""``-s -d -p -i -o``: ``matches()`` draws one of them; ``rules()`` each at most once (``-p`` its own way)."""
+
+MODULE_MATCHES: dict[type, Draw] = {
+    MarkMatch: Draw(lambda p: st.builds(MarkMatch, _mark, _mask, st.booleans())),
+    ConnmarkMatch: Draw(lambda p: st.builds(ConnmarkMatch, _mark, _mask, st.booleans())),
+    ConntrackMatch: Draw(lambda p: st.builds(
+        ConntrackMatch, st.lists(st.sampled_from(_STATES), min_size=1, unique=True).map(tuple), st.booleans())),
+    StateMatch: Draw(lambda p: st.builds(
+        StateMatch, st.lists(st.sampled_from(_STATES[:4]), min_size=1, unique=True).map(tuple), st.booleans())),
+    CommentMatch: Draw(lambda p: st.builds(CommentMatch, _comment)),
+    AddrtypeMatch: Draw(_addrtype),
+    OpaqueMatch: Draw(_opaque_match),
+    PortMatch: Draw(lambda p: _port_match(str(p.proto)), lambda p: p.ports),
+    MultiportMatch: Draw(lambda p: _multiport(), lambda p: p.ports),
+    OwnerMatch: Draw(lambda p: _owner(), _kernel_or(lambda p: p.hook("OUTPUT", "POSTROUTING"))),
+}
+"""``-m ...``: ``rules()`` draws up to three of them, ``matches()`` one (as one of the basic ones)."""
+
+TARGETS: dict[type, Draw] = {
+    Accept: Draw(lambda p: st.just(Accept())),
+    Return: Draw(lambda p: st.just(Return())),
+    Log: Draw(lambda p: st.builds(Log, st.none() | _comment, st.none() | st.sampled_from(["0", "3", "6", "7"]),
+                                  _LOG_EXTRAS)),
+    Drop: Draw(lambda p: st.just(Drop()), _kernel_or(lambda p: p.table != "nat")),
+    Jump: Draw(lambda p: st.sampled_from(p.jumpable).map(Jump), lambda p: bool(p.jumpable)),
+    Goto: Draw(lambda p: st.sampled_from(p.jumpable).map(Goto), lambda p: bool(p.jumpable)),
+    SetMark: Draw(lambda p: st.builds(SetMark, _mark, _mask), _kernel_or(lambda p: p.table == "mangle")),
+    ConnmarkTarget: Draw(_connmark_target, _kernel_or(lambda p: p.table == "mangle")),
+    Tproxy: Draw(_tproxy, _kernel_or(lambda p: p.table == "mangle" and p.chain == "PREROUTING" and p.ports)),
+    Redirect: Draw(lambda p: st.builds(Redirect, st.none() | port_ranges(full_ok=True), st.booleans()),
+                   _kernel_or(lambda p: p.table == "nat" and p.hook("PREROUTING", "OUTPUT") and p.ports)),
+    CtTarget: Draw(lambda p: st.one_of(st.builds(CtTarget, st.integers(1, 65535)), st.just(CtTarget(None, True))),
+                   _kernel_or(lambda p: p.table == "raw")),
+    Reject: Draw(_reject, _kernel_or(lambda p: p.table == "filter" and p.hook("INPUT", "FORWARD", "OUTPUT"))),
+    OpaqueTarget: Draw(lambda p: st.builds(OpaqueTarget, st.just("NFLOG"),
+                                           st.integers(1, 100).map(lambda g: ("--nflog-group", str(g))))),
+}
+"""``-j``/``-g``: ``targets()`` draws one of them."""
+
+
+def _one_of(table: dict[type, Draw], place: Place) -> list[st.SearchStrategy[Any]]:
+    return [d.build(place) for d in table.values() if d.fits(place)]
+
+
+@functools.cache
+def _module_matches(place: Place) -> st.SearchStrategy[Match]:
+    return st.one_of(*_one_of(MODULE_MATCHES, place))
+
+
+@functools.cache
+def _targets(place: Place) -> st.SearchStrategy[Target]:
+    return st.one_of(*_one_of(TARGETS, place))
+
+
+# --- public strategies ---------------------------------------------------------------------------
+
+
+def matches(family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
+            kernel: bool = False) -> st.SearchStrategy[Match]:
+    """One match (basic or module) of the normal form, valid in ``table``/``chain``."""
+    place = Place(family, table, chain, kernel)
+    return st.one_of(*_one_of(BASIC_MATCHES, place), _module_matches(place))
+
+
+def targets(family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
+            jumpable: tuple[str, ...] = (), kernel: bool = False, proto: str | None = None
+            ) -> st.SearchStrategy[Target]:
+    """A target valid for ``table``/``chain`` (all targets when ``kernel`` is False)."""
+    return _targets(Place(family, table, chain, kernel, proto, tuple(jumpable)))
+
+
+@st.composite
+def rules(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
+          jumpable: tuple[str, ...] = (), kernel: bool = False) -> Rule:
+    """One rule valid in ``table``/``chain``; jumps only to ``jumpable`` chains."""
+    place = Place(family, table, chain, kernel, None, tuple(jumpable))
+    ms: list[Match] = []
+    for kind, d in BASIC_MATCHES.items():
+        if kind is not Protocol and d.fits(place) and draw(st.booleans()):
+            ms.append(draw(d.build(place)))
+    # the protocol last: it decides which module matches and targets fit
+    icmp = "icmp" if family == "ipv4" else "ipv6-icmp"
+    proto: str | None = draw(st.sampled_from([None, "tcp", "udp", icmp]))
+    if proto is not None:
+        neg = proto not in ("tcp", "udp") and draw(st.booleans())
+        ms.append(Protocol(proto, neg))
+    place = attrs.evolve(place, proto=proto)
+    seen: set[type] = set()
+    for _ in range(draw(st.integers(0, 3))):
+        m = draw(_module_matches(place))
+        if kernel and type(m) in seen:
+            continue  # iptables-nft may merge repeated native matches
+        seen.add(type(m))
+        ms.append(m)
+    target = draw(st.none() | _targets(place))
+    return Rule(tuple(ms), target)
+
+
+chain_names = st.builds(lambda stem, num: f"{stem}{num}",
+                        st.sampled_from(["ISTIO_", "A", "KUBE-", "Z_", "X", "ISTIO_IN_", "ISTIO_OUT"]),
+                        st.sampled_from(["", "1", "2", "B", "REDIRECT", "OUTPUT", "DNS"]))
+"""User chain names, Istio- and kube-proxy-like."""
+
+
+@st.composite
+def chains(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", name: str | None = None,
+           jumpable: tuple[str, ...] = (), kernel: bool = False, max_rules: int = 4) -> Chain:
+    """A chain: a user chain (random name unless given) or, for a built-in ``name``, that chain
+    with a policy."""
+    cname = name or draw(chain_names)
+    builtin = cname in BUILTIN_CHAINS.get(table, ())
+    rs = draw(st.lists(rules(family, table, cname, jumpable, kernel), max_size=max_rules))
+    policy = (draw(st.sampled_from(["ACCEPT", "DROP"])) if table == "filter" else "ACCEPT") if builtin \
+        else None
+    return Chain(cname, tuple(rs), policy)
+
+
+@st.composite
+def tables(draw: st.DrawFn, family: Family = "ipv4", name: str | None = None,
+           kernel: bool = False, max_rules: int = 4) -> Table:
+    """A table with built-in chains (random policy in filter) and up to three user chains."""
+    tname = name or draw(st.sampled_from(["filter", "mangle", "nat", "raw"]))
+    users = sorted(draw(st.lists(chain_names, max_size=3, unique=True)))
+    out: list[Chain] = []
+    for k, u in enumerate(users):
+        out.append(draw(chains(family, tname, u, tuple(users[k + 1:]), kernel, max_rules)))
+    for b in BUILTIN_CHAINS[tname]:
+        out.append(draw(chains(family, tname, b, tuple(users), kernel, max_rules)))
+    return Table(tname, tuple(out))
+
+
+@st.composite
+def rulesets(draw: st.DrawFn, family: Family = "ipv4", kernel: bool = False,
+             max_rules: int = 4) -> Ruleset:
+    """A ruleset of one family with zero to four distinct tables."""
+    names = draw(st.lists(st.sampled_from(["filter", "mangle", "nat", "raw"]), unique=True, max_size=4))
+    return Ruleset(family, tuple(draw(tables(family, n, kernel, max_rules)) for n in names))
+
+
+def rulesets_pair(kernel: bool = False, max_rules: int = 4) -> st.SearchStrategy[Rulesets]:
+    """IPv4 + IPv6 ``Rulesets``."""
+    return st.builds(Rulesets, rulesets("ipv4", kernel, max_rules), rulesets("ipv6", kernel, max_rules))
