@@ -28,8 +28,10 @@ from meshsolve.model import (
     World,
     to_address,
 )
+from meshsolve.model.routing import Routing
 from meshsolve.semantics import (
     Delivered,
+    Dropped,
     Egress,
     Loop,
     Refused,
@@ -220,7 +222,9 @@ def test_tproxy_golden_inbound_and_self_call() -> None:
     assert golden.count(last) == 1
     text = golden.replace(last, last.replace("COMMIT", "-A ISTIO_OUTPUT -j ISTIO_REDIRECT\nCOMMIT"))
     rules = parse_text(text)
-    w = t_world(rules=rules, proxy=attrs.evolve(ERA_I.proxy, uid=0, gid=1337))
+    # TPROXY needs transparent listeners and the policy route for its mark
+    w = t_world(rules=rules, proxy=attrs.evolve(ERA_I.proxy, uid=0, gid=1337, transparent=True),
+                routing=Routing.tproxy(1337))
     inbound = interpret(w, Flow("peer", POD, 8080))
     assert "mangle::ISTIO_TPROXY#1" in hits(inbound, 1)
     assert f"proxy listener 0.0.0.0:15006 accepts, original destination {POD}:8080" in texts(inbound)
@@ -231,3 +235,7 @@ def test_tproxy_golden_inbound_and_self_call() -> None:
     assert self_call.summary == "out, in, app<-127.0.0.6"
     direct = interpret(w, Flow("app", POD, 8080))
     assert direct.summary == f"app<-{POD}"
+    # without IP_TRANSPARENT on the listener, TPROXY drops the SYN (seen on the kernel)
+    opaque_listener = attrs.evolve(w, proxy=attrs.evolve(w.proxy, transparent=False))
+    dropped = interpret(opaque_listener, Flow("peer", POD, 8080))
+    assert isinstance(dropped.outcome, Dropped) and str(dropped.outcome.rule) == "mangle::ISTIO_TPROXY#1"

@@ -57,8 +57,10 @@ from meshsolve.analysis.properties import (
     Reachable,
 )
 from meshsolve.errors import MeshsolveError, SpecError
+from meshsolve.iproute import parse_routing
 from meshsolve.iptables import parse_text
 from meshsolve.model.net import Family, IPAddress, to_address, to_port
+from meshsolve.model.routing import Routing
 from meshsolve.model.rules import Match, Rulesets, Target
 from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
 
@@ -320,7 +322,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     root = _Node(root_node, source, "")
     top = root.mapping()
     _check_keys(top, root, ("name", "description", "family", "pod", "apps", "proxy", "services", "rules",
-                            "goals", "search", "minimize", "flows"),
+                            "routing", "goals", "search", "minimize", "flows"),
                 ("name", "pod", "apps", "rules", "goals", "search"))
     family_text = top["family"].scalar() if "family" in top else "ipv4"
     if family_text not in ("ipv4", "ipv6"):
@@ -353,7 +355,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         pm = top["proxy"].mapping()
         _check_keys(pm, top["proxy"], ("uid", "gid", "outbound_port", "inbound_port",
                                        "virtual_inbound_dispatch", "inbound_ports", "inbound_endpoint",
-                                       "inbound_source"))
+                                       "inbound_source", "transparent"))
         for k in ("uid", "gid", "outbound_port"):
             if k in pm:
                 proxy_kw[k] = pm[k].integer()
@@ -362,6 +364,8 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
             proxy_kw["inbound_port"] = None if v is None else pm["inbound_port"].integer()
         if "virtual_inbound_dispatch" in pm:
             proxy_kw["virtual_inbound_dispatch"] = pm["virtual_inbound_dispatch"].boolean()
+        if "transparent" in pm:
+            proxy_kw["transparent"] = pm["transparent"].boolean()
         if "inbound_ports" in pm:
             proxy_kw["inbound_ports"] = tuple(x.integer() for x in pm["inbound_ports"].sequence())
         if "inbound_endpoint" in pm:
@@ -392,9 +396,13 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     if family == "ipv6" and "# ipv6" not in rules_text and "ip6tables" not in rules_text:
         rules_text = "# ipv6\n" + rules_text  # a spec's rules are of the spec's family
     rules = _wrap(rules_node, parse_text, rules_text, f"{source}:{rules_node.line}")
+    routing = Routing()
+    if "routing" in top:
+        rn = top["routing"]
+        routing = _wrap(rn, lambda: parse_routing(rn.scalar(), family=family, source=f"{source}:{rn.line}"))
     world = _wrap(root, lambda: World(
         pod_ips=(pod_ip,), peer_ips=(peer_ip,), apps=tuple(apps), proxy=proxy, services=tuple(services),
-        rules=rules, interface=pod["interface"].scalar() if "interface" in pod else "eth0",
+        rules=rules, routing=routing, interface=pod["interface"].scalar() if "interface" in pod else "eth0",
         name=pod["name"].scalar() if "name" in pod else "pod",
         namespace=pod["namespace"].scalar() if "namespace" in pod else "default"))
 

@@ -10,7 +10,8 @@ import meshsolve.defaults as defaults
 from meshsolve.istio.config import WILDCARD, CaptureConfig
 from meshsolve.istio.generate import generate
 from meshsolve.istio.proxy import proxy_behavior
-from meshsolve.model.net import IPAddress, to_address
+from meshsolve.model.net import Family, IPAddress, to_address
+from meshsolve.model.routing import Routing
 from meshsolve.model.rules import Rulesets
 from meshsolve.model.world import App, ProxyBehavior, Service, Socket, World
 
@@ -38,7 +39,7 @@ def _addresses(ipv4: bool, ipv6: bool, table: dict[str, IPAddress]) -> tuple[IPA
 
 def world_from_rules(rules: Rulesets, proxy: ProxyBehavior, *, apps: tuple[App, ...] | None = None,
                      services: tuple[Service, ...] = (), pod_ips: tuple[IPAddress, ...] | None = None,
-                     name: str = "pod", namespace: str = "default") -> World:
+                     name: str = "pod", namespace: str = "default", routing: Routing | None = None) -> World:
     """A world around a given ruleset (e.g. an ``iptables-save`` dump from a pod)."""
     has6 = not rules.ipv6.empty
     if pod_ips is None:
@@ -48,7 +49,7 @@ def world_from_rules(rules: Rulesets, proxy: ProxyBehavior, *, apps: tuple[App, 
     if apps is None:
         apps = default_apps(ipv6=6 in fams)
     return World(pod_ips=pod_ips, peer_ips=peers, apps=apps, proxy=proxy, services=services, rules=rules,
-                 name=name, namespace=namespace)
+                 name=name, namespace=namespace, routing=routing or Routing())
 
 
 def world_from_config(config: CaptureConfig, *, rules: Rulesets | None = None,
@@ -64,5 +65,10 @@ def world_from_config(config: CaptureConfig, *, rules: Rulesets | None = None,
             tuple(config.inbound_ports)
         ipv6 = bool(pod_ips and any(a.version == 6 for a in pod_ips)) or (not rules.ipv6.empty)
         apps = default_apps(ports, ipv6=ipv6)
+    routing = None
+    if config.mode == "TPROXY":  # istio-init's policy route for the TPROXY mark
+        has6 = not rules.ipv6.empty or bool(pod_ips and any(a.version == 6 for a in pod_ips))
+        fams: tuple[Family, ...] = ("ipv4", "ipv6") if has6 else ("ipv4",)
+        routing = Routing.tproxy(config.tproxy_mark, table=config.tproxy_route_table, families=fams)
     return world_from_rules(rules, proxy, apps=apps, services=services, pod_ips=pod_ips, name=name,
-                            namespace=namespace)
+                            namespace=namespace, routing=routing)

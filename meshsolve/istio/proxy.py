@@ -40,6 +40,7 @@ def proxy_behavior(version: str, config: CaptureConfig) -> ProxyBehavior:
     uid = 0 if config.mode == "TPROXY" else _numeric(config.proxy_uids, "proxy uid")
     inbound = config.effective_inbound_capture_port()
     dispatch = inbound == config.proxy_port
+    transparent = config.mode == "TPROXY"  # TPROXY hands connections only to IP_TRANSPARENT listeners
     inbound_ports = None
     if m <= 2 and config.inbound_ports != WILDCARD:
         inbound_ports = tuple(config.inbound_ports)
@@ -47,7 +48,7 @@ def proxy_behavior(version: str, config: CaptureConfig) -> ProxyBehavior:
         return ProxyBehavior(uid=uid, gid=gid, outbound_port=config.proxy_port,
                              inbound_port=None if dispatch else inbound, virtual_inbound_dispatch=dispatch,
                              inbound_ports=inbound_ports, inbound_endpoint="original_dst",
-                             inbound_source_v4="127.0.0.6", inbound_source_v6="::6")
+                             inbound_source_v4="127.0.0.6", inbound_source_v6="::6", transparent=transparent)
     return ProxyBehavior(uid=uid, gid=gid, outbound_port=config.proxy_port,
                          inbound_port=None if dispatch else inbound, virtual_inbound_dispatch=dispatch,
-                         inbound_ports=inbound_ports, inbound_endpoint="localhost")
+                         inbound_ports=inbound_ports, inbound_endpoint="localhost", transparent=transparent)

@@ -45,6 +45,8 @@ class Env:
     names: tuple[tuple[str, int], ...] = ()
     sockets: tuple[tuple[str, Socket], ...] = ()
     conntrack: bool = True
+    # addresses on lo only under a condition (a domain Boolean): the synthesizer's passthrough knob
+    cond_local: tuple[tuple[IPNetwork, Any], ...] = ()
 
     @classmethod
     def of(cls, world: World, family: Family, names: dict[str, int] | None = None) -> Env:
@@ -81,7 +83,9 @@ class Env:
 
 
 def is_local(d: Domain, env: Env, x: Any) -> Any:
-    return d.or_(*[d.in_net(x, n) for n in env.local_nets])
+    """Whether ``x`` is one of the pod's own addresses (a connection to it stays in the pod)."""
+    return d.or_(*[d.in_net(x, n) for n in env.local_nets],
+                 *[d.and_(c, d.in_net(x, n)) for n, c in env.cond_local])
 
 
 def is_loopback(d: Domain, env: Env, x: Any) -> Any:

@@ -35,6 +35,7 @@ given meaning by the same ``match``) and its chosen target (each given meaning b
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -361,6 +362,9 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
     ctx = Ctx(world, family, names=names, tag=tag)
     if setup is not None:
         setup(ctx)
+        if ctx.knob_source is not None and family == "ipv6" and world.proxy.inbound_source_v6 is None:
+            # the passthrough source ::6 is on lo exactly when the knob binds it
+            ctx.env = attrs.evolve(ctx.env, cond_local=((ipaddress.ip_network("::6/128"), ctx.knob_source),))
     d = ctx.d
     v0 = "" if share_hop0 else tag
     w = ctx.w

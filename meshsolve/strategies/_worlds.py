@@ -15,6 +15,7 @@ filter table.
 
 from __future__ import annotations
 
+import attrs
 from hypothesis import strategies as st
 
 import meshsolve.defaults as defaults
@@ -100,6 +101,9 @@ def _apps(draw: st.DrawFn, fams: tuple[Family, ...]) -> tuple[App, ...]:
                     socks.append(sock)
         uid = draw(st.sampled_from(WORLD_IDS[:2])) if i == 0 else draw(st.sampled_from(WORLD_IDS))
         gid = draw(st.sampled_from(WORLD_IDS))
+        # within one app a wildcard and a specific bind share a port: both set SO_REUSEPORT
+        socks = [attrs.evolve(x, reuseport=True) if any(y is not x and _overlap(x, y) for y in socks) else x
+                 for x in socks]
         apps.append(App(f"app{i}", uid=uid, gid=gid, sockets=tuple(socks)))
     return tuple(apps)
 
