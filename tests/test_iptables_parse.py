@@ -486,8 +486,8 @@ def test_garbage_gives_parse_error_or_rulesets(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=10), max_size=6))
 def test_tokenize_inverts_save_string_quoting(tokens: list[str]) -> None:
-    from meshsolve.iptables.parse import tokenize
     from meshsolve.iptables.render import save_string
+    from meshsolve.iptables.tokens import tokenize
 
     assert tokenize(" ".join(save_string(t) for t in tokens)) == tokens
 
