@@ -281,6 +281,46 @@ def test_nft_table_order_does_not_split_families() -> None:
     assert rs.ipv6.empty
 
 
+# restore input whose tables are not in alphabetical order, and without :CHAIN lines before the
+# first table: iptables-restore loads every table into the one family it was run for
+UNSORTED_RESTORE = """\
+*nat
+-A OUTPUT -d 192.0.2.20/32 -p tcp -j REDIRECT --to-ports 15001
+COMMIT
+*filter
+:INPUT DROP [0:0]
+-A INPUT -s 198.51.100.0/24 -j ACCEPT
+COMMIT
+"""
+
+
+@pytest.mark.parametrize("text", [
+    UNSORTED_RESTORE,
+    UNSORTED_RESTORE.replace("-A INPUT -s 198.51.100.0/24 -j ACCEPT\n", ""),  # no address in *filter
+    UNSORTED_RESTORE.replace("*nat\n", "* nat\n-N ISTIO_X\n-A ISTIO_X -j RETURN\n"),  # Istio's dialect
+    "*raw\n-A OUTPUT -j CT --notrack\nCOMMIT\n*nat\n-A OUTPUT -j RETURN\nCOMMIT\n"
+    "*mangle\n-A OUTPUT -j RETURN\nCOMMIT\n*filter\n:INPUT DROP [0:0]\nCOMMIT\n",  # descending
+], ids=["addresses", "no-addresses", "istio-dialect", "descending"])
+def test_restore_tables_in_any_order_stay_one_family(text: str) -> None:
+    rs = parse_text(text)
+    assert rs.ipv6.empty
+    assert rs.ipv4.chain("filter", "INPUT").policy == "DROP"  # type: ignore[union-attr]
+    assert rs.ipv4.table("nat") is not None
+
+
+def test_repeated_table_starts_the_next_family_in_any_order() -> None:
+    """The IPv6 part of a transcript starts at the first table already seen, whatever its name."""
+    v4 = "* raw\n-A OUTPUT -j CT --zone 1\nCOMMIT\n* nat\n-A OUTPUT -d 192.0.2.1/32 -j RETURN\nCOMMIT\n"
+    v6 = "* nat\n-A OUTPUT -d 2001:db8::1/128 -j RETURN\nCOMMIT\n* raw\n-A OUTPUT -j CT --zone 2\nCOMMIT\n"
+    rs = parse_text(v4 + v6)
+    assert rs.ipv4.rule_count() == 2 and rs.ipv6.rule_count() == 2
+    assert rs.ipv6.chain("raw", "OUTPUT").rules[0].target == CtTarget(2)  # type: ignore[union-attr]
+    # without addresses the order decides: the first ruleset is IPv4, the second IPv6
+    plain = parse_text(v4.replace(" -d 192.0.2.1/32", "") + v6.replace(" -d 2001:db8::1/128", ""))
+    assert plain.ipv4.chain("raw", "OUTPUT").rules[0].target == CtTarget(1)  # type: ignore[union-attr]
+    assert plain.ipv6.chain("raw", "OUTPUT").rules[0].target == CtTarget(2)  # type: ignore[union-attr]
+
+
 # --- matches and targets ------------------------------------------------------------------------
 
 

@@ -47,7 +47,6 @@ class TableState:
     name: str
     lineno: int
     chains: dict[str, ChainState] = field(default_factory=dict)
-    declared: bool = False  # had a :CHAIN line (save style)
 
     @classmethod
     def new(cls, name: str, lineno: int) -> TableState:
