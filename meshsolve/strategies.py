@@ -326,7 +326,9 @@ def _targets(family: Family, table: str, chain: str, jumpable: tuple[str, ...], 
                 lambda t: (t.mark, t.mask) != (0, 0))))
     if not kernel or (table == "nat" and builtin and chain in ("PREROUTING", "OUTPUT")
                       and proto in ("tcp", "udp")):
-        opts.append(st.builds(Redirect, st.none() | port_ranges(full_ok=True), st.booleans()))
+        # iptables refuses --to-ports unless -p tcp/udp/sctp/dccp/icmp comes before the target
+        ports = port_ranges(full_ok=True) if proto in ("tcp", "udp") else st.nothing()
+        opts.append(st.builds(Redirect, st.none() | ports, st.booleans()))
     if not kernel or table == "raw":
         opts.append(st.one_of(st.builds(CtTarget, st.integers(1, 65535)), st.just(CtTarget(None, True))))
     if not kernel or (table == "filter" and builtin and chain in ("INPUT", "FORWARD", "OUTPUT")):

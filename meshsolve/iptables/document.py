@@ -28,6 +28,10 @@ once, in any order (iptables-restore loads ``*nat`` then ``*filter`` into one fa
 transcripts give each family the same tables, so the IPv6 part starts with a repeat). An unmarked
 ruleset whose addresses are all IPv6 is IPv6, else the first unmarked one is IPv4, the second IPv6.
 
+Rule lines of save/restore blocks are split into words the way iptables-restore splits them
+(``tokens.restore_words``: ``--comment "say "hi" now"`` is refused, as the loader refuses it); command
+lines are split with shell quoting.
+
 A restore-form rule for a chain that was never declared (no ``:CHAIN``/``-N`` and not a built-in) is
 a ParseError, as iptables-restore refuses it; so is a jump to an unknown chain, and an address of the
 other family.
@@ -41,7 +45,7 @@ from typing import cast
 
 from meshsolve.errors import ParseError
 from meshsolve.iptables.tables import ChainState, CommandFailed, CommandReplay, TableState
-from meshsolve.iptables.tokens import Line, LineError, drop_redirections, split_shell, tokenize
+from meshsolve.iptables.tokens import Line, LineError, drop_redirections, restore_words, split_shell, tokenize
 from meshsolve.model.net import Family, family_of
 from meshsolve.model.rules import (
     BUILTIN_CHAINS,
@@ -149,7 +153,7 @@ class DocumentParser(CommandReplay):
             if self.table is None:
                 raise self.err("a rule/command line outside a *table ... COMMIT block", ln)
             try:
-                toks = tokenize(s)
+                toks = restore_words(s)
             except LineError as exc:
                 raise self.err(str(exc), ln) from None
             self.command(toks, self.table, ln, counters, restore=True)

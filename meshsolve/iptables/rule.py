@@ -134,7 +134,8 @@ def parse_rule_tokens(toks: list[str]) -> tuple[Rule, str | None, tuple[int, int
                     raise LineError(f"-g {name} takes no options")
                 target, jump_name = Goto(name), name
             elif name in KNOWN_TARGETS:
-                target = build_target(name, raw)
+                given = basics.get("p")  # what the extension sees: -p so far, negation ignored
+                target = build_target(name, raw, Protocol(given[0]).name if given else None)
             elif name in OTHER_TARGET_EXTENSIONS or raw:
                 target = OpaqueTarget(name, tuple(raw))
             else:

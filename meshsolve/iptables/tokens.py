@@ -3,8 +3,13 @@
 - :func:`split_lines`: lines numbered from 1, a trailing backslash joining the next line (shell line
   continuation, not in ``#`` comments); a line over ``MAX_LINE_CHARS``, control characters and the
   Unicode replacement character (what undecodable bytes became) are refused.
-- :func:`tokenize`: one line's words, undoing iptables-save's quoting (libxtables'
-  ``xtables_save_string``) and POSIX shell quoting; :func:`split_words` is its public door.
+- :func:`restore_words`: one rule line of save/restore input, split the way iptables-restore
+  splits it (measured on 1.8.9): only double quotes group, and a closing quote ends the word, so
+  ``--comment "say "hi" now"`` gives ``say `` and ``hi now``, which the loader then refuses as a
+  bad argument. Inside quotes a backslash escapes any character; outside, ``'`` and ``\\`` are
+  ordinary characters. :func:`split_words` is its public door.
+- :func:`tokenize`: one shell command's words (POSIX quoting, plus the ``\\'`` that
+  iptables-save writes inside double quotes); also used for a lone rule given as a string.
 - :func:`split_shell`: a shell line cut at ``||``, ``&&`` and ``;`` outside quotes;
   :func:`drop_redirections` removes ``2>/dev/null`` and friends from a command's words.
 
@@ -61,6 +66,49 @@ def split_lines(text: str, source: str) -> list[Line]:
     if pending:
         lines.append(Line(start, " ".join(pending)))
     return lines
+
+
+def restore_words(line: str) -> list[str]:
+    """Split one save/restore rule line into words as iptables-restore does (see the module notes).
+
+    An unclosed double quote is refused (the loader would take the rest of the line, newline
+    included, as one word).
+    """
+    if '"' not in line and line.isascii():
+        return line.split()  # fast path: nothing quoted
+    out: list[str] = []
+    cur: list[str] = []
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == '"':  # a quoted part: continues the word, and its closing quote ends the word
+            i += 1
+            while True:
+                if i >= n:
+                    raise LineError("unbalanced double quote")
+                c = line[i]
+                if c == "\\" and i + 1 < n:
+                    cur.append(line[i + 1])
+                    i += 2
+                elif c == '"':
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+                    i += 1
+            out.append("".join(cur))
+            cur = []
+        elif c in " \t\r\n\v\f":
+            if cur:
+                out.append("".join(cur))
+                cur = []
+            i += 1
+        else:
+            cur.append(c)
+            i += 1
+    if cur:
+        out.append("".join(cur))
+    return out
 
 
 def tokenize(line: str) -> list[str]:
@@ -122,16 +170,15 @@ def tokenize(line: str) -> list[str]:
 
 
 def split_words(line: str, *, source: str = "<line>") -> tuple[str, ...]:
-    """The words of one line of iptables text, quoting undone as iptables-restore undoes it.
+    """The words of one line of iptables rule text, quoting undone as iptables-restore undoes it.
 
     The inverse of the renderer's quoting: for a rule's canonical text (``rule_text``) it gives the
     argument vector ``iptables`` takes, so ``split_words(rule_text(r, family))`` can be passed to a
-    command line. Double quotes group (a backslash inside escapes ``"``, ``\\``, ``'``, ``$`` and
-    backtick), single quotes group literally, and a backslash outside quotes escapes the next
-    character. Unbalanced quotes or a trailing backslash raise ``ParseError`` naming ``source``.
+    command line. Only double quotes group; inside them a backslash escapes the next character, and
+    the closing quote ends the word. An unclosed quote raises ``ParseError`` naming ``source``.
     """
     try:
-        return tuple(tokenize(line))
+        return tuple(restore_words(line))
     except LineError as exc:
         raise ParseError(str(exc), source=source, lineno=1, line=line) from None
 
