@@ -207,7 +207,8 @@ def parse_rule_tokens(toks: list[str]) -> tuple[Rule, str | None, tuple[int, int
 def parse_rule(args: str | list[str]) -> Rule:
     """One rule's arguments (``"-p tcp --dport 80 -j ACCEPT"``, no ``-A CHAIN``) → ``Rule``.
 
-    A ``-j NAME`` that is not a known target becomes ``Jump(NAME)`` (no chain check here).
+    A ``-j NAME`` that is not a known target becomes ``Jump(NAME)`` (no chain check here). A string
+    is split into words like a shell command line (``tokens.tokenize``); a list is taken as the words.
     """
     text = args if isinstance(args, str) else None
     try:

@@ -95,7 +95,7 @@ OTHER_TARGET_EXTENSIONS = frozenset([
 # ``-p`` values under which the NAT targets take ports (``--to-ports``, ``ADDR:PORT``): the
 # extension checks the protocol given *before* ``-j``, ignoring its negation. Measured on iptables
 # 1.8.9: tcp, udp, sctp, dccp and icmp pass (icmp also in ip6tables); no -p, all, udplite and
-# ipv6-icmp are refused.
+# ipv6-icmp are refused ("33" is dccp given by number; the model names tcp, udp, icmp and sctp).
 NAT_PORT_PROTOCOLS = frozenset(["tcp", "udp", "sctp", "dccp", "33", "icmp"])
 
 
