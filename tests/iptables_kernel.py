@@ -23,6 +23,33 @@ def kernel_roundtrip(text: str, family: str) -> tuple[str, Ruleset]:
     return dump, back.for_family("ipv4" if family == "ipv4" else "ipv6")
 
 
+@attrs.frozen
+class Restored:
+    """What the real loader did with one input in a fresh namespace."""
+
+    returncode: int
+    stderr: str
+    ipv4_dump: str  # iptables-save afterwards, '#' lines dropped ('' when the load failed)
+    ipv6_dump: str  # ip6tables-save afterwards, likewise
+
+
+_SEPARATOR = "----- ip6tables-save -----"
+
+
+def restore(text: str, tool: str = "iptables-restore") -> Restored:
+    """Feed ``text`` to ``tool`` (iptables-restore or ip6tables-restore) in a throw-away namespace and
+    dump both families after it, whatever it returned."""
+    script = f'{tool}; rc=$?; iptables-save; echo "{_SEPARATOR}"; ip6tables-save; exit $rc'
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", script], input=text, capture_output=True,
+                          text=True, timeout=60)
+    v4, _, v6 = proc.stdout.partition(_SEPARATOR + "\n")
+
+    def strip(dump: str) -> str:
+        return "".join(line + "\n" for line in dump.splitlines() if not line.startswith("#"))
+
+    return Restored(proc.returncode, proc.stderr, strip(v4), strip(v6))
+
+
 def map_owner_names(rs: Rulesets) -> Rulesets:
     """Replace owner *names* (``java``, ``tomcat``, ``ftp``...) by fixed ids (5000, 5001, ...): the
     kernel stores numbers and the test machine need not have those users."""

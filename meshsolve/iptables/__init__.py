@@ -6,6 +6,9 @@ Public entry points (other layers call exactly these):
   iptables-save output (with or without ``-c`` counters), iptables-restore input (Istio's
   ``* nat`` / ``-N`` / ``-I CHAIN n`` dialect included), istio-iptables dry-run transcripts,
   ``iptables``/``ip6tables`` shell command lines, and ``kubectl logs ... -c istio-init`` output;
+- :func:`parse_rule` → one rule's arguments (``-A CHAIN`` left out) as a ``Rule``;
+- :func:`split_words` → one line's words with iptables-save's quoting undone (the argument vector of
+  an ``iptables`` command for a rule's text);
 - :func:`render_save` → the text iptables-save 1.8.9 (nf_tables) prints, without the date lines;
 - :func:`render_restore` → iptables-restore input recreating the ruleset;
 - :func:`rule_text` → one rule's canonical arguments (``-A CHAIN`` left out), used by traces;
@@ -13,8 +16,10 @@ Public entry points (other layers call exactly these):
 """
 
 from meshsolve.iptables.jsonio import from_json, to_json, to_jsonable
-from meshsolve.iptables.parse import MAX_INPUT_BYTES, MAX_LINE_CHARS, parse_file, parse_rule, parse_text
+from meshsolve.iptables.parse import MAX_INPUT_BYTES, parse_file, parse_text
 from meshsolve.iptables.render import TABLE_SAVE_ORDER, render_restore, render_save, rule_text
+from meshsolve.iptables.rule import parse_rule
+from meshsolve.iptables.tokens import MAX_LINE_CHARS, split_words
 
 __all__ = [
     "MAX_INPUT_BYTES",
@@ -27,6 +32,7 @@ __all__ = [
     "render_restore",
     "render_save",
     "rule_text",
+    "split_words",
     "to_json",
     "to_jsonable",
 ]

@@ -304,7 +304,7 @@ def _ruleset_save(rs: Ruleset, counters: bool) -> list[str]:
 
 def _ruleset_restore(rs: Ruleset) -> list[str]:
     lines: list[str] = []
-    # alphabetical, like Istio's restore input (the parser's dry-run heuristic expects it)
+    # alphabetical, like Istio's restore input
     for name, chains in sorted(_tables(rs)):
         lines.append(f"*{name}")
         # a table with nothing but empty ACCEPT built-ins declares them: else restore skips it

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import shlex
 
-from meshsolve.iptables import rule_text
-
 # rule_text quotes like iptables-save ("\'" inside double quotes); shlex.split misreads that (a comment
-# with a quote came out with stray backslashes, or raised ValueError), the parser's tokenizer does not
-from meshsolve.iptables.parse import tokenize
+# with a quote came out with stray backslashes, or raised ValueError), split_words undoes it exactly
+from meshsolve.iptables import rule_text, split_words
 from meshsolve.model.rules import Ruleset, Rulesets
 
 __all__ = ["render_script"]
@@ -38,11 +36,11 @@ def _family(rs: Ruleset) -> list[str]:
                          f"{_cmd(prog, '-t', table.name, '-F', c.name)}")
         for c in user:
             for r in c.rules:
-                args = tokenize(rule_text(r, rs.family))
+                args = split_words(rule_text(r, rs.family))
                 lines.append(_cmd(prog, "-t", table.name, "-A", c.name, *args))
         for c in builtin:
             for r in c.rules:
-                args = tokenize(rule_text(r, rs.family))
+                args = split_words(rule_text(r, rs.family))
                 lines.append(f"{_cmd(prog, '-t', table.name, '-C', c.name, *args)} 2>/dev/null || "
                              f"{_cmd(prog, '-t', table.name, '-A', c.name, *args)}")
     return lines

@@ -273,7 +273,9 @@ TARGETS: dict[type, Draw] = {
     SetMark: Draw(lambda p: st.builds(SetMark, _mark, _mask), _kernel_or(lambda p: p.table == "mangle")),
     ConnmarkTarget: Draw(_connmark_target, _kernel_or(lambda p: p.table == "mangle")),
     Tproxy: Draw(_tproxy, _kernel_or(lambda p: p.table == "mangle" and p.chain == "PREROUTING" and p.ports)),
-    Redirect: Draw(lambda p: st.builds(Redirect, st.none() | port_ranges(full_ok=True), st.booleans()),
+    # iptables refuses --to-ports unless -p tcp/udp/sctp/dccp comes before the target
+    Redirect: Draw(lambda p: st.builds(Redirect, st.none() | (port_ranges(full_ok=True) if p.ports else st.nothing()),
+                                       st.booleans()),
                    _kernel_or(lambda p: p.table == "nat" and p.hook("PREROUTING", "OUTPUT") and p.ports)),
     CtTarget: Draw(lambda p: st.one_of(st.builds(CtTarget, st.integers(1, 65535)), st.just(CtTarget(None, True))),
                    _kernel_or(lambda p: p.table == "raw")),
