@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
+from typing import Any
 
 from meshsolve.errors import WorldError
 from meshsolve.model.net import Family, PortRange
@@ -143,123 +145,148 @@ def _ports(r: PortRange, sep: str = ":") -> str:
     return str(r.lo) if r.lo == r.hi else f"{r.lo}{sep}{r.hi}"
 
 
+def _port_match(m: PortMatch) -> list[str]:
+    out = ["-m", m.module]
+    if m.sport is not None:
+        out += [*_neg(m.sport_negated), "--sport", _ports(m.sport)]
+    if m.dport is not None:
+        out += [*_neg(m.dport_negated), "--dport", _ports(m.dport)]
+    return out + [_raw(t) for t in m.extra]
+
+
+def _owner(m: OwnerMatch) -> list[str]:
+    out = ["-m", "owner"]
+    if m.socket_exists is not None:
+        out += [*_neg(not m.socket_exists), "--socket-exists"]
+    if m.uid is not None:
+        out += [*_neg(m.uid_negated), "--uid-owner", m.uid]
+    if m.gid is not None:
+        out += [*_neg(m.gid_negated), "--gid-owner", m.gid]
+    if m.suppl_groups:
+        out += ["--suppl-groups"]
+    return out
+
+
+def _addrtype(m: AddrtypeMatch) -> list[str]:
+    out = ["-m", "addrtype"]
+    if m.src_type is not None:
+        out += [*_neg(m.src_negated), "--src-type", m.src_type]
+    if m.dst_type is not None:
+        out += [*_neg(m.dst_negated), "--dst-type", m.dst_type]
+    if m.limit_iface_in:
+        out.append("--limit-iface-in")
+    if m.limit_iface_out:
+        out.append("--limit-iface-out")
+    return out
+
+
+def _mark(m: MarkMatch | ConnmarkMatch) -> list[str]:
+    return ["-m", m.module, *_neg(m.negated), "--mark", _hexmask(m.value, m.mask)]
+
+
+# How each match kind is written (keyed by the kind registry, ``meshsolve.model.kinds``).
+MATCH_RENDERERS: dict[type, Callable[[Any], list[str]]] = {
+    Source: lambda m: [*_neg(m.negated), "-s", net_text(m.net)],
+    Destination: lambda m: [*_neg(m.negated), "-d", net_text(m.net)],
+    InInterface: lambda m: [*_neg(m.negated), "-i", m.name],
+    OutInterface: lambda m: [*_neg(m.negated), "-o", m.name],
+    Protocol: lambda m: [*_neg(m.negated), "-p", m.name],
+    PortMatch: _port_match,
+    MultiportMatch: lambda m: ["-m", "multiport", *_neg(m.negated), f"--{m.kind}",
+                               ",".join(_ports(p) for p in m.ports)],
+    OwnerMatch: _owner,
+    MarkMatch: _mark,
+    ConnmarkMatch: _mark,
+    ConntrackMatch: lambda m: ["-m", "conntrack", *_neg(m.negated), "--ctstate", ",".join(m.states),
+                               *(_raw(t) for t in m.extra)],
+    StateMatch: lambda m: ["-m", "state", *_neg(m.negated), "--state", ",".join(m.states)],
+    AddrtypeMatch: _addrtype,
+    CommentMatch: lambda m: ["-m", "comment", "--comment", save_string(m.text)],
+    SocketMatch: lambda m: ["-m", "socket", *m.options],
+    OpaqueMatch: lambda m: ["-m", m.module, *(_raw(t) for t in m.args)],
+}
+
+
 def _match_args(m: Match) -> list[str]:
-    if isinstance(m, Source):
-        return [*_neg(m.negated), "-s", net_text(m.net)]
-    if isinstance(m, Destination):
-        return [*_neg(m.negated), "-d", net_text(m.net)]
-    if isinstance(m, InInterface):
-        return [*_neg(m.negated), "-i", m.name]
-    if isinstance(m, OutInterface):
-        return [*_neg(m.negated), "-o", m.name]
-    if isinstance(m, Protocol):
-        return [*_neg(m.negated), "-p", m.name]
-    if isinstance(m, PortMatch):
-        out = ["-m", m.module]
-        if m.sport is not None:
-            out += [*_neg(m.sport_negated), "--sport", _ports(m.sport)]
-        if m.dport is not None:
-            out += [*_neg(m.dport_negated), "--dport", _ports(m.dport)]
-        return out + [_raw(t) for t in m.extra]
-    if isinstance(m, MultiportMatch):
-        return ["-m", "multiport", *_neg(m.negated), f"--{m.kind}", ",".join(_ports(p) for p in m.ports)]
-    if isinstance(m, OwnerMatch):
-        out = ["-m", "owner"]
-        if m.socket_exists is not None:
-            out += [*_neg(not m.socket_exists), "--socket-exists"]
-        if m.uid is not None:
-            out += [*_neg(m.uid_negated), "--uid-owner", m.uid]
-        if m.gid is not None:
-            out += [*_neg(m.gid_negated), "--gid-owner", m.gid]
-        if m.suppl_groups:
-            out += ["--suppl-groups"]
-        return out
-    if isinstance(m, MarkMatch | ConnmarkMatch):
-        return ["-m", m.module, *_neg(m.negated), "--mark", _hexmask(m.value, m.mask)]
-    if isinstance(m, ConntrackMatch):
-        return ["-m", "conntrack", *_neg(m.negated), "--ctstate", ",".join(m.states),
-                *(_raw(t) for t in m.extra)]
-    if isinstance(m, StateMatch):
-        return ["-m", "state", *_neg(m.negated), "--state", ",".join(m.states)]
-    if isinstance(m, AddrtypeMatch):
-        out = ["-m", "addrtype"]
-        if m.src_type is not None:
-            out += [*_neg(m.src_negated), "--src-type", m.src_type]
-        if m.dst_type is not None:
-            out += [*_neg(m.dst_negated), "--dst-type", m.dst_type]
-        if m.limit_iface_in:
-            out.append("--limit-iface-in")
-        if m.limit_iface_out:
-            out.append("--limit-iface-out")
-        return out
-    if isinstance(m, CommentMatch):
-        return ["-m", "comment", "--comment", save_string(m.text)]
-    if isinstance(m, SocketMatch):
-        return ["-m", "socket", *m.options]
-    if isinstance(m, OpaqueMatch):
-        return ["-m", m.module, *(_raw(t) for t in m.args)]
-    raise WorldError(f"cannot render match {m!r}")
+    render = MATCH_RENDERERS.get(type(m))
+    if render is None:
+        raise WorldError(f"cannot render match {m!r}")
+    return render(m)
+
+
+def _redirect(t: Redirect, family: Family) -> list[str]:
+    out = ["-j", "REDIRECT"]
+    if t.to_ports is not None:
+        out += ["--to-ports", _ports(t.to_ports, "-")]
+    if t.random:
+        out.append("--random")
+    return out
+
+
+def _tproxy(t: Tproxy, family: Family) -> list[str]:
+    on_ip = addr_text(t.on_ip) if t.on_ip is not None else ("0.0.0.0" if family == "ipv4" else "::")
+    mark = "0x0/0x0" if t.mark is None else f"0x{t.mark:x}/0x{t.mask:x}"
+    return ["-j", "TPROXY", "--on-port", str(t.on_port), "--on-ip", on_ip, "--tproxy-mark", mark]
+
+
+def _connmark(t: ConnmarkTarget, family: Family) -> list[str]:
+    if t.action == "set-xmark":
+        return ["-j", "CONNMARK", "--set-xmark", f"0x{t.value:x}/0x{t.mask:x}"]
+    return ["-j", "CONNMARK", f"--{t.action}", "--nfmask", f"0x{t.nfmask:x}", "--ctmask", f"0x{t.ctmask:x}"]
+
+
+def _ct(t: CtTarget, family: Family) -> list[str]:
+    out = ["-j", "CT"]
+    if t.notrack:
+        out.append("--notrack")
+    if t.zone is not None:
+        out += ["--zone", str(t.zone)]
+    return out + [_raw(x) for x in t.extra]
+
+
+def _masquerade(t: Masquerade, family: Family) -> list[str]:
+    out = ["-j", "MASQUERADE"]
+    if t.to_ports is not None:
+        out += ["--to-ports", _ports(t.to_ports, "-")]
+    return out + [_raw(x) for x in t.extra]
+
+
+def _log(t: Log, family: Family) -> list[str]:
+    out = ["-j", "LOG"]
+    if t.prefix is not None:
+        out += ["--log-prefix", save_string(t.prefix)]
+    if t.level is not None:
+        out += ["--log-level", t.level]
+    return out + [_raw(x) for x in t.extra]
+
+
+# How each target kind is written (keyed by the kind registry, ``meshsolve.model.kinds``).
+TARGET_RENDERERS: dict[type, Callable[[Any, Family], list[str]]] = {
+    Accept: lambda t, f: ["-j", "ACCEPT"],
+    Drop: lambda t, f: ["-j", "DROP"],
+    Return: lambda t, f: ["-j", "RETURN"],
+    Trace: lambda t, f: ["-j", "TRACE"],
+    Jump: lambda t, f: ["-j", t.chain],
+    Goto: lambda t, f: ["-g", t.chain],
+    Reject: lambda t, f: ["-j", "REJECT", "--reject-with", t.reject_with or _REJECT_DEFAULT[f]],
+    Redirect: _redirect,
+    Tproxy: _tproxy,
+    SetMark: lambda t, f: ["-j", "MARK", "--set-xmark", f"0x{t.value:x}/0x{t.mask:x}"],
+    ConnmarkTarget: _connmark,
+    CtTarget: _ct,
+    Dnat: lambda t, f: ["-j", "DNAT", "--to-destination", t.to, *(_raw(x) for x in t.extra)],
+    Snat: lambda t, f: ["-j", "SNAT", "--to-source", t.to, *(_raw(x) for x in t.extra)],
+    Masquerade: _masquerade,
+    Log: _log,
+    OpaqueTarget: lambda t, f: ["-j", t.name, *(_raw(x) for x in t.args)],
+}
 
 
 def _target_args(t: Target, family: Family) -> list[str]:
-    if isinstance(t, Accept):
-        return ["-j", "ACCEPT"]
-    if isinstance(t, Drop):
-        return ["-j", "DROP"]
-    if isinstance(t, Return):
-        return ["-j", "RETURN"]
-    if isinstance(t, Trace):
-        return ["-j", "TRACE"]
-    if isinstance(t, Jump):
-        return ["-j", t.chain]
-    if isinstance(t, Goto):
-        return ["-g", t.chain]
-    if isinstance(t, Reject):
-        return ["-j", "REJECT", "--reject-with", t.reject_with or _REJECT_DEFAULT[family]]
-    if isinstance(t, Redirect):
-        out = ["-j", "REDIRECT"]
-        if t.to_ports is not None:
-            out += ["--to-ports", _ports(t.to_ports, "-")]
-        if t.random:
-            out.append("--random")
-        return out
-    if isinstance(t, Tproxy):
-        on_ip = addr_text(t.on_ip) if t.on_ip is not None else ("0.0.0.0" if family == "ipv4" else "::")
-        mark = "0x0/0x0" if t.mark is None else f"0x{t.mark:x}/0x{t.mask:x}"
-        return ["-j", "TPROXY", "--on-port", str(t.on_port), "--on-ip", on_ip, "--tproxy-mark", mark]
-    if isinstance(t, SetMark):
-        return ["-j", "MARK", "--set-xmark", f"0x{t.value:x}/0x{t.mask:x}"]
-    if isinstance(t, ConnmarkTarget):
-        if t.action == "set-xmark":
-            return ["-j", "CONNMARK", "--set-xmark", f"0x{t.value:x}/0x{t.mask:x}"]
-        return ["-j", "CONNMARK", f"--{t.action}", "--nfmask", f"0x{t.nfmask:x}", "--ctmask",
-                f"0x{t.ctmask:x}"]
-    if isinstance(t, CtTarget):
-        out = ["-j", "CT"]
-        if t.notrack:
-            out.append("--notrack")
-        if t.zone is not None:
-            out += ["--zone", str(t.zone)]
-        return out + [_raw(x) for x in t.extra]
-    if isinstance(t, Dnat):
-        return ["-j", "DNAT", "--to-destination", t.to, *(_raw(x) for x in t.extra)]
-    if isinstance(t, Snat):
-        return ["-j", "SNAT", "--to-source", t.to, *(_raw(x) for x in t.extra)]
-    if isinstance(t, Masquerade):
-        out = ["-j", "MASQUERADE"]
-        if t.to_ports is not None:
-            out += ["--to-ports", _ports(t.to_ports, "-")]
-        return out + [_raw(x) for x in t.extra]
-    if isinstance(t, Log):
-        out = ["-j", "LOG"]
-        if t.prefix is not None:
-            out += ["--log-prefix", save_string(t.prefix)]
-        if t.level is not None:
-            out += ["--log-level", t.level]
-        return out + [_raw(x) for x in t.extra]
-    if isinstance(t, OpaqueTarget):
-        return ["-j", t.name, *(_raw(x) for x in t.args)]
-    raise WorldError(f"cannot render target {t!r}")
+    render = TARGET_RENDERERS.get(type(t))
+    if render is None:
+        raise WorldError(f"cannot render target {t!r}")
+    return render(t, family)
 
 
 def rule_text(rule: Rule, family: Family = "ipv4") -> str:
