@@ -83,6 +83,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         worlds_from_manifest,
         worlds_from_manifest_text,
     )
+    from meshsolve.iproute import parse_routing
     from meshsolve.iptables import parse_file, parse_text, render_restore, render_save
     from meshsolve.istio import (
         CaptureConfig,
@@ -96,6 +97,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
     )
     from meshsolve.istio.generate import generate
     from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange
+    from meshsolve.model.routing import Route, RouteKind, Routing, RoutingRule
     from meshsolve.model.rules import Chain, Match, Origin, Rule, RuleRef, Ruleset, Rulesets, Table, Target
     from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
     from meshsolve.semantics.setups import setup_world
@@ -103,11 +105,13 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         Delivered,
         Dropped,
         Egress,
+        Failed,
         Hop,
         HopKind,
         Loop,
         Outcome,
         Refused,
+        Rejected,
         Result,
         Side,
         Undetermined,
@@ -121,6 +125,8 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["App", "Endpoint", "Flow", "ProxyBehavior", "Service", "Socket", "World"],
                     "meshsolve.model.world"),
     **dict.fromkeys(["Family", "IPAddress", "IPNetwork", "PortRange"], "meshsolve.model.net"),
+    **dict.fromkeys(["Route", "RouteKind", "Routing", "RoutingRule"], "meshsolve.model.routing"),
+    "parse_routing": "meshsolve.iproute",
     **dict.fromkeys(["Chain", "Match", "Origin", "Rule", "RuleRef", "Ruleset", "Rulesets", "Table", "Target"],
                     "meshsolve.model.rules"),
     **dict.fromkeys(["parse_file", "parse_text", "render_restore", "render_save"], "meshsolve.iptables"),
@@ -128,8 +134,8 @@ _LAZY: dict[str, str] = {
                      "pods_from_text", "proxy_behavior", "render_script", "to_flags"], "meshsolve.istio"),
     **dict.fromkeys(["world_from_config", "world_from_rules"], "meshsolve.analysis.worlds"),
     "setup_world": "meshsolve.semantics.setups",
-    **dict.fromkeys(["Delivered", "Dropped", "Egress", "Hop", "HopKind", "Loop", "Outcome", "Refused", "Result",
-                     "Side", "Undetermined"], "meshsolve.semantics.trace"),
+    **dict.fromkeys(["Delivered", "Dropped", "Egress", "Failed", "Hop", "HopKind", "Loop", "Outcome", "Refused",
+                     "Rejected", "Result", "Side", "Undetermined"], "meshsolve.semantics.trace"),
     **dict.fromkeys(["ClientKind", "Pred", "Scope"], "meshsolve.smt.query"),
     **dict.fromkeys(["Bypass", "CaptureInbound", "CaptureOutbound", "LeavesPod", "NoExposure", "NoLoops",
                      "Observation", "Property", "Reachable", "default_properties"], "meshsolve.analysis.properties"),
@@ -145,15 +151,18 @@ _LAZY: dict[str, str] = {
 __all__ = [
     # model values and the types of their fields
     "App", "Chain", "Endpoint", "Family", "Flow", "IPAddress", "IPNetwork", "Match", "Origin", "PortRange",
-    "ProxyBehavior", "Rule", "RuleRef", "Ruleset", "Rulesets", "Service", "Socket", "Table", "Target", "World",
+    "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef", "Ruleset", "Rulesets",
+    "Service", "Socket", "Table", "Target", "World",
     # loading
-    "CaptureConfig", "PodCapture", "generate", "parse_file", "parse_flags", "parse_text", "pods_from_file",
+    "CaptureConfig", "PodCapture", "generate", "parse_file", "parse_flags", "parse_routing", "parse_text",
+    "pods_from_file",
     "pods_from_text", "proxy_behavior", "setup_world", "world_from_config", "world_from_dump",
     "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",
     # questions and answers
     "Bypass", "CaptureInbound", "CaptureOutbound", "ClientKind", "Delivered", "DiffResult", "DiffUnknown", "Different",
-    "Dropped", "Egress", "Equivalent", "Hop", "HopKind", "LeavesPod", "Loop", "NoExposure", "NoLoops", "Observation",
-    "Outcome", "Pred", "Property", "Proved", "Reachable", "Refused", "Refuted", "Result", "Scope", "Side",
+    "Dropped", "Egress", "Equivalent", "Failed", "Hop", "HopKind", "LeavesPod", "Loop", "NoExposure", "NoLoops",
+    "Observation", "Outcome", "Pred", "Property", "Proved", "Reachable", "Refused", "Refuted", "Rejected", "Result",
+    "Scope", "Side",
     "Undetermined", "Unknown", "Verdict",
     "audit", "check", "default_properties", "diff", "interpret",
     # synthesis

@@ -13,12 +13,14 @@ import attrs
 
 from meshsolve.errors import ParseError
 from meshsolve.iptables import from_json, to_jsonable
+from meshsolve.model.routing import Route, Routing, RoutingRule
 from meshsolve.model.rules import Rulesets
 from meshsolve.model.world import App, Endpoint, ProxyBehavior, Service, Socket, World
 
 __all__ = ["dump_world", "load_world", "world_from_json"]
 
-_CLASSES: dict[str, type] = {c.__name__: c for c in (App, Endpoint, ProxyBehavior, Service, Socket, World)}
+_CLASSES: dict[str, type] = {c.__name__: c for c in (App, Endpoint, ProxyBehavior, Service, Socket, World, Routing,
+                                                     RoutingRule, Route)}
 
 
 def dump_world(world: World) -> str:
