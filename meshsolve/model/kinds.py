@@ -55,7 +55,7 @@ from meshsolve.model.rules import (
     Trace,
 )
 
-__all__ = ["COARSENINGS", "MATCH_KINDS", "TARGET_KINDS", "Kind", "enables_conntrack", "kind_of"]
+__all__ = ["COARSENINGS", "MATCH_KINDS", "REJECT_ERRNO", "TARGET_KINDS", "Kind", "enables_conntrack", "kind_of"]
 
 
 @attrs.frozen
@@ -68,11 +68,17 @@ class Kind:
     tables: frozenset[str] | None = None
     hooks: frozenset[Hook] | None = None
     conntrack: bool = False  # a rule of this kind switches connection tracking on in the namespace
+    builtin_only: bool = False  # the hook check applies only in a built-in chain (iptables' own check)
 
-    def allowed(self, table: str, hooks: frozenset[str]) -> str | None:
-        """Why a rule of this kind in ``table``, reached from ``hooks``, is refused (None: accepted)."""
+    def allowed(self, table: str, hooks: frozenset[str], chain: str | None = None) -> str | None:
+        """Why a rule of this kind in ``table``, reached from ``hooks`` (in built-in ``chain``, if it is
+        one), is refused by the loader (None: accepted)."""
         if self.tables is not None and table not in self.tables:
             return f"{self.name} is only valid in the {'/'.join(sorted(self.tables))} table"
+        if self.builtin_only:
+            if chain is not None and self.hooks is not None and chain not in self.hooks:
+                return f"iptables refuses {self.name} in {chain} (\"Can't use {self.name} with {chain}\")"
+            return None
         if self.hooks is not None and hooks - self.hooks:
             bad = ", ".join(sorted(hooks - self.hooks))
             return f"{self.name} is only valid in {'/'.join(h for h in _HOOK_ORDER if h in self.hooks)}, " \
@@ -83,16 +89,17 @@ class Kind:
 _HOOK_ORDER = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 
 
-def _k(cls: type, name: str, tables: str | None = None, hooks: str | None = None, conntrack: bool = False) -> Kind:
+def _k(cls: type, name: str, tables: str | None = None, hooks: str | None = None, conntrack: bool = False,
+       builtin_only: bool = False) -> Kind:
     return Kind(cls, name, None if tables is None else frozenset(tables.split()),
-                None if hooks is None else frozenset(hooks.split()), conntrack)  # type: ignore[arg-type]
+                None if hooks is None else frozenset(hooks.split()), conntrack, builtin_only)  # type: ignore[arg-type]
 
 
 MATCH_KINDS: dict[type, Kind] = {k.cls: k for k in (
     _k(Source, "-s"),
     _k(Destination, "-d"),
-    _k(InInterface, "-i", hooks="PREROUTING INPUT FORWARD"),
-    _k(OutInterface, "-o", hooks="FORWARD OUTPUT POSTROUTING"),
+    _k(InInterface, "-i", hooks="PREROUTING INPUT FORWARD", builtin_only=True),
+    _k(OutInterface, "-o", hooks="FORWARD OUTPUT POSTROUTING", builtin_only=True),
     _k(Protocol, "-p"),
     _k(PortMatch, "tcp/udp"),
     _k(MultiportMatch, "multiport"),
@@ -109,7 +116,7 @@ MATCH_KINDS: dict[type, Kind] = {k.cls: k for k in (
 
 TARGET_KINDS: dict[type, Kind] = {k.cls: k for k in (
     _k(Accept, "ACCEPT"),
-    _k(Drop, "DROP", tables="raw mangle filter security"),
+    _k(Drop, "DROP", tables="raw mangle filter security"),  # iptables: "nat is not intended for filtering"
     _k(Reject, "REJECT", tables="filter", hooks="INPUT FORWARD OUTPUT"),
     _k(Return, "RETURN"),
     _k(Jump, "jump"),
@@ -142,6 +149,19 @@ def kind_of(value: object) -> Kind:
     if k is None:
         raise KeyError(f"{type(value).__name__} is not a registered rule kind")
     return k
+
+
+# What the client's connect() returns when a REJECT answers its SYN, by --reject-with (seen on the
+# kernel; None = the family's default, icmp(6)-port-unreachable).
+REJECT_ERRNO: dict[str | None, str] = {
+    None: "ECONNREFUSED", "tcp-reset": "ECONNREFUSED", "icmp-port-unreachable": "ECONNREFUSED",
+    "icmp-net-unreachable": "ENETUNREACH", "icmp-net-prohibited": "ENETUNREACH",
+    "icmp-host-unreachable": "EHOSTUNREACH", "icmp-host-prohibited": "EHOSTUNREACH",
+    "icmp-admin-prohibited": "EHOSTUNREACH", "icmp-proto-unreachable": "ENOPROTOOPT",
+    "icmp6-port-unreachable": "ECONNREFUSED", "icmp6-no-route": "ENETUNREACH", "no-route": "ENETUNREACH",
+    "icmp6-addr-unreachable": "EHOSTUNREACH", "addr-unreach": "EHOSTUNREACH",
+    "icmp6-adm-prohibited": "EACCES", "adm-prohibited": "EACCES",
+}
 
 
 def enables_conntrack(ruleset: Ruleset) -> bool:

@@ -15,15 +15,15 @@ import attrs
 
 import meshsolve.defaults as defaults
 from meshsolve.errors import WorldError
+from meshsolve.model.kinds import kind_of
 from meshsolve.model.net import Family, IPAddress, IPNetwork, family_of, to_address, to_port
 from meshsolve.model.routing import Routing
 from meshsolve.model.rules import (
     Goto,
     Jump,
-    OwnerMatch,
-    Redirect,
+    Rule,
+    Ruleset,
     Rulesets,
-    Tproxy,
 )
 
 __all__ = [
@@ -322,15 +322,12 @@ def validate_world(world: World) -> None:
     validate_rulesets(world.rules)
 
 
-# hooks each kernel target / match may be used from (x_tables checks this at table load time)
-_OWNER_HOOKS = frozenset({"OUTPUT", "POSTROUTING"})
-_REDIRECT_HOOKS = frozenset({"PREROUTING", "OUTPUT"})
-
-
 def validate_rulesets(rulesets: Rulesets) -> None:
-    """Raise ``WorldError`` for rules the kernel would refuse to load: a jump/goto to a missing chain,
-    a jump cycle, ``-m owner`` reachable from a hook other than OUTPUT/POSTROUTING, REDIRECT outside
-    nat PREROUTING/OUTPUT, TPROXY outside mangle PREROUTING."""
+    """Raise ``WorldError`` for rules the kernel's loader would refuse: a jump/goto to a missing chain,
+    a jump cycle, and any match or target used outside the tables and hooks the kind registry
+    (``meshsolve.model.kinds``) allows — ``-m owner`` reached from PREROUTING, REDIRECT outside nat
+    PREROUTING/OUTPUT, DROP in nat, REJECT outside filter INPUT/FORWARD/OUTPUT, ``-i`` in OUTPUT...
+    The message names the rule and, when it came from a file, its line."""
     for ruleset in rulesets.ipv4, rulesets.ipv6:
         for table in ruleset.tables:
             graph: dict[str, list[str]] = {}
@@ -340,7 +337,7 @@ def validate_rulesets(rulesets: Rulesets) -> None:
                     tgt = rule.target
                     if isinstance(tgt, Jump | Goto):
                         if table.chain(tgt.chain) is None:
-                            raise WorldError(f"{ruleset.family} {table.name}::{chain.name}#{n} jumps to "
+                            raise WorldError(f"{_where(ruleset, table.name, chain.name, n, rule)} jumps to "
                                              f"chain {tgt.chain}, which does not exist")
                         targets.append(tgt.chain)
             _check_cycles(ruleset.family, table.name, graph)
@@ -356,17 +353,18 @@ def validate_rulesets(rulesets: Rulesets) -> None:
                         hooks.add(chain.name)
                         stack.extend(graph.get(c, ()))
             for chain in table.chains:
-                hooks = reach.get(chain.name, set())
+                reached = frozenset(reach.get(chain.name, set()))
+                builtin = chain.name if chain.builtin else None
                 for n, rule in enumerate(chain.rules, 1):
-                    ref = f"{ruleset.family} {table.name}::{chain.name}#{n}"
-                    if any(isinstance(m, OwnerMatch) for m in rule.matches) and hooks - _OWNER_HOOKS:
-                        bad = ", ".join(sorted(hooks - _OWNER_HOOKS))
-                        raise WorldError(f"{ref}: -m owner is only valid in OUTPUT/POSTROUTING, "
-                                         f"but this rule is reached from {bad}")
-                    if isinstance(rule.target, Redirect) and (table.name != "nat" or hooks - _REDIRECT_HOOKS):
-                        raise WorldError(f"{ref}: REDIRECT is only valid in nat PREROUTING/OUTPUT")
-                    if isinstance(rule.target, Tproxy) and (table.name != "mangle" or hooks - {"PREROUTING"}):
-                        raise WorldError(f"{ref}: TPROXY is only valid in mangle PREROUTING")
+                    for part in (*rule.matches, *((rule.target,) if rule.target is not None else ())):
+                        why = kind_of(part).allowed(table.name, reached, builtin)
+                        if why is not None:
+                            raise WorldError(f"{_where(ruleset, table.name, chain.name, n, rule)}: {why}")
+
+
+def _where(ruleset: Ruleset, table: str, chain: str, n: int, rule: Rule) -> str:
+    at = f" (line {rule.origin})" if rule.origin is not None else ""
+    return f"{ruleset.family} {table}::{chain}#{n}{at}"
 
 
 def _check_cycles(family: str, table: str, graph: dict[str, list[str]]) -> None:

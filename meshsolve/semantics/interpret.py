@@ -18,7 +18,8 @@ import meshsolve.defaults as defaults
 from meshsolve.errors import WorldError
 from meshsolve.model.net import IPAddress, family_of
 from meshsolve.model.path import Stage
-from meshsolve.model.rules import Rule, RuleRef
+from meshsolve.model.kinds import REJECT_ERRNO
+from meshsolve.model.rules import Reject, Rule, RuleRef
 from meshsolve.model.world import Flow, Socket, World
 from meshsolve.semantics import kernel as K
 from meshsolve.semantics.domain import Concrete
@@ -148,6 +149,10 @@ def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Res
     observed: list[Side] = [("in" if r.leg.cls == K.IN else "out") for r in records
                             if r.leg.cls in (K.OUT, K.IN) and r.repeat is not True]
     outcome = _outcome(records, env, max_hops)
+    if isinstance(outcome, Rejected):
+        target = ruleset.rule(outcome.rule).target
+        with_ = target.reject_with if isinstance(target, Reject) else None
+        outcome = Rejected(outcome.rule, REJECT_ERRNO.get(with_, "ECONNREFUSED"))
     return Result(flow, outcome, tuple(observed), tuple(rec.hops), tuple(rec.hits))
 
 

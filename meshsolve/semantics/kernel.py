@@ -132,6 +132,7 @@ NO_SOCKET = 0xFFFF
 CONNECT_RULES: dict[Family, tuple[tuple[IPNetwork, str], ...]] = {
     "ipv4": (
         (ipaddress.IPv4Network("0.0.0.0/32"), "loopback"),
+        (ipaddress.IPv4Network("0.0.0.0/8"), "ENETUNREACH"),
         (ipaddress.IPv4Network("224.0.0.0/4"), "ENETUNREACH"),
         (ipaddress.IPv4Network("255.255.255.255/32"), "ENETUNREACH"),
         (ipaddress.IPv4Network("127.255.255.255/32"), "ENETUNREACH"),

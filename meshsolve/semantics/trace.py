@@ -92,17 +92,18 @@ class Dropped:
 
 @attrs.frozen
 class Rejected:
-    """A REJECT rule answered the connection: the client is refused at once (unlike a DROP, where it
-    waits until it gives up)."""
+    """A REJECT rule answered the connection: the client's ``connect()`` fails at once with ``errno``
+    (unlike a DROP, where it waits until it gives up)."""
 
     rule: RuleRef
+    errno: str = "ECONNREFUSED"
 
     @property
     def token(self) -> str:
         return "rejected"
 
     def __str__(self) -> str:
-        return f"rejected by {self.rule}"
+        return f"rejected by {self.rule} ({self.errno})"
 
 
 @attrs.frozen

@@ -214,11 +214,6 @@ class Z3Domain:
         self.choices.append((f"{self.where}: {why}" if self.where else why, b))
         return b
 
-    def choose_port(self, lo: int, hi: int, why: str) -> Any:
-        p = self.fresh("kernelport", z3.BitVecSort(16))
-        self.constraints.append(z3.And(z3.UGE(p, z3.BitVecVal(lo, 16)), z3.ULE(p, z3.BitVecVal(hi, 16))))
-        return p
-
     def require(self, c: Any) -> None:
         if _const_bool(c) is not True:
             self.constraints.append(_lift(c))

@@ -1,0 +1,41 @@
+"""The kind registry as the loader's rule book: every placement the real iptables-restore refuses
+(measured: ``tests/iptables_loader_cases.py``, pinned on the kernel by
+``tests/test_iptables_restore_kernel.py``) is refused by ``validate_rulesets``, and every one it
+loads is accepted, naming the rule and its line."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshsolve.errors import WorldError
+from meshsolve.iptables import parse_text
+from meshsolve.model.kinds import MATCH_KINDS, TARGET_KINDS, enables_conntrack
+from meshsolve.model.world import validate_rulesets
+from tests.iptables_loader_cases import LOADER_PLACEMENT_CASES, LoaderCase
+
+
+@pytest.mark.parametrize("case", LOADER_PLACEMENT_CASES, ids=lambda c: c.name)
+def test_validation_refuses_exactly_what_the_loader_refuses(case: LoaderCase) -> None:
+    rules = parse_text(case.text, "case.rules")
+    if case.refused is None:
+        validate_rulesets(rules)
+        return
+    with pytest.raises(WorldError) as err:
+        validate_rulesets(rules)
+    assert f"case.rules:{case.line}" in str(err.value)
+
+
+def test_owner_reached_from_prerouting_is_refused_through_user_chains() -> None:
+    text = "*nat\n:X - [0:0]\n-A PREROUTING -j X\n-A X -m owner --uid-owner 1337 -j RETURN\nCOMMIT\n"
+    with pytest.raises(WorldError, match="reached from PREROUTING"):
+        validate_rulesets(parse_text(text))
+
+
+def test_what_switches_connection_tracking_on() -> None:
+    # seen on the kernel: a nat table of counting rules never runs until something needs conntrack
+    assert not enables_conntrack(parse_text("*nat\n-A OUTPUT -p tcp -j RETURN\nCOMMIT\n").ipv4)
+    for rule in ("-A OUTPUT -p tcp -j REDIRECT", "-A OUTPUT -m conntrack --ctstate NEW -j RETURN",
+                 "-A OUTPUT -m state --state NEW -j RETURN", "-A OUTPUT -j DNAT --to-destination 192.0.2.1"):
+        assert enables_conntrack(parse_text(f"*nat\n{rule}\nCOMMIT\n").ipv4), rule
+    assert {k.name for k in TARGET_KINDS.values() if k.conntrack} >= {"REDIRECT", "DNAT", "CT", "CONNMARK"}
+    assert {k.name for k in MATCH_KINDS.values() if k.conntrack} == {"conntrack", "state", "connmark"}
