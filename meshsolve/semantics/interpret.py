@@ -16,9 +16,9 @@ import attrs
 
 import meshsolve.defaults as defaults
 from meshsolve.errors import WorldError
+from meshsolve.model.kinds import REJECT_ERRNO
 from meshsolve.model.net import IPAddress, family_of
 from meshsolve.model.path import Stage
-from meshsolve.model.kinds import REJECT_ERRNO
 from meshsolve.model.rules import Reject, Rule, RuleRef
 from meshsolve.model.world import Flow, Socket, World
 from meshsolve.semantics import kernel as K
