@@ -249,8 +249,8 @@ class Traversal:
         match eff.kind:
             case "next":
                 return None
-            case "marks":
-                return self.run(chain, i + 1, eff.mark, eff.ctmark, k)
+            case "marks":  # simplified, so equal marks are one term and the rest of the chain is memoised
+                return self.run(chain, i + 1, z3.simplify(eff.mark), z3.simplify(eff.ctmark), k)
             case "verdict":
                 m = eff.mark if eff.code == TPROXY else mark
                 return self.dec(eff.code, m, ctmark, port=eff.port, addr=eff.addr)
