@@ -114,7 +114,8 @@ class Pkt:
     re-entry); ``before_ct``: the current stage runs before conntrack; ``state``: the conntrack
     state it shows once looked up (``NEW`` for the first packet, ``ESTABLISHED`` after); ``flags``:
     its TCP flags; ``sk``: the socket it belongs to (None for a first packet: the listener its
-    destination finds)."""
+    destination finds); ``zone``: the conntrack zone the raw table put it in; ``conn_zone``: its
+    connection's zone (None for a first packet, which creates the connection)."""
 
     protocol: str
     src: Any
@@ -133,6 +134,8 @@ class Pkt:
     state: str = "NEW"
     flags: frozenset[str] = frozenset({"SYN"})
     sk: SockView | None = None
+    zone: Any = 0
+    conn_zone: Any = None
 
 
 

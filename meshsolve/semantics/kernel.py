@@ -85,6 +85,7 @@ from meshsolve.semantics.tables import (
     Decision,
     Effect,
     effect,
+    found_in_zone,
     match,
     merge_decision,
 )
@@ -259,10 +260,11 @@ def run_hook(d: Domain, env: Env, tr: Traverse, hook: Hook, run: Run, *, nat: bo
 
 def _apply_binding(d: Domain, run: Run, stage: Stage, bind: Binding) -> Run:
     p = run.pkt
+    on = d.and_(bind.on, found_in_zone(d, p))  # a packet conntrack does not find gets no NAT
     if bind.kind == "dst" and stage.hook in ("PREROUTING", "OUTPUT"):
-        p = attrs.evolve(p, dst=d.ite(bind.on, bind.addr, p.dst), dport=d.ite(bind.on, bind.port, p.dport))
+        p = attrs.evolve(p, dst=d.ite(on, bind.addr, p.dst), dport=d.ite(on, bind.port, p.dport))
     elif bind.kind == "src" and stage.hook in ("INPUT", "POSTROUTING"):
-        p = attrs.evolve(p, src=d.ite(bind.on, bind.addr, p.src), sport=d.ite(bind.on, bind.port, p.sport))
+        p = attrs.evolve(p, src=d.ite(on, bind.addr, p.src), sport=d.ite(on, bind.port, p.sport))
     else:
         return run
     return attrs.evolve(run, pkt=p)
@@ -280,7 +282,7 @@ def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
     # a TPROXY verdict on a later packet hands it to its own connection's socket: only its mark counts
     tp_here = d.eq(k, TPROXY) if p.state == "NEW" else d.const(False)
     new_pkt = attrs.evolve(p, dst=d.ite(nat_here, dec.addr, p.dst), dport=d.ite(nat_here, dec.port, p.dport),
-                           natted=d.or_(p.natted, nat_here), mark=dec.mark, ctmark=dec.ctmark)
+                           natted=d.or_(p.natted, nat_here), mark=dec.mark, ctmark=dec.ctmark, zone=dec.zone)
     ends = d.or_(d.eq(k, DROP), d.eq(k, REJECT), d.eq(k, UNK))
     end = d.ite(d.eq(k, DROP), d.kind(DROPPED), d.ite(d.eq(k, REJECT), d.kind(REJECTED), d.kind(UNDET)))
     after = Run(new_pkt, ends, end, d.or_(run.tproxied, tp_here), d.ite(tp_here, dec.addr, run.tp_addr),
@@ -560,7 +562,8 @@ def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = Fals
 
     def sent() -> Leg:
         mark = d.u32(h.mark) if isinstance(h.mark, int) else h.mark
-        syn = Pkt(h.protocol, src, dst, h.sport, h.dport, None, None, h.uid, h.gid, mark, d.u32(0), d.const(False))
+        syn = Pkt(h.protocol, src, dst, h.sport, h.dport, None, None, h.uid, h.gid, mark, d.u32(0), d.const(False),
+                  zone=d.port(0))
         j = send_local(d, env, tr, syn, first=True, on_nat=_rewritten(d))
         client = _Client(True, src, h.sport, h.uid, h.gid, mark, h.transparent)
         return _after_syn(d, env, tr, j, client, (h.dst, h.dport))
@@ -573,7 +576,8 @@ def remote_leg(d: Domain, env: Env, tr: Traverse, h: Hop, peer: Any) -> Leg:
     d.note("open", lambda: f"peer {peer} connects to {hostport(h.dst, h.dport)}/{h.protocol}, "
                            f"arriving on {env.iface}")
     zero = d.u32(0)
-    syn = Pkt(h.protocol, peer, h.dst, h.sport, h.dport, env.iface, None, None, None, zero, zero, d.const(False))
+    syn = Pkt(h.protocol, peer, h.dst, h.sport, h.dport, env.iface, None, None, None, zero, zero, d.const(False),
+              zone=d.port(0))
     j = send_remote(d, env, tr, syn, first=True, on_nat=_rewritten(d))
     client = _Client(False, peer, h.sport, None, None, zero, d.const(False))
     return _after_syn(d, env, tr, j, client, (h.dst, h.dport))
@@ -676,7 +680,16 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
             return _handshake(d, env, tr, j, c, orig, server, leg)
 
         def by_proxy() -> Leg:
-            return accepted(_proxy_leg(d, env, side, p.dport, p, orig))
+            leg = _proxy_leg(d, env, side, p.dport, p, orig)
+
+            def blind() -> Leg:
+                d.note("proxy", lambda: f"the proxy cannot read the original destination: SO_ORIGINAL_DST looks "
+                                        f"only in conntrack zone 0, this connection is in zone {p.zone}")
+                return Leg(d.kind(REFUSED), d.port(NO_SOCKET), leg.odst, leg.odport, leg.seen_src, leg.dst,
+                           leg.dport, why=_text(d, lambda: f"conntrack zone {p.zone}: the proxy cannot read the "
+                                                           "original destination and closes the connection"))
+
+            return accepted(d.branch(d.eq(p.zone, 0), lambda: leg, blind))
 
         def by_socket() -> Leg:
             def delivered() -> Leg:
@@ -711,7 +724,7 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
     # SYN-ACK: from the accepting socket (a request socket: no owner yet, the listener's mark)
     synack = Pkt(p.protocol, s.addr, c.src, s.port, c.sport, None, None, None, None, zero, p.ctmark, natted,
                  state="ESTABLISHED", flags=frozenset({"SYN", "ACK"}),
-                 sk=SockView(d.const(True), d.const(False), c.transparent))
+                 sk=SockView(d.const(True), d.const(False), c.transparent), zone=d.port(0), conn_zone=p.zone)
     un_nat = Binding("src", natted, orig[0], orig[1])
 
     def from_pod() -> Journey:
@@ -723,21 +736,25 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
     back = d.branch(s.local, from_pod, from_outside)
     d.note("reply", lambda: f"SYN-ACK {hostport(s.addr, s.port)} -> {hostport(c.src, c.sport)}"
                             f"{_where(back)}")
-    # the SYN-ACK must reach the client: in the pod, or out of its interface to the peer
-    back_ok = d.and_(d.not_(back.ended), back.local if c.local else d.not_(back.local))
+    # the SYN-ACK must reach the client: in the pod, or out of its interface to the peer; and a NATed
+    # connection's reply must be found by conntrack (same zone), else it keeps the address the
+    # client never connected to
+    back_ok = d.and_(d.not_(back.ended), back.local if c.local else d.not_(back.local),
+                     d.or_(d.not_(natted), found_in_zone(d, back.pkt)))
 
     def ack_leg() -> Leg:
         ack = Pkt(p.protocol, c.src, orig[0], c.sport, orig[1], None, None, c.uid, c.gid, c.mark,
                   back.pkt.ctmark, natted, state="ESTABLISHED", flags=frozenset({"ACK"}),
-                  sk=SockView(d.const(True), d.const(False), s.transparent))
+                  sk=SockView(d.const(True), d.const(False), s.transparent), zone=d.port(0), conn_zone=p.zone)
         to_server = Binding("dst", natted, s.addr, s.port)
         fwd = send_local(d, env, tr, ack, first=False, bind=to_server) if c.local else \
             send_remote(d, env, tr, ack, first=False, bind=to_server)
         d.note("reply", lambda: f"ACK {hostport(c.src, c.sport)} -> {hostport(orig[0], orig[1])}{_where(fwd)}")
-        fwd_ok = d.and_(d.not_(fwd.ended), d.ite(s.local, fwd.local, d.not_(fwd.local)))
-        return d.branch(fwd_ok, lambda: leg, lambda: _lost(d, fwd, "ACK", leg))
+        fwd_ok = d.and_(d.not_(fwd.ended), d.ite(s.local, fwd.local, d.not_(fwd.local)),
+                        d.or_(d.not_(natted), found_in_zone(d, fwd.pkt)))
+        return d.branch(fwd_ok, lambda: leg, lambda: _lost(d, fwd, "ACK", leg, natted))
 
-    return d.branch(back_ok, ack_leg, lambda: _lost(d, back, "SYN-ACK", leg))
+    return d.branch(back_ok, ack_leg, lambda: _lost(d, back, "SYN-ACK", leg, natted))
 
 
 def _where(j: Journey) -> str:
@@ -747,13 +764,21 @@ def _where(j: Journey) -> str:
     return ": delivered in the pod" if j.local else ": leaves the pod"
 
 
-def _lost(d: Domain, j: Journey, what: str, leg: Leg) -> Leg:
-    """A handshake packet that did not arrive: stopped by a rule or the kernel, or routed away."""
+def _lost(d: Domain, j: Journey, what: str, leg: Leg, natted: Any) -> Leg:
+    """A handshake packet that did not arrive: stopped by a rule or the kernel, not found by conntrack
+    (another zone: its NAT is not undone), or routed away."""
     p = j.pkt
 
     def stopped() -> Leg:
         return Leg(j.end, d.port(NO_SOCKET), leg.odst, leg.odport, leg.seen_src, leg.dst, leg.dport,
                    rule=j.rule, why=j.why)
+
+    def unknown_zone() -> Leg:
+        d.note("route", lambda: f"the {what} is looked up in conntrack zone {p.zone}, its connection is in zone "
+                                f"{p.conn_zone}: its NAT is not undone and the handshake never completes")
+        return Leg(d.kind(FAILED), d.port(NO_SOCKET), leg.odst, leg.odport, leg.seen_src, leg.dst, leg.dport,
+                   why=_text(d, lambda: f"the {what} is in conntrack zone {p.zone} and its connection in zone "
+                                        f"{p.conn_zone}: the NAT is not undone, the handshake never completes"))
 
     def astray() -> Leg:
         d.note("route", lambda: f"the {what} to {hostport(p.dst, p.dport)} goes the wrong way: the handshake "
@@ -763,7 +788,8 @@ def _lost(d: Domain, j: Journey, what: str, leg: Leg) -> Leg:
                                         f"{'into the pod' if j.local else 'out of the pod'}, away from its "
                                         "connection: the handshake never completes"))
 
-    return d.branch(j.ended, stopped, astray)
+    return d.branch(j.ended, stopped,
+                    lambda: d.branch(d.and_(natted, d.not_(found_in_zone(d, p))), unknown_zone, astray))
 
 
 def _side_for(d: Domain, env: Env, cls: Any, odst: Any, odport: Any) -> Any:

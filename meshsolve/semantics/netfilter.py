@@ -48,7 +48,7 @@ def traverse(ruleset: Ruleset, stage: Stage, pkt: Pkt, env: Env) -> Decision:
     tbl = ruleset.table(table)
     chain = tbl.chain(stage.hook) if tbl is not None else None
     if tbl is None or chain is None:
-        return Decision(CONT, None, None, pkt.mark, pkt.ctmark, steps=())
+        return Decision(CONT, None, None, pkt.mark, pkt.ctmark, pkt.zone, steps=())
     builtin = chain
     steps: list[Step] = []
     stack: list[tuple[Chain, int]] = []
@@ -56,7 +56,7 @@ def traverse(ruleset: Ruleset, stage: Stage, pkt: Pkt, env: Env) -> Decision:
 
     def done(kind: int, ref: RuleRef | None = None, addr: object = None, port: object = None,
              reason: str = "") -> Decision:
-        return Decision(kind, addr, port, pkt.mark, pkt.ctmark, steps=tuple(steps), rule=ref, reason=reason)
+        return Decision(kind, addr, port, pkt.mark, pkt.ctmark, pkt.zone, steps=tuple(steps), rule=ref, reason=reason)
 
     def policy() -> Decision:
         pol = builtin.policy or "ACCEPT"
@@ -103,7 +103,7 @@ def traverse(ruleset: Ruleset, stage: Stage, pkt: Pkt, env: Env) -> Decision:
             case "next":
                 continue
             case "marks":
-                pkt = attrs.evolve(pkt, mark=eff.mark, ctmark=eff.ctmark)
+                pkt = attrs.evolve(pkt, mark=eff.mark, ctmark=eff.ctmark, zone=eff.zone)
                 continue
             case "return":
                 if stack:

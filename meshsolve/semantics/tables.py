@@ -93,14 +93,16 @@ OUT, IN = 4, 5
 @attrs.define
 class Decision:
     """The result of one table traversal: ``kind`` (CONT/DROP/REJECT/NAT/TPROXY/UNK), the NAT or
-    TPROXY address and port, the marks after the table; ``steps``/``rule``/``reason`` are the
-    concrete traversal's account (rules that held, the deciding rule, why undetermined)."""
+    TPROXY address and port, the marks and conntrack zone after the table; ``steps``/``rule``/
+    ``reason`` are the concrete traversal's account (rules that held, the deciding rule, why
+    undetermined)."""
 
     kind: Any
     addr: Any
     port: Any
     mark: Any
     ctmark: Any
+    zone: Any
     steps: Any = attrs.field(default=None, metadata=_META)
     rule: Any = attrs.field(default=None, metadata=_META)
     reason: Any = attrs.field(default=None, metadata=_META)
@@ -113,7 +115,7 @@ def merge_decision(d: Domain, c: Any, a: Decision, b: Decision) -> Decision:
     if d.is_false(c):
         return b
     return Decision(d.ite(c, a.kind, b.kind), d.ite(c, a.addr, b.addr), d.ite(c, a.port, b.port),
-                    d.ite(c, a.mark, b.mark), d.ite(c, a.ctmark, b.ctmark))
+                    d.ite(c, a.mark, b.mark), d.ite(c, a.ctmark, b.ctmark), d.ite(c, a.zone, b.zone))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,10 +224,21 @@ def _m_connmark(d: Domain, m: ConnmarkMatch, p: Pkt, env: Env) -> Any:
 
 def ct_states(d: Domain, p: Pkt) -> dict[str, Any]:
     """The conntrack states a packet shows at the current stage: none looked up yet (before
-    conntrack, without the entry of an earlier pass): ``INVALID``; else its state, plus ``DNAT``."""
+    conntrack, without the entry of an earlier pass): ``INVALID``; else its state, plus ``DNAT`` —
+    unless a later packet was looked up in another zone than its connection's, where conntrack finds
+    nothing it belongs to (``INVALID``)."""
     if p.before_ct and not p.entry:
         return {"INVALID": d.const(True)}
-    return {p.state: d.const(True), "DNAT": p.natted}
+    found = found_in_zone(d, p)
+    return {p.state: found, "INVALID": d.not_(found), "DNAT": d.and_(found, p.natted)}
+
+
+def found_in_zone(d: Domain, p: Pkt) -> Any:
+    """Whether conntrack finds the packet's connection: a first packet creates it; a later one is
+    looked up in the zone the raw table gave it, which must be its connection's."""
+    if p.conn_zone is None:
+        return d.const(True)
+    return d.eq(p.zone, p.conn_zone)
 
 
 def _states_hit(d: Domain, states: Sequence[str], p: Pkt) -> Any:
@@ -329,8 +342,8 @@ def match(d: Domain, m: Match, p: Pkt, env: Env) -> Any:
 class Effect:
     """What a rule's target does once its matches hold.
 
-    ``kind``: ``next`` (no effect: the next rule), ``marks`` (new ``mark``/``ctmark``, then the next
-    rule), ``verdict`` (the table ends with ``code``: CONT for ACCEPT, DROP, REJECT, NAT with
+    ``kind``: ``next`` (no effect: the next rule), ``marks`` (new ``mark``/``ctmark``/``zone``, then
+    the next rule), ``verdict`` (the table ends with ``code``: CONT for ACCEPT, DROP, REJECT, NAT with
     ``addr``/``port``, TPROXY with ``addr``/``port``/``mark``, UNK with ``why``), ``return``,
     ``jump``/``goto`` (``chain``)."""
 
@@ -340,6 +353,7 @@ class Effect:
     port: Any = None
     mark: Any = None
     ctmark: Any = None
+    zone: Any = None
     chain: str = ""
     why: str = ""
 
@@ -424,23 +438,27 @@ def _t_tproxy(d: Domain, t: Tproxy, p: Pkt, env: Env, stage: Stage) -> Effect:
 
 
 def _t_setmark(d: Domain, t: SetMark, p: Pkt, env: Env, stage: Stage) -> Effect:
-    return Effect("marks", mark=(p.mark & (~t.mask & _M32)) ^ d.u32(t.value), ctmark=p.ctmark)
+    return Effect("marks", mark=(p.mark & (~t.mask & _M32)) ^ d.u32(t.value), ctmark=p.ctmark, zone=p.zone)
 
 
 def _t_connmark(d: Domain, t: ConnmarkTarget, p: Pkt, env: Env, stage: Stage) -> Effect:
     if t.action == "save-mark":
-        return Effect("marks", mark=p.mark, ctmark=(p.ctmark & (~t.ctmask & _M32)) ^ (p.mark & t.nfmask))
+        return Effect("marks", mark=p.mark, ctmark=(p.ctmark & (~t.ctmask & _M32)) ^ (p.mark & t.nfmask),
+                      zone=p.zone)
     if t.action == "restore-mark":
-        return Effect("marks", mark=(p.mark & (~t.nfmask & _M32)) ^ (p.ctmark & t.ctmask), ctmark=p.ctmark)
-    return Effect("marks", mark=p.mark, ctmark=(p.ctmark & (~t.mask & _M32)) ^ d.u32(t.value))
+        return Effect("marks", mark=(p.mark & (~t.nfmask & _M32)) ^ (p.ctmark & t.ctmask), ctmark=p.ctmark,
+                      zone=p.zone)
+    return Effect("marks", mark=p.mark, ctmark=(p.ctmark & (~t.mask & _M32)) ^ d.u32(t.value), zone=p.zone)
 
 
 def _t_ct(d: Domain, t: CtTarget, p: Pkt, env: Env, stage: Stage) -> Effect:
+    """``CT --zone N``: the packet is looked up (a new connection: created) in conntrack zone N, both
+    directions. A packet that already carries its entry (the loopback re-entry) is left alone."""
     if t.notrack or t.extra:
         return Effect("verdict", UNK, why="CT --notrack / CT options are not modelled")
-    if t.zone is not None:
-        return Effect("verdict", UNK, why=f"CT --zone {t.zone} is not modelled")
-    return Effect("next")
+    if t.zone is None or p.entry:
+        return Effect("next")
+    return Effect("marks", mark=p.mark, ctmark=p.ctmark, zone=d.port(t.zone))
 
 
 def _t_snat(d: Domain, t: Snat | Masquerade, p: Pkt, env: Env, stage: Stage) -> Effect:

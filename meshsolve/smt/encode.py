@@ -120,7 +120,8 @@ class Ctx:
 # Chains
 
 
-Cont = Callable[[Any, Any], K.Decision]
+State = tuple[Any, Any, Any]  # what rules change as a chain runs: (mark, ctmark, conntrack zone)
+Cont = Callable[[State], K.Decision]
 
 
 class Traversal:
@@ -132,22 +133,26 @@ class Traversal:
         self.table = table
         self.stage = stage
         self.pkt = pkt
-        self.memo: dict[tuple[str, int, int, int, int], K.Decision] = {}
-        self.views: dict[tuple[int, int], K.Pkt] = {}
+        self.memo: dict[tuple[str, int, int, int, int, int], K.Decision] = {}
+        self.views: dict[tuple[int, int, int], K.Pkt] = {}
         self._conts: list[Cont] = []
         self._cid_of: dict[int, int] = {}
         self.zero_port = z3.BitVecVal(0, 16)
         self.zero_addr = z3.BitVecVal(0, ctx.w)
 
-    def dec(self, kind: int, mark: Any, ctmark: Any, port: Any = None, addr: Any = None) -> K.Decision:
+    def dec(self, kind: int, st: State, port: Any = None, addr: Any = None) -> K.Decision:
         return K.Decision(z3.BitVecVal(kind, 8), self.zero_addr if addr is None else addr,
-                          self.zero_port if port is None else port, mark, ctmark)
+                          self.zero_port if port is None else port, *st)
 
-    def view(self, mark: Any, ctmark: Any) -> K.Pkt:
-        key = (mark.get_id(), ctmark.get_id())
+    @staticmethod
+    def _ids(st: State) -> tuple[int, int, int]:
+        return st[0].get_id(), st[1].get_id(), st[2].get_id()
+
+    def view(self, st: State) -> K.Pkt:
+        key = self._ids(st)
         v = self.views.get(key)
         if v is None:
-            v = self.views[key] = attrs.evolve(self.pkt, mark=mark, ctmark=ctmark)
+            v = self.views[key] = attrs.evolve(self.pkt, mark=st[0], ctmark=st[1], zone=st[2])
         return v
 
     def _cid(self, k: Cont) -> int:
@@ -158,22 +163,22 @@ class Traversal:
         self._cid_of[id(k)] = len(self._conts) - 1
         return len(self._conts) - 1
 
-    def chain(self, name: str, mark: Any, ctmark: Any) -> K.Decision:
+    def chain(self, name: str, st: State) -> K.Decision:
         c = self.table.chain(name)
         assert c is not None and c.builtin
-        return self.run(c, 0, mark, ctmark, self.policy(c))
+        return self.run(c, 0, st, self.policy(c))
 
     def policy(self, c: Chain) -> Cont:
         pol = c.policy or "ACCEPT"
         code = CONT if pol == "ACCEPT" else DROP if pol == "DROP" else UNK
 
-        def end(m: Any, cm: Any) -> K.Decision:
-            return self.dec(code, m, cm)
+        def end(st: State) -> K.Decision:
+            return self.dec(code, st)
 
         return end
 
-    def condition(self, rule: Rule, chain: Chain, i: int, mark: Any, ctmark: Any) -> Any:
-        p = self.view(mark, ctmark)
+    def condition(self, rule: Rule, chain: Chain, i: int, st: State) -> Any:
+        p = self.view(st)
         self.d.where = f"{self.table.name}::{chain.name}#{i + 1}"
         parts = []
         for m in rule.matches:
@@ -186,9 +191,9 @@ class Traversal:
                 parts.append(K.match(self.d, m, p, self.ctx.env))
         return self.d.and_(*parts)
 
-    def run(self, chain: Chain, start: int, mark: Any, ctmark: Any, k: Cont) -> K.Decision:
-        mid, cmid, kid = mark.get_id(), ctmark.get_id(), self._cid(k)
-        key = (chain.name, start, mid, cmid, kid)
+    def run(self, chain: Chain, start: int, st: State, k: Cont) -> K.Decision:
+        ids, kid = self._ids(st), self._cid(k)
+        key = (chain.name, start, *ids, kid)
         hit = self.memo.get(key)
         if hit is not None:
             return hit
@@ -200,80 +205,80 @@ class Traversal:
         acc: K.Decision | None = None
         for j in range(start, n):
             if j > start:
-                h = self.memo.get((chain.name, j, mid, cmid, kid))
+                h = self.memo.get((chain.name, j, *ids, kid))
                 if h is not None:
                     end, acc = j, h
                     break
             rule = chain.rules[j]
-            c = self.condition(rule, chain, j, mark, ctmark)
+            c = self.condition(rule, chain, j, st)
             cond_of[j] = c
-            if z3.is_true(c) and self.always_acts(rule, mark, ctmark):
+            if self.d.is_true(c) and self.always_acts(rule, st):
                 end = j + 1
                 break
         if acc is None:
-            acc = k(mark, ctmark) if end == n else None
+            acc = k(st) if end == n else None
         for i in range(end - 1, start - 1, -1):
             rule = chain.rules[i]
             cond = cond_of[i]
-            if z3.is_false(cond):
+            if self.d.is_false(cond):
                 if acc is not None:
-                    self.memo[(chain.name, i, mid, cmid, kid)] = acc
+                    self.memo[(chain.name, i, *ids, kid)] = acc
                 continue
-            taken = self.target(rule.target, chain, i, mark, ctmark, k, acc)
+            taken = self.target(rule.target, chain, i, st, k, acc)
             if taken is not None:
                 # acc is None only below a rule that always applies: then this is that rule
                 acc = taken if acc is None else K.merge_decision(self.d, cond, taken, acc)
             if acc is not None:
-                self.memo[(chain.name, i, mid, cmid, kid)] = acc
+                self.memo[(chain.name, i, *ids, kid)] = acc
         assert acc is not None
         self.memo[key] = acc
         return acc
 
-    def always_acts(self, rule: Rule, mark: Any, ctmark: Any) -> bool:
+    def always_acts(self, rule: Rule, st: State) -> bool:
         t = rule.target
         if isinstance(t, OpaqueTarget) and t.name == SLOT_TARGET:
             return False
-        return K.effect(self.d, t, self.view(mark, ctmark), self.ctx.env, self.stage).kind != "next"
+        return K.effect(self.d, t, self.view(st), self.ctx.env, self.stage).kind != "next"
 
-    def target(self, t: Any, chain: Chain, i: int, mark: Any, ctmark: Any, k: Cont,
-               rest: K.Decision | None) -> K.Decision | None:
+    def target(self, t: Any, chain: Chain, i: int, st: State, k: Cont, rest: K.Decision | None) -> K.Decision | None:
         if isinstance(t, OpaqueTarget) and t.name == SLOT_TARGET and self.ctx.slots:
             slot = self.ctx.slots[int(t.args[0])]
             assert rest is not None  # a slot's condition is never constant-true
-            decs = [self.target(choice, chain, i, mark, ctmark, k, rest) or rest for choice in slot.targets]
+            decs = [self.target(choice, chain, i, st, k, rest) or rest for choice in slot.targets]
             out = decs[-1]
             for j in range(len(decs) - 2, -1, -1):
                 out = K.merge_decision(self.d, slot.target == j, decs[j], out)
             return out
-        eff = K.effect(self.d, t, self.view(mark, ctmark), self.ctx.env, self.stage)
+        eff = K.effect(self.d, t, self.view(st), self.ctx.env, self.stage)
         match eff.kind:
             case "next":
                 return None
             case "marks":  # simplified, so equal marks are one term and the rest of the chain is memoised
-                return self.run(chain, i + 1, z3.simplify(eff.mark), z3.simplify(eff.ctmark), k)
+                after = (z3.simplify(eff.mark), z3.simplify(eff.ctmark), z3.simplify(eff.zone))
+                return self.run(chain, i + 1, after, k)
             case "verdict":
-                m = eff.mark if eff.code == TPROXY else mark
-                return self.dec(eff.code, m, ctmark, port=eff.port, addr=eff.addr)
+                after = (eff.mark, st[1], st[2]) if eff.code == TPROXY else st
+                return self.dec(eff.code, after, port=eff.port, addr=eff.addr)
             case "return":
                 if chain.builtin:
-                    return self.policy(chain)(mark, ctmark)
-                return k(mark, ctmark)
+                    return self.policy(chain)(st)
+                return k(st)
             case "jump":
                 callee = self.table.chain(eff.chain)
                 if callee is None:
                     raise UnsupportedError(f"{self.table.name}::{chain.name}#{i + 1}: jump to missing chain "
                                            f"{eff.chain}")
 
-                def back(m: Any, cm: Any, _c: Chain = chain, _i: int = i, _k: Cont = k) -> K.Decision:
-                    return self.run(_c, _i + 1, m, cm, _k)
+                def back(s2: State, _c: Chain = chain, _i: int = i, _k: Cont = k) -> K.Decision:
+                    return self.run(_c, _i + 1, s2, _k)
 
-                return self.run(callee, 0, mark, ctmark, back)
+                return self.run(callee, 0, st, back)
             case "goto":
                 callee = self.table.chain(eff.chain)
                 if callee is None:
                     raise UnsupportedError(f"{self.table.name}::{chain.name}#{i + 1}: goto to missing chain "
                                            f"{eff.chain}")
-                return self.run(callee, 0, mark, ctmark, k)
+                return self.run(callee, 0, st, k)
         raise AssertionError(f"unknown effect {eff.kind}")  # pragma: no cover
 
 
@@ -282,8 +287,10 @@ def table_decision(ctx: Ctx, ruleset: Ruleset, stage: Stage, pkt: K.Pkt) -> K.De
     t = ruleset.table(stage.table)
     c = t.chain(stage.hook) if t is not None else None
     if t is None or c is None or (not c.rules and c.policy == "ACCEPT"):
-        return K.Decision(z3.BitVecVal(CONT, 8), z3.BitVecVal(0, ctx.w), z3.BitVecVal(0, 16), pkt.mark, pkt.ctmark)
-    return Traversal(ctx, t, stage, pkt).chain(stage.hook, pkt.mark, pkt.ctmark)
+        return K.Decision(z3.BitVecVal(CONT, 8), z3.BitVecVal(0, ctx.w), z3.BitVecVal(0, 16), pkt.mark, pkt.ctmark,
+                          pkt.zone)
+    zone = pkt.zone if not isinstance(pkt.zone, int) else z3.BitVecVal(pkt.zone, 16)
+    return Traversal(ctx, t, stage, pkt).chain(stage.hook, (pkt.mark, pkt.ctmark, zone))
 
 
 # ------------------------------------------------------------------------------------------------
