@@ -44,6 +44,7 @@ import functools
 import ipaddress
 from typing import Any
 
+import attrs
 from hypothesis import strategies as st
 
 from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, to_address
@@ -456,6 +457,9 @@ def _w_apps(draw: st.DrawFn, fams: tuple[Family, ...]) -> tuple[App, ...]:
                 if not clash:
                     placed.append((i, sock))
                     socks.append(sock)
+        # an app shares a port between a wildcard and a specific bind with SO_REUSEPORT on both
+        socks = [attrs.evolve(s, reuseport=True) if any(o is not s and _w_overlap(s, o) for o in socks) else s
+                 for s in socks]
         uid = draw(st.sampled_from(WORLD_IDS[:2])) if i == 0 else draw(st.sampled_from(WORLD_IDS))
         gid = draw(st.sampled_from(WORLD_IDS))
         apps.append(App(f"app{i}", uid=uid, gid=gid, sockets=tuple(socks)))

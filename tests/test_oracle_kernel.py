@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from meshsolve.model.net import to_address
 from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
 from meshsolve.oracle.run import KernelWorld, OracleConfig
 from meshsolve.semantics.trace import Delivered, Egress, Loop, Refused
@@ -67,8 +68,9 @@ def test_owner_match_needs_only_numeric_ids(family: str) -> None:
     with KernelWorld(world, restore_text={family: rules}) as kw:
         cap = kw.run(Flow("captured", f["out"], 8080))
         free = kw.run(Flow("free", f["out"], 8080))
-    assert cap.observed == ("out",) and cap.outcome == Egress(cap.flow.dst, 8080)
-    assert free.observed == () and free.outcome == Egress(free.flow.dst, 8080)
+    pod = to_address(f["pod"])
+    assert cap.observed == ("out",) and cap.outcome == Egress(cap.flow.dst, 8080, pod)
+    assert free.observed == () and free.outcome == Egress(free.flow.dst, 8080, pod)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -120,7 +122,7 @@ def test_service_endpoint_choice_and_inbound_source(family: str) -> None:
         local_only = kw.run(Flow("peer", f["pod"], 9002))
     assert self_call.observed == ("out", "in")
     assert isinstance(self_call.outcome, Delivered) and str(self_call.outcome.source) == f["six"]
-    assert away.observed == ("out",) and away.outcome == Egress(away.flow.dst.__class__(f["out"]), 9001)
+    assert away.observed == ("out",) and away.outcome == Egress(to_address(f["out"]), 9001, to_address(f["pod"]))
     assert inbound.observed == ("in",)
     assert isinstance(inbound.outcome, Delivered) and inbound.outcome.app == "podip"
     assert local_only.observed == ("in",) and local_only.outcome == Refused()
