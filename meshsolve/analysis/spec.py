@@ -8,6 +8,9 @@ A spec reads like this (the shipped ones are under ``specs/``)::
     apps:
       - {name: details, uid: 1000, gid: 1000, listen: ["0.0.0.0:9001"]}
     proxy: {uid: 1337, gid: 1337, outbound_port: 15001, inbound_port: 15006}
+    routing:                          # optional: the pod's policy routing, as ip commands
+      - ip rule add fwmark 1337 lookup 133
+      - ip route add local default dev lo table 133
     services:
       - {name: price, vip: 198.51.100.1, port: 9003, endpoints: ["192.0.2.10:9003"]}
     rules: |                          # the fixed part, any form meshsolve parses
@@ -25,6 +28,12 @@ A spec reads like this (the shipped ones are under ``specs/``)::
     minimize: [rules, conditions]
     flows:                            # named flows: the oracle replays them, equivalence uses them
       - {client: peer, dst: 192.0.2.10, port: 9003}
+
+The proxy may also say ``transparent`` (IP_TRANSPARENT listeners, as TPROXY needs),
+``inbound_original_source`` (the inbound side connects upstream from the client's address) and
+``upstream_mark`` (SO_MARK on that upstream socket). ``routing`` lines are ``ip [-4|-6] rule add
+[not] fwmark V[/M] lookup T [pref P]`` and ``ip [-4|-6] route add [TYPE] PREFIX|default [dev D]
+table T``.
 
 Goal kinds: ``reachable`` (client, port, dst?, app?) — every such connection that ends is
 delivered (termination is the ``no_loops`` goal's business: partial correctness), ``private``
@@ -58,6 +67,7 @@ from meshsolve.analysis.properties import (
 from meshsolve.errors import MeshsolveError, SpecError
 from meshsolve.iptables import parse_text
 from meshsolve.model.net import Family, IPAddress, to_address, to_port
+from meshsolve.model.routing import Route, Routing, RoutingRule
 from meshsolve.model.rules import Match, Rulesets, Target
 from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
 
@@ -315,8 +325,8 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         raise SpecError("the spec is empty", source=source, lineno=1)
     root = _Node(root_node, source, "")
     top = root.mapping()
-    _check_keys(top, root, ("name", "description", "family", "pod", "apps", "proxy", "services", "rules",
-                            "goals", "search", "minimize", "flows"),
+    _check_keys(top, root, ("name", "description", "family", "pod", "apps", "proxy", "routing", "services",
+                            "rules", "goals", "search", "minimize", "flows"),
                 ("name", "pod", "apps", "rules", "goals", "search"))
     family_text = top["family"].scalar() if "family" in top else "ipv4"
     if family_text not in ("ipv4", "ipv6"):
@@ -349,7 +359,14 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         pm = top["proxy"].mapping()
         _check_keys(pm, top["proxy"], ("uid", "gid", "outbound_port", "inbound_port",
                                        "virtual_inbound_dispatch", "inbound_ports", "inbound_endpoint",
-                                       "inbound_source"))
+                                       "inbound_source", "transparent", "inbound_original_source",
+                                       "upstream_mark"))
+        for k in ("transparent", "inbound_original_source"):
+            if k in pm:
+                proxy_kw[k] = pm[k].boolean()
+        if "upstream_mark" in pm:
+            v = pm["upstream_mark"].optional_scalar()
+            proxy_kw["upstream_mark"] = None if v is None else pm["upstream_mark"].integer()
         for k in ("uid", "gid", "outbound_port"):
             if k in pm:
                 proxy_kw[k] = pm[k].integer()
@@ -388,9 +405,10 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     if family == "ipv6" and "# ipv6" not in rules_text and "ip6tables" not in rules_text:
         rules_text = "# ipv6\n" + rules_text  # a spec's rules are of the spec's family
     rules = _wrap(rules_node, parse_text, rules_text, f"{source}:{rules_node.line}")
+    routing = _routing(top["routing"]) if "routing" in top else Routing()
     world = _wrap(root, lambda: World(
         pod_ips=(pod_ip,), peer_ips=(peer_ip,), apps=tuple(apps), proxy=proxy, services=tuple(services),
-        rules=rules, interface=pod["interface"].scalar() if "interface" in pod else "eth0",
+        rules=rules, routing=routing, interface=pod["interface"].scalar() if "interface" in pod else "eth0",
         name=pod["name"].scalar() if "name" in pod else "pod",
         namespace=pod["namespace"].scalar() if "namespace" in pod else "default"))
 
@@ -445,6 +463,66 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
                                                               endpoint=ep)))
     return Spec(top["name"].scalar(), source, family, world, goals, search, minimize, tuple(flows),
                 top["description"].scalar() if "description" in top else "")
+
+
+_ROUTE_KINDS = ("unicast", "local", "blackhole", "unreachable", "prohibit", "throw")
+
+
+def _routing(node: _Node) -> Routing:
+    """The spec's ``routing`` lines (``ip rule add ...`` / ``ip route add ...``) as a ``Routing``."""
+    rules: list[RoutingRule] = []
+    routes: list[Route] = []
+    for ln in node.sequence():
+        words = ln.scalar().split()
+        fam: Family = "ipv4"
+        if words[:1] == ["ip"]:
+            words = words[1:]
+        while words and words[0].startswith("-"):
+            opt = words.pop(0)
+            if opt == "-6":
+                fam = "ipv6"
+            elif opt == "-f" and words:
+                fam = "ipv6" if words.pop(0) == "inet6" else "ipv4"
+            elif opt != "-4":
+                raise ln.fail(f"unknown ip option {opt!r}")
+        if words[:2] == ["rule", "add"]:
+            rules.append(_rule_line(ln, words[2:], fam, sum(1 for r in rules if r.family == fam)))
+        elif words[:2] == ["route", "add"]:
+            routes.append(_route_line(ln, words[2:], fam))
+        else:
+            raise ln.fail("expected 'ip rule add ...' or 'ip route add ...'")
+    return _wrap(node, lambda: Routing(tuple(rules), tuple(routes)))
+
+
+def _rule_line(ln: _Node, w: list[str], fam: Family, earlier: int) -> RoutingRule:
+    invert = bool(w) and w[0] == "not"
+    w = w[1:] if invert else w
+    opts = dict(zip(w[::2], w[1::2], strict=False))
+    if len(w) % 2 or set(opts) - {"fwmark", "lookup", "table", "pref", "priority", "from"}:
+        raise ln.fail("expected [not] [from all] fwmark V[/M] lookup T [pref P]")
+    table = opts.get("lookup", opts.get("table"))
+    if table is None:
+        raise ln.fail("an ip rule needs 'lookup TABLE'")
+    mark, mask = None, 0xFFFFFFFF
+    if "fwmark" in opts:
+        v, _, m = opts["fwmark"].partition("/")
+        mark, mask = _wrap(ln, int, v, 0), (_wrap(ln, int, m, 0) if m else 0xFFFFFFFF)
+    pref = opts.get("pref", opts.get("priority"))
+    priority = _wrap(ln, int, pref) if pref is not None else 32765 - earlier  # what ip rule add picks
+    return _wrap(ln, lambda: RoutingRule(fam, priority, table, mark, mask, invert))
+
+
+def _route_line(ln: _Node, w: list[str], fam: Family) -> Route:
+    kind = w.pop(0) if w and w[0] in _ROUTE_KINDS else "unicast"
+    if not w:
+        raise ln.fail("an ip route needs a prefix")
+    prefix = w.pop(0)
+    if prefix == "default":
+        prefix = "::/0" if fam == "ipv6" else "0.0.0.0/0"
+    opts = dict(zip(w[::2], w[1::2], strict=False))
+    if len(w) % 2 or set(opts) - {"dev", "table"}:
+        raise ln.fail("expected [TYPE] PREFIX [dev DEV] [table T]")
+    return _wrap(ln, lambda: Route(prefix, kind, opts.get("dev"), opts.get("table", "main")))  # type: ignore[arg-type]
 
 
 def load_spec(path: str | Path) -> Spec:

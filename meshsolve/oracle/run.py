@@ -538,7 +538,7 @@ class KernelWorld:
         own = (reply.get("local"), reply.get("local_port"))
         for i, ev in enumerate(events):
             key = (ev["side"], ev["dst"], ev["port"])
-            leg = 1 if i == 0 and (own[0] is None or (ev["peer"], ev["peer_port"]) == own) else i + 2
+            leg = 1 if i == 0 and ev.get("direct") is not False else i + 2
             trace.append(Hop(leg, "proxy", f"stand-in {ev['listener']} listener accepted from "
                                            f"{_hp(ev['peer'], ev['peer_port'])}: side {ev['side']}, original "
                                            f"destination {_hp(ev['dst'], ev['port'])} ({ev.get('how')})"))
@@ -555,7 +555,8 @@ class KernelWorld:
             ending = _Ending(reply.get("status", "?"), reply.get("errno"))
         if ending is not None:
             outcome = self._ending(ending, repeated, fam, hits)
-        trace.append(Hop(len(events) + 1, "socket", f"client got {_brief(reply)} -> {outcome}"))
+        mine = f" (from {_hp(own[0], own[1])})" if own[0] is not None else ""
+        trace.append(Hop(len(events) + 1, "socket", f"client{mine} got {_brief(reply)} -> {outcome}"))
         retry = ending is not None and ending.status in ("timeout", "read-timeout") and \
             isinstance(outcome, Failed)
         return Result(flow=flow, outcome=outcome, observed=tuple(observed), trace=tuple(trace),
@@ -569,13 +570,13 @@ class KernelWorld:
         except (ValueError, IndexError):
             return Undetermined(f"unexpected answer {reply['data'][:200]!r}"), None
         kind = msg.get("kind")
-        if kind in ("app", "egress") and msg.get("token") != token:
+        if kind in ("app", "egress") and str(msg.get("token") or "").split(" ")[0] != token:
             return Undetermined(f"the answer is not for this request: {msg!r}"), None
         if kind == "app":
             app = self.world.app(msg["app"])
             return Delivered(app.name, app.sockets[msg["sock"]], to_address(msg["peer"])), None
         if kind == "egress":
-            if not any(s.get("token") == token for s in seen):
+            if not any(str(s.get("token") or "").split(" ")[0] == token for s in seen):
                 return Undetermined(f"an egress answer the peer's server did not log: {msg!r}"), None
             return Egress(to_address(msg["dst"]), int(msg["port"]), to_address(msg["peer"])), None
         if kind == "proxy-error":

@@ -10,7 +10,9 @@ stdout. The worker exits on end-of-file on stdin (so it dies with the harness).
 
 Every connection carries one request/response: the client sends one line (the flow's token), the
 server that finally takes the connection reads it and answers with one JSON line naming itself, what
-it saw and the token, then closes. A connection *completes* only when that answer came back.
+it saw and the request, then closes. A connection *completes* only when that answer came back. The
+stand-in forwards the request with `` +proxy`` appended, so it can tell the client's own connection
+from its own upstream ones (a NATed connection's source port may be remapped by conntrack).
 
 Roles
 -----
@@ -58,6 +60,7 @@ PR_SET_KEEPCAPS = 8
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 _CAP_VERSION_3 = 0x20080522
 REQUEST_LIMIT = 4096
+PROXIED = " +proxy"  # the stand-in appends this to a request it forwards: which legs are the client's own
 
 _out_lock = threading.Lock()
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -333,15 +336,18 @@ class Proxy:
                 key = (side, dst, port)
                 self.counts[key] = self.counts.get(key, 0) + 1
                 repeats = self.counts[key]
-                self.events.append({"flow": self.flow, "side": side, "dst": dst, "port": port,
-                                    "peer": _norm(peer[0]), "peer_port": peer[1], "listener": listener,
-                                    "how": how})
+                event: dict[str, Any] = {"flow": self.flow, "side": side, "dst": dst, "port": port,
+                                         "peer": _norm(peer[0]), "peer_port": peer[1], "listener": listener,
+                                         "how": how, "direct": None}
+                self.events.append(event)
                 endpoint = self.endpoint
                 timeout = self.timeout
             if repeats > self.cfg["loop_limit"]:
                 _send_close(conn, {"kind": "proxy-error", "error": "loop", "side": side})
                 return
             request = read_line(conn, self.cfg["read_timeout"])
+            with self.lock:
+                event["direct"] = request is not None and not request.endswith(PROXIED)
             if request is None:
                 _send_close(conn, {"kind": "proxy-error", "error": "no-request", "side": side})
                 return
@@ -371,7 +377,7 @@ class Proxy:
                 else:
                     src = self.cfg["inbound_source"].get(fam)
                 mark = self.cfg["upstream_mark"]
-            res = client_connect(target[0], target[1], timeout=timeout, request=request, src=src,
+            res = client_connect(target[0], target[1], timeout=timeout, request=request + PROXIED, src=src,
                                  transparent=transparent, mark=mark, read_timeout=self.cfg["read_timeout"])
             if res["status"] == "data":
                 with contextlib.suppress(OSError):
