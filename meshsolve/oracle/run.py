@@ -274,6 +274,14 @@ class KernelWorld:
         self._loaded: dict[str, bool] = {}
         self._last_counters: dict[str, dict[RuleRef, int]] = {}
         self._owned: set[IPAddress] = set()
+        self._rulesets = {fam: world.rules.for_family(fam) for fam in ("ipv4", "ipv6")}
+        if restore_text is not None:  # the rules that counters name are the ones restored
+            from meshsolve.iptables import parse_text
+
+            for fam, text in restore_text.items():
+                if text.strip():
+                    parsed = parse_text(text if fam == "ipv4" else "# ipv6\n" + text, source=f"restore-{fam}")
+                    self._rulesets[fam] = parsed.for_family(fam)
         self.timings: dict[str, float] = {}
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -593,7 +601,7 @@ class KernelWorld:
 
     def _ending(self, e: _Ending, repeated: bool, fam: Family, hits: tuple[RuleRef, ...]) -> Outcome:
         """A connection that did not complete: which rule, or the kernel itself, ended it."""
-        ruleset = self.world.rules.for_family(fam)
+        ruleset = self._rulesets[fam]
         kinds = [(ref, _dropper_kind(ruleset, ref)) for ref in dict.fromkeys(hits)]
         reject = next((r for r, k in kinds if k == "reject"), None)
         drop = next((r for r, k in kinds if k == "drop"), None)
