@@ -233,10 +233,16 @@ ISTIO_VERSIONS = ("1.0", "1.2", "1.3", "1.5", "1.6", "1.9", "1.10", "1.11", "1.1
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 @pytest.mark.parametrize("mode", ["REDIRECT", "TPROXY"])
 @pytest.mark.parametrize("version", ISTIO_VERSIONS)
-def test_istio_generated_pod_agrees_with_the_kernel(version: str, mode: str, family: str) -> None:
+def test_istio_generated_pod_agrees_with_the_kernel(version: str, mode: str, family: str,
+                                                     request: pytest.FixtureRequest) -> None:
     """The rules and proxy behaviour meshsolve.istio derives for a default sidecar of ``version``
     (REDIRECT and TPROXY: policy routing + transparent listeners), with the seed's three binds.
-    Flows the interpreter leaves undetermined (e.g. ``-m socket`` before 1.6) are not compared."""
+    Flows the interpreter leaves undetermined (e.g. ``-m socket`` before 1.6) are not compared.
+
+    TPROXY from 1.9: the kernel delivers inbound connections from the client's own address (Envoy's
+    original_src, SO_MARK 1337, CONNMARK back through the mark's local route, docs/tproxy.md); the
+    interpreter does not model the original-source upstream and its mark yet, so these disagree
+    (strict: the mark must go when the semantics learn it)."""
     import attrs
 
     from meshsolve.analysis.worlds import istio_routing
@@ -244,6 +250,10 @@ def test_istio_generated_pod_agrees_with_the_kernel(version: str, mode: str, fam
     from meshsolve.istio import CaptureConfig, generate, proxy_behavior
 
     minor = 99 if version == "current" else int(version.split(".")[1])
+    if mode == "TPROXY" and minor >= 9:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "semantics: the inbound upstream from the client's address with SO_MARK 1337 "
+            "(ProxyBehavior.inbound_original_source / upstream_mark) is not modelled")))
     base = setup_world("E", family)  # type: ignore[arg-type]
     try:
         cfg = CaptureConfig(version=version, mode=mode, outbound_cidrs="*",

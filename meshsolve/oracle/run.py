@@ -176,6 +176,14 @@ def _dropper_kind(ruleset: Ruleset, ref: RuleRef) -> str | None:
     return None
 
 
+def _tproxy_drops(world: World, ruleset: Ruleset, ref: RuleRef) -> bool:
+    """Whether a TPROXY rule that counted a packet dropped it: its port has no transparent listener."""
+    rule = ruleset.rule(ref)
+    assert isinstance(rule.target, Tproxy)
+    p = world.proxy
+    return not p.transparent or rule.target.on_port not in {p.outbound_port, p.inbound_port}
+
+
 class _Worker:
     """One worker process (``ip netns exec NS python -I -S worker.py ROLE CONFIG``) and its pipes.
 
@@ -605,7 +613,7 @@ class KernelWorld:
         kinds = [(ref, _dropper_kind(ruleset, ref)) for ref in dict.fromkeys(hits)]
         reject = next((r for r, k in kinds if k == "reject"), None)
         drop = next((r for r, k in kinds if k == "drop"), None)
-        tproxy = next((r for r, k in kinds if k == "tproxy"), None)
+        tproxy = next((r for r, k in kinds if k == "tproxy" and _tproxy_drops(self.world, ruleset, r)), None)
         errno_text = f" ({e.errno})" if e.errno else ""
         if e.status in ("refused", "error"):
             if reject is not None:
