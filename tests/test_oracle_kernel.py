@@ -182,8 +182,8 @@ def test_connect_errors_are_kernel_failures_naming_the_errno(family: str, dst: s
 
 
 def _tproxy_world(f: dict[str, str], **proxy: object) -> World:
-    rules = (f"*mangle\n-A PREROUTING -i eth0 -p tcp --dport 9001 -j TPROXY --on-port 15006 "
-             f"--tproxy-mark 0x539/0xffffffff\nCOMMIT\n")
+    rules = ("*mangle\n-A PREROUTING -i eth0 -p tcp --dport 9001 -j TPROXY --on-port 15006 "
+             "--tproxy-mark 0x539/0xffffffff\nCOMMIT\n")
     fam = "ipv4" if f is FAMILIES["ipv4"] else "ipv6"
     return World(pod_ips=(f["pod"],), peer_ips=(f["peer"],),
                  apps=(App("web", sockets=(Socket(f["wild"], 9001),)),),

@@ -491,7 +491,8 @@ def _routing(node: _Node) -> Routing:
             routes.append(_route_line(ln, words[2:], fam))
         else:
             raise ln.fail("expected 'ip rule add ...' or 'ip route add ...'")
-    return _wrap(node, lambda: Routing(tuple(rules), tuple(routes)))
+    routing: Routing = _wrap(node, lambda: Routing(tuple(rules), tuple(routes)))
+    return routing
 
 
 def _rule_line(ln: _Node, w: list[str], fam: Family, earlier: int) -> RoutingRule:
@@ -509,7 +510,8 @@ def _rule_line(ln: _Node, w: list[str], fam: Family, earlier: int) -> RoutingRul
         mark, mask = _wrap(ln, int, v, 0), (_wrap(ln, int, m, 0) if m else 0xFFFFFFFF)
     pref = opts.get("pref", opts.get("priority"))
     priority = _wrap(ln, int, pref) if pref is not None else 32765 - earlier  # what ip rule add picks
-    return _wrap(ln, lambda: RoutingRule(fam, priority, table, mark, mask, invert))
+    rule: RoutingRule = _wrap(ln, lambda: RoutingRule(fam, priority, table, mark, mask, invert))
+    return rule
 
 
 def _route_line(ln: _Node, w: list[str], fam: Family) -> Route:
@@ -522,7 +524,8 @@ def _route_line(ln: _Node, w: list[str], fam: Family) -> Route:
     opts = dict(zip(w[::2], w[1::2], strict=False))
     if len(w) % 2 or set(opts) - {"dev", "table"}:
         raise ln.fail("expected [TYPE] PREFIX [dev DEV] [table T]")
-    return _wrap(ln, lambda: Route(prefix, kind, opts.get("dev"), opts.get("table", "main")))  # type: ignore[arg-type]
+    route: Route = _wrap(ln, lambda: Route(prefix, kind, opts.get("dev"), opts.get("table", "main")))  # type: ignore[arg-type]
+    return route
 
 
 def load_spec(path: str | Path) -> Spec:

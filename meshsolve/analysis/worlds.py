@@ -45,7 +45,7 @@ def istio_routing(config: CaptureConfig, families: tuple[Family, ...] = ("ipv4",
     if config.mode != "TPROXY":
         return Routing()
     fams = tuple(f for f in ("ipv4", "ipv6") if f in families and (f == "ipv4" or config.enable_ipv6))
-    return Routing.tproxy(config.tproxy_mark, table=config.tproxy_route_table, families=fams)  # type: ignore[arg-type]
+    return Routing.tproxy(config.tproxy_mark, table=config.tproxy_route_table, families=fams)
 
 
 def world_from_rules(rules: Rulesets, proxy: ProxyBehavior, *, apps: tuple[App, ...] | None = None,

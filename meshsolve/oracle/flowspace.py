@@ -130,7 +130,7 @@ def named_ports(world: World) -> tuple[int, ...]:
         ports.add(svc.port)
         ports.update(e.port for e in svc.endpoints)
     for fam in ("ipv4", "ipv6"):
-        rs = world.rules.for_family(fam)  # type: ignore[arg-type]
+        rs = world.rules.for_family(fam)
         for table in rs.tables:
             for chain in table.chains:
                 for rule in chain.rules:

@@ -372,7 +372,7 @@ class KernelWorld:
                 nodad = " nodad" if fam == "ipv6" else ""
                 pod_cmds[fam].append(f"addr add {src}/{_plen(src)} dev lo{nodad}")
         for fam in ("ipv4", "ipv6"):
-            pod_cmds[fam] += routing_commands(w, fam, interface=iface)  # type: ignore[arg-type]
+            pod_cmds[fam] += routing_commands(w, fam, interface=iface)
         for a in remote_addresses(w):
             if a not in self._owned and w.peer_ip(family_of(a)) is not None:
                 peer_cmds[family_of(a)].append(self._own_command(a))
