@@ -70,7 +70,7 @@ from typing import Any
 
 import attrs
 
-from meshsolve.errors import OracleError, UnsupportedError
+from meshsolve.errors import MeshsolveError, OracleError, UnsupportedError
 from meshsolve.model.net import Family, IPAddress, family_of, to_address
 from meshsolve.model.routing import LOCAL_TABLE, Route
 from meshsolve.model.rules import Drop, Reject, RuleRef, Ruleset, Tproxy
@@ -288,7 +288,10 @@ class KernelWorld:
 
             for fam, text in restore_text.items():
                 if text.strip():
-                    parsed = parse_text(text if fam == "ipv4" else "# ipv6\n" + text, source=f"restore-{fam}")
+                    try:
+                        parsed = parse_text(text if fam == "ipv4" else "# ipv6\n" + text, source=f"restore-{fam}")
+                    except MeshsolveError:  # iptables-restore will say what is wrong with it
+                        continue
                     self._rulesets[fam] = parsed.for_family(fam)
         self.timings: dict[str, float] = {}
 
