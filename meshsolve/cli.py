@@ -49,18 +49,29 @@ def cli() -> None:
 @click.option("--write", "write_to", type=click.Path(dir_okay=False), default=None,
               help="also write the istio-init script to this file")
 @click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("--verify-kernel", "verify_kernel", is_flag=True,
+              help="also run the synthesized set-up on the real kernel (root: network namespaces) over "
+                   "every class of first connection, against the model and every goal")
 @click.pass_context
-def synth_command(ctx: click.Context, spec_file: str, output: str, write_to: str | None, quiet: bool) -> None:
+def synth_command(ctx: click.Context, spec_file: str, output: str, write_to: str | None, quiet: bool,
+                  verify_kernel: bool) -> None:
     """Synthesize the smallest set-up meeting SPEC_FILE's goals, or name the goals that conflict.
 
-    Exit code 0: synthesized (every goal proved); 79: the goals conflict (a minimal conflicting set
-    is printed, each of its proper subsets met and proved); 80: the solver hit its time or
-    resource limit (no answer); 65: a bad spec (file and line named).
+    Exit code 0: synthesized (every goal proved, and with --verify-kernel every flow on the kernel
+    agrees with the model and meets every goal); 79: the goals conflict (a minimal conflicting set
+    is printed, each of its proper subsets met and proved), or --verify-kernel found a disagreement
+    or a goal the kernel breaks; 80: the solver hit its time or resource limit (no answer); 65: a
+    bad spec (file and line named); 64: --verify-kernel without root.
     """
+    import os
+
     from meshsolve.analysis.emit import emit
     from meshsolve.analysis.spec import load_spec
     from meshsolve.analysis.synth import Synthesized, SynthUnknown, synthesize
 
+    if verify_kernel and os.geteuid() != 0:
+        click.echo("Error: --verify-kernel runs the set-up in network namespaces and needs root", err=True)
+        ctx.exit(EXIT_USAGE)
     spec = load_spec(spec_file)
     show = not quiet and sys.stderr.isatty()
 
@@ -85,13 +96,45 @@ def synth_command(ctx: click.Context, spec_file: str, output: str, write_to: str
     if write_to:
         with open(write_to, "w", encoding="utf-8") as fh:
             fh.write(emit(res, "script"))
+    kernel = _verify_kernel(res, quiet) if verify_kernel else None
     if output == "text":
         click.echo(str(res))
         click.echo(f"  ({res.iterations} iteration(s), {res.solver_calls} solver call(s), "
                    f"{res.examples} example flow(s), {res.seconds:.1f} s)")
+        if kernel is not None:
+            click.echo(str(kernel))
+    elif output == "json" and kernel is not None:
+        import json
+
+        data = json.loads(emit(res, "json"))
+        data["kernel"] = {"flows": kernel.flows, "compared": kernel.compared, "undetermined": kernel.undetermined,
+                          "seconds": round(kernel.seconds, 1),
+                          "disagreements": [{"flow": str(d.flow), "interpreter": d.expected.summary,
+                                             "kernel": d.actual.summary, "differences": list(d.differences)}
+                                            for d in kernel.disagreements],
+                          "goalFailures": [{"goal": g.goal, "flow": str(g.flow), "expected": g.expected,
+                                            "kernel": g.actual.summary} for g in kernel.goal_failures]}
+        click.echo(json.dumps(data, indent=2))
     else:
         click.echo(emit(res, output), nl=False)
-    ctx.exit(EXIT_OK)
+        if kernel is not None:
+            click.echo(str(kernel), err=True)
+    ctx.exit(EXIT_OK if kernel is None or kernel.ok else EXIT_FINDINGS)
+
+
+def _verify_kernel(res: Any, quiet: bool) -> Any:
+    """Run a synthesized set-up's flow space on the kernel, with a progress bar on stderr."""
+    from meshsolve.analysis.verify import verify_on_kernel
+    from meshsolve.oracle.flowspace import flow_space
+    from meshsolve.report.progress import Progress
+
+    flows = flow_space(res.world)
+    bar = Progress(len(flows), "kernel: flows", enabled=None if not quiet else False)
+    try:
+        return verify_on_kernel(res.world, [(g.name, g.prop) for g in res.spec.goals], flows=flows,
+                                progress=bar.step)
+    finally:
+        bar.done()
 
 
 # --- parse (iptables text in any form -> canonical text, meshsolve.iptables) -------------------

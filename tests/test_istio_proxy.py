@@ -66,3 +66,43 @@ def test_behaviour_and_rules_make_a_valid_world(version: str) -> None:
                   apps=(App("app", sockets=(Socket("0.0.0.0", 8080),)),),
                   proxy=proxy_behavior(version, cfg), rules=generate(cfg))
     assert world.proxy.outbound_port == 15001
+
+
+@pytest.mark.parametrize(("version", "dispatch", "original_src", "mark", "endpoint"), [
+    ("1.1", True, False, None, "localhost"),
+    ("1.4", True, False, None, "localhost"),
+    ("1.5", False, False, None, "localhost"),
+    ("1.6", False, True, None, "localhost"),
+    ("1.8", False, True, None, "localhost"),
+    ("1.9", False, True, 1337, "original_dst"),
+    ("1.10", False, True, 1337, "original_dst"),
+    ("current", False, True, 1337, "original_dst"),
+])
+def test_tproxy_eras(version: str, dispatch: bool, original_src: bool, mark: int | None, endpoint: str) -> None:
+    """docs/tproxy.md: transparent listeners in every era; dispatch from the 15001 listener while the
+    per-port inbound listeners exist; Envoy's original_src from 1.6, with mark 1337 from 1.9."""
+    args = ["-m", "TPROXY", "-b", "*" if version != "1.1" else "9001", "-u", "1337"]
+    if version not in ("1.1", "1.4", "1.5"):  # -t is a tproxy mark only in the Go tool
+        args += ["-t", "77"]
+    p = proxy_behavior(version, _cfg(version, *args))
+    assert (p.uid, p.gid, p.transparent) == (0, 1337, True)
+    assert p.virtual_inbound_dispatch is dispatch
+    assert p.inbound_original_source is original_src
+    assert p.upstream_mark == mark  # pilot's constant, not istio-init's -t
+    assert p.inbound_endpoint == endpoint
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.9", "current"])
+def test_redirect_mode_is_not_transparent(version: str) -> None:
+    p = proxy_behavior(version, _cfg(version, "-b", "*" if version != "1.2" else "80"))
+    assert (p.transparent, p.inbound_original_source, p.upstream_mark) == (False, False, None)
+
+
+def test_tproxy_world_has_istio_init_policy_routing() -> None:
+    from meshsolve.analysis.worlds import world_from_config
+
+    cfg = _cfg("current", "-m", "TPROXY", "-b", "*", "-t", "1400", "-r", "140")
+    w = world_from_config(cfg)
+    assert [str(r) for r in w.routing.rules] == ["32765: from all fwmark 0x578/0xffffffff lookup 140"]
+    assert [str(r) for r in w.routing.routes] == ["local 0.0.0.0/0 dev lo table 140"]
+    assert world_from_config(_cfg("current", "-b", "*")).routing.empty

@@ -29,6 +29,7 @@ from meshsolve.model.rules import (
     RuleRef,
     Ruleset,
     Rulesets,
+    Source,
     Table,
 )
 from meshsolve.model.world import App, Flow, ProxyBehavior, World
@@ -36,7 +37,7 @@ from meshsolve.oracle.compare import differences, explain, replay_command
 from meshsolve.oracle.run import KernelWorld, OracleConfig
 from meshsolve.semantics.interpret import interpret
 from meshsolve.semantics.setups import APP_PORTS, SETUPS, setup_addresses, setup_world
-from meshsolve.semantics.trace import Dropped, Egress, Refused
+from meshsolve.semantics.trace import Egress, Failed, Rejected
 from meshsolve.strategies import worlds_and_flows
 
 pytestmark = pytest.mark.kernel
@@ -128,12 +129,12 @@ def _loopback_source_world() -> World:
 
 def test_kernel_refuses_a_loopback_source_towards_the_outside() -> None:
     """Kernel fact: a socket bound to 127.0.0.6 cannot connect() to a non-local address (EINVAL from
-    the route lookup, before nat OUTPUT sees a packet); the stand-in closes the client: refused."""
+    the route lookup, before nat OUTPUT sees a packet): the flow fails, naming the errno."""
     world = _loopback_source_world()
     with KernelWorld(world) as kw:
         res = kw.run(Flow("app", "203.0.113.9", 9001))
     assert res.observed == ("in",)
-    assert res.outcome == Refused()
+    assert isinstance(res.outcome, Failed) and "(EINVAL)" in res.outcome.reason
     assert "EINVAL" in res.trace[-1].text
 
 
@@ -149,28 +150,34 @@ def test_interpreter_agrees_on_a_loopback_source_towards_the_outside() -> None:
 
 def _six_world() -> World:
     """IPv6: the proxy's inbound side forwards to the original destination from ::6 (on lo); apps'
-    connections to port 9001 are redirected to the inbound listener, the proxy's are not."""
+    connections to port 9001 are redirected to the inbound listener, the proxy's are not. A filter
+    OUTPUT rule counts what leaves through eth0 from ::6."""
     tcp = Protocol("tcp")
     nat = Table("nat", (
         Chain("OUTPUT", (Rule((tcp, PortMatch("tcp", dport=9001), OwnerMatch(uid="1337", uid_negated=True)),
                               Jump("IN")),), "ACCEPT"),
         Chain("IN", (Rule((tcp,), Redirect(15006)),)),
     ))
+    filt = Table("filter", (Chain("OUTPUT", (Rule((Source("::6/128"), OutInterface("eth0"), tcp), None),),
+                                  "ACCEPT"),))
     return World(pod_ips=("2001:db8::10",), peer_ips=("2001:db8::20",), apps=(App("app"),),
                  proxy=ProxyBehavior(inbound_endpoint="original_dst", inbound_source_v6="::6"),
-                 rules=Rulesets(ipv6=Ruleset("ipv6", (nat,))))
+                 rules=Rulesets(ipv6=Ruleset("ipv6", (nat, filt))))
 
 
-def test_kernel_lets_the_ipv6_passthrough_source_reach_the_outside() -> None:
-    """Kernel fact: ::6 is an ordinary address put on lo, not loopback; a socket bound to it connects
-    to a remote address over eth0 (unlike 127.0.0.6)."""
+def test_kernel_leaves_the_ipv6_passthrough_source_unanswered() -> None:
+    """Kernel fact: ::6 is an ordinary address put on lo, not loopback: a socket bound to it sends its
+    SYN out of eth0 (the counting rule sees it, unlike 127.0.0.6's EINVAL), but the outside world
+    has no route back to an address only the pod's lo has, so the connection never completes."""
     with KernelWorld(_six_world()) as kw:
         res = kw.run(Flow("app", "2001:db8:2::9", 9001))
     assert res.observed == ("in",)
-    assert isinstance(res.outcome, Egress) and str(res.outcome.dst) == "2001:db8:2::9"
+    assert isinstance(res.outcome, Failed) and "no answer" in res.outcome.reason
+    assert RuleRef("filter", "OUTPUT", 1) in res.rule_hits
 
 
 def test_interpreter_agrees_on_the_ipv6_passthrough_source_towards_the_outside() -> None:
+    """The model's side of the fact above (``Failed``: the source exists only on lo)."""
     world = _six_world()
     flow = Flow("app", "2001:db8:2::9", 9001)
     with KernelWorld(world) as kw:
@@ -206,7 +213,7 @@ def test_kernel_filter_output_sees_the_interface_routed_before_nat(family: str) 
         via_eth0 = kw.run(Flow("app", out, 9001))
     assert via_lo.observed == ("out",) and isinstance(via_lo.outcome, Egress)
     assert via_eth0.observed == ()
-    assert via_eth0.outcome == Dropped(RuleRef("filter", "OUTPUT", 1))
+    assert via_eth0.outcome == Rejected(RuleRef("filter", "OUTPUT", 1))
 
 
 @pytest.mark.parametrize("oif", ["lo", "eth0"])
@@ -226,23 +233,34 @@ ISTIO_VERSIONS = ("1.0", "1.2", "1.3", "1.5", "1.6", "1.9", "1.10", "1.11", "1.1
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 @pytest.mark.parametrize("mode", ["REDIRECT", "TPROXY"])
 @pytest.mark.parametrize("version", ISTIO_VERSIONS)
-def test_istio_generated_pod_agrees_with_the_kernel(version: str, mode: str, family: str) -> None:
+def test_istio_generated_pod_agrees_with_the_kernel(version: str, mode: str, family: str,
+                                                     request: pytest.FixtureRequest) -> None:
     """The rules and proxy behaviour meshsolve.istio derives for a default sidecar of ``version``
     (REDIRECT and TPROXY: policy routing + transparent listeners), with the seed's three binds.
-    Flows the interpreter leaves undetermined (e.g. ``-m socket`` before 1.6) are not compared."""
+    Flows the interpreter leaves undetermined (e.g. ``-m socket`` before 1.6) are not compared.
+
+    TPROXY from 1.9: the kernel delivers inbound connections from the client's own address (Envoy's
+    original_src, SO_MARK 1337, CONNMARK back through the mark's local route, docs/tproxy.md); the
+    interpreter does not model the original-source upstream and its mark yet, so these disagree
+    (strict: the mark must go when the semantics learn it)."""
     import attrs
 
+    from meshsolve.analysis.worlds import istio_routing
     from meshsolve.errors import UnsupportedError
     from meshsolve.istio import CaptureConfig, generate, proxy_behavior
 
     minor = 99 if version == "current" else int(version.split(".")[1])
+    if mode == "TPROXY" and minor >= 9:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "semantics: the inbound upstream from the client's address with SO_MARK 1337 "
+            "(ProxyBehavior.inbound_original_source / upstream_mark) is not modelled")))
     base = setup_world("E", family)  # type: ignore[arg-type]
     try:
         cfg = CaptureConfig(version=version, mode=mode, outbound_cidrs="*",
                             inbound_ports="*" if minor >= 3 else APP_PORTS,
                             inbound_ports_exclude=(15090, 15021, 15020), enable_ipv6=family == "ipv6")
         world = attrs.evolve(base, rules=generate(cfg), proxy=proxy_behavior(version, cfg),
-                             name=f"istio-{version}-{mode}-{family}")
+                             routing=istio_routing(cfg, base.families), name=f"istio-{version}-{mode}-{family}")
     except UnsupportedError as exc:
         pytest.skip(f"meshsolve.istio does not model this pod: {exc}")
     flows = bind_matrix(world, family)

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import subprocess
 
+import attrs
 import pytest
 
+from meshsolve.iptables import parse_text
+from meshsolve.model.net import to_address
+from meshsolve.model.routing import Route, Routing, RoutingRule
+from meshsolve.model.rules import MarkMatch, RuleRef
 from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
+from meshsolve.oracle.compare import differences
 from meshsolve.oracle.run import KernelWorld, OracleConfig
-from meshsolve.semantics.trace import Delivered, Egress, Loop, Refused
+from meshsolve.semantics.interpret import interpret
+from meshsolve.semantics.trace import Delivered, Dropped, Egress, Failed, Loop, Refused, Rejected
 
 pytestmark = pytest.mark.kernel
 
@@ -67,8 +74,9 @@ def test_owner_match_needs_only_numeric_ids(family: str) -> None:
     with KernelWorld(world, restore_text={family: rules}) as kw:
         cap = kw.run(Flow("captured", f["out"], 8080))
         free = kw.run(Flow("free", f["out"], 8080))
-    assert cap.observed == ("out",) and cap.outcome == Egress(cap.flow.dst, 8080)
-    assert free.observed == () and free.outcome == Egress(free.flow.dst, 8080)
+    pod = to_address(f["pod"])
+    assert cap.observed == ("out",) and cap.outcome == Egress(cap.flow.dst, 8080, pod)
+    assert free.observed == () and free.outcome == Egress(free.flow.dst, 8080, pod)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -120,7 +128,137 @@ def test_service_endpoint_choice_and_inbound_source(family: str) -> None:
         local_only = kw.run(Flow("peer", f["pod"], 9002))
     assert self_call.observed == ("out", "in")
     assert isinstance(self_call.outcome, Delivered) and str(self_call.outcome.source) == f["six"]
-    assert away.observed == ("out",) and away.outcome == Egress(away.flow.dst.__class__(f["out"]), 9001)
+    assert away.observed == ("out",) and away.outcome == Egress(to_address(f["out"]), 9001, to_address(f["pod"]))
     assert inbound.observed == ("in",)
     assert isinstance(inbound.outcome, Delivered) and inbound.outcome.app == "podip"
     assert local_only.observed == ("in",) and local_only.outcome == Refused()
+
+
+# --- outcome kinds, the stand-in's TPROXY behaviour, policy routing ---------------------------------
+
+
+def _filter_world(f: dict[str, str]) -> World:
+    return World(pod_ips=(f["pod"],), peer_ips=(f["peer"],),
+                 apps=(App("web", sockets=(Socket(f["wild"], 9001), Socket(f["wild"], 9002),
+                                           Socket(f["wild"], 9003))),))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_reject_drop_refused_and_delivered_are_told_apart(family: str) -> None:
+    """kernel-facts.md fact 8: a REJECT rule refuses the client (its counter moved: Rejected, whatever
+    the errno and however late an ICMPv6 error arrives), a DROP rule leaves it waiting (Dropped),
+    nothing listening answers RST (Refused)."""
+    f = FAMILIES[family]
+    rules = ("*filter\n-A INPUT -p tcp --dport 9001 -j REJECT\n-A INPUT -p tcp --dport 9002 -j DROP\n"
+             "-A INPUT -p tcp --dport 9005 -j REJECT --reject-with tcp-reset\nCOMMIT\n")
+    with KernelWorld(_filter_world(f), restore_text={family: rules}) as kw:
+        rejected = kw.run(Flow("peer", f["pod"], 9001))
+        dropped = kw.run(Flow("peer", f["pod"], 9002))
+        delivered = kw.run(Flow("peer", f["pod"], 9003))
+        refused = kw.run(Flow("peer", f["pod"], 9004))
+        reset = kw.run(Flow("peer", f["pod"], 9005))
+    assert rejected.outcome == Rejected(RuleRef("filter", "INPUT", 1))
+    assert dropped.outcome == Dropped(RuleRef("filter", "INPUT", 2))
+    assert isinstance(delivered.outcome, Delivered) and str(delivered.outcome.source) == f["peer"]
+    assert refused.outcome == Refused()
+    assert reset.outcome == Rejected(RuleRef("filter", "INPUT", 3))
+    assert "refused ECONNREFUSED" in reset.trace[-1].text
+
+
+@pytest.mark.parametrize(("family", "dst", "errno"), [
+    ("ipv4", "224.0.0.1", "ENETUNREACH"), ("ipv4", "255.255.255.255", "ENETUNREACH"),
+    ("ipv6", "ff02::1", "ENETUNREACH"), ("ipv6", "fe80::1", "EINVAL"),
+])
+def test_connect_errors_are_kernel_failures_naming_the_errno(family: str, dst: str, errno: str) -> None:
+    """kernel-facts.md fact 3: connect() refuses these destinations before any packet; the kernel's
+    result is a failure naming the errno, as the interpreter's is."""
+    f = FAMILIES[family]
+    world = World(pod_ips=(f["pod"],), peer_ips=(f["peer"],), apps=(App("app"),))
+    flow = Flow("app", dst, 80)
+    with KernelWorld(world) as kw:
+        res = kw.run(flow)
+    assert isinstance(res.outcome, Failed) and f"({errno})" in res.outcome.reason
+    assert differences(interpret(world, flow), res) == ()
+
+
+def _tproxy_world(f: dict[str, str], **proxy: object) -> World:
+    rules = ("*mangle\n-A PREROUTING -i eth0 -p tcp --dport 9001 -j TPROXY --on-port 15006 "
+             "--tproxy-mark 0x539/0xffffffff\nCOMMIT\n")
+    fam = "ipv4" if f is FAMILIES["ipv4"] else "ipv6"
+    return World(pod_ips=(f["pod"],), peer_ips=(f["peer"],),
+                 apps=(App("web", sockets=(Socket(f["wild"], 9001),)),),
+                 proxy=ProxyBehavior(uid=0, gid=1337, inbound_endpoint="localhost", **proxy),  # type: ignore[arg-type]
+                 rules=parse_text(rules if fam == "ipv4" else "# ipv6\n" + rules, source="test"),
+                 routing=Routing.tproxy(0x539, families=(fam,)))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_tproxy_hands_connections_to_a_transparent_stand_in_only(family: str) -> None:
+    """kernel-facts.md fact 13: with IP_TRANSPARENT listeners the stand-in takes the TPROXYed
+    connection and reads its original destination from its own local address; without, TPROXY drops."""
+    f = FAMILIES[family]
+    with KernelWorld(_tproxy_world(f, transparent=True)) as kw:
+        taken = kw.run(Flow("peer", f["pod"], 9001))
+    with KernelWorld(_tproxy_world(f, transparent=False)) as kw:
+        dropped = kw.run(Flow("peer", f["pod"], 9001))
+    assert taken.observed == ("in",)
+    assert "original destination" in taken.trace[1].text and "(local)" in taken.trace[1].text
+    assert isinstance(taken.outcome, Delivered) and str(taken.outcome.source) == f["lo"]
+    assert dropped.observed == () and dropped.outcome == Dropped(RuleRef("mangle", "PREROUTING", 1))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_original_source_upstream_is_marked_and_answered_through_policy_routing(family: str) -> None:
+    """Envoy's original_src as the current Istio TPROXY sidecar uses it: the inbound upstream leaves
+    from the client's own address, with SO_MARK 1337 (mangle OUTPUT's mark rule counts it), and the
+    app's answer comes back through CONNMARK and the mark's local route: the app sees the peer."""
+    from meshsolve.analysis.worlds import world_from_config
+    from meshsolve.istio import parse_flags
+
+    f = FAMILIES[family]
+    cfg = parse_flags(["-m", "TPROXY", "-b", "*", "-u", "1337"], version="current")
+    if family == "ipv6":
+        cfg = cfg.evolve(enable_ipv6=True)
+    world = attrs.evolve(world_from_config(cfg, pod_ips=(to_address(f["pod"]),)),
+                         apps=(App("web", sockets=(Socket(f["wild"], 9001),)),))
+    assert world.proxy.inbound_original_source and world.proxy.upstream_mark == 1337
+    plain = attrs.evolve(world, proxy=attrs.evolve(world.proxy, inbound_original_source=False, upstream_mark=None))
+    six = world.proxy.inbound_source(family)  # type: ignore[arg-type]
+    with KernelWorld(world) as kw:
+        res = kw.run(Flow("peer", f["pod"], 9001))
+    with KernelWorld(plain) as kw:
+        without = kw.run(Flow("peer", f["pod"], 9001))
+    assert res.observed == ("in",)
+    assert isinstance(res.outcome, Delivered) and str(res.outcome.source) == f["peer"]
+    rs = world.rules.for_family(family)  # type: ignore[arg-type]
+    marked = [r for r in res.rule_hits if r.table == "mangle" and r.chain == "OUTPUT"
+              and any(isinstance(m, MarkMatch) for m in rs.rule(r).matches)]
+    assert marked, res.rule_hits
+    # without original_src the upstream leaves from 127.0.0.6 / ::6 (the rules let it through)
+    assert isinstance(without.outcome, Delivered) and without.outcome.source == six
+
+
+def test_reuseport_lets_a_wildcard_and_a_specific_bind_share_a_port() -> None:
+    """kernel-facts.md fact 7: both listen with SO_REUSEPORT on both and one uid; the specific one
+    takes connections to its address."""
+    world = World(pod_ips=("192.0.2.10",), peer_ips=("192.0.2.20",),
+                  apps=(App("any", sockets=(Socket("0.0.0.0", 9001, reuseport=True),)),
+                        App("local", sockets=(Socket("127.0.0.1", 9001, reuseport=True),))))
+    flows = (Flow("any", "127.0.0.1", 9001), Flow("any", "192.0.2.10", 9001))
+    with KernelWorld(world) as kw:
+        got = [kw.run(fl) for fl in flows]
+    assert [r.outcome.token for r in got] == ["local<-127.0.0.1", "any<-192.0.2.10"]
+    assert all(differences(interpret(world, fl), r) == () for fl, r in zip(flows, got, strict=True))
+
+
+@pytest.mark.parametrize(("kind", "errno"), [("unreachable", "EHOSTUNREACH"), ("prohibit", "EACCES")])
+def test_the_worlds_policy_routing_is_installed_as_given(kind: str, errno: str) -> None:
+    """world.routing goes to the kernel unchanged: a rule sending every lookup to table 7, whose
+    route for 203.0.113.0/24 refuses, makes connect() fail with that route type's errno."""
+    world = World(pod_ips=("192.0.2.10",), peer_ips=("192.0.2.20",), apps=(App("app"),),
+                  routing=Routing((RoutingRule("ipv4", 100, 7),), (Route("203.0.113.0/24", kind, None, 7),)))  # type: ignore[arg-type]
+    with KernelWorld(world) as kw:
+        blocked = kw.run(Flow("app", "203.0.113.9", 80))
+        other = kw.run(Flow("app", "198.51.100.9", 80))
+    assert isinstance(blocked.outcome, Failed) and f"({errno})" in blocked.outcome.reason
+    assert other.outcome == Egress(to_address("198.51.100.9"), 80, to_address("192.0.2.10"))

@@ -177,3 +177,35 @@ def test_a_set_up_istio_produces_is_emitted_as_its_flags_and_annotations(later: 
 
     with pytest.raises(UnsupportedError, match="15090"):
         emit(as_istio, "annotations")
+
+
+def test_spec_routing_lines_and_transparent_proxy() -> None:
+    from meshsolve.analysis.spec import parse_spec
+
+    text = (SPECS / "tproxy.yaml").read_text()
+    text = text.replace("  - ip route add local default dev lo table 133",
+                        "  - ip route add local default dev lo table 133\n"
+                        "  - ip -6 rule add not fwmark 0x10/0xf0 lookup main pref 100\n"
+                        "  - ip route add blackhole 203.0.113.0/24 table 7")
+    spec = parse_spec(text, "tproxy.yaml")
+    r = spec.world.routing
+    assert [str(x) for x in r.rules] == ["32765: from all fwmark 0x539/0xffffffff lookup 133",
+                                         "100: from all not fwmark 0x10/0xf0 lookup 254"]
+    assert [str(x) for x in r.routes] == ["local 0.0.0.0/0 dev lo table 133", "blackhole 203.0.113.0/24 table 7"]
+    assert spec.world.proxy.transparent
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("ip rule add fwmark 1337", "lookup"),
+    ("ip link set lo up", "ip rule add"),
+    ("ip -x rule add lookup 1", "ip option"),
+    ("ip route add local default via 1.2.3.4 table 1", "local PREFIX dev DEV"),
+])
+def test_spec_routing_errors_name_the_line(line: str, message: str) -> None:
+    from meshsolve.analysis.spec import parse_spec
+    from meshsolve.errors import SpecError
+
+    text = (SPECS / "tproxy.yaml").read_text().replace("  - ip rule add fwmark 1337 lookup 133", f"  - {line}")
+    with pytest.raises(SpecError, match=message) as info:
+        parse_spec(text, "tproxy.yaml")
+    assert info.value.lineno is not None and line in text.splitlines()[info.value.lineno - 1]

@@ -84,3 +84,63 @@ def test_oracle_replays_the_spec_flows_without_disagreement(name: str, synth: Ca
         if diff:
             problems.append(f"{flow}: " + "; ".join(diff))
     assert not problems, "\n".join(problems)
+
+
+# --- every class of first connection on the kernel (synth --verify-kernel) -------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.parametrize("name", SYNTHESIZED)
+def test_flow_space_on_the_kernel_agrees_and_meets_every_goal(name: str, synth: Callable[[str], Synthesized]) -> None:
+    """The synthesized set-up over its class-complete flow space: 0 disagreements with the model,
+    0 goals that hold in the model but fail on the kernel."""
+    from meshsolve.analysis.verify import verify_on_kernel
+    from meshsolve.oracle.flowspace import flow_space
+
+    res = synth(name)
+    flows = flow_space(res.world)
+    v = verify_on_kernel(res.world, [(g.name, g.prop) for g in res.spec.goals], flows=flows)
+    assert v.flows == len(flows) and v.compared > len(flows) // 2
+    assert not v.disagreements, "\n".join(map(str, v.disagreements))
+    assert not v.goal_failures, "\n".join(map(str, v.goal_failures))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_flow_space_run_reports_disagreements_and_kernel_goal_failures(synth: Callable[[str], Synthesized]) -> None:
+    """The same check can fail: the TPROXY set-up with listeners that are not IP_TRANSPARENT. The
+    model (which does not look at the listener option) says the peer reaches the apps; the kernel's
+    TPROXY drops every inbound connection, so both a disagreement and the reachability goals show."""
+    import attrs
+
+    from meshsolve.analysis.verify import verify_on_kernel
+    from meshsolve.model.world import Flow
+
+    res = synth("tproxy.yaml")
+    world = attrs.evolve(res.world, proxy=attrs.evolve(res.world.proxy, transparent=False))
+    flows = (Flow("peer", "192.0.2.10", 9001), Flow("peer", "192.0.2.10", 9003))
+    v = verify_on_kernel(world, [(g.name, g.prop) for g in res.spec.goals], flows=flows)
+    assert not v.ok
+    assert {str(d.flow) for d in v.disagreements} == {str(f) for f in flows}
+    assert all(d.actual.outcome.token == "dropped" for d in v.disagreements)
+    failed = {g.goal for g in v.goal_failures}
+    assert {"pod-IP listener reachable", "wildcard listener reachable"} <= failed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_synth_verify_kernel_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from meshsolve.cli import EXIT_OK, main
+
+    assert main(["synth", "--verify-kernel", "--quiet", "-o", "json", str(SPECS / "istio-later-knobs.yaml")]) == EXIT_OK
+    data = json.loads(capsys.readouterr().out)
+    assert data["kernel"]["flows"] > 50
+    assert data["kernel"]["disagreements"] == [] and data["kernel"]["goalFailures"] == []
+
+
+def test_synth_verify_kernel_needs_root(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from meshsolve.cli import EXIT_USAGE, main
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert main(["synth", "--verify-kernel", str(SPECS / "istio-later-knobs.yaml")]) == EXIT_USAGE
+    assert "needs root" in capsys.readouterr().err

@@ -52,6 +52,7 @@ __all__ = [
     "check",
     "check_all",
     "enumerate_scope",
+    "flow_in_scope",
     "holds",
     "outcome_kind",
 ]
@@ -246,6 +247,30 @@ def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | N
         for e in range(max(n_ep, 1)):
             flow = Flow(client=client, dst=dst, dport=port, endpoint=e)
             yield flow, w, interpret(w, flow, max_hops=hops)
+
+
+def flow_in_scope(world: World, scope: Scope, flow: Flow) -> bool:
+    """Whether ``flow`` is one of the first connections ``scope`` ranges over (client, ids,
+    destination, port, service VIP)."""
+    if flow.family != scope.family:
+        return False
+    if scope.client in ("peer", "proxy"):
+        if flow.client != scope.client:
+            return False
+    elif scope.client == "app":
+        if flow.client != scope.app:
+            return False
+    else:
+        if flow.client in ("peer", "proxy"):
+            return False
+        app = world.app(flow.client)
+        if app.uid in scope.uid_not or app.gid in scope.gid_not:
+            return False
+        if scope.ids is not None and (app.uid, app.gid) not in scope.ids:
+            return False
+    if scope.vip_only and world.service_at(flow.dst, flow.dport) is None:
+        return False
+    return _in_scope_dst(flow.dst, scope, world) and _in_scope_port(flow.dport, scope)
 
 
 def _in_scope_dst(d: IPAddress, scope: Scope, world: World) -> bool:

@@ -8,6 +8,9 @@ A spec reads like this (the shipped ones are under ``specs/``)::
     apps:
       - {name: details, uid: 1000, gid: 1000, listen: ["0.0.0.0:9001"]}
     proxy: {uid: 1337, gid: 1337, outbound_port: 15001, inbound_port: 15006}
+    routing:                          # optional: the pod's policy routing, as ip commands
+      - ip rule add fwmark 1337 lookup 133
+      - ip route add local default dev lo table 133
     services:
       - {name: price, vip: 198.51.100.1, port: 9003, endpoints: ["192.0.2.10:9003"]}
     rules: |                          # the fixed part, any form meshsolve parses
@@ -25,6 +28,12 @@ A spec reads like this (the shipped ones are under ``specs/``)::
     minimize: [rules, conditions]
     flows:                            # named flows: the oracle replays them, equivalence uses them
       - {client: peer, dst: 192.0.2.10, port: 9003}
+
+The proxy may also say ``transparent`` (IP_TRANSPARENT listeners, as TPROXY needs),
+``inbound_original_source`` (the inbound side connects upstream from the client's address) and
+``upstream_mark`` (SO_MARK on that upstream socket). ``routing`` lines are ``ip [-4|-6] rule add
+[not] fwmark V[/M] lookup T [pref P]`` and ``ip [-4|-6] route add [TYPE] PREFIX|default [dev D]
+table T``.
 
 Goal kinds: ``reachable`` (client, port, dst?, app?) — every such connection that ends is
 delivered (termination is the ``no_loops`` goal's business: partial correctness), ``private``
@@ -56,11 +65,11 @@ from meshsolve.analysis.properties import (
     Property,
     Reachable,
 )
-from meshsolve.errors import MeshsolveError, SpecError
+from meshsolve.errors import MeshsolveError, ParseError, SpecError
 from meshsolve.iproute import parse_routing
 from meshsolve.iptables import parse_text
 from meshsolve.model.net import Family, IPAddress, to_address, to_port
-from meshsolve.model.routing import Routing
+from meshsolve.model.routing import Route, Routing, RoutingRule
 from meshsolve.model.rules import Match, Rulesets, Target
 from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
 
@@ -321,8 +330,8 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         raise SpecError("the spec is empty", source=source, lineno=1)
     root = _Node(root_node, source, "")
     top = root.mapping()
-    _check_keys(top, root, ("name", "description", "family", "pod", "apps", "proxy", "services", "rules",
-                            "routing", "goals", "search", "minimize", "flows"),
+    _check_keys(top, root, ("name", "description", "family", "pod", "apps", "proxy", "routing", "services",
+                            "rules", "goals", "search", "minimize", "flows"),
                 ("name", "pod", "apps", "rules", "goals", "search"))
     family_text = top["family"].scalar() if "family" in top else "ipv4"
     if family_text not in ("ipv4", "ipv6"):
@@ -355,7 +364,14 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         pm = top["proxy"].mapping()
         _check_keys(pm, top["proxy"], ("uid", "gid", "outbound_port", "inbound_port",
                                        "virtual_inbound_dispatch", "inbound_ports", "inbound_endpoint",
-                                       "inbound_source", "transparent"))
+                                       "inbound_source", "transparent", "inbound_original_source",
+                                       "upstream_mark"))
+        for k in ("transparent", "inbound_original_source"):
+            if k in pm:
+                proxy_kw[k] = pm[k].boolean()
+        if "upstream_mark" in pm:
+            v = pm["upstream_mark"].optional_scalar()
+            proxy_kw["upstream_mark"] = None if v is None else pm["upstream_mark"].integer()
         for k in ("uid", "gid", "outbound_port"):
             if k in pm:
                 proxy_kw[k] = pm[k].integer()
@@ -396,10 +412,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     if family == "ipv6" and "# ipv6" not in rules_text and "ip6tables" not in rules_text:
         rules_text = "# ipv6\n" + rules_text  # a spec's rules are of the spec's family
     rules = _wrap(rules_node, parse_text, rules_text, f"{source}:{rules_node.line}")
-    routing = Routing()
-    if "routing" in top:
-        rn = top["routing"]
-        routing = _wrap(rn, lambda: parse_routing(rn.scalar(), family=family, source=f"{source}:{rn.line}"))
+    routing = _routing(top["routing"], family, source) if "routing" in top else Routing()
     world = _wrap(root, lambda: World(
         pod_ips=(pod_ip,), peer_ips=(peer_ip,), apps=tuple(apps), proxy=proxy, services=tuple(services),
         rules=rules, routing=routing, interface=pod["interface"].scalar() if "interface" in pod else "eth0",
@@ -457,6 +470,30 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
                                                               endpoint=ep)))
     return Spec(top["name"].scalar(), source, family, world, goals, search, minimize, tuple(flows),
                 top["description"].scalar() if "description" in top else "")
+
+
+_ROUTE_KINDS = ("unicast", "local", "blackhole", "unreachable", "prohibit", "throw")
+
+
+def _routing(node: _Node, family: Family, source: str) -> Routing:
+    """The spec's ``routing``: ``ip rule add ...`` / ``ip route add ...`` lines (a list, or one text
+    block), read by the one routing reader (``meshsolve.iproute``); errors name the spec's line."""
+    if isinstance(node.node, yaml.SequenceNode):
+        items = [(ln, ln.scalar()) for ln in node.sequence()]
+    else:  # a block scalar: its text starts on the line after the key
+        items = [(node, text) for text in node.scalar().splitlines()]
+    rules: list[RoutingRule] = []
+    routes: list[Route] = []
+    for i, (item, text) in enumerate(items):
+        try:
+            r = parse_routing(text, family=family, source=source)
+        except ParseError as exc:
+            line = item.line if item is not node else node.line + 1 + i
+            raise SpecError(exc.message, source=source, lineno=line, line=text) from None
+        rules.extend(r.rules)
+        routes.extend(r.routes)
+    routing: Routing = _wrap(node, lambda: Routing(tuple(rules), tuple(routes)))
+    return routing
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -1,10 +1,13 @@
 """Building pod worlds from what users have: an Istio capture configuration, a pod manifest, or a
 dumped ruleset. The app sockets and addresses a manifest does not say are filled with explicit,
-documented defaults (documentation addresses; one app listening on the wildcard address)."""
+documented defaults (documentation addresses; one app listening on the wildcard address). A
+TPROXY-mode configuration also gives the world istio-init's policy routing (``istio_routing``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+import attrs
 
 import meshsolve.defaults as defaults
 from meshsolve.istio.config import WILDCARD, CaptureConfig
@@ -15,7 +18,7 @@ from meshsolve.model.routing import Routing
 from meshsolve.model.rules import Rulesets
 from meshsolve.model.world import App, ProxyBehavior, Service, Socket, World
 
-__all__ = ["DEFAULT_PEER", "DEFAULT_POD", "default_apps", "world_from_config", "world_from_rules"]
+__all__ = ["DEFAULT_PEER", "DEFAULT_POD", "default_apps", "istio_routing", "world_from_config", "world_from_rules"]
 
 DEFAULT_POD = {fam: to_address(a) for fam, a in defaults.POD_IP.items()}
 DEFAULT_PEER = {fam: to_address(a) for fam, a in defaults.PEER_IP.items()}
@@ -37,6 +40,16 @@ def _addresses(ipv4: bool, ipv6: bool, table: dict[str, IPAddress]) -> tuple[IPA
     return tuple(out)
 
 
+def istio_routing(config: CaptureConfig, families: tuple[Family, ...] = ("ipv4", "ipv6")) -> Routing:
+    """The policy routing istio-init adds (nothing outside TPROXY mode): ``ip rule add fwmark MARK
+    lookup TABLE`` and ``ip route add local default dev lo table TABLE``, for IPv4 and, when IPv6
+    is enabled, IPv6; restricted to ``families``."""
+    if config.mode != "TPROXY":
+        return Routing()
+    fams = tuple(f for f in ("ipv4", "ipv6") if f in families and (f == "ipv4" or config.enable_ipv6))
+    return Routing.tproxy(config.tproxy_mark, table=config.tproxy_route_table, families=fams)
+
+
 def world_from_rules(rules: Rulesets, proxy: ProxyBehavior, *, apps: tuple[App, ...] | None = None,
                      services: tuple[Service, ...] = (), pod_ips: tuple[IPAddress, ...] | None = None,
                      name: str = "pod", namespace: str = "default", routing: Routing | None = None) -> World:
@@ -49,14 +62,15 @@ def world_from_rules(rules: Rulesets, proxy: ProxyBehavior, *, apps: tuple[App, 
     if apps is None:
         apps = default_apps(ipv6=6 in fams)
     return World(pod_ips=pod_ips, peer_ips=peers, apps=apps, proxy=proxy, services=services, rules=rules,
-                 name=name, namespace=namespace, routing=routing or Routing())
+                 routing=routing or Routing(), name=name, namespace=namespace)
 
 
 def world_from_config(config: CaptureConfig, *, rules: Rulesets | None = None,
                       apps: tuple[App, ...] | None = None, services: tuple[Service, ...] = (),
                       pod_ips: tuple[IPAddress, ...] | None = None, name: str = "pod",
                       namespace: str = "default") -> World:
-    """The world of a pod captured with ``config`` (its rules generated unless given)."""
+    """The world of a pod captured with ``config`` (its rules generated unless given), with the
+    sidecar of ``config.version`` and, in TPROXY mode, istio-init's policy routing."""
     if rules is None:
         rules = generate(config)
     proxy = proxy_behavior(config.version, config)
@@ -65,10 +79,7 @@ def world_from_config(config: CaptureConfig, *, rules: Rulesets | None = None,
             tuple(config.inbound_ports)
         ipv6 = bool(pod_ips and any(a.version == 6 for a in pod_ips)) or (not rules.ipv6.empty)
         apps = default_apps(ports, ipv6=ipv6)
-    routing = None
-    if config.mode == "TPROXY":  # istio-init's policy route for the TPROXY mark
-        has6 = not rules.ipv6.empty or bool(pod_ips and any(a.version == 6 for a in pod_ips))
-        fams: tuple[Family, ...] = ("ipv4", "ipv6") if has6 else ("ipv4",)
-        routing = Routing.tproxy(config.tproxy_mark, table=config.tproxy_route_table, families=fams)
-    return world_from_rules(rules, proxy, apps=apps, services=services, pod_ips=pod_ips, name=name,
-                            namespace=namespace, routing=routing)
+    world = world_from_rules(rules, proxy, apps=apps, services=services, pod_ips=pod_ips, name=name,
+                             namespace=namespace)
+    routing = istio_routing(config, world.families)
+    return world if routing.empty else attrs.evolve(world, routing=routing)

@@ -36,6 +36,8 @@ def _family_flag(words: list[str], family: Family) -> tuple[list[str], Family]:
         elif w == "-f" and i + 1 < len(words):
             family = "ipv6" if words[i + 1] in ("inet6", "6") else "ipv4"
             i += 1
+        elif w.startswith("-") and not out:
+            raise WorldError(f"unknown ip option {w!r}")
         else:
             out.append(w)
         i += 1
@@ -115,6 +117,8 @@ def _route(words: list[str], family: Family) -> Route | None:
         else:
             raise WorldError(f"{w!r} in a route is not modelled")
         i += 2
+    if kind == "local" and "via" in words:
+        raise WorldError("a local route goes to a device, not via a gateway (expected: local PREFIX dev DEV)")
     if table == LOCAL_TABLE:
         return None  # the pod's own addresses: the World has them
     if net.version == 6 and net.network_address.is_link_local:

@@ -1,27 +1,42 @@
 """Compare an interpreter ``Result`` with a kernel ``Result``, and say how to replay a disagreement.
 
-Two results agree when the outcome kinds are equal, a delivery names the same app, socket and source
-address, an egress the same destination and port, and the proxy sides were observed in the same
-order. Reasons (loop reasons, the rule that dropped) are not compared: the kernel cannot name a rule.
+Two results agree when the outcome kinds are equal (delivered, egress, refused, rejected, dropped,
+failed, loop, undetermined), a delivery names the same app, socket and source address, an egress the
+same destination, port and source (the address the remote server saw), a failure the same errno (or
+none: a failure without an errno is a connection nobody answers), and the proxy sides were observed
+in the same order. With ``hits``, the rule a ``Dropped``/``Rejected`` names and the nat rules that
+matched are compared too (the kernel names the rule whose counter moved). Loop reasons and failure
+texts are not compared.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections import Counter
 
 from meshsolve.model.net import family_of
 from meshsolve.model.rules import RuleRef
 from meshsolve.model.world import Flow, World
-from meshsolve.semantics.trace import Delivered, Dropped, Egress, Loop, Result
+from meshsolve.semantics.trace import Delivered, Dropped, Egress, Failed, Loop, Rejected, Result
 
-__all__ = ["differences", "explain", "matrix_flows", "nat_hits", "replay_command"]
+__all__ = ["differences", "errno_of", "explain", "matrix_flows", "nat_hits", "replay_command"]
+
+_ERRNO = re.compile(r"\b(E[A-Z]{3,})\b")
 
 
 def nat_hits(result: Result) -> Counter[RuleRef]:
     """How often each nat rule matched during the flow (nat sees one packet per connection, so the
     kernel's packet counters count connections, comparable with the interpreter's hits)."""
     return Counter(ref for ref in result.rule_hits if ref.table == "nat")
+
+
+def errno_of(outcome: object) -> str | None:
+    """The errno a ``Failed`` outcome names (``EINVAL``, ``ENETUNREACH``, ...), or None (no answer)."""
+    if not isinstance(outcome, Failed):
+        return None
+    m = _ERRNO.search(outcome.reason)
+    return m.group(1) if m else None
 
 
 def differences(expected: Result, actual: Result, *, hits: bool = False) -> tuple[str, ...]:
@@ -40,11 +55,19 @@ def differences(expected: Result, actual: Result, *, hits: bool = False) -> tupl
             x, y = getattr(a, field), getattr(b, field)
             if x != y:
                 out.append(f"delivered {field}: interpreter {x}, kernel {y}")
-    elif isinstance(a, Egress) and isinstance(b, Egress) and (a.dst, a.port) != (b.dst, b.port):
-        out.append(f"egress: interpreter {a.token}, kernel {b.token}")
+    elif isinstance(a, Egress) and isinstance(b, Egress):
+        if (a.dst, a.port) != (b.dst, b.port):
+            out.append(f"egress: interpreter {a.token}, kernel {b.token}")
+        if a.source is not None and b.source is not None and a.source != b.source:
+            out.append(f"egress source: interpreter {a.source}, kernel {b.source} (as the remote server saw it)")
+    elif isinstance(a, Failed) and isinstance(b, Failed) and errno_of(a) != errno_of(b):
+        out.append(f"failure errno: interpreter {errno_of(a) or 'none (no answer)'}, "
+                   f"kernel {errno_of(b) or 'none (no answer)'}")
     if hits and not isinstance(a, Loop) and not isinstance(b, Loop):
         if isinstance(a, Dropped) and isinstance(b, Dropped) and a.rule != b.rule:
             out.append(f"dropped by: interpreter {a.rule}, kernel {b.rule}")
+        if isinstance(a, Rejected) and isinstance(b, Rejected) and a.rule != b.rule:
+            out.append(f"rejected by: interpreter {a.rule}, kernel {b.rule}")
         ea, eb = nat_hits(expected), nat_hits(actual)
         if ea != eb:
             def show(c: Counter[RuleRef]) -> str:

@@ -3,41 +3,59 @@
 :class:`KernelWorld` is a context manager. On entry it
 
 1. creates a pod namespace and a peer namespace joined by a veth pair (pod end = ``world.interface``),
-2. gives the pod its IPs (``/32`` / ``/128``, ``nodad``) and a default route via the peer, the peer its
-   IPs and a route back to the pod; puts the proxy's inbound source address (``::6``) on ``lo`` when it
-   is not already local,
+2. gives the pod its IPs (``/32`` / ``/128``, ``nodad``), a route to the peer and a default route via
+   it, and puts the proxy's inbound source address (``::6``) on ``lo`` when it is not already local;
+   installs exactly ``world.routing`` (``ip rule`` / ``ip route`` per family) in the pod,
 3. loads the world's rulesets with ``iptables-restore`` / ``ip6tables-restore`` inside the pod (text
-   from :mod:`meshsolve.iptables`), and, when a ruleset uses TPROXY, the policy routing it needs
-   (``ip rule add fwmark M lookup 133`` + ``ip route add local default dev lo table 133``),
-4. makes the peer answer as "the outside world": every TCP connection arriving on its veth is
-   redirected to one responder that reports the original destination it was sent to,
-5. starts one worker process per app (its uid/gid, its listening sockets), one proxy stand-in (the
-   proxy's uid/gid, behaving as ``world.proxy`` says) and the peer (see :mod:`meshsolve.oracle.worker`).
+   from :mod:`meshsolve.iptables`),
+4. makes the peer "the outside world": it owns its own address and every remote address the world
+   names (service endpoints and VIPs that are not the pod's, DNAT targets, sample addresses of rule
+   CIDRs, and each flow's destination when it is remote: local routes on the peer's ``lo``), and one
+   real server answers every TCP connection to an address it owns (iptables REDIRECT of destination
+   type LOCAL to one port). The peer has routes back to the pod's interface addresses only, so a
+   connection from an address only the pod's ``lo`` has (``::6``) is never answered, as on a real
+   network,
+5. starts one worker process per app (its uid/gid, its listening sockets, ``SO_REUSEPORT`` where a
+   socket asks for it), one proxy stand-in (the proxy's uid/gid, ``IP_TRANSPARENT`` listeners when the
+   proxy is transparent, behaving as ``world.proxy`` says) and the peer (see
+   :mod:`meshsolve.oracle.worker`).
 
-Each :meth:`KernelWorld.run` then opens the flow's connection from the right process and classifies
-what came back into the interpreter's :class:`~meshsolve.semantics.trace.Result`, so a differential
-test can compare the two field by field:
+Each :meth:`KernelWorld.run` then opens the flow's connection from the right process, sends one
+request and waits for the answer, and classifies what came back into the interpreter's
+:class:`~meshsolve.semantics.trace.Result`, so a differential test can compare the two field by field:
 
-* ``outcome``: ``Delivered`` (the app's answer names its socket and the peer address it saw),
-  ``Egress`` (the peer's responder answered, naming the original destination), ``Refused`` (RST, or
-  the stand-in closed the client because its upstream was refused, failed, or the proxy blackholes),
-  ``Loop`` (the stand-in saw one (side, original destination) more than ``loop_limit`` times, or no
-  answer within the time bound), ``Dropped`` (no answer to the SYN; the rule is the DROP/REJECT rule or
-  DROP policy whose counter moved, ``KERNEL_RULE`` if none did);
+* ``outcome``:
+  ``Delivered`` (the app's answer names its socket and the source it saw),
+  ``Egress`` (the peer's server saw the connection complete, request and answer, and names the
+  destination and the source it saw),
+  ``Rejected`` (a REJECT rule's counter moved: the client got an error, ECONNREFUSED / ENETUNREACH /
+  EHOSTUNREACH / EACCES / ENOPROTOOPT, or, for IPv6, its errno comes with a retransmission after the
+  harness stopped waiting),
+  ``Refused`` (ECONNREFUSED with no REJECT counted: nothing listens; or the stand-in closed the client
+  because the proxy blackholes, or its upstream was refused),
+  ``Dropped`` (no answer to the SYN and a DROP rule, a DROP policy or a TPROXY rule without a
+  transparent listener counted it; the rule is the one whose counter moved),
+  ``Failed`` (the kernel itself: ``connect()`` failed with an errno and no rule counted, e.g. EINVAL
+  from a loopback source towards the outside or ENETUNREACH for a multicast destination; or no answer
+  and no rule counted: a re-route or martian drop, a source the network cannot answer),
+  ``Loop`` (the stand-in saw one (side, original destination) more than ``loop_limit`` times);
+  the stand-in's upstream failure is classified the same way (the flow ends as its last connection);
 * ``observed``: the sides the stand-in accepted the flow's connections on, in order, up to the first
   repeated sighting (as the interpreter records them);
 * ``rule_hits``: every rule (``table::CHAIN#n``, policy = index 0) whose packet counter moved during
   the flow, as often as it moved (nat counts one packet per connection);
-* ``trace``: what the stand-in saw and what the client got back.
+* ``trace``: what the stand-in saw (leg 1 when it accepted the client's own connection) and what the
+  client got back.
 
-A time-out that no DROP rule counted is run once more with generous bounds before it is believed. On
-exit every worker is killed by pid and both namespaces are deleted, also on exceptions and
-``KeyboardInterrupt``; namespaces of runs that were killed outright are swept by the next run.
+A flow that timed out with no rule counted is run once more with generous bounds before it is
+believed. On exit every worker is killed by pid and both namespaces are deleted, also on exceptions
+and ``KeyboardInterrupt``; namespaces of runs that were killed outright are swept by the next run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import select
@@ -52,42 +70,47 @@ from typing import Any
 
 import attrs
 
-from meshsolve.errors import OracleError, UnsupportedError
+from meshsolve.errors import MeshsolveError, OracleError, UnsupportedError
 from meshsolve.model.net import Family, IPAddress, family_of, to_address
+from meshsolve.model.routing import LOCAL_TABLE, Route
 from meshsolve.model.rules import Drop, Reject, RuleRef, Ruleset, Tproxy
-from meshsolve.model.world import Flow, Socket, World
+from meshsolve.model.world import Flow, World
+from meshsolve.oracle.flowspace import remote_addresses, unroutable
 from meshsolve.oracle.netns import NamespacePair, ip_batch, run
 from meshsolve.semantics.trace import (
     Delivered,
     Dropped,
     Egress,
+    Failed,
     Hop,
     Loop,
     Outcome,
     Refused,
+    Rejected,
     Result,
     Side,
     Undetermined,
 )
 
-__all__ = ["KERNEL_RULE", "KernelWorld", "OracleConfig", "parse_counters", "run_flows"]
+__all__ = ["KERNEL_RULE", "KernelWorld", "OracleConfig", "parse_counters", "routing_commands", "run_flows"]
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
-# The kernel cannot say which rule dropped a connection; kernel ``Dropped`` outcomes carry this.
+# Kept for callers that name "no rule": a kernel ``Dropped`` always names the rule that counted.
 KERNEL_RULE = RuleRef("kernel", "unknown", 0)
-TPROXY_TABLE = 133
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 @attrs.frozen
 class OracleConfig:
     """Time bounds and limits of the harness (seconds)."""
 
-    connect_timeout: float = 0.3      # the client's SYN answered within this, else "dropped"
+    connect_timeout: float = 0.3      # the client's SYN answered within this, else "no answer"
     read_timeout: float = 4.0         # the client's wait for an answer after connecting
     upstream_timeout: float = 0.3     # the stand-in's connect timeout upstream
     upstream_read_timeout: float = 3.0
+    slow_timeout: float = 2.0         # the second try of a flow that got no answer and no rule counted
     loop_limit: int = 4               # the stand-in cuts a (side, original dst) seen more often
-    egress_port: int = 10999          # the peer's "outside world" responder
+    egress_port: int = 10999          # the port of the peer's server ("the outside world")
     start_timeout: float = 10.0       # workers must report ready within this
     counters: bool = True             # read rule counters around each flow (rule_hits, Dropped rule)
 
@@ -104,33 +127,61 @@ def _default_renderer(ruleset: Ruleset) -> str:
     return text
 
 
-def _uses_tproxy(ruleset: Ruleset) -> tuple[tuple[int, int], ...]:
-    """The (mark, mask) pairs of every TPROXY target in the ruleset."""
-    marks = []
-    for table in ruleset.tables:
-        for chain in table.chains:
-            for rule in chain.rules:
-                if isinstance(rule.target, Tproxy):
-                    mark = rule.target.mark if rule.target.mark is not None else 0
-                    marks.append((mark, rule.target.mask))
-    return tuple(dict.fromkeys(marks))
+def _plen(addr: IPAddress) -> int:
+    return 32 if addr.version == 4 else 128
 
 
-def _overlap(a: Socket, b: Socket) -> bool:
-    """Whether two listening sockets claim a common (address, port)."""
-    if a.port != b.port:
-        return False
+def routing_commands(world: World, family: Family, *, interface: str | None = None) -> list[str]:
+    """``ip`` batch lines (for ``ip -4``/``ip -6``) that install ``world.routing`` for ``family``:
+    its rules (``rule add [not] fwmark V/M lookup T pref P``, or ``from all``) and its routes."""
+    out: list[str] = []
+    for r in world.routing.rules_for(family):
+        sel = "from all" if r.fwmark is None else \
+            f"{'not ' if r.invert else ''}fwmark {r.fwmark:#x}/{r.mask:#x}"
+        out.append(f"rule add {sel} lookup {r.table} pref {r.priority}")
+    for rt in world.routing.routes:
+        if rt.family != family:
+            continue
+        out.append(_route_command(rt, world, interface))
+    return out
 
-    def covers(w: Socket, o: Socket) -> bool:
-        if not w.bind.is_unspecified:
-            return False
-        return w.bind.version == o.bind.version or (w.bind.version == 6 and not w.v6only)
 
-    return a.bind == b.bind or covers(a, b) or covers(b, a)
+def _route_command(rt: Route, world: World, interface: str | None) -> str:
+    dev = rt.dev
+    if dev == world.interface and interface is not None:
+        dev = interface
+    if dev is None and rt.kind in ("unicast", "local"):
+        dev = "lo" if rt.kind == "local" else (interface or world.interface)
+    kind = "" if rt.kind == "unicast" else f"{rt.kind} "
+    on = f" dev {dev}" if dev is not None and rt.kind in ("unicast", "local") else ""
+    return f"route add {kind}{rt.dst}{on} table {rt.table}"
 
 
-def _is_loopback_or_pod(addr: IPAddress, world: World) -> bool:
-    return addr.is_loopback or addr in world.pod_ips
+def _dropper_kind(ruleset: Ruleset, ref: RuleRef) -> str | None:
+    """``"reject"``, ``"drop"`` (a DROP rule or a DROP policy) or ``"tproxy"`` for a rule that can
+    end a connection, else None."""
+    if ref.index == 0:
+        chain = ruleset.chain(ref.table, ref.chain)
+        return "drop" if chain is not None and chain.policy == "DROP" else None
+    try:
+        rule = ruleset.rule(ref)
+    except KeyError:
+        return None
+    if isinstance(rule.target, Reject):
+        return "reject"
+    if isinstance(rule.target, Drop):
+        return "drop"
+    if isinstance(rule.target, Tproxy):
+        return "tproxy"
+    return None
+
+
+def _tproxy_drops(world: World, ruleset: Ruleset, ref: RuleRef) -> bool:
+    """Whether a TPROXY rule that counted a packet dropped it: its port has no transparent listener."""
+    rule = ruleset.rule(ref)
+    assert isinstance(rule.target, Tproxy)
+    p = world.proxy
+    return not p.transparent or rule.target.on_port not in {p.outbound_port, p.inbound_port}
 
 
 class _Worker:
@@ -201,6 +252,16 @@ def _unwind_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, _terminate)
 
 
+@attrs.frozen
+class _Ending:
+    """How one connection ended as seen by its opener: a status of ``worker.client_connect`` and an
+    errno (``via`` says whose connection: the client's or the stand-in's upstream)."""
+
+    status: str
+    errno: str | None = None
+    via: str = "the client"
+
+
 class KernelWorld:
     """A world materialised in two network namespaces; run flows with :meth:`run`.
 
@@ -220,6 +281,18 @@ class KernelWorld:
         self._flow_no = 0
         self._loaded: dict[str, bool] = {}
         self._last_counters: dict[str, dict[RuleRef, int]] = {}
+        self._owned: set[IPAddress] = set()
+        self._rulesets = {fam: world.rules.for_family(fam) for fam in ("ipv4", "ipv6")}
+        if restore_text is not None:  # the rules that counters name are the ones restored
+            from meshsolve.iptables import parse_text
+
+            for fam, text in restore_text.items():
+                if text.strip():
+                    try:
+                        parsed = parse_text(text if fam == "ipv4" else "# ipv6\n" + text, source=f"restore-{fam}")
+                    except MeshsolveError:  # iptables-restore will say what is wrong with it
+                        continue
+                    self._rulesets[fam] = parsed.for_family(fam)
         self.timings: dict[str, float] = {}
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -251,7 +324,6 @@ class KernelWorld:
 
     def start(self) -> None:
         t0 = time.monotonic()
-        self._check_world()
         self.pair.create()
         t1 = time.monotonic()
         self._addresses()
@@ -278,56 +350,58 @@ class KernelWorld:
 
     # -- set-up -------------------------------------------------------------------------------------
 
-    def _check_world(self) -> None:
-        """Refuse worlds the kernel cannot build: two listeners whose binds overlap on one port are
-        possible only with SO_REUSEPORT and the same uid (the workers set SO_REUSEPORT)."""
-        socks = [(app, s) for app in self.world.apps for s in app.sockets]
-        for i, (app1, s1) in enumerate(socks):
-            if not (s1.bind.is_unspecified or s1.bind.is_loopback or s1.bind in self.world.pod_ips):
-                raise OracleError(f"{app1.name} binds {s1}, which is not an address of the pod")
-            for app2, s2 in socks[i + 1:]:
-                if _overlap(s1, s2) and (app1.uid != app2.uid or (s1.bind, s1.port) == (s2.bind, s2.port)):
-                    raise OracleError(
-                        f"{app1.name} ({s1}, uid {app1.uid}) and {app2.name} ({s2}, uid {app2.uid}) cannot "
-                        "both listen: overlapping binds need SO_REUSEPORT and the same uid")
-
     def _addresses(self) -> None:
         w, iface, peer_if = self.world, self.pair.interface, self.pair.peer_interface
         pod_cmds: dict[str, list[str]] = {"ipv4": [], "ipv6": []}
         peer_cmds: dict[str, list[str]] = {"ipv4": [], "ipv6": []}
         for fam in w.families:
-            plen, nodad = (128, " nodad") if fam == "ipv6" else (32, "")
+            nodad = " nodad" if fam == "ipv6" else ""
             pod, peer = w.pod_ip(fam), w.peer_ip(fam)
             if peer is not None:
-                peer_cmds[fam].append(f"addr add {peer}/{plen} dev {peer_if}{nodad}")
+                peer_cmds[fam].append(f"addr add {peer}/{_plen(peer)} dev {peer_if}{nodad}")
+                self._owned.add(peer)
             for a in w.pod_ips:
                 if family_of(a) == fam:
-                    pod_cmds[fam].append(f"addr add {a}/{plen} dev {iface}{nodad}")
-                    peer_cmds[fam].append(f"route add {a}/{plen} dev {peer_if}")
+                    pod_cmds[fam].append(f"addr add {a}/{_plen(a)} dev {iface}{nodad}")
+                    # the outside world knows the way back to the pod's interface addresses only
+                    peer_cmds[fam].append(f"route add {a}/{_plen(a)} dev {peer_if}")
             if peer is not None and pod is not None:
-                pod_cmds[fam].append(f"route add {peer}/{plen} dev {iface}")
+                pod_cmds[fam].append(f"route add {peer}/{_plen(peer)} dev {iface}")
                 pod_cmds[fam].append(f"route add default via {peer} dev {iface}")
-                # the outside world routes everything back to the pod (e.g. replies to ::6)
-                peer_cmds[fam].append(f"route add default via {pod} dev {peer_if}")
         # ::6 (any source that is neither loopback nor a pod IP) is not local until put on lo
         for src in (w.proxy.inbound_source_v4, w.proxy.inbound_source_v6):
-            if src is not None and not _is_loopback_or_pod(src, w):
+            if src is not None and not (src.is_loopback or src in w.pod_ips):
                 fam = family_of(src)
-                plen, nodad = (128, " nodad") if fam == "ipv6" else (32, "")
-                pod_cmds[fam].append(f"addr add {src}/{plen} dev lo{nodad}")
+                nodad = " nodad" if fam == "ipv6" else ""
+                pod_cmds[fam].append(f"addr add {src}/{_plen(src)} dev lo{nodad}")
         for fam in ("ipv4", "ipv6"):
-            marks = _uses_tproxy(self.world.rules.for_family(fam))
-            for mark, mask in marks:
-                pod_cmds[fam].append(f"rule add fwmark {mark}/{mask:#x} lookup {TPROXY_TABLE}")
-            if marks:
-                default = "::/0" if fam == "ipv6" else "0.0.0.0/0"
-                pod_cmds[fam].append(f"route add local {default} dev lo table {TPROXY_TABLE}")
+            pod_cmds[fam] += routing_commands(w, fam, interface=iface)
+        for a in remote_addresses(w):
+            if a not in self._owned and w.peer_ip(family_of(a)) is not None:
+                peer_cmds[family_of(a)].append(self._own_command(a))
+                self._owned.add(a)
         for fam in ("ipv4", "ipv6"):
             opt = "-6" if fam == "ipv6" else "-4"
             ip_batch(self.pair.pod, pod_cmds[fam], what=f"configure the pod's {fam} addresses and routes",
                      options=(opt,))
             ip_batch(self.pair.peer, peer_cmds[fam], what=f"configure the peer's {fam} addresses and routes",
                      options=(opt,))
+
+    @staticmethod
+    def _own_command(addr: IPAddress) -> str:
+        """The peer owns ``addr``: a local route on its ``lo`` (like an address, without the
+        neighbour and source-selection side effects)."""
+        return f"route add local {addr}/{_plen(addr)} dev lo table {LOCAL_TABLE}"
+
+    def _own(self, addr: IPAddress) -> None:
+        """Make the outside world answer for ``addr`` (a remote destination of a flow)."""
+        fam = family_of(addr)
+        if addr in self._owned or unroutable(addr) or self.world.is_local(addr) or addr.is_loopback \
+                or self.world.peer_ip(fam) is None:
+            return
+        ip_batch(self.pair.peer, [self._own_command(addr)], what=f"let the peer answer for {addr}",
+                 options=("-6" if fam == "ipv6" else "-4",))
+        self._owned.add(addr)
 
     def _restore_input(self, fam: Family) -> str:
         if self.restore_text is not None:
@@ -342,9 +416,9 @@ class KernelWorld:
             if text.strip():
                 run(self.pair.exec_argv(self.pair.pod, [tool]), input_text=text,
                     what=f"{tool} in the pod namespace (input:\n{text})")
-        # the peer: everything arriving on its veth goes to the "outside world" responder
+        # the peer: a connection to any address it owns goes to the one server
         port = self.config.egress_port
-        peer_rules = (f"*nat\n-A PREROUTING -i {self.pair.peer_interface} -p tcp "
+        peer_rules = (f"*nat\n-A PREROUTING -i {self.pair.peer_interface} -p tcp -m addrtype --dst-type LOCAL "
                       f"-j REDIRECT --to-ports {port}\nCOMMIT\n")
         for fam, tool in (("ipv4", "iptables-restore"), ("ipv6", "ip6tables-restore")):
             if fam in self.world.families:
@@ -358,12 +432,11 @@ class KernelWorld:
     def _start_workers(self) -> None:
         w, c = self.world, self.config
         for app in w.apps:
-            socks = [{"bind": str(s.bind), "port": s.port, "v6only": s.v6only, "index": i}
-                     for i, s in enumerate(app.sockets)]
+            socks = [{"bind": str(s.bind), "port": s.port, "v6only": s.v6only, "reuseport": s.reuseport,
+                      "index": i} for i, s in enumerate(app.sockets)]
             self._spawn("app:" + app.name, self.pair.pod, "app",
                         {"name": app.name, "uid": app.uid, "gid": app.gid, "sockets": socks})
         p = w.proxy
-        transparent = any(_uses_tproxy(w.rules.for_family(f)) for f in ("ipv4", "ipv6"))
         self._spawn("proxy", self.pair.pod, "proxy", {
             "uid": p.uid, "gid": p.gid, "outbound_port": p.outbound_port, "inbound_port": p.inbound_port,
             "virtual_inbound_dispatch": p.virtual_inbound_dispatch,
@@ -371,13 +444,15 @@ class KernelWorld:
             "inbound_endpoint": p.inbound_endpoint,
             "inbound_source": {f: str(a) for f, a in (("ipv4", p.inbound_source_v4),
                                                        ("ipv6", p.inbound_source_v6)) if a is not None},
+            "inbound_original_source": p.inbound_original_source, "upstream_mark": p.upstream_mark,
+            "transparent": p.transparent,
+            "needs_net_admin": p.transparent or p.inbound_original_source or p.upstream_mark is not None,
             "outbound": p.outbound, "pod_ips": [str(a) for a in w.pod_ips],
             "services": [{"vip": str(s.vip), "port": s.port,
                           "endpoints": [[str(e.address), e.port] for e in s.endpoints]}
                          for s in w.services],
             "loop_limit": c.loop_limit, "timeout": c.upstream_timeout,
-            "read_timeout": c.upstream_read_timeout, "transparent": transparent,
-            "families": list(w.families),
+            "read_timeout": c.upstream_read_timeout, "families": list(w.families),
         })
         self._spawn("peer", self.pair.peer, "peer",
                     {"families": list(w.families), "egress_port": c.egress_port})
@@ -401,8 +476,8 @@ class KernelWorld:
     def run(self, flow: Flow) -> Result:
         """Open ``flow``'s connection for real and say what happened, as the interpreter would.
 
-        A connection that times out is "dropped" only when a DROP rule or policy counted it;
-        otherwise (a stall on a loaded machine) the flow is run once more with generous time bounds.
+        A connection that got no answer although no rule counted it (a kernel failure, or a stall on
+        a loaded machine) is run once more with generous time bounds before it is believed.
         """
         if flow.protocol != "tcp":
             raise UnsupportedError(f"the kernel oracle runs TCP flows only, not {flow}")
@@ -410,36 +485,57 @@ class KernelWorld:
             raise OracleError(f"the world has no {flow.family} pod address for {flow}")
         if not self.workers:
             raise OracleError("KernelWorld.run outside its context (not started, or closed)")
+        self._own_destinations(flow)
         c = self.config
-        result = self._run_once(flow, c.connect_timeout, c.upstream_timeout)
-        if isinstance(result.outcome, Dropped) and result.outcome.rule == KERNEL_RULE:
-            slow = max(2.0, 4 * c.connect_timeout)
-            result = self._run_once(flow, slow, slow)
+        result, retry = self._run_once(flow, c.connect_timeout, c.upstream_timeout)
+        if retry:
+            result, _ = self._run_once(flow, c.slow_timeout, c.slow_timeout)
         return result
 
-    def _run_once(self, flow: Flow, connect_timeout: float, upstream_timeout: float) -> Result:
+    def _own_destinations(self, flow: Flow) -> None:
+        dst = flow.dst
+        if dst.version == 6 and dst in _MAPPED:
+            assert isinstance(dst, ipaddress.IPv6Address) and dst.ipv4_mapped is not None
+            dst = dst.ipv4_mapped
+        if flow.client != "peer":
+            self._own(dst)
+        svc = self.world.service_at(dst, flow.dport)
+        if svc is not None:
+            for e in svc.endpoints:
+                self._own(e.address)
+
+    def _counter_family(self, flow: Flow) -> Family:
+        if flow.client != "peer" and flow.dst.version == 6 and flow.dst in _MAPPED:
+            return "ipv4"  # an AF_INET6 socket to ::ffff:a.b.c.d opens an IPv4 connection
+        return flow.family
+
+    def _run_once(self, flow: Flow, connect_timeout: float, upstream_timeout: float) -> tuple[Result, bool]:
         c = self.config
         self._flow_no += 1
+        token = f"meshsolve-flow-{os.getpid()}-{self._flow_no}"
         proxy = self.workers["proxy"]
         proxy.call({"op": "reset", "flow": self._flow_no, "endpoint": flow.endpoint,
                     "timeout": upstream_timeout}, c.start_timeout)
+        self.workers["peer"].call({"op": "seen"}, c.start_timeout)  # forget earlier flows
         client = self._client(flow)
+        fam = self._counter_family(flow)
         before: dict[RuleRef, int] = {}
         if c.counters:
-            cached = self._last_counters.get(flow.family)
-            before = cached if cached is not None else self._counters(flow.family)
+            cached = self._last_counters.get(fam)
+            before = cached if cached is not None else self._counters(fam)
         read_timeout = c.read_timeout + 2 * upstream_timeout
-        reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport,
+        reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport, "token": token,
                              "timeout": connect_timeout, "read_timeout": read_timeout,
                              "sport": flow.sport}, connect_timeout + read_timeout + 5)
         events = proxy.call({"op": "events"}, c.start_timeout)["events"]
+        seen = self.workers["peer"].call({"op": "seen"}, c.start_timeout)["seen"]
         hits: tuple[RuleRef, ...] = ()
         if c.counters:
-            after = self._counters(flow.family)
-            self._last_counters[flow.family] = after  # counters only move during flows
+            after = self._counters(fam)
+            self._last_counters[fam] = after  # counters only move during flows
             hits = tuple(ref for ref in sorted(after, key=_ref_key)
                          for _ in range(after[ref] - before.get(ref, 0)))
-        return self._classify(flow, reply, events, hits)
+        return self._classify(flow, fam, token, reply, events, seen, hits)
 
     def _counters(self, fam: Family) -> dict[RuleRef, int]:
         """Packet counters of every rule (and, as index 0, every built-in chain's policy) of the
@@ -450,84 +546,105 @@ class KernelWorld:
         text = run(self.pair.exec_argv(self.pair.pod, [tool, "-c"]), what=f"{tool} -c in the pod")
         return parse_counters(text)
 
-    def _classify(self, flow: Flow, reply: dict[str, Any], events: list[dict[str, Any]],
-                  hits: tuple[RuleRef, ...] = ()) -> Result:
+    def _classify(self, flow: Flow, fam: Family, token: str, reply: dict[str, Any],
+                  events: list[dict[str, Any]], seen: list[dict[str, Any]],
+                  hits: tuple[RuleRef, ...]) -> tuple[Result, bool]:
+        """The interpreter's view of what came back, and whether the flow deserves a slower try."""
         trace: list[Hop] = [Hop(1, "open", f"{flow.client} connects to {flow}")]
-        seen: set[tuple[str, str, int]] = set()
+        seen_keys: set[tuple[str, str, int]] = set()
         observed: list[Side] = []
         repeated = False
-        for i, ev in enumerate(events, 1):
+        own = (reply.get("local"), reply.get("local_port"))
+        for i, ev in enumerate(events):
             key = (ev["side"], ev["dst"], ev["port"])
-            trace.append(Hop(i, "proxy", f"stand-in {ev['listener']} listener accepted from {ev['peer']}: "
-                                         f"side {ev['side']}, original destination "
-                                         f"{_hp(ev['dst'], ev['port'])}"))
-            if key in seen:
+            leg = 1 if i == 0 and ev.get("direct") is not False else i + 2
+            trace.append(Hop(leg, "proxy", f"stand-in {ev['listener']} listener accepted from "
+                                           f"{_hp(ev['peer'], ev['peer_port'])}: side {ev['side']}, original "
+                                           f"destination {_hp(ev['dst'], ev['port'])} ({ev.get('how')})"))
+            if key in seen_keys:
                 repeated = True
             if not repeated:
                 observed.append("in" if ev["side"] == "in" else "out")
-            seen.add(key)
-        outcome = self._outcome(reply, repeated)
-        if isinstance(outcome, Refused | Dropped | Undetermined):
-            dropper = self._dropper(flow.family, hits)
-            if dropper is not None:
-                outcome = Dropped(dropper)
-        trace.append(Hop(len(events) + 1, "socket", f"client got {_brief(reply)} -> {outcome}"))
+            seen_keys.add(key)
+        ending: _Ending | None = None
+        outcome: Outcome
+        if reply.get("status") == "data":
+            outcome, ending = self._answer(reply, token, seen, repeated, fam, hits)
+        else:
+            ending = _Ending(reply.get("status", "?"), reply.get("errno"))
+        if ending is not None:
+            outcome = self._ending(ending, repeated, fam, hits)
+        mine = f" (from {_hp(own[0], own[1])})" if own[0] is not None else ""
+        trace.append(Hop(len(events) + 1, "socket", f"client{mine} got {_brief(reply)} -> {outcome}"))
+        retry = ending is not None and ending.status in ("timeout", "read-timeout") and \
+            isinstance(outcome, Failed)
         return Result(flow=flow, outcome=outcome, observed=tuple(observed), trace=tuple(trace),
-                      rule_hits=hits)
+                      rule_hits=hits), retry
 
-    def _dropper(self, fam: Family, hits: tuple[RuleRef, ...]) -> RuleRef | None:
-        """The DROP/REJECT rule, or DROP policy (index 0), whose counter moved during the flow."""
-        ruleset = self.world.rules.for_family(fam)
-        for ref in hits:
-            if ref.index == 0:
-                chain = ruleset.chain(ref.table, ref.chain)
-                if chain is not None and chain.policy == "DROP":
-                    return ref
-                continue
-            try:
-                rule = ruleset.rule(ref)
-            except KeyError:
-                continue
-            if isinstance(rule.target, Drop | Reject):
-                return ref
-        return None
-
-    def _outcome(self, reply: dict[str, Any], repeated: bool) -> Outcome:
-        status = reply.get("status")
-        if status == "refused" or status == "reset":
-            return Loop("the stand-in saw an original destination again") if repeated else Refused()
-        if status == "timeout":
-            return Dropped(KERNEL_RULE)
-        if status == "read-timeout":
-            return Loop("time bound: no answer within the read timeout")
-        if status == "eof":
-            return Undetermined("the connection was closed without an answer")
-        if status != "data":
-            return Undetermined(f"client error: {reply.get('error', status)}")
+    def _answer(self, reply: dict[str, Any], token: str, seen: list[dict[str, Any]], repeated: bool,
+                fam: Family, hits: tuple[RuleRef, ...]) -> tuple[Outcome, _Ending | None]:
+        """An answer came back: whose, and does it close the request/response round trip."""
         try:
             msg = json.loads(reply["data"].splitlines()[0])
         except (ValueError, IndexError):
-            return Undetermined(f"unexpected answer {reply['data'][:200]!r}")
+            return Undetermined(f"unexpected answer {reply['data'][:200]!r}"), None
         kind = msg.get("kind")
+        if kind in ("app", "egress") and str(msg.get("token") or "").split(" ")[0] != token:
+            return Undetermined(f"the answer is not for this request: {msg!r}"), None
         if kind == "app":
             app = self.world.app(msg["app"])
-            return Delivered(app.name, app.sockets[msg["sock"]], to_address(msg["peer"]))
+            return Delivered(app.name, app.sockets[msg["sock"]], to_address(msg["peer"])), None
         if kind == "egress":
-            return Egress(to_address(msg["dst"]), int(msg["port"]))
+            if not any(str(s.get("token") or "").split(" ")[0] == token for s in seen):
+                return Undetermined(f"an egress answer the peer's server did not log: {msg!r}"), None
+            return Egress(to_address(msg["dst"]), int(msg["port"]), to_address(msg["peer"])), None
         if kind == "proxy-error":
             err = msg.get("error")
-            if err == "loop" or repeated:
+            if err == "loop" or (repeated and err in ("refused", "reset", "eof", "read-timeout")):
                 return Loop(f"the stand-in saw the same original destination more than "
-                            f"{self.config.loop_limit} times on the {msg.get('side')} side")
-            if err in ("refused", "reset", "blackhole", "no-endpoint", "eof", "error"):
-                # the proxy closes the client's connection when its upstream cannot be opened
-                # (refused, or connect() failed outright, e.g. EINVAL for a loopback source bound
-                # by the proxy towards a non-local destination)
-                return Refused()
-            if err == "timeout":
-                return Dropped(KERNEL_RULE)
-            return Undetermined(f"proxy stand-in: {err} {msg.get('detail') or ''}".strip())
-        return Undetermined(f"unexpected answer {msg!r}")
+                            f"{self.config.loop_limit} times on the {msg.get('side')} side"), None
+            if err in ("blackhole", "no-endpoint"):
+                return Refused(), None  # the proxy closes the client's connection
+            if err in ("refused", "reset", "eof", "timeout", "read-timeout", "error"):
+                return Refused(), _Ending(err, msg.get("errno"), "the stand-in's upstream")
+            return Undetermined(f"proxy stand-in: {err} {msg.get('detail') or ''}".strip()), None
+        return Undetermined(f"unexpected answer {msg!r}"), None
+
+    def _ending(self, e: _Ending, repeated: bool, fam: Family, hits: tuple[RuleRef, ...]) -> Outcome:
+        """A connection that did not complete: which rule, or the kernel itself, ended it."""
+        ruleset = self._rulesets[fam]
+        kinds = [(ref, _dropper_kind(ruleset, ref)) for ref in dict.fromkeys(hits)]
+        reject = next((r for r, k in kinds if k == "reject"), None)
+        drop = next((r for r, k in kinds if k == "drop"), None)
+        tproxy = next((r for r, k in kinds if k == "tproxy" and _tproxy_drops(self.world, ruleset, r)), None)
+        errno_text = f" ({e.errno})" if e.errno else ""
+        if e.status in ("refused", "error"):
+            if reject is not None:
+                return Rejected(reject)
+            if e.status == "refused":
+                return Loop("the stand-in saw an original destination again") if repeated else Refused()
+            return Failed(f"connect() of {e.via} fails{errno_text}")
+        if e.status == "timeout":
+            if reject is not None:  # an ICMPv6 error arrives with a retransmission, after the bound
+                return Rejected(reject)
+            if drop is not None:
+                return Dropped(drop)
+            if tproxy is not None:  # TPROXY drops a SYN no transparent listener takes
+                return Dropped(tproxy)
+            return Failed(f"no answer to the SYN of {e.via} and no rule counted it")
+        if e.status == "read-timeout":
+            if repeated:
+                return Loop("time bound: no answer within the read timeout")
+            if drop is not None:
+                return Dropped(drop)
+            if reject is not None:
+                return Rejected(reject)
+            return Failed(f"{e.via} connected, but no answer came back and no rule counted it")
+        if e.status in ("reset", "eof"):
+            if repeated:
+                return Loop("the stand-in saw an original destination again")
+            return Rejected(reject) if reject is not None else Refused()
+        return Undetermined(f"client error: {e.status}{errno_text}")
 
 
 def _ref_key(ref: RuleRef) -> tuple[str, str, int]:
@@ -556,14 +673,15 @@ def parse_counters(text: str) -> dict[RuleRef, int]:
     return out
 
 
-def _hp(addr: str, port: int) -> str:
+def _hp(addr: str, port: int | None) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def _brief(reply: dict[str, Any]) -> str:
     if reply.get("status") == "data":
         return str(reply.get("data", "")).strip()[:200]
-    return str(reply.get("status"))
+    errno_text = f" {reply['errno']}" if reply.get("errno") else ""
+    return f"{reply.get('status')}{errno_text}"
 
 
 @contextlib.contextmanager
@@ -573,7 +691,12 @@ def kernel_world(world: World, config: OracleConfig | None = None, **kw: Any) ->
 
 
 def run_flows(world: World, flows: Iterable[Flow], config: OracleConfig | None = None,
-              **kw: Any) -> tuple[Result, ...]:
-    """Materialise ``world`` once and run every flow in it."""
+              progress: Callable[[int], None] | None = None, **kw: Any) -> tuple[Result, ...]:
+    """Materialise ``world`` once and run every flow in it (``progress(1)`` after each flow)."""
+    out = []
     with KernelWorld(world, config, **kw) as kworld:
-        return tuple(kworld.run(f) for f in flows)
+        for f in flows:
+            out.append(kworld.run(f))
+            if progress is not None:
+                progress(1)
+    return tuple(out)

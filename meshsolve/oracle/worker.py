@@ -8,15 +8,28 @@ then unreadable. Everything it needs is imported at the top, before the privileg
 Protocol: the harness writes one JSON command per line on stdin and reads one JSON reply per line on
 stdout. The worker exits on end-of-file on stdin (so it dies with the harness).
 
+Every connection carries one request/response: the client sends one line (the flow's token), the
+server that finally takes the connection reads it and answers with one JSON line naming itself, what
+it saw and the request, then closes. A connection *completes* only when that answer came back. The
+stand-in forwards the request with `` +proxy`` appended, so it can tell the client's own connection
+from its own upstream ones (a NATed connection's source port may be remapped by conntrack).
+
 Roles
 -----
-``app``   listens on the app's sockets; each accepted connection gets one JSON line
-          ``{"kind": "app", "app": NAME, "sock": INDEX, "peer": ADDR, "local": ADDR}`` and is closed.
-``proxy`` the sidecar stand-in: listens on the outbound/inbound ports, reads the original destination,
-          decides the side as ``ProxyBehavior`` says, connects upstream and relays the answer back;
-          records every (side, original destination) it saw for the current flow.
-``peer``  the remote host and "the outside world": answers every connection that arrives on its veth
-          (iptables REDIRECT to one responder port) with ``{"kind": "egress", "dst": ADDR, ...}``.
+``app``   listens on the app's sockets (``SO_REUSEPORT`` where the socket asks for it); answers
+          ``{"kind": "app", "app": NAME, "sock": INDEX, "peer": ADDR, "local": ADDR, "token": T}``.
+``proxy`` the sidecar stand-in: listens on the outbound/inbound ports (``IP_TRANSPARENT`` when the
+          proxy is transparent), reads the original destination (the local address of a connection
+          TPROXY handed over, ``SO_ORIGINAL_DST`` of a REDIRECTed one), decides the side as
+          ``ProxyBehavior`` says, connects upstream (from the client's own address with
+          ``IP_TRANSPARENT`` when ``inbound_original_source``; ``SO_MARK`` on the inbound side's
+          upstream socket when ``upstream_mark``) and relays the request and the answer; records
+          every (side, original destination) it saw for the current flow. When the upstream does
+          not complete it answers ``{"kind": "proxy-error", "error": STATUS, "errno": E, ...}``.
+``peer``  the remote host and "the outside world": answers every connection to an address it owns
+          (its own, and every remote address the world names: local routes on its ``lo``) with
+          ``{"kind": "egress", "dst": ADDR, "port": P, "peer": SOURCE, "token": T}`` and logs it
+          (``seen`` returns the log).
 
 Every role also answers ``connect`` (open a client connection with this process's ids) and ``ping``.
 """
@@ -24,6 +37,7 @@ Every role also answers ``connect`` (open a client connection with this process'
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import encodings.idna  # noqa: F401  (socket.create_connection may need it after the privilege drop)
 import errno
 import ipaddress
@@ -38,11 +52,27 @@ import time
 from typing import Any
 
 SO_ORIGINAL_DST = 80
+SO_MARK = 36
 IP_TRANSPARENT = 19
 IPV6_TRANSPARENT = 75
 SOL_IPV6 = socket.IPPROTO_IPV6
+PR_SET_KEEPCAPS = 8
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+_CAP_VERSION_3 = 0x20080522
+REQUEST_LIMIT = 4096
+PROXIED = " +proxy"  # the stand-in appends this to a request it forwards: which legs are the client's own
 
 _out_lock = threading.Lock()
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
 
 
 def _reply(obj: dict[str, Any]) -> None:
@@ -59,23 +89,44 @@ def _norm(addr: str) -> str:
     return str(ip)
 
 
-def original_dst(conn: socket.socket) -> tuple[str, int]:
-    """The destination the client originally asked for (before REDIRECT); TPROXY: the local address."""
+def _errno_name(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+
+
+def so_original_dst(conn: socket.socket) -> tuple[str, int] | None:
+    """``SO_ORIGINAL_DST`` (``IP6T_SO_ORIGINAL_DST`` for IPv6), or None when conntrack has no entry."""
     try:
         if conn.family == socket.AF_INET:
             raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-            port = struct.unpack("!H", raw[2:4])[0]
-            return str(ipaddress.IPv4Address(raw[4:8])), port
+            return str(ipaddress.IPv4Address(raw[4:8])), struct.unpack("!H", raw[2:4])[0]
         raw = conn.getsockopt(SOL_IPV6, SO_ORIGINAL_DST, 28)
-        port = struct.unpack("!H", raw[2:4])[0]
-        return _norm(str(ipaddress.IPv6Address(raw[8:24]))), port
+        return _norm(str(ipaddress.IPv6Address(raw[8:24]))), struct.unpack("!H", raw[2:4])[0]
     except OSError:
-        host, port = conn.getsockname()[:2]
-        return _norm(host), int(port)
+        return None
+
+
+def original_dst(conn: socket.socket, listener_port: int) -> tuple[str, int, str]:
+    """Where the client meant to go, and how it was read: a connection TPROXY handed over keeps its
+    destination, so its local address is the original one (``"local"``); a REDIRECTed connection's
+    local address is the listener's, and conntrack knows the original (``"so_original_dst"``)."""
+    host, port = conn.getsockname()[:2]
+    if port != listener_port:
+        return _norm(host), int(port), "local"
+    orig = so_original_dst(conn)
+    if orig is None:
+        return _norm(host), int(port), "local"
+    return orig[0], orig[1], "so_original_dst"
+
+
+def _transparent(s: socket.socket) -> None:
+    if s.family == socket.AF_INET:
+        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    else:
+        s.setsockopt(SOL_IPV6, IPV6_TRANSPARENT, 1)
 
 
 def _listener(family: int, bind: str, port: int, *, v6only: bool = True, transparent: bool = False,
-              reuseport: bool = True) -> socket.socket:
+              reuseport: bool = False) -> socket.socket:
     s = socket.socket(family, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuseport:
@@ -83,10 +134,7 @@ def _listener(family: int, bind: str, port: int, *, v6only: bool = True, transpa
     if family == socket.AF_INET6:
         s.setsockopt(SOL_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
     if transparent:
-        if family == socket.AF_INET:
-            s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
-        else:
-            s.setsockopt(SOL_IPV6, IPV6_TRANSPARENT, 1)
+        _transparent(s)
     s.bind((bind, port))
     s.listen(128)
     return s
@@ -96,35 +144,62 @@ def _family(addr: str) -> int:
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
-def client_connect(dst: str, port: int, *, timeout: float, src: str | None = None, sport: int = 0,
-                   read_timeout: float | None = None) -> dict[str, Any]:
-    """Open one TCP connection and read what comes back until EOF.
+def read_line(conn: socket.socket, timeout: float) -> str | None:
+    """One request line (up to ``REQUEST_LIMIT`` bytes), or None when none came in time."""
+    conn.settimeout(timeout)
+    buf = b""
+    try:
+        while b"\n" not in buf and len(buf) < REQUEST_LIMIT:
+            chunk = conn.recv(REQUEST_LIMIT)
+            if not chunk:
+                break
+            buf += chunk
+    except OSError:
+        return None
+    return buf.split(b"\n", 1)[0].decode("utf-8", "replace") if buf else None
 
-    ``status`` is ``data`` (something came back; ``data`` holds it), ``eof`` (connected, closed without
-    data), ``reset`` (connected, then RST), ``refused`` (RST to the SYN), ``timeout`` (no answer to the
-    SYN), ``read-timeout`` (connected, nothing came back in time) or ``error``.
+
+def client_connect(dst: str, port: int, *, timeout: float, request: str = "", src: str | None = None,
+                   sport: int = 0, read_timeout: float | None = None, transparent: bool = False,
+                   mark: int | None = None) -> dict[str, Any]:
+    """Open one TCP connection, send ``request`` (one line) and read the answer until EOF.
+
+    ``status`` is ``data`` (an answer came back; ``data`` holds it), ``eof`` (connected, closed without
+    data), ``reset`` (connected, then RST), ``refused`` (RST to the SYN, or an ICMP port unreachable:
+    ECONNREFUSED), ``timeout`` (no answer to the SYN), ``read-timeout`` (connected, nothing came back
+    in time) or ``error`` (``connect()`` or ``bind()`` failed with ``errno``: ``EINVAL``,
+    ``ENETUNREACH``, ``EHOSTUNREACH``, ``EACCES``, ...).
     """
     fam = _family(dst)
     s = socket.socket(fam, socket.SOCK_STREAM)
     t0 = time.monotonic()
     try:
-        if src is not None or sport:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((src or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), sport))
+        try:
+            if mark:
+                s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+            if transparent:
+                _transparent(s)
+            if src is not None or sport:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((src or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), sport))
+        except OSError as exc:
+            return {"status": "error", "errno": _errno_name(exc), "stage": "bind",
+                    "elapsed": time.monotonic() - t0}
         s.settimeout(timeout)
         try:
             s.connect((dst, port))
         except ConnectionRefusedError:
-            return {"status": "refused", "elapsed": time.monotonic() - t0}
+            return {"status": "refused", "errno": "ECONNREFUSED", "elapsed": time.monotonic() - t0}
         except TimeoutError:
             return {"status": "timeout", "elapsed": time.monotonic() - t0}
         except OSError as exc:
-            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-            return {"status": "error", "error": name, "elapsed": time.monotonic() - t0}
+            return {"status": "error", "errno": _errno_name(exc), "stage": "connect",
+                    "elapsed": time.monotonic() - t0}
         local = s.getsockname()
         s.settimeout(read_timeout if read_timeout is not None else timeout)
         chunks: list[bytes] = []
         try:
+            s.sendall((request + "\n").encode())
             while True:
                 b = s.recv(65536)
                 if not b:
@@ -132,8 +207,11 @@ def client_connect(dst: str, port: int, *, timeout: float, src: str | None = Non
                 chunks.append(b)
         except TimeoutError:
             status = "read-timeout"
-        except ConnectionResetError:
+        except (ConnectionResetError, BrokenPipeError):
             status = "reset"
+        except OSError as exc:
+            return {"status": "error", "errno": _errno_name(exc), "stage": "read",
+                    "local": _norm(local[0]), "local_port": local[1], "elapsed": time.monotonic() - t0}
         else:
             status = "data" if chunks else "eof"
         return {"status": status, "data": b"".join(chunks).decode("utf-8", "replace"),
@@ -176,10 +254,23 @@ class Server:
             threading.Thread(target=loop, daemon=True).start()
 
 
-def drop_privileges(uid: int, gid: int) -> None:
+def drop_privileges(uid: int, gid: int, *, keep_net_admin: bool = False) -> None:
+    """Become ``uid``/``gid`` (no supplementary groups). With ``keep_net_admin`` a non-root uid keeps
+    CAP_NET_ADMIN and CAP_NET_RAW (``IP_TRANSPARENT``, ``SO_MARK``), as a proxy given NET_ADMIN does.
+    Capabilities are per thread: call this before starting any thread that needs them."""
+    if keep_net_admin and uid != 0:
+        _libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
     os.setgroups([])
     os.setgid(gid)
     os.setuid(uid)
+    if keep_net_admin and uid != 0:
+        hdr = _CapHeader(_CAP_VERSION_3, 0)
+        data = (_CapData * 2)()
+        bits = (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW)
+        data[0].effective = data[0].permitted = bits
+        if _libc.capset(ctypes.byref(hdr), data) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"capset: {os.strerror(err)}")
 
 
 # ----------------------------------------------------------------------------------------------- app
@@ -189,12 +280,15 @@ def run_app(cfg: dict[str, Any]) -> Server:
     name = cfg["name"]
     server = Server()
     for sk in cfg["sockets"]:
-        server.add(_listener(_family(sk["bind"]), sk["bind"], sk["port"], v6only=sk["v6only"]), sk["index"])
+        server.add(_listener(_family(sk["bind"]), sk["bind"], sk["port"], v6only=sk["v6only"],
+                             reuseport=sk.get("reuseport", False)), sk["index"])
 
     def handle(conn: socket.socket, peer: Any, index: int) -> None:
+        token = read_line(conn, cfg.get("request_timeout", 5.0))
         local = conn.getsockname()
         _send_close(conn, {"kind": "app", "app": name, "sock": index, "peer": _norm(peer[0]),
-                           "local": _norm(local[0]), "local_port": local[1]})
+                           "peer_port": peer[1], "local": _norm(local[0]), "local_port": local[1],
+                           "token": token})
 
     server.start(handle)
     return server
@@ -233,30 +327,42 @@ class Proxy:
             return "in"
         return "out"
 
-    def handle(self, conn: socket.socket, peer: Any, listener: str) -> None:
+    def handle(self, conn: socket.socket, peer: Any, tag: tuple[str, int]) -> None:
+        listener, listener_port = tag
         try:
-            dst, port = original_dst(conn)
+            dst, port, how = original_dst(conn, listener_port)
             side = self.side_of(listener, dst, port)
             with self.lock:
                 key = (side, dst, port)
                 self.counts[key] = self.counts.get(key, 0) + 1
                 repeats = self.counts[key]
-                self.events.append({"flow": self.flow, "side": side, "dst": dst, "port": port,
-                                    "peer": _norm(peer[0]), "listener": listener})
+                event: dict[str, Any] = {"flow": self.flow, "side": side, "dst": dst, "port": port,
+                                         "peer": _norm(peer[0]), "peer_port": peer[1], "listener": listener,
+                                         "how": how, "direct": None}
+                self.events.append(event)
                 endpoint = self.endpoint
+                timeout = self.timeout
             if repeats > self.cfg["loop_limit"]:
                 _send_close(conn, {"kind": "proxy-error", "error": "loop", "side": side})
                 return
+            request = read_line(conn, self.cfg["read_timeout"])
+            with self.lock:
+                event["direct"] = request is not None and not request.endswith(PROXIED)
+            if request is None:
+                _send_close(conn, {"kind": "proxy-error", "error": "no-request", "side": side})
+                return
             src: str | None = None
+            transparent = False
+            mark: int | None = None
             if side == "out":
                 eps = self.services.get((dst, port))
                 if eps is not None:
                     if not 0 <= endpoint < len(eps):
-                        _send_close(conn, {"kind": "proxy-error", "error": "no-endpoint"})
+                        _send_close(conn, {"kind": "proxy-error", "error": "no-endpoint", "side": side})
                         return
                     target = (_norm(eps[endpoint][0]), int(eps[endpoint][1]))
                 elif self.cfg["outbound"] == "blackhole":
-                    _send_close(conn, {"kind": "proxy-error", "error": "blackhole"})
+                    _send_close(conn, {"kind": "proxy-error", "error": "blackhole", "side": side})
                     return
                 else:
                     target = (dst, port)
@@ -266,55 +372,72 @@ class Proxy:
                     target = ("::1" if fam == "ipv6" else "127.0.0.1", port)
                 else:
                     target = (dst, port)
-                src = self.cfg["inbound_source"].get(fam)
-            res = client_connect(target[0], target[1], timeout=self.timeout, src=src,
-                                 read_timeout=self.cfg["read_timeout"])
-            if res["status"] in ("data", "eof"):
-                if res["status"] == "data":
-                    with contextlib.suppress(OSError):
-                        conn.sendall(res["data"].encode())
+                if self.cfg["inbound_original_source"]:
+                    src, transparent = _norm(peer[0]), True
+                else:
+                    src = self.cfg["inbound_source"].get(fam)
+                mark = self.cfg["upstream_mark"]
+            res = client_connect(target[0], target[1], timeout=timeout, request=request + PROXIED, src=src,
+                                 transparent=transparent, mark=mark, read_timeout=self.cfg["read_timeout"])
+            if res["status"] == "data":
+                with contextlib.suppress(OSError):
+                    conn.sendall(res["data"].encode())
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
                 conn.close()
                 return
-            _send_close(conn, {"kind": "proxy-error", "error": res["status"], "side": side,
-                               "detail": res.get("error")})
+            _send_close(conn, {"kind": "proxy-error", "error": res["status"], "errno": res.get("errno"),
+                               "stage": res.get("stage"), "side": side,
+                               "upstream": [target[0], target[1]], "source": src})
         except Exception as exc:  # keep serving; report the failure to the client
             _send_close(conn, {"kind": "proxy-error", "error": "internal", "detail": repr(exc)})
 
 
-def run_proxy(cfg: dict[str, Any]) -> tuple[Server, Proxy]:
-    proxy = Proxy(cfg)
+def proxy_listeners(cfg: dict[str, Any]) -> Server:
+    """The stand-in's listening sockets (made before any privilege drop: IP_TRANSPARENT needs it)."""
     server = Server()
-    transparent = bool(cfg["transparent"])  # TPROXY hands connections to IP_TRANSPARENT listeners
-    ports = [("outbound", cfg["outbound_port"], transparent)]
+    transparent = bool(cfg["transparent"])
+    ports = [("outbound", cfg["outbound_port"])]
     if cfg["inbound_port"] is not None and cfg["inbound_port"] != cfg["outbound_port"]:
-        ports.append(("inbound", cfg["inbound_port"], transparent))
+        ports.append(("inbound", cfg["inbound_port"]))
     for fam in cfg["families"]:
         af = socket.AF_INET6 if fam == "ipv6" else socket.AF_INET
         wild = "::" if fam == "ipv6" else "0.0.0.0"
-        for kind, port, transparent in ports:
-            server.add(_listener(af, wild, port, transparent=transparent, reuseport=False), kind)
-    server.start(proxy.handle)
-    return server, proxy
+        for kind, port in ports:
+            server.add(_listener(af, wild, port, transparent=transparent), (kind, port))
+    return server
 
 
 # ---------------------------------------------------------------------------------------------- peer
 
 
-def run_peer(cfg: dict[str, Any]) -> Server:
+class Peer:
+    """The outside world's server: answers and logs every connection that reaches it."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.lock = threading.Lock()
+        self.seen: list[dict[str, Any]] = []
+
+    def handle(self, conn: socket.socket, peer: Any, port_tag: int) -> None:
+        orig = so_original_dst(conn)
+        dst, port = orig if orig is not None else (_norm(conn.getsockname()[0]), conn.getsockname()[1])
+        token = read_line(conn, self.cfg.get("request_timeout", 5.0))
+        entry = {"kind": "egress", "dst": dst, "port": port, "peer": _norm(peer[0]), "peer_port": peer[1],
+                 "token": token}
+        with self.lock:
+            self.seen.append(entry)
+        _send_close(conn, entry)
+
+
+def run_peer(cfg: dict[str, Any]) -> tuple[Server, Peer]:
     server = Server()
+    peer = Peer(cfg)
     for fam in cfg["families"]:
         af = socket.AF_INET6 if fam == "ipv6" else socket.AF_INET
-        server.add(_listener(af, "::" if fam == "ipv6" else "0.0.0.0", cfg["egress_port"],
-                             reuseport=False), "egress")
-
-    def handle(conn: socket.socket, peer: Any, _tag: str) -> None:
-        dst, port = original_dst(conn)
-        _send_close(conn, {"kind": "egress", "dst": dst, "port": port, "peer": _norm(peer[0])})
-
-    server.start(handle)
-    return server
+        server.add(_listener(af, "::" if fam == "ipv6" else "0.0.0.0", cfg["egress_port"]), cfg["egress_port"])
+    server.start(peer.handle)
+    return server, peer
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -323,22 +446,21 @@ def run_peer(cfg: dict[str, Any]) -> Server:
 def main(argv: list[str]) -> int:
     role, cfg = argv[1], json.loads(argv[2])
     proxy: Proxy | None = None
-    # Listeners that need privileges (IP_TRANSPARENT) are made before the drop; others after, so that
-    # every socket (and the upstream connections the proxy opens) is owned by the configured ids.
-    if role == "proxy" and cfg["transparent"]:
-        _, proxy = run_proxy(cfg)
+    peer: Peer | None = None
+    if role == "proxy":
+        # listeners first (IP_TRANSPARENT needs privileges), then the drop, then the threads, so
+        # that every thread (and every upstream socket) carries the proxy's ids and capabilities
+        server = proxy_listeners(cfg)
+        drop_privileges(cfg["uid"], cfg["gid"], keep_net_admin=bool(cfg["needs_net_admin"]))
+        proxy = Proxy(cfg)
+        server.start(proxy.handle)
+    elif role == "app":
         drop_privileges(cfg["uid"], cfg["gid"])
+        run_app(cfg)
+    elif role == "peer":
+        _, peer = run_peer(cfg)
     else:
-        if "uid" in cfg:
-            drop_privileges(cfg["uid"], cfg["gid"])
-        if role == "app":
-            run_app(cfg)
-        elif role == "proxy":
-            _, proxy = run_proxy(cfg)
-        elif role == "peer":
-            run_peer(cfg)
-        else:
-            raise SystemExit(f"unknown role {role!r}")
+        raise SystemExit(f"unknown role {role!r}")
     _reply({"ready": True, "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid()})
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -346,14 +468,19 @@ def main(argv: list[str]) -> int:
         if op == "ping":
             _reply({"ok": True})
         elif op == "connect":
-            _reply(client_connect(cmd["dst"], cmd["port"], timeout=cmd["timeout"], src=cmd.get("src"),
-                                  sport=cmd.get("sport") or 0, read_timeout=cmd.get("read_timeout")))
+            _reply(client_connect(cmd["dst"], cmd["port"], timeout=cmd["timeout"], request=cmd.get("token", ""),
+                                  src=cmd.get("src"), sport=cmd.get("sport") or 0,
+                                  read_timeout=cmd.get("read_timeout")))
         elif op == "reset" and proxy is not None:
             proxy.reset(cmd["flow"], cmd["endpoint"], cmd.get("timeout"))
             _reply({"ok": True})
         elif op == "events" and proxy is not None:
             with proxy.lock:
                 _reply({"events": list(proxy.events)})
+        elif op == "seen" and peer is not None:
+            with peer.lock:
+                seen, peer.seen = list(peer.seen), []
+            _reply({"seen": seen})
         else:
             _reply({"error": f"unknown op {op!r} for role {role}"})
     return 0

@@ -1,7 +1,7 @@
 """A ``World`` as JSON and back, so a random world that disagrees can be replayed from a file.
 
 The rulesets use the rule model's JSON (:mod:`meshsolve.iptables.jsonio`); the world's own values
-(apps, sockets, proxy, services) are objects with a ``"type"`` key and their fields.
+(apps, sockets, proxy, services, routing) are objects with a ``"type"`` key and their fields.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from meshsolve.model.world import App, Endpoint, ProxyBehavior, Service, Socket,
 
 __all__ = ["dump_world", "load_world", "world_from_json"]
 
-_CLASSES: dict[str, type] = {c.__name__: c for c in (App, Endpoint, ProxyBehavior, Service, Socket, World, Routing,
-                                                     RoutingRule, Route)}
+_CLASSES: dict[str, type] = {c.__name__: c for c in (App, Endpoint, ProxyBehavior, Route, Routing, RoutingRule,
+                                                     Service, Socket, World)}
 
 
 def dump_world(world: World) -> str:
