@@ -229,8 +229,9 @@ class Observation:
 
 @attrs.frozen
 class LeavesPod:
-    """Every connection of ``client`` to the remote ``dst:port`` leaves the pod (towards its
-    destination), seen by the proxy on each of ``sides`` on the way."""
+    """Every connection of ``client`` to the remote ``dst:port`` leaves the pod towards its destination
+    and completes there (its source is one the remote host can answer, its handshake gets through),
+    seen by the proxy on each of ``sides`` on the way."""
 
     client: str
     dst: IPAddress = attrs.field(converter=to_address)

@@ -30,7 +30,7 @@ from meshsolve.analysis.properties import (
 from meshsolve.model.rules import CommentMatch, Goto, Jump, PortMatch, Protocol, Rule, RuleRef
 from meshsolve.model.world import World
 from meshsolve.report.catalog import Level, documentation_anchor, message_type
-from meshsolve.semantics.trace import Hop, Loop, Result
+from meshsolve.semantics.trace import Dropped, Failed, Hop, Loop, Rejected, Result, Undetermined
 
 __all__ = ["Finding", "Subject", "findings_for", "lint_world", "subject_of"]
 
@@ -131,6 +131,10 @@ def decisive_hop(world: World, result: Result, *, leg: str = "first") -> tuple[H
     rule). On that leg: the last rule with a condition beyond ``-p tcp``, else the last jump/goto,
     else the last rule."""
     hops = [h for h in result.trace if h.kind == "rule" and h.rule is not None and h.rule.index > 0]
+    # what a connection's first packet met decides it, unless the handshake's later packets did
+    if not isinstance(result.outcome, Dropped | Rejected | Failed | Undetermined) or not any(
+            h.packet != "SYN" and h.rule == getattr(result.outcome, "rule", None) for h in hops):
+        hops = [h for h in hops if h.packet == "SYN"] or hops
     if not hops:
         return None
     want = hops[0].leg if leg == "first" else hops[-1].leg

@@ -95,10 +95,14 @@ class _Recorder:
         self.hops: list[Hop] = []
         self.hits: list[RuleRef] = []
         self.leg = 0
+        self.packet = "SYN"
 
     def note(self, kind: str, text: str, rule: Any) -> None:
+        if kind == "packet":  # which packet of the handshake the following steps are about
+            self.packet = text
+            return
         k: HopKind = kind  # type: ignore[assignment]
-        self.hops.append(Hop(self.leg, k, text, rule))
+        self.hops.append(Hop(self.leg, k, text, rule, self.packet))
 
     def set_leg(self, n: int) -> None:
         self.leg = n

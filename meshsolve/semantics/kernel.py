@@ -733,6 +733,7 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
     def from_outside() -> Journey:
         return send_remote(d, env, tr, synack, first=False, bind=un_nat)
 
+    d.note("packet", lambda: "SYN-ACK")
     back = d.branch(s.local, from_pod, from_outside)
     d.note("reply", lambda: f"SYN-ACK {hostport(s.addr, s.port)} -> {hostport(c.src, c.sport)}"
                             f"{_where(back)}")
@@ -747,14 +748,22 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
                   back.pkt.ctmark, natted, state="ESTABLISHED", flags=frozenset({"ACK"}),
                   sk=SockView(d.const(True), d.const(False), s.transparent), zone=d.port(0), conn_zone=p.zone)
         to_server = Binding("dst", natted, s.addr, s.port)
+        d.note("packet", lambda: "ACK")
         fwd = send_local(d, env, tr, ack, first=False, bind=to_server) if c.local else \
             send_remote(d, env, tr, ack, first=False, bind=to_server)
         d.note("reply", lambda: f"ACK {hostport(c.src, c.sport)} -> {hostport(orig[0], orig[1])}{_where(fwd)}")
         fwd_ok = d.and_(d.not_(fwd.ended), d.ite(s.local, fwd.local, d.not_(fwd.local)),
                         d.or_(d.not_(natted), found_in_zone(d, fwd.pkt)))
-        return d.branch(fwd_ok, lambda: leg, lambda: _lost(d, fwd, "ACK", leg, natted))
+        ended = d.branch(fwd_ok, lambda: leg, lambda: _lost(d, fwd, "ACK", leg, natted))
+        d.note("packet", lambda: "SYN")
+        return ended
 
-    return d.branch(back_ok, ack_leg, lambda: _lost(d, back, "SYN-ACK", leg, natted))
+    def lost() -> Leg:
+        ended = _lost(d, back, "SYN-ACK", leg, natted)
+        d.note("packet", lambda: "SYN")
+        return ended
+
+    return d.branch(back_ok, ack_leg, lost)
 
 
 def _where(j: Journey) -> str:

@@ -187,12 +187,14 @@ HopKind: TypeAlias = Literal[
 @attrs.frozen
 class Hop:
     """One step of a trace. ``leg`` numbers the connections of the flow (1 = the client's own);
-    ``rule`` is set for rule and policy hops (policy hops use index 0)."""
+    ``rule`` is set for rule and policy hops (policy hops use index 0); ``packet`` says which packet of
+    the connection's handshake the step is about (``SYN``, ``SYN-ACK`` or ``ACK``)."""
 
     leg: int
     kind: HopKind
     text: str
     rule: RuleRef | None = None
+    packet: str = "SYN"
 
     def __str__(self) -> str:
         return self.text
@@ -220,7 +222,7 @@ class Result:
             "summary": self.summary,
             "outcome": {"kind": type(self.outcome).__name__, "text": str(self.outcome)},
             "observed": list(self.observed),
-            "trace": [{"leg": h.leg, "kind": h.kind, "text": h.text,
+            "trace": [{"leg": h.leg, "kind": h.kind, "text": h.text, "packet": h.packet,
                        "rule": None if h.rule is None else str(h.rule)} for h in self.trace],
             "rule_hits": [str(r) for r in self.rule_hits],
         }
