@@ -192,7 +192,7 @@ def brute(params: dict[str, Any]) -> dict[str, Any]:
     search = _search(spec)
     basic = (Source, Destination, InInterface, OutInterface, Protocol)
     n_cond = len(spec.search.conditions)
-    types = [{type(m) for m in ms if isinstance(m, basic)} for _t, ms in spec.search.conditions]
+    types = [{type(m) for _t, ms in c.alternatives for m in ms if isinstance(m, basic)} for c in spec.search.conditions]
     subsets: list[tuple[int, ...]] = []
     for r in range(n_cond + 1):
         for combo in itertools.combinations(range(n_cond), r):

@@ -71,7 +71,8 @@ def test_later_knobs_agree_with_istio_1_10_on_the_spec_flows(later: tuple[Synthe
 def test_one_minimality_check_can_fail(later: tuple[Synthesized, float]) -> None:
     res, _ = later
     # add a redundant rule at the end: it can be removed without breaking a goal
-    padded = attrs.evolve(res, rules=(*res.rules, res.rules[-1]), conditions=(*res.conditions, res.conditions[-1]))
+    padded = attrs.evolve(res, rules=(*res.rules, res.rules[-1]), conditions=(*res.conditions, res.conditions[-1]),
+                          choices=(*res.choices, res.choices[-1]))
     assert any("can be removed" in v for v in one_minimal_violations(padded))
 
 

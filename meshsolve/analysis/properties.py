@@ -32,6 +32,8 @@ __all__ = [
     "Bypass",
     "CaptureInbound",
     "CaptureOutbound",
+    "Direct",
+    "Exempt",
     "LeavesPod",
     "NoExposure",
     "NoLoops",
@@ -213,15 +215,18 @@ class Observation:
     port: int
     sides: tuple[Side, ...] = ("out", "in")
     delivered: bool = True
+    exactly: bool = False  # exactly these sides, in this order (``sides=()``: the proxy never sees it)
     name: str = ""
 
     def title(self) -> str:
         s = " and ".join("client side" if x == "out" else "server side" for x in self.sides)
+        if self.exactly:
+            return self.name or f"{self.client} -> {self.dst}:{self.port} is observed exactly: {s or 'never'}"
         return self.name or f"{self.client} -> {self.dst}:{self.port} is observed {s}"
 
     def checks(self, world: World) -> list[tuple[Scope, Pred]]:
         fam: Family = "ipv4" if self.dst.version == 4 else "ipv6"
-        preds: list[Pred] = [Observed(s) for s in self.sides]
+        preds: list[Pred] = [ObservedExactly(self.sides)] if self.exactly else [Observed(s) for s in self.sides]
         if self.delivered:
             preds.append(EndsAs({"delivered"}))
         return [(_client_scope(self.client, fam, dst=(self.dst,), dports=(self.port,)), AllOf(preds))]
@@ -250,8 +255,79 @@ class LeavesPod:
         return [(_client_scope(self.client, fam, dst=(self.dst,), dports=(self.port,)), AllOf(preds))]
 
 
+@attrs.frozen
+class Direct:
+    """Every connection of ``client`` (an app, or ``any-app``: any process but the proxy) to ``dst``
+    (on ``port``, or any port) goes straight to its socket or destination: the proxy never sees it.
+    ``dst`` may be local (127.0.0.1, the pod's own address) or remote. Connections addressed to the
+    proxy's own listener ports are left out (they are calls to the proxy, not captures)."""
+
+    client: str
+    dst: IPAddress = attrs.field(converter=to_address)
+    port: int | None = None
+    name: str = ""
+
+    def title(self) -> str:
+        on = f":{self.port}" if self.port is not None else ""
+        return self.name or f"{self.client} -> {self.dst}{on} goes direct, the proxy never sees it"
+
+    def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        fam: Family = "ipv4" if self.dst.version == 4 else "ipv6"
+        ports = None if self.port is None else (str(self.port),)
+        p = world.proxy
+        listeners = tuple(str(x) for x in {p.outbound_port, p.inbound_port} if x is not None)
+        if self.client == "any-app":
+            scope = Scope(family=fam, client="any-app", uid_not=(p.uid,), gid_not=(p.gid,), dst=(self.dst,),
+                          dports=ports, dports_not=listeners)
+        else:
+            scope = _client_scope(self.client, fam, dst=(self.dst,), dports=ports, dports_not=listeners)
+        return [(scope, AllOf((ObservedExactly(()), EndsAs({"delivered", "refused", "egress"}))))]
+
+
+EXEMPT_DIRECTIONS = ("inbound", "local", "outbound")
+
+
+def _directions(values: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(values)
+    bad = [x for x in out if x not in EXEMPT_DIRECTIONS]
+    if bad:
+        raise ValueError(f"a direction is one of {', '.join(EXEMPT_DIRECTIONS)}, got {', '.join(bad)}")
+    return out
+
+
+@attrs.frozen
+class Exempt:
+    """Connections to ``ports`` are left alone by capture — the proxy never sees them — in the given
+    ``directions``: ``inbound`` (a peer's to the pod), ``local`` (any process's, the proxy's included,
+    to the pod's own addresses), ``outbound`` (any other process's to a remote address). A tunnel port
+    is exempt inbound and locally; excluded outbound ports are exempt outbound."""
+
+    ports: tuple[int, ...] = attrs.field(converter=_ints)
+    directions: tuple[str, ...] = attrs.field(default=EXEMPT_DIRECTIONS, converter=_directions)
+    name: str = ""
+
+    def title(self) -> str:
+        return self.name or f"port {','.join(map(str, self.ports))} is exempt from capture " \
+                            f"({', '.join(self.directions)})"
+
+    def checks(self, world: World) -> list[tuple[Scope, Pred]]:
+        ports = tuple(str(x) for x in self.ports)
+        p = world.proxy
+        out: list[tuple[Scope, Pred]] = []
+        for fam in world.families:
+            if "inbound" in self.directions and world.peer_ip(fam) is not None:
+                out.append((Scope(family=fam, client="peer", dports=ports), ObservedExactly(())))
+            if "local" in self.directions:
+                out.append((Scope(family=fam, client="any-app", local=True, dports=ports), ObservedExactly(())))
+            if "outbound" in self.directions:
+                out.append((Scope(family=fam, client="any-app", uid_not=(p.uid,), gid_not=(p.gid,), local=False,
+                                  dports=ports), ObservedExactly(())))
+        return out
+
+
 Property: TypeAlias = (
     Reachable | CaptureOutbound | CaptureInbound | Bypass | NoLoops | NoExposure | Observation | LeavesPod
+    | Direct | Exempt
 )
 
 

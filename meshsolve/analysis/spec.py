@@ -58,6 +58,8 @@ from meshsolve.analysis.properties import (
     Bypass,
     CaptureInbound,
     CaptureOutbound,
+    Direct,
+    Exempt,
     LeavesPod,
     NoExposure,
     NoLoops,
@@ -65,18 +67,20 @@ from meshsolve.analysis.properties import (
     Property,
     Reachable,
 )
+from meshsolve.analysis.vocabulary import derive_conditions, derive_targets
 from meshsolve.errors import MeshsolveError, ParseError, SpecError
 from meshsolve.iproute import parse_routing
 from meshsolve.iptables import parse_text
 from meshsolve.model.net import Family, IPAddress, to_address, to_port
 from meshsolve.model.routing import Route, Routing, RoutingRule
-from meshsolve.model.rules import Match, Rulesets, Target
+from meshsolve.model.rules import Rulesets, Target
 from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
+from meshsolve.smt.query import Condition
 
 __all__ = ["Goal", "SearchSpace", "Spec", "load_spec", "parse_spec"]
 
 GOAL_KINDS = ("reachable", "private", "observed", "leaves", "no_loops", "captured_outbound",
-              "captured_inbound", "bypass")
+              "captured_inbound", "bypass", "direct", "exempt")
 KNOBS = {"inbound_endpoint": ("localhost", "original_dst"), "inbound_source": ("none", "passthrough")}
 
 
@@ -99,7 +103,7 @@ class SearchSpace:
     table: str
     chain: str
     max_rules: int
-    conditions: tuple[tuple[str, tuple[Match, ...]], ...]  # (text, the matches it stands for)
+    conditions: tuple[Condition, ...]  # what a rule may test (holes: several alternatives)
     targets: tuple[tuple[str, Target], ...]
     knobs: tuple[tuple[str, tuple[str, ...]], ...]
 
@@ -238,14 +242,16 @@ def _goal(n: _Node, apps: tuple[App, ...]) -> Goal:
         _check_keys(args, body, ())
         prop = NoExposure(name=name)
     elif kind == "observed":
-        _check_keys(args, body, ("client", "dst", "port", "sides", "delivered"), ("client", "dst", "port"))
+        _check_keys(args, body, ("client", "dst", "port", "sides", "delivered", "exactly"),
+                    ("client", "dst", "port"))
         sides = tuple(x.scalar() for x in args["sides"].sequence()) if "sides" in args else ("out", "in")
         for x, sn in zip(sides, args["sides"].sequence() if "sides" in args else [], strict=False):
             if x not in ("out", "in"):
                 raise sn.fail(f"a side is 'out' (client side) or 'in' (server side), got {x!r}")
         dst = _wrap(args["dst"], to_address, args["dst"].scalar())
         prop = Observation(client(), dst, args["port"].integer(), sides=sides,  # type: ignore[arg-type]
-                           delivered=args["delivered"].boolean() if "delivered" in args else False, name=name)
+                           delivered=args["delivered"].boolean() if "delivered" in args else False,
+                           exactly=args["exactly"].boolean() if "exactly" in args else False, name=name)
     elif kind == "leaves":
         _check_keys(args, body, ("client", "dst", "port", "sides", "exactly"), ("client", "dst", "port"))
         sides = tuple(x.scalar() for x in args["sides"].sequence()) if "sides" in args else ("out",)
@@ -264,13 +270,26 @@ def _goal(n: _Node, apps: tuple[App, ...]) -> Goal:
         _check_keys(args, body, ("ports",))
         ports = tuple(p.integer() for p in args["ports"].sequence()) if "ports" in args else None
         prop = CaptureInbound(ports=ports, name=name)
+    elif kind == "direct":
+        _check_keys(args, body, ("client", "dst", "port"), ("client", "dst"))
+        who = args["client"].scalar() if args["client"].scalar() == "any-app" else client()
+        prop = Direct(who, _wrap(args["dst"], to_address, args["dst"].scalar()),
+                      args["port"].integer() if "port" in args else None, name=name)
+    elif kind == "exempt":
+        _check_keys(args, body, ("ports", "directions"), ("ports",))
+        ports = tuple(p.integer() for p in args["ports"].sequence())
+        if "directions" in args:
+            dirs = tuple(x.scalar() for x in args["directions"].sequence())
+            prop = _wrap(args["directions"], lambda: Exempt(ports, dirs, name=name))
+        else:
+            prop = Exempt(ports, name=name)
     else:
         _check_keys(args, body, ())
         prop = Bypass(name=name)
     return Goal(name or prop.title(), prop, n.line)
 
 
-def _conditions(n: _Node, source: str, family: Family) -> tuple[tuple[str, tuple[Match, ...]], ...]:
+def _conditions(n: _Node, source: str, family: Family) -> tuple[Condition, ...]:
     out = []
     marker = "# ipv6\n" if family == "ipv6" else ""
     for c in n.sequence():
@@ -283,7 +302,7 @@ def _conditions(n: _Node, source: str, family: Family) -> tuple[tuple[str, tuple
         (rule,) = chain.rules
         if not rule.matches:
             raise c.fail(f"condition {text!r} matches everything: leave it out")
-        out.append((text, rule.matches))
+        out.append(Condition(text, ((text, rule.matches),)))
     if not out:
         raise n.fail("the search needs at least one condition (an empty vocabulary can only express "
                      "unconditional rules)")
@@ -365,14 +384,14 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         _check_keys(pm, top["proxy"], ("uid", "gid", "outbound_port", "inbound_port",
                                        "virtual_inbound_dispatch", "inbound_ports", "inbound_endpoint",
                                        "inbound_source", "transparent", "inbound_original_source",
-                                       "upstream_mark"))
+                                       "upstream_mark", "tunnel_port"))
         for k in ("transparent", "inbound_original_source"):
             if k in pm:
                 proxy_kw[k] = pm[k].boolean()
         if "upstream_mark" in pm:
             v = pm["upstream_mark"].optional_scalar()
             proxy_kw["upstream_mark"] = None if v is None else pm["upstream_mark"].integer()
-        for k in ("uid", "gid", "outbound_port"):
+        for k in ("uid", "gid", "outbound_port", "tunnel_port"):
             if k in pm:
                 proxy_kw[k] = pm[k].integer()
         if "inbound_port" in pm:
@@ -429,7 +448,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 
     sm = top["search"].mapping()
     _check_keys(sm, top["search"], ("table", "chain", "max_rules", "conditions", "targets", "knobs"),
-                ("chain", "conditions", "targets"))
+                ("chain",))
     table = sm["table"].scalar() if "table" in sm else "nat"
     chain = sm["chain"].scalar()
     if world.rules.for_family(family).chain(table, chain) is None:
@@ -449,8 +468,14 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
             if not vals:
                 raise kn.fail(f"knob {k} needs at least one value")
             knobs.append((k, vals))
-    search = SearchSpace(table, chain, max_rules, _conditions(sm["conditions"], source, family),
-                         _targets(sm["targets"], world.rules, family, table), tuple(knobs))
+    # without a list, the vocabulary and the targets come from the world (meshsolve.analysis.vocabulary)
+    conditions = _conditions(sm["conditions"], source, family) if "conditions" in sm else \
+        derive_conditions(world, family, table, chain)
+    targets = _targets(sm["targets"], world.rules, family, table) if "targets" in sm else \
+        derive_targets(world, family, table, chain)
+    if len(targets) < 2:
+        raise sm["chain"].fail("no target to choose: list 'targets' (the table has no user chain that redirects)")
+    search = SearchSpace(table, chain, max_rules, conditions, targets, tuple(knobs))
 
     minimize = tuple(x.scalar() for x in top["minimize"].sequence()) if "minimize" in top else ("rules",
                                                                                                 "conditions")

@@ -43,6 +43,7 @@ class Synthesized:
     solver_calls: int
     examples: int
     seconds: float
+    choices: tuple[tuple[int, ...], ...] = ()  # per rule, the alternative filling each condition used
 
     @property
     def kind(self) -> str:
@@ -156,8 +157,7 @@ def _run(spec: Spec, goals: Sequence[int], search: SlotSearch, progress: Callabl
                      f"{len(new)} counterexample(s), {len(search.examples)} example(s)")
         if not new:
             return Synthesized(spec, cand.rules, cand.knobs, cand.conditions, world, tuple(proofs), it,
-                               search.solver_calls,
-                               len(search.examples), time.perf_counter() - t0)
+                               search.solver_calls, len(search.examples), time.perf_counter() - t0, cand.choices)
         for ex in new:
             if ex in search.examples:
                 raise InternalError(f"counterexample {ex.flow} for goal {ex.goal} is already an example: "
@@ -233,14 +233,16 @@ def one_minimal_violations(result: Synthesized) -> list[str]:
         return all(isinstance(check(w, g.prop), Proved) for g in spec.goals)
 
     rules = result.rules
-    texts = [t for t, _m in spec.search.conditions]
+    choices = result.choices or tuple((0,) * len(c) for c in result.conditions)
     for i in range(len(rules)):
         if holds(rules[:i] + rules[i + 1:]):
             bad.append(f"rule {i + 1} can be removed")
-    for i, (r, conds) in enumerate(zip(rules, result.conditions, strict=True)):
-        for c in conds:
+    for i, (r, conds, alts) in enumerate(zip(rules, result.conditions, choices, strict=True)):
+        for j, c in enumerate(conds):
             assert r.target is not None
-            smaller = search.rule([x for x in conds if x != c], r.target)
+            keep = [x for x in range(len(conds)) if x != j]
+            smaller = search.rule([conds[x] for x in keep], r.target, [alts[x] for x in keep])
             if holds((*rules[:i], smaller, *rules[i + 1:])):
-                bad.append(f"condition '{texts[c]}' of rule {i + 1} can be removed")
+                text = spec.search.conditions[c].alternatives[alts[j]][0]
+                bad.append(f"condition '{text}' of rule {i + 1} can be removed")
     return bad

@@ -134,6 +134,9 @@ class ProxyBehavior:
     - ``inbound_original_source``: the inbound side connects upstream from the client's own address
       (a transparent socket: Envoy's ``original_src``), instead of ``inbound_source_*``.
     - ``upstream_mark``: the mark (``SO_MARK``) on the proxy's upstream sockets, or None.
+    - ``tunnel_port``: the port of the proxy's tunnel (HBONE) listener that capture leaves alone
+      (Istio ≥1.7: 15008), or None; meshsolve names it (goals, vocabulary) but does not model what
+      listens there.
     """
 
     uid: int = defaults.PROXY_UID
@@ -152,6 +155,7 @@ class ProxyBehavior:
     transparent: bool = False
     inbound_original_source: bool = False
     upstream_mark: int | None = None
+    tunnel_port: int | None = attrs.field(default=None, converter=attrs.converters.optional(to_port))
 
     def inbound_source(self, family: Family) -> IPAddress | None:
         return self.inbound_source_v4 if family == "ipv4" else self.inbound_source_v6

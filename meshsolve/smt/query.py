@@ -14,9 +14,11 @@ from typing import Literal, TypeAlias
 import attrs
 
 from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, to_network
+from meshsolve.model.rules import Match
 
 __all__ = [
     "AllOf",
+    "Condition",
     "AnyOf",
     "Captured",
     "DeliveredTo",
@@ -219,3 +221,17 @@ def describe(p: Pred) -> str:
         case AnyOf(args):
             return " or ".join(describe(a) for a in args)
     raise TypeError(p)  # pragma: no cover
+
+
+@attrs.frozen
+class Condition:
+    """A condition of the synthesizer's vocabulary: ``text`` (``-d ADDR``) and its ``alternatives``
+    as (text, matches) — one for a condition spelled out, several for a hole the solver fills with
+    one of the world's constants."""
+
+    text: str
+    alternatives: tuple[tuple[str, tuple[Match, ...]], ...]
+
+    @property
+    def hole(self) -> bool:
+        return len(self.alternatives) > 1

@@ -57,7 +57,7 @@ from meshsolve.model.rules import (
 )
 from meshsolve.model.world import Flow, ProxyBehavior, World
 from meshsolve.smt import encode as E
-from meshsolve.smt.query import Pred
+from meshsolve.smt.query import Condition, Pred
 from meshsolve.smt.solve import _pred
 
 __all__ = ["Candidate", "Example", "SlotSearch", "SolverLimit"]
@@ -90,6 +90,7 @@ class Candidate:
     knobs: tuple[tuple[str, str], ...]
     conditions_used: int
     conditions: tuple[tuple[int, ...], ...] = ()  # per rule: the vocabulary conditions it uses
+    choices: tuple[tuple[int, ...], ...] = ()  # per rule, per condition used: the alternative filling it
 
 
 @attrs.define
@@ -106,7 +107,7 @@ class SlotSearch:
     """The synthesis side of CEGIS over one chain (see the module docstring)."""
 
     def __init__(self, world: World, family: Family, table: str, chain: str, max_rules: int,
-                 conditions: Sequence[tuple[str, tuple[Match, ...]]], targets: Sequence[Target],
+                 conditions: Sequence[Condition], targets: Sequence[Target],
                  knobs: Sequence[tuple[str, tuple[str, ...]]], n_goals: int,
                  minimize: Sequence[str] = ("rules", "conditions"), hops: int = defaults.HOPS,
                  timeout_ms: int = defaults.SYNTH_TIMEOUT_MS, rlimit: int = defaults.SYNTH_RLIMIT) -> None:
@@ -126,26 +127,36 @@ class SlotSearch:
         self.examples: list[Example] = []
         self.solver_calls = 0
         self.slots: list[_Slot] = []
+        self._choice: list[list[Any]] = []  # per slot, per condition: the alternative chosen (holes)
+        basic = [{type(m) for _t, ms in c.alternatives for m in ms if isinstance(m, _BASIC)} for c in self.conditions]
         for i in range(max_rules):
             atoms: list[Match] = []
             owners: list[int] = []
+            guards: list[Any] = []
             use = []
-            for c, (_text, matches) in enumerate(self.conditions):
+            choices: list[Any] = []
+            for c, cond in enumerate(self.conditions):
                 u = z3.Bool(f"slot{i}.use{c}")
                 use.append(u)
-                for m in matches:
-                    atoms.append(m)
-                    owners.append(c)
-            atom_use = [use[o] for o in owners]
+                k = z3.BitVec(f"slot{i}.choice{c}", 8) if cond.hole else None
+                choices.append(k)
+                if k is not None:
+                    self.hard.append(z3.ULT(k, len(cond.alternatives)))
+                    self.hard.append(z3.Implies(z3.Not(u), k == 0))
+                for a, (_text, matches) in enumerate(cond.alternatives):
+                    guard = u if k is None else z3.And(u, k == a)
+                    for m in matches:
+                        atoms.append(m)
+                        owners.append(c)
+                        guards.append(guard)
+            self._choice.append(choices)
             t = z3.BitVec(f"slot{i}.target", 8)
             self.hard.append(z3.ULT(t, len(self.targets)))
-            self.slots.append(_Slot(z3.Bool(f"slot{i}.enabled"), atom_use, atoms, owners, t, self.targets))
+            self.slots.append(_Slot(z3.Bool(f"slot{i}.enabled"), guards, atoms, owners, t, self.targets))
             # a rule may carry each basic match (-s -d -i -o -p) once
             for a in range(len(self.conditions)):
                 for b in range(a + 1, len(self.conditions)):
-                    ta = {type(m) for m in self.conditions[a][1] if isinstance(m, _BASIC)}
-                    tb = {type(m) for m in self.conditions[b][1] if isinstance(m, _BASIC)}
-                    if ta & tb:
+                    if basic[a] & basic[b]:
                         self.hard.append(z3.Not(z3.And(use[a], use[b])))
             # an unused slot uses nothing and has target 0 (no equivalent duplicates)
             self.hard.append(z3.Implies(z3.Not(self.slots[i].enabled), z3.And(*[z3.Not(u) for u in use], t == 0)))
@@ -269,15 +280,19 @@ class SlotSearch:
     def _candidate(self, m: Any) -> Candidate:
         rules = []
         groups: list[tuple[int, ...]] = []
+        alts: list[tuple[int, ...]] = []
         used = 0
-        for slot, cond_use in zip(self.slots, self._cond_use, strict=True):
+        for slot, cond_use, choice in zip(self.slots, self._cond_use, self._choice, strict=True):
             if not z3.is_true(m.eval(slot.enabled, model_completion=True)):
                 continue
             picked = tuple(c for c, u in enumerate(cond_use) if z3.is_true(m.eval(u, model_completion=True)))
+            chosen = tuple(0 if choice[c] is None else m.eval(choice[c], model_completion=True).as_long()
+                           for c in picked)
             used += len(picked)
             t = m.eval(slot.target, model_completion=True).as_long()
-            rules.append(self.rule(picked, self.targets[t]))
+            rules.append(self.rule(picked, self.targets[t], chosen))
             groups.append(picked)
+            alts.append(chosen)
         knobs = []
         if "inbound_endpoint" in self.knobs:
             local = z3.is_true(m.eval(self.knob_local, model_completion=True))
@@ -285,13 +300,15 @@ class SlotSearch:
         if "inbound_source" in self.knobs:
             src = z3.is_true(m.eval(self.knob_source, model_completion=True))
             knobs.append(("inbound_source", "passthrough" if src else "none"))
-        return Candidate(tuple(rules), tuple(knobs), used, tuple(groups))
+        return Candidate(tuple(rules), tuple(knobs), used, tuple(groups), tuple(alts))
 
-    def rule(self, conditions: Sequence[int], target: Target) -> Rule:
-        """The concrete rule made of these vocabulary conditions and target."""
+    def rule(self, conditions: Sequence[int], target: Target, choices: Sequence[int] | None = None) -> Rule:
+        """The concrete rule made of these vocabulary conditions (each filled with the alternative
+        ``choices`` names, the first by default) and target."""
         matches: list[Match] = []
-        for c in conditions:
-            matches.extend(self.conditions[c][1])
+        for j, c in enumerate(conditions):
+            a = 0 if choices is None else choices[j]
+            matches.extend(self.conditions[c].alternatives[a][1])
         return Rule(tuple(matches), target)
 
     def concrete_world(self, cand: Candidate) -> World:
