@@ -1,0 +1,1 @@
+"""nftables as input: the three forms users have, one syntax model, a canonical renderer."""

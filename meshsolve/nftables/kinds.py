@@ -1,0 +1,183 @@
+"""The nftables vocabulary meshsolve reads, written once: families, hooks, chain types, priorities,
+the selectors whose values are typed, protocol and conntrack-state names, statement keywords.
+
+The parser, the JSON reader, the renderer, the kernel normal form and the strategies all read these
+tables; nothing else lists them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "BARE_META_KEYS",
+    "CHAIN_TYPES",
+    "CT_STATES",
+    "FAMILIES",
+    "FAMILY_HOOKS",
+    "HOOKS",
+    "KEYWORDS",
+    "NFPROTOS",
+    "PAYLOAD_OFFSETS",
+    "POLICIES",
+    "PROTOCOLS",
+    "SELECTORS",
+    "STANDARD_PRIORITIES",
+    "ChainType",
+    "Family",
+    "Hook",
+    "Policy",
+    "ValueKind",
+    "allowed_hooks",
+    "priority_name_value",
+]
+
+Family: TypeAlias = Literal["ip", "ip6", "inet", "arp", "bridge", "netdev"]
+ChainType: TypeAlias = Literal["filter", "nat", "route"]
+Hook: TypeAlias = Literal["prerouting", "input", "forward", "output", "postrouting", "ingress", "egress"]
+Policy: TypeAlias = Literal["accept", "drop"]
+
+FAMILIES: tuple[Family, ...] = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
+CHAIN_TYPES: tuple[ChainType, ...] = ("filter", "nat", "route")
+HOOKS: tuple[Hook, ...] = ("prerouting", "input", "forward", "output", "postrouting", "ingress", "egress")
+POLICIES: tuple[Policy, ...] = ("accept", "drop")
+
+_INET_HOOKS: tuple[Hook, ...] = ("prerouting", "input", "forward", "output", "postrouting")
+#: The hooks a base chain of each family may attach to.
+FAMILY_HOOKS: dict[Family, tuple[Hook, ...]] = {
+    "ip": _INET_HOOKS,
+    "ip6": _INET_HOOKS,
+    "inet": (*_INET_HOOKS, "ingress"),
+    "arp": ("input", "output"),
+    "bridge": _INET_HOOKS,
+    "netdev": ("ingress", "egress"),
+}
+
+
+def allowed_hooks(family: Family, chain_type: ChainType) -> tuple[Hook, ...]:
+    """The hooks the kernel accepts for ``type chain_type`` in a ``family`` table."""
+    hooks = FAMILY_HOOKS[family]
+    if chain_type == "nat":
+        return tuple(h for h in hooks if h in ("prerouting", "input", "output", "postrouting")) \
+            if family in ("ip", "ip6", "inet") else ()
+    if chain_type == "route":
+        return ("output",) if family in ("ip", "ip6", "inet") else ()
+    return hooks
+
+
+#: Named base-chain priorities (ip, ip6, inet, arp, netdev) and their values.
+STANDARD_PRIORITIES: dict[str, int] = {
+    "raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100,
+}
+#: The bridge family names its priorities differently.
+_BRIDGE_PRIORITIES: dict[str, int] = {"dstnat": -300, "filter": -200, "out": 100, "srcnat": 300}
+#: Names valid on one hook only (nft refuses ``priority dstnat`` on an output chain).
+_PRIORITY_HOOK: dict[str, Hook] = {"dstnat": "prerouting", "srcnat": "postrouting"}
+
+
+def priority_name_value(name: str, family: Family, hook: Hook) -> int | None:
+    """The value of a named priority for this family and hook, or None where nft refuses it."""
+    if family == "bridge":
+        return _BRIDGE_PRIORITIES.get(name)
+    value = STANDARD_PRIORITIES.get(name)
+    if value is None:
+        return None
+    only = _PRIORITY_HOOK.get(name)
+    if only is not None and hook != only:
+        return None
+    return value
+
+
+class ValueKind(Enum):
+    """What the right-hand side of a match on a selector holds."""
+
+    ADDR4 = "IPv4 address"
+    ADDR6 = "IPv6 address"
+    PORT = "port number"
+    PROTO = "protocol"
+    NFPROTO = "ipv4 or ipv6"
+    ETHERTYPE = "ethernet type"
+    IFNAME = "interface name"
+    UID = "user id or name"
+    GID = "group id or name"
+    MARK = "32-bit mark"
+    ZONE = "conntrack zone"
+    CTSTATE = "conntrack state"
+
+
+#: Selectors (``base key``) whose values meshsolve types; any other selector makes an opaque item.
+SELECTORS: dict[tuple[str, str], ValueKind] = {
+    ("ip", "saddr"): ValueKind.ADDR4,
+    ("ip", "daddr"): ValueKind.ADDR4,
+    ("ip", "protocol"): ValueKind.PROTO,
+    ("ip6", "saddr"): ValueKind.ADDR6,
+    ("ip6", "daddr"): ValueKind.ADDR6,
+    ("ip6", "nexthdr"): ValueKind.PROTO,
+    **{(p, f): ValueKind.PORT for p in ("tcp", "udp", "th", "sctp", "dccp", "udplite") for f in ("sport", "dport")},
+    ("meta", "l4proto"): ValueKind.PROTO,
+    ("meta", "nfproto"): ValueKind.NFPROTO,
+    ("meta", "protocol"): ValueKind.ETHERTYPE,
+    ("meta", "iifname"): ValueKind.IFNAME,
+    ("meta", "oifname"): ValueKind.IFNAME,
+    ("meta", "iif"): ValueKind.IFNAME,
+    ("meta", "oif"): ValueKind.IFNAME,
+    ("meta", "skuid"): ValueKind.UID,
+    ("meta", "skgid"): ValueKind.GID,
+    ("meta", "mark"): ValueKind.MARK,
+    ("ct", "state"): ValueKind.CTSTATE,
+    ("ct", "mark"): ValueKind.MARK,
+    ("ct", "zone"): ValueKind.ZONE,
+}
+#: Payload protocols (the ``base`` of payload selectors).
+PAYLOAD_BASES: frozenset[str] = frozenset(b for b, _ in SELECTORS if b not in ("meta", "ct"))
+#: Meta keys that may be written without ``meta`` (nft lists the interface ones bare).
+BARE_META_KEYS: frozenset[str] = frozenset(("mark", "iif", "iifname", "oif", "oifname", "skuid", "skgid"))
+#: Meta keys nft lists bare.
+LISTED_BARE: frozenset[str] = frozenset(("iif", "iifname", "oif", "oifname"))
+#: Header offsets (bytes) of payload fields, for the kernel's merge of adjacent equality matches.
+PAYLOAD_OFFSETS: dict[tuple[str, str], int] = {
+    ("ip", "saddr"): 12, ("ip", "daddr"): 16, ("ip6", "saddr"): 8, ("ip6", "daddr"): 24,
+    **{(p, f): o for p in ("tcp", "udp", "th", "sctp", "dccp", "udplite") for f, o in (("sport", 0), ("dport", 2))},
+}
+
+#: IP protocol names nft prints, by number (``meta l4proto 6`` is listed as ``tcp``).
+PROTOCOLS: dict[str, int] = {
+    "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "dccp": 33, "gre": 47, "esp": 50, "ah": 51,
+    "ipv6-icmp": 58, "sctp": 132, "udplite": 136,
+}
+PROTOCOL_ALIASES: dict[str, str] = {"icmpv6": "ipv6-icmp"}
+PROTOCOL_NAMES: dict[int, str] = {v: k for k, v in PROTOCOLS.items()}
+#: The layer-4 protocols that have a payload base of their own (a match on ``tcp dport`` implies
+#: ``meta l4proto tcp``).
+L4_PAYLOADS: frozenset[str] = frozenset(("tcp", "udp", "sctp", "dccp", "udplite"))
+
+NFPROTOS: dict[str, int] = {"ipv4": 2, "ipv6": 10}
+ETHERTYPES: dict[str, int] = {"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD, "vlan": 0x8100}
+
+#: Conntrack states in the kernel's bit order (how nft lists a state list).
+CT_STATES: dict[str, int] = {"invalid": 1, "established": 2, "related": 4, "new": 8, "untracked": 64}
+
+#: The log levels nft knows; ``warn`` is the default and is not listed.
+LOG_LEVELS: tuple[str, ...] = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit")
+
+VERDICTS: tuple[str, ...] = ("accept", "drop", "return", "continue", "jump", "goto")
+
+#: Words that start a statement; with the selector bases they are where an opaque item ends.
+STATEMENT_WORDS: frozenset[str] = frozenset((
+    *VERDICTS, "counter", "redirect", "tproxy", "dnat", "snat", "masquerade", "log", "reject", "comment",
+    "notrack", "queue", "limit", "quota",
+))
+ITEM_STARTERS: frozenset[str] = frozenset((*STATEMENT_WORDS, *PAYLOAD_BASES, "meta", "ct", *BARE_META_KEYS))
+
+#: Words nft's lexer treats as keywords: names spelled like these are quoted when rendered.
+KEYWORDS: frozenset[str] = frozenset((
+    *ITEM_STARTERS, *FAMILIES, *CHAIN_TYPES, *HOOKS, "table", "chain", "rule", "set", "map", "element",
+    "add", "insert", "delete", "flush", "create", "replace", "rename", "list", "type", "hook", "priority",
+    "policy", "device", "devices", "flags", "comment", "elements", "to", "index", "position", "handle",
+    "vmap", "and", "or", "xor", "ct", "state", "mark", "zone", "define", "include", "ruleset", "with",
+    "packets", "bytes", "prefix", "level", "group", "ip", "ip6", "th", "fib", "rt", "socket", "icmp",
+    "icmpv6", "ether", "vlan", "arp", "dnat", "snat", "nat", "filter", "route", "raw", "mangle",
+    "security", "srcnat", "dstnat", "accept", "drop", "persistent", "random", "fully-random",
+    *STANDARD_PRIORITIES, *CT_STATES, *PROTOCOLS, *NFPROTOS,
+))
