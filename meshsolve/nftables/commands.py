@@ -14,9 +14,11 @@ to an (initially empty) state and checks what nft and the kernel check:
 - a chain that a rule jumps to cannot be deleted, and at the end every ``jump``/``goto`` names a
   chain of its table.
 
-Handles are numbered like the kernel numbers them (one counter per table for chains, sets, rules
-and the anonymous sets of rules; one counter for tables), so ``delete rule ... handle H`` written
-against a fresh load replays; they are metadata and do not compare.
+Handles given by a listing (``# handle N``, JSON ``handle``) are kept; others are numbered like the
+kernel numbers a batch (one counter per table for chains, sets, rules and the anonymous sets of
+rules; one counter for tables), so ``delete rule ... handle H`` written against a fresh load
+replays (on the 36 Istio goldens the kernel loads, the numbering equals the kernel's). Handles never
+compare.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class AddTable:
     comment: str | None = None
     create: bool = False
     origin: Origin | None = _origin()
+    handle: int | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -112,6 +115,7 @@ class AddChain:
     comment: str | None = None
     create: bool = False
     origin: Origin | None = _origin()
+    handle: int | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -263,9 +267,10 @@ class _TableB:
     sets: dict[str, _SetB] = attrs.field(factory=dict)
     objects: list[Opaque] = attrs.field(factory=list)
 
-    def take_handle(self) -> int:
-        h = self.next_handle
-        self.next_handle += 1
+    def take_handle(self, given: int | None = None) -> int:
+        """The next handle, or ``given`` (a listing's), after which numbering continues."""
+        h = self.next_handle if given is None else given
+        self.next_handle = max(self.next_handle, h + 1)
         return h
 
 
@@ -324,7 +329,7 @@ class _Replay:
                     t.flags = flags or t.flags
                     t.comment = comment if comment is not None else t.comment
                     return
-                self.table_handle += 1
+                self.table_handle = max(self.table_handle + 1, cmd.handle or 0)
                 self.tables[(fam, name)] = _TableB(fam, name, flags, comment, self.table_handle)
             case DeleteTable(family=fam, name=name, handle=handle, destroy=destroy):
                 key = next((k for k, t in self.tables.items()
@@ -426,7 +431,7 @@ class _Replay:
         t = self.table(cmd, cmd.family, cmd.table)
         old = t.chains.get(cmd.name)
         if old is None:
-            t.chains[cmd.name] = _ChainB(cmd.name, cmd.hook, cmd.comment, t.take_handle(), cmd.origin)
+            t.chains[cmd.name] = _ChainB(cmd.name, cmd.hook, cmd.comment, t.take_handle(cmd.handle), cmd.origin)
             return
         if cmd.create:
             raise self.fail(cmd, f"chain {cmd.name} exists in table {cmd.family} {cmd.table} (nft: File exists)")
@@ -457,9 +462,10 @@ class _Replay:
             at = k if cmd.insert else k + 1
         else:
             at = 0 if cmd.insert else len(c.rules)
-        for _ in range(_anon_sets(cmd.rule)):
-            t.take_handle()
-        c.rules.insert(at, attrs.evolve(cmd.rule, handle=t.take_handle(),
+        if cmd.rule.handle is None:
+            for _ in range(_anon_sets(cmd.rule)):
+                t.take_handle()
+        c.rules.insert(at, attrs.evolve(cmd.rule, handle=t.take_handle(cmd.rule.handle),
                                         origin=cmd.rule.origin or cmd.origin))
 
     # -- result

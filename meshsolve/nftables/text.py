@@ -41,6 +41,7 @@ from meshsolve.nftables.kinds import (
     FAMILIES,
     HOOKS,
     POLICIES,
+    SET_TYPES,
     ChainType,
     Family,
     Hook,
@@ -52,18 +53,12 @@ from meshsolve.nftables.lexer import Tokens, lex
 from meshsolve.nftables.model import Element, HookSpec, NamedSet, Opaque, Rule
 from meshsolve.nftables.values import BadValue, number
 
-__all__ = ["SET_TYPES", "parse_commands"]
+__all__ = ["parse_commands"]
 
 _VERBS = ("add", "create", "insert", "replace", "delete", "destroy", "flush", "rename")
 _OBJECTS = ("table", "chain", "rule", "set", "map", "element")
 _READ_ONLY = ("list", "reset", "monitor", "describe", "export", "import", "get")
 _OPAQUE_OBJECTS = ("counter", "quota", "limit", "flowtable", "ct", "secmark", "synproxy")
-#: Set key types whose elements meshsolve types.
-SET_TYPES: dict[str, ValueKind] = {
-    "ipv4_addr": ValueKind.ADDR4, "ipv6_addr": ValueKind.ADDR6, "inet_service": ValueKind.PORT,
-    "inet_proto": ValueKind.PROTO, "ifname": ValueKind.IFNAME, "mark": ValueKind.MARK,
-    "uid": ValueKind.UID, "gid": ValueKind.GID,
-}
 
 
 def parse_commands(text: str, source: str = "<string>") -> tuple[tuple[Command, ...], list[str]]:
@@ -256,10 +251,11 @@ class _Parser:
 
     # -- blocks
     def table_body(self, fam: Family, name: str) -> None:
+        """The block after ``table NAME`` (the ``AddTable`` is the last command emitted)."""
         ts = self.ts
         ts.expect("{")
         if ts.peek().kind == "handle":
-            ts.next()
+            self.out[-1] = attrs.evolve(self.out[-1], handle=int(ts.next().text))
         while True:
             ts.skip_separators()
             if ts.accept("}"):
@@ -302,7 +298,7 @@ class _Parser:
     def opaque_object(self, first: str) -> Opaque:
         """A table object meshsolve does not model: its words up to the end of the statement."""
         ts = self.ts
-        start = ts.i - 1 if ts.toks[ts.i - 1].text == first else ts.i
+        start = ts.i
         depth = 0
         while True:
             t = ts.peek()
@@ -322,13 +318,12 @@ class _Parser:
             ts.next()
         if depth:
             ts.fail("unbalanced braces: expected '}'")
-        return Opaque(" ".join(x.raw() for x in ts.toks[start:ts.i] if x.kind not in ("nl", "handle")))
+        return Opaque(" ".join([first, *(x.raw() for x in ts.toks[start:ts.i] if x.kind not in ("nl", "handle"))]))
 
     def chain_body(self, fam: Family, table: str, name: str, line: int, create: bool = False) -> None:
         ts = self.ts
         ts.expect("{")
-        if ts.peek().kind == "handle":
-            ts.next()
+        handle = int(ts.next().text) if ts.peek().kind == "handle" else None
         spec: tuple[ChainType, Hook, int, str | None] | None = None
         policy: str | None = None
         comment: str | None = None
@@ -360,7 +355,7 @@ class _Parser:
         hook = None
         if spec is not None:
             hook = HookSpec(spec[0], spec[1], spec[2], policy or "accept", spec[3])  # type: ignore[arg-type]
-        self.out.append(AddChain(fam, table, name, hook, comment, create, origin=self.origin(line)))
+        self.out.append(AddChain(fam, table, name, hook, comment, create, origin=self.origin(line), handle=handle))
         self.out.extend(rules)
 
     def hook_spec(self, fam: Family) -> tuple[ChainType, Hook, int, str | None]:
