@@ -18,6 +18,7 @@ from meshsolve.nftables.kinds import (
     BARE_META_KEYS,
     ITEM_STARTERS,
     PAYLOAD_BASES,
+    VERDICTS,
     ValueKind,
 )
 from meshsolve.nftables.lexer import Tokens
@@ -113,8 +114,29 @@ def parse_rule(ts: Tokens, family: str) -> Rule:
     return Rule(tuple(items), comment, handle)
 
 
+def _starts_item(ts: Tokens, start: int) -> bool:
+    """Whether the word at the cursor starts a new item rather than being the value of the opaque
+    item begun at ``start`` (``ether type ip``, ``ct status dnat``, ``fib daddr oif missing``)."""
+    w = ts.peek().text
+    nxt = ts.peek(1)
+    nxt_word = nxt.kind == "word" and nxt.text not in ITEM_STARTERS
+    if w in ("meta", "ct") or w in VERDICTS or w in ("counter", "log", "comment", "notrack", "queue", "limit",
+                                                     "quota", "reject", "redirect", "masquerade", "tproxy"):
+        return True
+    if w in ("dnat", "snat"):
+        return nxt.kind == "word" and (nxt.text in ("to", "ip", "ip6") or nxt.text[:1].isdigit() or ":" in nxt.text)
+    if w in PAYLOAD_BASES:
+        return nxt_word
+    if w in BARE_META_KEYS:
+        if ts.toks[start].text == "fib" and not any(t.text in ("oif", "oifname", "type")
+                                                    for t in ts.toks[start + 1:ts.i]):
+            return False  # fib's flags (iif, oif) and result (oif, oifname, type) come before its value
+        return nxt.kind in ("word", "string", "punct")
+    return True
+
+
 def _absorb(ts: Tokens, start: int, upto: int) -> Opaque:
-    """Tokens from ``start`` to the next item starter (at brace depth 0) as one opaque item."""
+    """Tokens from ``start`` to the next item (at brace depth 0) as one opaque item."""
     ts.i = max(ts.i, upto)
     depth = 0
     while True:
@@ -132,7 +154,8 @@ def _absorb(ts: Tokens, start: int, upto: int) -> Opaque:
                 break
         elif depth == 0 and t.kind == "word" and t.text in ITEM_STARTERS and ts.i > start and \
                 not (ts.toks[ts.i - 1].kind == "word" and ts.toks[ts.i - 1].text == ".") and \
-                not (ts.i - 2 >= start and ts.toks[ts.i - 2].text == "." and ts.toks[ts.i - 1].text in PAYLOAD_BASES):
+                not (ts.i - 2 >= start and ts.toks[ts.i - 2].text == "." and ts.toks[ts.i - 1].text in PAYLOAD_BASES) \
+                and _starts_item(ts, start):
             break
         ts.next()
     if depth:
@@ -195,12 +218,15 @@ def _item(ts: Tokens, family: str) -> Item:  # noqa: C901 - one branch per item 
         ts.next()
         reason = None
         if ts.accept("with"):
-            words = []
-            while not rule_end(ts) and ts.peek().kind == "word" and ts.peek().text not in ITEM_STARTERS:
-                words.append(ts.next().text)
-            if not words:
-                ts.fail("expected a reject type after 'with' (tcp reset, icmpx admin-prohibited...)")
-            reason = " ".join(words)
+            kind = ts.word("tcp or icmp, icmpv6, icmpx after 'reject with'")
+            if kind == "tcp":
+                ts.expect("reset", "'reset' after 'reject with tcp'")
+                reason = "tcp reset"
+            elif kind in ("icmp", "icmpv6", "icmpx"):
+                ts.accept("type")
+                reason = f"{kind} {ts.word('an icmp reject code')}"
+            else:
+                ts.fail(f"expected tcp reset or icmp, icmpv6, icmpx after 'reject with', got {kind!r}")
         return Reject(default_reject(reason, family))
     if w in PAYLOAD_BASES or w in ("meta", "ct") or w in BARE_META_KEYS:
         return _selector_item(ts)
@@ -297,13 +323,17 @@ def _addr_spec(ts: Tokens, fam: L3 | None) -> _AddrSpec:
     return addrs[0], addrs[1], port, port_max
 
 
+_LOG_KEYS = ("prefix", "level", "group", "snaplen", "queue-threshold", "flags")
+
+
 def _log(ts: Tokens) -> Item:
+    """``log`` with ``prefix``/``level``/``group``; other options make the statement opaque."""
     start = ts.i
     ts.next()
     prefix: str | None = None
     level: str | None = None
     group: int | None = None
-    while not rule_end(ts) and ts.peek().kind == "word" and ts.peek().text not in ITEM_STARTERS:
+    while ts.at(*_LOG_KEYS):
         key = ts.next().text
         if key == "prefix":
             prefix = ts.string("a log prefix")
@@ -354,8 +384,10 @@ def _selector_item(ts: Tokens) -> Item:
     if ts.peek().kind in ("word", "punct") and ts.peek().text in _OPS:
         op = _OPS[ts.next().text]
     value = _value(ts, kind)
-    if kind is ValueKind.CTSTATE and op is None and isinstance(value, Flags):
-        return Match(sel, value, "in", mask)
+    if kind is ValueKind.CTSTATE and isinstance(value, Flags):
+        # ``ct state a,b`` is the flag test (``in``); ``ct state a | b`` is one value (``==``)
+        implicit = "==" if value.written == "|" else "in"
+        return Match(sel, Flags(value.names), op or implicit, mask)
     return Match(sel, value, op or "==", mask)
 
 
@@ -420,9 +452,10 @@ def _value(ts: Tokens, kind: ValueKind) -> Value:
         ts.fail(f"variables ({t.text}) are not supported: expected a value")
     if kind is ValueKind.CTSTATE:
         names = [str(scalar(kind, ts.word("a conntrack state")))]
-        while ts.accept(","):
+        sep = ts.peek().text if ts.at(",", "|") else None
+        while sep is not None and ts.accept(sep):
             names.append(str(scalar(kind, ts.word("a conntrack state"))))
-        return Flags(tuple(names))
+        return Flags(tuple(names), "|" if sep == "|" else ",")
     return _element(ts, kind)
 
 

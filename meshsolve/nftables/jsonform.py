@@ -74,7 +74,7 @@ from meshsolve.nftables.model import (
     Value,
     Verdict,
 )
-from meshsolve.nftables.values import BadValue, make_range, make_set, number, scalar
+from meshsolve.nftables.values import BadValue, make_range, make_set, mark_prefix, number, scalar
 
 __all__ = ["parse_json_commands"]
 
@@ -550,6 +550,8 @@ def _match(d: dict[str, Any], path: str) -> Item:
     assert kind is not None
     right = d.get("right")
     rpath = f"{path}.right"
+    if kind is ValueKind.CTSTATE and isinstance(right, dict) and set(right) == {"|"}:
+        right, op = _or_names(right, rpath), ("==" if op in ("==", "in") else op)
     if kind is ValueKind.CTSTATE and (isinstance(right, list) or (op == "in" and isinstance(right, str))):
         names = right if isinstance(right, list) else [right]
         value: Value = Flags(tuple(str(_scalar(kind, n, rpath)) for n in names))
@@ -573,6 +575,13 @@ def _match(d: dict[str, Any], path: str) -> Item:
     return Match(sel, value, op, mask)
 
 
+def _or_names(v: Any, path: str, depth: int = 0) -> list[Any]:
+    """``{"|": [a, {"|": [b, c]}]}`` → ``[a, b, c]``."""
+    if isinstance(v, dict) and set(v) == {"|"} and isinstance(v["|"], list) and depth < _MAX_DEPTH:
+        return [n for x in v["|"] for n in _or_names(x, path, depth + 1)]
+    return [v]
+
+
 def _scalar(kind: ValueKind, v: Any, path: str) -> int | str | ipaddress.IPv4Network | ipaddress.IPv6Network:
     if isinstance(v, bool) or not isinstance(v, int | str):
         _fail(path, f"expected {kind.value}, got {_short(v)}")
@@ -590,6 +599,11 @@ def _element(v: Any, kind: ValueKind, path: str) -> Element:
             _fail(path, f"expected a range of {kind.value}, got {_short(v)}")
         try:
             return make_range(kind, lo, hi)
+        except BadValue as exc:
+            _fail(path, str(exc))
+    if isinstance(v, dict) and set(v) == {"prefix"} and isinstance(v["prefix"], dict) and kind is ValueKind.MARK:
+        try:
+            return mark_prefix(v["prefix"].get("addr"), v["prefix"].get("len"))  # type: ignore[arg-type]
         except BadValue as exc:
             _fail(path, str(exc))
     if isinstance(v, dict) and set(v) == {"prefix"} and isinstance(v["prefix"], dict):

@@ -148,12 +148,19 @@ SET_TYPES: dict[str, ValueKind] = {
     "uid": ValueKind.UID, "gid": ValueKind.GID,
 }
 
-#: IP protocol names nft prints, by number (``meta l4proto 6`` is listed as ``tcp``).
+#: IP protocol names nft prints, by number (``meta l4proto 6`` is listed as ``tcp``): the names of
+#: Debian's ``/etc/protocols`` (netbase), first name per number, which nft resolves numbers with.
 PROTOCOLS: dict[str, int] = {
-    "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "dccp": 33, "gre": 47, "esp": 50, "ah": 51,
-    "ipv6-icmp": 58, "sctp": 132, "udplite": 136,
+    "ip": 0, "icmp": 1, "igmp": 2, "ggp": 3, "ipencap": 4, "st": 5, "tcp": 6, "egp": 8, "igp": 9, "pup": 12,
+    "udp": 17, "hmp": 20, "xns-idp": 22, "rdp": 27, "iso-tp4": 29, "dccp": 33, "xtp": 36, "ddp": 37,
+    "idpr-cmtp": 38, "ipv6": 41, "ipv6-route": 43, "ipv6-frag": 44, "idrp": 45, "rsvp": 46, "gre": 47,
+    "esp": 50, "ah": 51, "skip": 57, "ipv6-icmp": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "rspf": 73,
+    "vmtp": 81, "eigrp": 88, "ospf": 89, "ax.25": 93, "ipip": 94, "etherip": 97, "encap": 98, "pim": 103,
+    "ipcomp": 108, "vrrp": 112, "l2tp": 115, "isis": 124, "sctp": 132, "fc": 133, "mobility-header": 135,
+    "udplite": 136, "mpls-in-ip": 137, "manet": 138, "hip": 139, "shim6": 140, "wesp": 141, "rohc": 142,
+    "ethernet": 143,
 }
-PROTOCOL_ALIASES: dict[str, str] = {"icmpv6": "ipv6-icmp"}
+PROTOCOL_ALIASES: dict[str, str] = {"icmpv6": "ipv6-icmp", "hopopt": "ip"}
 PROTOCOL_NAMES: dict[int, str] = {v: k for k, v in PROTOCOLS.items()}
 #: The layer-4 protocols that have a payload base of their own (a match on ``tcp dport`` implies
 #: ``meta l4proto tcp``).

@@ -114,11 +114,14 @@ class SetRef:
 
 @attrs.frozen
 class Flags:
-    """A list of flag names matched as a bitmask (``ct state established,related``), kept in the
-    kernel's bit order."""
+    """Conntrack states as a bitmask, in the kernel's bit order: with ``op`` ``in`` the flag test
+    ``ct state established,related`` (any of them), with ``==``/``!=`` the value
+    ``established | related``."""
 
     names: tuple[str, ...] = attrs.field(converter=lambda v: tuple(sorted(
         set(v), key=lambda n: (CT_STATES.get(n, 1 << 40), n))))
+    #: How the text wrote the list (``,`` or ``|``): a reading aid for the parser, not compared.
+    written: str = attrs.field(default=",", eq=False, repr=False)
 
 
 #: One element of an anonymous or named set.
@@ -164,7 +167,7 @@ class Match:
     selector: Selector
     value: Value
     op: Op = attrs.field(default="==")
-    mask: int | None = None
+    mask: int | None = attrs.field(default=None, converter=lambda m: None if m == M32 else m)
 
     @op.validator
     def _op(self, _a: attrs.Attribute[str], op: str) -> None:

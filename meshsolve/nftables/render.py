@@ -6,7 +6,7 @@ knftables and Istio do), its sets, every chain (base chains with their type, hoo
 and policy), then every rule with ``add rule`` in chain order, so that every jump target exists
 before the rule that names it. Values are written as ``nft list ruleset`` writes them: hosts
 without ``/32``, marks and masks in hex, interface names quoted, families in ``tproxy``/NAT
-statements only in ``inet`` tables.
+statements except in ``ip``/``ip6`` tables (where they are the table's).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def _ports(lo: int | None, hi: int | None) -> str:
 def _to(family: str | None, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
         address_max: ipaddress.IPv4Address | ipaddress.IPv6Address | None, port: int | None,
         port_max: int | None, table_family: str) -> str:
-    fam = f" {family}" if family is not None and table_family == "inet" else ""
+    fam = f" {family}" if family is not None and table_family not in ("ip", "ip6") else ""
     bracket = port is not None
     text = ""
     if address is not None:
@@ -136,7 +136,11 @@ def item_text(item: Item, family: str = "inet") -> str:  # noqa: C901 - one bran
             text = _selector(item)
             if mask is not None:
                 text += f" & 0x{mask:08x}"
-            if op not in ("==", "in") or (op == "==" and kind is ValueKind.CTSTATE):
+            if isinstance(value, Flags):
+                if op == "in":
+                    return f"{text} {','.join(value.names)}"
+                return f"{text} {op} {' | '.join(value.names)}"
+            if op not in ("==", "in"):
                 text += f" {op}"
             return f"{text} {value_text(kind, value)}"
         case Verdict(kind=kind, chain=chain):

@@ -23,7 +23,7 @@ from meshsolve.nftables.kinds import (
 )
 from meshsolve.nftables.model import M32, Element, Range
 
-__all__ = ["BadValue", "element", "make_set", "number", "scalar"]
+__all__ = ["BadValue", "element", "make_range", "make_set", "mark_prefix", "number", "scalar"]
 
 
 class BadValue(Exception):
@@ -114,13 +114,32 @@ def scalar(kind: ValueKind, value: str | int) -> int | str | IPNetwork:
     return number(value, kind.value, _BOUNDS[kind])
 
 
+def mark_prefix(value: str | int, length: str | int) -> Range:
+    """nft lists an aligned interval of marks as a prefix (``0x00000010/28`` = ``0x10-0x1f``)."""
+    n = number(value, "a mark", M32)
+    bits = number(length, "a prefix length", 32)
+    if bits == 0 and n != 0 or not 0 <= bits <= 32:
+        raise BadValue(f"expected a mark prefix, got {value}/{length}")
+    host = (1 << (32 - bits)) - 1
+    return Range(n & ~host & M32, (n & ~host & M32) | host)
+
+
 def element(kind: ValueKind, text: str | int) -> Element:
-    """A set element or match value of ``kind``: a scalar or a ``lo-hi`` range."""
+    """A set element or match value of ``kind``: a scalar or a ``lo-hi`` range (a word that is a
+    scalar, such as the protocol ``ipv6-icmp`` or the user ``my-user``, is not split); marks may be
+    written as prefixes."""
+    if kind is ValueKind.MARK and isinstance(text, str) and "/" in text:
+        value, _, length = text.partition("/")
+        return mark_prefix(value, length)
     if isinstance(text, str) and "-" in text and kind in (
             ValueKind.PORT, ValueKind.MARK, ValueKind.ZONE, ValueKind.ADDR4, ValueKind.ADDR6,
             ValueKind.UID, ValueKind.GID, ValueKind.PROTO):
+        try:
+            return scalar(kind, text)
+        except BadValue:
+            pass
         lo, _, hi = text.partition("-")
-        if lo and hi and (kind not in (ValueKind.UID, ValueKind.GID) or (lo.isdigit() and hi.isdigit())):
+        if lo and hi:
             return make_range(kind, lo, hi)
     return scalar(kind, text)
 
