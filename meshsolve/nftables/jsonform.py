@@ -143,7 +143,7 @@ def _item_lines(text: str) -> list[int]:
 
 def parse_json_commands(text: str, source: str = "<string>") -> tuple[tuple[Command, ...], list[str]]:
     """The commands a JSON document stands for (a listing is the adds that recreate it)."""
-    lines = check_text(text, source, "nft JSON")
+    lines = check_text(text, source, "nft JSON", line_limit=False)
     try:
         doc = json.loads(text)
         item_lines = _item_lines(text)

@@ -40,13 +40,14 @@ class Token:
         return {"nl": "end of line", "eof": "end of input"}.get(self.kind, repr(self.raw()))
 
 
-def check_text(text: str, source: str, what: str) -> list[str]:
-    """Refuse oversized input, overlong lines and binary data; return the lines."""
+def check_text(text: str, source: str, what: str, *, line_limit: bool = True) -> list[str]:
+    """Refuse oversized input, overlong lines (not for JSON: ``nft -j`` prints one line) and binary
+    data; return the lines."""
     if len(text) > MAX_INPUT_BYTES:
         raise ParseError(f"input larger than {MAX_INPUT_BYTES} bytes", source=source)
     lines = text.split("\n")
     for k, line in enumerate(lines, start=1):
-        if len(line) > MAX_LINE_CHARS:
+        if line_limit and len(line) > MAX_LINE_CHARS:
             raise ParseError(f"line longer than {MAX_LINE_CHARS} characters ({len(line)})", source=source,
                              lineno=k, line=line[:120])
         bad = _CONTROL.search(line)

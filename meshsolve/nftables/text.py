@@ -262,6 +262,8 @@ class _Parser:
                 return
             t = ts.peek()
             line = t.lineno
+            if t.kind == "eof":
+                ts.fail(f"expected '}}' to close table {name}")
             if t.kind != "word":
                 ts.fail(f"expected chain, set, map, flags or comment in table {name}, got {t}")
             w = t.text
@@ -333,6 +335,8 @@ class _Parser:
             if ts.accept("}"):
                 break
             t = ts.peek()
+            if t.kind == "eof":
+                ts.fail(f"expected '}}' to close chain {name}")
             if ts.at("type") and ts.peek(1).kind == "word":
                 spec = self.hook_spec(fam)
             elif ts.at("policy") and ts.peek(1).kind == "word":
@@ -421,6 +425,8 @@ class _Parser:
             if ts.accept("}"):
                 break
             t = ts.peek()
+            if t.kind == "eof":
+                ts.fail(f"expected '}}' to close {kind} {name}")
             if ts.at("type", "typeof"):
                 ts.next()
                 words = self.raw_until_separator()
