@@ -369,6 +369,8 @@ class _Replay:
                     raise self.fail(cmd, f"chain {new} exists in table {fam} {tname} (nft: File exists)")
                 c.name = new
                 t.chains = {(new if k == name else k): v for k, v in t.chains.items()}
+                for other in t.chains.values():  # jumps name the chain object: they follow the rename
+                    other.rules = [_retarget(r, name, new) for r in other.rules]
             case AddRule():
                 self._add_rule(cmd)
             case ReplaceRule(family=fam, table=tname, chain=cname, handle=handle, rule=rule):
@@ -490,6 +492,13 @@ class _Replay:
                                       for c in t.chains.values()),
                                 sets, tuple(t.objects), t.flags, t.comment, t.handle))
         return Ruleset(tuple(tables))
+
+
+def _retarget(rule: Rule, old: str, new: str) -> Rule:
+    v = rule.verdict
+    if v is None or v.chain != old:
+        return rule
+    return attrs.evolve(rule, items=(*rule.items[:-1], Verdict(v.kind, new)))
 
 
 def _set_elements(els: list[Element | Opaque]) -> tuple[Element | Opaque, ...]:

@@ -152,6 +152,8 @@ def parse_json_commands(text: str, source: str = "<string>") -> tuple[tuple[Comm
                          line=lines[exc.lineno - 1][:200] if 0 < exc.lineno <= len(lines) else None) from None
     except RecursionError:
         raise ParseError("JSON nested too deeply", source=source, lineno=1) from None
+    except ValueError as exc:  # e.g. a number of more than 4300 digits
+        raise ParseError(f"not JSON nft can print: {exc}", source=source, lineno=1) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("nftables"), list):
         raise ParseError('expected a JSON object {"nftables": [...]} (what nft -j prints)', source=source,
                          lineno=1, line=lines[0][:200])
