@@ -80,3 +80,15 @@ def test_generated_text_reads_back(tmp_path: Path) -> None:
     from meshsolve.nftables import parse_file
 
     assert parse_file(f) == r
+
+
+def test_cli_generate_nft_prints_the_golden(capsys: pytest.CaptureFixture[str]) -> None:
+    from meshsolve.cli import main
+
+    argv = ["generate", "-o", "nft", "--ipv6", "--dns-server", "127.0.0.53", "--", "-m", "TPROXY", "-b", "*",
+            "-x", "1.1.0.0/16", "-i", "9.9.0.0/16", "--redirect-dns=true", "-g", "1337", "-u", "1337",
+            "-c", "not-istio-nic"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert parse_text(out, source="stdout") == parse_text((NFT / "tproxy.golden").read_text(encoding="utf-8"))
+    assert main(["generate", "--istio", "1.26", "-o", "nft", "--", "-b", "*"]) == 65
