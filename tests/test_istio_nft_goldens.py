@@ -67,7 +67,7 @@ def test_ipv6_off_still_captures_ipv6_tcp() -> None:
 
 
 def test_versions_before_1_27_have_no_native_nftables() -> None:
-    with pytest.raises(UnsupportedError, match="1.27"):
+    with pytest.raises(UnsupportedError, match=r"1\.27"):
         nft_emission(_config("empty").evolve(version="1.26"))
     assert nft_generate(_config("empty").evolve(version="1.27")) == nft_generate(_config("empty"))
     assert nft_generate(_config("empty").evolve(mode="NONE")) == Ruleset()

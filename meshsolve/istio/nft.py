@@ -180,7 +180,7 @@ def _split(nets: tuple[IPNetwork, ...]) -> tuple[tuple[IPNetwork, ...], tuple[IP
     return tuple(n for n in nets if n.version == 4), tuple(n for n in nets if n.version == 6)
 
 
-def _record(c: CaptureConfig) -> _Recorder:  # noqa: C901 - one block per istio-iptables step
+def _record(c: CaptureConfig) -> _Recorder:
     b = _Recorder(c)
     tproxy = c.mode == "TPROXY"
     lb4 = c.host_ipv4_loopback_cidr

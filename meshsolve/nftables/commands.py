@@ -69,10 +69,6 @@ __all__ = [
 ]
 
 
-def _origin() -> Origin | None:
-    return attrs.field(default=None, eq=False, repr=False)  # type: ignore[no-any-return]
-
-
 @attrs.frozen
 class AddTable:
     family: Family
@@ -80,7 +76,7 @@ class AddTable:
     flags: tuple[str, ...] = ()
     comment: str | None = None
     create: bool = False
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
     handle: int | None = attrs.field(default=None, eq=False)
 
 
@@ -90,20 +86,20 @@ class DeleteTable:
     name: str | None = None
     handle: int | None = None
     destroy: bool = False
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
 class FlushTable:
     family: Family
     name: str
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
 class FlushRuleset:
     family: Family | None = None
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -114,7 +110,7 @@ class AddChain:
     hook: HookSpec | None = None
     comment: str | None = None
     create: bool = False
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
     handle: int | None = attrs.field(default=None, eq=False)
 
 
@@ -125,7 +121,7 @@ class DeleteChain:
     name: str | None = None
     handle: int | None = None
     destroy: bool = False
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -133,7 +129,7 @@ class FlushChain:
     family: Family
     table: str
     name: str
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -142,7 +138,7 @@ class RenameChain:
     table: str
     name: str
     new_name: str
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -157,7 +153,7 @@ class AddRule:
     insert: bool = False
     index: int | None = None
     position: int | None = None
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -167,7 +163,7 @@ class ReplaceRule:
     chain: str
     handle: int
     rule: Rule
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -177,7 +173,7 @@ class DeleteRule:
     chain: str
     handle: int
     destroy: bool = False
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -186,7 +182,7 @@ class AddSet:
     table: str
     set: NamedSet
     create: bool = False
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -196,7 +192,7 @@ class DeleteSet:
     name: str | None = None
     handle: int | None = None
     destroy: bool = False
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -204,7 +200,7 @@ class FlushSet:
     family: Family
     table: str
     name: str
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -216,7 +212,7 @@ class AddElements:
     set_name: str
     elements: tuple[Element | Opaque, ...]
     delete: bool = False
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -226,7 +222,7 @@ class AddObject:
     family: Family
     table: str
     object: Opaque
-    origin: Origin | None = _origin()
+    origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
 
 
 Command: TypeAlias = (AddTable | DeleteTable | FlushTable | FlushRuleset | AddChain | DeleteChain | FlushChain
@@ -319,7 +315,7 @@ class _Replay:
         return c
 
     # -- commands
-    def apply(self, cmd: Command) -> None:  # noqa: C901 - one branch per command kind
+    def apply(self, cmd: Command) -> None:
         match cmd:
             case AddTable(family=fam, name=name, flags=flags, comment=comment, create=create):
                 t = self.tables.get((fam, name))
@@ -397,13 +393,13 @@ class _Replay:
                 old.elements.extend(s.elements)
             case DeleteSet(family=fam, table=tname, name=name, handle=handle, destroy=destroy):
                 t = self.table(cmd, fam, tname)
-                key = next((k for k, v in t.sets.items() if (k == name if name is not None else v.handle == handle)),
-                           None)
-                if key is None:
+                set_name = next((k for k, v in t.sets.items()
+                                 if (k == name if name is not None else v.handle == handle)), None)
+                if set_name is None:
                     if destroy:
                         return
                     raise self.fail(cmd, f"set {name or f'handle {handle}'} does not exist in table {fam} {tname}")
-                del t.sets[key]
+                del t.sets[set_name]
             case FlushSet(family=fam, table=tname, name=name):
                 self._set(cmd, fam, tname, name).elements.clear()
             case AddElements(family=fam, table=tname, set_name=name, elements=els, delete=delete):
@@ -503,11 +499,7 @@ def _retarget(rule: Rule, old: str, new: str) -> Rule:
 
 def _set_elements(els: list[Element | Opaque]) -> tuple[Element | Opaque, ...]:
     if any(isinstance(e, Opaque) for e in els):
-        out: list[Element | Opaque] = []
-        for e in els:
-            if e not in out:
-                out.append(e)
-        return tuple(out)
+        return tuple(dict.fromkeys(els))
     return make_set([e for e in els if not isinstance(e, Opaque)])
 
 

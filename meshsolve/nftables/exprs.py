@@ -23,8 +23,8 @@ from meshsolve.nftables.kinds import (
 )
 from meshsolve.nftables.lexer import Tokens
 from meshsolve.nftables.model import (
-    M32,
     L3,
+    M32,
     AnonSet,
     Counter,
     Element,
@@ -165,7 +165,7 @@ def _absorb(ts: Tokens, start: int, upto: int) -> Opaque:
     return Opaque(" ".join(tok.raw() for tok in ts.toks[start:ts.i]))
 
 
-def _item(ts: Tokens, family: str) -> Item:  # noqa: C901 - one branch per item keyword
+def _item(ts: Tokens, family: str) -> Item:
     t = ts.peek()
     if t.kind != "word":
         raise _Opaque(ts.i + 1)
@@ -386,7 +386,7 @@ def _selector_item(ts: Tokens) -> Item:
     value = _value(ts, kind)
     if kind is ValueKind.CTSTATE and isinstance(value, Flags):
         # ``ct state a,b`` is the flag test (``in``); ``ct state a | b`` is one value (``==``)
-        implicit = "==" if value.written == "|" else "in"
+        implicit: Op = "==" if value.written == "|" else "in"
         return Match(sel, Flags(value.names), op or implicit, mask)
     return Match(sel, value, op or "==", mask)
 

@@ -120,12 +120,12 @@ def _item_lines(text: str) -> list[int]:
         i = ws(i)
         if i >= n or text[i] != '"':
             return []
-        key, i = json.decoder.scanstring(text, i + 1)
+        key, i = dec.raw_decode(text, i)
         i = ws(i) + 1  # the ':'
         i = ws(i)
         if key == "nftables" and i < n and text[i] == "[":
             i += 1
-            lines = []
+            lines: list[int] = []
             while True:
                 i = ws(i)
                 if i >= n or text[i] == "]":
@@ -224,7 +224,7 @@ def _family(d: dict[str, Any], path: str) -> Any:
     return fam
 
 
-def _command(verb: str, what: str, body: Any, path: str, o: Origin, listed: bool) -> list[Command]:  # noqa: C901
+def _command(verb: str, what: str, body: Any, path: str, o: Origin, listed: bool) -> list[Command]:
     """One object under a verb; ``listed``: a bare object of a listing, whose ``handle`` is its own
     (in a command, ``add``/``insert`` take the ``handle`` of the rule to add after/insert before)."""
     if what == "ruleset" and verb == "flush":
@@ -355,7 +355,7 @@ def _rule(d: dict[str, Any], fam: str, path: str, o: Origin, listed: bool) -> Ru
     return Rule(items, _opt_str(d, "comment", path), _handle(d) if listed else None, o)
 
 
-def _stmt(e: Any, fam: str, path: str) -> Item:  # noqa: C901 - one branch per statement
+def _stmt(e: Any, fam: str, path: str) -> Item:
     key, v = _single(e, path, "match, counter, accept, jump...")
     p = f"{path}.{key}"
     if key == "match":

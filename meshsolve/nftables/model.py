@@ -112,14 +112,17 @@ class SetRef:
     name: str
 
 
+def _state_order(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(names), key=lambda n: (CT_STATES.get(n, 1 << 40), n)))
+
+
 @attrs.frozen
 class Flags:
     """Conntrack states as a bitmask, in the kernel's bit order: with ``op`` ``in`` the flag test
     ``ct state established,related`` (any of them), with ``==``/``!=`` the value
     ``established | related``."""
 
-    names: tuple[str, ...] = attrs.field(converter=lambda v: tuple(sorted(
-        set(v), key=lambda n: (CT_STATES.get(n, 1 << 40), n))))
+    names: tuple[str, ...] = attrs.field(converter=_state_order)
     #: How the text wrote the list (``,`` or ``|``): a reading aid for the parser, not compared.
     written: str = attrs.field(default=",", eq=False, repr=False)
 
@@ -158,6 +161,11 @@ class Selector:
         return f"{self.base} {self.key}"
 
 
+def _mask(mask: int | None) -> int | None:
+    """An all-ones mask is no mask (nft drops it)."""
+    return None if mask == M32 else mask
+
+
 @attrs.frozen
 class Match:
     """``selector [& mask] [op] value``. ``op`` ``==`` is nft's implicit operator, except for a flag
@@ -167,7 +175,7 @@ class Match:
     selector: Selector
     value: Value
     op: Op = attrs.field(default="==")
-    mask: int | None = attrs.field(default=None, converter=lambda m: None if m == M32 else m)
+    mask: int | None = attrs.field(default=None, converter=_mask)
 
     @op.validator
     def _op(self, _a: attrs.Attribute[str], op: str) -> None:
@@ -369,6 +377,10 @@ class Chain:
         return self.hook is not None
 
 
+def _set_items(values: Iterable[Element | Opaque]) -> tuple[Element | Opaque, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class NamedSet:
     """``set NAME { type T; flags F; elements = { ... } }`` or a ``map`` (``data_type`` set).
@@ -381,7 +393,7 @@ class NamedSet:
     kind: Literal["set", "map"] = "set"
     data_type: str | None = None
     flags: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    elements: tuple[Element | Opaque, ...] = attrs.field(default=(), converter=tuple)
+    elements: tuple[Element | Opaque, ...] = attrs.field(default=(), converter=_set_items)
     extra: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     comment: str | None = None
     handle: int | None = attrs.field(default=None, eq=False)

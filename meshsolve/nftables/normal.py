@@ -5,14 +5,14 @@ Loading ``nft -f`` text and listing it back changes the text without changing wh
 form and its kernel listing compare equal (checked on the kernel in ``tests/test_nft_kernel.py``):
 
 - a ``meta l4proto P`` equality (in ``ip``/``ip6`` tables also ``ip protocol P``/``ip6 nexthdr P``)
-  is dropped when a later item of the rule matches a ``P`` header field or any ``th`` field, with no
-  statement in between (nft inserts it before the first ``P`` field when no earlier item says P) (``meta l4proto tcp ip daddr != 127.0.0.1 tcp dport 53`` → ``ip daddr != 127.0.0.1 tcp
-  dport 53``: the kernel keeps one protocol check, nft lists it as the field's dependency), and a
-  ``th`` field after it takes the protocol's name (``meta l4proto tcp th dport 53`` → ``tcp dport
-  53``); in ``inet`` tables ``meta nfproto ipv4``/``ipv6`` goes the same way before ``ip``/``ip6``
-  fields. Only the last such equality before the field is the dependency. A ``th`` field is
-  listed under the transport protocol an earlier item established (``udp dport 1 th sport 2`` →
-  ``udp dport 1 udp sport 2``);
+  is dropped when a later item of the rule matches a ``P`` header field or any ``th`` field with
+  no statement in between: the kernel keeps one protocol check and nft lists it as the field's
+  dependency (``meta l4proto tcp ip daddr != 127.0.0.1 tcp dport 53`` → ``ip daddr != 127.0.0.1
+  tcp dport 53``); nft itself inserts that check before the first ``P`` field when no earlier item
+  says P. Only the last such equality before the field is the dependency. In ``inet`` tables
+  ``meta nfproto ipv4``/``ipv6`` goes the same way before ``ip``/``ip6`` fields. A ``th`` field is
+  listed under the transport protocol an earlier item established (``meta l4proto tcp th dport
+  53`` → ``tcp dport 53``, ``udp dport 1 th sport 2`` → ``udp dport 1 udp sport 2``);
 - a one-element anonymous set is its element (``!= { 53 }`` → ``!= 53``, ``ct state { new }`` →
   the flag test ``ct state new``); the elements of an anonymous set with ranges or prefixes are
   merged where they touch (``{ 53, 54-60 }`` → ``{ 53-60 }``, still a set: so loading a listing
@@ -124,19 +124,19 @@ def _merge_ports(items: list[Item]) -> list[Item]:
     transport header in the kernel, at the later one's place, listed source first under the
     protocol's name (nft 1.0.6 merges ``!=`` too). One pair per rule is modelled."""
     for k, first in enumerate(items):
-        if not _port_match(first):
+        if not (isinstance(first, Match) and _port_match(first)):
             continue
         for j in range(k + 1, len(items)):
             other = items[j]
-            if not (_port_match(other) and other.selector.key != first.selector.key  # type: ignore[union-attr]
-                    and other.op == first.op):  # type: ignore[union-attr]
+            if not (isinstance(other, Match) and _port_match(other) and other.selector.key != first.selector.key
+                    and other.op == first.op):
                 continue
-            bases = {first.selector.base, other.selector.base} - {"th"}  # type: ignore[union-attr]
+            bases = {first.selector.base, other.selector.base} - {"th"}
             if len(bases) > 1:
                 continue
             base = bases.pop() if bases else "th"
-            pair = sorted((attrs.evolve(first, selector=Selector(base, first.selector.key)),  # type: ignore[union-attr]
-                           attrs.evolve(other, selector=Selector(base, other.selector.key))),  # type: ignore[union-attr]
+            pair = sorted((attrs.evolve(first, selector=Selector(base, first.selector.key)),
+                           attrs.evolve(other, selector=Selector(base, other.selector.key))),
                           key=lambda m: m.selector.key != "sport")
             return [*items[:k], *items[k + 1:j], *pair, *items[j + 1:]]
     return items
@@ -230,11 +230,13 @@ def _interval(e: Element) -> tuple[int, int, int] | None:
 def _from_interval(version: int, lo: int, hi: int) -> Element:
     if version == 0:
         return lo if lo == hi else Range(lo, hi)
-    cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
-    nets = list(ipaddress.summarize_address_range(cls(lo), cls(hi)))
+    a = ipaddress.ip_address(lo) if version == 4 else ipaddress.IPv6Address(lo)
+    b = ipaddress.ip_address(hi) if version == 4 else ipaddress.IPv6Address(hi)
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(
+        ipaddress.summarize_address_range(a, b))
     if len(nets) == 1:
         return nets[0]
-    return Range(cls(lo), cls(hi))
+    return Range(a, b)
 
 
 def _merge(elements: tuple[Element, ...]) -> tuple[Element, ...]:

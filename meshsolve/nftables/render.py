@@ -128,7 +128,7 @@ def _quoted(text: str) -> str:
     return f'"{text}"'
 
 
-def item_text(item: Item, family: str = "inet") -> str:  # noqa: C901 - one branch per item kind
+def item_text(item: Item, family: str = "inet") -> str:
     """One item as nft text (``family`` is the table's: it decides whether NAT/tproxy say theirs)."""
     match item:
         case Match(selector=sel, value=value, op=op, mask=mask):

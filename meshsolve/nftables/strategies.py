@@ -86,7 +86,7 @@ def _v6() -> st.SearchStrategy[ipaddress.IPv6Address]:
 def _scalar(kind: ValueKind, kernel: bool) -> st.SearchStrategy[Any]:
     if kind in (ValueKind.ADDR4, ValueKind.ADDR6):
         bits = 32 if kind is ValueKind.ADDR4 else 128
-        addr = _v4() if bits == 32 else _v6()
+        addr: st.SearchStrategy[Any] = _v4() if bits == 32 else _v6()
         return st.tuples(addr, st.integers(1, bits)).map(lambda t: ipaddress.ip_network(t, strict=False))
     if kind is ValueKind.PORT:
         return st.integers(0, 65535)
@@ -110,7 +110,7 @@ def _scalar(kind: ValueKind, kernel: bool) -> st.SearchStrategy[Any]:
 
 def _range(kind: ValueKind) -> st.SearchStrategy[Range]:
     if kind in (ValueKind.ADDR4, ValueKind.ADDR6):
-        addr = _v4() if kind is ValueKind.ADDR4 else _v6()
+        addr: st.SearchStrategy[Any] = _v4() if kind is ValueKind.ADDR4 else _v6()
         return st.tuples(addr, addr).filter(lambda t: t[0] < t[1]).map(lambda t: Range(t[0], t[1]))
     top = 65535 if kind in (ValueKind.PORT, ValueKind.ZONE) else M32
     return st.tuples(st.integers(0, top), st.integers(0, top)).filter(lambda t: t[0] < t[1]) \
@@ -206,8 +206,8 @@ def _terminal(draw: st.DrawFn, family: str, hook: HookSpec | None, kernel: bool,
     if kind in ("dnat", "snat"):
         fam = l3 if kernel else draw(_l3_of(family))
         addr = draw(_v4() if fam == "ip" else _v6())
-        port = draw(st.none() | st.integers(1, 65535))
-        return [tcp, Nat(kind, fam, addr, None, port, None)]  # type: ignore[arg-type]
+        nat_port: int | None = draw(st.none() | st.integers(1, 65535))
+        return [tcp, Nat(kind, fam, addr, None, nat_port, None)]  # type: ignore[arg-type]
     if kind == "reject":
         default = {"ip": "icmp", "ip6": "icmpv6"}.get(family, "icmpx")
         reasons = (None, f"{default} admin-prohibited", *(("tcp reset",) if tcp.value == "tcp" else ()))
@@ -250,10 +250,12 @@ def rules(draw: st.DrawFn, family: str = "inet", hook: HookSpec | None = None, k
     if hook is not None and hook.hook in ("prerouting", "output") and draw(st.integers(0, 4)) == 0:
         body.append(SetCtZone(draw(st.integers(0, 65535))))
     if hook is not None and hook.type == "filter" and hook.hook == "prerouting" and draw(st.integers(0, 4)) == 0:
-        fam = l3 if kernel else draw(_l3_of(family))
+        fam: Any = l3 if kernel else draw(_l3_of(family))
         body += [Match(Selector("meta", "l4proto"), l4), Tproxy(fam, None, draw(st.integers(1, 65535)))]
-    if later_chains and draw(st.booleans()):
-        body.append(Verdict(draw(st.sampled_from(("jump", "goto"))), draw(st.sampled_from(later_chains))))
+    wants_jump = draw(st.booleans())
+    if later_chains and wants_jump:
+        kind: Any = draw(st.sampled_from(("jump", "goto")))
+        body.append(Verdict(kind, draw(st.sampled_from(later_chains))))
     elif draw(st.booleans()) or not body:
         body += draw(_terminal(family, hook, kernel, l3, l4))
     comment = draw(st.none() | st.from_regex(r"[a-z][a-z0-9 ._-]{0,12}", fullmatch=True))
@@ -262,7 +264,7 @@ def rules(draw: st.DrawFn, family: str = "inet", hook: HookSpec | None = None, k
 
 @st.composite
 def _hook(draw: st.DrawFn, family: str, kernel: bool) -> HookSpec:
-    ctype = draw(st.sampled_from([t for t in ("filter", "nat", "route") if allowed_hooks(family, t)]))  # type: ignore[arg-type]
+    ctype: Any = draw(st.sampled_from([t for t in ("filter", "nat", "route") if allowed_hooks(family, t)]))  # type: ignore[arg-type]
     hooks = [h for h in allowed_hooks(family, ctype) if not (kernel and h in ("ingress", "egress"))]  # type: ignore[arg-type]
     hook = draw(st.sampled_from(hooks))
     policies = ("accept",) if ctype == "nat" and kernel else ("accept", "drop")  # the kernel refuses nat drop

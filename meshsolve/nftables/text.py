@@ -136,7 +136,7 @@ class _Parser:
             return ts.next().text  # type: ignore[return-value]
         return "ip"
 
-    def verb(self, verb: str, line: int) -> None:  # noqa: C901 - one branch per verb/object pair
+    def verb(self, verb: str, line: int) -> None:
         ts = self.ts
         what = ts.word("table, chain, rule, set, map or element")
         o = self.origin(line)
@@ -159,8 +159,8 @@ class _Parser:
                 if ts.at("{"):
                     self.table_body(fam, name)
             elif verb in ("delete", "destroy"):
-                name, handle = self.name_or_handle("a table name")
-                self.out.append(DeleteTable(fam, name, handle, verb == "destroy", origin=o))
+                dname, handle = self.name_or_handle("a table name")
+                self.out.append(DeleteTable(fam, dname, handle, verb == "destroy", origin=o))
             elif verb == "flush":
                 self.out.append(FlushTable(fam, ts.name("a table name"), origin=o))
             else:
@@ -175,8 +175,8 @@ class _Parser:
                 else:
                     self.out.append(AddChain(fam, table, name, create=verb == "create", origin=o))
             elif verb in ("delete", "destroy"):
-                name, handle = self.name_or_handle("a chain name")
-                self.out.append(DeleteChain(fam, table, name, handle, verb == "destroy", origin=o))
+                dname, handle = self.name_or_handle("a chain name")
+                self.out.append(DeleteChain(fam, table, dname, handle, verb == "destroy", origin=o))
             elif verb == "flush":
                 self.out.append(FlushChain(fam, table, ts.name("a chain name"), origin=o))
             elif verb == "rename":
@@ -195,8 +195,8 @@ class _Parser:
                 self.out.append(AddSet(fam, table, self.set_body(fam, table, name, what), verb == "create",
                                        origin=o))
             elif verb in ("delete", "destroy"):
-                name, handle = self.name_or_handle(f"a {what} name")
-                self.out.append(DeleteSet(fam, table, name, handle, verb == "destroy", origin=o))
+                dname, handle = self.name_or_handle(f"a {what} name")
+                self.out.append(DeleteSet(fam, table, dname, handle, verb == "destroy", origin=o))
             elif verb == "flush":
                 self.out.append(FlushSet(fam, table, ts.name(f"a {what} name"), origin=o))
             else:
@@ -255,7 +255,9 @@ class _Parser:
         ts = self.ts
         ts.expect("{")
         if ts.peek().kind == "handle":
-            self.out[-1] = attrs.evolve(self.out[-1], handle=int(ts.next().text))
+            added = self.out[-1]
+            assert isinstance(added, AddTable)
+            self.out[-1] = attrs.evolve(added, handle=int(ts.next().text))
         while True:
             ts.skip_separators()
             if ts.accept("}"):
@@ -374,7 +376,7 @@ class _Parser:
         hook = ts.word("a hook")
         if hook not in HOOKS:
             ts.fail(f"expected a hook ({', '.join(HOOKS)}), got {hook!r}", line)
-        allowed = allowed_hooks(fam, ctype)  # type: ignore[arg-type]
+        allowed = allowed_hooks(fam, ctype)
         if hook not in allowed:
             ts.fail(f"a {ctype} chain in a {fam} table cannot use hook {hook}: expected one of "
                     f"{', '.join(allowed) or 'none'}", line)
@@ -382,7 +384,7 @@ class _Parser:
         if ts.accept("device"):
             device = ts.string("a device name")
         ts.expect("priority", "'priority'")
-        return ctype, hook, self.priority(fam, hook), device  # type: ignore[return-value]
+        return ctype, hook, self.priority(fam, hook), device
 
     def priority(self, fam: Family, hook: str) -> int:
         ts = self.ts

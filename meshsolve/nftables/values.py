@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 
 from meshsolve.model.net import IPNetwork
 from meshsolve.nftables.kinds import (
@@ -118,7 +119,7 @@ def mark_prefix(value: str | int, length: str | int) -> Range:
     """nft lists an aligned interval of marks as a prefix (``0x00000010/28`` = ``0x10-0x1f``)."""
     n = number(value, "a mark", M32)
     bits = number(length, "a prefix length", 32)
-    if bits == 0 and n != 0 or not 0 <= bits <= 32:
+    if (bits == 0 and n != 0) or not 0 <= bits <= 32:
         raise BadValue(f"expected a mark prefix, got {value}/{length}")
     host = (1 << (32 - bits)) - 1
     return Range(n & ~host & M32, (n & ~host & M32) | host)
@@ -189,10 +190,6 @@ def sort_key(e: Element) -> tuple[int, int, int, str]:
     return (8, 0, 0, e)
 
 
-def make_set(elements: list[Element] | tuple[Element, ...]) -> tuple[Element, ...]:
+def make_set(elements: Sequence[Element]) -> tuple[Element, ...]:
     """Set elements unique and sorted as nft lists them."""
-    unique: list[Element] = []
-    for e in elements:
-        if e not in unique:
-            unique.append(e)
-    return tuple(sorted(unique, key=sort_key))
+    return tuple(sorted(dict.fromkeys(elements), key=sort_key))

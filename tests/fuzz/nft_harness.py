@@ -16,9 +16,8 @@ import copy
 import json
 from typing import Any
 
-from hypothesis import strategies as st
-
 from fuzz import harness as H
+from hypothesis import strategies as st
 
 FRONTIER = H.SHARED / "reference" / "frontier"
 FORMS = ("commands", "listing", "json")
