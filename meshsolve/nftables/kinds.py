@@ -14,16 +14,26 @@ __all__ = [
     "BARE_META_KEYS",
     "CHAIN_TYPES",
     "CT_STATES",
+    "ETHERTYPES",
     "FAMILIES",
     "FAMILY_HOOKS",
     "HOOKS",
+    "ITEM_STARTERS",
     "KEYWORDS",
+    "L4_PAYLOADS",
+    "LISTED_BARE",
+    "LOG_LEVELS",
     "NFPROTOS",
-    "PAYLOAD_OFFSETS",
+    "PAYLOAD_BASES",
     "POLICIES",
     "PROTOCOLS",
+    "PROTOCOL_ALIASES",
+    "PROTOCOL_NAMES",
     "SELECTORS",
+    "SET_TYPES",
     "STANDARD_PRIORITIES",
+    "STATEMENT_WORDS",
+    "VERDICTS",
     "ChainType",
     "Family",
     "Hook",
@@ -135,11 +145,6 @@ PAYLOAD_BASES: frozenset[str] = frozenset(b for b, _ in SELECTORS if b not in ("
 BARE_META_KEYS: frozenset[str] = frozenset(("mark", "iif", "iifname", "oif", "oifname", "skuid", "skgid"))
 #: Meta keys nft lists bare.
 LISTED_BARE: frozenset[str] = frozenset(("iif", "iifname", "oif", "oifname"))
-#: Header offsets (bytes) of payload fields, for the kernel's merge of adjacent equality matches.
-PAYLOAD_OFFSETS: dict[tuple[str, str], int] = {
-    ("ip", "saddr"): 12, ("ip", "daddr"): 16, ("ip6", "saddr"): 8, ("ip6", "daddr"): 24,
-    **{(p, f): o for p in ("tcp", "udp", "th", "sctp", "dccp", "udplite") for f, o in (("sport", 0), ("dport", 2))},
-}
 
 #: Set key types whose elements meshsolve types (other sets keep their elements as text).
 SET_TYPES: dict[str, ValueKind] = {
