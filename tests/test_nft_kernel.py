@@ -15,7 +15,7 @@ from nft_kernel import kernel_load, nft_unavailable_reason
 
 from meshsolve.istio.config import from_go_fields
 from meshsolve.istio.nft import nft_generate
-from meshsolve.nftables import Ruleset, kernel_form, parse_text, render
+from meshsolve.nftables import Opaque, Ruleset, kernel_form, parse_text, render
 from meshsolve.nftables.strategies import rulesets
 
 FRONTIER = REFERENCE / "frontier"
@@ -102,3 +102,28 @@ def test_istio_nft_generation_loads(name: str) -> None:
     loaded = kernel_load(render(generated))
     assert loaded.error is None, loaded.error
     assert parse_text(loaded.listing) == kernel_form(generated)
+
+
+def test_iptables_nft_tables_read_from_the_listing() -> None:
+    """Hosts where iptables-nft wrote rules (Linkerd, Kuma) list them as nft tables; xt leftovers
+    stay opaque."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("iptables-nft"):
+        pytest.skip("iptables-nft is not installed")
+    script = ("iptables-nft -t nat -N PROXY_INIT_REDIRECT && "
+              "iptables-nft -t nat -A PROXY_INIT_REDIRECT -p tcp -m multiport --dports 4190,4191 -j RETURN && "
+              "iptables-nft -t nat -A PROXY_INIT_REDIRECT -p tcp -j REDIRECT --to-port 4143 && "
+              "iptables-nft -t nat -A PREROUTING -j PROXY_INIT_REDIRECT && "
+              "iptables-nft -t nat -A OUTPUT -m owner --uid-owner 2102 -j RETURN && "
+              "iptables-nft -t mangle -A PREROUTING -p tcp -m socket --transparent -j MARK --set-mark 1 && "
+              "nft list ruleset")
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rs = parse_text(proc.stdout, source="nft list ruleset")
+    nat = rs.table("ip", "nat")
+    assert nat is not None and nat.chain("PREROUTING").hook.priority == -100  # type: ignore[union-attr]
+    assert [str(r.verdict) for r in nat.chain("PROXY_INIT_REDIRECT").rules][:1] == ["Verdict(kind='return', chain=None)"]  # type: ignore[union-attr]
+    assert any(isinstance(i, Opaque) and i.text.startswith("xt match") for t in rs.tables for c in t.chains
+               for r in c.rules for i in r.items)
