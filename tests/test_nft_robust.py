@@ -85,6 +85,16 @@ def test_odd_inputs_are_parse_errors_with_lines(text: str) -> None:
     assert info.value.lineno is not None and 1 <= info.value.lineno <= H.line_count(text)
 
 
+def test_json_set_element_that_is_a_list_is_kept_as_text() -> None:
+    """Found by the JSON campaign: a list as an element of a typed set raised TypeError."""
+    from meshsolve.nftables import Opaque
+
+    text = ('{"nftables": [{"table": {"family": "inet", "name": "t"}}, {"set": {"family": "inet", "table": "t", '
+            '"name": "s", "type": "inet_service", "elem": [[[22]], 443]}}]}')
+    assert N.run_nft(text).kind == "ok"
+    assert parse_text(text).tables[0].sets[0].elements == (Opaque("[[22]]"), 443)
+
+
 def test_one_line_json_of_a_big_ruleset_is_read() -> None:
     """``nft -j`` prints everything on one line: no line-length limit for JSON."""
     rules = [{"rule": {"family": "inet", "table": "t", "chain": "c",

@@ -267,7 +267,8 @@ def _set(d: dict[str, Any], what: str, path: str) -> NamedSet:
     elems = d.get("elem", [])
     elements: list[Element | Opaque] = []
     for k, e in enumerate(elems if isinstance(elems, list) else [elems]):
-        if kind is not None and (not isinstance(e, dict | list) or set(e) in ({"range"}, {"prefix"})):
+        if kind is not None and (not isinstance(e, dict | list) or (isinstance(e, dict) and set(e) in ({"range"},
+                                                                                              {"prefix"}))):
             elements.append(element(e, kind, f"{path}.elem[{k}]"))
         else:
             elements.append(Opaque(json.dumps(e, sort_keys=True)))
