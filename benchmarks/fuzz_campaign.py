@@ -38,12 +38,17 @@ def strategy_and_runner(parser: str) -> tuple[st.SearchStrategy[Any], Any]:
         return H.mutated_text(H.iptables_seeds()), H.run_iptables
     if parser == "specs":
         return H.mutated_text(H.spec_seeds()), H.run_spec
+    if parser.startswith("nft-"):
+        from fuzz import nft_harness as N
+
+        return N.strategy(parser.removeprefix("nft-")), N.run_nft
     raise SystemExit(f"unknown parser {parser!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parser", required=True, choices=("iptables", "pods", "flags", "specs"))
+    ap.add_argument("--parser", required=True,
+                    choices=("iptables", "pods", "flags", "specs", "nft-commands", "nft-listing", "nft-json"))
     ap.add_argument("--inputs", type=int, default=100_000)
     ap.add_argument("--chunk", type=int, default=5_000)
     ap.add_argument("--out", required=True)

@@ -1,0 +1,267 @@
+"""The kernel's normal form: a ruleset as the kernel stores it and ``nft list ruleset`` prints it.
+
+Loading ``nft -f`` text and listing it back changes the text without changing what the rules do;
+``kernel_form`` applies the same changes to a model, so that a golden parsed from its ``nft -f``
+form and its kernel listing compare equal (checked on the kernel in ``tests/test_nft_kernel.py``):
+
+- a ``meta l4proto P`` equality (in ``ip``/``ip6`` tables also ``ip protocol P``/``ip6 nexthdr P``)
+  is dropped when a later item of the rule matches a ``P`` header field or any ``th`` field with
+  no statement in between: the kernel keeps one protocol check and nft lists it as the field's
+  dependency (``meta l4proto tcp ip daddr != 127.0.0.1 tcp dport 53`` → ``ip daddr != 127.0.0.1
+  tcp dport 53``); nft itself inserts that check before the first ``P`` field when no earlier item
+  says P. Only the last such equality before the field is the dependency. In ``inet`` tables
+  ``meta nfproto ipv4``/``ipv6`` goes the same way before ``ip``/``ip6`` fields. A ``th`` field is
+  listed under the transport protocol an earlier item established (``meta l4proto tcp th dport
+  53`` → ``tcp dport 53``, ``udp dport 1 th sport 2`` → ``udp dport 1 udp sport 2``);
+- a one-element anonymous set is its element (``!= { 53 }`` → ``!= 53``, ``ct state { new }`` →
+  the flag test ``ct state new``); the elements of an anonymous set with ranges or prefixes are
+  merged where they touch (``{ 53, 54-60 }`` → ``{ 53-60 }``, still a set: so loading a listing
+  again can change it once more, to ``53-60``);
+- a source and a destination port match with one operator and single values become one compare
+  of the transport header, at the later match's place, listed source first (``tcp dport 5 counter
+  tcp sport 6`` → ``meta l4proto tcp counter tcp sport 6 tcp dport 5``). nft 1.0.6 does this for
+  ``!=`` too, which changes what the rule means: ``tcp dport != 5 tcp sport != 6`` is stored as
+  ``(sport, dport) != (6, 5)`` (seen with ``nft --debug=netlink``);
+- in ``inet`` tables a plain ``reject`` after an IPv4 (IPv6) match is listed with that family's
+  ICMP type.
+
+Values the converters already normalise (``/32`` hosts, hex marks, protocol numbers, state order,
+the mark setter's ``& | ^`` form, the default log level and reject type) need nothing here. User
+and group *names* stay names: the kernel stores the numbers ``nft`` resolved on the loading host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import attrs
+
+from meshsolve.nftables.kinds import L4_PAYLOADS, STATEMENT_WORDS, ValueKind
+from meshsolve.nftables.model import (
+    AnonSet,
+    Element,
+    Flags,
+    Item,
+    Match,
+    Opaque,
+    Range,
+    Reject,
+    Rule,
+    Ruleset,
+    Selector,
+)
+
+__all__ = ["kernel_form", "kernel_rule"]
+
+
+def kernel_form(ruleset: Ruleset) -> Ruleset:
+    """``ruleset`` as the kernel keeps it and nft lists it (see the module docstring)."""
+    return Ruleset(tuple(
+        attrs.evolve(t, chains=tuple(
+            attrs.evolve(c, rules=tuple(kernel_rule(r, t.family) for r in c.rules)) for c in t.chains))
+        for t in ruleset.tables))
+
+
+def kernel_rule(rule: Rule, family: str) -> Rule:
+    items = [_set_form(i) for i in rule.items]
+    items = _implicit_dependencies(items)
+    items = _merge_ports(items)
+    items = _drop_dependencies(items, family)
+    if family == "inet":
+        items = _reject_family(items)
+    return attrs.evolve(rule, items=tuple(items))
+
+
+def _payload_base(item: Item) -> str | None:
+    """The header an item reads (an opaque ``tcp flags ...`` reads the tcp header too)."""
+    if isinstance(item, Match):
+        b = item.selector.base
+        return b if b not in ("meta", "ct") else None
+    if isinstance(item, Opaque):
+        head = item.text.split(" ", 1)[0]
+        return head if head in (*L4_PAYLOADS, "th", "ip", "ip6") else None
+    return None
+
+
+def _is_statement(item: Item) -> bool:
+    if isinstance(item, Opaque):
+        return item.text.split(" ", 1)[0] in STATEMENT_WORDS
+    return not isinstance(item, Match)
+
+
+def _is_dependency(item: Item, key: str) -> bool:
+    return (isinstance(item, Match) and item.selector == Selector("meta", key) and item.op == "=="
+            and item.mask is None and isinstance(item.value, str | int))
+
+
+def _implicit_dependencies(items: list[Item]) -> list[Item]:
+    """nft puts ``meta l4proto P`` before the first ``P`` header match when no earlier item says P."""
+    out: list[Item] = []
+    known: object = None
+    for item in items:
+        if _is_dependency(item, "l4proto") or (
+                isinstance(item, Match) and item.selector in (Selector("ip", "protocol"), Selector("ip6", "nexthdr"))
+                and item.op == "==" and item.mask is None and isinstance(item.value, str | int)):
+            known = item.value  # type: ignore[union-attr]
+        base = _payload_base(item)
+        if isinstance(item, Reject) and item.reason == "tcp reset":
+            base = "tcp"  # needs the tcp dependency, but does not consume it (it is listed)
+        if base in L4_PAYLOADS and known != base:
+            out.append(Match(Selector("meta", "l4proto"), str(base)))
+            known = base
+        out.append(item)
+    return out
+
+
+def _port_match(item: Item) -> bool:
+    return (isinstance(item, Match) and item.selector.key in ("sport", "dport")
+            and item.selector.base in (*L4_PAYLOADS, "th") and item.op in ("==", "!=") and item.mask is None
+            and isinstance(item.value, int))
+
+
+def _merge_ports(items: list[Item]) -> list[Item]:
+    """A source and a destination port match with one operator are one 4-byte compare of the
+    transport header in the kernel, at the later one's place, listed source first under the
+    protocol's name (nft 1.0.6 merges ``!=`` too). One pair per rule is modelled."""
+    for k, first in enumerate(items):
+        if not (isinstance(first, Match) and _port_match(first)):
+            continue
+        for j in range(k + 1, len(items)):
+            other = items[j]
+            if not (isinstance(other, Match) and _port_match(other) and other.selector.key != first.selector.key
+                    and other.op == first.op):
+                continue
+            bases = {first.selector.base, other.selector.base} - {"th"}
+            if len(bases) > 1:
+                continue
+            base = bases.pop() if bases else "th"
+            pair = sorted((attrs.evolve(first, selector=Selector(base, first.selector.key)),
+                           attrs.evolve(other, selector=Selector(base, other.selector.key))),
+                          key=lambda m: m.selector.key != "sport")
+            return [*items[:k], *items[k + 1:j], *pair, *items[j + 1:]]
+    return items
+
+
+#: Matches that establish the transport protocol.
+_L4_PROTOCOL = (Selector("meta", "l4proto"), Selector("ip", "protocol"), Selector("ip6", "nexthdr"))
+#: In ``ip`` and ``ip6`` tables the header's protocol field is a transport dependency too.
+_L3_PROTOCOL = {(Selector("ip", "protocol"), "ip"), (Selector("ip6", "nexthdr"), "ip6")}
+
+
+def _drop_dependencies(items: list[Item], family: str) -> list[Item]:
+    """Drop the dependencies nft lists implicitly; name ``th`` fields after the known protocol."""
+    drop: set[int] = set()
+    out = list(items)
+    l4: int | None = None
+    l3: int | None = None
+    context: object = None  # the transport protocol last established (a th field is listed under it)
+    for k, item in enumerate(items):
+        if isinstance(item, Match) and item.op == "==" and item.mask is None and isinstance(item.value, str | int) \
+                and item.selector in _L4_PROTOCOL:
+            context = item.value
+            if item.selector == Selector("meta", "l4proto") or (item.selector, family) in _L3_PROTOCOL:
+                l4 = k
+            if item.selector.base in ("ip", "ip6") and l3 is not None:  # a network header field
+                if items[l3].value == ("ipv4" if item.selector.base == "ip" else "ipv6"):  # type: ignore[union-attr]
+                    drop.add(l3)
+                l3 = None
+            continue
+        if family == "inet" and _is_dependency(item, "nfproto"):
+            l3 = k
+            continue
+        base = _payload_base(item)
+        if isinstance(item, Reject) and item.reason == "tcp reset" and family in ("ip", "ip6"):
+            base = "tcp"  # consumes the tcp dependency in ip/ip6 tables (not in inet ones)
+        elif _is_statement(item):
+            l4 = l3 = None
+            continue
+        if base is None:
+            continue
+        if base in L4_PAYLOADS or base == "th":
+            if l4 is not None:
+                proto = items[l4].value  # type: ignore[union-attr]
+                if base == proto or base == "th":
+                    drop.add(l4)
+            if base == "th" and context in L4_PAYLOADS and isinstance(item, Match):
+                out[k] = attrs.evolve(item, selector=Selector(str(context), item.selector.key))
+            elif base != "th":
+                context = base
+            l4 = None
+        elif base in ("ip", "ip6") and l3 is not None:
+            if items[l3].value == ("ipv4" if base == "ip" else "ipv6"):  # type: ignore[union-attr]
+                drop.add(l3)
+            l3 = None
+    return [x for k, x in enumerate(out) if k not in drop]
+
+
+def _reject_family(items: list[Item]) -> list[Item]:
+    """In an ``inet`` table a plain ``reject`` after an IPv4 (IPv6) match is listed with the
+    family's ICMP type."""
+    l3: str | None = None
+    out: list[Item] = []
+    for item in items:
+        if isinstance(item, Match) and item.selector.base in ("ip", "ip6"):
+            l3 = item.selector.base
+        elif isinstance(item, Match) and item.selector == Selector("meta", "nfproto") and item.op == "==" \
+                and item.value in ("ipv4", "ipv6"):
+            l3 = "ip" if item.value == "ipv4" else "ip6"
+        if isinstance(item, Reject) and item.reason is None and l3 is not None:
+            item = Reject("icmp port-unreachable" if l3 == "ip" else "icmpv6 port-unreachable")
+        out.append(item)
+    return out
+
+
+def _interval(e: Element) -> tuple[int, int, int] | None:
+    """(version or 0 for numbers, lo, hi) of an element, None for names."""
+    if isinstance(e, bool):
+        return None
+    if isinstance(e, int):
+        return 0, e, e
+    if isinstance(e, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return e.version, int(e.network_address), int(e.broadcast_address)
+    if isinstance(e, Range):
+        if isinstance(e.lo, int) and isinstance(e.hi, int):
+            return 0, e.lo, e.hi
+        if not isinstance(e.lo, int) and not isinstance(e.hi, int):
+            return e.lo.version, int(e.lo), int(e.hi)
+    return None
+
+
+def _from_interval(version: int, lo: int, hi: int) -> Element:
+    if version == 0:
+        return lo if lo == hi else Range(lo, hi)
+    a = ipaddress.ip_address(lo) if version == 4 else ipaddress.IPv6Address(lo)
+    b = ipaddress.ip_address(hi) if version == 4 else ipaddress.IPv6Address(hi)
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(
+        ipaddress.summarize_address_range(a, b))
+    if len(nets) == 1:
+        return nets[0]
+    return Range(a, b)
+
+
+def _merge(elements: tuple[Element, ...]) -> tuple[Element, ...]:
+    spans = [_interval(e) for e in elements]
+    if any(s is None for s in spans) or len({s[0] for s in spans if s}) != 1:
+        return elements
+    merged: list[list[int]] = []
+    for version, lo, hi in sorted(s for s in spans if s):
+        if merged and lo <= merged[-1][2] + 1:
+            merged[-1][2] = max(merged[-1][2], hi)
+        else:
+            merged.append([version, lo, hi])
+    return tuple(_from_interval(v, lo, hi) for v, lo, hi in merged)
+
+
+def _set_form(item: Item) -> Item:
+    if not (isinstance(item, Match) and isinstance(item.value, AnonSet)):
+        return item
+    els = item.value.elements
+    if len(els) == 1:
+        if item.selector.kind is ValueKind.CTSTATE:  # ``ct state { new }`` is the flag test ``ct state new``
+            return attrs.evolve(item, value=Flags((str(els[0]),)), op="in" if item.op == "==" else item.op)
+        return attrs.evolve(item, value=els[0])
+    is_interval = any(isinstance(e, Range) or (isinstance(e, ipaddress.IPv4Network | ipaddress.IPv6Network)
+                                               and e.num_addresses > 1) for e in els)
+    if is_interval:
+        return attrs.evolve(item, value=AnonSet(_merge(els)))
+    return item
