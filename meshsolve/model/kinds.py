@@ -167,7 +167,9 @@ REJECT_ERRNO: dict[str | None, str] = {
 def enables_conntrack(ruleset: Ruleset) -> bool:
     """Whether a ruleset switches connection tracking on: a NAT target, a conntrack, state or connmark
     match, a CT or CONNMARK target (seen on the kernel: without one, nat chains never run)."""
-    for table in ruleset.tables:
+    if any(b.type == "nat" for n in ruleset.nft for b in n.bases):
+        return True
+    for table in ruleset.all_tables():
         for chain in table.chains:
             for rule in chain.rules:
                 if rule.target is not None and TARGET_KINDS[type(rule.target)].conntrack:

@@ -70,12 +70,16 @@ TABLE_ORDER: tuple[str, ...] = ("filter", "mangle", "nat", "raw", "security")
 
 @attrs.frozen
 class Stage:
-    """One table's base chain at one hook. ``before_conntrack``: conntrack has not yet looked the
-    packet up here; ``nat``: consulted only for a connection without a NAT binding."""
+    """One base chain at one hook: an iptables table's built-in chain (``chain`` None: the hook's
+    name), or a native nftables base chain (``table`` is its ``FAMILY NAME`` key, ``chain`` its name,
+    ``type`` filter/nat/route). ``before_conntrack``: conntrack has not yet looked the packet up
+    here; ``nat``: consulted only for a connection without a NAT binding."""
 
     table: str
     hook: Hook
     priority: int
+    chain: str | None = None
+    type: str | None = None
 
     @property
     def before_conntrack(self) -> bool:
@@ -83,10 +87,17 @@ class Stage:
 
     @property
     def nat(self) -> bool:
-        return self.table == "nat"
+        return self.type == "nat" if self.type is not None else self.table == "nat"
+
+    @property
+    def kind(self) -> str:
+        """The iptables table a rule here is placed like (for the loader's placement rules)."""
+        if self.type is None:
+            return self.table
+        return {"nat": "nat", "route": "mangle"}.get(self.type, "filter")
 
     def __str__(self) -> str:
-        return f"{self.table} {self.hook}"
+        return f"{self.table} {self.chain or self.hook}"
 
 
 _STAGES: dict[Hook, tuple[Stage, ...]] = {

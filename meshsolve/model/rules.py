@@ -20,7 +20,7 @@ import attrs
 
 from meshsolve.errors import WorldError
 from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, family_of, to_address, to_network
-from meshsolve.model.path import TABLE_HOOKS
+from meshsolve.model.path import TABLE_HOOKS, Hook, Stage, stages
 from meshsolve.model.path import TABLE_ORDER as TABLE_ORDER
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "TABLE_ORDER",
     "Accept",
     "AddrtypeMatch",
+    "BaseChain",
     "Chain",
     "CommentMatch",
     "ConnmarkMatch",
@@ -46,6 +47,7 @@ __all__ = [
     "Match",
     "MultiportMatch",
     "NatSpec",
+    "NftTable",
     "OpaqueMatch",
     "OpaqueTarget",
     "Origin",
@@ -619,14 +621,14 @@ def _table_chains(table: Table, chains: Iterable[Chain]) -> tuple[Chain, ...]:
         if c.name in by_name:
             raise WorldError(f"chain {c.name} appears twice in table {table.name}")
         by_name[c.name] = c
-    builtins = BUILTIN_CHAINS.get(table.name, ())
+    builtins = BUILTIN_CHAINS.get(table.name, ()) if not table.nft else ()
     out: list[Chain] = []
     for name in builtins:
         found = by_name.pop(name, None)
         out.append(found if found is not None else Chain(name, (), "ACCEPT"))
     for name in sorted(by_name):
         c = by_name[name]
-        if c.policy is not None and name not in builtins:
+        if c.policy is not None and name not in builtins and not table.nft:
             raise WorldError(f"chain {name} is not built into table {table.name}; it cannot have a policy")
         out.append(c)
     return tuple(out)
@@ -634,10 +636,12 @@ def _table_chains(table: Table, chains: Iterable[Chain]) -> tuple[Chain, ...]:
 
 @attrs.frozen
 class Table:
-    """A table with all its chains: built-ins (always present, kernel order) then user chains A→Z."""
+    """A table with all its chains: built-ins (always present, kernel order) then user chains A→Z.
+    An nftables table (``nft``) has no built-in chains: its base chains carry their policy."""
 
     name: str
     chains: tuple[Chain, ...] = attrs.field(default=())
+    nft: bool = False
     _index: dict[str, Chain] = attrs.field(init=False, factory=dict, eq=False, repr=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
@@ -664,21 +668,74 @@ def _sorted_tables(tables: Iterable[Table]) -> tuple[Table, ...]:
 
 
 @attrs.frozen
+class BaseChain:
+    """An nftables base chain: the ``chain`` of its table registered at ``hook`` (the iptables hook
+    names) with ``priority``, of ``type`` filter, nat or route."""
+
+    chain: str
+    hook: str
+    priority: int
+    type: Literal["filter", "nat", "route"] = "filter"
+
+
+def _bases(values: Iterable[BaseChain]) -> tuple[BaseChain, ...]:
+    return tuple(values)
+
+
+@attrs.frozen
+class NftTable:
+    """A native nftables table in the rule model: ``family`` (``ip``, ``ip6`` or ``inet``: an inet
+    table sits in both families' rulesets), ``name``, its chains as a ``Table`` (``nft=True``) and
+    which of them are base chains. In traces its rules read ``inet NAME::CHAIN#n``."""
+
+    family: Literal["ip", "ip6", "inet"]
+    name: str
+    table: Table
+    bases: tuple[BaseChain, ...] = attrs.field(default=(), converter=_bases)
+
+    @property
+    def key(self) -> str:
+        return f"{self.family} {self.name}"
+
+
+def _nft_tables(values: Iterable[NftTable]) -> tuple[NftTable, ...]:
+    return tuple(values)
+
+
+@attrs.frozen
 class Ruleset:
-    """All tables of one address family."""
+    """All tables of one address family: iptables' (``tables``) and native nftables ones (``nft``)."""
 
     family: Family = "ipv4"
     tables: tuple[Table, ...] = attrs.field(default=(), converter=_sorted_tables)
+    nft: tuple[NftTable, ...] = attrs.field(default=(), converter=_nft_tables)
 
     def table(self, name: str) -> Table | None:
+        """An iptables table by name, or an nftables one by its ``FAMILY NAME`` key."""
         for t in self.tables:
             if t.name == name:
                 return t
+        for n in self.nft:
+            if n.key == name:
+                return n.table
         return None
 
     def chain(self, table: str, chain: str) -> Chain | None:
         t = self.table(table)
         return None if t is None else t.chain(chain)
+
+    def stages(self, hook: Hook) -> tuple[Stage, ...]:
+        """Every base chain run at ``hook``, in kernel order: iptables' tables at their fixed
+        priorities and native nftables base chains at theirs (iptables first on a tie)."""
+        out = list(stages(hook))
+        for n in self.nft:
+            out += [Stage(n.key, hook, b.priority, b.chain, b.type) for b in n.bases if b.hook == hook]
+        return tuple(sorted(out, key=lambda s: s.priority))
+
+    def start(self, stage: Stage) -> Chain | None:
+        """The chain a stage starts in (an absent table or chain: None, which accepts)."""
+        t = self.table(stage.table)
+        return None if t is None else t.chain(stage.chain or stage.hook)
 
     def rule(self, ref: RuleRef) -> Rule:
         c = self.chain(ref.table, ref.chain)
@@ -686,12 +743,15 @@ class Ruleset:
             raise KeyError(str(ref))
         return c.rules[ref.index - 1]
 
+    def all_tables(self) -> tuple[Table, ...]:
+        return (*self.tables, *(n.table for n in self.nft))
+
     def rule_count(self) -> int:
-        return sum(len(c.rules) for t in self.tables for c in t.chains)
+        return sum(len(c.rules) for t in self.all_tables() for c in t.chains)
 
     @property
     def empty(self) -> bool:
-        return not self.tables
+        return not self.tables and not self.nft
 
 
 @attrs.frozen

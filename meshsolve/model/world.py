@@ -21,6 +21,7 @@ from meshsolve.model.routing import Routing
 from meshsolve.model.rules import (
     Goto,
     Jump,
+    NftTable,
     Rule,
     Ruleset,
     Rulesets,
@@ -364,6 +365,44 @@ def validate_rulesets(rulesets: Rulesets) -> None:
                         why = kind_of(part).allowed(table.name, reached, builtin)
                         if why is not None:
                             raise WorldError(f"{_where(ruleset, table.name, chain.name, n, rule)}: {why}")
+        for nft in ruleset.nft:
+            _validate_nft(ruleset, nft)
+
+
+def _validate_nft(ruleset: Ruleset, nft: NftTable) -> None:
+    """A native nftables table: jumps to existing chains, no cycles, and each kind used where a base
+    chain of the right type and hook reaches it (a nat chain is placed like iptables' nat table, a
+    route chain like mangle, a filter chain like filter)."""
+    table = nft.table
+    graph: dict[str, list[str]] = {}
+    for chain in table.chains:
+        targets = graph.setdefault(chain.name, [])
+        for n, rule in enumerate(chain.rules, 1):
+            if isinstance(rule.target, Jump | Goto):
+                if table.chain(rule.target.chain) is None:
+                    raise WorldError(f"{_where(ruleset, nft.key, chain.name, n, rule)} jumps to chain "
+                                     f"{rule.target.chain}, which does not exist")
+                targets.append(rule.target.chain)
+    _check_cycles(ruleset.family, nft.key, graph)
+    kinds = {"nat": "nat", "route": "mangle", "filter": "filter"}
+    reach: dict[str, set[tuple[str, str]]] = {}
+    for base in nft.bases:
+        stack = [base.chain]
+        while stack:
+            c = stack.pop()
+            seen = reach.setdefault(c, set())
+            if (base.hook, base.type) in seen:
+                continue
+            seen.add((base.hook, base.type))
+            stack.extend(graph.get(c, ()))
+    for chain in table.chains:
+        for kind in {kinds[t] for _h, t in reach.get(chain.name, set())}:
+            hooks = frozenset(h for h, t in reach.get(chain.name, set()) if kinds[t] == kind)
+            for n, rule in enumerate(chain.rules, 1):
+                for part in (*rule.matches, *((rule.target,) if rule.target is not None else ())):
+                    why = kind_of(part).allowed(kind, hooks, None)
+                    if why is not None:
+                        raise WorldError(f"{_where(ruleset, nft.key, chain.name, n, rule)}: {why}")
 
 
 def _where(ruleset: Ruleset, table: str, chain: str, n: int, rule: Rule) -> str:

@@ -20,6 +20,7 @@ import attrs
 
 from meshsolve.model.kinds import enables_conntrack
 from meshsolve.model.net import Family, IPAddress, IPNetwork
+from meshsolve.model.path import Hook, Stage
 from meshsolve.model.world import Socket, World
 from meshsolve.semantics.domain import Domain
 
@@ -47,6 +48,14 @@ class Env:
     conntrack: bool = True
     # addresses on lo only under a condition (a domain Boolean): the synthesizer's passthrough knob
     cond_local: tuple[tuple[IPNetwork, Any], ...] = ()
+    _stages: dict[str, tuple[Stage, ...]] = attrs.field(factory=dict, eq=False, repr=False, hash=False)
+
+    def stages(self, hook: Hook) -> tuple[Stage, ...]:
+        """The base chains run at ``hook`` (iptables tables and native nftables chains), in order."""
+        hit = self._stages.get(hook)
+        if hit is None:
+            hit = self._stages[hook] = self.world.rules.for_family(self.family).stages(hook)
+        return hit
 
     @classmethod
     def of(cls, world: World, family: Family, names: dict[str, int] | None = None) -> Env:

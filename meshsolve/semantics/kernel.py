@@ -68,7 +68,7 @@ import attrs
 
 from meshsolve.errors import WorldError
 from meshsolve.model.net import Family, IPNetwork, family_of, to_address
-from meshsolve.model.path import Hook, Stage, stages
+from meshsolve.model.path import Hook, Stage
 from meshsolve.model.routing import LOCAL_TABLE, MAIN_TABLE
 from meshsolve.model.world import Socket
 from meshsolve.semantics.domain import Domain, merge_records
@@ -244,7 +244,7 @@ def run_hook(d: Domain, env: Env, tr: Traverse, hook: Hook, run: Run, *, nat: bo
     """Run every stage of ``hook``, stopping at the first that ends the packet. ``nat``: the nat
     chains are consulted (the first packet of a new connection); otherwise a nat stage applies the
     connection's ``bind``ing, if any. Without connection tracking nat does nothing at all."""
-    for stage in stages(hook):
+    for stage in env.stages(hook):
         if d.is_true(run.ended):
             break
         if stage.nat:

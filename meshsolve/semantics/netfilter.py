@@ -46,7 +46,7 @@ def traverse(ruleset: Ruleset, stage: Stage, pkt: Pkt, env: Env) -> Decision:
     than 64 (a cycle)."""
     table = stage.table
     tbl = ruleset.table(table)
-    chain = tbl.chain(stage.hook) if tbl is not None else None
+    chain = ruleset.start(stage)
     if tbl is None or chain is None:
         return Decision(CONT, None, None, pkt.mark, pkt.ctmark, pkt.zone, steps=())
     builtin = chain

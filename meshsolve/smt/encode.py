@@ -163,9 +163,8 @@ class Traversal:
         self._cid_of[id(k)] = len(self._conts) - 1
         return len(self._conts) - 1
 
-    def chain(self, name: str, st: State) -> K.Decision:
-        c = self.table.chain(name)
-        assert c is not None and c.builtin
+    def chain(self, c: Chain, st: State) -> K.Decision:
+        assert c.builtin
         return self.run(c, 0, st, self.policy(c))
 
     def policy(self, c: Chain) -> Cont:
@@ -285,12 +284,12 @@ class Traversal:
 def table_decision(ctx: Ctx, ruleset: Ruleset, stage: Stage, pkt: K.Pkt) -> K.Decision:
     """One table's decision at one stage (an absent or empty accepting chain continues)."""
     t = ruleset.table(stage.table)
-    c = t.chain(stage.hook) if t is not None else None
+    c = ruleset.start(stage)
     if t is None or c is None or (not c.rules and c.policy == "ACCEPT"):
         return K.Decision(z3.BitVecVal(CONT, 8), z3.BitVecVal(0, ctx.w), z3.BitVecVal(0, 16), pkt.mark, pkt.ctmark,
                           pkt.zone)
     zone = pkt.zone if not isinstance(pkt.zone, int) else z3.BitVecVal(pkt.zone, 16)
-    return Traversal(ctx, t, stage, pkt).chain(stage.hook, (pkt.mark, pkt.ctmark, zone))
+    return Traversal(ctx, t, stage, pkt).chain(c, (pkt.mark, pkt.ctmark, zone))
 
 
 # ------------------------------------------------------------------------------------------------
