@@ -240,9 +240,8 @@ def test_istio_generated_pod_agrees_with_the_kernel(version: str, mode: str, fam
     Flows the interpreter leaves undetermined (e.g. ``-m socket`` before 1.6) are not compared.
 
     TPROXY from 1.9: the kernel delivers inbound connections from the client's own address (Envoy's
-    original_src, SO_MARK 1337, CONNMARK back through the mark's local route, docs/tproxy.md); the
-    interpreter does not model the original-source upstream and its mark yet, so these disagree
-    (strict: the mark must go when the semantics learn it)."""
+    original_src, SO_MARK 1337, CONNMARK back through the mark's local route, docs/tproxy.md) — and
+    so does the model, whose handshake follows the app's SYN-ACK back through that route."""
     import attrs
 
     from meshsolve.analysis.worlds import istio_routing
@@ -250,10 +249,6 @@ def test_istio_generated_pod_agrees_with_the_kernel(version: str, mode: str, fam
     from meshsolve.istio import CaptureConfig, generate, proxy_behavior
 
     minor = 99 if version == "current" else int(version.split(".")[1])
-    if mode == "TPROXY" and minor >= 9:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "semantics: the inbound upstream from the client's address with SO_MARK 1337 "
-            "(ProxyBehavior.inbound_original_source / upstream_mark) is not modelled")))
     base = setup_world("E", family)  # type: ignore[arg-type]
     try:
         cfg = CaptureConfig(version=version, mode=mode, outbound_cidrs="*",

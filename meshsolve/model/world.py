@@ -134,7 +134,7 @@ class ProxyBehavior:
     - ``transparent``: the listeners are ``IP_TRANSPARENT`` (TPROXY can hand them connections).
     - ``inbound_original_source``: the inbound side connects upstream from the client's own address
       (a transparent socket: Envoy's ``original_src``), instead of ``inbound_source_*``.
-    - ``upstream_mark``: the mark (``SO_MARK``) on the proxy's upstream sockets, or None.
+    - ``upstream_mark``: the mark (``SO_MARK``) on the inbound side's upstream sockets, or None.
     - ``tunnel_port``: the port of the proxy's tunnel (HBONE) listener that capture leaves alone
       (Istio ≥1.7: 15008), or None; meshsolve names it (goals, vocabulary) but does not model what
       listens there.

@@ -895,7 +895,8 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
             d.note("proxy", lambda: f"proxy outbound side: passthrough to {hostport(odst, odport)}")
             why = "outbound, passthrough"
     transparent = d.and_(is_in, d.const(p.inbound_original_source))
-    mark = d.u32(p.upstream_mark or 0)
+    # Istio attaches original_src (the client's address, with its mark) to inbound listeners only
+    mark = d.ite(is_in, d.u32(p.upstream_mark or 0), d.u32(0))
     return Hop(dst, dport, sport, d.u32(p.uid), d.u32(p.gid), protocol, bound, src, closed, "proxy", why,
                transparent, mark)
 
