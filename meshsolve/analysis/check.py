@@ -228,7 +228,10 @@ def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | N
     else:
         pairs = list(ids) if ids is not None else list(scope.ids) if scope.ids is not None else \
             [(a.uid, a.gid) for a in world.apps] or [(defaults.APP_UID, defaults.APP_GID)]
-        for uid, gid in pairs:
+        if scope.uid_is is not None or scope.gid_is is not None:
+            pairs = [(scope.uid_is if scope.uid_is is not None else u, scope.gid_is if scope.gid_is is not None else g)
+                     for u, g in pairs] or pairs
+        for uid, gid in dict.fromkeys(pairs):
             if uid in scope.uid_not or gid in scope.gid_not:
                 continue
             app = next((a for a in world.apps if a.uid == uid and a.gid == gid), None)
@@ -267,6 +270,9 @@ def flow_in_scope(world: World, scope: Scope, flow: Flow) -> bool:
         if app.uid in scope.uid_not or app.gid in scope.gid_not:
             return False
         if scope.ids is not None and (app.uid, app.gid) not in scope.ids:
+            return False
+        if (scope.uid_is is not None and app.uid != scope.uid_is) or \
+                (scope.gid_is is not None and app.gid != scope.gid_is):
             return False
     if scope.vip_only and world.service_at(flow.dst, flow.dport) is None:
         return False

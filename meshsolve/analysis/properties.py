@@ -132,16 +132,27 @@ class CaptureInbound:
 
 @attrs.frozen
 class Bypass:
-    """The proxy's own connections to remote addresses are never captured."""
+    """The proxy's own connections to remote addresses are never captured. With ``by_uid_or_gid``,
+    neither are those of any process running with the proxy's uid or with its group (how Istio
+    tells the proxy's traffic apart: a TPROXY-mode proxy runs as root in the proxy's group)."""
 
     name: str = ""
+    by_uid_or_gid: bool = False
 
     def title(self) -> str:
+        if self.by_uid_or_gid:
+            return self.name or "traffic of the proxy's uid or group bypasses capture"
         return self.name or "the proxy's own outbound traffic bypasses capture"
 
     def checks(self, world: World) -> list[tuple[Scope, Pred]]:
-        return [(Scope(family=fam, client="proxy", local=False), Not(Captured()))
-                for fam in world.families]
+        out: list[tuple[Scope, Pred]] = []
+        for fam in world.families:
+            out.append((Scope(family=fam, client="proxy", local=False), Not(Captured())))
+            if self.by_uid_or_gid:
+                p = world.proxy
+                out.append((Scope(family=fam, client="any-app", uid_is=p.uid, local=False), Not(Captured())))
+                out.append((Scope(family=fam, client="any-app", gid_is=p.gid, local=False), Not(Captured())))
+        return out
 
 
 @attrs.frozen

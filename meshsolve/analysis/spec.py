@@ -284,8 +284,11 @@ def _goal(n: _Node, apps: tuple[App, ...]) -> Goal:
         else:
             prop = Exempt(ports, name=name)
     else:
-        _check_keys(args, body, ())
-        prop = Bypass(name=name)
+        _check_keys(args, body, ("by",))
+        by = args["by"].scalar() if "by" in args else "proxy"
+        if by not in ("proxy", "uid-or-gid"):
+            raise args["by"].fail(f"bypass is by 'proxy' or 'uid-or-gid', got {by!r}")
+        prop = Bypass(name=name, by_uid_or_gid=by == "uid-or-gid")
     return Goal(name or prop.title(), prop, n.line)
 
 
@@ -307,6 +310,18 @@ def _conditions(n: _Node, source: str, family: Family) -> tuple[Condition, ...]:
         raise n.fail("the search needs at least one condition (an empty vocabulary can only express "
                      "unconditional rules)")
     return tuple(out)
+
+
+def _named(goals: tuple[Goal, ...], world: World) -> dict[str, Any]:
+    """The single addresses and ports the goals' scopes name (for the derived vocabulary)."""
+    nets, ports = [], []
+    for g in goals:
+        for scope, _pred in g.prop.checks(world):
+            nets += [n for n in scope.dst or () if n.num_addresses == 1]
+            for r in (*(scope.dports or ()), *scope.dports_not):
+                if r.lo == r.hi:
+                    ports.append(r.lo)
+    return {"nets": nets, "ports": ports}
 
 
 def _targets(n: _Node, rules: Rulesets, family: Family, table: str) -> tuple[tuple[str, Target], ...]:
@@ -470,7 +485,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
             knobs.append((k, vals))
     # without a list, the vocabulary and the targets come from the world (meshsolve.analysis.vocabulary)
     conditions = _conditions(sm["conditions"], source, family) if "conditions" in sm else \
-        derive_conditions(world, family, table, chain)
+        derive_conditions(world, family, table, chain, **_named(goals, world))
     targets = _targets(sm["targets"], world.rules, family, table) if "targets" in sm else \
         derive_targets(world, family, table, chain)
     if len(targets) < 2:

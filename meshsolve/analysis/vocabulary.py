@@ -15,7 +15,8 @@ What the world names:
 * ids (``-m owner``, either way, where the chain is reached from OUTPUT/POSTROUTING only): the proxy's
   uid and gid and every app's;
 * ports (``-p tcp --dport``, either way): every app socket, the proxy's listeners and tunnel port,
-  every service port.
+  every service port;
+* and the addresses and ports the spec's goals name (a database's port a goal exempts).
 
 Targets, when a spec does not list them: ``RETURN`` and a jump to each user chain of the table
 (other than the searched one) that rewrites or diverts a connection (REDIRECT, DNAT, TPROXY).
@@ -71,7 +72,7 @@ def reaching_hooks(table: Table, chain: str) -> frozenset[str]:
     return frozenset(reached.get(chain, set()))
 
 
-def _addresses(world: World, family: Family) -> list[IPNetwork]:
+def _addresses(world: World, family: Family, named: Iterable[IPNetwork] = ()) -> list[IPNetwork]:
     v4 = family == "ipv4"
     nets: list[IPNetwork] = []
 
@@ -96,16 +97,19 @@ def _addresses(world: World, family: Family) -> list[IPNetwork]:
     peer = world.peer_ip(family)
     if peer is not None:
         add(peer)
+    for n in named:
+        add(n)
     return nets
 
 
-def _ports(world: World) -> list[int]:
+def _ports(world: World, named: Iterable[int] = ()) -> list[int]:
     p = world.proxy
     ports = {s.port for a in world.apps for s in a.sockets}
     ports |= {p.outbound_port} | ({p.inbound_port} if p.inbound_port is not None else set())
     if p.tunnel_port is not None:
         ports.add(p.tunnel_port)
     ports |= {s.port for s in world.services}
+    ports |= set(named)
     return sorted(ports)
 
 
@@ -129,8 +133,10 @@ def _hole(text: str, items: Iterable[tuple[str, tuple[Match, ...]]]) -> Conditio
     return Condition(text, alts) if alts else None
 
 
-def derive_conditions(world: World, family: Family, table: str, chain: str) -> tuple[Condition, ...]:
-    """The conditions a rule of ``table::chain`` can usefully test in ``world`` (module docstring)."""
+def derive_conditions(world: World, family: Family, table: str, chain: str, *, nets: Iterable[IPNetwork] = (),
+                      ports: Iterable[int] = ()) -> tuple[Condition, ...]:
+    """The conditions a rule of ``table::chain`` can usefully test in ``world`` (module docstring),
+    plus the addresses and ports the spec's goals name (``nets``, ``ports``)."""
     tbl = world.rules.for_family(family).table(table)
     hooks = reaching_hooks(tbl, chain) if tbl is not None else frozenset()
     local_out = bool(hooks) and hooks <= {"OUTPUT", "POSTROUTING"}
@@ -143,10 +149,10 @@ def derive_conditions(world: World, family: Family, table: str, chain: str) -> t
     if incoming:
         conds += [_hole("-i IFACE", ((f"-i {i}", (InInterface(i),)) for i in ifaces)),
                   _hole("! -i IFACE", ((f"! -i {i}", (InInterface(i, True),)) for i in ifaces))]
-    nets = _addresses(world, family)
+    addrs = _addresses(world, family, nets)
     for flag, cls in (("-d", Destination), ("-s", Source)):
-        conds += [_hole(f"{flag} ADDR", ((f"{flag} {n}", (cls(n),)) for n in nets)),
-                  _hole(f"! {flag} ADDR", ((f"! {flag} {n}", (cls(n, True),)) for n in nets))]
+        conds += [_hole(f"{flag} ADDR", ((f"{flag} {n}", (cls(n),)) for n in addrs)),
+                  _hole(f"! {flag} ADDR", ((f"! {flag} {n}", (cls(n, True),)) for n in addrs))]
     if local_out:
         for which, opt in (("uid", "--uid-owner"), ("gid", "--gid-owner")):
             ids = _ids(world, which)
@@ -154,11 +160,13 @@ def derive_conditions(world: World, family: Family, table: str, chain: str) -> t
                 bang = "! " if neg else ""
                 conds.append(_hole(f"-m owner {bang}{opt} ID",
                                    ((f"-m owner {bang}{opt} {i}", (_owner(which, i, neg),)) for i in ids)))
-    ports = _ports(world)
+    named_ports = _ports(world, ports)
     tcp = Protocol("tcp")
-    conds += [_hole("-p tcp --dport PORT", ((f"-p tcp --dport {p}", (tcp, PortMatch("tcp", dport=p))) for p in ports)),
+    conds += [_hole("-p tcp --dport PORT", ((f"-p tcp --dport {p}", (tcp, PortMatch("tcp", dport=p)))
+                                            for p in named_ports)),
               _hole("-p tcp ! --dport PORT", ((f"-p tcp ! --dport {p}",
-                                               (tcp, PortMatch("tcp", dport=p, dport_negated=True))) for p in ports))]
+                                               (tcp, PortMatch("tcp", dport=p, dport_negated=True)))
+                                              for p in named_ports))]
     return tuple(c for c in conds if c is not None)
 
 

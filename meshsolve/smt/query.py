@@ -87,7 +87,8 @@ class Scope:
       only the pod's own addresses (loopback and pod IPs), ``False`` for only remote ones.
     - ``dports``/``dports_not``: destination ports allowed / excluded.
     - ``vip_only``: only service VIP:port destinations (any endpoint choice).
-    - ``ids``: for ``any-app``, only these (uid, gid) pairs (``None``: any pair).
+    - ``ids``: for ``any-app``, only these (uid, gid) pairs (``None``: any pair); ``uid_is`` /
+      ``gid_is``: only processes with this uid / gid.
     """
 
     family: Family
@@ -102,9 +103,15 @@ class Scope:
     dports_not: tuple[PortRange, ...] = attrs.field(default=(), converter=_prs0)
     vip_only: bool = False
     ids: tuple[tuple[int, int], ...] | None = None  # any-app: only these (uid, gid) pairs
+    uid_is: int | None = None  # any-app: only processes running as this uid
+    gid_is: int | None = None  # any-app: only processes running as this gid
 
     def __str__(self) -> str:
         anyone = "any non-proxy process" if self.uid_not or self.gid_not else "any process in the pod"
+        if self.uid_is is not None:
+            anyone = f"any process with uid {self.uid_is}"
+        elif self.gid_is is not None:
+            anyone = f"any process with gid {self.gid_is}"
         who = {"peer": "a remote peer", "proxy": "the proxy", "app": f"app {self.app}",
                "any-app": anyone}[self.client]
         parts = [who]

@@ -142,6 +142,10 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
             out += [h0.uid == u(world.proxy.uid), h0.gid == u(world.proxy.gid)]
         else:
             out += [h0.uid != u(x) for x in s.uid_not] + [h0.gid != u(x) for x in s.gid_not]
+            if s.uid_is is not None:
+                out.append(h0.uid == u(s.uid_is))
+            if s.gid_is is not None:
+                out.append(h0.gid == u(s.gid_is))
             if s.ids is not None:
                 out.append(z3.Or(*[z3.And(h0.uid == u(a), h0.gid == u(b)) for a, b in s.ids]))
     if s.dst is not None:

@@ -1,0 +1,91 @@
+"""Synthesis from goals alone: specs without a ``conditions`` list take their vocabulary from the
+world (holes the solver fills with the world's addresses, ids and ports), goals in users' words
+(``direct``, ``exempt``, ``observed exactly``, ``bypass by uid-or-gid``), and nothing of Istio's
+numbers built in: a renumbered world gets a result of the same shape."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from meshsolve.analysis.spec import load_spec, parse_spec
+from meshsolve.analysis.synth import Conflict, Synthesized, synthesize
+from meshsolve.iptables import rule_text
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def _without_conditions(text: str) -> str:
+    return re.sub(r"\n  conditions:\n(    - .*\n)+", "\n", text)
+
+
+def test_the_modern_goals_spec_has_no_vocabulary_and_is_met_and_proved() -> None:
+    spec = load_spec(SPECS / "istio-modern-goals.yaml")
+    assert all(c.hole for c in spec.search.conditions)  # derived: every condition a hole
+    res = synthesize(spec)
+    assert isinstance(res, Synthesized), str(res)
+    assert all(v.kind == "proved" for v in res.proofs)
+    texts = [rule_text(r) for r in res.rules]
+    # the proxy's self-call to its own pod IP goes to the inbound side, the tunnel port left alone
+    assert any("ISTIO_IN_REDIRECT" in t and "--uid-owner 1337" in t and "! --dport 15008" in t for t in texts)
+    # everything else a non-proxy process sends out is captured
+    assert any("ISTIO_REDIRECT" in t and "! --uid-owner 1337" in t and "! --gid-owner 1337" in t for t in texts)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SPECS.glob("*.yaml") if "conditions:" in p.read_text()))
+def test_every_shipped_spec_runs_without_its_conditions_list(name: str) -> None:
+    """The same or a smaller result: fewer rules, or the same conflict. A spec whose point is a
+    restricted vocabulary (uid conditions only) is met once the vocabulary is the world's."""
+    text = (SPECS / name).read_text()
+    given = synthesize(load_spec(SPECS / name))
+    derived = synthesize(parse_spec(_without_conditions(text), f"{name}[derived]"))
+    if isinstance(given, Synthesized):
+        assert isinstance(derived, Synthesized), str(derived)
+        assert len(derived.rules) <= len(given.rules)
+        assert all(v.kind == "proved" for v in derived.proofs)
+    else:
+        assert isinstance(given, Conflict)
+        if name == "app-with-proxy-uid-uid-only.yaml":  # the world's vocabulary has gid conditions
+            assert isinstance(derived, Synthesized), str(derived)
+        else:
+            assert isinstance(derived, Conflict), str(derived)
+            assert {g.name for g in derived.goals} == {g.name for g in given.goals}
+
+
+def test_the_1_2_conflict_core_is_unchanged_with_the_worlds_vocabulary() -> None:
+    text = _without_conditions((SPECS / "istio-1.2-design-space.yaml").read_text())
+    res = synthesize(parse_spec(text, "1.2[derived]"))
+    assert isinstance(res, Conflict)
+    assert {g.name for g in res.goals} == {"pod-IP listener reachable", "no loops",
+                                           "self-call through the service observed server side"}
+
+
+_RENUMBER = (("1337", "2102"), ("15001", "4140"), ("15006", "4143"), ("15008", "4444"),
+             ("192.0.2.10", "203.0.113.70"), ("192.0.2.20", "203.0.113.80"), ("198.51.100.", "203.0.113.1"),
+             ("ISTIO_OUTPUT", "MESH_OUT"), ("ISTIO_IN_REDIRECT", "MESH_INBOUND_TO"),
+             ("ISTIO_REDIRECT", "MESH_OUT_TO"), ("ISTIO_INBOUND", "MESH_IN"), ("9001", "8001"), ("9003", "8003"),
+             ("9002", "8002"))
+
+
+def _renumbered(text: str) -> str:
+    for a, b in _RENUMBER:
+        text = text.replace(a, b)
+    return text
+
+
+@pytest.mark.parametrize("name", ["istio-modern-goals.yaml", "istio-modern-goals-ipv6.yaml"])
+def test_a_renumbered_world_gets_a_result_of_the_same_shape(name: str) -> None:
+    """Other proxy ids and ports, tunnel port, pod and peer addresses, chain names — IPv4 and IPv6."""
+    text = _renumbered((SPECS / name).read_text())
+    text = text.replace("2001:db8::10", "2001:db8::70").replace("2001:db8::20", "2001:db8::80")
+    spec = parse_spec(text, f"renumbered {name}")
+    assert spec.world.proxy.uid == 2102 and spec.world.proxy.tunnel_port == 4444
+    res = synthesize(spec)
+    assert isinstance(res, Synthesized), str(res)
+    assert all(v.kind == "proved" for v in res.proofs)
+    texts = [rule_text(r) for r in res.rules]
+    assert len(res.rules) == 2, texts
+    assert any("MESH_INBOUND_TO" in t and "--uid-owner 2102" in t and "! --dport 4444" in t for t in texts)
+    assert any("MESH_OUT_TO" in t and "! --uid-owner 2102" in t for t in texts)
