@@ -60,6 +60,9 @@ class Env:
     @classmethod
     def of(cls, world: World, family: Family, names: dict[str, int] | None = None) -> Env:
         sockets = tuple((a.name, s) for a in world.apps for s in a.sockets)
+        wildcard = "0.0.0.0" if family == "ipv4" else "::"
+        sockets += tuple(("proxy", Socket(wildcard, port, v6only=family == "ipv6"))
+                         for port in world.proxy.own_listeners)
         return cls(world, family, world.local_networks(family), world.pod_ip(family),
                    tuple(sorted((names or {}).items())), sockets,
                    enables_conntrack(world.rules.for_family(family)))

@@ -638,18 +638,20 @@ def _after_syn(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: 
 @attrs.frozen
 class _Server:
     """The server end of a connection: a socket in the pod (``local``) at ``addr:port``, or a remote
-    host; whether its socket is transparent."""
+    host; whether its socket is transparent, and its ``SO_MARK`` (a SYN-ACK carries the listener's)."""
 
     local: Any
     addr: Any
     port: Any
     transparent: Any
+    mark: Any = 0
 
 
 def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tuple[Any, Any]) -> Leg:
     """Local delivery of a SYN: the socket TPROXY assigned, or the socket lookup; then the handshake."""
     p = j.pkt
     transparent = d.const(env.world.proxy.transparent)
+    listener_mark = d.u32(env.world.proxy.socket_mark or 0)
 
     def with_tproxy() -> Leg:
         d.note("rewrite", lambda: f"TPROXY to {hostport(j.tp_addr, j.tp_port)}, destination kept "
@@ -666,7 +668,8 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
 
         def to_proxy() -> Leg:
             leg = _proxy_leg(d, env, side, j.tp_port, p, (p.dst, p.dport))
-            return _handshake(d, env, tr, j, c, orig, _Server(d.const(True), p.dst, p.dport, transparent), leg)
+            return _handshake(d, env, tr, j, c, orig,
+                              _Server(d.const(True), p.dst, p.dport, transparent, listener_mark), leg)
 
         return d.branch(d.eq(side, DROPPED), no_listener, to_proxy)
 
@@ -674,7 +677,10 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         cls, idx, owner, _sk = lookup(d, env, p.dst, p.dport, p.protocol)
         side = _side_for(d, env, cls, orig[0], orig[1])
         proxied = d.or_(d.eq(side, OUT), d.eq(side, IN))
-        server = _Server(d.const(True), p.dst, p.dport, d.and_(proxied, transparent))
+        # the proxy's sockets (its capture listeners and its own) carry its mark
+        owned = d.or_(proxied, *[d.eq(idx, i) for i, (who, _s) in enumerate(env.sockets) if who == "proxy"])
+        server = _Server(d.const(True), p.dst, p.dport, d.and_(proxied, transparent),
+                         d.ite(owned, listener_mark, d.u32(0)))
 
         def accepted(leg: Leg) -> Leg:
             return _handshake(d, env, tr, j, c, orig, server, leg)
@@ -720,9 +726,9 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
     first packet that does not decides how it ends (the client hangs, or is refused)."""
     p = syn.pkt
     natted = p.natted
-    zero = d.u32(0)
     # SYN-ACK: from the accepting socket (a request socket: no owner yet, the listener's mark)
-    synack = Pkt(p.protocol, s.addr, c.src, s.port, c.sport, None, None, None, None, zero, p.ctmark, natted,
+    mark = d.u32(s.mark) if isinstance(s.mark, int) else s.mark
+    synack = Pkt(p.protocol, s.addr, c.src, s.port, c.sport, None, None, None, None, mark, p.ctmark, natted,
                  state="ESTABLISHED", flags=frozenset({"SYN", "ACK"}),
                  sk=SockView(d.const(True), d.const(False), c.transparent), zone=d.port(0), conn_zone=p.zone)
     un_nat = Binding("src", natted, orig[0], orig[1])
@@ -895,8 +901,10 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
             d.note("proxy", lambda: f"proxy outbound side: passthrough to {hostport(odst, odport)}")
             why = "outbound, passthrough"
     transparent = d.and_(is_in, d.const(p.inbound_original_source))
-    # Istio attaches original_src (the client's address, with its mark) to inbound listeners only
-    mark = d.ite(is_in, d.u32(p.upstream_mark or 0), d.u32(0))
+    # Istio attaches original_src (the client's address, with its mark) to inbound listeners only;
+    # a proxy that marks all its sockets (ztunnel) marks every upstream
+    everywhere = p.socket_mark or 0
+    mark = d.ite(is_in, d.u32(p.upstream_mark if p.upstream_mark is not None else everywhere), d.u32(everywhere))
     return Hop(dst, dport, sport, d.u32(p.uid), d.u32(p.gid), protocol, bound, src, closed, "proxy", why,
                transparent, mark)
 
@@ -908,7 +916,8 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
 @attrs.frozen
 class First:
     """The flow's first connection: ``peer`` (a domain Boolean: from the remote peer, else opened in
-    the pod by a process with ``uid``/``gid``), destination, ports and the endpoint choice."""
+    the pod by a process with ``uid``/``gid``), destination, ports and the endpoint choice;
+    ``peer_src``: the address a peer's connection comes from (None: the world's peer address)."""
 
     peer: Any
     dst: Any
@@ -919,6 +928,7 @@ class First:
     endpoint: Any
     protocol: str = "tcp"
     who: str = ""
+    peer_src: Any = None
 
 
 @attrs.define
@@ -953,6 +963,8 @@ def run_flow(d: Domain, env: Env, tr: Traverse, first: First, *, hops: int, knob
             on_leg(n + 1)
         if n == 0:
             def remote(h: Hop = hop) -> Leg:
+                if first.peer_src is not None:
+                    return remote_leg(d, env, tr, h, first.peer_src)
                 if peer_ip is None:
                     raise WorldError(f"the world has no {env.family} peer IP")
                 return remote_leg(d, env, tr, h, d.addr(peer_ip))

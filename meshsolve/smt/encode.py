@@ -381,7 +381,7 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
     client = z3.BitVec(f"{v0}client", 8)  # 0: peer, 1: local process
     cons.append(z3.ULE(client, 1))
     endpoint = z3.BitVec(f"{v0}endpoint", 16)
-    h0 = HopVars(src=None, dst=z3.BitVec(f"{v0}dst0", w), sport=z3.BitVec(f"{v0}sport0", 16),
+    h0 = HopVars(src=z3.BitVec(f"{v0}src0", w), dst=z3.BitVec(f"{v0}dst0", w), sport=z3.BitVec(f"{v0}sport0", 16),
                  dport=z3.BitVec(f"{v0}dport0", 16), uid=z3.BitVec(f"{v0}uid0", 32), gid=z3.BitVec(f"{v0}gid0", 32))
     is_peer = client == 0
     if world.peer_ip(family) is None:
@@ -396,7 +396,8 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
     def tr(stage: Stage, pkt: K.Pkt) -> K.Decision:
         return table_decision(ctx, rs, stage, pkt)
 
-    start = K.First(is_peer, h0.dst, h0.dport, h0.sport, h0.uid, h0.gid, endpoint)
+    # a peer connects from ``src0``: the question's scope says which address (the world's peer by default)
+    start = K.First(is_peer, h0.dst, h0.dport, h0.sport, h0.uid, h0.gid, endpoint, peer_src=h0.src)
     knobs = K.Knobs(ctx.knob_localhost, ctx.knob_source)
     def sport(n: int) -> Any:  # the proxy's upstream source ports: the kernel picks them
         v = z3.BitVec(f"{tag}sport{n}", 16)
@@ -409,7 +410,7 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
         leg = r.leg
         hv.append(HopVars(src=None, dst=leg.dst, sport=None, dport=leg.dport, uid=None, gid=None, cls=leg.cls,
                           sock=leg.sock, odst=leg.odst, odport=leg.odport, seen_src=leg.seen_src))
-    hv[0].src, hv[0].sport, hv[0].uid, hv[0].gid = None, h0.sport, h0.uid, h0.gid
+    hv[0].src, hv[0].sport, hv[0].uid, hv[0].gid = h0.src, h0.sport, h0.uid, h0.gid
     hv[0].dst, hv[0].dport = h0.dst, h0.dport
     active = [r.active for r in records]
     loop_at = [r.loop for r in records]
