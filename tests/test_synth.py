@@ -127,6 +127,8 @@ def test_bad_specs_name_the_line(edit: tuple[str, str], message: str, line_of: s
 SHIPPED = {
     "istio-1.2-design-space.yaml": ("conflict", 3),
     "istio-later-knobs.yaml": ("synthesized", 3),
+    "istio-modern-goals.yaml": ("synthesized", 2),
+    "istio-modern-goals-ipv6.yaml": ("synthesized", 2),
     "istio-later-knobs-ipv6.yaml": ("synthesized", 3),
     "excluded-ports.yaml": ("synthesized", 4),
     "app-with-proxy-uid.yaml": ("synthesized", 3),
