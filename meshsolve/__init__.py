@@ -97,8 +97,21 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
     )
     from meshsolve.istio.generate import generate
     from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange
+    from meshsolve.model.path import Hook, Stage
     from meshsolve.model.routing import Route, RouteKind, Routing, RoutingRule
-    from meshsolve.model.rules import Chain, Match, Origin, Rule, RuleRef, Ruleset, Rulesets, Table, Target
+    from meshsolve.model.rules import (
+        BaseChain,
+        Chain,
+        Match,
+        NftTable,
+        Origin,
+        Rule,
+        RuleRef,
+        Ruleset,
+        Rulesets,
+        Table,
+        Target,
+    )
     from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
     from meshsolve.semantics.setups import setup_world
     from meshsolve.semantics.trace import (
@@ -116,7 +129,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         Side,
         Undetermined,
     )
-    from meshsolve.smt.query import ClientKind, Pred, Scope
+    from meshsolve.smt.query import ClientKind, Condition, Pred, Scope
 
 __version__ = "0.1.0"
 
@@ -127,8 +140,9 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["Family", "IPAddress", "IPNetwork", "PortRange"], "meshsolve.model.net"),
     **dict.fromkeys(["Route", "RouteKind", "Routing", "RoutingRule"], "meshsolve.model.routing"),
     "parse_routing": "meshsolve.iproute",
-    **dict.fromkeys(["Chain", "Match", "Origin", "Rule", "RuleRef", "Ruleset", "Rulesets", "Table", "Target"],
-                    "meshsolve.model.rules"),
+    **dict.fromkeys(["BaseChain", "Chain", "Match", "NftTable", "Origin", "Rule", "RuleRef", "Ruleset", "Rulesets",
+                     "Table", "Target"], "meshsolve.model.rules"),
+    **dict.fromkeys(["Hook", "Stage"], "meshsolve.model.path"),
     **dict.fromkeys(["parse_file", "parse_text", "render_restore", "render_save"], "meshsolve.iptables"),
     **dict.fromkeys(["CaptureConfig", "PodCapture", "generate", "parse_flags", "pods_from_file",
                      "pods_from_text", "proxy_behavior", "render_script", "to_flags"], "meshsolve.istio"),
@@ -136,7 +150,7 @@ _LAZY: dict[str, str] = {
     "setup_world": "meshsolve.semantics.setups",
     **dict.fromkeys(["Delivered", "Dropped", "Egress", "Failed", "Hop", "HopKind", "Loop", "Outcome", "Refused",
                      "Rejected", "Result", "Side", "Undetermined"], "meshsolve.semantics.trace"),
-    **dict.fromkeys(["ClientKind", "Pred", "Scope"], "meshsolve.smt.query"),
+    **dict.fromkeys(["ClientKind", "Condition", "Pred", "Scope"], "meshsolve.smt.query"),
     **dict.fromkeys(["Bypass", "CaptureInbound", "CaptureOutbound", "LeavesPod", "NoExposure", "NoLoops",
                      "Observation", "Property", "Reachable", "default_properties"], "meshsolve.analysis.properties"),
     **dict.fromkeys(["Proved", "Refuted", "Unknown", "Verdict"], "meshsolve.analysis.check"),
@@ -150,9 +164,9 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     # model values and the types of their fields
-    "App", "Chain", "Endpoint", "Family", "Flow", "IPAddress", "IPNetwork", "Match", "Origin", "PortRange",
-    "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef", "Ruleset", "Rulesets",
-    "Service", "Socket", "Table", "Target", "World",
+    "App", "BaseChain", "Chain", "Endpoint", "Family", "Flow", "Hook", "IPAddress", "IPNetwork", "Match", "NftTable",
+    "Origin", "PortRange", "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef",
+    "Ruleset", "Rulesets", "Service", "Socket", "Stage", "Table", "Target", "World",
     # loading
     "CaptureConfig", "PodCapture", "generate", "parse_file", "parse_flags", "parse_routing", "parse_text",
     "pods_from_file",
@@ -166,7 +180,7 @@ __all__ = [
     "Undetermined", "Unknown", "Verdict",
     "audit", "check", "default_properties", "diff", "interpret",
     # synthesis
-    "Conflict", "Goal", "SearchSpace", "Spec", "SynthUnknown", "Synthesized", "load_spec", "parse_spec",
+    "Condition", "Conflict", "Goal", "SearchSpace", "Spec", "SynthUnknown", "Synthesized", "load_spec", "parse_spec",
     "synthesize",
     # emitting
     "emit", "render_restore", "render_save", "render_script", "to_flags",
