@@ -52,6 +52,8 @@ PODS = ((POD4, "127.0.0.1"), (POD6, "::1"))
 # the handshake's ACK or the request is what a rule drops in some worlds: the client connects, then
 # waits for an answer; an app on the veth answers in milliseconds, so a short read bound is enough
 ACK_CONFIG = OracleConfig(read_timeout=1.0)
+# an ICMPv6 error reaches a connecting socket with its first SYN retransmission, about 1 s after the SYN
+REJECT_CONFIG = OracleConfig(connect_timeout=1.6)
 
 
 def world(v4: str = "", v6: str = "", **kw: object) -> World:
@@ -169,7 +171,7 @@ def test_class02_filter_output_does_not_see_the_rerouted_ipv4_syn() -> None:
 
 def test_class02_filter_output_sees_the_ipv6_syn_from_a_loopback_source() -> None:
     """IPv6 does reach filter OUTPUT after the DNAT: its REJECT answers the client."""
-    with KernelWorld(_output_dnat("-j REJECT")) as kw:
+    with KernelWorld(_output_dnat("-j REJECT"), REJECT_CONFIG) as kw:
         got = run(kw, [Flow("any", "::1", 9101)])
     assert got[Flow("any", "::1", 9101)].outcome == Rejected(RuleRef("filter", "OUTPUT", 1), "ECONNREFUSED")
 
@@ -416,7 +418,8 @@ def test_class08_wildcard_and_specific_bind_on_one_port(wild: str, specific: str
 
 # -------------------------------------------------------------------------------------------- class 9
 def test_class09_reject_is_refused_drop_hangs() -> None:
-    """REJECT answers the client with the errno of its ``--reject-with``; DROP leaves it waiting."""
+    """REJECT answers the client with the errno of its ``--reject-with`` (IPv6: with the SYN's first
+    retransmission); DROP leaves it waiting."""
     v4 = ("*filter\n-A INPUT -p tcp --dport 9001 -j REJECT\n-A INPUT -p tcp --dport 9003 -j DROP\n"
           "-A OUTPUT -p tcp -d 203.0.113.1 -j REJECT --reject-with icmp-host-unreachable\n"
           "-A OUTPUT -p tcp -d 203.0.113.2 -j REJECT --reject-with tcp-reset\n"
@@ -425,7 +428,7 @@ def test_class09_reject_is_refused_drop_hangs() -> None:
     outside = {"ipv4": "203.0.113.", "ipv6": "2001:db8:3::"}
     flows = [Flow("peer", pod, p) for pod, _ in PODS for p in (9001, 9003)]
     flows += [Flow("any", f"{prefix}{n}", 80) for prefix in outside.values() for n in (1, 2, 3)]
-    with KernelWorld(world(v4, v6)) as kw:
+    with KernelWorld(world(v4, v6), REJECT_CONFIG) as kw:
         got = run(kw, flows)
         for pod, _ in PODS:
             assert got[Flow("peer", pod, 9001)].outcome == Rejected(RuleRef("filter", "INPUT", 1), "ECONNREFUSED")

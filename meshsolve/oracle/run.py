@@ -30,8 +30,9 @@ request and waits for the answer, and classifies what came back into the interpr
   destination and the source it saw),
   ``Rejected`` (a REJECT rule's counter moved: the client got an error, ECONNREFUSED / ENETUNREACH /
   EHOSTUNREACH / EACCES / ENOPROTOOPT, which the outcome names; for IPv6 the errno comes with the
-  first SYN retransmission, so a rejected SYN that timed out is run once more with generous bounds,
-  and if the errno still did not come the outcome says so (``NO_ERRNO``)),
+  first SYN retransmission, about 1 s later: with a shorter ``connect_timeout`` the outcome says it
+  did not come (``NO_ERRNO``). It is not rerun to wait for it: the retransmitted SYN of a connection
+  that never got confirmed walks nat again, and the nat rule hits would count it twice),
   ``Refused`` (ECONNREFUSED with no REJECT counted: nothing listens; or the stand-in closed the client
   because the proxy blackholes, or its upstream was refused),
   ``Dropped`` (no answer to the SYN and a DROP rule, a DROP policy or a TPROXY rule without a
@@ -580,10 +581,8 @@ class KernelWorld:
             outcome = self._ending(ending, repeated, fam, hits)
         mine = f" (from {_hp(own[0], own[1])})" if own[0] is not None else ""
         trace.append(Hop(len(events) + 1, "socket", f"client{mine} got {_brief(reply)} -> {outcome}"))
-        # a timeout no rule explains may be a stall; a REJECTed SYN whose ICMPv6 error comes with
-        # the first retransmission (about 1 s later) gets a second try long enough to see its errno
-        retry = ending is not None and ((ending.status in ("timeout", "read-timeout") and isinstance(outcome, Failed))
-                                        or (ending.status == "timeout" and isinstance(outcome, Rejected)))
+        retry = ending is not None and ending.status in ("timeout", "read-timeout") and \
+            isinstance(outcome, Failed)
         return Result(flow=flow, outcome=outcome, observed=tuple(observed), trace=tuple(trace),
                       rule_hits=hits), retry
 
