@@ -3,7 +3,8 @@
 Two results agree when the outcome kinds are equal (delivered, egress, refused, rejected, dropped,
 failed, loop, undetermined), a delivery names the same app, socket and source address, an egress the
 same destination, port and source (the address the remote server saw), a failure the same errno (or
-none: a failure without an errno is a connection nobody answers), and the proxy sides were observed
+none: a failure without an errno is a connection nobody answers), a rejection the same errno (when the
+kernel's client saw one within its time bound), and the proxy sides were observed
 in the same order. With ``hits``, the rule a ``Dropped``/``Rejected`` names and the nat rules that
 matched are compared too (the kernel names the rule whose counter moved). Loop reasons and failure
 texts are not compared.
@@ -63,6 +64,8 @@ def differences(expected: Result, actual: Result, *, hits: bool = False) -> tupl
     elif isinstance(a, Failed) and isinstance(b, Failed) and errno_of(a) != errno_of(b):
         out.append(f"failure errno: interpreter {errno_of(a) or 'none (no answer)'}, "
                    f"kernel {errno_of(b) or 'none (no answer)'}")
+    elif isinstance(a, Rejected) and isinstance(b, Rejected) and _ERRNO.fullmatch(b.errno) and a.errno != b.errno:
+        out.append(f"rejection errno: interpreter {a.errno}, kernel {b.errno}")
     if hits and not isinstance(a, Loop) and not isinstance(b, Loop):
         if isinstance(a, Dropped) and isinstance(b, Dropped) and a.rule != b.rule:
             out.append(f"dropped by: interpreter {a.rule}, kernel {b.rule}")

@@ -29,8 +29,10 @@ request and waits for the answer, and classifies what came back into the interpr
   ``Egress`` (the peer's server saw the connection complete, request and answer, and names the
   destination and the source it saw),
   ``Rejected`` (a REJECT rule's counter moved: the client got an error, ECONNREFUSED / ENETUNREACH /
-  EHOSTUNREACH / EACCES / ENOPROTOOPT, or, for IPv6, its errno comes with a retransmission after the
-  harness stopped waiting),
+  EHOSTUNREACH / EACCES / ENOPROTOOPT, which the outcome names; for IPv6 the errno comes with the
+  first SYN retransmission, about 1 s later: with a shorter ``connect_timeout`` the outcome says it
+  did not come (``NO_ERRNO``). It is not rerun to wait for it: the retransmitted SYN of a connection
+  that never got confirmed walks nat again, and the nat rule hits would count it twice),
   ``Refused`` (ECONNREFUSED with no REJECT counted: nothing listens; or the stand-in closed the client
   because the proxy blackholes, or its upstream was refused),
   ``Dropped`` (no answer to the SYN and a DROP rule, a DROP policy or a TPROXY rule without a
@@ -73,7 +75,7 @@ import attrs
 from meshsolve.errors import MeshsolveError, OracleError, UnsupportedError
 from meshsolve.model.net import Family, IPAddress, family_of, to_address
 from meshsolve.model.routing import LOCAL_TABLE, Route
-from meshsolve.model.rules import Drop, Reject, RuleRef, Ruleset, Tproxy
+from meshsolve.model.rules import CtTarget, Drop, Reject, RuleRef, Ruleset, Tproxy
 from meshsolve.model.world import Flow, World
 from meshsolve.oracle.flowspace import remote_addresses, unroutable
 from meshsolve.oracle.netns import NamespacePair, ip_batch, run
@@ -92,11 +94,13 @@ from meshsolve.semantics.trace import (
     Undetermined,
 )
 
-__all__ = ["KERNEL_RULE", "KernelWorld", "OracleConfig", "parse_counters", "routing_commands", "run_flows"]
+__all__ = ["KERNEL_RULE", "NO_ERRNO", "KernelWorld", "OracleConfig", "parse_counters", "routing_commands", "run_flows"]
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 # Kept for callers that name "no rule": a kernel ``Dropped`` always names the rule that counted.
 KERNEL_RULE = RuleRef("kernel", "unknown", 0)
+# The errno of a ``Rejected`` whose client gave up before the rejection's ICMP error reached it.
+NO_ERRNO = "no errno within the time bound"
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
@@ -451,6 +455,7 @@ class KernelWorld:
             "services": [{"vip": str(s.vip), "port": s.port,
                           "endpoints": [[str(e.address), e.port] for e in s.endpoints]}
                          for s in w.services],
+            "zones": any(_has_zone(self._rulesets[f]) for f in w.families),
             "loop_limit": c.loop_limit, "timeout": c.upstream_timeout,
             "read_timeout": c.upstream_read_timeout, "families": list(w.families),
         })
@@ -603,7 +608,7 @@ class KernelWorld:
             if err == "loop" or (repeated and err in ("refused", "reset", "eof", "read-timeout")):
                 return Loop(f"the stand-in saw the same original destination more than "
                             f"{self.config.loop_limit} times on the {msg.get('side')} side"), None
-            if err in ("blackhole", "no-endpoint"):
+            if err in ("blackhole", "no-endpoint", "no-original-dst"):
                 return Refused(), None  # the proxy closes the client's connection
             if err in ("refused", "reset", "eof", "timeout", "read-timeout", "error"):
                 return Refused(), _Ending(err, msg.get("errno"), "the stand-in's upstream")
@@ -620,13 +625,13 @@ class KernelWorld:
         errno_text = f" ({e.errno})" if e.errno else ""
         if e.status in ("refused", "error"):
             if reject is not None:
-                return Rejected(reject)
+                return Rejected(reject, e.errno or "ECONNREFUSED")
             if e.status == "refused":
                 return Loop("the stand-in saw an original destination again") if repeated else Refused()
             return Failed(f"connect() of {e.via} fails{errno_text}")
         if e.status == "timeout":
             if reject is not None:  # an ICMPv6 error arrives with a retransmission, after the bound
-                return Rejected(reject)
+                return Rejected(reject, NO_ERRNO)
             if drop is not None:
                 return Dropped(drop)
             if tproxy is not None:  # TPROXY drops a SYN no transparent listener takes
@@ -645,6 +650,12 @@ class KernelWorld:
                 return Loop("the stand-in saw an original destination again")
             return Rejected(reject) if reject is not None else Refused()
         return Undetermined(f"client error: {e.status}{errno_text}")
+
+
+def _has_zone(ruleset: Ruleset) -> bool:
+    """Whether a rule of ``ruleset`` puts connections into a conntrack zone other than the default."""
+    return any(isinstance(r.target, CtTarget) and r.target.zone for t in ruleset.tables for c in t.chains
+               for r in c.rules)
 
 
 def _ref_key(ref: RuleRef) -> tuple[str, str, int]:
