@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 import meshsolve.defaults as defaults
 from meshsolve.model.net import Family, IPAddress, to_address
+from meshsolve.model.path import PATHS, TABLE_HOOKS, TABLE_ORDER
+from meshsolve.model.routing import Route, Routing, RoutingRule
 from meshsolve.model.rules import (
     Accept,
     Chain,
@@ -40,14 +42,18 @@ from meshsolve.model.rules import (
     Ruleset,
     Rulesets,
     SetMark,
+    SocketMatch,
     Source,
     Table,
     Target,
+    Tproxy,
 )
 from meshsolve.model.world import App, Endpoint, ProxyBehavior, Service, Socket, World
 from meshsolve.strategies._addresses import SMALL_WORLD_ADDRS, WORLD_ADDRS, binds
+from meshsolve.strategies._rules import Palette, rules
 
-__all__ = ["SMALL_WORLD_PORTS", "capture_rulesets", "proxy_behaviors", "small_worlds", "sockets", "worlds"]
+__all__ = ["SMALL_WORLD_CHAINS", "SMALL_WORLD_PORTS", "capture_rulesets", "proxy_behaviors", "small_world_palette",
+           "small_worlds", "sockets", "worlds"]
 
 WORLD_APP_PORTS = (9001, 9002, 9003)
 WORLD_SERVICE_PORT = 80
@@ -281,24 +287,111 @@ def worlds(draw: st.DrawFn, families: tuple[Family, ...] = ("ipv4", "ipv6")) -> 
     )
 
 
+# Where the solver differential's extra rules may go: every table at every hook a connection meets.
+SMALL_WORLD_CHAINS: tuple[tuple[str, str], ...] = tuple(
+    (t, h) for t in TABLE_ORDER for h in TABLE_HOOKS[t] if h in {x for hooks, _ in PATHS.values() for x in hooks})
+
+_SYN_EXTRAS: tuple[tuple[str, ...], ...] = (
+    (), (), ("--tcp-flags", "FIN,SYN,RST,ACK", "SYN"), ("!", "--tcp-flags", "FIN,SYN,RST,ACK", "SYN"),
+    ("--tcp-flags", "SYN,ACK", "SYN,ACK"), ("--tcp-flags", "ACK", "ACK"))
+
+
+def small_world_palette(family: Family) -> Palette:
+    """The values the rules of :func:`small_worlds` name: the world's addresses and CIDRs (loopback,
+    the passthrough source, the pod, the VIP, the remote endpoint, the peer, multicast), its ports
+    and port ranges, the app's and the proxy's ids, two marks, ``lo``/``eth0``, and ``--syn``-like
+    ``--tcp-flags`` options (the SYN's, the SYN-ACK's, the ACK's)."""
+    a = SMALL_WORLD_ADDRS[family]
+    wide, mcast = ("192.0.2.0/24", "224.0.0.0/4") if family == "ipv4" else ("2001:db8::/32", "ff00::/8")
+    loopnet = "127.0.0.0/8" if family == "ipv4" else "::1/128"
+    return Palette(
+        nets=(a["lonet"], loopnet, a["srcnet"], a["podnet"], f"{a['vip']}/{_plen(family)}",
+              f"{a['remote']}/{_plen(family)}", f"{a['peer']}/{_plen(family)}", wide, mcast),
+        addrs=(a["pod"], a["lo"], a["remote"], a["vip"], a["src6"], a["peer"]),
+        ports=(*SMALL_WORLD_PORTS, _OUTBOUND, _INBOUND, 80),
+        ranges=((9001, 9003), (9002, 9003), (_OUTBOUND, _INBOUND), (80, 9001)),
+        ids=(str(defaults.APP_UID), str(_PROXY_UID), f"{defaults.APP_UID}-{_PROXY_UID}", "0"),
+        marks=(0x539, 0x53A, 0x1), masks=(0xFFFFFFFF, 0xFF, 0x1),
+        ifaces=("lo", "eth0", "eth+", "veth0"),
+        tcp_extras=_SYN_EXTRAS,
+    )
+
+
+def _plen(family: Family) -> int:
+    return 32 if family == "ipv4" else 128
+
+
+@st.composite
+def _small_sockets(draw: st.DrawFn, fam: Family) -> tuple[Socket, ...]:
+    """Up to four listeners of the app: wildcard, loopback or pod bind on 9001-9003; a wildcard and a
+    specific bind on one port are an SO_REUSEPORT pair (the kernel refuses them otherwise)."""
+    a = SMALL_WORLD_ADDRS[fam]
+    pairs = draw(st.lists(st.tuples(st.sampled_from([a["any"], a["lo"], a["pod"]]), st.sampled_from(SMALL_WORLD_PORTS)),
+                          max_size=4, unique=True))
+    socks = [Socket(b, p, v6only=b == "::" and draw(st.booleans()), reuseport=draw(st.integers(0, 3)) == 0)
+             for b, p in pairs]
+    return tuple(attrs.evolve(x, reuseport=True) if any(y is not x and _overlap(x, y) for y in socks) else x
+                 for x in socks)
+
+
+@st.composite
+def _small_routing(draw: st.DrawFn, fam: Family, pal: Palette) -> Routing:
+    """None, Istio's TPROXY policy route, or an fwmark rule (maybe inverted) looking up a table of
+    local / unicast / error / throw routes for the world's CIDRs."""
+    how = draw(st.integers(0, 3))
+    if how <= 1:
+        return Routing()
+    mark, mask = draw(st.sampled_from(pal.marks)), draw(st.sampled_from(pal.masks))
+    if how == 2:
+        return Routing.tproxy(mark, mask, families=(fam,))
+    rule = RoutingRule(fam, draw(st.sampled_from((100, 32765))), 100,
+                       draw(st.none() | st.just(mark)), mask, draw(st.booleans()))
+    default = "0.0.0.0/0" if fam == "ipv4" else "::/0"
+    routes = []
+    for net in draw(st.lists(st.sampled_from((default, *pal.nets[:7])), min_size=1, max_size=3, unique=True)):
+        kind = draw(st.sampled_from(("local", "local", "unicast", "blackhole", "unreachable", "prohibit", "throw")))
+        dev = {"local": "lo", "unicast": draw(st.sampled_from(("eth0", "lo")))}.get(kind)
+        routes.append(Route(net, kind, dev, 100))  # type: ignore[arg-type]
+    return Routing((rule,), tuple(routes))
+
+
+def _tproxy_mangle(draw: st.DrawFn, a: dict[str, str], mark: int) -> tuple[Rule, ...]:
+    """Istio's TPROXY capture in mangle PREROUTING: packets of a transparent socket's connection
+    are marked and accepted, other TCP is handed to a listener with TPROXY."""
+    tcp = Protocol("tcp")
+    sock = SocketMatch(("--transparent",) if draw(st.booleans()) else ())
+    port = draw(st.sampled_from((_INBOUND, _OUTBOUND)))
+    return (Rule((tcp, sock), SetMark(mark)),
+            Rule((tcp, sock), Accept()),
+            Rule((Destination(a["lonet"], negated=True), tcp), Tproxy(port, None, mark, 0xFFFFFFFF)))
+
+
 @st.composite
 def small_worlds(draw: st.DrawFn) -> World:
     """A one-family pod (IPv4 twice as often) with one app ``app`` (uid/gid 1000) whose sockets bind
-    the wildcard, loopback or pod address on 9001-9003, a proxy with random inbound knobs, a service
-    VIP on 9001 whose endpoints are this pod (and maybe a remote host), and an istio-init-shaped nat
-    table whose ``ISTIO_OUTPUT`` is up to six rules built from the matches capture turns on
-    (``-o lo``, ``-d``/``-s`` loopback and pod CIDRs, owner uid/gid 1337 either way, ``--dport``,
-    a mark), optionally with a mangle ``OUTPUT`` rule marking the proxy's loopback traffic.
+    the wildcard, loopback or pod address on 9001-9003 (an overlapping pair with SO_REUSEPORT), a
+    proxy with random knobs (inbound port or shared listener, dispatch, endpoint, passthrough source,
+    blackhole, transparent listeners, the client's original source, an upstream mark), a service
+    VIP on 9001 whose endpoints are this pod (and maybe a remote host), policy routing (none,
+    Istio's TPROXY route, or an fwmark rule with a table of routes), and rules:
+
+    * usually an istio-init-shaped nat table whose ``ISTIO_OUTPUT`` is up to six rules built from the
+      matches capture turns on (``-o lo``, ``-d``/``-s`` loopback and pod CIDRs, owner uid/gid 1337
+      either way, ``--dport``, a mark), sometimes with a mangle ``OUTPUT`` rule marking the proxy's
+      loopback traffic, sometimes Istio's TPROXY capture in mangle PREROUTING;
+    * rules of every registered kind in the built-in chains of every table at every hook a
+      connection meets (``SMALL_WORLD_CHAINS``), drawn by :func:`rules` with the world's
+      :func:`small_world_palette` where the kernel's loader accepts them.
+
     These are the worlds the solver is checked against exhaustive interpretation on."""
     small_fams: tuple[Family, ...] = ("ipv4", "ipv4", "ipv6")
     fam = draw(st.sampled_from(small_fams))
     a = SMALL_WORLD_ADDRS[fam]
+    pal = small_world_palette(fam)
     ports = SMALL_WORLD_PORTS
-    binds_ = [a["any"], a["lo"], a["pod"]]
-    socks = draw(st.lists(st.tuples(st.sampled_from(binds_), st.sampled_from(ports)), max_size=3,
-                          unique_by=lambda t: t[1]))
-    app = App("app", uid=defaults.APP_UID, gid=defaults.APP_GID, sockets=tuple(Socket(b, p) for b, p in socks))
+    app = App("app", uid=defaults.APP_UID, gid=defaults.APP_GID, sockets=draw(_small_sockets(fam)))
     inbound_port = draw(st.sampled_from([_INBOUND, None]))
+    tproxy_mode = draw(st.integers(0, 4)) == 0
     proxy = ProxyBehavior(
         uid=_PROXY_UID, gid=_PROXY_GID, outbound_port=_OUTBOUND, inbound_port=inbound_port,
         virtual_inbound_dispatch=inbound_port is None or draw(st.booleans()),
@@ -306,42 +399,63 @@ def small_worlds(draw: st.DrawFn) -> World:
         inbound_endpoint=draw(st.sampled_from(["localhost", "original_dst"])),
         inbound_source_v4=draw(st.sampled_from([None, SMALL_WORLD_ADDRS["ipv4"]["src6"]])),
         inbound_source_v6=draw(st.sampled_from([None, SMALL_WORLD_ADDRS["ipv6"]["src6"]])),
+        outbound=draw(st.sampled_from(["passthrough", "passthrough", "blackhole"])),
+        transparent=tproxy_mode or draw(st.integers(0, 3)) == 0,
+        inbound_original_source=draw(st.integers(0, 4)) == 0,
+        upstream_mark=draw(st.none() | st.sampled_from(pal.marks)),
     )
     eps = draw(st.sampled_from([(Endpoint(a["pod"], 9001),),
                                 (Endpoint(a["pod"], 9003), Endpoint(a["remote"], 80))]))
     svc = Service("svc", a["vip"], 9001, eps)
     in_port = inbound_port or _OUTBOUND
 
-    proxy_id = str(_PROXY_UID), str(_PROXY_GID)
-    match_choices = st.sampled_from([
-        OutInterface("lo"), OutInterface("lo", True), Destination(a["lonet"]), Destination(a["lonet"], True),
-        Source(a["srcnet"]), Destination(a["podnet"]), OwnerMatch(uid=proxy_id[0]),
-        OwnerMatch(uid=proxy_id[0], uid_negated=True), OwnerMatch(gid=proxy_id[1]), PortMatch("tcp", dport=9002),
-        PortMatch("tcp", dport=9001, dport_negated=True), MarkMatch(0x53A),
-        OwnerMatch(gid=proxy_id[1], gid_negated=True),
-    ])
-    target_choices = st.sampled_from([Return(), Jump("ISTIO_REDIRECT"), Jump("ISTIO_IN_REDIRECT")])
-    out_rules = draw(st.lists(st.builds(lambda ms, t: Rule((Protocol("tcp"), *ms), t),
-                                        st.lists(match_choices, max_size=3, unique_by=type), target_choices),
-                              max_size=6))
-    inbound_rules = draw(st.lists(st.sampled_from([
-        Rule((Protocol("tcp"), PortMatch("tcp", dport=p)), Return()) for p in (*ports, 15008)]),
-        max_size=2, unique=True))
-    inbound_rules.append(Rule((Protocol("tcp"),), Jump("ISTIO_IN_REDIRECT")))
-    nat_chains = [
-        Chain("PREROUTING", (Rule((Protocol("tcp"),), Jump("ISTIO_INBOUND")),) if draw(st.booleans()) else (),
-              "ACCEPT"),
-        Chain("OUTPUT", (Rule((Protocol("tcp"),), Jump("ISTIO_OUTPUT")),), "ACCEPT"),
-        Chain("ISTIO_INBOUND", tuple(inbound_rules)),
-        Chain("ISTIO_OUTPUT", tuple(out_rules)),
-        Chain("ISTIO_REDIRECT", (Rule((Protocol("tcp"),), Redirect(_OUTBOUND)),)),
-        Chain("ISTIO_IN_REDIRECT", (Rule((Protocol("tcp"),), Redirect(in_port)),)),
-    ]
-    tables = [Table("nat", tuple(nat_chains))]
-    if draw(st.booleans()):  # mangle OUTPUT marks the proxy's lo traffic (seen by nat's mark match)
-        mark = Rule((OutInterface("lo"), Protocol("tcp"), OwnerMatch(uid=proxy_id[0])), SetMark(0x53A))
-        tables.append(Table("mangle", (Chain("OUTPUT", (mark,), "ACCEPT"),)))
+    chains: dict[tuple[str, str], list[Rule]] = {}
+    user: dict[str, list[Chain]] = {}
+    if draw(st.integers(0, 4)) > 0:  # the istio-init capture (else: no NAT unless drawn below)
+        proxy_id = str(_PROXY_UID), str(_PROXY_GID)
+        match_choices = st.sampled_from([
+            OutInterface("lo"), OutInterface("lo", True), Destination(a["lonet"]), Destination(a["lonet"], True),
+            Source(a["srcnet"]), Destination(a["podnet"]), OwnerMatch(uid=proxy_id[0]),
+            OwnerMatch(uid=proxy_id[0], uid_negated=True), OwnerMatch(gid=proxy_id[1]),
+            PortMatch("tcp", dport=9002), PortMatch("tcp", dport=9001, dport_negated=True), MarkMatch(0x53A),
+            OwnerMatch(gid=proxy_id[1], gid_negated=True),
+        ])
+        target_choices = st.sampled_from([Return(), Jump("ISTIO_REDIRECT"), Jump("ISTIO_IN_REDIRECT")])
+        out_rules = draw(st.lists(st.builds(lambda ms, t: Rule((Protocol("tcp"), *ms), t),
+                                            st.lists(match_choices, max_size=3, unique_by=type), target_choices),
+                                  max_size=6))
+        inbound_rules = draw(st.lists(st.sampled_from([
+            Rule((Protocol("tcp"), PortMatch("tcp", dport=p)), Return()) for p in (*ports, 15008)]),
+            max_size=2, unique=True))
+        inbound_rules.append(Rule((Protocol("tcp"),), Jump("ISTIO_IN_REDIRECT")))
+        if draw(st.booleans()):
+            chains[("nat", "PREROUTING")] = [Rule((Protocol("tcp"),), Jump("ISTIO_INBOUND"))]
+        chains[("nat", "OUTPUT")] = [Rule((Protocol("tcp"),), Jump("ISTIO_OUTPUT"))]
+        user["nat"] = [
+            Chain("ISTIO_INBOUND", tuple(inbound_rules)),
+            Chain("ISTIO_OUTPUT", tuple(out_rules)),
+            Chain("ISTIO_REDIRECT", (Rule((Protocol("tcp"),), Redirect(_OUTBOUND)),)),
+            Chain("ISTIO_IN_REDIRECT", (Rule((Protocol("tcp"),), Redirect(in_port)),)),
+        ]
+        if draw(st.booleans()):  # mangle OUTPUT marks the proxy's lo traffic (seen by nat's mark match)
+            chains[("mangle", "OUTPUT")] = [
+                Rule((OutInterface("lo"), Protocol("tcp"), OwnerMatch(uid=proxy_id[0])), SetMark(0x53A))]
+    routing = draw(_small_routing(fam, pal))
+    if tproxy_mode:
+        mark = draw(st.sampled_from(pal.marks))
+        chains[("mangle", "PREROUTING")] = list(_tproxy_mangle(draw, a, mark))
+        routing = Routing.tproxy(mark, families=(fam,))
+    for table, hook in SMALL_WORLD_CHAINS:  # rules of every kind, everywhere a connection passes
+        if draw(st.integers(0, 9)) < 3:
+            here = chains.setdefault((table, hook), [])
+            for extra in draw(st.lists(rules(fam, table, hook, kernel=True, palette=pal), min_size=1, max_size=2)):
+                here.insert(draw(st.integers(0, len(here))), extra)
+    tables = []
+    for tname in TABLE_ORDER:
+        built = [Chain(h, tuple(chains[(tname, h)]), "ACCEPT") for h in TABLE_HOOKS[tname] if (tname, h) in chains]
+        if built or tname in user:
+            tables.append(Table(tname, (*built, *user.get(tname, ()))))
     rs = Ruleset(fam, tuple(tables))
     rules_ = Rulesets(ipv4=rs) if fam == "ipv4" else Rulesets(ipv6=rs)
     return World(pod_ips=(a["pod"],), peer_ips=(a["peer"],), apps=(app,), proxy=proxy, services=(svc,),
-                 rules=rules_)
+                 rules=rules_, routing=routing)
