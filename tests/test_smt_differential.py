@@ -110,7 +110,8 @@ def compare(world: World, pred: Pred, scope: Scope, dsts: list[IPAddress], ports
     assert violations, f"the solver found {ans.flow} violating '{pred}', but enumeration found no violation"
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
 @given(worlds(), st.sampled_from(PREDS), st.integers(0, 3))
 def test_solver_agrees_with_enumeration(world: World, pred: Pred, which: int) -> None:
     fam = world.families[0]
@@ -147,7 +148,8 @@ def reproduce(world: World, flow: Flow) -> None:
         assert isinstance(ans, NoWitness), ans
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
 @given(worlds(), st.data())
 def test_solver_reproduces_each_flow_exactly(world: World, data: st.DataObject) -> None:
     """Point checks: for single flows, the solver proves the interpreter's exact end."""

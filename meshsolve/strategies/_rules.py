@@ -536,3 +536,30 @@ def rulesets(draw: st.DrawFn, family: Family = "ipv4", kernel: bool = False,
 def rulesets_pair(kernel: bool = False, max_rules: int = 4) -> st.SearchStrategy[Rulesets]:
     """IPv4 + IPv6 ``Rulesets``."""
     return st.builds(Rulesets, rulesets("ipv4", kernel, max_rules), rulesets("ipv6", kernel, max_rules))
+
+
+@st.composite
+def rules_of_kind(draw: st.DrawFn, kind: type, family: Family = "ipv4", table: str = "filter",
+                  chain: str = "INPUT", jumpable: tuple[str, ...] = (), kernel: bool = False,
+                  palette: Palette | None = None) -> Rule:
+    """A ``-p tcp`` rule valid in ``table``/``chain`` that has a match or target of ``kind`` (see
+    :func:`kind_fits` for where one can be drawn)."""
+    place = Place(family, table, chain, kernel, "tcp", tuple(jumpable), palette)
+    ms: list[Match] = [Protocol("tcp")]
+    target: Target | None
+    if kind in TARGETS:
+        target = draw(TARGETS[kind].build(place))
+    else:
+        entry = BASIC_MATCHES.get(kind) or MODULE_MATCHES[kind]
+        if kind is not Protocol:
+            ms.append(draw(entry.build(place)))
+        target = draw(st.none() | _targets(place, False))
+    return Rule(tuple(ms), target)
+
+
+def kind_fits(kind: type, family: Family, table: str, chain: str, *, kernel: bool = False,
+              jumpable: tuple[str, ...] = ()) -> bool:
+    """Whether :func:`rules_of_kind` can draw ``kind`` in ``table``/``chain``."""
+    place = Place(family, table, chain, kernel, "tcp", tuple(jumpable))
+    entry = BASIC_MATCHES.get(kind) or MODULE_MATCHES.get(kind) or TARGETS[kind]
+    return _fits(kind, entry, place)

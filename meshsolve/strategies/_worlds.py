@@ -27,6 +27,7 @@ from meshsolve.model.rules import (
     Chain,
     Destination,
     Drop,
+    Goto,
     InInterface,
     Jump,
     MarkMatch,
@@ -50,7 +51,7 @@ from meshsolve.model.rules import (
 )
 from meshsolve.model.world import App, Endpoint, ProxyBehavior, Service, Socket, World
 from meshsolve.strategies._addresses import SMALL_WORLD_ADDRS, WORLD_ADDRS, binds
-from meshsolve.strategies._rules import Palette, rules
+from meshsolve.strategies._rules import BASIC_MATCHES, MODULE_MATCHES, TARGETS, Palette, kind_fits, rules, rules_of_kind
 
 __all__ = ["SMALL_WORLD_CHAINS", "SMALL_WORLD_PORTS", "capture_rulesets", "proxy_behaviors", "small_world_palette",
            "small_worlds", "sockets", "worlds"]
@@ -287,6 +288,9 @@ def worlds(draw: st.DrawFn, families: tuple[Family, ...] = ("ipv4", "ipv6")) -> 
     )
 
 
+# Every registered match and target kind, as the strategies' tables list them.
+ALL_KINDS: tuple[type, ...] = (*BASIC_MATCHES, *MODULE_MATCHES, *TARGETS)
+
 # Where the solver differential's extra rules may go: every table at every hook a connection meets.
 SMALL_WORLD_CHAINS: tuple[tuple[str, str], ...] = tuple(
     (t, h) for t in TABLE_ORDER for h in TABLE_HOOKS[t] if h in {x for hooks, _ in PATHS.values() for x in hooks})
@@ -338,7 +342,7 @@ def _small_sockets(draw: st.DrawFn, fam: Family) -> tuple[Socket, ...]:
 def _small_routing(draw: st.DrawFn, fam: Family, pal: Palette) -> Routing:
     """None, Istio's TPROXY policy route, or an fwmark rule (maybe inverted) looking up a table of
     local / unicast / error / throw routes for the world's CIDRs."""
-    how = draw(st.integers(0, 3))
+    how = draw(st.integers(0, 4))
     if how <= 1:
         return Routing()
     mark, mask = draw(st.sampled_from(pal.marks)), draw(st.sampled_from(pal.masks))
@@ -348,8 +352,10 @@ def _small_routing(draw: st.DrawFn, fam: Family, pal: Palette) -> Routing:
                        draw(st.none() | st.just(mark)), mask, draw(st.booleans()))
     default = "0.0.0.0/0" if fam == "ipv4" else "::/0"
     routes = []
-    for net in draw(st.lists(st.sampled_from((default, *pal.nets[:7])), min_size=1, max_size=3, unique=True)):
-        kind = draw(st.sampled_from(("local", "local", "unicast", "blackhole", "unreachable", "prohibit", "throw")))
+    nets = draw(st.lists(st.sampled_from((default, *pal.nets[:7])), min_size=1, max_size=3, unique=True))
+    for i, net in enumerate(nets):  # the first route delivers or sends out; others may be of any kind
+        kinds = ("local", "unicast") if i == 0 else ("local", "unicast", "blackhole", "unreachable", "prohibit", "throw")
+        kind = draw(st.sampled_from(kinds))
         dev = {"local": "lo", "unicast": draw(st.sampled_from(("eth0", "lo")))}.get(kind)
         routes.append(Route(net, kind, dev, 100))  # type: ignore[arg-type]
     return Routing((rule,), tuple(routes))
@@ -450,6 +456,18 @@ def small_worlds(draw: st.DrawFn) -> World:
             here = chains.setdefault((table, hook), [])
             for extra in draw(st.lists(rules(fam, table, hook, kernel=True, palette=pal), min_size=1, max_size=2)):
                 here.insert(draw(st.integers(0, len(here))), extra)
+    # a few featured kinds, each in a chain where the loader accepts it: every kind is drawn often
+    featured = draw(st.permutations(ALL_KINDS))[:draw(st.integers(2, 4))]  # (spreads kinds more evenly than lists)
+    for kind in featured:
+        jumpable = ("X_FEATURED",) if kind in (Jump, Goto) else ()
+        where = [(t, h) for t, h in SMALL_WORLD_CHAINS if kind_fits(kind, fam, t, h, kernel=True, jumpable=jumpable)]
+        table, hook = draw(st.sampled_from(where))
+        here = chains.setdefault((table, hook), [])
+        here.insert(draw(st.integers(0, len(here))),
+                    draw(rules_of_kind(kind, fam, table, hook, jumpable, kernel=True, palette=pal)))
+        if jumpable and not any(c.name == jumpable[0] for c in user.get(table, ())):
+            body = draw(st.lists(rules(fam, table, jumpable[0], kernel=True, palette=pal), max_size=2))
+            user.setdefault(table, []).append(Chain(jumpable[0], tuple(body)))
     tables = []
     for tname in TABLE_ORDER:
         built = [Chain(h, tuple(chains[(tname, h)]), "ACCEPT") for h in TABLE_HOOKS[tname] if (tname, h) in chains]
