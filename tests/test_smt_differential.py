@@ -24,6 +24,7 @@ its runs are recorded in ``docs/validation.md``.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -161,12 +162,35 @@ def test_solver_reproduces_each_flow_exactly(world: World, data: st.DataObject) 
 
 
 @pytest.mark.slow
-@settings(max_examples=CAMPAIGN, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(worlds(), st.sampled_from(PREDS), st.integers(0, 3), st.data())
-def test_solver_agrees_with_enumeration_campaign(world: World, pred: Pred, which: int, data: st.DataObject) -> None:
-    """The campaign: each example a world, a predicate and a client kind over a drawn finite scope
-    (three destinations, three ports), so that many worlds are tried in the time."""
-    fam = world.families[0]
-    dsts = data.draw(st.lists(st.sampled_from(destinations(fam)), min_size=1, max_size=3, unique=True))
-    ports = tuple(data.draw(st.lists(st.sampled_from(DPORTS), min_size=1, max_size=3, unique=True)))
-    compare(world, pred, scopes(world, dsts, ports)[which], dsts, ports)
+def test_solver_agrees_with_enumeration_campaign() -> None:
+    """The campaign: ``CAMPAIGN`` examples, each a world, a predicate and a client kind over a drawn
+    finite scope (up to three destinations and three ports), so that many worlds are tried in the
+    time. It does not stop at the first disagreement: every one is collected (and appended to the
+    file ``MESHSOLVE_DIFF_LOG`` names, if any), and the test fails at the end when there was one."""
+    found: list[str] = []
+    count = [0]
+    log = os.environ.get("MESHSOLVE_DIFF_LOG")
+
+    @settings(max_examples=CAMPAIGN, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(worlds(), st.sampled_from(PREDS), st.integers(0, 3), st.data())
+    def one(world: World, pred: Pred, which: int, data: st.DataObject) -> None:
+        count[0] += 1
+        fam = world.families[0]
+        dsts = data.draw(st.lists(st.sampled_from(destinations(fam)), min_size=1, max_size=3, unique=True))
+        ports = tuple(data.draw(st.lists(st.sampled_from(DPORTS), min_size=1, max_size=3, unique=True)))
+        try:
+            compare(world, pred, scopes(world, dsts, ports)[which], dsts, ports)
+        except Exception as exc:  # noqa: BLE001 - every kind of disagreement is collected
+            found.append(f"{type(exc).__name__}: {exc}")
+            if log:
+                with open(log, "a") as f:
+                    f.write(f"=== example {count[0]}: {type(exc).__name__}\n{exc}\n\n")
+
+    t0 = time.monotonic()
+    one()
+    summary = f"{count[0]} examples in {time.monotonic() - t0:.0f} s, {len(found)} disagreements"
+    print(summary)
+    if log:
+        with open(log, "a") as f:
+            f.write(f"SUMMARY: {summary}\n")
+    assert not found, f"{summary}; the first:\n{found[0]}"
