@@ -117,6 +117,9 @@ class Palette:
     masks: tuple[int, ...] = (M32, 0xFF)
     ifaces: tuple[str, ...] = ("lo", "eth0")
     tcp_extras: tuple[tuple[str, ...], ...] = ((),)
+    # only what the model decides: no kind or option it leaves undetermined (the kernel oracle's
+    # worlds, whose flows are compared outcome for outcome)
+    decided: bool = False
 
     def port_ranges(self) -> st.SearchStrategy[PortRange]:
         singles = st.sampled_from(self.ports).map(PortRange.single)
@@ -234,9 +237,10 @@ def _owner(place: Place) -> st.SearchStrategy[OwnerMatch]:
         se = draw(st.sampled_from([None, True, False]))
         if uid is None and gid is None and se is None:
             uid = "1337"
+        suppl = gid is not None and not (place.palette is not None and place.palette.decided) and draw(st.booleans())
         return OwnerMatch(uid=uid, uid_negated=uid is not None and draw(st.booleans()),
                           gid=gid, gid_negated=gid is not None and draw(st.booleans()),
-                          socket_exists=se, suppl_groups=gid is not None and draw(st.booleans()))
+                          socket_exists=se, suppl_groups=suppl)
 
     return build()
 
@@ -293,7 +297,8 @@ def _opaque_match(place: Place) -> st.SearchStrategy[OpaqueMatch]:
 
 def _socket(place: Place) -> st.SearchStrategy[SocketMatch]:
     """``-m socket`` with a subset of its options, in the order iptables-save prints them."""
-    return st.lists(st.sampled_from(_SOCKET_OPTIONS), unique=True, max_size=3).map(
+    options = _SOCKET_OPTIONS[:2] if place.palette is not None and place.palette.decided else _SOCKET_OPTIONS
+    return st.lists(st.sampled_from(options), unique=True, max_size=3).map(
         lambda opts: SocketMatch(tuple(o for o in _SOCKET_OPTIONS if o in opts)))
 
 
@@ -312,8 +317,10 @@ def _tproxy(place: Place) -> st.SearchStrategy[Tproxy]:
         on_ip = st.none() | st.sampled_from(place.palette.addrs).map(ipaddress.ip_address)
         port = st.sampled_from(place.palette.ports)
     marks, masks = _marks(place)
-    return st.one_of(st.builds(Tproxy, port, on_ip, st.none()),
-                     st.builds(Tproxy, port, on_ip, marks, masks).filter(lambda t: (t.mark, t.mask) != (0, 0)))
+    marked = st.builds(Tproxy, port, on_ip, marks, masks).filter(lambda t: (t.mark, t.mask) != (0, 0))
+    if place.palette is not None and place.palette.decided:
+        return marked  # the world's policy route needs the mark
+    return st.one_of(st.builds(Tproxy, port, on_ip, st.none()), marked)
 
 
 def _reject(place: Place) -> st.SearchStrategy[Reject]:
@@ -345,7 +352,7 @@ def _nat_to(place: Place) -> st.SearchStrategy[str]:
     def build(draw: st.DrawFn) -> str:
         a = draw(addr)
         host = _host(a, False)
-        ranged = draw(st.integers(0, 4)) == 0
+        ranged = not (place.palette is not None and place.palette.decided) and draw(st.integers(0, 4)) == 0
         if ranged:  # an address range
             host = f"{a}-{a + draw(st.integers(0, 3))}"
         if not place.ports or (ranged and a.version == 6) or draw(st.booleans()):
@@ -480,7 +487,7 @@ def rules(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", chain
         neg = proto not in ("tcp", "udp") and draw(st.booleans())
         ms.append(Protocol(proto, neg))
     place = attrs.evolve(place, proto=proto)
-    rare = palette is None or draw(st.integers(0, 5)) == 0
+    rare = palette is None or (not palette.decided and draw(st.integers(0, 5)) == 0)
     seen: set[type] = set()
     for _ in range(draw(st.integers(0, 3 if palette is None else 2))):
         m = draw(_module_matches(place, rare))

@@ -54,7 +54,7 @@ from meshsolve.strategies._addresses import SMALL_WORLD_ADDRS, WORLD_ADDRS, bind
 from meshsolve.strategies._rules import BASIC_MATCHES, MODULE_MATCHES, TARGETS, Palette, kind_fits, rules, rules_of_kind
 
 __all__ = ["SMALL_WORLD_CHAINS", "SMALL_WORLD_PORTS", "capture_rulesets", "proxy_behaviors", "small_world_palette",
-           "small_worlds", "sockets", "worlds"]
+           "small_worlds", "sockets", "world_palette", "worlds"]
 
 WORLD_APP_PORTS = (9001, 9002, 9003)
 WORLD_SERVICE_PORT = 80
@@ -267,27 +267,6 @@ def capture_rulesets(draw: st.DrawFn, fams: tuple[Family, ...], proxy: ProxyBeha
 # --- worlds --------------------------------------------------------------------------------------------
 
 
-@st.composite
-def worlds(draw: st.DrawFn, families: tuple[Family, ...] = ("ipv4", "ipv6")) -> World:
-    """A random pod world, IPv4, IPv6 or (when both are allowed) dual-stack; see the module doc."""
-    choices: list[tuple[Family, ...]] = [(f,) for f in families]
-    if len(families) == 2:
-        choices.append(("ipv4", "ipv6"))
-    fams = draw(st.sampled_from(choices))
-    proxy = draw(_proxy(fams))
-    services = []
-    for fam in fams:
-        a = WORLD_ADDRS[fam]
-        eps = (*(Endpoint(a["pod"], p) for p in WORLD_APP_PORTS), Endpoint(a["out"], WORLD_APP_PORTS[0]))
-        services.append(Service(f"svc-{fam}", a["vip"], WORLD_SERVICE_PORT, eps))
-    return World(
-        pod_ips=tuple(WORLD_ADDRS[f]["pod"] for f in fams),
-        peer_ips=tuple(WORLD_ADDRS[f]["peer"] for f in fams),
-        apps=draw(_apps(fams)), proxy=proxy, services=tuple(services),
-        rules=draw(capture_rulesets(fams, proxy)),
-    )
-
-
 # Every registered match and target kind, as the strategies' tables list them.
 ALL_KINDS: tuple[type, ...] = (*BASIC_MATCHES, *MODULE_MATCHES, *TARGETS)
 
@@ -298,6 +277,101 @@ SMALL_WORLD_CHAINS: tuple[tuple[str, str], ...] = tuple(
 _SYN_EXTRAS: tuple[tuple[str, ...], ...] = (
     (), (), ("--tcp-flags", "FIN,SYN,RST,ACK", "SYN"), ("!", "--tcp-flags", "FIN,SYN,RST,ACK", "SYN"),
     ("--tcp-flags", "SYN,ACK", "SYN,ACK"), ("--tcp-flags", "ACK", "ACK"))
+
+
+def world_palette(family: Family) -> Palette:
+    """The values the extra rules of :func:`worlds` name (``WORLD_ADDRS``: the CIDRs capture rules
+    use, the pod, loopback, the passthrough source, the VIP, the outside address, the peer; the app,
+    service and proxy ports; the ids of ``worlds``' apps; two marks), deciding only what the model
+    decides (the flows are compared with the kernel outcome for outcome)."""
+    a = WORLD_ADDRS[family]
+    plen = _plen(family)
+    return Palette(
+        nets=(*a["cidrs"], f"{a['vip']}/{plen}", f"{a['out']}/{plen}", f"{a['peer']}/{plen}"),
+        addrs=(a["pod"], a["lo"], a["out"], a["vip"], a["peer"]),
+        ports=(*WORLD_APP_PORTS, WORLD_SERVICE_PORT, _OUTBOUND, _INBOUND),
+        ranges=((9001, 9003), (9002, 9003), (_OUTBOUND, _INBOUND)),
+        ids=tuple(str(i) for i in WORLD_IDS), marks=(0x539, 0x53A), masks=(0xFFFFFFFF, 0xFF),
+        ifaces=("lo", "eth0"), tcp_extras=_SYN_EXTRAS, decided=True,
+    )
+
+
+def _tproxy_marks(rules_: Rulesets, fam: Family) -> tuple[tuple[int, int], ...]:
+    marks = [(r.target.mark or 0, r.target.mask) for t in rules_.for_family(fam).tables for c in t.chains
+             for r in c.rules if isinstance(r.target, Tproxy)]
+    return tuple(dict.fromkeys(marks))
+
+
+@st.composite
+def _extra_rules(draw: st.DrawFn, rules_: Rulesets, fams: tuple[Family, ...]) -> Rulesets:
+    """``rules_`` with rules of every kind the model decides added to the built-in chains of every
+    table at every hook a connection meets (each chain with probability 1/4)."""
+    out: dict[str, Ruleset] = {}
+    all_fams: tuple[Family, ...] = ("ipv4", "ipv6")
+    for fam in all_fams:
+        rs = rules_.for_family(fam)
+        if fam not in fams:
+            out[fam] = rs
+            continue
+        pal = world_palette(fam)
+        tables = {t.name: {c.name: c for c in t.chains} for t in rs.tables}
+        for table, hook in SMALL_WORLD_CHAINS:
+            if draw(st.integers(0, 3)) > 0:
+                continue
+            chains = tables.setdefault(table, {})
+            old = chains.get(hook, Chain(hook, (), "ACCEPT"))
+            here = list(old.rules)
+            for extra in draw(st.lists(rules(fam, table, hook, kernel=True, palette=pal), min_size=1, max_size=2)):
+                here.insert(draw(st.integers(0, len(here))), extra)
+            chains[hook] = attrs.evolve(old, rules=tuple(here))
+        out[fam] = Ruleset(fam, tuple(Table(t, tuple(cs.values())) for t, cs in tables.items()))
+    return Rulesets(**out)
+
+
+@st.composite
+def worlds(draw: st.DrawFn, families: tuple[Family, ...] = ("ipv4", "ipv6"), *, extended: bool = False) -> World:
+    """A random pod world, IPv4, IPv6 or (when both are allowed) dual-stack; see the module doc.
+
+    Besides the capture rules, rules of every kind the model decides sit in every table at every
+    hook a connection meets (``world_palette`` values: DNAT to loopback, port ranges, REJECT,
+    ``-m socket``, raw-table conntrack states, ``--tcp-flags``, TPROXY with its policy route and
+    transparent listeners). ``extended`` also draws policy routing of its own, transparent
+    listeners without TPROXY, the inbound side's original-source upstream and an upstream mark."""
+    choices: list[tuple[Family, ...]] = [(f,) for f in families]
+    if len(families) == 2:
+        choices.append(("ipv4", "ipv6"))
+    fams = draw(st.sampled_from(choices))
+    proxy = draw(_proxy(fams))
+    services = []
+    for fam in fams:
+        a = WORLD_ADDRS[fam]
+        eps = (*(Endpoint(a["pod"], p) for p in WORLD_APP_PORTS), Endpoint(a["out"], WORLD_APP_PORTS[0]))
+        services.append(Service(f"svc-{fam}", a["vip"], WORLD_SERVICE_PORT, eps))
+    rules_ = draw(_extra_rules(draw(capture_rulesets(fams, proxy)), fams))
+    marks = {fam: _tproxy_marks(rules_, fam) for fam in fams}
+    routing = Routing()
+    for fam in fams:  # TPROXY hands connections to transparent listeners through a policy route
+        for i, (mark, mask) in enumerate(marks[fam]):
+            part = Routing.tproxy(mark, mask, families=(fam,))
+            routing = Routing((*routing.rules, *(attrs.evolve(r, priority=r.priority - i) for r in part.rules)),
+                              (*routing.routes, *part.routes[:1 if i == 0 else 0]))
+    transparent = any(marks.values())
+    if extended:
+        for fam in fams:
+            if not marks[fam] and draw(st.integers(0, 2)) == 0:
+                routing = Routing((*routing.rules, *(extra := draw(_small_routing(fam, world_palette(fam)))).rules),
+                                  (*routing.routes, *extra.routes))
+        proxy = attrs.evolve(proxy, transparent=transparent or draw(st.integers(0, 3)) == 0,
+                             inbound_original_source=draw(st.integers(0, 3)) == 0,
+                             upstream_mark=draw(st.none() | st.sampled_from((0x539, 0x53A))))
+    else:
+        proxy = attrs.evolve(proxy, transparent=transparent)
+    return World(
+        pod_ips=tuple(WORLD_ADDRS[f]["pod"] for f in fams),
+        peer_ips=tuple(WORLD_ADDRS[f]["peer"] for f in fams),
+        apps=draw(_apps(fams)), proxy=proxy, services=tuple(services),
+        rules=rules_, routing=routing,
+    )
 
 
 def small_world_palette(family: Family) -> Palette:
@@ -354,7 +428,8 @@ def _small_routing(draw: st.DrawFn, fam: Family, pal: Palette) -> Routing:
     routes = []
     nets = draw(st.lists(st.sampled_from((default, *pal.nets[:7])), min_size=1, max_size=3, unique=True))
     for i, net in enumerate(nets):  # the first route delivers or sends out; others may be of any kind
-        kinds = ("local", "unicast") if i == 0 else ("local", "unicast", "blackhole", "unreachable", "prohibit", "throw")
+        kinds = ("local", "unicast") if i == 0 else \
+            ("local", "unicast", "blackhole", "unreachable", "prohibit", "throw")
         kind = draw(st.sampled_from(kinds))
         dev = {"local": "lo", "unicast": draw(st.sampled_from(("eth0", "lo")))}.get(kind)
         routes.append(Route(net, kind, dev, 100))  # type: ignore[arg-type]
