@@ -12,6 +12,11 @@ from meshsolve.strategies._worlds import WORLD_APP_PORTS, WORLD_SERVICE_PORT, wo
 
 __all__ = ["flows", "world_flows", "worlds_and_flows"]
 
+# Special destinations the bind matrix leaves out: the model and the kernel disagree on 0.0.0.0,
+# 0.0.0.0/8 and :: (tests/test_kernel_disagreements.py), and 169.254.1.1 is no address of the kernel
+# oracle's remote server (it owns only the addresses a world names).
+_NOT_ON_THE_KERNEL = frozenset({"0.0.0.0", "0.0.0.7", "::", "169.254.1.1"})
+
 # the sidecar's listeners and admin ports: a flow to one of them is worth drawing
 _PROXY_PORTS = (defaults.PROXY_OUTBOUND_PORT, defaults.PROXY_INBOUND_PORT, 15008, 15020, 15021, 15090)
 
@@ -65,7 +70,8 @@ def world_flows(world: World, *, endpoint: int = 0) -> tuple[Flow, ...]:
     """Every flow of the bind matrix for ``world``, per family: the peer and each app to the pod IP,
     loopback, the service VIP (through ``endpoint``) and an outside address, on every app port, and
     the first app to the special destinations (``SPECIAL_DESTINATIONS``: what ``connect()`` rewrites
-    or refuses); the proxy itself to the pod IP, loopback and outside."""
+    or refuses) the model and the kernel agree on; the proxy itself to the pod IP, loopback and
+    outside."""
     out = []
     for fam in world.families:
         a = WORLD_ADDRS[fam]
@@ -77,7 +83,8 @@ def world_flows(world: World, *, endpoint: int = 0) -> tuple[Flow, ...]:
             out.append(Flow(app.name, a["out"], WORLD_APP_PORTS[0]))
             out.append(Flow(app.name, a["vip"], WORLD_SERVICE_PORT, endpoint=endpoint))
         if world.apps:
-            out += [Flow(world.apps[0].name, d, WORLD_APP_PORTS[0]) for d in SPECIAL_DESTINATIONS[fam]]
+            out += [Flow(world.apps[0].name, d, WORLD_APP_PORTS[0]) for d in SPECIAL_DESTINATIONS[fam]
+                    if d not in _NOT_ON_THE_KERNEL]
         out += [Flow("proxy", a[k], WORLD_APP_PORTS[0]) for k in ("pod", "lo", "out")]
     return tuple(out)
 

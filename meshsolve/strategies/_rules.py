@@ -117,6 +117,7 @@ class Palette:
     masks: tuple[int, ...] = (M32, 0xFF)
     ifaces: tuple[str, ...] = ("lo", "eth0")
     tcp_extras: tuple[tuple[str, ...], ...] = ((),)
+    protos: tuple[str | None, ...] = (None, "tcp", "tcp", "tcp", "udp")
     # only what the model decides: no kind or option it leaves undetermined (the kernel oracle's
     # worlds, whose flows are compared outcome for outcome)
     decided: bool = False
@@ -284,6 +285,8 @@ def _addrtype(place: Place) -> st.SearchStrategy[AddrtypeMatch]:
     types = _ADDRTYPES if place.family == "ipv4" else tuple(t for t in _ADDRTYPES if t not in _NO_V6_ADDRTYPES)
     if place.palette is not None:  # the types the model decides
         types = tuple(t for t in ("UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "MULTICAST") if t in types)
+        if place.palette.decided and place.family == "ipv6":  # the kernel's IPv6 UNICAST also holds for
+            types = tuple(t for t in types if t != "UNICAST")  # local addresses; the model's does not
     return st.builds(lambda src, sn, dst, dn: AddrtypeMatch(src, sn and src is not None, dst, dn),
                      st.none() | st.sampled_from(types), st.booleans(), st.sampled_from(types), st.booleans())
 
@@ -481,7 +484,7 @@ def rules(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", chain
             ms.append(draw(d.build(place)))
     # the protocol last: it decides which module matches and targets fit
     icmp = "icmp" if family == "ipv4" else "ipv6-icmp"
-    protos = [None, "tcp", "udp", icmp] if palette is None else [None, "tcp", "tcp", "tcp", "udp"]
+    protos = [None, "tcp", "udp", icmp] if palette is None else list(palette.protos)
     proto: str | None = draw(st.sampled_from(protos))
     if proto is not None:
         neg = proto not in ("tcp", "udp") and draw(st.booleans())

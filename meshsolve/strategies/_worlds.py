@@ -30,6 +30,7 @@ from meshsolve.model.rules import (
     Goto,
     InInterface,
     Jump,
+    Log,
     MarkMatch,
     Match,
     OutInterface,
@@ -48,6 +49,7 @@ from meshsolve.model.rules import (
     Table,
     Target,
     Tproxy,
+    Trace,
 )
 from meshsolve.model.world import App, Endpoint, ProxyBehavior, Service, Socket, World
 from meshsolve.strategies._addresses import SMALL_WORLD_ADDRS, WORLD_ADDRS, binds
@@ -292,8 +294,29 @@ def world_palette(family: Family) -> Palette:
         ports=(*WORLD_APP_PORTS, WORLD_SERVICE_PORT, _OUTBOUND, _INBOUND),
         ranges=((9001, 9003), (9002, 9003), (_OUTBOUND, _INBOUND)),
         ids=tuple(str(i) for i in WORLD_IDS), marks=(0x539, 0x53A), masks=(0xFFFFFFFF, 0xFF),
-        ifaces=("lo", "eth0"), tcp_extras=_SYN_EXTRAS, decided=True,
+        ifaces=("lo", "eth0"), tcp_extras=_SYN_EXTRAS, protos=("tcp",), decided=True,
     )
+
+
+# targets that change nothing a packet's path depends on
+_INERT = (Accept, Return, Log, Trace)
+
+
+def _spares_kernel_packets(draw: st.DrawFn, rule: Rule, pal: Palette) -> Rule:
+    """``rule``, or when its target acts on packets, the rule restricted to a server port
+    (``--dport`` from the palette). The model follows a connection's handshake only: the RST that
+    refuses a connection and the kernel's ICMP errors go to the client's ephemeral port or are not
+    TCP, so they never meet such a rule (see tests/test_kernel_disagreements.py)."""
+    if rule.target is None or isinstance(rule.target, _INERT):
+        return rule
+    pm = next((m for m in rule.matches if isinstance(m, PortMatch)), None)
+    if pm is not None and pm.dport is not None and not pm.dport_negated:
+        return rule
+    dport = draw(pal.port_ranges())
+    if pm is None:
+        return attrs.evolve(rule, matches=(*rule.matches, PortMatch("tcp", dport=dport)))
+    return attrs.evolve(rule, matches=tuple(attrs.evolve(m, dport=dport, dport_negated=False) if m is pm else m
+                                            for m in rule.matches))
 
 
 def _tproxy_marks(rules_: Rulesets, fam: Family) -> tuple[tuple[int, int], ...]:
@@ -304,8 +327,8 @@ def _tproxy_marks(rules_: Rulesets, fam: Family) -> tuple[tuple[int, int], ...]:
 
 @st.composite
 def _extra_rules(draw: st.DrawFn, rules_: Rulesets, fams: tuple[Family, ...]) -> Rulesets:
-    """``rules_`` with rules of every kind the model decides added to the built-in chains of every
-    table at every hook a connection meets (each chain with probability 1/4)."""
+    """``rules_`` with ``-p tcp`` rules of every kind the model decides added to the built-in chains
+    of every table at every hook a connection meets (each chain with probability 1/4)."""
     out: dict[str, Ruleset] = {}
     all_fams: tuple[Family, ...] = ("ipv4", "ipv6")
     for fam in all_fams:
@@ -322,7 +345,7 @@ def _extra_rules(draw: st.DrawFn, rules_: Rulesets, fams: tuple[Family, ...]) ->
             old = chains.get(hook, Chain(hook, (), "ACCEPT"))
             here = list(old.rules)
             for extra in draw(st.lists(rules(fam, table, hook, kernel=True, palette=pal), min_size=1, max_size=2)):
-                here.insert(draw(st.integers(0, len(here))), extra)
+                here.insert(draw(st.integers(0, len(here))), _spares_kernel_packets(draw, extra, pal))
             chains[hook] = attrs.evolve(old, rules=tuple(here))
         out[fam] = Ruleset(fam, tuple(Table(t, tuple(cs.values())) for t, cs in tables.items()))
     return Rulesets(**out)
