@@ -334,6 +334,15 @@ def _reject(place: Place) -> st.SearchStrategy[Reject]:
     return st.builds(Reject, st.none() | st.sampled_from(types))
 
 
+def _redirect(place: Place) -> st.SearchStrategy[Redirect]:
+    """``REDIRECT [--to-ports R] [--random]``: iptables refuses --to-ports unless -p tcp/udp/sctp/dccp
+    comes before the target; ``--random`` (a port the kernel picks at random) only where the palette
+    does not ask for decided rules."""
+    decided = place.palette is not None and place.palette.decided
+    return st.builds(Redirect, st.none() | (_ranges(place, full_ok=True) if place.ports else st.nothing()),
+                     st.just(False) if decided else st.booleans())
+
+
 def _host(a: ipaddress.IPv4Address | ipaddress.IPv6Address, bracket: bool) -> str:
     return f"[{a}]" if bracket and a.version == 6 else str(a)
 
@@ -411,10 +420,7 @@ TARGETS: dict[type, Draw] = {
     SetMark: Draw(lambda p: st.builds(SetMark, *_marks(p)), _kernel_or(lambda p: p.table == "mangle")),
     ConnmarkTarget: Draw(_connmark_target, _kernel_or(lambda p: p.table == "mangle")),
     Tproxy: Draw(_tproxy, _kernel_or(lambda p: p.builtin and p.ports)),
-    # iptables refuses --to-ports unless -p tcp/udp/sctp/dccp comes before the target
-    Redirect: Draw(lambda p: st.builds(Redirect, st.none() | (_ranges(p, full_ok=True) if p.ports else st.nothing()),
-                                       st.booleans()),
-                   _kernel_or(lambda p: p.builtin)),
+    Redirect: Draw(_redirect, _kernel_or(lambda p: p.builtin)),
     Dnat: Draw(lambda p: st.builds(Dnat, _nat_to(p)), _kernel_or(lambda p: p.builtin)),
     Snat: Draw(lambda p: st.builds(Snat, _nat_to(p)), _kernel_or(lambda p: p.builtin)),
     Masquerade: Draw(lambda p: st.builds(Masquerade, st.none() | (_ranges(p) if p.ports else st.nothing())),
