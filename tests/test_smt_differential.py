@@ -189,6 +189,7 @@ def test_solver_agrees_with_enumeration_campaign() -> None:
     count = [0]
     how: Counter[str] = Counter()
     log = os.environ.get("MESHSOLVE_DIFF_LOG")
+    t0 = time.monotonic()
 
     @settings(max_examples=CAMPAIGN, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(worlds(), st.sampled_from(PREDS), st.integers(0, 3), st.data())
@@ -197,6 +198,10 @@ def test_solver_agrees_with_enumeration_campaign() -> None:
         fam = world.families[0]
         dsts = data.draw(st.lists(st.sampled_from(destinations(fam)), min_size=1, max_size=3, unique=True))
         ports = tuple(data.draw(st.lists(st.sampled_from(DPORTS), min_size=1, max_size=3, unique=True)))
+        if log and count[0] % 100 == 0:  # a campaign may be stopped: its log says how far it got
+            with open(log, "a") as f:
+                f.write(f"PROGRESS: {count[0] - 1} examples in {time.monotonic() - t0:.0f} s, {len(found)} "
+                        f"disagreements; agreed: {', '.join(f'{k} {v}' for k, v in sorted(how.items()))}\n")
         try:
             how[compare(world, pred, scopes(world, dsts, ports)[which], dsts, ports)] += 1
         except Exception as exc:  # every kind of disagreement is collected
@@ -205,7 +210,6 @@ def test_solver_agrees_with_enumeration_campaign() -> None:
                 with open(log, "a") as f:
                     f.write(f"=== example {count[0]}: {type(exc).__name__}\n{exc}\n\n")
 
-    t0 = time.monotonic()
     one()
     summary = (f"{count[0]} examples in {time.monotonic() - t0:.0f} s, {len(found)} disagreements; agreed: "
                + ", ".join(f"{k} {v}" for k, v in sorted(how.items())))
