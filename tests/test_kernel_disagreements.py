@@ -17,6 +17,7 @@ from meshsolve.model.rules import (
     Accept,
     AddrtypeMatch,
     Chain,
+    Dnat,
     Drop,
     PortMatch,
     Protocol,
@@ -114,3 +115,13 @@ def test_redirect_random_picks_a_port_of_the_range() -> None:
                                               Redirect(PortRange(9001, 9999), random=True)),), "ACCEPT"),))
     # three runs: the kernel keeps 9001 by chance once in a thousand
     _agree(_world("ipv4", (nat,), socks=(Socket("0.0.0.0", 9001),)), Flow("app", "127.0.0.1", 9001), runs=3)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "semantics: a peer's connection that nat PREROUTING sends to an address that is not the pod's would "
+    "be forwarded; the pod's namespace does not forward (net.ipv4.ip_forward is 0 in a new namespace), so "
+    "the kernel drops it and the client gets no answer; the model answers undetermined"))
+def test_a_peer_connection_dnatted_away_from_the_pod_is_not_forwarded() -> None:
+    nat = Table("nat", (Chain("PREROUTING", (Rule((TCP, PortMatch("tcp", dport=9003)), Dnat("198.51.100.1:15001")),),
+                              "ACCEPT"),))
+    _agree(_world("ipv4", (nat,)), Flow("peer", "192.0.2.10", 9003))
