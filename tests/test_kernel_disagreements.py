@@ -10,9 +10,12 @@ that the next class is found by the campaign.
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from meshsolve.model.net import PortRange
+from meshsolve.model.routing import Routing
 from meshsolve.model.rules import (
     Accept,
     AddrtypeMatch,
@@ -25,7 +28,9 @@ from meshsolve.model.rules import (
     Rule,
     Ruleset,
     Rulesets,
+    SocketMatch,
     Table,
+    Tproxy,
 )
 from meshsolve.model.world import App, Flow, Socket, World
 from meshsolve.oracle.compare import differences, explain, replay_command
@@ -125,3 +130,20 @@ def test_a_peer_connection_dnatted_away_from_the_pod_is_not_forwarded() -> None:
     nat = Table("nat", (Chain("PREROUTING", (Rule((TCP, PortMatch("tcp", dport=9003)), Dnat("198.51.100.1:15001")),),
                               "ACCEPT"),))
     _agree(_world("ipv4", (nat,)), Flow("peer", "192.0.2.10", 9003))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "semantics: when TPROXY (mangle PREROUTING) and a nat PREROUTING REDIRECT both act on one connection, "
+    "the kernel resets it (the client's connect() fails with ECONNRESET); the model hands the SYN to the "
+    "TPROXY listener with the redirected destination and follows the proxy from there"))
+def test_tproxy_and_redirect_on_one_connection() -> None:
+    import attrs
+
+    tproxy = Rule((TCP, SocketMatch(("--nowildcard",)), PortMatch("tcp", dport=9003)),
+                  Tproxy(15001, ipaddress.ip_address("192.0.2.20"), 0x53A))
+    mangle = Table("mangle", (Chain("PREROUTING", (tproxy,), "ACCEPT"),))
+    nat = Table("nat", (Chain("PREROUTING", (Rule((TCP,), Redirect(15001)),), "ACCEPT"),))
+    world = _world("ipv4", (mangle, nat), socks=(Socket("192.0.2.10", 9003),))
+    world = attrs.evolve(world, proxy=attrs.evolve(world.proxy, transparent=True),
+                         routing=Routing.tproxy(0x53A, families=("ipv4",)))
+    _agree(world, Flow("peer", "192.0.2.10", 9003))
