@@ -20,7 +20,6 @@ from meshsolve.iptables.targets import KNOWN_TARGETS, OTHER_TARGET_EXTENSIONS
 from meshsolve.iptables.tokens import Line, LineError
 from meshsolve.model.rules import BUILTIN_CHAINS, Origin, Rule
 
-
 # The rule options iptables refuses after -N/-F/-X ("Illegal option ... with this command").
 _RULE_OPTIONS = frozenset({"-p", "--protocol", "-s", "--source", "--src", "-d", "--destination", "--dst",
                            "-i", "--in-interface", "-o", "--out-interface", "-j", "--jump", "-g", "--goto",
