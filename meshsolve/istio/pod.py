@@ -44,7 +44,7 @@ from meshsolve.istio.config import (
     validate_ports,
     validate_value,
 )
-from meshsolve.istio.flags import parse_flags
+from meshsolve.istio.flags import read_flags
 from meshsolve.model.net import IPAddress, to_address
 
 __all__ = ["ANNOTATIONS", "MAX_MANIFEST_BYTES", "PodCapture", "cni_args", "injector_args", "load_pods",
@@ -87,6 +87,7 @@ class PodCapture:
     env: tuple[tuple[str, str], ...] = ()
     pod_ips: tuple[IPAddress, ...] = ()
     notes: tuple[str, ...] = ()
+    version_from: str = ""  # where the version came from: "--istio", "image tag ...", "" (assumed)
 
 
 @functools.lru_cache(maxsize=4)
@@ -343,40 +344,52 @@ def _pod_capture(pod: Mapping[str, Any], *, version: str | None, source: str, te
         tokens = [str(t) for t in (init.get("command") or ())] + [str(t) for t in (init.get("args") or ())]
         env = {str(e.get("name")): str(e.get("value", "")) for e in init.get("env") or ()
                if isinstance(e, Mapping) and "value" in e}
-        ver = normalise_version(version) if version else (_version_from_image(str(init.get("image", "")))
-                                                          or "current")
-        cfg = parse_flags(tokens, env, version=ver, source=f"{source}: initContainers[istio-init]")
-        cfg = _with_pod_facts(cfg, ipv6, dns, env_given="ENABLE_INBOUND_IPV6" in env)
+        ver, ver_from = _version(version, init)
+        got = read_flags(tokens, env, version=ver, source=f"{source}: initContainers[istio-init]")
+        cfg = _with_pod_facts(got.config, ipv6, dns, env_given="ENABLE_INBOUND_IPV6" in env)
         return PodCapture(name, namespace, cfg, "istio-init", tuple(tokens), tuple(sorted(env.items())), ips,
-                          _notes(cfg, (f"read the injected istio-init container (Istio {ver})",)))
+                          _notes(cfg, (f"read the injected istio-init container (Istio {ver})", *got.notes)),
+                          ver_from)
     validation = next((c for c in spec.get("initContainers") or () if isinstance(c, Mapping)
                        and c.get("name") == "istio-validation"), None)
     if validation is not None:
-        ver = normalise_version(version) if version else (
-            _version_from_image(str(validation.get("image", ""))) or "current")
+        ver, ver_from = _version(version, validation)
         argv, env, notes = cni_args(pod, ver, source=source, text=text)
         if argv is None:
             return PodCapture(name, namespace, CaptureConfig(version=ver, mode="NONE"), "cni",
-                              pod_ips=ips, notes=notes)
-        cfg = parse_flags(argv, env, version=ver, source=f"{source}: istio-cni")
+                              pod_ips=ips, notes=notes, version_from=ver_from)
+        cfg = read_flags(argv, env, version=ver, source=f"{source}: istio-cni").config
         if cfg.redirect_dns:
             cfg = cfg.evolve(capture_all_dns=True)
         cfg = _with_pod_facts(cfg, ipv6, (), env_given=False)
         return PodCapture(name, namespace, cfg, "cni", argv, tuple(sorted(env.items())), ips,
-                          _notes(cfg, notes))
+                          _notes(cfg, notes), ver_from)
     ver = normalise_version(version or "current")
+    ver_from = "--istio" if version else ""
     annotations = _str_map(meta.get("annotations"))
     if annotations.get(A_INJECT, "").strip().lower() == "false":
         return PodCapture(name, namespace, CaptureConfig(version=ver, mode="NONE"), "not-injected",
-                          pod_ips=ips, notes=(f"{A_INJECT} is false: no sidecar, no capture",))
+                          pod_ips=ips, notes=(f"{A_INJECT} is false: no sidecar, no capture",), version_from=ver_from)
     argv, env, notes = injector_args(pod, ver, source=source, text=text)
     if argv is None:
         return PodCapture(name, namespace, CaptureConfig(version=ver, mode="NONE"), "annotations",
-                          pod_ips=ips, notes=notes)
-    cfg = parse_flags(argv, env, version=ver, source=f"{source}: injector template")
+                          pod_ips=ips, notes=notes, version_from=ver_from)
+    cfg = read_flags(argv, env, version=ver, source=f"{source}: injector template").config
     cfg = _with_pod_facts(cfg, ipv6, dns, env_given=False)
     return PodCapture(name, namespace, cfg, "annotations", argv, tuple(sorted(env.items())), ips,
-                      _notes(cfg, notes))
+                      _notes(cfg, notes), ver_from)
+
+
+def _version(version: str | None, container: Mapping[str, Any]) -> tuple[str, str]:
+    """The Istio version for an injected pod and where it came from: ``--istio``, else the init
+    container's image tag, else ``current`` (assumed: ``""``)."""
+    if version:
+        return normalise_version(version), "--istio"
+    image = str(container.get("image", ""))
+    tagged = _version_from_image(image)
+    if tagged:
+        return tagged, f"the image tag of {container.get('name')} ({image})"
+    return "current", ""
 
 
 def _notes(cfg: CaptureConfig, notes: tuple[str, ...]) -> tuple[str, ...]:
