@@ -22,8 +22,6 @@ Every annotation value is validated; errors name the annotation, the file and it
 
 from __future__ import annotations
 
-import bisect
-import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,6 +44,7 @@ from meshsolve.istio.config import (
 )
 from meshsolve.istio.flags import read_flags
 from meshsolve.model.net import IPAddress, to_address
+from meshsolve.yamllines import yaml_lines
 
 __all__ = ["ANNOTATIONS", "MAX_MANIFEST_BYTES", "PodCapture", "cni_args", "injector_args", "load_pods",
            "pod_capture",
@@ -90,47 +89,24 @@ class PodCapture:
     version_from: str = ""  # where the version came from: "--istio", "image tag ...", "" (assumed)
 
 
-@functools.lru_cache(maxsize=4)
-def _key_index(text: str) -> tuple[tuple[str, ...], dict[str, list[int]], dict[tuple[str, str], list[int]]]:
-    """The manifest's lines, and the 1-based lines where each ``key:`` (bare or quoted, after any
-    list dash) starts, by key and by (key, value). Built once per text: looking keys up line by line
-    for every pod of a large List was quadratic (a 1 MB List of 2,222 pods took 411 s)."""
-    lines = tuple(text.splitlines())
-    keys: dict[str, list[int]] = {}
-    pairs: dict[tuple[str, str], list[int]] = {}
-    for n, line in enumerate(lines, 1):
-        key, colon, rest = line.strip().lstrip("-").strip().partition(":")
-        if not colon:
-            continue
-        if len(key) >= 2 and key[0] == key[-1] and key[0] in "'\"":
-            key = key[1:-1]
-        keys.setdefault(key, []).append(n)
-        pairs.setdefault((key, rest.strip().strip("'\"")), []).append(n)
-    return lines, keys, pairs
-
-
 class _Where:
-    """Finds the line of a key in the manifest text, for error messages."""
+    """Finds the line of a key in the manifest text, for error messages (``meshsolve.yamllines``)."""
 
     def __init__(self, text: str, source: str, pod_name: str | None = None) -> None:
-        self.lines, self._keys, self._pairs = _key_index(text)
+        self.index = yaml_lines(text)
+        self.has_text = bool(text)
         self.source = source
         self.start = 0
         if pod_name:  # in a List, look below this pod's own name first
-            found = self._find("name", pod_name, 0)
+            found = self.index.object_line(pod_name) or self.index.pair_line("name", pod_name)
             self.start = 0 if found is None else found - 1
 
-    def _find(self, key: str, value: str | None, start: int) -> int | None:
-        found = self._keys.get(key, []) if value is None else self._pairs.get((key, value), [])
-        i = bisect.bisect_left(found, start + 1)
-        return found[i] if i < len(found) else None
-
     def line(self, key: str) -> int | None:
-        return self._find(key, None, self.start) or self._find(key, None, 0)
+        return self.index.key_line(key, self.start + 1) or self.index.key_line(key)
 
     def pod_line(self) -> int | None:
         """The line of the pod's ``name`` (or 1), for errors with no finer position; None without text."""
-        return (self.start + 1) if self.lines else None
+        return (self.start + 1) if self.has_text else None
 
 
 def _name_of(pod: Mapping[str, Any]) -> str | None:
