@@ -54,6 +54,7 @@ class Reading:
     argv: tuple[int, str] | None = None  # an istio-iptables command line: (line, text)
     incomplete: ParseError | None = attrs.field(default=None, eq=False)
     text: str = attrs.field(default="", eq=False, repr=False)  # the unwrapped text
+    lines: tuple[tuple[int, str], ...] = attrs.field(default=(), eq=False, repr=False)  # (input line, text)
     istio_log: bool = False  # the log has istio-init's header
 
     def require_rulesets(self) -> Rulesets:
@@ -262,7 +263,7 @@ def read_unwrapped(u: Unwrapped, source: str) -> Reading:
         log: LogReading = parse_log(u.lines, source)
         notes.extend(log.notes)
         return Reading(source, log.form, log.rulesets, log.state, tuple(notes), log.failures, log.variables,
-                       log.argv or _argv_of(u), log.incomplete, text, log.istio_header)
+                       log.argv or _argv_of(u), log.incomplete, text, _numbered(u), log.istio_header)
     listing = _listing(u, source)
     lines = u.lines
     form = "iptables-save / restore input"
@@ -295,7 +296,11 @@ def read_unwrapped(u: Unwrapped, source: str) -> Reading:
            for ln in lines):
         form = "iptables commands"
     state = "commands" if form == "iptables commands" else "dump"
-    return Reading(source, form, rulesets, state, tuple(notes), (), (), _argv_of(u), incomplete, text)
+    return Reading(source, form, rulesets, state, tuple(notes), (), (), _argv_of(u), incomplete, text, _numbered(u))
+
+
+def _numbered(u: Unwrapped) -> tuple[tuple[int, str], ...]:
+    return tuple((ln.lineno, ln.text) for ln in u.lines)
 
 
 _ARGV = re.compile(r"(?:^|\s|/)(?:pilot-agent\s+istio-iptables|istio-iptables(?:\.sh)?)(?:\s|$)")

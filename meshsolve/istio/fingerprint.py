@@ -79,15 +79,15 @@ _MESH_TEXT: tuple[tuple[str, str, re.Pattern[str]], ...] = (
 _ISTIO_SIDECAR = re.compile(r"\bISTIO_(?:INBOUND|OUTPUT|REDIRECT|IN_REDIRECT)\b")
 
 
-def mesh_of_text(text: str) -> Mesh | None:
+def mesh_of_text(text: str, numbered: Iterable[tuple[int, str]] = ()) -> Mesh | None:
     """Another mesh (or Istio ambient) named by the chains in ``text``; ``None`` when the text shows
-    Istio's sidecar chains or no mesh's chains at all."""
+    Istio's sidecar chains or no mesh's chains at all. ``numbered`` (line number, text) lines let
+    the evidence name the input's line."""
     for kind, name, rx in _MESH_TEXT:
         m = rx.search(text)
-        if m:
-            if kind == "istio-ambient" or not _ISTIO_SIDECAR.search(text):
-                line = text.count("\n", 0, m.start()) + 1
-                return Mesh(kind, name, f"{m.group(0)} (line {line} of the text as read)")
+        if m and (kind == "istio-ambient" or not _ISTIO_SIDECAR.search(text)):
+            line = next((n for n, t in numbered if m.group(0) in t), None)
+            return Mesh(kind, name, m.group(0) + ("" if line is None else f" (line {line})"))
     return None
 
 

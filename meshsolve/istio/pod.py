@@ -47,6 +47,7 @@ from meshsolve.model.net import IPAddress, to_address
 from meshsolve.yamllines import yaml_lines
 
 __all__ = ["ANNOTATIONS", "MAX_MANIFEST_BYTES", "PodCapture", "cni_args", "injector_args", "load_pods",
+           "load_workloads",
            "pod_capture",
            "pods_from_file", "pods_from_text", "read_annotations", "to_annotations"]
 
@@ -155,9 +156,16 @@ def _yaml_docs(text: str, source: str) -> list[tuple[Any, int]]:
 
 
 def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any], ...]:
-    """Every pod (or pod template) in a YAML stream: ``Pod``, ``List`` of them, or workloads."""
+    """Every pod (or pod template) in a YAML stream: ``Pod``, ``List`` of them, or workloads; other
+    documents (a Service, a ServiceAccount...) are skipped (:func:`load_workloads` says which)."""
+    return load_workloads(text, source)[0]
+
+
+def load_workloads(text: str, source: str = "<manifest>") -> tuple[tuple[Mapping[str, Any], ...], tuple[str, ...]]:
+    """:func:`load_pods` and a note for each document that was skipped because it holds no pod."""
     docs = _yaml_docs(text, source)
     pods: list[Mapping[str, Any]] = []
+    skipped: list[str] = []
     lineno = 1
 
     def sub(doc: Mapping[str, Any], key: str, what: str) -> Mapping[str, Any]:
@@ -198,8 +206,13 @@ def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any],
         elif kind == "CronJob":
             job = ((doc.get("spec") or {}).get("jobTemplate") or {})
             visit({"kind": "Job", "metadata": doc.get("metadata") or {}, "spec": job.get("spec") or {}})
+        elif isinstance(kind, str) and kind and isinstance(doc.get("apiVersion"), str):
+            name = (doc.get("metadata") or {}).get("name")
+            skipped.append(f"skipped the {kind}" + (f" {name!r}" if name else "") + f" ({source}:{lineno}): it "
+                           "holds no pod")
         else:
-            raise SpecError(f"expected kind Pod or List, got {kind!r}", source=source, lineno=lineno)
+            raise SpecError(f"expected a Kubernetes object with a kind (Pod, List or a workload), got kind {kind!r}",
+                            source=source, lineno=lineno)
 
     for d, lineno in docs:  # lineno is read by visit() and sub() for their errors
         try:
@@ -207,8 +220,9 @@ def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any],
         except RecursionError:
             raise SpecError("Lists nested too deep", source=source, lineno=lineno) from None
     if not pods:
-        raise SpecError("no pod in the manifest", source=source, lineno=docs[-1][1] if docs else 1)
-    return tuple(pods)
+        what = f" ({'; '.join(skipped)})" if skipped else ""
+        raise SpecError(f"no pod in the manifest{what}", source=source, lineno=docs[-1][1] if docs else 1)
+    return tuple(pods), tuple(skipped)
 
 
 def _str_map(value: Any) -> dict[str, str]:
