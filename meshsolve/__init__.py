@@ -12,7 +12,8 @@ The public API, in the order a user needs it (every name below is in ``__all__``
   ``pods_from_text`` (Kubernetes manifests), ``generate`` (config → the rules Istio installs),
   ``proxy_behavior`` (the sidecar of a version); worlds: ``world_from_config``/``world_from_rules``,
   the shortcuts ``world_from_flags``/``worlds_from_manifest``/``worlds_from_manifest_text``/
-  ``world_from_dump``, and the seed's built-in pods ``setup_world("A")`` … ``("E")``.
+  ``world_from_dump``, ``load_inputs`` (what the command line reads, with each part's provenance
+  and the problems the inputs show), and the seed's built-in pods ``setup_world("A")`` … ``("E")``.
 * **Questions**: ``interpret`` (one concrete flow → ``Result`` with a numbered trace); ``check``
   (a property → ``Proved``/``Refuted``/``Unknown``), ``audit`` (several), over the properties
   ``Reachable``, ``CaptureOutbound``, ``CaptureInbound``, ``Bypass``, ``NoLoops``, ``NoExposure``,
@@ -77,6 +78,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         check,
         diff,
         interpret,
+        load_inputs,
         synthesize,
         world_from_dump,
         world_from_flags,
@@ -141,8 +143,8 @@ _LAZY: dict[str, str] = {
                      "Observation", "Property", "Reachable", "default_properties"], "meshsolve.analysis.properties"),
     **dict.fromkeys(["Proved", "Refuted", "Unknown", "Verdict"], "meshsolve.analysis.check"),
     **dict.fromkeys(["DiffResult", "Different", "DiffUnknown", "Equivalent"], "meshsolve.analysis.diff"),
-    **dict.fromkeys(["audit", "check", "diff", "interpret", "synthesize", "world_from_dump", "world_from_flags",
-                     "worlds_from_manifest", "worlds_from_manifest_text"], "meshsolve.api"),
+    **dict.fromkeys(["audit", "check", "diff", "interpret", "load_inputs", "synthesize", "world_from_dump",
+                     "world_from_flags", "worlds_from_manifest", "worlds_from_manifest_text"], "meshsolve.api"),
     **dict.fromkeys(["Goal", "SearchSpace", "Spec", "load_spec", "parse_spec"], "meshsolve.analysis.spec"),
     **dict.fromkeys(["Conflict", "SynthUnknown", "Synthesized"], "meshsolve.analysis.synth"),
     "emit": "meshsolve.analysis.emit",
@@ -154,8 +156,8 @@ __all__ = [
     "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef", "Ruleset", "Rulesets",
     "Service", "Socket", "Table", "Target", "World",
     # loading
-    "CaptureConfig", "PodCapture", "generate", "parse_file", "parse_flags", "parse_routing", "parse_text",
-    "pods_from_file",
+    "CaptureConfig", "PodCapture", "generate", "load_inputs", "parse_file", "parse_flags", "parse_routing",
+    "parse_text", "pods_from_file",
     "pods_from_text", "proxy_behavior", "setup_world", "world_from_config", "world_from_dump",
     "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",
     # questions and answers

@@ -12,7 +12,7 @@ part (``build.py``), for the API, the command line, ``audit`` and the pytest plu
 """
 
 from meshsolve.inputs.binds import Binds, load_binds, read_binds
-from meshsolve.inputs.build import default_config, load, possible_listeners, worlds_of_manifest
+from meshsolve.inputs.build import default_config, from_flags, from_rules, load, possible_listeners, worlds_of_manifest
 from meshsolve.inputs.manifest import PodApps, apps_of_pod, read_manifest, read_manifest_text
 from meshsolve.inputs.properties import (
     check_defaults,
@@ -39,6 +39,8 @@ __all__ = [
     "check_defaults",
     "default_config",
     "family_label",
+    "from_flags",
+    "from_rules",
     "listeners_of_rules",
     "load",
     "load_binds",

@@ -15,14 +15,14 @@ name, and, when they capture every port alike, one port that stands for all the 
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
 
 import attrs
 
 from meshsolve.errors import ParseError, UnsupportedError
 from meshsolve.inputs.values import Problem
-from meshsolve.iptables import Reading, read_file
+from meshsolve.iptables import Reading, file_text, read_unwrapped, unwrap_text
 from meshsolve.istio.fingerprint import Mesh, VersionRange, mesh_of_rules, mesh_of_text, partial_state, versions_of
 from meshsolve.model.rules import (
     Goto,
@@ -85,15 +85,16 @@ def _failure_problem(reading: Reading, shown_state: bool, cut: bool) -> list[Pro
     return out
 
 
-def read_rules(path: str | Path, *, source: str | None = None) -> RulesRead:
+def read_rules(path: str | os.PathLike[str], *, source: str | None = None) -> RulesRead:
     """Read ``--rules`` (see the module notes)."""
-    reading = read_file(path, source=source)
-    name = reading.source
-    other = mesh_of_text(reading.text, reading.lines)
+    name = source if source is not None else ("<stdin>" if str(path) == "-" else str(path))
+    unwrapped = unwrap_text(file_text(path, name), name)
+    other = mesh_of_text(unwrapped.text, ((ln.lineno, ln.text) for ln in unwrapped.lines))
     if other is not None:
-        raise UnsupportedError(f"{name}: these are {other.name}'s rules ({other.evidence}), not Istio's "
+        raise UnsupportedError(f"{name}: these are the rules of {other.name} ({other.evidence}), not Istio's "
                                "sidecar set-up; meshsolve checks Istio's sidecar capture only, so it reports "
                                "nothing for them")
+    reading = read_unwrapped(unwrapped, name)
     notes = [*reading.notes, *_header_notes(reading)]
     cut = reading.incomplete is not None
     if reading.failures:
@@ -115,8 +116,8 @@ def read_rules(path: str | Path, *, source: str | None = None) -> RulesRead:
 def _analysable(reading: Reading, rulesets: Rulesets, problems: tuple[Problem, ...], notes: list[str]) -> RulesRead:
     mesh = mesh_of_rules(rulesets)
     if mesh.kind in ("istio-ambient", "linkerd", "kuma", "consul"):
-        raise UnsupportedError(f"{reading.source}: these are {mesh.name}'s rules ({mesh.evidence}), not Istio's "
-                               "sidecar set-up; meshsolve reports nothing for them")
+        raise UnsupportedError(f"{reading.source}: these are the rules of {mesh.name} ({mesh.evidence}), not "
+                               "Istio's sidecar set-up; meshsolve reports nothing for them")
     if mesh.kind == "none":
         raise UnsupportedError(f"{reading.source}: not an Istio set-up: {mesh.name} ({mesh.evidence}); "
                                "meshsolve checks Istio's sidecar capture, so it reports nothing for them")

@@ -19,8 +19,8 @@ Public entry points (other layers call exactly these):
 
 from meshsolve.iptables.jsonio import from_json, to_json, to_jsonable
 from meshsolve.iptables.logs import Failure
-from meshsolve.iptables.parse import MAX_INPUT_BYTES, parse_file, parse_text, read_file
-from meshsolve.iptables.reading import Reading, read_text
+from meshsolve.iptables.parse import MAX_INPUT_BYTES, file_text, parse_file, parse_text, read_file
+from meshsolve.iptables.reading import Reading, read_text, read_unwrapped, unwrap_text
 from meshsolve.iptables.render import TABLE_SAVE_ORDER, render_restore, render_save, rule_text
 from meshsolve.iptables.rule import parse_rule
 from meshsolve.iptables.tokens import MAX_LINE_CHARS, split_words
@@ -31,12 +31,15 @@ __all__ = [
     "TABLE_SAVE_ORDER",
     "Failure",
     "Reading",
+    "file_text",
     "from_json",
     "parse_file",
     "parse_rule",
     "parse_text",
     "read_file",
     "read_text",
+    "read_unwrapped",
+    "unwrap_text",
     "render_restore",
     "render_save",
     "rule_text",

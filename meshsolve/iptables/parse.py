@@ -35,7 +35,7 @@ from meshsolve.iptables.tokens import MAX_LINE_CHARS
 from meshsolve.model.rules import Rulesets
 
 __all__ = ["MAX_INPUT_BYTES", "MAX_LINE_CHARS", "parse_file", "parse_rule", "parse_text", "read_file",
-           "read_text"]
+           "read_text", "file_text"]
 
 #: Inputs larger than this are refused (before reading them whole, for files).
 MAX_INPUT_BYTES = 100 * 1024 * 1024
@@ -56,6 +56,12 @@ def parse_file(path: str | os.PathLike[str], source: str | None = None) -> Rules
     before they are read; text must be UTF-8."""
     name = source if source is not None else str(path)
     return parse_text(_file_text(path, name), source=name)
+
+
+def file_text(path: str | os.PathLike[str], source: str | None = None) -> str:
+    """A file's text (``"-"``: standard input), with ``parse_file``'s limits."""
+    name = source if source is not None else str(path)
+    return _file_text(path, name)
 
 
 def read_file(path: str | os.PathLike[str], source: str | None = None) -> Reading:

@@ -36,7 +36,7 @@ from meshsolve.iptables.tokens import Line, split_lines
 from meshsolve.iptables.unwrap import Unwrapped, unwrap
 from meshsolve.model.rules import Rulesets
 
-__all__ = ["Failure", "Reading", "read_text"]
+__all__ = ["Failure", "Reading", "read_text", "read_unwrapped", "unwrap_text"]
 
 
 @attrs.frozen
@@ -311,6 +311,11 @@ def _argv_of(u: Unwrapped) -> tuple[int, str] | None:
         if _ARGV.search(cmd):
             return n, cmd
     return None
+
+
+def unwrap_text(text: str, source: str = "<string>") -> Unwrapped:
+    """The text's lines with their wrappers taken off (``unwrap.py``), numbered as in the input."""
+    return unwrap(split_lines(text.removeprefix("\ufeff"), source))
 
 
 def read_text(text: str, source: str = "<string>") -> Reading:

@@ -70,7 +70,7 @@ class Mesh:
 
 
 _MESH_TEXT: tuple[tuple[str, str, re.Pattern[str]], ...] = (
-    ("istio-ambient", "Istio ambient mode's in-pod rules (ztunnel)", re.compile(r"\bISTIO_(?:PRERT|POSTRT)\b")),
+    ("istio-ambient", "Istio's ambient mode (ztunnel's in-pod capture)", re.compile(r"\bISTIO_(?:PRERT|POSTRT)\b")),
     ("linkerd", "Linkerd's proxy-init", re.compile(r"\bPROXY_INIT_(?:REDIRECT|OUTPUT)\b|\blinkerd-init\b")),
     ("kuma", "Kuma's transparent proxy", re.compile(r"\b(?:KUMA_MESH_\w+|MESH_(?:INBOUND|OUTBOUND|OUTPUT|REDIRECT|"
                                                     r"IN_REDIRECT)\w*)\b")),
