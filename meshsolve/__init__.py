@@ -12,8 +12,9 @@ The public API, in the order a user needs it (every name below is in ``__all__``
   ``pods_from_text`` (Kubernetes manifests), ``generate`` (config → the rules Istio installs),
   ``proxy_behavior`` (the sidecar of a version); worlds: ``world_from_config``/``world_from_rules``,
   the shortcuts ``world_from_flags``/``worlds_from_manifest``/``worlds_from_manifest_text``/
-  ``world_from_dump``, ``load_inputs`` (what the command line reads, with each part's provenance
-  and the problems the inputs show), and the seed's built-in pods ``setup_world("A")`` … ``("E")``.
+  ``world_from_dump``, ``load_inputs`` (what the command line reads → ``Loaded``: the world, each
+  ``Part``'s provenance, ``Given``/``Inferred``/``Assumed``, and the ``Problem``\\ s the inputs
+  show), and the seed's built-in pods ``setup_world("A")`` … ``("E")``.
 * **Questions**: ``interpret`` (one concrete flow → ``Result`` with a numbered trace); ``check``
   (a property → ``Proved``/``Refuted``/``Unknown``), ``audit`` (several), over the properties
   ``Reachable``, ``CaptureOutbound``, ``CaptureInbound``, ``Bypass``, ``NoLoops``, ``NoExposure``,
@@ -98,7 +99,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         to_flags,
     )
     from meshsolve.istio.generate import generate
+    from meshsolve.inputs import Loaded, Problem
     from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange
+    from meshsolve.model.provenance import Assumed, Given, Inferred, Part, Provenance
     from meshsolve.model.routing import Route, RouteKind, Routing, RoutingRule
     from meshsolve.model.rules import Chain, Match, Origin, Rule, RuleRef, Ruleset, Rulesets, Table, Target
     from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
@@ -127,6 +130,8 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["App", "Endpoint", "Flow", "ProxyBehavior", "Service", "Socket", "World"],
                     "meshsolve.model.world"),
     **dict.fromkeys(["Family", "IPAddress", "IPNetwork", "PortRange"], "meshsolve.model.net"),
+    **dict.fromkeys(["Assumed", "Given", "Inferred", "Part", "Provenance"], "meshsolve.model.provenance"),
+    **dict.fromkeys(["Loaded", "Problem"], "meshsolve.inputs"),
     **dict.fromkeys(["Route", "RouteKind", "Routing", "RoutingRule"], "meshsolve.model.routing"),
     "parse_routing": "meshsolve.iproute",
     **dict.fromkeys(["Chain", "Match", "Origin", "Rule", "RuleRef", "Ruleset", "Rulesets", "Table", "Target"],
@@ -156,7 +161,8 @@ __all__ = [
     "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef", "Ruleset", "Rulesets",
     "Service", "Socket", "Table", "Target", "World",
     # loading
-    "CaptureConfig", "PodCapture", "generate", "load_inputs", "parse_file", "parse_flags", "parse_routing",
+    "Assumed", "CaptureConfig", "Given", "Inferred", "Loaded", "Part", "PodCapture", "Problem", "Provenance", "generate",
+    "load_inputs", "parse_file", "parse_flags", "parse_routing",
     "parse_text", "pods_from_file",
     "pods_from_text", "proxy_behavior", "setup_world", "world_from_config", "world_from_dump",
     "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",
