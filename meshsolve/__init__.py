@@ -86,6 +86,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         worlds_from_manifest,
         worlds_from_manifest_text,
     )
+    from meshsolve.inputs import Loaded, Problem
     from meshsolve.iproute import parse_routing
     from meshsolve.iptables import parse_file, parse_text, render_restore, render_save
     from meshsolve.istio import (
@@ -99,7 +100,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         to_flags,
     )
     from meshsolve.istio.generate import generate
-    from meshsolve.inputs import Loaded, Problem
     from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange
     from meshsolve.model.provenance import Assumed, Given, Inferred, Part, Provenance
     from meshsolve.model.routing import Route, RouteKind, Routing, RoutingRule
@@ -161,9 +161,8 @@ __all__ = [
     "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef", "Ruleset", "Rulesets",
     "Service", "Socket", "Table", "Target", "World",
     # loading
-    "Assumed", "CaptureConfig", "Given", "Inferred", "Loaded", "Part", "PodCapture", "Problem", "Provenance", "generate",
-    "load_inputs", "parse_file", "parse_flags", "parse_routing",
-    "parse_text", "pods_from_file",
+    "Assumed", "CaptureConfig", "Given", "Inferred", "Loaded", "Part", "PodCapture", "Problem", "Provenance",
+    "generate", "load_inputs", "parse_file", "parse_flags", "parse_routing", "parse_text", "pods_from_file",
     "pods_from_text", "proxy_behavior", "setup_world", "world_from_config", "world_from_dump",
     "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",
     # questions and answers
