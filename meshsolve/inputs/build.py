@@ -135,8 +135,9 @@ def _address_parts(world: World, given: Provenance | None) -> list[Part]:
                                 "give status.podIPs (--pod) or pod_ips (--binds)")
         out.append(Part("pod-ip", f"the pod IP {a}", prov, (str(a),)))
     for a in world.peer_ips:
+        # a stand-in for every remote peer, as the properties' scope says; not pinned on each finding
         out.append(Part("peer-ip", f"a remote peer at {a}",
-                        Assumed("a documentation address stands for any remote peer"), (str(a),)))
+                        Assumed("a documentation address stands for any remote peer")))
     return out
 
 
