@@ -24,8 +24,7 @@ import yaml
 
 import meshsolve.defaults as defaults
 from meshsolve.errors import SpecError, WorldError
-from meshsolve.iptables.tokens import split_lines
-from meshsolve.iptables.unwrap import unwrap
+from meshsolve.iptables import unwrap_text
 from meshsolve.model.net import IPAddress, to_address
 from meshsolve.model.provenance import Assumed, Given, Inferred, Part
 from meshsolve.model.world import App, Endpoint, Service, Socket
@@ -189,7 +188,7 @@ def _split(local: str) -> tuple[str, str]:
 
 
 def _listing(text: str, source: str) -> Binds | None:
-    u = unwrap(split_lines(text, source))
+    u = unwrap_text(text, source)
     body = [ln for ln in u.lines if ln.text.strip()]
     if not body or not any(_HEADERS.match(ln.text.strip()) for ln in body[:3]):
         return None

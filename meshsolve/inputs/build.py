@@ -194,10 +194,9 @@ def _finish(acc: _Acc, *, ruleset: Rulesets, config: CaptureConfig, version_prov
         pod_ips = _pod_ips_for(config, family)
     ipv6 = any(a.version == 6 for a in pod_ips)
     representative: int | None = None
-    excluded: tuple[int, ...] = ()
+    excluded = listeners_of_rules(ruleset, _proxy_ports(config)).excluded
     if apps is None:
-        apps, lparts, representative, excluded = possible_listeners(ruleset, config, ipv6=ipv6,
-                                                                    extra_ports=listen_ports)
+        apps, lparts, representative, _ = possible_listeners(ruleset, config, ipv6=ipv6, extra_ports=listen_ports)
         acc.parts.extend(lparts)
     route = routing
     if route is None and config.mode == "TPROXY":

@@ -20,9 +20,8 @@ from typing import Any
 import attrs
 
 import meshsolve.defaults as defaults
-from meshsolve.errors import SpecError
-from meshsolve.iptables.reading import describe_pod_lines
-from meshsolve.iptables.tokens import split_lines
+from meshsolve.errors import MeshsolveError, SpecError
+from meshsolve.iptables import refusal, unwrap_text
 from meshsolve.istio.pod import MAX_MANIFEST_BYTES, PodCapture, load_workloads, pod_capture
 from meshsolve.model.provenance import Assumed, Given, Part
 from meshsolve.model.world import App, Socket
@@ -121,13 +120,14 @@ def apps_of_pod(pod: Mapping[str, Any], *, ipv6: bool = False, proxy_ports: Sequ
 
 
 def _refuse_describe(text: str, source: str) -> None:
-    lines = [ln for ln in split_lines(text, source) if ln.text.strip()]
-    if lines and describe_pod_lines(lines) >= max(3, len(lines) // 4):
-        first = lines[0]
-        raise SpecError("this is `kubectl describe pod` output, which leaves out what capture depends on (the "
-                        "init container's full arguments, the containers' ports and ids): run `kubectl get pod "
-                        "NAME -o yaml` and give that instead", source=source, lineno=first.lineno,
-                        line=first.text)
+    """``kubectl describe pod`` output given as a manifest: say so and name what to run instead."""
+    try:
+        refused = refusal(unwrap_text(text, source), source)
+    except MeshsolveError:
+        return
+    if refused is not None and "describe" in refused.message:
+        raise SpecError(refused.message.replace("give that to --pod", "give that instead"), source=source,
+                        lineno=refused.lineno, line=refused.line)
 
 
 def read_manifest_text(text: str, *, version: str | None = None, source: str = "<manifest>"

@@ -139,11 +139,13 @@ def check_defaults(world: World, *, representative: int | None = None,
     """What ``check`` proves when not told: ``analysis.properties.default_properties`` (capture
     both ways, bypass, no loops, no exposure) and, for each app port not bound to loopback only,
     that a peer reaches it via the pod IP (the seed's question). ``representative`` is a port that
-    stands for every port no rule names: its property says so in its title, and inbound capture is
-    then asked of every port but ``excluded`` (those the rules leave alone on purpose)."""
+    stands for every port no rule names: its property says so in its title. When inbound capture is
+    asked of every port (a representative, or no app port at all), ``excluded`` (the ports the rules
+    leave alone on purpose) are left out of it."""
     ports = sorted({s.port for a in world.apps for s in a.sockets if not s.bind.is_loopback})
     props = default_properties(world)
-    if representative is not None:
+    every_port = representative is not None or not ports
+    if every_port and excluded:  # every port is asked: but those the rules leave alone on purpose
         props = tuple(CaptureInbound(exclude_ports=tuple(excluded)) if isinstance(p, CaptureInbound) else p
                       for p in props)
     reach = tuple(Reachable("peer", p, name=(f"peer reaches a listener on port {p}, which stands for every "

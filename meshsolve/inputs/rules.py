@@ -20,6 +20,7 @@ import re
 
 import attrs
 
+import meshsolve.defaults as defaults
 from meshsolve.errors import ParseError, UnsupportedError
 from meshsolve.inputs.values import Problem
 from meshsolve.iptables import Reading, file_text, read_unwrapped, unwrap_text
@@ -206,7 +207,7 @@ def listeners_of_rules(rulesets: Rulesets, proxy_ports: tuple[int, ...] = ()) ->
                 for c in t.chains:
                     for r in c.rules:
                         used.extend(_dport_ranges(r))
-        port = 1024
+        port = defaults.REPRESENTATIVE_PORT_FLOOR
         while any(lo <= port <= hi for lo, hi in used):
             port += 1
         representative = port

@@ -20,7 +20,7 @@ Public entry points (other layers call exactly these):
 from meshsolve.iptables.jsonio import from_json, to_json, to_jsonable
 from meshsolve.iptables.logs import Failure
 from meshsolve.iptables.parse import MAX_INPUT_BYTES, file_text, parse_file, parse_text, read_file
-from meshsolve.iptables.reading import Reading, read_text, read_unwrapped, unwrap_text
+from meshsolve.iptables.reading import Reading, read_text, read_unwrapped, refusal, unwrap_text
 from meshsolve.iptables.render import TABLE_SAVE_ORDER, render_restore, render_save, rule_text
 from meshsolve.iptables.rule import parse_rule
 from meshsolve.iptables.tokens import MAX_LINE_CHARS, split_words
@@ -39,6 +39,7 @@ __all__ = [
     "read_file",
     "read_text",
     "read_unwrapped",
+    "refusal",
     "unwrap_text",
     "render_restore",
     "render_save",

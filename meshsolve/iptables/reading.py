@@ -242,6 +242,9 @@ def _orphan_rules(lines: list[Line], source: str) -> None:
         return
     texts = [ln.text.strip() for ln in body]
     extra = " and the same rules repeat" if len(texts) != len(set(texts)) else ""
+    warned = _warnings(lines)
+    if warned:
+        extra += "; " + "; ".join(warned)
     raise ParseError("rule lines outside a *table ... COMMIT block: neither iptables-save output (each table "
                      "opens with `*table` and `:CHAIN` lines) nor an `iptables -S` listing (it starts with "
                      f"-P/-N lines){extra}; give the whole `iptables-save` output", source=source,
