@@ -150,20 +150,24 @@ def _verify_kernel(res: Any, quiet: bool) -> Any:
 def parse_command(file: str, family: str | None, output: str, counters: bool) -> None:
     """Read iptables rules in any form and print them in canonical form.
 
-    FILE ('-' for stdin) may be iptables-save output (with or without -c), iptables-restore input
-    (Istio's '* nat' / -N / -I dialect too), an istio-iptables dry-run transcript, 'iptables ...'
-    command lines, or 'kubectl logs POD -c istio-init' output. Without --family the output is
+    FILE ('-' for stdin) may be iptables-save output (with or without -c), an 'iptables -S' listing,
+    iptables-restore input (Istio's '* nat' / -N / -I dialect too), an istio-iptables dry-run
+    transcript, 'iptables ...' command lines, or 'kubectl logs POD -c istio-init' output, also inside
+    log wrappers (docs/inputs.md lists them; what was taken off is noted on stderr). Without --family
+    the output is
     '# ipv4' and the IPv4 rules, then '# ipv6' and the IPv6 rules if there are any; meshsolve
     reads that back. Bad input exits with 65 and a one-line message.
     """
-    from meshsolve.iptables import parse_file, render_restore, render_save, to_json
+    from meshsolve.iptables import read_file, render_restore, render_save, to_json
     from meshsolve.model.rules import Ruleset
 
     try:
-        rulesets = parse_file(file, source="<stdin>" if file == "-" else file)
+        reading = read_file(file, source="<stdin>" if file == "-" else file)
+        rulesets = reading.require_rulesets()
     except ParseError as exc:
         detail = f" (line: {exc.line.strip()[:60]!r})" if exc.line and exc.line.strip() else ""
         raise ParseError(exc.message + detail, source=exc.source, lineno=exc.lineno) from None
+    _notes(reading.notes)
     if output == "json":
         value: object = rulesets if family is None else rulesets.for_family(
             "ipv4" if family == "ipv4" else "ipv6")

@@ -203,12 +203,14 @@ def _listing(text: str, source: str) -> Binds | None:
         s = ln.text.strip()
         m = _SS_ROW.match(s)
         program: str | None = None
+        shown = True  # the listing has a program column
         uid: int | None = None
         if m:
             local, extra = m.group(2), m.group(4) or ""
             v6 = local.startswith("[") or local.count(":") > 1 or local.startswith("*")
             pm = re.search(r'users:\(\("([^"]+)"', extra)
             program = pm.group(1) if pm else None
+            shown = "users:" in extra
             um = re.search(r"\buid:(\d+)", extra)
             uid = int(um.group(1)) if um else None
         else:
@@ -218,6 +220,7 @@ def _listing(text: str, source: str) -> Binds | None:
             local, prog = m.group(2), m.group(4)
             v6 = m.group(1) == "tcp6"
             program = None if prog in (None, "-") else prog.split("/", 1)[-1]
+            shown = prog is not None
         host, port_text = _split(local)
         if not port_text.isdigit():
             notes.append(f"line {ln.lineno}: port {port_text!r} is a service name, not a number (run with -n); "
@@ -228,15 +231,15 @@ def _listing(text: str, source: str) -> Binds | None:
         if addr is None:
             notes.append(f"line {ln.lineno}: address {host!r} is not an IP address (run with -n); left out")
             continue
-        if (program or "").split()[0] in _PROXY_PROGRAMS or (program is None and port in _PROXY_PORTS):
+        if (program or "") in _PROXY_PROGRAMS or (program is None and port in _PROXY_PORTS):
             host = str(addr) if addr.version == 4 else f"[{addr}]"
-            proxy.append(f"{program or '?'} {host}:{port}")
+            proxy.append(f"{program} {host}:{port}" if program else f"{host}:{port}")
             continue
         key = (str(addr), port)
         if key in seen:
             continue  # one socket per worker (SO_REUSEPORT), or the same row twice
         seen.add(key)
-        by_program.setdefault(program or "-", []).append((Socket(addr, port), ln.lineno, uid))
+        by_program.setdefault(program or ("-" if shown else ""), []).append((Socket(addr, port), ln.lineno, uid))
     if proxy:
         notes.append("the sidecar's own listeners are not apps: " + ", ".join(dict.fromkeys(proxy)))
         ports = {int(p.rsplit(":", 1)[1]) for p in proxy}
@@ -246,7 +249,7 @@ def _listing(text: str, source: str) -> Binds | None:
     apps: list[App] = []
     wild = {s.port for socks in by_program.values() for s, _, _ in socks if str(s.bind) == "0.0.0.0"}
     for program, socks in by_program.items():
-        name = "app" if program == "-" else re.sub(r"[^A-Za-z0-9_.-]", "-", program)
+        name = "app" if program in ("-", "") else re.sub(r"[^A-Za-z0-9_.-]", "-", program)
         if name in ("peer", "proxy"):
             name += "-process"
         uids = {u for _, _, u in socks if u is not None}
@@ -260,12 +263,13 @@ def _listing(text: str, source: str) -> Binds | None:
             fixed.append(sock)
             parts.append(Part("listener", f"app {name} listens on {sock}", Given(source, lineno), (str(sock),)))
         apps.append(App(name, uid=uid, gid=uid, sockets=tuple(fixed)))
-        who = "another user's process (netstat prints '-')" if program == "-" else f"program {program}"
+        who = ("another user's process (netstat prints '-')" if program == "-" else
+               "the listing has no program column" if program == "" else f"program {program}")
         if uids:
             parts.append(Part("app", f"app {name} runs as uid {uid}", Given(source, socks[0][1]), (f"uid {uid}",)))
         else:
-            parts.append(Part("app", f"app {name} ({who}) runs as uid {uid}, gid {uid}",
-                              Assumed("the listing shows no uid", "run `ss -ltnpe` or give the binds YAML"),
+            parts.append(Part("app", f"app {name} runs as uid {uid}, gid {uid}",
+                              Assumed(f"the listing shows no uid ({who})", "run `ss -ltnpe` or give the binds YAML"),
                               (f"uid {uid}",)))
     if not apps:
         notes.append("no app listens in this listing (only the sidecar's listeners, or none)")
