@@ -154,9 +154,8 @@ def parse_command(file: str, family: str | None, output: str, counters: bool) ->
     iptables-restore input (Istio's '* nat' / -N / -I dialect too), an istio-iptables dry-run
     transcript, 'iptables ...' command lines, or 'kubectl logs POD -c istio-init' output, also inside
     log wrappers (docs/inputs.md lists them; what was taken off is noted on stderr). Without --family
-    the output is
-    '# ipv4' and the IPv4 rules, then '# ipv6' and the IPv6 rules if there are any; meshsolve
-    reads that back. Bad input exits with 65 and a one-line message.
+    the output is '# ipv4' and the IPv4 rules, then '# ipv6' and the IPv6 rules if there are any;
+    meshsolve reads that back. Bad input exits with 65 and a one-line message.
     """
     from meshsolve.iptables import read_file, render_restore, render_save, to_json
     from meshsolve.model.rules import Ruleset
