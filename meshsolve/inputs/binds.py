@@ -253,7 +253,7 @@ def _listing(text: str, source: str) -> Binds | None:
         if name in ("peer", "proxy"):
             name += "-process"
         uids = {u for _, _, u in socks if u is not None}
-        uid = uids.pop() if len(uids) == 1 else defaults.APP_UID
+        uid = next(iter(uids)) if len(uids) == 1 else defaults.APP_UID
         fixed: list[Socket] = []
         for sock, lineno, _ in socks:
             if str(sock.bind) == "::" and sock.port in wild:
@@ -265,7 +265,7 @@ def _listing(text: str, source: str) -> Binds | None:
         apps.append(App(name, uid=uid, gid=uid, sockets=tuple(fixed)))
         who = ("another user's process (netstat prints '-')" if program == "-" else
                "the listing has no program column" if program == "" else f"program {program}")
-        if uids:
+        if len(uids) == 1:
             parts.append(Part("app", f"app {name} runs as uid {uid}", Given(source, socks[0][1]), (f"uid {uid}",)))
         else:
             parts.append(Part("app", f"app {name} runs as uid {uid}, gid {uid}",

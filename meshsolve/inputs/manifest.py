@@ -105,7 +105,7 @@ def apps_of_pod(pod: Mapping[str, Any], *, ipv6: bool = False, proxy_ports: Sequ
                 continue
             taken.add(port)
             sockets.append(Socket(bind, port))
-            port_line = lines.pair_line("containerPort", str(port), line or 0) if lines else None
+            port_line = (lines.pair_line("containerPort", str(port), line or 0) if lines else None) or line
             parts.append(Part("listener", f"app {name} listens on {bind}:{port}",
                               Assumed(f"port {port} is declared ({source}:{port_line}), the bind address "
                                       f"is not (a manifest declares ports, not addresses)",

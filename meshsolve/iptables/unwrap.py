@@ -144,7 +144,13 @@ def _prefixes(lines: list[Line], u: Unwrapped) -> list[Line]:
         return lines
     out = [Line(ln.lineno, ln.text.split(None, 1)[1] if len(ln.text.split(None, 1)) > 1 else "")
            for ln in body]
-    u.wrappers.append(f"the pod name '{token}' before every line (kubectl logs -l / stern)")
+    seconds = {ln.text.split(None, 1)[0] for ln in out if ln.text.strip()}
+    container = seconds.pop() if len(seconds) == 1 else None
+    if container is not None and _POD_TOKEN.match(container):  # stern: POD CONTAINER text
+        out = [Line(ln.lineno, ln.text.split(None, 1)[1] if len(ln.text.split(None, 1)) > 1 else "")
+               for ln in out]
+        token += f" {container}"
+    u.wrappers.append(f"'{token}' before every line (kubectl logs -l / stern)")
     return out
 
 
