@@ -105,6 +105,8 @@ CASES: tuple[Case, ...] = (
      (r"missing COMMIT for table nat \(opened at line 40\).*" + ENDS_EARLY,), ()),
     ("istio-1.1-init-bashx-maistra-istio16473.log", ("check", "--rules", "FILE"), 65,
      (r"`bash -x` trace of istio-iptables\.sh stops before the script's final iptables-save dump",), ()),
+    ("istio-1.1-init-bashx-no-chain-okd-istio13857.log", ("parse", "FILE"), 0,
+     (r"\*filter", r"the log shows a failure: `iptables -t nat -A ISTIO_REDIRECT"), (r"\*nat",)),
     ("istio-1.1-init-bashx-no-chain-okd-istio13857.log", ("check", "--rules", "FILE"), 79,
      (r"\[MSH0110\].*`iptables -t nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-port 15001` \(line 29: "
       r"iptables: No chain/target/match by that name\.\)",
@@ -130,6 +132,13 @@ CASES: tuple[Case, ...] = (
      (r"Linkerd's proxy-init",), (NO_ISTIO_FINDING,)),
     ("linkerd-2021-init-colon-commands-linkerd2proxy1219.log", ("check", "--rules", "FILE"), 65,
      (r"Linkerd's proxy-init \(PROXY_INIT_REDIRECT \(line 1\)\)",), (NO_ISTIO_FINDING,)),
+    ("linkerd-2021-init-colon-commands-linkerd2proxy1219.log", ("parse", "FILE"), 0,
+     # iptables 1.8.9 takes `-N CHAIN -m comment --comment x` (measured); parse is mesh-agnostic
+     (r"read the 8 iptables commands the log shows it ran", r":PROXY_INIT_REDIRECT - \[0:0\]",
+      r"-A PROXY_INIT_REDIRECT -p tcp .*-j REDIRECT --to-ports 4143"), ()),
+    ("linkerd-2.11-init-logfmt-debug-linkerd7767.log", ("parse", "FILE"), 65,
+     (r"the log runs iptables commands after its last iptables-save dump: the state they left is not shown",),
+     ()),
     ("linkerd-2020-init-log-vnL-linkerd4758.log", ("check", "--rules", "FILE"), 65,
      (r"Linkerd's proxy-init",), (NO_ISTIO_FINDING,)),
     ("linkerd-proxy-init-L-line-numbers-proxyinit53.txt", ("check", "--rules", "FILE"), 65,

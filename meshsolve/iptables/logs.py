@@ -27,6 +27,9 @@ from meshsolve.model.net import Family
 from meshsolve.model.rules import Ruleset, Rulesets
 
 _TS = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?\s*")
+_STRONG_HINT = re.compile(r"^Tracing this script|Writing following contents|Running command|Istio iptables|"
+                          r"iptables-restore: line \d+ failed|unable to initialize table|Failed to execute|^panic:|"
+                          r"nsenter failed|^(?:Environment|Variables):\s*$")
 _LOG_HINT = re.compile(
     r"^\d{4}-\d{2}-\d{2}[T ]\d|Final iptables state|Command output|Running command|Running iptables|"
     r"Writing following contents|Istio iptables|^(?:Environment|Variables):\s*$|^-{4,}\s*$|^[A-Z][A-Z0-9_]*=|"
@@ -58,8 +61,10 @@ def looks_like_log(lines: list[Line]) -> bool:
     traced = any(ln.mark for ln in lines)
     if not has_hint and not traced:
         return False
+    strong = any(_STRONG_HINT.search(ln.text.strip()) for ln in lines if ln.text.strip())
     # a shell script (iptables command lines) is never a log, even with VAR=value lines
-    if not traced and any(SHELL_IPT.match(ln.text.strip().split(None, 1)[0]) for ln in lines if ln.text.strip()):
+    if not traced and not strong and any(SHELL_IPT.match(ln.text.strip().split(None, 1)[0])
+                                         for ln in lines if ln.text.strip()):
         return False
     # only if some line is not valid in the strict grammar
     for ln in lines:
@@ -348,6 +353,14 @@ def parse_log(lines: list[Line], source: str) -> LogReading:
             incomplete = ParseError("this istio-init log ends after writing its rules file, before "
                                     "iptables-restore's outcome (the input ends early)", source=source,
                                     lineno=last_content.lineno if last_content else None)
+    if incomplete is None and saves:
+        last_save = max(b.lines[-1].lineno for b in blocks if b.kind == "save" and b.closed)
+        later = next((ln for ln in lines if ln.lineno > last_save and ln.mark not in ("<",)
+                      and _changes_rules(ln.text.strip())), None)
+        if later is not None:
+            incomplete = ParseError("the log runs iptables commands after its last iptables-save dump: the state "
+                                    "they left is not shown (the input ends early)", source=source,
+                                    lineno=later.lineno, line=later.text)
     if failures and not saves:
         best = {}
     if restores_only and best:
@@ -370,6 +383,15 @@ def parse_log(lines: list[Line], source: str) -> LogReading:
                 None)
     return LogReading(form, rulesets, state, tuple(notes), tuple(failures), variables, argv, incomplete,
                       istio_header)
+
+
+def _changes_rules(text: str) -> bool:
+    """An ``iptables`` command line that changes the rules (not a listing or a check)."""
+    words = text.split()
+    if not words or not SHELL_IPT.match(words[0]):
+        return False
+    return any(w in ("-A", "-I", "-D", "-N", "-X", "-F", "-P", "-R", "--append", "--insert", "--delete",
+                     "--new-chain", "--delete-chain", "--flush", "--policy", "--replace") for w in words[1:])
 
 
 def _restore_ran(lines: list[Line], blocks: list[_Block]) -> bool:

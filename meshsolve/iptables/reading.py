@@ -262,9 +262,18 @@ def read_unwrapped(u: Unwrapped, source: str) -> Reading:
     if u.wrappers:
         notes.insert(0, "took off " + "; ".join(u.wrappers))
     text = u.text
-    if looks_like_log(u.lines):
+    commands = [ln for ln in u.lines if ln.mark == ":;"]
+    if commands and not any(ln.text.strip().startswith("*") for ln in u.lines):
+        # a command log (Linkerd's `DATE TIME :; iptables ...`): the commands it ran, in order
+        p = DocumentParser(source)
+        p.feed(commands)
+        notes.append(f"read the {len(commands)} iptables commands the log shows it ran")
+        return Reading(source, "iptables commands (from a log)", p.result(), "commands", tuple(notes), (), (),
+                       _argv_of(u), None, text, _numbered(u))
+    if u.log_transport or looks_like_log(u.lines):
         log: LogReading = parse_log(u.lines, source)
         notes.extend(log.notes)
+        notes.extend(f"the log shows a failure: {f}" for f in log.failures)
         return Reading(source, log.form, log.rulesets, log.state, tuple(notes), log.failures, log.variables,
                        log.argv or _argv_of(u), log.incomplete, text, _numbered(u), log.istio_header)
     listing = _listing(u, source)

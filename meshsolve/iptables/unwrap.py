@@ -62,6 +62,7 @@ class Unwrapped:
     notes: list[str] = field(default_factory=list)
     command: tuple[int, str] | None = None  # (line, command) that printed the text, if shown
     prompts: list[tuple[int, str]] = field(default_factory=list)  # every prompt/command line taken out
+    log_transport: bool = False  # a log transport was taken off (the text is a log)
 
     @property
     def text(self) -> str:
@@ -103,6 +104,7 @@ def _docker(lines: list[Line], u: Unwrapped) -> list[Line]:
         text = rec["log"][:-1] if rec["log"].endswith("\n") else rec["log"]
         out.extend(Line(ln.lineno, part) for part in text.split("\n"))
     u.wrappers.append("Docker json-file log lines (the 'log' fields)")
+    u.log_transport = True
     return out
 
 
@@ -126,6 +128,7 @@ def _cri(lines: list[Line], u: Unwrapped) -> list[Line]:
     if partial is not None:
         out.append(partial)
     u.wrappers.append("CRI log prefixes (TIMESTAMP stdout F)")
+    u.log_transport = True
     return out
 
 
@@ -133,6 +136,7 @@ def _prefixes(lines: list[Line], u: Unwrapped) -> list[Line]:
     body = _nonempty(lines)
     if len(body) >= 2 and all(_KPREFIX.match(ln.text) for ln in body):
         u.wrappers.append("kubectl logs --prefix ([pod/NAME/CONTAINER])")
+        u.log_transport = True
         return [Line(ln.lineno, _KPREFIX.sub("", ln.text, count=1)) for ln in body]
     if len(body) < 3:
         return lines
@@ -151,6 +155,7 @@ def _prefixes(lines: list[Line], u: Unwrapped) -> list[Line]:
                for ln in out]
         token += f" {container}"
     u.wrappers.append(f"'{token}' before every line (kubectl logs -l / stern)")
+    u.log_transport = True
     return out
 
 
@@ -160,6 +165,7 @@ def _journal(lines: list[Line], u: Unwrapped) -> list[Line]:
     if not hits or len(hits) < len(body) / 2:
         return lines
     u.wrappers.append("journald line prefixes (DATE host unit[pid]:)")
+    u.log_transport = True
     return [replace(ln, text=_JOURNAL.sub("", ln.text, count=1)) for ln in lines]
 
 
@@ -192,6 +198,7 @@ def _per_line(lines: list[Line], u: Unwrapped) -> list[Line]:
             s = s[m3.end():]
         out.append(replace(ln, text=s))
     u.wrappers.extend(sorted(seen))
+    u.log_transport = u.log_transport or any("logfmt" in w or "Linkerd" in w for w in seen)
     return out
 
 
