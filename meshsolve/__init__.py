@@ -12,7 +12,9 @@ The public API, in the order a user needs it (every name below is in ``__all__``
   ``pods_from_text`` (Kubernetes manifests), ``generate`` (config → the rules Istio installs),
   ``proxy_behavior`` (the sidecar of a version); worlds: ``world_from_config``/``world_from_rules``,
   the shortcuts ``world_from_flags``/``worlds_from_manifest``/``worlds_from_manifest_text``/
-  ``world_from_dump``, and the seed's built-in pods ``setup_world("A")`` … ``("E")``.
+  ``world_from_dump``, ``load_inputs`` (what the command line reads → ``Loaded``: the world, each
+  ``Part``'s provenance, ``Given``/``Inferred``/``Assumed``, and the ``Problem``\\ s the inputs
+  show), and the seed's built-in pods ``setup_world("A")`` … ``("E")``.
 * **Questions**: ``interpret`` (one concrete flow → ``Result`` with a numbered trace); ``check``
   (a property → ``Proved``/``Refuted``/``Unknown``), ``audit`` (several), over the properties
   ``Reachable``, ``CaptureOutbound``, ``CaptureInbound``, ``Bypass``, ``NoLoops``, ``NoExposure``,
@@ -77,12 +79,14 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         check,
         diff,
         interpret,
+        load_inputs,
         synthesize,
         world_from_dump,
         world_from_flags,
         worlds_from_manifest,
         worlds_from_manifest_text,
     )
+    from meshsolve.inputs import Loaded, Problem
     from meshsolve.iproute import parse_routing
     from meshsolve.iptables import parse_file, parse_text, render_restore, render_save
     from meshsolve.istio import (
@@ -98,6 +102,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
     from meshsolve.istio.generate import generate
     from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange
     from meshsolve.model.path import Hook, Stage
+    from meshsolve.model.provenance import Assumed, Given, Inferred, Part, Provenance
     from meshsolve.model.routing import Route, RouteKind, Routing, RoutingRule
     from meshsolve.model.rules import (
         BaseChain,
@@ -138,6 +143,8 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["App", "Endpoint", "Flow", "ProxyBehavior", "Service", "Socket", "World"],
                     "meshsolve.model.world"),
     **dict.fromkeys(["Family", "IPAddress", "IPNetwork", "PortRange"], "meshsolve.model.net"),
+    **dict.fromkeys(["Assumed", "Given", "Inferred", "Part", "Provenance"], "meshsolve.model.provenance"),
+    **dict.fromkeys(["Loaded", "Problem"], "meshsolve.inputs"),
     **dict.fromkeys(["Route", "RouteKind", "Routing", "RoutingRule"], "meshsolve.model.routing"),
     "parse_routing": "meshsolve.iproute",
     **dict.fromkeys(["BaseChain", "Chain", "Match", "NftTable", "Origin", "Rule", "RuleRef", "Ruleset", "Rulesets",
@@ -155,8 +162,8 @@ _LAZY: dict[str, str] = {
                      "Observation", "Property", "Reachable", "default_properties"], "meshsolve.analysis.properties"),
     **dict.fromkeys(["Proved", "Refuted", "Unknown", "Verdict"], "meshsolve.analysis.check"),
     **dict.fromkeys(["DiffResult", "Different", "DiffUnknown", "Equivalent"], "meshsolve.analysis.diff"),
-    **dict.fromkeys(["audit", "check", "diff", "interpret", "synthesize", "world_from_dump", "world_from_flags",
-                     "worlds_from_manifest", "worlds_from_manifest_text"], "meshsolve.api"),
+    **dict.fromkeys(["audit", "check", "diff", "interpret", "load_inputs", "synthesize", "world_from_dump",
+                     "world_from_flags", "worlds_from_manifest", "worlds_from_manifest_text"], "meshsolve.api"),
     **dict.fromkeys(["Goal", "SearchSpace", "Spec", "load_spec", "parse_spec"], "meshsolve.analysis.spec"),
     **dict.fromkeys(["Conflict", "SynthUnknown", "Synthesized"], "meshsolve.analysis.synth"),
     "emit": "meshsolve.analysis.emit",
@@ -168,8 +175,8 @@ __all__ = [
     "Origin", "PortRange", "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef",
     "Ruleset", "Rulesets", "Service", "Socket", "Stage", "Table", "Target", "World",
     # loading
-    "CaptureConfig", "PodCapture", "generate", "parse_file", "parse_flags", "parse_routing", "parse_text",
-    "pods_from_file",
+    "Assumed", "CaptureConfig", "Given", "Inferred", "Loaded", "Part", "PodCapture", "Problem", "Provenance",
+    "generate", "load_inputs", "parse_file", "parse_flags", "parse_routing", "parse_text", "pods_from_file",
     "pods_from_text", "proxy_behavior", "setup_world", "world_from_config", "world_from_dump",
     "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",
     # questions and answers

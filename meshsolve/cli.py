@@ -150,20 +150,23 @@ def _verify_kernel(res: Any, quiet: bool) -> Any:
 def parse_command(file: str, family: str | None, output: str, counters: bool) -> None:
     """Read iptables rules in any form and print them in canonical form.
 
-    FILE ('-' for stdin) may be iptables-save output (with or without -c), iptables-restore input
-    (Istio's '* nat' / -N / -I dialect too), an istio-iptables dry-run transcript, 'iptables ...'
-    command lines, or 'kubectl logs POD -c istio-init' output. Without --family the output is
-    '# ipv4' and the IPv4 rules, then '# ipv6' and the IPv6 rules if there are any; meshsolve
-    reads that back. Bad input exits with 65 and a one-line message.
+    FILE ('-' for stdin) may be iptables-save output (with or without -c), an 'iptables -S' listing,
+    iptables-restore input (Istio's '* nat' / -N / -I dialect too), an istio-iptables dry-run
+    transcript, 'iptables ...' command lines, or 'kubectl logs POD -c istio-init' output, also inside
+    log wrappers (docs/inputs.md lists them; what was taken off is noted on stderr). Without --family
+    the output is '# ipv4' and the IPv4 rules, then '# ipv6' and the IPv6 rules if there are any;
+    meshsolve reads that back. Bad input exits with 65 and a one-line message.
     """
-    from meshsolve.iptables import parse_file, render_restore, render_save, to_json
+    from meshsolve.iptables import read_file, render_restore, render_save, to_json
     from meshsolve.model.rules import Ruleset
 
     try:
-        rulesets = parse_file(file, source="<stdin>" if file == "-" else file)
+        reading = read_file(file, source="<stdin>" if file == "-" else file)
+        rulesets = reading.require_rulesets()
     except ParseError as exc:
         detail = f" (line: {exc.line.strip()[:60]!r})" if exc.line and exc.line.strip() else ""
         raise ParseError(exc.message + detail, source=exc.source, lineno=exc.lineno) from None
+    _notes(reading.notes)
     if output == "json":
         value: object = rulesets if family is None else rulesets.for_family(
             "ipv4" if family == "ipv4" else "ipv6")
@@ -423,9 +426,13 @@ def _input_options(f: _F) -> _F:
         click.option("--pod", "pod_file", type=click.Path(dir_okay=False), default=None,
                      help="one pod: kubectl get pod NAME -o yaml"),
         click.option("--rules", "rules_file", type=click.Path(dir_okay=False), default=None,
-                     help="iptables-save taken in the pod's netns, or kubectl logs POD -c istio-init"),
+                     help="the pod's netns: iptables-save or iptables -t nat -S, or kubectl logs POD -c "
+                          "istio-init (docs/inputs.md lists every form)"),
         click.option("--binds", "binds_file", type=click.Path(dir_okay=False), default=None,
-                     help="YAML: apps (uid, gid, listen addresses), services, pod IPs"),
+                     help="the apps' listeners: `ss -ltnp` / `netstat -ntlp` output, or YAML (apps with uid, "
+                          "gid, listen addresses; services; pod IPs)"),
+        click.option("--routing", "routing_file", type=click.Path(dir_okay=False), default=None,
+                     help="the pod's policy routing: `ip rule` / `ip route` output or commands"),
         click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
                      help="environment of istio-init, with --istio FLAGS; repeatable"),
     ]
@@ -469,7 +476,7 @@ def _notes(notes: tuple[str, ...]) -> None:
 @click.argument("flags", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def check_command(ctx: click.Context, setup_name: str | None, family: str | None, version: str | None,
-                  pod_file: str | None, rules_file: str | None, binds_file: str | None,
+                  pod_file: str | None, rules_file: str | None, binds_file: str | None, routing_file: str | None,
                   env_pairs: tuple[str, ...], props: tuple[str, ...], output: str, explain: bool,
                   failure_threshold: str, output_threshold: str, suppress: tuple[str, ...],
                   flags: tuple[str, ...]) -> None:
@@ -478,32 +485,55 @@ def check_command(ctx: click.Context, setup_name: str | None, family: str | None
     Without --property, checks the default set: outbound capture, inbound capture of the apps'
     ports, bypass of the proxy's own traffic, no loops, no exposure of localhost-only sockets, and
     a peer reaching each app port that is not bound to loopback only.
-    istio-iptables FLAGS (after `--`) go with --istio. Exit 0: every property holds; 79: some is
-    refuted; 80: none refuted but some inconclusive; 64: usage; 65: bad input.
+    istio-iptables FLAGS (after `--`) go with --istio. What the inputs do not say is assumed and
+    each finding names the assumptions it rests on; a failed istio-init is a finding, never
+    analysed as if its rules were installed. Exit 0: every property holds; 79: some is refuted (or
+    the inputs show a failure); 80: none refuted but some inconclusive; 64: usage; 65: bad input.
     """
     from typing import cast
 
-    from meshsolve.inputs import load_configuration, parse_properties
+    from meshsolve.inputs import load, parse_properties, property_ports
     from meshsolve.report import Level, colour_enabled, render_json, render_text
+    from meshsolve.report.findings import Subject, input_finding
+    from meshsolve.report.render import Report
     from meshsolve.report.run import check_world
 
     argv = list(flags[1:]) if flags[:1] == ("--",) else list(flags)
     if argv and version is None:
         raise click.UsageError("istio-iptables flags need --istio VERSION")
-    cfg = load_configuration(setup=setup_name, family=family, istio=version, flags=argv,
-                             env=_env(env_pairs), pod=pod_file, rules=rules_file, binds=binds_file)
-    _notes(cfg.notes)
-    report = check_world(cfg.world, parse_properties(props, cfg.world),
-                         app_references=dict(cfg.app_references),
-                         failure_threshold=cast(Level, _level(failure_threshold))).suppress(suppress)
+    loaded = load(setup=setup_name, family=family, istio=version, flags=argv, env=_env(env_pairs), pod=pod_file,
+                  rules=rules_file, binds=binds_file, routing=routing_file, listen_ports=property_ports(props))
+    _notes(loaded.notes)
+    _notes(tuple(str(p) for p in loaded.assumptions if p.kind != "peer-ip"))  # the peer stands for any peer
+    level = cast(Level, _level(failure_threshold))
+    world = loaded.world
+    subject = Subject("Pod", world.namespace, world.name) if world is not None else Subject(
+        "Pod", "default", _stem(rules_file or pod_file or "pod"))
+    inputs = tuple(input_finding(p.code, p.message, subject, p.reference) for p in loaded.problems)
+    if world is None:
+        report = Report(inputs, (), level)
+    else:
+        checked = check_world(world, parse_properties(props, world, representative=loaded.representative,
+                                                            excluded=loaded.excluded),
+                              app_references=dict(loaded.app_references), failure_threshold=level,
+                              parts=loaded.parts)
+        report = Report((*inputs, *checked.findings), checked.checked, level)
+    report = report.suppress(suppress)
     out_level = cast(Level, _level(output_threshold))
     if output == "json":
         click.echo(render_json(report, output_threshold=out_level,
-                               extra={"configuration": cfg.label}), nl=False)
+                               extra={"configuration": loaded.label,
+                                      "assumptions": [str(p) for p in loaded.assumptions]}), nl=False)
     else:
         click.echo(render_text(report, colour=colour_enabled(sys.stdout), explain=explain,
                                output_threshold=out_level), nl=False)
     ctx.exit(report.exit_code)
+
+
+def _stem(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).stem
 
 
 @cli.command("diff")
@@ -532,7 +562,7 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
     import json
 
     from meshsolve.analysis.diff import Different, DiffUnknown, Equivalent, diff
-    from meshsolve.inputs import load_configuration, parse_side
+    from meshsolve.inputs import load, parse_side
     from meshsolve.report.flows import compare_app_flows
 
     sides = []
@@ -543,11 +573,12 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
                 kw["pod"] = pod_file
             if version is not None and "istio" not in kw:
                 kw["istio"] = version
-        sides.append(load_configuration(family=family, binds=binds_file, **kw))  # type: ignore[arg-type]
+        sides.append(load(family=family, binds=binds_file, **kw))  # type: ignore[arg-type]
     for side in sides:
         _notes(side.notes)
-    results = diff(sides[0].world, sides[1].world)
-    named = compare_app_flows(sides[0].world, sides[1].world)
+    wa, wb = (side.require_world() for side in sides)
+    results = diff(wa, wb)
+    named = compare_app_flows(wa, wb)
     differences = [r for r in results if isinstance(r, Different)]
     unknowns = [r for r in results if isinstance(r, DiffUnknown)]
     code = EXIT_FINDINGS if differences else EXIT_UNKNOWN if unknowns else EXIT_OK

@@ -1,10 +1,11 @@
 """The finding catalog: every message meshsolve reports, with a code that is never reused.
 
 Codes are ``MSH`` + four digits, kept in code order. ``MSH01xx`` are properties of one pod's
-traffic capture (a refuted property is a finding); ``MSH0143``/``MSH0144`` keep the numbers of the
-Istio analyzer messages they overlap with (``IST0143`` localhost listener, ``IST0144`` app uid
-1337); ``MSH0199`` is an inconclusive check. Retired codes stay listed in ``RETIRED`` so that they
-are never handed out again.
+traffic capture (a refuted property is a finding); ``MSH0110``–``MSH0112`` are what the inputs
+themselves show (a failed istio-init, rules not installed whole, a version contradiction);
+``MSH0143``/``MSH0144`` keep the numbers of the Istio analyzer messages they overlap with
+(``IST0143`` localhost listener, ``IST0144`` app uid 1337); ``MSH0199`` is an inconclusive check.
+Retired codes stay listed in ``RETIRED`` so that they are never handed out again.
 
 Levels follow istioctl: ``Error`` > ``Warning`` > ``Info``.
 """
@@ -71,6 +72,25 @@ _ENTRIES: tuple[MessageType, ...] = (
         "MSH0106", "Unreachable", "Error",
         "{flow} does not reach {target}: {outcome}{at}",
         "A connection that should be delivered to an application socket is not."),
+    MessageType(
+        "MSH0110", "IstioInitFailed", "Error",
+        "{message}",
+        "The input shows that istio-init (or the istio-cni plugin) failed: an `iptables-restore` that "
+        "could not load a table, a traced command that iptables refused, a non-zero exit. The message "
+        "says what that run did not install (iptables-restore commits table by table, so the tables "
+        "of its input before the failing one were applied). The rules are never analysed as if they "
+        "had been applied; only a dump of the state after the failure, when the log shows one, is."),
+    MessageType(
+        "MSH0111", "IstioRulesPartial", "Error",
+        "{message}",
+        "Istio's chains are there but not whole: a capture chain is empty, or no hook jumps to it. "
+        "istio-init stopped half way (or the listing is cut); capture is not analysed from it."),
+    MessageType(
+        "MSH0112", "IstioVersionMismatch", "Warning",
+        "{message}",
+        "The Istio version given (or read from the pod's istio-init image) does not write rules "
+        "like the ones given: the pod may run another version than the one assumed, and the sidecar's "
+        "behaviour meshsolve uses may be the wrong one."),
     MessageType(
         "MSH0143", "LocalhostListenerExposed", "Warning",
         "Port {port} binds {bind} only, yet {flow} reaches it ({outcome}){at}",

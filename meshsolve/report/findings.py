@@ -27,12 +27,13 @@ from meshsolve.analysis.properties import (
     Observation,
     Reachable,
 )
+from meshsolve.model.provenance import Part
 from meshsolve.model.rules import CommentMatch, Goto, Jump, PortMatch, Protocol, Rule, RuleRef
 from meshsolve.model.world import World
 from meshsolve.report.catalog import Level, documentation_anchor, message_type
 from meshsolve.semantics.trace import Dropped, Failed, Hop, Loop, Rejected, Result, Undetermined
 
-__all__ = ["Finding", "Subject", "findings_for", "lint_world", "subject_of"]
+__all__ = ["Finding", "Subject", "findings_for", "input_finding", "lint_world", "rests_on", "subject_of"]
 
 
 @attrs.frozen
@@ -66,6 +67,7 @@ class Finding:
     witness: str | None = None  # the witness flow, one line
     outcome: str | None = None  # the witness's summary (kernel-facts cell notation)
     result: Result | None = attrs.field(default=None, eq=False, repr=False)
+    assumes: tuple[str, ...] = ()  # the assumptions (parts of the world nobody gave) it rests on
 
     @property
     def origin(self) -> str:
@@ -82,8 +84,9 @@ class Finding:
                             reference=self.reference if reference is None else reference)
 
     def line(self) -> str:
-        """``Error [MSH0104] (Pod default/x rules.txt:12) message``"""
-        return f"{self.level} [{self.code}] ({self.origin}) {self.message}"
+        """``Error [MSH0104] (Pod default/x rules.txt:12) message [assumes: ...]``"""
+        rests = f" [assumes: {'; '.join(self.assumes)}]" if self.assumes else ""
+        return f"{self.level} [{self.code}] ({self.origin}) {self.message}{rests}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, keys stable: istioctl's (code, level, message, origin, reference,
@@ -102,6 +105,7 @@ class Finding:
             "witness": None if self.witness is None else {"flow": self.witness, "outcome": self.outcome},
             "trace": None if self.result is None else self.result.to_dict()["trace"],
             "rule_refs": [] if self.result is None else [str(r) for r in self.result.rule_hits],
+            "assumes": list(self.assumes),
         }
 
 
@@ -273,3 +277,31 @@ def lint_world(world: World, *, app_references: dict[str, str] | None = None) ->
                                    subject_of(world), f"app {app.name} does not share the proxy's ids",
                                    "lint", refs.get(app.name)))
     return tuple(out)
+
+
+def rests_on(finding: Finding, parts: tuple[Part, ...]) -> Finding:
+    """``finding`` naming the assumed parts its witness touches: a part rests under a finding when
+    one of its ``mentions`` (an address, ``ip:port``, an app's uid) appears in the message, the flow
+    or the trace, or, for the proxy's behaviour, when the trace passes the proxy."""
+    assumed = [p for p in parts if p.assumed]
+    if not assumed:
+        return finding
+    texts = [finding.message, finding.witness or ""]
+    if finding.result is not None:
+        texts.extend(h.text for h in finding.result.trace)
+        texts.append(str(finding.result.outcome))
+    blob = "\n".join(texts)
+    proxy_seen = finding.result is not None and any(h.kind == "proxy" for h in finding.result.trace)
+    out: list[str] = []
+    for p in assumed:
+        hit = (proxy_seen if p.everywhere else False) or any(m and m in blob for m in p.mentions)
+        if hit:
+            out.append(p.what)
+    return attrs.evolve(finding, assumes=tuple(dict.fromkeys(out))) if out else finding
+
+
+def input_finding(code: str, message: str, subject: Subject, reference: str | None = None) -> Finding:
+    """A finding the inputs themselves show (``MSH0110``–``MSH0112``)."""
+    mt = message_type(code)
+    return Finding(mt.code, mt.level, mt.format(message=message), subject, "the inputs", "input",
+                   reference if reference and not reference.startswith("<") else None)
