@@ -303,7 +303,8 @@ absent() {
 _MAIN = r"""
 need() { have "$1" || { log "$1 not found: nothing applied"; exit 2; }; }
 for f in $FAMILIES; do
-	if [ "$f" = ipv4 ]; then need "$IPT4"; need "$SAVE4"; need "$RESTORE4"; else need "$IPT6"; need "$SAVE6"; need "$RESTORE6"; fi
+	if [ "$f" = ipv4 ]; then need "$IPT4"; need "$SAVE4"; need "$RESTORE4"
+	else need "$IPT6"; need "$SAVE6"; need "$RESTORE6"; fi
 done
 [ "$ROUTING" -eq 0 ] || need ip
 
@@ -417,11 +418,10 @@ def render_script(rulesets: Rulesets, *, header: str = "", routing: Routing | No
     backend in use, with ``--check`` (see the module docstring); ``header`` becomes ``#`` comments."""
     routing = routing if routing is not None else Routing()
     families = [rs for rs in (rulesets.ipv4, rulesets.ipv6) if _tables(rs)]
-    lines = ["#!/bin/sh"]
+    lines = ["#!/bin/sh", "set -u"]
     lines += [f"# {h}" for h in header.splitlines() if h.strip()]
     lines += ["# Installs the rules below with iptables-restore --noflush, all or nothing (rolled back on",
-              "# failure), on the iptables backend in use; '--check' reports drift. 'sh SCRIPT --help'.",
-              "set -u"]
+              "# failure), on the iptables backend in use; '--check' reports drift. 'sh SCRIPT --help'."]
     lines += _PROLOGUE.strip("\n").splitlines()
     for rs in families:
         lines += _family_functions(rs)
