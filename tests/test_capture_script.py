@@ -215,7 +215,7 @@ def test_a_rule_refused_in_the_second_family_leaves_nothing_applied(backend: str
     routing = Routing.tproxy(0x539, table=133)
     if foreign:
         _foreign(netns, backend)
-    else:  # legacy tables exist once touched (the script's -C and --test load them): touch them first
+    elif backend == "legacy":  # legacy tables exist once touched (the script's -C and --test load them)
         for prog in ("iptables", "ip6tables"):
             for table in ("nat", "mangle"):
                 _run(netns, f"{prog}-{backend}", "-t", table, "-S")
@@ -283,9 +283,21 @@ def test_fact12c_noflush_commits_table_by_table_and_test_misses_kernel_refusals(
     (nf_tables: exit 4; legacy: exit 1, ``line N failed``); ``--test`` refuses what iptables itself
     checks (exit 2) but accepts a rule only the kernel refuses, on both backends."""
     refused = "*mangle\n-A PREROUTING -p tcp -j REJECT\nCOMMIT\n"
+    # nf_tables: -save -t of a missing table prints an empty one and creates nothing
+    assert "*nat\n:PREROUTING ACCEPT [0:0]" in _ok(netns, "iptables-nft-save", "-t", "nat")
+    assert _ok(netns, "nft", "list", "ruleset") == ""
+    for backend in ("nft", "legacy"):  # with --noflush, declaring an existing user chain flushes it
+        restore = f"iptables-{backend}-restore"
+        _ok(netns, restore, "--noflush", stdin="*nat\n:MS_C - [0:0]\n-A MS_C -p tcp -j RETURN\nCOMMIT\n")
+        _ok(netns, restore, "--noflush", stdin="*nat\n:MS_C - [0:0]\n-A MS_C -p udp -j RETURN\nCOMMIT\n")
+        assert [x for x in _ok(netns, f"iptables-{backend}-save").splitlines() if x.startswith("-A MS_C")] == \
+            ["-A MS_C -p udp -j RETURN"]
+    _ok(netns, "iptables-nft-restore", stdin="*nat\nCOMMIT\n")  # without --noflush: the table is deleted
+    assert _ok(netns, "nft", "list", "ruleset") == ""
     for backend, status in (("nft", 4), ("legacy", 1)):
         done = _run(netns, f"iptables-{backend}-restore", "--noflush", stdin="*nat\n-A OUTPUT -j RETURN\nCOMMIT\n" + refused)
         assert done.returncode == status, done.stderr
+        assert backend == "nft" or "line 6 failed" in done.stderr
         assert "-A OUTPUT -j RETURN" in _ok(netns, f"iptables-{backend}-save")
         for prog in ("iptables", "ip6tables"):
             tool = f"{prog}-{backend}-restore"
