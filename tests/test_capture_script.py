@@ -390,3 +390,48 @@ def test_synthesized_script_installs_its_routing_and_checks_clean(name: str, net
         shown = _ok(netns, "ip", flag, "rule", "show")
         assert f"lookup {rule.table}" in shown, shown
     assert (name == "tproxy.yaml") == (not res.world.routing.empty)
+
+
+def _bin_with(tmp_path: Path, names: dict[str, str]) -> Path:
+    """A directory for PATH with the text tools the script needs and ``names`` (link -> real binary)."""
+    bindir = tmp_path / "onlybin"
+    bindir.mkdir()
+    for tool in ("awk", "grep", "cat"):
+        real = shutil.which(tool)
+        assert real is not None
+        (bindir / tool).symlink_to(real)
+    for name, target in names.items():
+        real = shutil.which(target)
+        assert real is not None, target
+        (bindir / name).symlink_to(real)
+    return bindir
+
+
+@kernel
+@pytest.mark.parametrize(("installed", "expected", "why"), [
+    ("legacy", "legacy", "iptables-nft is not installed"),
+    ("nft", "nft", "iptables-legacy is not installed"),
+    ("plain", "plain", "neither iptables-nft nor iptables-legacy is installed"),
+])
+def test_backend_is_the_only_one_installed(installed: str, expected: str, why: str, netns: str,
+                                           tmp_path: Path) -> None:
+    """Only one backend's binaries on PATH (``plain``: only ``iptables``, ``iptables-save`` … which
+    here are the legacy ones)."""
+    names: dict[str, str] = {}
+    for prog in ("iptables", "ip6tables"):
+        for tail in ("", "-save", "-restore"):
+            if installed == "plain":
+                names[f"{prog}{tail}"] = f"{prog}-legacy{tail}"
+            else:
+                names[f"{prog}-{installed}{tail}"] = f"{prog}-{installed}{tail}"
+    bindir = _bin_with(tmp_path, names)
+    script = _script(tmp_path, generate(parse_flags(DEFAULT)))
+    done = _run(netns, "/bin/sh", str(script), env={"PATH": str(bindir)})
+    assert done.returncode == 0, done.stderr
+    assert f"backend: {expected} ({why})" in done.stderr, done.stderr
+    assert _backend_used(netns) == ("nft" if installed == "nft" else "legacy")
+    assert _run(netns, "/bin/sh", str(script), "--check", env={"PATH": str(bindir)}).returncode == 0
+    (tmp_path / "none").mkdir()
+    no_iptables = _bin_with(tmp_path / "none", {})
+    missing = _run(netns, "/bin/sh", str(script), env={"PATH": str(no_iptables)})
+    assert missing.returncode == 2 and "not found: nothing applied" in missing.stderr, missing.stderr
