@@ -90,16 +90,18 @@ def _kind(kw: Mapping[str, str]) -> str:
 def _take_pod(side: Configuration, kw: Mapping[str, str], giver: World, version: str | None,
               family: str | None) -> Configuration:
     """``side`` on ``giver``'s pod (rule 3 of the module docstring)."""
-    pod = {"pod_ips": giver.pod_ips, "peer_ips": giver.peer_ips, "apps": giver.apps, "services": giver.services,
-           "interface": giver.interface}
+    def on_pod(world: World) -> World:
+        return attrs.evolve(world, pod_ips=giver.pod_ips, peer_ips=giver.peer_ips, apps=giver.apps,
+                            services=giver.services, interface=giver.interface)
+
     if "setup" in kw:
-        return attrs.evolve(side, world=attrs.evolve(side.world, **pod))
+        return attrs.evolve(side, world=on_pod(side.world))
     ports = sorted({s.port for a in giver.apps for s in a.sockets}) or [defaults.APP_PORT]
     config = default_config(kw.get("istio") or version or "current", ports)
     if not config.enable_ipv6 and (family == "ipv6" or giver.pod_ips[0].version == 6):
         config = config.evolve(enable_ipv6=True)
     if "rules" in kw:
-        world = attrs.evolve(side.world, proxy=proxy_behavior(config.version, config), **pod)
+        world = on_pod(attrs.evolve(side.world, proxy=proxy_behavior(config.version, config)))
         return attrs.evolve(side, world=world)
     world = world_from_config(config, apps=giver.apps, services=giver.services, pod_ips=giver.pod_ips,
                               name=side.world.name, namespace=side.world.namespace)
