@@ -105,7 +105,7 @@ def diff(a: World, b: World, *, hops: int = defaults.HOPS,
             results.append(DiffUnknown(scope, f"solver gave up: {ans.reason}"))
             continue
         assert isinstance(ans, Difference)
-        if ans.flow.client not in ("peer", "proxy") and ans.flow.client not in {x.name for x in b.apps}:
+        if ans.flow.client not in ("peer", "proxy") and ans.flow.client not in {x.name for x in ans.world_b.apps}:
             results.append(DiffUnknown(scope, f"{ans.flow} is opened by {ans.flow.client}, an app only A's pod "
                                               "has: the two pods differ"))
             continue
