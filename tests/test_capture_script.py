@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 from script_text import intended_rules
 from test_robust_scripts import FOREIGN, hostile_rules
@@ -25,7 +26,18 @@ from meshsolve.iptables import parse_text
 from meshsolve.istio import generate, parse_flags, render_script
 from meshsolve.istio.routing import policy_routing
 from meshsolve.model.routing import Routing
-from meshsolve.model.rules import Chain, CommentMatch, OwnerMatch, Return, Rule, Ruleset, Rulesets, Table
+from meshsolve.model.rules import (
+    BaseChain,
+    Chain,
+    CommentMatch,
+    NftTable,
+    OwnerMatch,
+    Return,
+    Rule,
+    Ruleset,
+    Rulesets,
+    Table,
+)
 
 _COUNTER = itertools.count()
 DEFAULT = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-b", "*"]
@@ -64,6 +76,14 @@ def test_a_line_break_in_a_rule_is_refused() -> None:
             Chain("INPUT", (Rule((CommentMatch(text),), Return()),), "ACCEPT"),)),)))
         with pytest.raises(UnsupportedError, match="line break"):
             render_script(rs)
+
+
+def test_native_nftables_tables_are_refused_not_dropped() -> None:
+    rs = generate(parse_flags(DEFAULT))
+    table = NftTable("inet", "t", Table("inet t", (Chain("pre", (), "ACCEPT"),), nft=True),
+                     (BaseChain("pre", "PREROUTING", -300, "filter"),))
+    with pytest.raises(UnsupportedError, match="native nftables tables \\(inet t\\)"):
+        render_script(Rulesets(attrs.evolve(rs.ipv4, nft=(table,)), rs.ipv6))
 
 
 # ------------------------------------------------------------------------------------------------

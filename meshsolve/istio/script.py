@@ -417,6 +417,10 @@ def render_script(rulesets: Rulesets, *, header: str = "", routing: Routing | No
     """A ``sh`` script installing ``rulesets`` and ``routing`` atomically, idempotently, on the
     backend in use, with ``--check`` (see the module docstring); ``header`` becomes ``#`` comments."""
     routing = routing if routing is not None else Routing()
+    for rs in (rulesets.ipv4, rulesets.ipv6):
+        if rs.nft:
+            raise UnsupportedError(f"the {rs.family} rules hold native nftables tables "
+                                   f"({', '.join(t.key for t in rs.nft)}), which an iptables script cannot install")
     families = [rs for rs in (rulesets.ipv4, rulesets.ipv6) if _tables(rs)]
     lines = ["#!/bin/sh", "set -u"]
     lines += [f"# {h}" for h in header.splitlines() if h.strip()]
