@@ -562,18 +562,11 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
     import json
 
     from meshsolve.analysis.diff import Different, DiffUnknown, Equivalent, diff
-    from meshsolve.inputs import load, parse_side
+    from meshsolve.diffsides import describe_pod, load_sides, pod_to_dict
     from meshsolve.report.flows import compare_app_flows
 
-    sides = []
-    for spec in (a, b):
-        kw: dict[str, object] = dict(parse_side(spec))
-        if "setup" not in kw:
-            if pod_file is not None and "pod" not in kw:
-                kw["pod"] = pod_file
-            if version is not None and "istio" not in kw:
-                kw["istio"] = version
-        sides.append(load(family=family, binds=binds_file, **kw))  # type: ignore[arg-type]
+    loaded = load_sides(a, b, family=family, pod=pod_file, istio=version, binds=binds_file)
+    sides = [loaded.a, loaded.b]
     for side in sides:
         _notes(side.notes)
     wa, wb = (side.require_world() for side in sides)
@@ -592,7 +585,9 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
                 items.append({"verdict": "unknown", "scope": str(r.scope), "reason": r.reason})
             else:
                 items.append({"verdict": "equivalent", "scopes": [str(s) for s in r.scopes], "hops": r.hops})
-        click.echo(json.dumps({"schemaVersion": 1, "a": sides[0].label, "b": sides[1].label,
+        pod = {"from": loaded.pod_from, "rule": loaded.rule, "same": loaded.same_pod,
+               "a": pod_to_dict(wa), "b": pod_to_dict(wb)}
+        click.echo(json.dumps({"schemaVersion": 1, "a": sides[0].label, "b": sides[1].label, "pod": pod,
                                "results": items,
                                "appFlows": [{"flow": str(f), "a": ra.summary, "b": rb.summary,
                                              "same": ra.summary == rb.summary} for f, ra, rb in named],
@@ -600,6 +595,14 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
         ctx.exit(code)
     click.echo(f"A: {sides[0].label}")
     click.echo(f"B: {sides[1].label}")
+    if loaded.same_pod:
+        click.echo(f"pod: {loaded.rule}")
+        click.echo("\n".join("  " + line for line in describe_pod(wa)))
+    else:
+        click.echo(f"pods differ ({loaded.rule}): a difference below may come from the pods, not the set-ups")
+        for label, side in (("A", sides[0]), ("B", sides[1])):
+            click.echo(f"  {label}'s pod:")
+            click.echo("\n".join("    " + line for line in describe_pod(side.require_world())))
     for r in results:
         if isinstance(r, Different):
             click.echo(f"DIFFERENT  {r.flow}  ({r.scope})")

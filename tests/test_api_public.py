@@ -17,6 +17,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from script_text import intended_rules
 
 import meshsolve
 from meshsolve import (
@@ -251,10 +252,8 @@ def test_load_a_configuration_and_emit_it_back() -> None:
     assert parse_text(render_restore(rules)) == rules
     script = render_script(rules)
     assert script.startswith("#!/bin/sh\n")
-    # each line runs one command, or "check/create || add/flush": keep the command that writes
-    commands = [line.split(" || ")[-1] if " -C " in line else line.split(" 2>/dev/null")[0]
-                for line in script.splitlines() if line.startswith("iptables")]
-    assert parse_text("\n".join(commands)) == rules
+    # the rules travel as iptables-save text inside the script (what --check compares with)
+    assert intended_rules(script) == rules
     proxy = proxy_behavior("1.22", config)
     assert isinstance(proxy, ProxyBehavior) and proxy.inbound_source_v4 is not None
     with pytest.raises(SpecError):

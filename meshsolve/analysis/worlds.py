@@ -13,6 +13,7 @@ import meshsolve.defaults as defaults
 from meshsolve.istio.config import WILDCARD, CaptureConfig
 from meshsolve.istio.generate import generate
 from meshsolve.istio.proxy import proxy_behavior
+from meshsolve.istio.routing import policy_routing
 from meshsolve.model.net import Family, IPAddress, to_address
 from meshsolve.model.routing import Routing
 from meshsolve.model.rules import Rulesets
@@ -41,13 +42,8 @@ def _addresses(ipv4: bool, ipv6: bool, table: dict[str, IPAddress]) -> tuple[IPA
 
 
 def istio_routing(config: CaptureConfig, families: tuple[Family, ...] = ("ipv4", "ipv6")) -> Routing:
-    """The policy routing istio-init adds (nothing outside TPROXY mode): ``ip rule add fwmark MARK
-    lookup TABLE`` and ``ip route add local default dev lo table TABLE``, for IPv4 and, when IPv6
-    is enabled, IPv6; restricted to ``families``."""
-    if config.mode != "TPROXY":
-        return Routing()
-    fams = tuple(f for f in ("ipv4", "ipv6") if f in families and (f == "ipv4" or config.enable_ipv6))
-    return Routing.tproxy(config.tproxy_mark, table=config.tproxy_route_table, families=fams)
+    """The policy routing istio-init adds (``meshsolve.istio.routing.policy_routing``)."""
+    return policy_routing(config, families)
 
 
 def world_from_rules(rules: Rulesets, proxy: ProxyBehavior, *, apps: tuple[App, ...] | None = None,
