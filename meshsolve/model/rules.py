@@ -20,6 +20,18 @@ import attrs
 
 from meshsolve.errors import WorldError
 from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, family_of, to_address, to_network
+from meshsolve.model.nftrules import (
+    AddressSet,
+    FamilyMatch,
+    InterfaceSet,
+    MarkRanges,
+    MarkStatements,
+    MarkStep,
+    PortPair,
+    ProtocolSet,
+    SocketOwner,
+    TproxySocket,
+)
 from meshsolve.model.path import TABLE_HOOKS, Hook, Stage, stages
 from meshsolve.model.path import TABLE_ORDER as TABLE_ORDER
 
@@ -27,6 +39,7 @@ __all__ = [
     "BUILTIN_CHAINS",
     "TABLE_ORDER",
     "Accept",
+    "AddressSet",
     "AddrtypeMatch",
     "BaseChain",
     "Chain",
@@ -38,11 +51,16 @@ __all__ = [
     "Destination",
     "Dnat",
     "Drop",
+    "FamilyMatch",
     "Goto",
     "InInterface",
+    "InterfaceSet",
     "Jump",
     "Log",
     "MarkMatch",
+    "MarkRanges",
+    "MarkStatements",
+    "MarkStep",
     "Masquerade",
     "Match",
     "MultiportMatch",
@@ -54,7 +72,9 @@ __all__ = [
     "OutInterface",
     "OwnerMatch",
     "PortMatch",
+    "PortPair",
     "Protocol",
+    "ProtocolSet",
     "Redirect",
     "Reject",
     "Return",
@@ -65,11 +85,13 @@ __all__ = [
     "SetMark",
     "Snat",
     "SocketMatch",
+    "SocketOwner",
     "Source",
     "StateMatch",
     "Table",
     "Target",
     "Tproxy",
+    "TproxySocket",
     "Trace",
 ]
 
@@ -84,10 +106,13 @@ def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
 
 @attrs.frozen
 class Origin:
-    """Where a rule or chain came from: ``source`` (file name) and 1-based ``lineno``."""
+    """Where a rule or chain came from: ``source`` (file name) and 1-based ``lineno``; ``text`` is
+    the rule as its own language writes it when that is not iptables (an nft rule's items), for
+    traces."""
 
     source: str
     lineno: int
+    text: str | None = None
 
     def __str__(self) -> str:
         return f"{self.source}:{self.lineno}"
@@ -346,7 +371,11 @@ ModuleMatch: TypeAlias = (
     PortMatch | MultiportMatch | OwnerMatch | MarkMatch | ConnmarkMatch | ConntrackMatch | StateMatch
     | AddrtypeMatch | CommentMatch | SocketMatch | OpaqueMatch
 )
-Match: TypeAlias = BasicMatch | ModuleMatch
+# What only native nftables rules lower to (``meshsolve.model.nftrules``).
+NftMatch: TypeAlias = (
+    FamilyMatch | AddressSet | InterfaceSet | ProtocolSet | PortPair | SocketOwner | MarkRanges | TproxySocket
+)
+Match: TypeAlias = BasicMatch | ModuleMatch | NftMatch
 
 # ---------------------------------------------------------------------------------------------
 # Targets (-j / -g)
@@ -548,7 +577,7 @@ class OpaqueTarget:
 
 Target: TypeAlias = (
     Accept | Drop | Return | Reject | Jump | Goto | Redirect | Tproxy | SetMark | ConnmarkTarget
-    | CtTarget | Dnat | Snat | Masquerade | Log | Trace | OpaqueTarget
+    | CtTarget | Dnat | Snat | Masquerade | Log | Trace | OpaqueTarget | MarkStatements
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -692,6 +721,8 @@ class NftTable:
     name: str
     table: Table
     bases: tuple[BaseChain, ...] = attrs.field(default=(), converter=_bases)
+    #: the table as ``nft -f`` text, when it was read or generated as nft (what the kernel oracle loads)
+    text: str | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def key(self) -> str:

@@ -5,6 +5,9 @@ table keyed by the model class: ``BASIC_MATCHES`` (``-s -d -p -i -o``), ``MODULE
 (``-m ...``) and ``TARGETS``. ``matches()``, ``rules()`` and ``targets()`` draw from every entry
 that fits the rule's ``Place``, in table order, so a new kind is one new entry.
 
+The kinds only native nftables rules lower to (``meshsolve.model.nftrules``) fit only an ``nft``
+place (``rules(..., nft=True)``): iptables has no text for them.
+
 With ``kernel=True`` an entry fits only where the real kernel (iptables 1.8.9, nf_tables) accepts
 it: owner in OUTPUT/POSTROUTING, ``-i`` not on output hooks, TPROXY in mangle PREROUTING, REDIRECT
 in nat PREROUTING/OUTPUT, CT in raw, REJECT in filter INPUT/FORWARD/OUTPUT, ports only with
@@ -27,6 +30,7 @@ from meshsolve.model.net import Family, PortRange
 from meshsolve.model.rules import (
     BUILTIN_CHAINS,
     Accept,
+    AddressSet,
     AddrtypeMatch,
     Chain,
     CommentMatch,
@@ -36,11 +40,16 @@ from meshsolve.model.rules import (
     CtTarget,
     Destination,
     Drop,
+    FamilyMatch,
     Goto,
     InInterface,
+    InterfaceSet,
     Jump,
     Log,
     MarkMatch,
+    MarkRanges,
+    MarkStatements,
+    MarkStep,
     Match,
     MultiportMatch,
     OpaqueMatch,
@@ -48,7 +57,9 @@ from meshsolve.model.rules import (
     OutInterface,
     OwnerMatch,
     PortMatch,
+    PortPair,
     Protocol,
+    ProtocolSet,
     Redirect,
     Reject,
     Return,
@@ -56,11 +67,13 @@ from meshsolve.model.rules import (
     Ruleset,
     Rulesets,
     SetMark,
+    SocketOwner,
     Source,
     StateMatch,
     Table,
     Target,
     Tproxy,
+    TproxySocket,
 )
 from meshsolve.strategies._addresses import networks, port_ranges
 
@@ -101,6 +114,7 @@ class Place:
     kernel: bool = False
     proto: str | None = None
     jumpable: tuple[str, ...] = ()
+    nft: bool = False  # a rule of a native nftables table (the nft-only kinds fit only here)
 
     @property
     def builtin(self) -> bool:
@@ -233,6 +247,20 @@ def _reject(place: Place) -> st.SearchStrategy[Reject]:
     return st.builds(Reject, st.none() | st.sampled_from(types))
 
 
+def _nft_only(place: Place) -> bool:
+    return place.nft and not place.kernel
+
+
+def _nft_mark_step() -> st.SearchStrategy[MarkStep]:
+    return st.one_of(st.builds(MarkStep, st.sampled_from(["mark", "ctmark"]), st.none(), st.just(0), _mark),
+                     st.builds(MarkStep, st.sampled_from(["mark", "ctmark"]), st.sampled_from(["mark", "ctmark"]),
+                               _mask, st.one_of(st.just(0), _mark)))
+
+
+_NFT_PROTOCOLS = ("tcp", "udp", "icmp", "ipv6-icmp", "sctp")
+_mark_range = st.tuples(_mark, _mark).map(lambda t: (min(t), max(t)))
+
+
 # --- the kind tables (order = the order of one_of's branches) ----------------------------------------
 
 BASIC_MATCHES: dict[type, Draw] = {
@@ -259,6 +287,24 @@ MODULE_MATCHES: dict[type, Draw] = {
     PortMatch: Draw(lambda p: _port_match(str(p.proto)), lambda p: p.ports),
     MultiportMatch: Draw(lambda p: _multiport(), lambda p: p.ports),
     OwnerMatch: Draw(lambda p: _owner(), _kernel_or(lambda p: p.hook("OUTPUT", "POSTROUTING"))),
+    # nftables only
+    FamilyMatch: Draw(lambda p: st.builds(FamilyMatch, st.sampled_from(["ipv4", "ipv6"]), st.booleans()),
+                      _nft_only),
+    AddressSet: Draw(lambda p: st.builds(AddressSet, st.sampled_from(["src", "dst"]),
+                                         st.lists(networks(p.family), min_size=1, max_size=4), st.booleans()),
+                     _nft_only),
+    InterfaceSet: Draw(lambda p: st.builds(InterfaceSet, st.sampled_from(["in", "out"]),
+                                           st.lists(_iface, min_size=1, max_size=3), st.booleans()), _nft_only),
+    ProtocolSet: Draw(lambda p: st.builds(ProtocolSet, st.lists(st.sampled_from(_NFT_PROTOCOLS), min_size=1,
+                                                                max_size=3), st.booleans()), _nft_only),
+    PortPair: Draw(lambda p: st.builds(PortPair, st.sampled_from(["tcp", "udp", "th"]), st.integers(0, 65535),
+                                       st.integers(0, 65535), st.booleans()), _nft_only),
+    SocketOwner: Draw(lambda p: st.builds(SocketOwner, st.sampled_from(["uid", "gid"]),
+                                          st.lists(_owner_id, min_size=1, max_size=3), st.booleans()), _nft_only),
+    MarkRanges: Draw(lambda p: st.builds(MarkRanges, st.sampled_from(["meta", "ct"]),
+                                         st.lists(_mark_range, min_size=1, max_size=3), _mask, st.booleans()),
+                     _nft_only),
+    TproxySocket: Draw(lambda p: st.builds(TproxySocket, st.none() | st.integers(1, 65535)), _nft_only),
 }
 """``-m ...``: ``rules()`` draws up to three of them, ``matches()`` one (as one of the basic ones)."""
 
@@ -282,6 +328,9 @@ TARGETS: dict[type, Draw] = {
     Reject: Draw(_reject, _kernel_or(lambda p: p.table == "filter" and p.hook("INPUT", "FORWARD", "OUTPUT"))),
     OpaqueTarget: Draw(lambda p: st.builds(OpaqueTarget, st.just("NFLOG"),
                                            st.integers(1, 100).map(lambda g: ("--nflog-group", str(g))))),
+    # nftables only
+    MarkStatements: Draw(lambda p: st.builds(MarkStatements, st.lists(_nft_mark_step(), min_size=1, max_size=3)),
+                         _nft_only),
 }
 """``-j``/``-g``: ``targets()`` draws one of them."""
 
@@ -311,17 +360,19 @@ def matches(family: Family = "ipv4", table: str = "filter", chain: str = "INPUT"
 
 
 def targets(family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
-            jumpable: tuple[str, ...] = (), kernel: bool = False, proto: str | None = None
-            ) -> st.SearchStrategy[Target]:
-    """A target valid for ``table``/``chain`` (all targets when ``kernel`` is False)."""
-    return _targets(Place(family, table, chain, kernel, proto, tuple(jumpable)))
+            jumpable: tuple[str, ...] = (), kernel: bool = False, proto: str | None = None,
+            nft: bool = False) -> st.SearchStrategy[Target]:
+    """A target valid for ``table``/``chain`` (all targets when ``kernel`` is False; ``nft``: the
+    nftables-only ones too)."""
+    return _targets(Place(family, table, chain, kernel, proto, tuple(jumpable), nft))
 
 
 @st.composite
 def rules(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
-          jumpable: tuple[str, ...] = (), kernel: bool = False) -> Rule:
-    """One rule valid in ``table``/``chain``; jumps only to ``jumpable`` chains."""
-    place = Place(family, table, chain, kernel, None, tuple(jumpable))
+          jumpable: tuple[str, ...] = (), kernel: bool = False, nft: bool = False) -> Rule:
+    """One rule valid in ``table``/``chain``; jumps only to ``jumpable`` chains. ``nft``: a rule of a
+    native nftables table (its own kinds may be drawn too)."""
+    place = Place(family, table, chain, kernel, None, tuple(jumpable), nft)
     ms: list[Match] = []
     for kind, d in BASIC_MATCHES.items():
         if kind is not Protocol and d.fits(place) and draw(st.booleans()):
