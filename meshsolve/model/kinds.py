@@ -107,8 +107,8 @@ class Kind:
             return f"nft: {self.name} needs a {'/'.join(sorted(self.nft_types))} chain, not type {chain_type}"
         if self.nft_hooks is not None and hooks - self.nft_hooks:
             bad = ", ".join(h.lower() for h in sorted(hooks - self.nft_hooks))
-            return (f"nft: {self.name} is only valid on {'/'.join(h.lower() for h in _HOOK_ORDER if h in self.nft_hooks)}, "
-                    f"but this rule is reached from {bad}")
+            good = "/".join(h.lower() for h in _HOOK_ORDER if h in self.nft_hooks)
+            return f"nft: {self.name} is only valid on {good}, but this rule is reached from {bad}"
         return None
 
 

@@ -7,7 +7,8 @@
    it, and puts the proxy's inbound source address (``::6``) on ``lo`` when it is not already local;
    installs exactly ``world.routing`` (``ip rule`` / ``ip route`` per family) in the pod,
 3. loads the world's rulesets with ``iptables-restore`` / ``ip6tables-restore`` inside the pod (text
-   from :mod:`meshsolve.iptables`),
+   from :mod:`meshsolve.iptables`), and its native nftables tables with Debian's ``nft -f`` (their
+   own text, a counter in every rule: :mod:`meshsolve.oracle.nft`),
 4. makes the peer "the outside world": it owns its own address and every remote address the world
    names (service endpoints and VIPs that are not the pod's, DNAT targets, sample addresses of rule
    CIDRs, and each flow's destination when it is remote: local routes on the peer's ``lo``), and one
@@ -77,6 +78,7 @@ from meshsolve.model.rules import Drop, Reject, RuleRef, Ruleset, Tproxy
 from meshsolve.model.world import Flow, World
 from meshsolve.oracle.flowspace import remote_addresses, unroutable
 from meshsolve.oracle.netns import NamespacePair, ip_batch, run
+from meshsolve.oracle.nft import load_text, parse_nft_counters
 from meshsolve.semantics.trace import (
     Delivered,
     Dropped,
@@ -280,6 +282,7 @@ class KernelWorld:
         self.workers: dict[str, _Worker] = {}
         self._flow_no = 0
         self._loaded: dict[str, bool] = {}
+        self._nft_loaded = False
         self._last_counters: dict[str, dict[RuleRef, int]] = {}
         self._owned: set[IPAddress] = set()
         self._rulesets = {fam: world.rules.for_family(fam) for fam in ("ipv4", "ipv6")}
@@ -416,6 +419,12 @@ class KernelWorld:
             if text.strip():
                 run(self.pair.exec_argv(self.pair.pod, [tool]), input_text=text,
                     what=f"{tool} in the pod namespace (input:\n{text})")
+        tables = [t for fam in ("ipv4", "ipv6") for t in self.world.rules.for_family(fam).nft]  # type: ignore[arg-type]
+        if tables:
+            text = load_text(tables)
+            run(self.pair.exec_argv(self.pair.pod, ["nft", "-f", "-"]), input_text=text,
+                what=f"nft -f in the pod namespace (input:\n{text})")
+            self._nft_loaded = True
         # the peer: a connection to any address it owns goes to the one server
         port = self.config.egress_port
         peer_rules = (f"*nat\n-A PREROUTING -i {self.pair.peer_interface} -p tcp -m addrtype --dst-type LOCAL "
@@ -521,7 +530,8 @@ class KernelWorld:
         fam = self._counter_family(flow)
         before: dict[RuleRef, int] = {}
         if c.counters:
-            cached = self._last_counters.get(fam)
+            # an inet table's counters are both families': its snapshot is not one family's
+            cached = None if self._nft_loaded else self._last_counters.get(fam)
             before = cached if cached is not None else self._counters(fam)
         read_timeout = c.read_timeout + 2 * upstream_timeout
         reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport, "token": token,
@@ -540,11 +550,17 @@ class KernelWorld:
     def _counters(self, fam: Family) -> dict[RuleRef, int]:
         """Packet counters of every rule (and, as index 0, every built-in chain's policy) of the
         pod's ``fam`` ruleset, read with ``iptables-save -c``."""
-        if self._loaded.get(fam) is not True:
-            return {}
-        tool = "ip6tables-save" if fam == "ipv6" else "iptables-save"
-        text = run(self.pair.exec_argv(self.pair.pod, [tool, "-c"]), what=f"{tool} -c in the pod")
-        return parse_counters(text)
+        out: dict[RuleRef, int] = {}
+        if self._loaded.get(fam) is True:
+            tool = "ip6tables-save" if fam == "ipv6" else "iptables-save"
+            text = run(self.pair.exec_argv(self.pair.pod, [tool, "-c"]), what=f"{tool} -c in the pod")
+            out.update(parse_counters(text))
+        if self._nft_loaded:
+            keys = {t.key for t in self._rulesets[fam].nft}
+            text = run(self.pair.exec_argv(self.pair.pod, ["nft", "-j", "list", "ruleset"]),
+                       what="nft -j list ruleset in the pod")
+            out.update((ref, n) for ref, n in parse_nft_counters(text).items() if ref.table in keys)
+        return out
 
     def _classify(self, flow: Flow, fam: Family, token: str, reply: dict[str, Any],
                   events: list[dict[str, Any]], seen: list[dict[str, Any]],
