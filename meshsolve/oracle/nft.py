@@ -21,7 +21,7 @@ import attrs
 
 from meshsolve.errors import OracleError
 from meshsolve.model.rules import NftTable, RuleRef
-from meshsolve.nftables import Counter, Nat, Redirect, Reject, Rule, Ruleset, Verdict, parse_text, render
+from meshsolve.nftables import Counter, Item, Nat, Redirect, Reject, Rule, Ruleset, Verdict, parse_text, render
 
 __all__ = ["POLICY_COMMENT", "load_text", "parse_nft_counters"]
 
@@ -31,7 +31,7 @@ _ENDS = (Verdict, Redirect, Nat, Reject)
 
 
 def _counted(rule: Rule) -> Rule:
-    items = [i for i in rule.items if not isinstance(i, Counter)]
+    items: list[Item] = [i for i in rule.items if not isinstance(i, Counter)]
     if items and isinstance(items[-1], _ENDS):
         items.insert(len(items) - 1, Counter())
     else:

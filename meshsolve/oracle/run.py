@@ -419,7 +419,7 @@ class KernelWorld:
             if text.strip():
                 run(self.pair.exec_argv(self.pair.pod, [tool]), input_text=text,
                     what=f"{tool} in the pod namespace (input:\n{text})")
-        tables = [t for fam in ("ipv4", "ipv6") for t in self.world.rules.for_family(fam).nft]  # type: ignore[arg-type]
+        tables = [t for rs in (self.world.rules.ipv4, self.world.rules.ipv6) for t in rs.nft]
         if tables:
             text = load_text(tables)
             run(self.pair.exec_argv(self.pair.pod, ["nft", "-f", "-"]), input_text=text,
