@@ -148,19 +148,34 @@ def _verify_kernel(res: Any, quiet: bool) -> Any:
               show_default=True, help="canonical iptables-save text, iptables-restore input, or JSON")
 @click.option("--counters", is_flag=True, help="print packet/byte counters, like iptables-save -c")
 def parse_command(file: str, family: str | None, output: str, counters: bool) -> None:
-    """Read iptables rules in any form and print them in canonical form.
+    """Read iptables or nftables rules in any form and print them in canonical form.
 
     FILE ('-' for stdin) may be iptables-save output (with or without -c), iptables-restore input
     (Istio's '* nat' / -N / -I dialect too), an istio-iptables dry-run transcript, 'iptables ...'
     command lines, or 'kubectl logs POD -c istio-init' output. Without --family the output is
     '# ipv4' and the IPv4 rules, then '# ipv6' and the IPv6 rules if there are any; meshsolve
-    reads that back. Bad input exits with 65 and a one-line message.
+    reads that back. nftables input (nft -f commands, nft list ruleset, nft -j JSON) is detected
+    by itself and printed as canonical nft -f text (-o json: the rule model it lowers to).
+    Bad input exits with 65 and a one-line message.
     """
-    from meshsolve.iptables import parse_file, render_restore, render_save, to_json
+    from meshsolve.iptables import parse_text, render_restore, render_save, to_json
     from meshsolve.model.rules import Ruleset
+    from meshsolve.nftables import is_nft
+    from meshsolve.nftables import parse_text as nft_text
+    from meshsolve.nftables import render as nft_render
+    from meshsolve.nftables.lower import lower
+    from meshsolve.nftables.parse import read_input
 
     try:
-        rulesets = parse_file(file, source="<stdin>" if file == "-" else file)
+        text, name = read_input(file, "<stdin>" if file == "-" else file)
+        if is_nft(text):
+            nft = nft_text(text, name)
+            if output == "json":
+                click.echo(to_json(lower(nft)))
+            else:
+                click.echo(nft_render(nft), nl=False)
+            return
+        rulesets = parse_text(text, name)
     except ParseError as exc:
         detail = f" (line: {exc.line.strip()[:60]!r})" if exc.line and exc.line.strip() else ""
         raise ParseError(exc.message + detail, source=exc.source, lineno=exc.lineno) from None
@@ -423,7 +438,8 @@ def _input_options(f: _F) -> _F:
         click.option("--pod", "pod_file", type=click.Path(dir_okay=False), default=None,
                      help="one pod: kubectl get pod NAME -o yaml"),
         click.option("--rules", "rules_file", type=click.Path(dir_okay=False), default=None,
-                     help="iptables-save taken in the pod's netns, or kubectl logs POD -c istio-init"),
+                     help="iptables-save or nft list ruleset taken in the pod's netns, or kubectl logs POD "
+                          "-c istio-init"),
         click.option("--binds", "binds_file", type=click.Path(dir_okay=False), default=None,
                      help="YAML: apps (uid, gid, listen addresses), services, pod IPs"),
         click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",

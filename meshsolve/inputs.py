@@ -10,9 +10,10 @@ Five inputs, combinable as noted:
   ``istio-init`` ran (or the injector's template for the annotations, ``meshsolve.istio.pod``); each
   container becomes an app with its ``runAsUser``/``runAsGroup`` (default 1000) listening on the
   wildcard address on each TCP ``containerPort``; the pod IPs come from ``status.podIPs``.
-* ``rules=PATH``: an ``iptables-save`` dump taken in the pod's network namespace, or the output of
-  ``kubectl logs POD -c istio-init``; the proxy's behaviour comes from ``istio`` (default current)
-  or from ``pod``. Findings then point at ``PATH:line``.
+* ``rules=PATH``: an ``iptables-save`` dump taken in the pod's network namespace, the output of
+  ``kubectl logs POD -c istio-init``, or nftables rules (``nft -f`` input, ``nft list ruleset``,
+  ``nft -j list ruleset``: detected by themselves); the proxy's behaviour comes from ``istio``
+  (default current) or from ``pod``. Findings then point at ``PATH:line``.
 * ``binds=PATH``: a YAML file that overrides the apps (uid, gid, listen addresses), the services
   (VIP:port → endpoints) and the pod IPs (see ``load_binds``).
 
@@ -42,9 +43,8 @@ from meshsolve.analysis.properties import (
     Reachable,
     default_properties,
 )
-from meshsolve.analysis.worlds import DEFAULT_POD, world_from_config, world_from_rules
+from meshsolve.analysis.worlds import DEFAULT_POD, read_rules, world_from_config, world_from_rules
 from meshsolve.errors import SpecError, WorldError
-from meshsolve.iptables import parse_file
 from meshsolve.istio import CaptureConfig, normalise_version, parse_flags, proxy_behavior
 from meshsolve.istio.pod import injector_args, load_pods, pod_capture
 from meshsolve.model.net import IPAddress, family_of, to_address
@@ -296,7 +296,7 @@ def load_configuration(*, setup: str | None = None, family: str | None = None, i
         pod_ips = _pod_ips_for(config, family)
     services = b.services or ()
     if rules is not None:
-        ruleset = parse_file(rules)
+        ruleset = read_rules(rules)
         proxy = proxy_behavior(config.version, config)
         if rules and pod is None and istio is None:
             notes.append("proxy behaviour of Istio current assumed (give --istio VERSION)")

@@ -19,6 +19,7 @@ from typing import Literal, TypeAlias
 import attrs
 
 from meshsolve.errors import WorldError
+from meshsolve.model.load import LoadProblem
 from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, family_of, to_address, to_network
 from meshsolve.model.nftrules import (
     AddressSet,
@@ -56,6 +57,7 @@ __all__ = [
     "InInterface",
     "InterfaceSet",
     "Jump",
+    "LoadProblem",
     "Log",
     "MarkMatch",
     "MarkRanges",
@@ -785,12 +787,19 @@ class Ruleset:
         return not self.tables and not self.nft
 
 
+def _problems(values: Iterable[LoadProblem]) -> tuple[LoadProblem, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class Rulesets:
-    """What a pod's network namespace holds: the IPv4 (iptables) and IPv6 (ip6tables) rulesets."""
+    """What a pod's network namespace holds: the IPv4 (iptables) and IPv6 (ip6tables) rulesets, and
+    what loading them would have refused (``load_problems``: found before loading, reported as
+    findings; a refused transaction left nothing of itself in the rulesets)."""
 
     ipv4: Ruleset = attrs.field(factory=lambda: Ruleset("ipv4"))
     ipv6: Ruleset = attrs.field(factory=lambda: Ruleset("ipv6"))
+    load_problems: tuple[LoadProblem, ...] = attrs.field(default=(), converter=_problems, eq=False)
 
     @ipv4.validator
     def _v4(self, _a: attrs.Attribute[Ruleset], v: Ruleset) -> None:

@@ -27,12 +27,25 @@ from meshsolve.analysis.properties import (
     Observation,
     Reachable,
 )
-from meshsolve.model.rules import CommentMatch, Goto, Jump, PortMatch, Protocol, Rule, RuleRef
+from meshsolve.model.rules import (
+    AddressSet,
+    CommentMatch,
+    Destination,
+    FamilyMatch,
+    Goto,
+    Jump,
+    PortMatch,
+    Protocol,
+    Rule,
+    RuleRef,
+    Source,
+    Tproxy,
+)
 from meshsolve.model.world import World
 from meshsolve.report.catalog import Level, documentation_anchor, message_type
 from meshsolve.semantics.trace import Dropped, Failed, Hop, Loop, Rejected, Result, Undetermined
 
-__all__ = ["Finding", "Subject", "findings_for", "lint_world", "subject_of"]
+__all__ = ["Finding", "Subject", "findings_for", "lint_world", "load_findings", "subject_of"]
 
 
 @attrs.frozen
@@ -261,9 +274,49 @@ def _bind_of(world: World, port: int, *, loopback: bool) -> str:
     return "?"
 
 
+def load_findings(world: World) -> tuple[Finding, ...]:
+    """What loading the world's rules would refuse (``MSH0150``, ``MSH0151``: found before loading,
+    ``Rulesets.load_problems``) and IPv6 nftables rules in a pod without IPv6 (``MSH0152``)."""
+    out: list[Finding] = []
+    subject = subject_of(world)
+    for p in world.rules.load_problems:
+        ref = None if p.source.startswith("<") else p.where
+        if p.kind == "refused":
+            mt = message_type("MSH0150")
+            msg = mt.format(where=p.where, reason=p.message)
+        else:
+            mt = message_type("MSH0151")
+            msg = mt.format(what=p.message, where=p.where)
+        out.append(Finding(mt.code, mt.level, msg, subject, "the rules load", "lint", ref))
+    if "ipv6" not in world.families:
+        six = [(t, c, n, r) for t in world.rules.ipv6.nft for c in t.table.chains
+               for n, r in enumerate(c.rules, 1) if t.family == "ip6" or _names_ipv6(r)]
+        if six:
+            t, c, n, r = six[0]
+            mt = message_type("MSH0152")
+            where = f"{t.key}::{c.name}#{n}"
+            text = r.origin.text if r.origin is not None and r.origin.text else where
+            out.append(Finding(mt.code, mt.level, mt.format(count=len(six), rule=f"{where} {text}"), subject,
+                               "the rules load", "lint", _file_reference(r), where))
+    return tuple(out)
+
+
+def _names_ipv6(rule: Rule) -> bool:
+    for m in rule.matches:
+        if isinstance(m, FamilyMatch) and m.family == "ipv6" and not m.negated:
+            return True
+        if isinstance(m, Source | Destination) and m.net.version == 6:
+            return True
+        if isinstance(m, AddressSet) and m.nets[0].version == 6:
+            return True
+    t = rule.target
+    return isinstance(t, Tproxy) and t.on_ip is not None and t.on_ip.version == 6
+
+
 def lint_world(world: World, *, app_references: dict[str, str] | None = None) -> tuple[Finding, ...]:
-    """Findings that need no solver: apps that run as the proxy's uid or gid (``MSH0144``)."""
-    out = []
+    """Findings that need no solver: apps that run as the proxy's uid or gid (``MSH0144``), and what
+    loading the rules would refuse (``load_findings``)."""
+    out = list(load_findings(world))
     mt = message_type("MSH0144")
     refs = app_references or {}
     for app in world.apps:

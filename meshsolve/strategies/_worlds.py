@@ -254,7 +254,7 @@ def capture_rulesets(draw: st.DrawFn, fams: tuple[Family, ...], proxy: ProxyBeha
         if draw(st.integers(0, 3)) == 0:
             tables.append(draw(_filter_table(fam)))
         out[fam] = Ruleset(fam, tuple(tables))
-    return Rulesets(**out)
+    return Rulesets(out.get("ipv4", Ruleset("ipv4")), out.get("ipv6", Ruleset("ipv6")))
 
 
 # --- worlds --------------------------------------------------------------------------------------------
