@@ -283,6 +283,7 @@ class KernelWorld:
         self._flow_no = 0
         self._loaded: dict[str, bool] = {}
         self._nft_loaded = False
+        self._nft_last: dict[RuleRef, int] | None = None
         self._last_counters: dict[str, dict[RuleRef, int]] = {}
         self._owned: set[IPAddress] = set()
         self._rulesets = {fam: world.rules.for_family(fam) for fam in ("ipv4", "ipv6")}
@@ -530,9 +531,9 @@ class KernelWorld:
         fam = self._counter_family(flow)
         before: dict[RuleRef, int] = {}
         if c.counters:
-            # an inet table's counters are both families': its snapshot is not one family's
-            cached = None if self._nft_loaded else self._last_counters.get(fam)
+            cached = self._last_counters.get(fam)
             before = cached if cached is not None else self._counters(fam)
+            before.update(self._nft_before(fam))
         read_timeout = c.read_timeout + 2 * upstream_timeout
         reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport, "token": token,
                              "timeout": connect_timeout, "read_timeout": read_timeout,
@@ -542,25 +543,43 @@ class KernelWorld:
         hits: tuple[RuleRef, ...] = ()
         if c.counters:
             after = self._counters(fam)
-            self._last_counters[fam] = after  # counters only move during flows
+            self._last_counters[fam] = dict(after)  # counters only move during flows
+            after.update(self._nft_after(fam))
             hits = tuple(ref for ref in sorted(after, key=_ref_key)
                          for _ in range(after[ref] - before.get(ref, 0)))
         return self._classify(flow, fam, token, reply, events, seen, hits)
 
     def _counters(self, fam: Family) -> dict[RuleRef, int]:
-        """Packet counters of every rule (and, as index 0, every built-in chain's policy) of the
-        pod's ``fam`` ruleset, read with ``iptables-save -c``."""
+        """Packet counters of every iptables rule (and, as index 0, every built-in chain's policy) of
+        the pod's ``fam`` ruleset, read with ``iptables-save -c``."""
         out: dict[RuleRef, int] = {}
         if self._loaded.get(fam) is True:
             tool = "ip6tables-save" if fam == "ipv6" else "iptables-save"
             text = run(self.pair.exec_argv(self.pair.pod, [tool, "-c"]), what=f"{tool} -c in the pod")
             out.update(parse_counters(text))
-        if self._nft_loaded:
-            keys = {t.key for t in self._rulesets[fam].nft}
-            text = run(self.pair.exec_argv(self.pair.pod, ["nft", "-j", "list", "ruleset"]),
-                       what="nft -j list ruleset in the pod")
-            out.update((ref, n) for ref, n in parse_nft_counters(text).items() if ref.table in keys)
         return out
+
+    def _nft_counters(self) -> dict[RuleRef, int]:
+        """Packet counters of every native nftables rule (and drop policy, index 0), both families'
+        tables at once (an ``inet`` table counts both), read with ``nft -j list ruleset``."""
+        if not self._nft_loaded:
+            return {}
+        text = run(self.pair.exec_argv(self.pair.pod, ["nft", "-j", "list", "ruleset"]),
+                   what="nft -j list ruleset in the pod")
+        return parse_nft_counters(text)
+
+    def _nft_only(self, counts: dict[RuleRef, int], fam: Family) -> dict[RuleRef, int]:
+        keys = {t.key for t in self._rulesets[fam].nft}
+        return {ref: n for ref, n in counts.items() if ref.table in keys}
+
+    def _nft_before(self, fam: Family) -> dict[RuleRef, int]:
+        if self._nft_last is None:
+            self._nft_last = self._nft_counters()
+        return self._nft_only(self._nft_last, fam)
+
+    def _nft_after(self, fam: Family) -> dict[RuleRef, int]:
+        self._nft_last = self._nft_counters()  # counters only move during flows
+        return self._nft_only(self._nft_last, fam)
 
     def _classify(self, flow: Flow, fam: Family, token: str, reply: dict[str, Any],
                   events: list[dict[str, Any]], seen: list[dict[str, Any]],
