@@ -167,15 +167,15 @@ def parse_command(file: str, family: str | None, output: str, counters: bool) ->
     from meshsolve.nftables.parse import read_input
 
     try:
-        text, name = read_input(file, "<stdin>" if file == "-" else file)
-        if is_nft(text):
-            nft = nft_text(text, name)
+        raw, name = read_input(file, "<stdin>" if file == "-" else file)
+        if is_nft(raw):
+            nft = nft_text(raw, name)
             if output == "json":
                 click.echo(to_json(lower(nft)))
             else:
                 click.echo(nft_render(nft), nl=False)
             return
-        rulesets = parse_text(text, name)
+        rulesets = parse_text(raw, name)
     except ParseError as exc:
         detail = f" (line: {exc.line.strip()[:60]!r})" if exc.line and exc.line.strip() else ""
         raise ParseError(exc.message + detail, source=exc.source, lineno=exc.lineno) from None
@@ -563,6 +563,10 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
     for side in sides:
         _notes(side.notes)
     results = diff(sides[0].world, sides[1].world)
+    from meshsolve.report.findings import diff_findings, lint_world
+
+    findings = (*lint_world(sides[0].world), *lint_world(sides[1].world),
+                *diff_findings(sides[0].world, sides[1].world, results))
     named = compare_app_flows(sides[0].world, sides[1].world)
     differences = [r for r in results if isinstance(r, Different)]
     unknowns = [r for r in results if isinstance(r, DiffUnknown)]
@@ -578,7 +582,7 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
             else:
                 items.append({"verdict": "equivalent", "scopes": [str(s) for s in r.scopes], "hops": r.hops})
         click.echo(json.dumps({"schemaVersion": 1, "a": sides[0].label, "b": sides[1].label,
-                               "results": items,
+                               "results": items, "findings": [f.to_dict() for f in findings],
                                "appFlows": [{"flow": str(f), "a": ra.summary, "b": rb.summary,
                                              "same": ra.summary == rb.summary} for f, ra, rb in named],
                                "exitCode": code}, indent=2))
@@ -606,6 +610,8 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
         for f, ra, rb in named:
             mark = "same" if ra.summary == rb.summary else "DIFFERENT"
             click.echo(f"  {f!s:<{width}}  A: {ra.summary:<22} B: {rb.summary:<22} {mark}")
+    for finding in findings:
+        click.echo(finding.line())
     if differences:
         click.echo(f"{len(differences)} differing flow{'s' if len(differences) != 1 else ''} "
                    f"(one witness per client kind and family)")

@@ -13,6 +13,7 @@ that went wrong, the last rule whose matches were more than ``-p tcp`` (see ``de
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -45,7 +46,8 @@ from meshsolve.model.world import World
 from meshsolve.report.catalog import Level, documentation_anchor, message_type
 from meshsolve.semantics.trace import Dropped, Failed, Hop, Loop, Rejected, Result, Undetermined
 
-__all__ = ["Finding", "Subject", "findings_for", "lint_world", "load_findings", "subject_of"]
+__all__ = ["Finding", "Subject", "backend_of", "diff_findings", "findings_for", "lint_world", "load_findings",
+           "subject_of"]
 
 
 @attrs.frozen
@@ -311,6 +313,40 @@ def _names_ipv6(rule: Rule) -> bool:
             return True
     t = rule.target
     return isinstance(t, Tproxy) and t.on_ip is not None and t.on_ip.version == 6
+
+
+def backend_of(world: World) -> str:
+    """``iptables``, ``nftables`` (native tables only) or ``iptables+nftables``."""
+    ipt = any(rs.tables for rs in (world.rules.ipv4, world.rules.ipv6))
+    nft = any(rs.nft for rs in (world.rules.ipv4, world.rules.ipv6))
+    return "iptables+nftables" if ipt and nft else "nftables" if nft else "iptables"
+
+
+def diff_findings(a: World, b: World, results: Sequence[object]) -> tuple[Finding, ...]:
+    """The differences ``diff`` found between set-ups on two backends (one iptables, one nftables) as
+    findings: ``MSH0154`` when IPv6 is off on the iptables side (no ip6tables rules) and the nft side
+    still captures the IPv6 connection, else ``MSH0153``. Set-ups on one backend give none."""
+    from meshsolve.analysis.diff import Different
+
+    ka, kb = backend_of(a), backend_of(b)
+    if ka == kb:
+        return ()
+    out: list[Finding] = []
+    for r in results:
+        if not isinstance(r, Different):
+            continue
+        ipt_side, nft_side = (r.a, r.b) if kb == "nftables" else (r.b, r.a)
+        ipt_world = a if kb == "nftables" else b
+        ipv6_off = r.flow.family == "ipv6" and not ipt_world.rules.ipv6.tables and not ipt_world.rules.ipv6.nft
+        if ipv6_off and nft_side.observed and not ipt_side.observed:
+            mt = message_type("MSH0154")
+            msg = mt.format(flow=r.flow, a_outcome=ipt_side.summary, b_outcome=nft_side.summary)
+        else:
+            mt = message_type("MSH0153")
+            msg = mt.format(a=ka, b=kb, flow=r.flow, a_outcome=r.a.summary, b_outcome=r.b.summary)
+        out.append(Finding(mt.code, mt.level, msg, subject_of(b), f"{ka} and {kb} set-ups agree", "refuted",
+                           None, None, str(r.flow), r.b.summary, r.b))
+    return tuple(out)
 
 
 def lint_world(world: World, *, app_references: dict[str, str] | None = None) -> tuple[Finding, ...]:
