@@ -148,20 +148,35 @@ def _verify_kernel(res: Any, quiet: bool) -> Any:
               show_default=True, help="canonical iptables-save text, iptables-restore input, or JSON")
 @click.option("--counters", is_flag=True, help="print packet/byte counters, like iptables-save -c")
 def parse_command(file: str, family: str | None, output: str, counters: bool) -> None:
-    """Read iptables rules in any form and print them in canonical form.
+    """Read iptables or nftables rules in any form and print them in canonical form.
 
     FILE ('-' for stdin) may be iptables-save output (with or without -c), an 'iptables -S' listing,
     iptables-restore input (Istio's '* nat' / -N / -I dialect too), an istio-iptables dry-run
     transcript, 'iptables ...' command lines, or 'kubectl logs POD -c istio-init' output, also inside
     log wrappers (docs/inputs.md lists them; what was taken off is noted on stderr). Without --family
     the output is '# ipv4' and the IPv4 rules, then '# ipv6' and the IPv6 rules if there are any;
-    meshsolve reads that back. Bad input exits with 65 and a one-line message.
+    meshsolve reads that back. nftables input (nft -f commands, nft list ruleset, nft -j JSON) is
+    detected by itself and printed as canonical nft -f text (-o json: the rule model it lowers to).
+    Bad input exits with 65 and a one-line message.
     """
-    from meshsolve.iptables import read_file, render_restore, render_save, to_json
+    from meshsolve.iptables import read_text, render_restore, render_save, to_json
     from meshsolve.model.rules import Ruleset
+    from meshsolve.nftables import is_nft
+    from meshsolve.nftables import parse_text as nft_text
+    from meshsolve.nftables import render as nft_render
+    from meshsolve.nftables.lower import lower
+    from meshsolve.nftables.parse import read_input
 
     try:
-        reading = read_file(file, source="<stdin>" if file == "-" else file)
+        raw, name = read_input(file, "<stdin>" if file == "-" else file)
+        if is_nft(raw):
+            nft = nft_text(raw, name)
+            if output == "json":
+                click.echo(to_json(lower(nft)))
+            else:
+                click.echo(nft_render(nft), nl=False)
+            return
+        reading = read_text(raw, name)
         rulesets = reading.require_rulesets()
     except ParseError as exc:
         detail = f" (line: {exc.line.strip()[:60]!r})" if exc.line and exc.line.strip() else ""
@@ -426,8 +441,8 @@ def _input_options(f: _F) -> _F:
         click.option("--pod", "pod_file", type=click.Path(dir_okay=False), default=None,
                      help="one pod: kubectl get pod NAME -o yaml"),
         click.option("--rules", "rules_file", type=click.Path(dir_okay=False), default=None,
-                     help="the pod's netns: iptables-save or iptables -t nat -S, or kubectl logs POD -c "
-                          "istio-init (docs/inputs.md lists every form)"),
+                     help="the pod's netns: iptables-save, iptables -t nat -S or nft list ruleset, or kubectl "
+                          "logs POD -c istio-init (docs/inputs.md lists every form)"),
         click.option("--binds", "binds_file", type=click.Path(dir_okay=False), default=None,
                      help="the apps' listeners: `ss -ltnp` / `netstat -ntlp` output, or YAML (apps with uid, "
                           "gid, listen addresses; services; pod IPs)"),
@@ -571,6 +586,9 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
         _notes(side.notes)
     wa, wb = (side.require_world() for side in sides)
     results = diff(wa, wb)
+    from meshsolve.report.findings import diff_findings, lint_world
+
+    findings = (*lint_world(wa), *lint_world(wb), *diff_findings(wa, wb, results))
     named = compare_app_flows(wa, wb)
     differences = [r for r in results if isinstance(r, Different)]
     unknowns = [r for r in results if isinstance(r, DiffUnknown)]
@@ -588,7 +606,7 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
         pod = {"from": loaded.pod_from, "rule": loaded.rule, "same": loaded.same_pod,
                "a": pod_to_dict(wa), "b": pod_to_dict(wb)}
         click.echo(json.dumps({"schemaVersion": 1, "a": sides[0].label, "b": sides[1].label, "pod": pod,
-                               "results": items,
+                               "results": items, "findings": [f.to_dict() for f in findings],
                                "appFlows": [{"flow": str(f), "a": ra.summary, "b": rb.summary,
                                              "same": ra.summary == rb.summary} for f, ra, rb in named],
                                "exitCode": code}, indent=2))
@@ -624,6 +642,8 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
         for f, ra, rb in named:
             mark = "same" if ra.summary == rb.summary else "DIFFERENT"
             click.echo(f"  {f!s:<{width}}  A: {ra.summary:<22} B: {rb.summary:<22} {mark}")
+    for finding in findings:
+        click.echo(finding.line())
     if differences:
         click.echo(f"{len(differences)} differing flow{'s' if len(differences) != 1 else ''} "
                    f"(one witness per client kind and family)")

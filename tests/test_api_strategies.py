@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import ipaddress
 
+import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -99,9 +100,13 @@ def test_every_table_entry_is_drawn_as_its_kind() -> None:
 
     from meshsolve.strategies._rules import BASIC_MATCHES, MODULE_MATCHES, TARGETS, Place
 
-    place = Place("ipv4", "filter", "OUTPUT", proto="tcp", jumpable=("A",))
+    place = Place("ipv4", "filter", "OUTPUT", proto="tcp", jumpable=("A",), nft=True)
     entries = [(kind, entry) for table in (BASIC_MATCHES, MODULE_MATCHES, TARGETS) for kind, entry in table.items()]
     assert all(entry.fits(place) for _, entry in entries)
+    # the nftables-only kinds fit only a native nftables table's rule
+    iptables_place = attrs.evolve(place, nft=False)
+    nft_only = {kind for kind, entry in entries if not entry.fits(iptables_place)}
+    assert {k.__module__ for k in nft_only} == {"meshsolve.model.nftrules"}, nft_only
     collect = settings(max_examples=300, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
                        suppress_health_check=list(HealthCheck))
     reached: set[type] = set()
@@ -114,12 +119,12 @@ def test_every_table_entry_is_drawn_as_its_kind() -> None:
             assert type(value) is kind, (kind, value)
 
     @collect
-    @given(S.rules("ipv4", "filter", "OUTPUT"))
+    @given(S.rules("ipv4", "filter", "OUTPUT", nft=True))
     def from_rules(rule: Rule) -> None:
         reached.update(type(m) for m in rule.matches)
 
     @collect
-    @given(S.targets("ipv4", "filter", "OUTPUT", ("A",), proto="tcp"))
+    @given(S.targets("ipv4", "filter", "OUTPUT", ("A",), proto="tcp", nft=True))
     def from_targets(target: object) -> None:
         reached.add(type(target))
 

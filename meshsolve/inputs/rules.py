@@ -37,6 +37,8 @@ from meshsolve.model.rules import (
     Rulesets,
     Tproxy,
 )
+from meshsolve.nftables import is_nft
+from meshsolve.nftables.loadcheck import load_rulesets
 
 __all__ = ["Listeners", "RulesRead", "listeners_of_rules", "read_rules"]
 
@@ -89,7 +91,10 @@ def _failure_problem(reading: Reading, shown_state: bool, cut: bool) -> list[Pro
 def read_rules(path: str | os.PathLike[str], *, source: str | None = None) -> RulesRead:
     """Read ``--rules`` (see the module notes)."""
     name = source if source is not None else ("<stdin>" if str(path) == "-" else str(path))
-    unwrapped = unwrap_text(file_text(path, name), name)
+    raw = file_text(path, name)
+    if is_nft(raw):
+        return _nft_rules(raw, name)
+    unwrapped = unwrap_text(raw, name)
     other = mesh_of_text(unwrapped.text, ((ln.lineno, ln.text) for ln in unwrapped.lines))
     if other is not None:
         raise UnsupportedError(f"{name}: these are the rules of {other.name} ({other.evidence}), not Istio's "
@@ -112,6 +117,25 @@ def read_rules(path: str | os.PathLike[str], *, source: str | None = None) -> Ru
         extra = "".join(f"; {n}" for n in _header_notes(reading))
         raise ParseError(exc.message + extra, source=exc.source, lineno=exc.lineno, line=exc.line)
     return _analysable(reading, reading.require_rulesets(), (), notes)
+
+
+def _nft_rules(text: str, name: str) -> RulesRead:
+    """nftables rules (``nft -f`` input, ``nft list ruleset``, ``nft -j``): lowered whole; what nft would
+    refuse to load travels as the rulesets' ``load_problems``. Istio's native nftables tables are
+    named ``istio-proxy-*`` (``istio-ambient-*`` is ambient mode, refused like its iptables rules)."""
+    rulesets = load_rulesets(text, name)
+    tables = sorted({t.name for rs in (rulesets.ipv4, rulesets.ipv6) for t in rs.nft})
+    reading = Reading(source=name, form="nft", rulesets=rulesets, text=text)
+    if any(t.startswith("istio-ambient") for t in tables):
+        raise UnsupportedError(f"{name}: these are the rules of Istio's ambient mode (its tables "
+                               f"{', '.join(tables)}), not Istio's sidecar set-up; meshsolve reports nothing for them")
+    if any(t.startswith("istio-proxy") for t in tables):
+        mesh = Mesh("istio", "Istio's sidecar (native nftables)", f"its tables {', '.join(tables)}")
+        return RulesRead(reading, rulesets, (), ("nftables rules: Istio's native nftables mode",), None, mesh)
+    mesh = Mesh("custom", "nftables rules of their own (no Istio table names)",
+                f"tables {', '.join(tables) or '(none)'}")
+    return RulesRead(reading, rulesets, (), (f"these rules are {mesh.name} ({mesh.evidence}): checked with an "
+                                              "Istio sidecar as the proxy",), None, mesh)
 
 
 def _analysable(reading: Reading, rulesets: Rulesets, problems: tuple[Problem, ...], notes: list[str]) -> RulesRead:

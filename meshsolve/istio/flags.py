@@ -105,6 +105,7 @@ MODERN_FLAGS: tuple[FlagSpec, ...] = (
     _f(None, None, "ISTIO_OUTBOUND_OWNER_GROUPS", "owner_groups_include"),
     _f(None, None, "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "owner_groups_exclude"),
     _f(None, None, "ENABLE_INBOUND_IPV6", "enable_ipv6", "bool"),
+    _f(None, "native-nftables", "NATIVE_NFTABLES", "native_nftables", "bool"),
     # accepted, no effect on the rules a pod ends up with
     _f(None, "run-validation", "RUN_VALIDATION", None, "bool"),
     _f(None, "skip-rule-apply", "SKIP_RULE_APPLY", None, "bool"),
@@ -112,7 +113,7 @@ MODERN_FLAGS: tuple[FlagSpec, ...] = (
     _f(None, "probe-timeout", "PROBE_TIMEOUT", None),
     _f(None, "reconcile", "RECONCILE", None, "bool"),
     _f(None, "force-apply", "FORCE_APPLY", None, "bool"),
-    _f(None, "native-nftables", "NATIVE_NFTABLES", None, "bool"),
+
     _f(None, "force-iptables-binary", "FORCE_IPTABLES_BINARY", None),
     _f(None, "network-namespace", "NETWORK_NAMESPACE", None),
     _f(None, "cni-mode", "CNI_MODE", None, "bool"),

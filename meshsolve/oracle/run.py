@@ -7,7 +7,8 @@
    it, and puts the proxy's inbound source address (``::6``) on ``lo`` when it is not already local;
    installs exactly ``world.routing`` (``ip rule`` / ``ip route`` per family) in the pod,
 3. loads the world's rulesets with ``iptables-restore`` / ``ip6tables-restore`` inside the pod (text
-   from :mod:`meshsolve.iptables`),
+   from :mod:`meshsolve.iptables`), and its native nftables tables with Debian's ``nft -f`` (their
+   own text, a counter in every rule: :mod:`meshsolve.oracle.nft`),
 4. makes the peer "the outside world": it owns its own address and every remote address the world
    names (service endpoints and VIPs that are not the pod's, DNAT targets, sample addresses of rule
    CIDRs, and each flow's destination when it is remote: local routes on the peer's ``lo``), and one
@@ -79,6 +80,7 @@ from meshsolve.model.rules import CtTarget, Drop, Reject, RuleRef, Ruleset, Tpro
 from meshsolve.model.world import Flow, World
 from meshsolve.oracle.flowspace import remote_addresses, unroutable
 from meshsolve.oracle.netns import NamespacePair, ip_batch, run
+from meshsolve.oracle.nft import load_text, parse_nft_counters
 from meshsolve.semantics.trace import (
     Delivered,
     Dropped,
@@ -284,6 +286,8 @@ class KernelWorld:
         self.workers: dict[str, _Worker] = {}
         self._flow_no = 0
         self._loaded: dict[str, bool] = {}
+        self._nft_loaded = False
+        self._nft_last: dict[RuleRef, int] | None = None
         self._last_counters: dict[str, dict[RuleRef, int]] = {}
         self._owned: set[IPAddress] = set()
         self._rulesets = {fam: world.rules.for_family(fam) for fam in ("ipv4", "ipv6")}
@@ -420,6 +424,12 @@ class KernelWorld:
             if text.strip():
                 run(self.pair.exec_argv(self.pair.pod, [tool]), input_text=text,
                     what=f"{tool} in the pod namespace (input:\n{text})")
+        tables = [t for rs in (self.world.rules.ipv4, self.world.rules.ipv6) for t in rs.nft]
+        if tables:
+            text = load_text(tables)
+            run(self.pair.exec_argv(self.pair.pod, ["nft", "-f", "-"]), input_text=text,
+                what=f"nft -f in the pod namespace (input:\n{text})")
+            self._nft_loaded = True
         # the peer: a connection to any address it owns goes to the one server
         port = self.config.egress_port
         peer_rules = (f"*nat\n-A PREROUTING -i {self.pair.peer_interface} -p tcp -m addrtype --dst-type LOCAL "
@@ -528,6 +538,7 @@ class KernelWorld:
         if c.counters:
             cached = self._last_counters.get(fam)
             before = cached if cached is not None else self._counters(fam)
+            before.update(self._nft_before(fam))
         read_timeout = c.read_timeout + 2 * upstream_timeout
         reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport, "token": token,
                              "timeout": connect_timeout, "read_timeout": read_timeout,
@@ -537,19 +548,43 @@ class KernelWorld:
         hits: tuple[RuleRef, ...] = ()
         if c.counters:
             after = self._counters(fam)
-            self._last_counters[fam] = after  # counters only move during flows
+            self._last_counters[fam] = dict(after)  # counters only move during flows
+            after.update(self._nft_after(fam))
             hits = tuple(ref for ref in sorted(after, key=_ref_key)
                          for _ in range(after[ref] - before.get(ref, 0)))
         return self._classify(flow, fam, token, reply, events, seen, hits)
 
     def _counters(self, fam: Family) -> dict[RuleRef, int]:
-        """Packet counters of every rule (and, as index 0, every built-in chain's policy) of the
-        pod's ``fam`` ruleset, read with ``iptables-save -c``."""
-        if self._loaded.get(fam) is not True:
+        """Packet counters of every iptables rule (and, as index 0, every built-in chain's policy) of
+        the pod's ``fam`` ruleset, read with ``iptables-save -c``."""
+        out: dict[RuleRef, int] = {}
+        if self._loaded.get(fam) is True:
+            tool = "ip6tables-save" if fam == "ipv6" else "iptables-save"
+            text = run(self.pair.exec_argv(self.pair.pod, [tool, "-c"]), what=f"{tool} -c in the pod")
+            out.update(parse_counters(text))
+        return out
+
+    def _nft_counters(self) -> dict[RuleRef, int]:
+        """Packet counters of every native nftables rule (and drop policy, index 0), both families'
+        tables at once (an ``inet`` table counts both), read with ``nft -j list ruleset``."""
+        if not self._nft_loaded:
             return {}
-        tool = "ip6tables-save" if fam == "ipv6" else "iptables-save"
-        text = run(self.pair.exec_argv(self.pair.pod, [tool, "-c"]), what=f"{tool} -c in the pod")
-        return parse_counters(text)
+        text = run(self.pair.exec_argv(self.pair.pod, ["nft", "-j", "list", "ruleset"]),
+                   what="nft -j list ruleset in the pod")
+        return parse_nft_counters(text)
+
+    def _nft_only(self, counts: dict[RuleRef, int], fam: Family) -> dict[RuleRef, int]:
+        keys = {t.key for t in self._rulesets[fam].nft}
+        return {ref: n for ref, n in counts.items() if ref.table in keys}
+
+    def _nft_before(self, fam: Family) -> dict[RuleRef, int]:
+        if self._nft_last is None:
+            self._nft_last = self._nft_counters()
+        return self._nft_only(self._nft_last, fam)
+
+    def _nft_after(self, fam: Family) -> dict[RuleRef, int]:
+        self._nft_last = self._nft_counters()  # counters only move during flows
+        return self._nft_only(self._nft_last, fam)
 
     def _classify(self, flow: Flow, fam: Family, token: str, reply: dict[str, Any],
                   events: list[dict[str, Any]], seen: list[dict[str, Any]],

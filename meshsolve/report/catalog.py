@@ -108,6 +108,42 @@ _ENTRIES: tuple[MessageType, ...] = (
         "A socket bound to the pod IP cannot be reached through the sidecar because the proxy "
         "forwards inbound traffic to localhost (Istio before 1.10).", related="IST0143"),
     MessageType(
+        "MSH0150", "NftTransactionRefused", "Error",
+        "nft refuses the whole transaction ({where}): {reason}; nothing of it is loaded",
+        "nft applies an nft -f file as one transaction: one command it refuses (an insert at an index "
+        "the chain does not have, as Istio's native nftables backend did for an empty chain; a chain or "
+        "set that does not exist) and none of the rules are loaded. The pod runs without them (istio-init "
+        "fails). The other findings are about the pod as it is then."),
+    MessageType(
+        "MSH0151", "NameResolvedAtLoad", "Error",
+        "nft resolves the {what} when it loads the rules ({where}): on a host without it the whole "
+        "transaction is refused",
+        "nft turns user and group names (meta skuid/skgid) into ids on the host that loads the rules — "
+        "for a sidecar, the init container — and refuses the whole transaction when that host does not "
+        "know the name (\"Group does not exist\"), as Istio's owner-group options do with the app "
+        "container's group names. What the name matches is undetermined unless the world names it."),
+    MessageType(
+        "MSH0152", "Ipv6RulesWithoutIpv6", "Warning",
+        "{count} nftables rule(s) about IPv6 (first: {rule}) in a pod without IPv6: on a host without "
+        "IPv6 support nft refuses them and the whole transaction fails",
+        "Rules that test IPv6 (an ip6 table, ip6 addresses, meta nfproto ipv6, tproxy ip6) in a pod "
+        "that has no IPv6 address: Istio's native nftables backend wrote them even with IPv6 disabled, "
+        "and on platforms without IPv6 support that made the load fail. If the pod does have IPv6, say "
+        "so (--family dual)."),
+    MessageType(
+        "MSH0153", "BackendsDiffer", "Warning",
+        "The {b} set-up ends {flow} as {b_outcome}; the {a} set-up as {a_outcome}",
+        "Two capture set-ups meant to be the same configuration (Istio's iptables and native nftables "
+        "backends) treat a connection differently: one of them does not do what the other does."),
+    MessageType(
+        "MSH0154", "Ipv6CapturedWithIpv6Off", "Warning",
+        "With IPv6 off, the nftables set-up still captures {flow} ({b_outcome}); the iptables set-up "
+        "leaves it alone ({a_outcome})",
+        "Istio's native nftables backend writes one inet table for both families and drops only the "
+        "rules that name IPv6 when IPv6 is off: the family-free rules (jump to the redirect chains) still "
+        "send IPv6 TCP to the proxy, which serves no IPv6 (fail closed); the iptables backend writes no "
+        "ip6tables rules at all, so the same connection bypasses the proxy (fail open)."),
+    MessageType(
         "MSH0199", "Inconclusive", "Warning",
         "Could not decide '{prop}': {reason}",
         "The solver gave up or the answer depends on a rule meshsolve does not model; the property "

@@ -5,6 +5,9 @@ table keyed by the model class: ``BASIC_MATCHES`` (``-s -d -p -i -o``), ``MODULE
 (``-m ...``) and ``TARGETS``. ``matches()``, ``rules()`` and ``targets()`` draw from every entry
 that fits the rule's ``Place``, in table order, so a new kind is one new entry.
 
+The kinds only native nftables rules lower to (``meshsolve.model.nftrules``) fit only an ``nft``
+place (``rules(..., nft=True)``): iptables has no text for them.
+
 With ``kernel=True`` an entry fits only where the real kernel (iptables 1.8.9, nf_tables) accepts
 it: where the kind registry (``meshsolve.model.kinds``) says the loader accepts it (owner in
 OUTPUT/POSTROUTING, ``-i`` not on output hooks, ``-m socket`` in PREROUTING/INPUT, TPROXY in mangle
@@ -34,6 +37,7 @@ from meshsolve.model.path import TABLE_HOOKS, TABLE_ORDER
 from meshsolve.model.rules import (
     BUILTIN_CHAINS,
     Accept,
+    AddressSet,
     AddrtypeMatch,
     Chain,
     CommentMatch,
@@ -44,11 +48,16 @@ from meshsolve.model.rules import (
     Destination,
     Dnat,
     Drop,
+    FamilyMatch,
     Goto,
     InInterface,
+    InterfaceSet,
     Jump,
     Log,
     MarkMatch,
+    MarkRanges,
+    MarkStatements,
+    MarkStep,
     Masquerade,
     Match,
     MultiportMatch,
@@ -57,7 +66,9 @@ from meshsolve.model.rules import (
     OutInterface,
     OwnerMatch,
     PortMatch,
+    PortPair,
     Protocol,
+    ProtocolSet,
     Redirect,
     Reject,
     Return,
@@ -67,11 +78,13 @@ from meshsolve.model.rules import (
     SetMark,
     Snat,
     SocketMatch,
+    SocketOwner,
     Source,
     StateMatch,
     Table,
     Target,
     Tproxy,
+    TproxySocket,
     Trace,
 )
 from meshsolve.strategies._addresses import networks, port_ranges
@@ -142,6 +155,7 @@ class Place:
     proto: str | None = None
     jumpable: tuple[str, ...] = ()
     palette: Palette | None = None
+    nft: bool = False  # a rule of a native nftables table (the nft-only kinds fit only here)
 
     @property
     def builtin(self) -> bool:
@@ -379,6 +393,20 @@ def _nat_to(place: Place) -> st.SearchStrategy[str]:
     return build()
 
 
+def _nft_only(place: Place) -> bool:
+    return place.nft and not place.kernel
+
+
+def _nft_mark_step() -> st.SearchStrategy[MarkStep]:
+    return st.one_of(st.builds(MarkStep, st.sampled_from(["mark", "ctmark"]), st.none(), st.just(0), _mark),
+                     st.builds(MarkStep, st.sampled_from(["mark", "ctmark"]), st.sampled_from(["mark", "ctmark"]),
+                               _mask, st.one_of(st.just(0), _mark)))
+
+
+_NFT_PROTOCOLS = ("tcp", "udp", "icmp", "ipv6-icmp", "sctp")
+_mark_range = st.tuples(_mark, _mark).map(lambda t: (min(t), max(t)))
+
+
 # --- the kind tables (order = the order of one_of's branches) ----------------------------------------
 
 BASIC_MATCHES: dict[type, Draw] = {
@@ -406,6 +434,24 @@ MODULE_MATCHES: dict[type, Draw] = {
     MultiportMatch: Draw(_multiport, lambda p: p.ports),
     OwnerMatch: Draw(_owner, _kernel_or(lambda p: p.hook("OUTPUT", "POSTROUTING"))),
     SocketMatch: Draw(_socket, _kernel_or(lambda p: p.hook("PREROUTING", "INPUT"))),
+    # nftables only
+    FamilyMatch: Draw(lambda p: st.builds(FamilyMatch, st.sampled_from(["ipv4", "ipv6"]), st.booleans()),
+                      _nft_only),
+    AddressSet: Draw(lambda p: st.builds(AddressSet, st.sampled_from(["src", "dst"]),
+                                         st.lists(networks(p.family), min_size=1, max_size=4), st.booleans()),
+                     _nft_only),
+    InterfaceSet: Draw(lambda p: st.builds(InterfaceSet, st.sampled_from(["in", "out"]),
+                                           st.lists(_iface, min_size=1, max_size=3), st.booleans()), _nft_only),
+    ProtocolSet: Draw(lambda p: st.builds(ProtocolSet, st.lists(st.sampled_from(_NFT_PROTOCOLS), min_size=1,
+                                                                max_size=3), st.booleans()), _nft_only),
+    PortPair: Draw(lambda p: st.builds(PortPair, st.sampled_from(["tcp", "udp", "th"]), st.integers(0, 65535),
+                                       st.integers(0, 65535), st.booleans()), _nft_only),
+    SocketOwner: Draw(lambda p: st.builds(SocketOwner, st.sampled_from(["uid", "gid"]),
+                                          st.lists(_owner_id, min_size=1, max_size=3), st.booleans()), _nft_only),
+    MarkRanges: Draw(lambda p: st.builds(MarkRanges, st.sampled_from(["meta", "ct"]),
+                                         st.lists(_mark_range, min_size=1, max_size=3), _mask, st.booleans()),
+                     _nft_only),
+    TproxySocket: Draw(lambda p: st.builds(TproxySocket, st.none() | st.integers(1, 65535)), _nft_only),
 }
 """``-m ...``: ``rules()`` draws up to three of them, ``matches()`` one (as one of the basic ones)."""
 
@@ -430,6 +476,9 @@ TARGETS: dict[type, Draw] = {
     Reject: Draw(_reject),
     OpaqueTarget: Draw(lambda p: st.builds(OpaqueTarget, st.just("NFLOG"),
                                            st.integers(1, 100).map(lambda g: ("--nflog-group", str(g))))),
+    # nftables only
+    MarkStatements: Draw(lambda p: st.builds(MarkStatements, st.lists(_nft_mark_step(), min_size=1, max_size=3)),
+                         _nft_only),
 }
 """``-j``/``-g``: ``targets()`` draws one of them."""
 
@@ -471,19 +520,22 @@ def matches(family: Family = "ipv4", table: str = "filter", chain: str = "INPUT"
 
 
 def targets(family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
-            jumpable: tuple[str, ...] = (), kernel: bool = False, proto: str | None = None
-            ) -> st.SearchStrategy[Target]:
-    """A target valid for ``table``/``chain`` (all targets when ``kernel`` is False)."""
-    return _targets(Place(family, table, chain, kernel, proto, tuple(jumpable)))
+            jumpable: tuple[str, ...] = (), kernel: bool = False, proto: str | None = None,
+            nft: bool = False) -> st.SearchStrategy[Target]:
+    """A target valid for ``table``/``chain`` (all targets when ``kernel`` is False; ``nft``: the
+    nftables-only ones too)."""
+    return _targets(Place(family, table, chain, kernel, proto, tuple(jumpable), None, nft))
 
 
 @st.composite
 def rules(draw: st.DrawFn, family: Family = "ipv4", table: str = "filter", chain: str = "INPUT",
-          jumpable: tuple[str, ...] = (), kernel: bool = False, palette: Palette | None = None) -> Rule:
+          jumpable: tuple[str, ...] = (), kernel: bool = False, palette: Palette | None = None,
+          nft: bool = False) -> Rule:
     """One rule valid in ``table``/``chain``; jumps only to ``jumpable`` chains. With a ``palette``
     its values come from the palette, it has fewer matches, mostly ``-p tcp``, and the kinds the
-    model leaves undetermined (unmodelled modules and targets, CT, SNAT/MASQUERADE) are rare."""
-    place = Place(family, table, chain, kernel, None, tuple(jumpable), palette)
+    model leaves undetermined (unmodelled modules and targets, CT, SNAT/MASQUERADE) are rare.
+    ``nft``: a rule of a native nftables table (its own kinds may be drawn too)."""
+    place = Place(family, table, chain, kernel, None, tuple(jumpable), palette, nft)
     ms: list[Match] = []
     for kind, d in BASIC_MATCHES.items():
         if kind is not Protocol and _fits(kind, d, place) and draw(st.integers(0, 1 if palette is None else 3)) == 0:

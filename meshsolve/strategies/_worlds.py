@@ -264,7 +264,7 @@ def capture_rulesets(draw: st.DrawFn, fams: tuple[Family, ...], proxy: ProxyBeha
         if draw(st.integers(0, 3)) == 0:
             tables.append(draw(_filter_table(fam)))
         out[fam] = Ruleset(fam, tuple(tables))
-    return Rulesets(**out)
+    return Rulesets(out.get("ipv4", Ruleset("ipv4")), out.get("ipv6", Ruleset("ipv6")))
 
 
 # --- worlds --------------------------------------------------------------------------------------------
@@ -363,7 +363,7 @@ def _extra_rules(draw: st.DrawFn, rules_: Rulesets, fams: tuple[Family, ...]) ->
                 here.insert(draw(st.integers(0, len(here))), _spares_kernel_packets(draw, extra, pal))
             chains[hook] = attrs.evolve(old, rules=tuple(here))
         out[fam] = Ruleset(fam, tuple(Table(t, tuple(cs.values())) for t, cs in tables.items()))
-    return Rulesets(**out)
+    return Rulesets(out["ipv4"], out["ipv6"])
 
 
 def _tproxy_capture(rules_: Rulesets, fam: Family) -> Rulesets:
@@ -378,7 +378,7 @@ def _tproxy_capture(rules_: Rulesets, fam: Family) -> Rulesets:
     keep = tuple(r for r in pre.rules if not isinstance(r.target, Jump | Goto | Redirect | Dnat))
     new_nat = Table("nat", tuple(attrs.evolve(c, rules=keep) if c is pre else c for c in nat.chains))
     new_rs = Ruleset(fam, tuple(new_nat if t is nat else t for t in rs.tables))
-    return attrs.evolve(rules_, **{fam: new_rs})
+    return Rulesets(new_rs, rules_.ipv6) if fam == "ipv4" else Rulesets(rules_.ipv4, new_rs)
 
 
 @st.composite
