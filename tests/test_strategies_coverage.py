@@ -13,16 +13,19 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from test_smt_differential import EXAMPLES
 
 from meshsolve.model.kinds import MATCH_KINDS, TARGET_KINDS
 from meshsolve.model.path import PATHS, TABLE_HOOKS
 from meshsolve.model.rules import Rule
 from meshsolve.model.world import World
-from meshsolve.strategies import small_worlds
+from meshsolve.strategies import rules, small_worlds
+from meshsolve.strategies._worlds import NFT_ONLY_KINDS
 
 # the CI profile draws EXAMPLES worlds in each of the two differential tests
 CI_WORLDS = 2 * EXAMPLES
+NFT_RULES = 600
 HOOKS_MET = frozenset(h for hooks, _ in PATHS.values() for h in hooks)
 
 
@@ -74,8 +77,25 @@ def drawn() -> Counter[object]:
 
 
 def test_every_registered_kind_is_drawn(drawn: Counter[object]) -> None:
-    missing = [k.__name__ for k in (*MATCH_KINDS, *TARGET_KINDS) if not drawn[k]]
+    """Every kind iptables can hold, in the iptables worlds; the nftables-only kinds in rules of an
+    nft place (``rules(..., nft=True)``), which the nft worlds are made of."""
+    missing = [k.__name__ for k in (*MATCH_KINDS, *TARGET_KINDS) if k not in NFT_ONLY_KINDS and not drawn[k]]
     assert not missing, f"never drawn in {CI_WORLDS} worlds: {missing}"
+    assert NFT_ONLY_KINDS and not any(drawn[k] for k in NFT_ONLY_KINDS)
+    seen: Counter[object] = Counter()
+
+    @settings(max_examples=NFT_RULES, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from([("nat", "OUTPUT"), ("nat", "PREROUTING"), ("mangle", "PREROUTING"), ("filter", "INPUT")])
+           .flatmap(lambda place: rules("ipv4", place[0], place[1], nft=True)))
+    def collect(rule: Rule) -> None:
+        seen.update(type(m) for m in rule.matches)
+        if rule.target is not None:
+            seen[type(rule.target)] += 1
+
+    collect()
+    missing_nft = [k.__name__ for k in NFT_ONLY_KINDS if not seen[k]]
+    assert not missing_nft, f"never drawn in {NFT_RULES} nft rules: {missing_nft}"
 
 
 def test_every_table_and_hook_is_drawn(drawn: Counter[object]) -> None:

@@ -361,7 +361,11 @@ def send_local(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind
     # the route is looked up before OUTPUT runs: an IPv4 loopback source cannot be routed out of the
     # pod at all, whatever a mark set in OUTPUT would do later (seen on the kernel: a SYN-ACK from a
     # socket REDIRECTed to 127.0.0.1 towards a transparent client's address is never sent)
-    unroutable = d.and_(d.const(env.family == "ipv4"), is_loopback(d, env, pkt.src), d.not_(r1.local))
+    # (a connection's first packet never gets here that way: connect() from a bound loopback address
+    # to a remote one fails with EINVAL, and the source the kernel picks for a remote one is not
+    # loopback; so only later packets are tested, which keeps the SYN's encoding small)
+    unroutable = d.const(False) if first else \
+        d.and_(d.const(env.family == "ipv4"), is_loopback(d, env, pkt.src), d.not_(r1.local))
     if not d.is_false(unroutable):
         def stuck() -> Journey:
             d.note("route", lambda: f"no route from the loopback source {pkt.src} to {hostport(pkt.dst, pkt.dport)} "
@@ -369,7 +373,15 @@ def send_local(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind
             return _failed(d, run, lambda: f"no route from the loopback source {pkt.src} to "
                                            f"{hostport(pkt.dst, pkt.dport)}: the kernel does not send it")
 
-        return d.branch(unroutable, stuck, lambda: _send_local_routed(d, env, tr, run, r1, first, bind, on_nat))
+        if d.is_true(unroutable):
+            return stuck()
+        # undecided (the symbolic run): the routed journey, ended as FAILED where the source is stuck.
+        # Its packet is not merged with the stuck one: an ended journey's packet is never looked at,
+        # and merging every field doubled the terms of everything after it
+        j = _send_local_routed(d, env, tr, run, r1, first, bind, on_nat)
+        live = d.not_(unroutable)
+        return attrs.evolve(j, ended=d.or_(unroutable, j.ended), end=d.ite(unroutable, d.kind(FAILED), j.end),
+                            local=d.and_(live, j.local), tproxied=d.and_(live, j.tproxied))
     return _send_local_routed(d, env, tr, run, r1, first, bind, on_nat)
 
 

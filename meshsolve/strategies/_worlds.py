@@ -272,6 +272,9 @@ def capture_rulesets(draw: st.DrawFn, fams: tuple[Family, ...], proxy: ProxyBeha
 
 # Every registered match and target kind, as the strategies' tables list them.
 ALL_KINDS: tuple[type, ...] = (*BASIC_MATCHES, *MODULE_MATCHES, *TARGETS)
+# The kinds only native nftables rules have (``meshsolve.model.nftrules``): iptables worlds never hold them
+NFT_ONLY_KINDS: tuple[type, ...] = tuple(k for k in ALL_KINDS if k.__module__ == "meshsolve.model.nftrules")
+IPTABLES_KINDS: tuple[type, ...] = tuple(k for k in ALL_KINDS if k not in NFT_ONLY_KINDS)
 
 # Where the solver differential's extra rules may go: every table at every hook a connection meets.
 SMALL_WORLD_CHAINS: tuple[tuple[str, str], ...] = tuple(
@@ -588,7 +591,7 @@ def small_worlds(draw: st.DrawFn) -> World:
             for extra in draw(st.lists(rules(fam, table, hook, kernel=True, palette=pal), min_size=1, max_size=2)):
                 here.insert(draw(st.integers(0, len(here))), extra)
     # a few featured kinds, each in a chain where the loader accepts it: every kind is drawn often
-    featured = draw(st.permutations(ALL_KINDS))[:draw(st.integers(2, 4))]  # (spreads kinds more evenly than lists)
+    featured = draw(st.permutations(IPTABLES_KINDS))[:draw(st.integers(2, 4))]  # (spreads kinds more evenly than lists)
     for kind in featured:
         jumpable = ("X_FEATURED",) if kind in (Jump, Goto) else ()
         where = [(t, h) for t, h in SMALL_WORLD_CHAINS if kind_fits(kind, fam, t, h, kernel=True, jumpable=jumpable)]
