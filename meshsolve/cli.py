@@ -428,6 +428,8 @@ def _input_options(f: _F) -> _F:
                      help="YAML: apps (uid, gid, listen addresses), services, pod IPs"),
         click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
                      help="environment of istio-init, with --istio FLAGS; repeatable"),
+        click.option("--mesh", type=click.Choice(["istio", "linkerd", "kuma", "consul"], case_sensitive=False),
+                     default=None, help="the mesh whose rules and proxy to use [default: the pod's, or the dump's]"),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -470,7 +472,7 @@ def _notes(notes: tuple[str, ...]) -> None:
 @click.pass_context
 def check_command(ctx: click.Context, setup_name: str | None, family: str | None, version: str | None,
                   pod_file: str | None, rules_file: str | None, binds_file: str | None,
-                  env_pairs: tuple[str, ...], props: tuple[str, ...], output: str, explain: bool,
+                  env_pairs: tuple[str, ...], mesh: str | None, props: tuple[str, ...], output: str, explain: bool,
                   failure_threshold: str, output_threshold: str, suppress: tuple[str, ...],
                   flags: tuple[str, ...]) -> None:
     """Prove or refute properties of one pod's traffic capture and print findings.
@@ -491,7 +493,7 @@ def check_command(ctx: click.Context, setup_name: str | None, family: str | None
     if argv and version is None:
         raise click.UsageError("istio-iptables flags need --istio VERSION")
     cfg = load_configuration(setup=setup_name, family=family, istio=version, flags=argv,
-                             env=_env(env_pairs), pod=pod_file, rules=rules_file, binds=binds_file)
+                             env=_env(env_pairs), pod=pod_file, rules=rules_file, binds=binds_file, mesh=mesh)
     _notes(cfg.notes)
     report = check_world(cfg.world, parse_properties(props, cfg.world),
                          app_references=dict(cfg.app_references),

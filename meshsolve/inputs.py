@@ -15,6 +15,9 @@ Five inputs, combinable as noted:
   or from ``pod``. Findings then point at ``PATH:line``.
 * ``binds=PATH``: a YAML file that overrides the apps (uid, gid, listen addresses), the services
   (VIP:port → endpoints) and the pod IPs (see ``load_binds``).
+* ``mesh=NAME`` (``istio``, ``linkerd``, ``kuma``, ``consul``): the mesh whose rules and proxy to use.
+  Without it a pod's own mesh is used (its init container, sidecar, annotations) and a dump's (its
+  chains); a mesh other than Istio goes through ``mesh_configuration`` (``meshsolve.meshes``).
 
 Addresses nobody gave are documentation addresses: pod 192.0.2.10 / 2001:db8::10, peer
 192.0.2.20 / 2001:db8::20.
@@ -47,6 +50,8 @@ from meshsolve.errors import SpecError, WorldError
 from meshsolve.iptables import parse_file
 from meshsolve.istio import CaptureConfig, normalise_version, parse_flags, proxy_behavior
 from meshsolve.istio.pod import injector_args, load_pods, pod_capture
+from meshsolve.meshes import default_setup, mesh_of_rules, select_mesh, setup_for_pod
+from meshsolve.meshes.select import SIDECAR_CONTAINERS, pod_ips_of
 from meshsolve.model.net import IPAddress, family_of, to_address
 from meshsolve.model.world import App, Endpoint, Service, Socket, World
 from meshsolve.semantics.setups import setup_world
@@ -59,6 +64,7 @@ __all__ = [
     "default_config",
     "load_binds",
     "load_configuration",
+    "mesh_configuration",
     "parse_properties",
     "parse_property",
     "parse_side",
@@ -177,7 +183,8 @@ def _line_of(text: str, pattern: str, start: int = 0) -> int | None:
 
 
 def apps_from_pod(pod: Mapping[str, Any], *, ipv6: bool = False, proxy_ports: Sequence[int] = (),
-                  source: str = "<manifest>", text: str = "") -> tuple[tuple[App, ...], tuple[str, ...],
+                  source: str = "<manifest>", text: str = "",
+                  sidecars: Sequence[str] = ("istio-proxy",)) -> tuple[tuple[App, ...], tuple[str, ...],
                                                                       tuple[tuple[str, str], ...]]:
     """One app per container (the sidecar excluded): ids from ``securityContext`` (``runAsUser`` /
     ``runAsGroup``, container over pod, default 1000 each: the image's own user is not in the
@@ -192,7 +199,7 @@ def apps_from_pod(pod: Mapping[str, Any], *, ipv6: bool = False, proxy_ports: Se
     taken: set[int] = set()
     name_line = _line_of(text, rf"^\s*name:\s*['\"]?{re.escape(str((pod.get('metadata') or {}).get('name')))}")
     for c in spec.get("containers") or ():
-        if not isinstance(c, Mapping) or c.get("name") == "istio-proxy":
+        if not isinstance(c, Mapping) or c.get("name") in sidecars:
             continue
         ctx = c.get("securityContext") or {}
         uid = int(ctx.get("runAsUser", pod_ctx.get("runAsUser", defaults.APP_UID)))
@@ -239,18 +246,22 @@ def _pod_ips_for(config: CaptureConfig, family: str | None) -> tuple[IPAddress, 
 def load_configuration(*, setup: str | None = None, family: str | None = None, istio: str | None = None,
                        flags: Sequence[str] = (), env: Mapping[str, str] | None = None,
                        pod: str | None = None, rules: str | None = None,
-                       binds: str | None = None) -> Configuration:
+                       binds: str | None = None, mesh: str | None = None) -> Configuration:
     """Build the world to check from the inputs described in the module docstring."""
     b = load_binds(binds) if binds is not None else Binds()
     if setup is not None:
-        if pod or rules or istio or flags:
-            raise SpecError("--setup is a complete pod: it cannot be combined with --pod, --rules or --istio",
-                            source="--setup")
+        if pod or rules or istio or flags or mesh:
+            raise SpecError("--setup is a complete pod: it cannot be combined with --pod, --rules, --istio "
+                            "or --mesh", source="--setup")
         world = setup_world(setup, "ipv6" if family == "ipv6" else "ipv4")
         world = _override(world, b)
         return Configuration(world, f"built-in set-up {setup.upper()} ({family or 'ipv4'})")
+    other = mesh_configuration(mesh=mesh, family=family, pod=pod, rules=rules, binds=b,
+                               istio_given=istio is not None or bool(flags))
+    if other is not None:
+        return other
     if pod is None and rules is None and istio is None:
-        raise SpecError("nothing to check: give --setup, --istio, --pod or --rules", source="usage")
+        raise SpecError("nothing to check: give --setup, --istio, --mesh, --pod or --rules", source="usage")
     notes: list[str] = []
     refs: tuple[tuple[str, str], ...] = ()
     name, namespace = "pod", "default"
@@ -307,6 +318,79 @@ def load_configuration(*, setup: str | None = None, family: str | None = None, i
     else:
         world = world_from_config(config, apps=apps, services=services, pod_ips=pod_ips, name=name,
                                   namespace=namespace)
+    return Configuration(world, label, tuple(notes), refs)
+
+
+def mesh_configuration(*, mesh: str | None = None, family: str | None = None, pod: str | None = None,
+                       rules: str | None = None, binds: Binds | None = None,
+                       istio_given: bool = False) -> Configuration | None:
+    """The configuration of a pod under a mesh other than Istio, or ``None`` when Istio's path applies.
+
+    The mesh is ``mesh`` (``--mesh``) or the pod's own (``meshsolve.meshes.select_mesh``), or — for a
+    dump without a pod — the one whose chains it holds. Its rules are generated from the pod's
+    settings (or the mesh's defaults), unless ``rules`` gives the dump; its proxy is the mesh's."""
+    b = binds or Binds()
+    if mesh is not None and mesh.strip().lower() == "istio":
+        return None
+    notes: list[str] = []
+    pod_doc: Mapping[str, Any] | None = None
+    text = ""
+    if pod is not None:
+        try:
+            text = Path(pod).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"cannot read manifest: {exc.strerror}", source=pod) from None
+        pods = load_pods(text, pod)
+        if len(pods) != 1:
+            raise SpecError(f"the manifest has {len(pods)} pods; check takes one (use 'meshsolve audit' "
+                            "for a list)", source=pod)
+        pod_doc = pods[0]
+    ruleset = parse_file(rules) if rules is not None else None
+    if mesh is None and pod_doc is None and ruleset is not None:
+        found = mesh_of_rules(ruleset)
+        if found is None or found.mesh == "istio":
+            return None
+        mesh = found.mesh
+        notes.append(f"the dump holds {found.mesh}'s rules ({found.evidence}): its proxy is {found.mesh}'s")
+    if mesh is None and pod_doc is None:
+        return None
+    choice = select_mesh(pod_doc, mesh)
+    if choice.mesh == "istio":
+        return None
+    if istio_given:
+        raise SpecError(f"--istio and istio-iptables flags describe Istio, not {choice.mesh}", source="--mesh")
+    name, namespace = "pod", "default"
+    if pod_doc is not None:
+        ms = setup_for_pod(pod_doc, mesh=choice.mesh, source=str(pod), text=text)
+        meta = pod_doc.get("metadata") or {}
+        name, namespace = str(meta.get("name", "pod")), str(meta.get("namespace", "default"))
+    else:
+        ms = default_setup(choice.mesh)
+        notes.append(f"{choice.mesh}'s default settings ({ms.basis})")
+    notes.extend(n for n in ms.notes if not n.startswith("mesh "))
+    world_rules = ruleset if ruleset is not None else ms.rules
+    pod_ips = b.pod_ips or (pod_ips_of(pod_doc) if pod_doc is not None else ())
+    if not pod_ips:
+        has6 = (family in ("ipv6", "dual")) or (family is None and not world_rules.ipv6.empty and
+                                                world_rules.ipv4.empty)
+        pod_ips = (DEFAULT_POD["ipv6"],) if family == "ipv6" else \
+            (DEFAULT_POD["ipv4"], DEFAULT_POD["ipv6"]) if family == "dual" or (has6 and family is None) \
+            else (DEFAULT_POD["ipv4"],)
+    apps = b.apps
+    refs: tuple[tuple[str, str], ...] = ()
+    if apps is None and pod_doc is not None:
+        ports = [p for p in (ms.proxy.outbound_port, ms.proxy.inbound_port) if p is not None]
+        apps, app_notes, refs = apps_from_pod(pod_doc, ipv6=any(a.version == 6 for a in pod_ips), proxy_ports=ports,
+                                              source=str(pod), text=text, sidecars=SIDECAR_CONTAINERS)
+        notes.extend(app_notes)
+    world = world_from_rules(world_rules, ms.proxy, apps=apps, services=b.services or (), pod_ips=pod_ips,
+                             name=name if pod_doc is not None else (Path(rules).stem if rules else choice.mesh),
+                             namespace=namespace)
+    what = f"pod {namespace}/{name} from {pod}" if pod_doc is not None else f"{choice.mesh} defaults"
+    label = f"{what} ({choice.mesh} {ms.version}, {ms.basis}; mesh from {choice.evidence})"
+    if rules is not None:
+        label = f"rules {rules} with the proxy of {choice.mesh} {ms.version}" + (
+            f", pod {namespace}/{name}" if pod_doc is not None else "")
     return Configuration(world, label, tuple(notes), refs)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from meshsolve.errors import SpecError
+from meshsolve.errors import SpecError, WorldError
 from meshsolve.istio.config import normalise_version
 from meshsolve.istio.flags import parse_flags
 from meshsolve.istio.generate import generate as istio_generate
@@ -28,10 +28,11 @@ from meshsolve.istio.pod import injector_args, pod_capture
 from meshsolve.istio.proxy import proxy_behavior as istio_proxy
 from meshsolve.meshes import consul, kuma, linkerd
 from meshsolve.meshes.common import MeshSetup
+from meshsolve.model.net import IPAddress, to_address
 from meshsolve.model.rules import CommentMatch, Goto, Jump, Rule, Rulesets
 
-__all__ = ["MESHES", "MeshChoice", "default_setup", "mesh_of_pod", "mesh_of_rules", "own_rule", "owns_chain",
-           "select_mesh", "setup_for_pod"]
+__all__ = ["MESHES", "SIDECAR_CONTAINERS", "MeshChoice", "default_setup", "mesh_of_pod", "mesh_of_rules",
+           "own_rule", "owns_chain", "pod_ips_of", "select_mesh", "setup_for_pod"]
 
 MESHES: tuple[str, ...] = ("istio", "linkerd", "kuma", "consul")
 
@@ -53,6 +54,8 @@ _INIT: tuple[tuple[str, Callable[[Mapping[str, Any]], bool]], ...] = (
 )
 _SIDECAR = {"istio-proxy": "istio", "linkerd-proxy": "linkerd", "kuma-sidecar": "kuma",
             "consul-dataplane": "consul", "envoy-sidecar": "consul"}
+#: The meshes' proxy containers (not apps of the pod).
+SIDECAR_CONTAINERS: tuple[str, ...] = tuple(_SIDECAR)
 _ANNOTATIONS = (("istio", "sidecar.istio.io/status"), ("linkerd", linkerd.A_VERSION),
                 ("kuma", kuma.A_INJECTED), ("consul", consul.A_REDIRECT), ("consul", consul.A_INJECT_STATUS))
 
@@ -77,6 +80,23 @@ def mesh_of_pod(pod: Mapping[str, Any]) -> MeshChoice | None:
         if key in ann:
             return MeshChoice(mesh, f"annotation {key}")
     return None
+
+
+def pod_ips_of(pod: Mapping[str, Any]) -> tuple[IPAddress, ...]:
+    """The pod's addresses from ``status.podIPs`` (else ``status.podIP``), at most one per family."""
+    status = pod.get("status") or {}
+    items = [str(i.get("ip")) for i in status.get("podIPs") or () if isinstance(i, Mapping) and i.get("ip")]
+    if not items and status.get("podIP"):
+        items = [str(status["podIP"])]
+    out: list[IPAddress] = []
+    for item in items:
+        try:
+            addr = to_address(item)
+        except WorldError:
+            raise SpecError(f"status.podIPs: {item!r} is not an address", source="<manifest>") from None
+        if all(a.version != addr.version for a in out):
+            out.append(addr)
+    return tuple(out)
 
 
 def select_mesh(pod: Mapping[str, Any] | None = None, mesh: str | None = None) -> MeshChoice:
