@@ -599,7 +599,16 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 
 
 @cli.command("audit")
-@click.argument("pods_file", metavar="PODS.yaml", type=click.Path(dir_okay=False))
+@click.argument("pods_file", metavar="[PODS.yaml]", type=click.Path(dir_okay=False), required=False)
+@click.option("--rules", "dumps", multiple=True, metavar="[legacy:|nft:]DUMP",
+              help="one pod's iptables-save dumps (each backend, each family): audit the rules other "
+                   "writers put next to the mesh's instead of a pod list; repeatable")
+@click.option("--pod", "pod_file", type=click.Path(dir_okay=False), default=None,
+              help="with --rules: the pod (kubectl get pod NAME -o yaml)")
+@click.option("--mesh", type=click.Choice(["istio", "linkerd", "kuma", "consul"], case_sensitive=False),
+              default=None, help="with --rules: the mesh [default: the pod's, or the dumps']")
+@click.option("--binds", "binds_file", type=click.Path(dir_okay=False), default=None,
+              help="with --rules: YAML with the pod's apps, services, pod IPs")
 @click.option("--istio", "version", default=None, metavar="VERSION",
               help="Istio version of every pod [default: each istio-init's image tag, else current]")
 @click.option("-p", "--property", "props", multiple=True, metavar="SPEC",
@@ -613,19 +622,46 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 @click.option("-S", "--suppress", multiple=True, metavar="CODE[=Kind ns/name]",
               help="drop matching findings ('*' wildcards); repeatable")
 @click.pass_context
-def audit_command(ctx: click.Context, pods_file: str, version: str | None, props: tuple[str, ...],
+def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, ...], pod_file: str | None,
+                  mesh: str | None, binds_file: str | None, version: str | None, props: tuple[str, ...],
                   output: str, jobs: int | None, quiet: bool, failure_threshold: str,
                   output_threshold: str, suppress: tuple[str, ...]) -> None:
-    """Check every pod of a List (kubectl get pods -A -o yaml), each capture set-up proven once.
+    """Check every pod of a List (kubectl get pods -A -o yaml), each capture set-up proven once;
+    or, with --rules, one pod's dumps against its mesh's rules.
 
     Pods are grouped by effective capture set-up (Istio version, annotations or istio-init
     arguments, container ports and ids, address families); each group is proven in a worker
-    process and its findings are reported for each of its pods. Exit codes as for check.
+    process and its findings are reported for each of its pods. With --rules: every rule outside
+    the mesh's own that changes how a connection ends (with the witness), both iptables backends
+    populated, a mesh chain whose hook jump is missing, and whether capture holds for every
+    uid except the proxy's. Exit codes as for check.
     """
     from typing import cast
 
     from meshsolve.fleet import audit
     from meshsolve.report import Level, Progress, colour_enabled, render_json, render_text
+
+    if dumps:
+        if pods_file is not None:
+            raise click.UsageError("give PODS.yaml or --rules, not both")
+        from meshsolve.analysis.cohabit import audit_cohabitation
+        from meshsolve.inputs import load_cohabitation
+        from meshsolve.report.cohabit import cohabitation_report
+
+        co = load_cohabitation(dumps, pod=pod_file, mesh=mesh, binds=binds_file)
+        _notes(co.notes)
+        rep = cohabitation_report(audit_cohabitation(co.dumps, co.mesh, co.world),
+                                  failure_threshold=cast(Level, _level(failure_threshold))).suppress(suppress)
+        level = cast(Level, _level(output_threshold))
+        if output == "json":
+            click.echo(render_json(rep, output_threshold=level, extra={"configuration": co.label}), nl=False)
+        else:
+            click.echo(render_text(rep, colour=colour_enabled(sys.stdout), output_threshold=level), nl=False)
+        ctx.exit(rep.exit_code)
+    if pods_file is None:
+        raise click.UsageError("give PODS.yaml (a pod list) or --rules DUMP (one pod's dumps)")
+    if pod_file or mesh or binds_file:
+        raise click.UsageError("--pod, --mesh and --binds go with --rules")
 
     bar: Progress | None = None
 

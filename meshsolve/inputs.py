@@ -34,6 +34,7 @@ import attrs
 import yaml
 
 import meshsolve.defaults as defaults
+from meshsolve.analysis.cohabit import Dump, read_dump
 from meshsolve.analysis.properties import (
     Bypass,
     CaptureInbound,
@@ -50,7 +51,7 @@ from meshsolve.errors import SpecError, WorldError
 from meshsolve.iptables import parse_file
 from meshsolve.istio import CaptureConfig, normalise_version, parse_flags, proxy_behavior
 from meshsolve.istio.pod import injector_args, load_pods, pod_capture
-from meshsolve.meshes import default_setup, mesh_of_rules, select_mesh, setup_for_pod
+from meshsolve.meshes import MeshSetup, default_setup, mesh_of_rules, select_mesh, setup_for_pod
 from meshsolve.meshes.select import SIDECAR_CONTAINERS, pod_ips_of
 from meshsolve.model.net import IPAddress, family_of, to_address
 from meshsolve.model.world import App, Endpoint, Service, Socket, World
@@ -58,11 +59,13 @@ from meshsolve.semantics.setups import setup_world
 
 __all__ = [
     "Binds",
+    "Cohabitation",
     "Configuration",
     "apps_from_pod",
     "check_defaults",
     "default_config",
     "load_binds",
+    "load_cohabitation",
     "load_configuration",
     "mesh_configuration",
     "parse_properties",
@@ -392,6 +395,67 @@ def mesh_configuration(*, mesh: str | None = None, family: str | None = None, po
         label = f"rules {rules} with the proxy of {choice.mesh} {ms.version}" + (
             f", pod {namespace}/{name}" if pod_doc is not None else "")
     return Configuration(world, label, tuple(notes), refs)
+
+
+@attrs.frozen
+class Cohabitation:
+    """What ``meshsolve audit --rules`` works on: the dumps, the mesh's set-up, the pod."""
+
+    dumps: tuple[Dump, ...]
+    mesh: MeshSetup
+    world: World
+    label: str
+    notes: tuple[str, ...] = ()
+
+
+def load_cohabitation(rules: Sequence[str], *, pod: str | None = None, mesh: str | None = None,
+                      binds: str | None = None) -> Cohabitation:
+    """A pod's dumps (``[legacy:|nft:]PATH``, one per backend and family) and the mesh to audit them
+    against: ``mesh``, else the pod's (``pod``), else the one whose chains the dumps hold. The pod's
+    apps and addresses come from ``pod`` / ``binds`` or the defaults."""
+    b = load_binds(binds) if binds is not None else Binds()
+    dumps = tuple(read_dump(r) for r in rules)
+    notes: list[str] = []
+    pod_doc: Mapping[str, Any] | None = None
+    text = ""
+    if pod is not None:
+        try:
+            text = Path(pod).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"cannot read manifest: {exc.strerror}", source=pod) from None
+        pods = load_pods(text, pod)
+        if len(pods) != 1:
+            raise SpecError(f"the manifest has {len(pods)} pods; give one", source=pod)
+        pod_doc = pods[0]
+    if mesh is None and pod_doc is None:
+        found = [m for m in (mesh_of_rules(d.rules) for d in dumps) if m is not None]
+        if not found:
+            raise SpecError("no mesh's chains in the dumps: name the mesh with --mesh", source="--rules")
+        mesh = found[0].mesh
+        notes.append(f"mesh {mesh} ({found[0].evidence})")
+    if pod_doc is not None:
+        ms = setup_for_pod(pod_doc, mesh=mesh, source=str(pod), text=text)
+    else:
+        ms = default_setup(select_mesh(None, mesh).mesh)
+        notes.append(f"{ms.mesh}'s default settings decide which rules are its own ({ms.basis})")
+    pod_ips = b.pod_ips or (pod_ips_of(pod_doc) if pod_doc is not None else ())
+    if not pod_ips:
+        has6 = any(not d.rules.ipv6.empty for d in dumps)
+        has4 = any(not d.rules.ipv4.empty for d in dumps) or not has6
+        pod_ips = tuple(DEFAULT_POD[f] for f, on in (("ipv4", has4), ("ipv6", has6)) if on)
+    apps = b.apps
+    if apps is None and pod_doc is not None:
+        ports = [p for p in (ms.proxy.outbound_port, ms.proxy.inbound_port) if p is not None]
+        apps, app_notes, _refs = apps_from_pod(pod_doc, ipv6=any(a.version == 6 for a in pod_ips),
+                                               proxy_ports=ports, source=str(pod), text=text,
+                                               sidecars=SIDECAR_CONTAINERS)
+        notes.extend(app_notes)
+    meta = (pod_doc or {}).get("metadata") or {}
+    world = world_from_rules(ms.rules, ms.proxy, apps=apps, services=b.services or (), pod_ips=pod_ips,
+                             name=str(meta.get("name", Path(dumps[0].source).stem)),
+                             namespace=str(meta.get("namespace", "default")))
+    label = f"{', '.join(d.source for d in dumps)} against {ms.mesh} {ms.version} ({ms.basis})"
+    return Cohabitation(dumps, ms, world, label, tuple(notes))
 
 
 def _override(world: World, b: Binds) -> World:

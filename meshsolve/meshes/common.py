@@ -33,6 +33,10 @@ def _notes(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _ints(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(int(v) for v in values))
+
+
 @attrs.frozen
 class MeshSetup:
     """One pod's capture set-up under a mesh: the rules its init step writes, what its proxy does with
@@ -40,7 +44,9 @@ class MeshSetup:
 
     ``mesh`` is ``istio``, ``linkerd``, ``kuma`` or ``consul``; ``basis`` says what the settings were
     read from (an init container's arguments, annotations, the mesh's defaults); ``notes`` what was
-    assumed on the way."""
+    assumed on the way. ``exempt_*`` are what the mesh's own rules leave uncaptured on purpose: the
+    processes (the proxy's uid, its gid where the rules exempt it, excluded uids; a uid excluded for
+    some ports only counts as excluded) and the outbound ports and CIDRs."""
 
     mesh: str
     version: str
@@ -48,6 +54,10 @@ class MeshSetup:
     proxy: ProxyBehavior
     basis: str
     notes: tuple[str, ...] = attrs.field(default=(), converter=_notes)
+    exempt_uids: tuple[int, ...] = attrs.field(default=(), converter=_ints)
+    exempt_gids: tuple[int, ...] = attrs.field(default=(), converter=_ints)
+    exempt_ports: tuple[int, ...] = attrs.field(default=(), converter=_ints)
+    exempt_cidrs: tuple[str, ...] = attrs.field(default=(), converter=_notes)
 
     @property
     def label(self) -> str:

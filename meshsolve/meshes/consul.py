@@ -236,4 +236,7 @@ def config_from_pod(pod: Mapping[str, Any], *, source: str = "<manifest>") -> tu
 
 
 def setup(config: ConsulConfig, *, basis: str = "redirect-traffic", notes: Iterable[str] = ()) -> MeshSetup:
-    return MeshSetup("consul", config.version, generate(config), proxy_behavior(config), basis, tuple(notes))
+    return MeshSetup("consul", config.version, generate(config), proxy_behavior(config), basis, tuple(notes),
+                     exempt_uids=(config.proxy_uid, *(int(u) for u in config.exclude_uids)),
+                     exempt_ports=tuple(int(p) for p in config.exclude_outbound_ports),
+                     exempt_cidrs=tuple(str(n) for n in config.exclude_outbound_cidrs))

@@ -434,4 +434,10 @@ def config_from_pod(pod: Mapping[str, Any], *, version: str | None = None,
 
 
 def setup(config: KumaConfig, *, basis: str = "kumactl flags", notes: Iterable[str] = ()) -> MeshSetup:
-    return MeshSetup("kuma", config.version, generate(config), proxy_behavior(config), basis, tuple(notes))
+    uids = [config.uid, *(u for e in config.exclude_outbound_ports_for_uids for u in range(e.uids[0], e.uids[1] + 1))]
+    ports = list(config.exclude_outbound_ports)
+    if config.redirect_all_dns and config.dns_tcp == "return":
+        ports.append(DNS_PORT)
+    return MeshSetup("kuma", config.version, generate(config), proxy_behavior(config), basis, tuple(notes),
+                     exempt_uids=uids, exempt_ports=ports,
+                     exempt_cidrs=tuple(str(n) for n in config.exclude_outbound_ips))

@@ -325,4 +325,8 @@ def config_from_pod(pod: Mapping[str, Any], *, version: str | None = None,
 
 
 def setup(config: LinkerdConfig, *, basis: str = "proxy-init flags", notes: Iterable[str] = ()) -> MeshSetup:
-    return MeshSetup("linkerd", config.version, generate(config), proxy_behavior(config), basis, tuple(notes))
+    proxy = proxy_behavior(config)
+    ports = [p for r in config.outbound_ports_to_ignore for p in range(r.lo, r.hi + 1)]
+    return MeshSetup("linkerd", config.version, generate(config), proxy, basis, tuple(notes),
+                     exempt_uids=(proxy.uid,) if config.proxy_uid > 0 else (),
+                     exempt_gids=(config.proxy_gid,) if config.proxy_gid else (), exempt_ports=ports)

@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from meshsolve.errors import SpecError, WorldError
-from meshsolve.istio.config import normalise_version
+from meshsolve.istio.config import CaptureConfig, normalise_version
 from meshsolve.istio.flags import parse_flags
 from meshsolve.istio.generate import generate as istio_generate
 from meshsolve.istio.pod import injector_args, pod_capture
@@ -31,8 +31,8 @@ from meshsolve.meshes.common import MeshSetup
 from meshsolve.model.net import IPAddress, to_address
 from meshsolve.model.rules import CommentMatch, Goto, Jump, Rule, Rulesets
 
-__all__ = ["MESHES", "SIDECAR_CONTAINERS", "MeshChoice", "default_setup", "mesh_of_pod", "mesh_of_rules",
-           "own_rule", "owns_chain", "pod_ips_of", "select_mesh", "setup_for_pod"]
+__all__ = ["MESHES", "SIDECAR_CONTAINERS", "MeshChoice", "default_setup", "istio_setup", "mesh_of_pod",
+           "mesh_of_rules", "own_rule", "owns_chain", "pod_ips_of", "select_mesh", "setup_for_pod"]
 
 MESHES: tuple[str, ...] = ("istio", "linkerd", "kuma", "consul")
 
@@ -118,9 +118,7 @@ def setup_for_pod(pod: Mapping[str, Any], *, mesh: str | None = None, version: s
     notes = [f"mesh {choice.mesh} ({choice.evidence})"]
     if choice.mesh == "istio":
         pc = pod_capture(pod, version=version, source=source, text=text)
-        cfg = pc.config
-        return MeshSetup("istio", cfg.version, istio_generate(cfg), istio_proxy(cfg.version, cfg), pc.basis,
-                         (*notes, *pc.notes))
+        return istio_setup(pc.config, basis=pc.basis, notes=(*notes, *pc.notes))
     if choice.mesh == "linkerd":
         lc, basis, more = linkerd.config_from_pod(pod, version=version, source=source)
         return linkerd.setup(lc, basis=basis, notes=(*notes, *more))
@@ -129,6 +127,17 @@ def setup_for_pod(pod: Mapping[str, Any], *, mesh: str | None = None, version: s
         return kuma.setup(kc, basis=basis, notes=(*notes, *more))
     cc, basis, more = consul.config_from_pod(pod, source=source)
     return consul.setup(cc, basis=basis, notes=(*notes, *more))
+
+
+def istio_setup(config: CaptureConfig, *, basis: str, notes: Iterable[str] = ()) -> MeshSetup:
+    """Istio's sidecar set-up for ``config``, with what its rules exempt: the proxy's uids and gids
+    (the owner-group rules aside), the excluded outbound ports and CIDRs."""
+    proxy = istio_proxy(config.version, config)
+    uids = [int(u) for u in config.proxy_uids if u.isdigit()]
+    gids = [int(g) for g in config.proxy_gids if g.isdigit()]
+    return MeshSetup("istio", config.version, istio_generate(config), proxy, basis, tuple(notes),
+                     exempt_uids=uids, exempt_gids=gids, exempt_ports=tuple(config.outbound_ports_exclude),
+                     exempt_cidrs=tuple(str(n) for n in config.outbound_cidrs_exclude))
 
 
 def default_setup(mesh: str, version: str | None = None) -> MeshSetup:
@@ -140,9 +149,7 @@ def default_setup(mesh: str, version: str | None = None) -> MeshSetup:
                "spec": {"containers": [{"name": "app", "ports": [{"containerPort": 8080}]}]}}
         argv, env, _ = injector_args(pod, ver)
         assert argv is not None
-        cfg = parse_flags(argv, env, version=ver)
-        return MeshSetup("istio", cfg.version, istio_generate(cfg), istio_proxy(cfg.version, cfg),
-                         "injector defaults")
+        return istio_setup(parse_flags(argv, env, version=ver), basis="injector defaults")
     if name == "linkerd":
         return linkerd.setup(linkerd.LinkerdConfig(version=version or "current"), basis="chart defaults")
     if name == "kuma":
