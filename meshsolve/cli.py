@@ -189,18 +189,28 @@ _SETUP_CHOICE = click.Choice(["A", "B", "C", "D", "E"], case_sensitive=False)
 
 
 @cli.command("matrix")
-@click.option("--setup", "setup_name", type=_SETUP_CHOICE, required=True, help="built-in pod A..E")
+@click.option("--setup", "setup_name", type=_SETUP_CHOICE, default=None, help="built-in pod A..E")
+@click.option("--mesh", type=click.Choice(["istio", "linkerd", "kuma", "consul"], case_sensitive=False),
+              default=None, help="the seed's pod (set-up E's app and services) under this mesh's defaults")
 @click.option("--family", type=click.Choice(["ipv4", "ipv6"]), default="ipv4", show_default=True)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def matrix_command(setup_name: str, family: str, output: str) -> None:
+def matrix_command(setup_name: str | None, mesh: str | None, family: str, output: str) -> None:
     """Run every client kind against every bind address of a built-in pod."""
     import json
 
     from meshsolve.model import Family
     from meshsolve.semantics import matrix, setup_world
 
+    if (setup_name is None) == (mesh is None):
+        raise click.UsageError("give --setup A..E or --mesh NAME")
     fam: Family = "ipv6" if family == "ipv6" else "ipv4"
-    table = matrix(setup_world(setup_name, fam))
+    if mesh is not None:
+        from meshsolve.analysis.worlds import seed_pod_under
+
+        table = matrix(seed_pod_under(mesh.lower(), fam))
+    else:
+        assert setup_name is not None
+        table = matrix(setup_world(setup_name, fam))
     if output == "json":
         click.echo(json.dumps({"schemaVersion": 1, **table.to_dict()}, indent=2))
     else:

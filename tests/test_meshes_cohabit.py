@@ -20,7 +20,7 @@ from meshsolve.model import App, Flow, Ruleset, Rulesets, Socket, World
 from meshsolve.report.cohabit import cohabitation_report
 from meshsolve.semantics import interpret
 
-DATA = Path(__file__).resolve().parent / "data" / "cohabit"
+DATA = Path(__file__).resolve().parent.parent / "docs" / "examples" / "cohabit"
 TELEPRESENCE = DATA / "telepresence-4156.iptables-nft-save"
 MIRRORD_NFT = DATA / "mirrord-2272.iptables-nft-save"
 MIRRORD_LEGACY = DATA / "mirrord-2272.iptables-legacy-save"

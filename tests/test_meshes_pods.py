@@ -22,10 +22,11 @@ from meshsolve.meshes import (
 from meshsolve.model import Return, Rule, Source
 
 PODS = Path(__file__).resolve().parent / "data" / "pods"
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
 
 def _pod(name: str) -> object:
-    path = PODS / name
+    path = (EXAMPLES / name) if name.startswith("meshes/") else (PODS / name)
     (pod,) = load_pods(path.read_text(encoding="utf-8"), str(path))
     return pod
 

@@ -91,7 +91,7 @@ def test_the_self_call_on_the_kernel(mesh: str) -> None:
 def test_check_cli_on_a_linkerd_pod(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     binds = tmp_path / "binds.yaml"
     binds.write_text('services:\n  - {name: books, vip: 198.51.100.1, port: 7002, endpoints: ["pod:7002"]}\n')
-    pod = str(ROOT / "tests/data/pods/meshes/linkerd.yaml")
+    pod = str(ROOT / "docs/examples/meshes/linkerd.yaml")
     code = main(["check", "--pod", pod, "--binds", str(binds), "-p", "observe:books:198.51.100.1:7002"])
     out = capsys.readouterr().out
     assert code == 79 and "[MSH0105]" in out and "observed only client side" in out
@@ -119,3 +119,35 @@ def test_with_a_passthrough_source_three_rules_do_it(synthesized_spec: Callable[
     texts = [rule_text(r) for r in res.rules]
     assert any("-o lo" in t and "--uid-owner 2102" in t and "PROXY_INIT_REDIRECT" in t for t in texts), texts
     assert all(isinstance(v, Proved) for v in res.proofs)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("mesh", ["linkerd", "kuma", "consul"])
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_the_seed_pod_under_each_mesh_agrees_with_the_kernel(mesh: str, family: str) -> None:
+    """Every cell of the tour's table (docs/tutorial.md §8), replayed on the kernel."""
+    from meshsolve.analysis.worlds import seed_pod_under
+    from meshsolve.oracle.compare import differences, matrix_flows
+    from meshsolve.oracle.run import run_flows
+
+    world = seed_pod_under(mesh, family)  # type: ignore[arg-type]
+    flows = matrix_flows(world)
+    assert len(flows) == 12
+    kernel = run_flows(world, flows)
+    bad = [(str(f), d) for f, k in zip(flows, kernel, strict=True) if (d := differences(interpret(world, f), k))]
+    assert bad == []
+
+
+def test_the_tour_table_is_what_the_matrices_say() -> None:
+    """docs/tutorial.md's side-by-side table is computed, not written by hand."""
+    from meshsolve.analysis.worlds import seed_pod_under
+    from meshsolve.semantics import matrix
+
+    text = (ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8")
+    meshes = ("istio", "linkerd", "kuma", "consul")
+    tables = {m: matrix(seed_pod_under(m)) for m in meshes}
+    first = tables["istio"]
+    for r, row in enumerate(first.rows):
+        for c, label in enumerate(first.column_labels()):
+            cells = " | ".join(f"`{tables[m].summaries()[r][c]}`" for m in meshes)
+            assert f"| {row} | {label} | {cells} |" in text, (row, label, cells)
