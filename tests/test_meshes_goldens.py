@@ -248,3 +248,75 @@ def test_linkerd_inbound_targets_the_original_destination_since_2_11(version: st
     p = linkerd.proxy_behavior(linkerd.LinkerdConfig(version=version))
     assert (p.uid, p.outbound_port, p.inbound_port, p.inbound_endpoint) == (2102, 4140, 4143, endpoint)
     assert p.inbound_source_v4 is None
+
+
+# --- Consul's nftables port (sdk/nftables/nftables_test.go expected lists) ------------------------
+
+CONSUL_NFT = {
+    "sdk-nftables-test.default.rules.txt": consul.ConsulConfig(proxy_uid=123, inbound_port=20000),
+    "sdk-nftables-test.exclude-uids.rules.txt": consul.ConsulConfig(proxy_uid=123, inbound_port=20000,
+                                                                    outbound_port=21000, exclude_uids=("456", "789")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONSUL_NFT))
+def test_consul_nftables_expected_rules(name: str) -> None:
+    from meshsolve.meshes.consul_nft import nft_emission, nft_generate
+    from meshsolve.nftables import parse_text as nft_parse
+    from meshsolve.nftables import read_commands
+
+    lines = (FRONTIER / "consul" / name).read_text(encoding="utf-8").splitlines()
+    assert all(line.startswith("nft ") for line in lines)
+    text = "".join(line[4:] + "\n" for line in lines)  # the test list's commands, as `nft -f` input
+    want_commands, _ = read_commands(text, source=name)
+    config = CONSUL_NFT[name]
+    assert nft_emission(config) == want_commands
+    assert nft_generate(config) == nft_parse(text, source=name)
+    assert nft_generate(attrs.evolve(config, proxy_uid=124)) != nft_parse(text, source=name)
+
+
+@pytest.mark.kernel
+def test_consul_nftables_rules_load_into_the_kernel() -> None:
+    import subprocess
+
+    from meshsolve.meshes.consul_nft import nft_generate
+    from meshsolve.nftables import render
+
+    config = consul.ConsulConfig(proxy_uid=5995, inbound_port=20000, exclude_uids=("5996",),
+                                 exclude_outbound_ports=("25",), exclude_outbound_cidrs=("203.0.113.0/24",),
+                                 exclude_inbound_ports=("20200",))
+    text = render(nft_generate(config))
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", "nft -f - && nft list table inet nat"], input=text,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr + text
+    assert "skuid 5996 return" in proc.stdout and "tcp dport 25 return" in proc.stdout
+
+
+# --- every Kuma container save parses ------------------------------------------------------------
+
+def test_every_kuma_container_save_parses_without_a_crash() -> None:
+    """The files of kuma/container/: each parses into rules, or — a save command that did not run —
+    is refused with a ParseError naming its line; nothing else escapes."""
+    from meshsolve.errors import ParseError
+
+    outcomes: dict[str, str] = {}
+    for path in sorted(CONTAINER.iterdir()):
+        try:
+            rs = parse_text(path.read_text(encoding="utf-8"), source=path.name)
+            outcomes[path.name] = f"rules {rs.ipv4.rule_count()}+{rs.ipv6.rule_count()}"
+        except ParseError as exc:
+            assert exc.lineno == 1 and exc.source == path.name
+            outcomes[path.name] = "refused"
+    assert len(outcomes) == 6
+    assert [n for n, o in outcomes.items() if o == "refused"] == ["alpine-3-default.iptables-legacy.golden"]
+    assert (CONTAINER / "alpine-3-default.iptables-legacy.golden").read_text().strip() == "executable not found"
+
+
+@pytest.mark.parametrize("name", sorted(CONTAINER_CASES))
+def test_kuma_container_save_through_the_cli(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from meshsolve.cli import main
+
+    family = CONTAINER_CASES[name][0]
+    assert main(["parse", str(CONTAINER / name), "--family", family]) == 0
+    out = capsys.readouterr().out
+    assert "KUMA_MESH_OUTBOUND" in out
