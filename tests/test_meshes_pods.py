@@ -100,3 +100,16 @@ def test_each_default_setup_names_its_own_chains(mesh: str) -> None:
     assert all(own_rule(mesh, "nat", c.name, r, s.rules) for c in nat.chains for r in c.rules)
     foreign = Rule((), Return())
     assert not own_rule(mesh, "nat", "OUTPUT", foreign, s.rules)
+
+
+def test_a_linkerd_dump_gets_linkerd_s_proxy_and_mesh_overrides_it() -> None:
+    from meshsolve.inputs import load_configuration
+
+    dump = str(EXAMPLES / "cohabit" / "linkerd-cni-chain.iptables-save")
+    c = load_configuration(rules=dump)
+    assert (c.world.proxy.uid, c.world.proxy.outbound_port, c.world.proxy.inbound_port) == (2102, 4140, 4143)
+    assert any("linkerd" in n for n in c.notes)
+    k = load_configuration(rules=dump, mesh="kuma")
+    assert k.world.proxy.uid == 5678 and k.world.rules == c.world.rules  # the dump's rules, kuma's proxy
+    with pytest.raises(SpecError, match="cannot be combined"):
+        load_configuration(setup="E", mesh="linkerd")
