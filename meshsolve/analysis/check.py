@@ -248,7 +248,8 @@ def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | N
             continue
         n_ep = len(service.endpoints) if service is not None else 1
         for e in range(max(n_ep, 1)):
-            flow = Flow(client=client, dst=dst, dport=port, endpoint=e)
+            flow = Flow(client=client, dst=dst, dport=port, endpoint=e,
+                        src=scope.peer_src if client == "peer" else None)
             yield flow, w, interpret(w, flow, max_hops=hops)
 
 

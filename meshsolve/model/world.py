@@ -51,6 +51,10 @@ def _addrs(values: Iterable[str | IPAddress]) -> tuple[IPAddress, ...]:
     return tuple(to_address(v) for v in values)
 
 
+def _port_set(values: Iterable[int | str]) -> tuple[int, ...]:
+    return tuple(sorted({to_port(v) for v in values}))
+
+
 def _ports(values: Iterable[int | str] | None) -> tuple[int, ...] | None:
     return None if values is None else tuple(sorted({to_port(v) for v in values}))
 
@@ -137,7 +141,11 @@ class ProxyBehavior:
     - ``upstream_mark``: the mark (``SO_MARK``) on the inbound side's upstream sockets, or None.
     - ``tunnel_port``: the port of the proxy's tunnel (HBONE) listener that capture leaves alone
       (Istio ≥1.7: 15008), or None; meshsolve names it (goals, vocabulary) but does not model what
-      listens there.
+      listens there unless it is one of ``own_listeners``.
+    - ``socket_mark``: ``SO_MARK`` on every socket of the proxy, listeners included (a SYN-ACK from a
+      listener carries it) — ambient's ztunnel marks all its sockets 0x539 — or None.
+    - ``own_listeners``: ports where the proxy listens in the pod and ends the connection itself
+      (ztunnel's HBONE 15008 and DNS 15053): a connection there is delivered to the proxy.
     """
 
     uid: int = defaults.PROXY_UID
@@ -157,6 +165,8 @@ class ProxyBehavior:
     inbound_original_source: bool = False
     upstream_mark: int | None = None
     tunnel_port: int | None = attrs.field(default=None, converter=attrs.converters.optional(to_port))
+    socket_mark: int | None = None
+    own_listeners: tuple[int, ...] = attrs.field(default=(), converter=_port_set)
 
     def inbound_source(self, family: Family) -> IPAddress | None:
         return self.inbound_source_v4 if family == "ipv4" else self.inbound_source_v6
@@ -232,11 +242,12 @@ class World:
         return any(addr in n for n in self.local_networks(family_of(addr)))
 
     def proxy_sockets(self) -> tuple[Socket, ...]:
-        """The proxy's listeners: ``outbound_port`` and ``inbound_port`` on 0.0.0.0 and/or ``::``
-        (``::`` with V6ONLY, as Envoy binds it), for each family the pod has an address in."""
+        """The proxy's listeners: ``outbound_port``, ``inbound_port`` and its own listeners on 0.0.0.0
+        and/or ``::`` (``::`` with V6ONLY, as Envoy binds it), for each family the pod has an address in."""
         ports = [self.proxy.outbound_port]
         if self.proxy.inbound_port is not None:
             ports.append(self.proxy.inbound_port)
+        ports.extend(self.proxy.own_listeners)
         out: list[Socket] = []
         for fam in self.families:
             wildcard = "0.0.0.0" if fam == "ipv4" else "::"
@@ -289,6 +300,7 @@ def validate_world(world: World) -> None:
             raise WorldError(f"proxy inbound_port {world.proxy.inbound_port} equals outbound_port; "
                              "use inbound_port=None for one shared listener")
         proxy_ports.add(world.proxy.inbound_port)
+    proxy_ports.update(world.proxy.own_listeners)
     seen: dict[tuple[IPAddress, int], str] = {}
     dual: dict[int, str] = {}
     by_port: dict[int, list[tuple[App, Socket]]] = {}
@@ -370,9 +382,9 @@ def validate_rulesets(rulesets: Rulesets) -> None:
 
 
 def _validate_nft(ruleset: Ruleset, nft: NftTable) -> None:
-    """A native nftables table: jumps to existing chains, no cycles, and each kind used where a base
-    chain of the right type and hook reaches it (a nat chain is placed like iptables' nat table, a
-    route chain like mangle, a filter chain like filter)."""
+    """A native nftables table: jumps to existing chains, no cycles, and each kind used where nft
+    accepts it: reached only from base chains of the types and hooks its registry entry allows
+    (``Kind.allowed_nft``)."""
     table = nft.table
     graph: dict[str, list[str]] = {}
     for chain in table.chains:
@@ -384,7 +396,6 @@ def _validate_nft(ruleset: Ruleset, nft: NftTable) -> None:
                                      f"{rule.target.chain}, which does not exist")
                 targets.append(rule.target.chain)
     _check_cycles(ruleset.family, nft.key, graph)
-    kinds = {"nat": "nat", "route": "mangle", "filter": "filter"}
     reach: dict[str, set[tuple[str, str]]] = {}
     for base in nft.bases:
         stack = [base.chain]
@@ -396,11 +407,11 @@ def _validate_nft(ruleset: Ruleset, nft: NftTable) -> None:
             seen.add((base.hook, base.type))
             stack.extend(graph.get(c, ()))
     for chain in table.chains:
-        for kind in {kinds[t] for _h, t in reach.get(chain.name, set())}:
-            hooks = frozenset(h for h, t in reach.get(chain.name, set()) if kinds[t] == kind)
+        for ctype in sorted({t for _h, t in reach.get(chain.name, set())}):
+            hooks = frozenset(h for h, t in reach.get(chain.name, set()) if t == ctype)
             for n, rule in enumerate(chain.rules, 1):
                 for part in (*rule.matches, *((rule.target,) if rule.target is not None else ())):
-                    why = kind_of(part).allowed(kind, hooks, None)
+                    why = kind_of(part).allowed_nft(ctype, hooks)
                     if why is not None:
                         raise WorldError(f"{_where(ruleset, nft.key, chain.name, n, rule)}: {why}")
 
@@ -434,7 +445,9 @@ class Flow:
 
     ``client`` is ``"peer"`` (a remote host, arriving on the pod interface), ``"proxy"`` (the sidecar
     itself) or the name of an app in the pod. ``endpoint`` picks which backend the proxy's outbound
-    side chooses when the destination is a service VIP (an index into its endpoints).
+    side chooses when the destination is a service VIP (an index into its endpoints). ``src`` is the
+    address a peer's connection comes from (default: the world's peer address), e.g. the node's
+    probe address after its SNAT.
     """
 
     client: str
@@ -443,6 +456,7 @@ class Flow:
     protocol: Literal["tcp", "udp"] = "tcp"
     sport: int | None = None
     endpoint: int = 0
+    src: IPAddress | None = attrs.field(default=None, converter=attrs.converters.optional(_addr))
 
     @property
     def family(self) -> Family:
@@ -451,4 +465,5 @@ class Flow:
     def __str__(self) -> str:
         host = f"[{self.dst}]" if self.dst.version == 6 else str(self.dst)
         via = f" (endpoint #{self.endpoint})" if self.endpoint else ""
-        return f"{self.client} -> {host}:{self.dport}/{self.protocol}{via}"
+        src = f" from {self.src}" if self.src is not None else ""
+        return f"{self.client}{src} -> {host}:{self.dport}/{self.protocol}{via}"

@@ -47,7 +47,10 @@ _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 def rule_text(rule: Rule) -> str:
-    """The rule as iptables text, via ``meshsolve.iptables.rule_text`` when it exists."""
+    """The rule as its own language writes it: a native nftables rule's nft text (its origin's), else
+    iptables text via ``meshsolve.iptables.rule_text`` when it exists."""
+    if rule.origin is not None and rule.origin.text is not None:
+        return rule.origin.text
     try:
         from meshsolve.iptables import rule_text as render
     except ImportError:  # the renderer is not there yet: show the model value
@@ -147,8 +150,10 @@ def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Res
     else:
         app = world.app(flow.client)
         uid, gid, who = app.uid, app.gid, app.name
+    if flow.src is not None and (flow.client != "peer" or flow.src.version != flow.dst.version):
+        raise WorldError(f"flow {flow}: only a peer's connection names its source, of the flow's family")
     first = K.First(flow.client == "peer", flow.dst, flow.dport, flow.sport, uid, gid, flow.endpoint,
-                    flow.protocol, who)
+                    flow.protocol, who, flow.src)
     records = K.run_flow(d, env, tr, first, hops=max_hops, on_leg=rec.set_leg)
     observed: list[Side] = [("in" if r.leg.cls == K.IN else "out") for r in records
                             if r.leg.cls in (K.OUT, K.IN) and r.repeat is not True]

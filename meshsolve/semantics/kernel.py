@@ -358,6 +358,23 @@ def send_local(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind
     through ``lo``: PREROUTING and INPUT without nat (the connection already has its binding)."""
     r1 = route(d, env, pkt.dst, pkt.mark)
     run = _start(d, env, attrs.evolve(pkt, iif=None, oif_lo=r1.local))
+    # the route is looked up before OUTPUT runs: an IPv4 loopback source cannot be routed out of the
+    # pod at all, whatever a mark set in OUTPUT would do later (seen on the kernel: a SYN-ACK from a
+    # socket REDIRECTed to 127.0.0.1 towards a transparent client's address is never sent)
+    unroutable = d.and_(d.const(env.family == "ipv4"), is_loopback(d, env, pkt.src), d.not_(r1.local))
+    if not d.is_false(unroutable):
+        def stuck() -> Journey:
+            d.note("route", lambda: f"no route from the loopback source {pkt.src} to {hostport(pkt.dst, pkt.dport)} "
+                                    "out of the pod: the kernel does not send it")
+            return _failed(d, run, lambda: f"no route from the loopback source {pkt.src} to "
+                                           f"{hostport(pkt.dst, pkt.dport)}: the kernel does not send it")
+
+        return d.branch(unroutable, stuck, lambda: _send_local_routed(d, env, tr, run, r1, first, bind, on_nat))
+    return _send_local_routed(d, env, tr, run, r1, first, bind, on_nat)
+
+
+def _send_local_routed(d: Domain, env: Env, tr: Traverse, run: Run, r1: RouteResult, first: bool,
+                       bind: Binding | None, on_nat: Callable[[Pkt, Decision], None] | None) -> Journey:
     run = run_hook(d, env, tr, "OUTPUT", run, nat=first, bind=bind, on_nat=on_nat)
     p = run.pkt
     r2 = route(d, env, p.dst, p.mark)
@@ -638,18 +655,20 @@ def _after_syn(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: 
 @attrs.frozen
 class _Server:
     """The server end of a connection: a socket in the pod (``local``) at ``addr:port``, or a remote
-    host; whether its socket is transparent."""
+    host; whether its socket is transparent, and its ``SO_MARK`` (a SYN-ACK carries the listener's)."""
 
     local: Any
     addr: Any
     port: Any
     transparent: Any
+    mark: Any = 0
 
 
 def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tuple[Any, Any]) -> Leg:
     """Local delivery of a SYN: the socket TPROXY assigned, or the socket lookup; then the handshake."""
     p = j.pkt
     transparent = d.const(env.world.proxy.transparent)
+    listener_mark = d.u32(env.world.proxy.socket_mark or 0)
 
     def with_tproxy() -> Leg:
         d.note("rewrite", lambda: f"TPROXY to {hostport(j.tp_addr, j.tp_port)}, destination kept "
@@ -666,7 +685,8 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
 
         def to_proxy() -> Leg:
             leg = _proxy_leg(d, env, side, j.tp_port, p, (p.dst, p.dport))
-            return _handshake(d, env, tr, j, c, orig, _Server(d.const(True), p.dst, p.dport, transparent), leg)
+            return _handshake(d, env, tr, j, c, orig,
+                              _Server(d.const(True), p.dst, p.dport, transparent, listener_mark), leg)
 
         return d.branch(d.eq(side, DROPPED), no_listener, to_proxy)
 
@@ -674,7 +694,10 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         cls, idx, owner, _sk = lookup(d, env, p.dst, p.dport, p.protocol)
         side = _side_for(d, env, cls, orig[0], orig[1])
         proxied = d.or_(d.eq(side, OUT), d.eq(side, IN))
-        server = _Server(d.const(True), p.dst, p.dport, d.and_(proxied, transparent))
+        # the proxy's sockets (its capture listeners and its own) carry its mark
+        owned = d.or_(proxied, *[d.eq(idx, i) for i, (who, _s) in enumerate(env.sockets) if who == "proxy"])
+        server = _Server(d.const(True), p.dst, p.dport, d.and_(proxied, transparent),
+                         d.ite(owned, listener_mark, d.u32(0)))
 
         def accepted(leg: Leg) -> Leg:
             return _handshake(d, env, tr, j, c, orig, server, leg)
@@ -717,12 +740,18 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
                leg: Leg) -> Leg:
     """The rest of the TCP handshake: the server's SYN-ACK back to the client, then the client's ACK.
     The connection completes (``leg`` stands) only when both arrive where they must; else the
-    first packet that does not decides how it ends (the client hangs, or is refused)."""
+    first packet that does not decides how it ends (the client hangs, or is refused).
+
+    When nothing can act on a connection's later packets — no rule and no DROP policy in any table
+    but nat (which later packets skip), no policy routing, no socket marks, no transparent client
+    sockets — every handshake completes, so it is not followed (``Env.replies_free``)."""
+    if env.replies_free:
+        return leg
     p = syn.pkt
     natted = p.natted
-    zero = d.u32(0)
     # SYN-ACK: from the accepting socket (a request socket: no owner yet, the listener's mark)
-    synack = Pkt(p.protocol, s.addr, c.src, s.port, c.sport, None, None, None, None, zero, p.ctmark, natted,
+    mark = d.u32(s.mark) if isinstance(s.mark, int) else s.mark
+    synack = Pkt(p.protocol, s.addr, c.src, s.port, c.sport, None, None, None, None, mark, p.ctmark, natted,
                  state="ESTABLISHED", flags=frozenset({"SYN", "ACK"}),
                  sk=SockView(d.const(True), d.const(False), c.transparent), zone=d.port(0), conn_zone=p.zone)
     un_nat = Binding("src", natted, orig[0], orig[1])
@@ -895,8 +924,10 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
             d.note("proxy", lambda: f"proxy outbound side: passthrough to {hostport(odst, odport)}")
             why = "outbound, passthrough"
     transparent = d.and_(is_in, d.const(p.inbound_original_source))
-    # Istio attaches original_src (the client's address, with its mark) to inbound listeners only
-    mark = d.ite(is_in, d.u32(p.upstream_mark or 0), d.u32(0))
+    # Istio attaches original_src (the client's address, with its mark) to inbound listeners only;
+    # a proxy that marks all its sockets (ztunnel) marks every upstream
+    everywhere = p.socket_mark or 0
+    mark = d.ite(is_in, d.u32(p.upstream_mark if p.upstream_mark is not None else everywhere), d.u32(everywhere))
     return Hop(dst, dport, sport, d.u32(p.uid), d.u32(p.gid), protocol, bound, src, closed, "proxy", why,
                transparent, mark)
 
@@ -908,7 +939,8 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
 @attrs.frozen
 class First:
     """The flow's first connection: ``peer`` (a domain Boolean: from the remote peer, else opened in
-    the pod by a process with ``uid``/``gid``), destination, ports and the endpoint choice."""
+    the pod by a process with ``uid``/``gid``), destination, ports and the endpoint choice;
+    ``peer_src``: the address a peer's connection comes from (None: the world's peer address)."""
 
     peer: Any
     dst: Any
@@ -919,6 +951,7 @@ class First:
     endpoint: Any
     protocol: str = "tcp"
     who: str = ""
+    peer_src: Any = None
 
 
 @attrs.define
@@ -953,6 +986,8 @@ def run_flow(d: Domain, env: Env, tr: Traverse, first: First, *, hops: int, knob
             on_leg(n + 1)
         if n == 0:
             def remote(h: Hop = hop) -> Leg:
+                if first.peer_src is not None:
+                    return remote_leg(d, env, tr, h, first.peer_src)
                 if peer_ip is None:
                     raise WorldError(f"the world has no {env.family} peer IP")
                 return remote_leg(d, env, tr, h, d.addr(peer_ip))

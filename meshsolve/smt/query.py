@@ -105,6 +105,7 @@ class Scope:
     ids: tuple[tuple[int, int], ...] | None = None  # any-app: only these (uid, gid) pairs
     uid_is: int | None = None  # any-app: only processes running as this uid
     gid_is: int | None = None  # any-app: only processes running as this gid
+    peer_src: IPAddress | None = None  # peer: the address it connects from (None: the world's peer)
 
     def __str__(self) -> str:
         anyone = "any non-proxy process" if self.uid_not or self.gid_not else "any process in the pod"

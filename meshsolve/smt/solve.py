@@ -129,6 +129,9 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
 
     if s.client == "peer":
         out.append(client == 0)
+        src = s.peer_src if s.peer_src is not None else world.peer_ip(fam)
+        if src is not None:
+            out.append(h0.src == E.addr_val(src, fam))
     else:
         out.append(client == 1)
         # a destination connect() refuses outright is not a connection (v4-mapped IPv6 is IPv4)
@@ -224,7 +227,8 @@ def _flow_from_model(m: Any, world: World, scope: Scope, h0: E.HopVars,
     # endpoint index only matters for VIPs; keep it in range of the largest service
     n_ep = max((len(s_.endpoints) for s_ in world.services), default=1)
     endpoint = endpoint if endpoint < max(n_ep, 1) else 0
-    flow = Flow(client=name, dst=dst, dport=dport, sport=sport or None, endpoint=endpoint)
+    flow = Flow(client=name, dst=dst, dport=dport, sport=sport or None, endpoint=endpoint,
+                src=scope.peer_src if scope.client == "peer" else None)
     return flow, w
 
 

@@ -210,10 +210,13 @@ class SlotSearch:
         enc, h0, client = E.encode_flow(self.sym_world, ex.family, hops=self.hops, tag=f"x{n}.",
                                         share_hop0=False, setup=self._setup)
         w = enc.ctx.w
+        peer = ex.flow.src or self.world.peer_ip(ex.family)
         fixed = [client == (0 if ex.peer else 1), h0.dst == z3.BitVecVal(int(ex.flow.dst), w),
                  h0.dport == z3.BitVecVal(ex.flow.dport, 16), enc.endpoint == ex.flow.endpoint]
         if not ex.peer:
             fixed += [h0.uid == z3.BitVecVal(ex.uid, 32), h0.gid == z3.BitVecVal(ex.gid, 32)]
+        elif peer is not None:
+            fixed.append(h0.src == z3.BitVecVal(int(peer), w))
         self.hard.extend(enc.constraints)
         self.hard.extend(fixed)
         self.hard.append(z3.Implies(self.goal_lits[ex.goal], _pred(ex.pred, enc)))
