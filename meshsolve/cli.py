@@ -207,18 +207,28 @@ _SETUP_CHOICE = click.Choice(["A", "B", "C", "D", "E"], case_sensitive=False)
 
 
 @cli.command("matrix")
-@click.option("--setup", "setup_name", type=_SETUP_CHOICE, required=True, help="built-in pod A..E")
+@click.option("--setup", "setup_name", type=_SETUP_CHOICE, default=None, help="built-in pod A..E")
+@click.option("--mesh", type=click.Choice(["istio", "linkerd", "kuma", "consul"], case_sensitive=False),
+              default=None, help="the seed's pod (set-up E's app and services) under this mesh's defaults")
 @click.option("--family", type=click.Choice(["ipv4", "ipv6"]), default="ipv4", show_default=True)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def matrix_command(setup_name: str, family: str, output: str) -> None:
+def matrix_command(setup_name: str | None, mesh: str | None, family: str, output: str) -> None:
     """Run every client kind against every bind address of a built-in pod."""
     import json
 
     from meshsolve.model import Family
     from meshsolve.semantics import matrix, setup_world
 
+    if (setup_name is None) == (mesh is None):
+        raise click.UsageError("give --setup A..E or --mesh NAME")
     fam: Family = "ipv6" if family == "ipv6" else "ipv4"
-    table = matrix(setup_world(setup_name, fam))
+    if mesh is not None:
+        from meshsolve.analysis.worlds import seed_pod_under
+
+        table = matrix(seed_pod_under(mesh.lower(), fam))
+    else:
+        assert setup_name is not None
+        table = matrix(setup_world(setup_name, fam))
     if output == "json":
         click.echo(json.dumps({"schemaVersion": 1, **table.to_dict()}, indent=2))
     else:
@@ -450,6 +460,8 @@ def _input_options(f: _F) -> _F:
                      help="the pod's policy routing: `ip rule` / `ip route` output or commands"),
         click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
                      help="environment of istio-init, with --istio FLAGS; repeatable"),
+        click.option("--mesh", type=click.Choice(["istio", "linkerd", "kuma", "consul"], case_sensitive=False),
+                     default=None, help="the mesh whose rules and proxy to use [default: the pod's, or the dump's]"),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -492,7 +504,7 @@ def _notes(notes: tuple[str, ...]) -> None:
 @click.pass_context
 def check_command(ctx: click.Context, setup_name: str | None, family: str | None, version: str | None,
                   pod_file: str | None, rules_file: str | None, binds_file: str | None, routing_file: str | None,
-                  env_pairs: tuple[str, ...], props: tuple[str, ...], output: str, explain: bool,
+                  env_pairs: tuple[str, ...], mesh: str | None, props: tuple[str, ...], output: str, explain: bool,
                   failure_threshold: str, output_threshold: str, suppress: tuple[str, ...],
                   flags: tuple[str, ...]) -> None:
     """Prove or refute properties of one pod's traffic capture and print findings.
@@ -517,7 +529,8 @@ def check_command(ctx: click.Context, setup_name: str | None, family: str | None
     if argv and version is None:
         raise click.UsageError("istio-iptables flags need --istio VERSION")
     loaded = load(setup=setup_name, family=family, istio=version, flags=argv, env=_env(env_pairs), pod=pod_file,
-                  rules=rules_file, binds=binds_file, routing=routing_file, listen_ports=property_ports(props))
+                  rules=rules_file, binds=binds_file, routing=routing_file, listen_ports=property_ports(props),
+                  mesh=mesh)
     _notes(loaded.notes)
     _notes(tuple(str(p) for p in loaded.assumptions if p.kind != "peer-ip"))  # the peer stands for any peer
     level = cast(Level, _level(failure_threshold))
@@ -651,7 +664,16 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 
 
 @cli.command("audit")
-@click.argument("pods_file", metavar="PODS.yaml", type=click.Path(dir_okay=False))
+@click.argument("pods_file", metavar="[PODS.yaml]", type=click.Path(dir_okay=False), required=False)
+@click.option("--rules", "dumps", multiple=True, metavar="[legacy:|nft:]DUMP",
+              help="one pod's iptables-save dumps (each backend, each family): audit the rules other "
+                   "writers put next to the mesh's instead of a pod list; repeatable")
+@click.option("--pod", "pod_file", type=click.Path(dir_okay=False), default=None,
+              help="with --rules: the pod (kubectl get pod NAME -o yaml)")
+@click.option("--mesh", type=click.Choice(["istio", "linkerd", "kuma", "consul"], case_sensitive=False),
+              default=None, help="with --rules: the mesh [default: the pod's, or the dumps']")
+@click.option("--binds", "binds_file", type=click.Path(dir_okay=False), default=None,
+              help="with --rules: YAML with the pod's apps, services, pod IPs")
 @click.option("--istio", "version", default=None, metavar="VERSION",
               help="Istio version of every pod [default: each istio-init's image tag, else current]")
 @click.option("-p", "--property", "props", multiple=True, metavar="SPEC",
@@ -665,19 +687,46 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 @click.option("-S", "--suppress", multiple=True, metavar="CODE[=Kind ns/name]",
               help="drop matching findings ('*' wildcards); repeatable")
 @click.pass_context
-def audit_command(ctx: click.Context, pods_file: str, version: str | None, props: tuple[str, ...],
+def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, ...], pod_file: str | None,
+                  mesh: str | None, binds_file: str | None, version: str | None, props: tuple[str, ...],
                   output: str, jobs: int | None, quiet: bool, failure_threshold: str,
                   output_threshold: str, suppress: tuple[str, ...]) -> None:
-    """Check every pod of a List (kubectl get pods -A -o yaml), each capture set-up proven once.
+    """Check every pod of a List (kubectl get pods -A -o yaml), each capture set-up proven once;
+    or, with --rules, one pod's dumps against its mesh's rules.
 
     Pods are grouped by effective capture set-up (Istio version, annotations or istio-init
     arguments, container ports and ids, address families); each group is proven in a worker
-    process and its findings are reported for each of its pods. Exit codes as for check.
+    process and its findings are reported for each of its pods. With --rules: every rule outside
+    the mesh's own that changes how a connection ends (with the witness), both iptables backends
+    populated, a mesh chain whose hook jump is missing, and whether capture holds for every
+    uid except the proxy's. Exit codes as for check.
     """
     from typing import cast
 
     from meshsolve.fleet import audit
     from meshsolve.report import Level, Progress, colour_enabled, render_json, render_text
+
+    if dumps:
+        if pods_file is not None:
+            raise click.UsageError("give PODS.yaml or --rules, not both")
+        from meshsolve.analysis.cohabit import audit_cohabitation
+        from meshsolve.inputs import load_cohabitation
+        from meshsolve.report.cohabit import cohabitation_report
+
+        co = load_cohabitation(dumps, pod=pod_file, mesh=mesh, binds=binds_file)
+        _notes(co.notes)
+        rep = cohabitation_report(audit_cohabitation(co.dumps, co.mesh, co.world),
+                                  failure_threshold=cast(Level, _level(failure_threshold))).suppress(suppress)
+        level = cast(Level, _level(output_threshold))
+        if output == "json":
+            click.echo(render_json(rep, output_threshold=level, extra={"configuration": co.label}), nl=False)
+        else:
+            click.echo(render_text(rep, colour=colour_enabled(sys.stdout), output_threshold=level), nl=False)
+        ctx.exit(rep.exit_code)
+    if pods_file is None:
+        raise click.UsageError("give PODS.yaml (a pod list) or --rules DUMP (one pod's dumps)")
+    if pod_file or mesh or binds_file:
+        raise click.UsageError("--pod, --mesh and --binds go with --rules")
 
     bar: Progress | None = None
 

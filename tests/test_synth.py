@@ -134,6 +134,8 @@ SHIPPED = {
     "app-with-proxy-uid.yaml": ("synthesized", 3),
     "app-with-proxy-uid-uid-only.yaml": ("conflict", 1),
     "tproxy.yaml": ("synthesized", 1),
+    "linkerd-self-call.yaml": ("conflict", 1),
+    "linkerd-self-call-passthrough.yaml": ("synthesized", 3),
 }
 
 

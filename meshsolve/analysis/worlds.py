@@ -22,9 +22,10 @@ from meshsolve.model.routing import Routing
 from meshsolve.model.rules import Rulesets
 from meshsolve.model.world import App, ProxyBehavior, Service, Socket, World
 from meshsolve.nftables.lower import lower
+from meshsolve.semantics.setups import setup_world
 
 __all__ = ["DEFAULT_PEER", "DEFAULT_POD", "default_apps", "istio_routing", "read_rules", "says_ipv6",
-           "world_from_config", "world_from_rules"]
+           "seed_pod_under", "world_from_config", "world_from_rules"]
 
 DEFAULT_POD = {fam: to_address(a) for fam, a in defaults.POD_IP.items()}
 DEFAULT_PEER = {fam: to_address(a) for fam, a in defaults.PEER_IP.items()}
@@ -128,3 +129,18 @@ def world_from_config(config: CaptureConfig, *, rules: Rulesets | None = None,
                              namespace=namespace)
     routing = istio_routing(config, world.families)
     return world if routing.empty else attrs.evolve(world, routing=routing)
+
+
+def seed_pod_under(mesh: str, family: Family = "ipv4") -> World:
+    """The seed's pod (built-in set-up E's app, sockets 9001 wildcard / 9002 loopback / 9003 pod IP,
+    and a service per port whose endpoint is the pod) under ``mesh``'s default rules and proxy; for
+    IPv6, Linkerd's proxy-init runs with ``--ipv6`` (Kuma's default is dual stack; Consul's SDK
+    writes IPv4 rules only)."""
+    from meshsolve.meshes import default_setup
+    from meshsolve.meshes import linkerd as ld
+
+    setup = ld.setup(ld.LinkerdConfig(ipv6=True), basis="chart defaults, --ipv6") \
+        if mesh == "linkerd" and family == "ipv6" else default_setup(mesh)
+    seed = setup_world("E", family)
+    return attrs.evolve(seed, rules=setup.rules, proxy=setup.proxy, routing=Routing(),
+                        name=f"{setup.mesh}-{setup.version}-{family}")

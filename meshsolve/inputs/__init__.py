@@ -8,12 +8,15 @@ part (``build.py``), for the API, the command line, ``audit`` and the pytest plu
   listeners the rules make possible;
 - ``binds.py``: the apps' listeners from meshsolve's binds YAML or an ``ss``/``netstat`` listing;
 - ``properties.py``: the ``--property`` syntax and ``diff`` sides;
+- ``meshes.py``: pods and dumps of Linkerd, Kuma and Consul (``--mesh``, or the pod's or dump's own
+  mesh) and the cohabitation audit's dumps (:func:`load_cohabitation`);
 - ``values.py``: :class:`Loaded` and :class:`Problem`.
 """
 
 from meshsolve.inputs.binds import Binds, load_binds, read_binds
 from meshsolve.inputs.build import default_config, from_flags, from_rules, load, possible_listeners, worlds_of_manifest
 from meshsolve.inputs.manifest import PodApps, apps_of_pod, read_manifest, read_manifest_text
+from meshsolve.inputs.meshes import Cohabitation, load_cohabitation, load_mesh
 from meshsolve.inputs.properties import (
     check_defaults,
     family_label,
@@ -29,6 +32,7 @@ load_configuration = load  # the earlier name
 
 __all__ = [
     "Binds",
+    "Cohabitation",
     "Configuration",
     "Listeners",
     "Loaded",
@@ -44,7 +48,9 @@ __all__ = [
     "listeners_of_rules",
     "load",
     "load_binds",
+    "load_cohabitation",
     "load_configuration",
+    "load_mesh",
     "parse_properties",
     "parse_property",
     "parse_side",

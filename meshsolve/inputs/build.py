@@ -43,9 +43,11 @@ from meshsolve.analysis.worlds import DEFAULT_POD, istio_routing, world_from_con
 from meshsolve.errors import SpecError
 from meshsolve.inputs.binds import Binds, load_binds
 from meshsolve.inputs.manifest import apps_of_pod, read_manifest, read_manifest_text
-from meshsolve.inputs.rules import RulesRead, listeners_of_rules, read_rules
-from meshsolve.inputs.values import Loaded, Problem
+from meshsolve.inputs.meshes import PodRead, load_mesh
+from meshsolve.inputs.rules import RulesRead, listeners_of_rules, read_rules_text, rules_source
+from meshsolve.inputs.values import Loaded, Problem, address_parts
 from meshsolve.iproute import parse_routing
+from meshsolve.iptables import file_text
 from meshsolve.istio import CaptureConfig, generate, normalise_version, proxy_behavior
 from meshsolve.istio.fingerprint import config_of_rules, versions_of
 from meshsolve.istio.flags import read_flags
@@ -128,19 +130,6 @@ def possible_listeners(rules: Rulesets, config: CaptureConfig, *, ipv6: bool, ex
     return (app,), tuple(parts), rep, found.excluded
 
 
-def _address_parts(world: World, given: Provenance | None) -> list[Part]:
-    out = []
-    for a in world.pod_ips:
-        prov = given or Assumed("the inputs give no pod IP: a documentation address stands for it",
-                                "give status.podIPs (--pod) or pod_ips (--binds)")
-        out.append(Part("pod-ip", f"the pod IP {a}", prov, (str(a),)))
-    for a in world.peer_ips:
-        # a stand-in for every remote peer, as the properties' scope says; not pinned on each finding
-        out.append(Part("peer-ip", f"a remote peer at {a}",
-                        Assumed("a documentation address stands for any remote peer")))
-    return out
-
-
 def _version_provenance(istio: str | None, capture: PodCapture | None) -> Provenance:
     if istio:
         return Given("--istio")
@@ -207,7 +196,7 @@ def _finish(acc: _Acc, *, ruleset: Rulesets, config: CaptureConfig, version_prov
                              pod_ips=pod_ips, name=name, namespace=namespace, routing=route)
     parts = [Part("rules", "the iptables rules", rules_prov), *acc.parts,
              Part("proxy", f"the sidecar of Istio {version}", version_prov, ("proxy",), everywhere=True),
-             *_address_parts(world, ip_prov)]
+             *address_parts(world, ip_prov)]
     return Loaded(world, label, tuple(dict.fromkeys(acc.notes)), refs, tuple(parts), tuple(acc.problems), version,
                   representative, excluded)
 
@@ -278,20 +267,22 @@ def from_rules(rules: Rulesets | RulesRead, *, version: str | None = None, flags
 def load(*, setup: str | None = None, family: str | None = None, istio: str | None = None,
          flags: Sequence[str] = (), env: Mapping[str, str] | None = None, pod: str | None = None,
          rules: str | None = None, binds: str | None = None, routing: str | None = None,
-         listen_ports: Sequence[int] = ()) -> Loaded:
+         listen_ports: Sequence[int] = (), mesh: str | None = None) -> Loaded:
     """Build the world to check from the inputs described in the module notes (files by path).
     ``listen_ports`` are ports the user's properties name (a listener is assumed there when no
-    input gives one)."""
+    input gives one). ``mesh`` (``--mesh``: istio, linkerd, kuma, consul) names the mesh whose
+    rules and proxy to use; without it a pod's own mesh is used, and a dump's: Linkerd, Kuma and
+    Consul go through ``meshsolve.inputs.meshes``."""
     b = load_binds(binds) if binds is not None else Binds()
     if setup is not None:
-        if pod or rules or istio or flags:
-            raise SpecError("--setup is a complete pod: it cannot be combined with --pod, --rules or --istio",
-                            source="--setup")
+        if pod or rules or istio or flags or mesh:
+            raise SpecError("--setup is a complete pod: it cannot be combined with --pod, --rules, --istio "
+                            "or --mesh", source="--setup")
         world = _override(setup_world(setup, "ipv6" if family == "ipv6" else "ipv4"), b)
         setup_parts = (Part("rules", f"the built-in set-up {setup.upper()}", Given("--setup")), *b.parts)
         return Loaded(world, f"built-in set-up {setup.upper()} ({family or 'ipv4'})", b.notes, parts=setup_parts)
-    if pod is None and rules is None and istio is None and not flags:
-        raise SpecError("nothing to check: give --setup, --istio, --pod or --rules", source="usage")
+    if pod is None and rules is None and istio is None and not flags and mesh is None:
+        raise SpecError("nothing to check: give --setup, --istio, --mesh, --pod or --rules", source="usage")
     if pod is not None and flags:
         raise SpecError("give istio-iptables flags or --pod, not both", source="usage")
     acc = _Acc(list(b.notes), list(b.parts))
@@ -304,29 +295,40 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
         route = parse_routing(route_text, family="ipv6" if family == "ipv6" else "ipv4", source=routing)
         acc.parts.append(Part("routing", "the pod's policy routing", Given(routing)))
     ip_prov: Provenance | None = Given(binds) if b.pod_ips is not None and binds else None
+    read: PodRead | None = None
     if pod is not None:
         pods, skipped, text = read_manifest(pod, version=istio)
         acc.notes.extend(skipped)
         if len(pods) != 1:
             raise SpecError(f"the manifest has {len(pods)} pods; check takes one (use 'meshsolve audit' "
                             "for a list)", source=pod)
-        pod_doc, capture = pods[0]
+        read = PodRead(pod, pods[0][0], pods[0][1], text)
+    dump: tuple[str, str] | None = None
+    if rules is not None:
+        name = rules_source(rules)
+        dump = (name, file_text(rules, name))
+    other = load_mesh(mesh=mesh, family=family, pod=read, rules=dump, binds=b,
+                      istio_given=istio is not None or bool(flags), routing=route, notes=acc.notes, parts=acc.parts)
+    if other is not None:
+        return other
+    if read is not None:
+        pod_doc, capture, text = read.doc, read.capture, read.text
         acc.notes.extend(capture.notes)
         pod_ips = b.pod_ips
         if pod_ips is None and capture.pod_ips:
             pod_ips = capture.pod_ips
-            ip_prov = Given(pod, yaml_lines(text).key_line("podIP"))
+            ip_prov = Given(read.source, yaml_lines(text).key_line("podIP"))
         config = capture.config
         ipv6 = any(a.version == 6 for a in (pod_ips or _pod_ips_for(config, family)))
         apps = b.apps
         refs: tuple[tuple[str, str], ...] = ()
         if apps is None:
-            pa = apps_of_pod(pod_doc, ipv6=ipv6, proxy_ports=_proxy_ports(config), source=pod, text=text)
+            pa = apps_of_pod(pod_doc, ipv6=ipv6, proxy_ports=_proxy_ports(config), source=read.source, text=text)
             apps, refs = pa.apps, pa.references
             acc.parts.extend(pa.parts)
             acc.notes.extend(pa.notes)
-        if rules is not None:
-            got = from_rules(read_rules(rules), version=istio, apps=apps, services=b.services or (),
+        if dump is not None:
+            got = from_rules(read_rules_text(dump[1], dump[0]), version=istio, apps=apps, services=b.services or (),
                              pod_ips=pod_ips, family=family, name=capture.name, namespace=capture.namespace,
                              capture=capture, acc=acc, routing=route, refs=refs)
             return attrs.evolve(got, parts=_fix_ip(got.parts, ip_prov))
@@ -339,8 +341,8 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
                          label=f"pod {capture.namespace}/{capture.name} from {pod} ({capture.basis}, "
                                f"Istio {config.version})", routing=route, refs=refs)
         return loaded
-    if rules is not None:
-        loaded = from_rules(read_rules(rules), version=istio, flags=flags, env=env, apps=b.apps,
+    if rules is not None and dump is not None:
+        loaded = from_rules(read_rules_text(dump[1], dump[0]), version=istio, flags=flags, env=env, apps=b.apps,
                             services=b.services or (), pod_ips=b.pod_ips, family=family,
                             name=Path(rules).stem, acc=acc, routing=route, listen_ports=listen_ports)
         return attrs.evolve(loaded, parts=_fix_ip(loaded.parts, ip_prov))
@@ -358,7 +360,9 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
     if family == "ipv6" and not config.enable_ipv6:
         config = config.evolve(enable_ipv6=True)
         acc.notes.append("IPv6 pod: istio-iptables' IPv6 rules enabled (as for a pod whose first IP is IPv6)")
-    return _finish(acc, ruleset=generate(config), config=config, version_prov=Given("--istio"),
+    version_prov: Provenance = Given("--istio") if istio else Assumed("nothing says which Istio (--mesh istio)",
+                                                                      "give --istio VERSION")
+    return _finish(acc, ruleset=generate(config), config=config, version_prov=version_prov,
                    rules_prov=Inferred(f"what the Istio {config.version} injector and istio-iptables give a pod"),
                    apps=b.apps, services=b.services or (), pod_ips=b.pod_ips, ip_prov=ip_prov, family=family,
                    name=f"istio-{config.version}", namespace="default",
@@ -399,7 +403,7 @@ def worlds_of_manifest(text: str, *, version: str | None = None, source: str = "
                                   name=capture.name, namespace=capture.namespace)
         parts = (*pa.parts, Part("proxy", f"the sidecar of Istio {capture.config.version}",
                                  _version_provenance(version, capture), ("proxy",), everywhere=True),
-                 *_address_parts(world, Given(source) if capture.pod_ips else None))
+                 *address_parts(world, Given(source) if capture.pod_ips else None))
         out.append(Loaded(world, f"pod {capture.namespace}/{capture.name} from {source}",
                           (*skipped, *capture.notes, *pa.notes), pa.references, parts,
                           version=capture.config.version))

@@ -13,7 +13,7 @@ port declared twice in one pod; each with a note.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from meshsolve.model.provenance import Assumed, Given, Part
 from meshsolve.model.world import App, Socket
 from meshsolve.yamllines import YamlLines, yaml_lines
 
-__all__ = ["PodApps", "apps_of_pod", "read_manifest", "read_manifest_text"]
+__all__ = ["SIDECAR_CONTAINERS", "PodApps", "apps_of_pod", "read_manifest", "read_manifest_text"]
 
 SIDECAR_CONTAINERS = frozenset({"istio-proxy", "istio-init", "istio-validation"})
 _RESERVED_NAMES = ("peer", "proxy")
@@ -48,9 +48,11 @@ def _int_or(value: Any, default: int | None) -> int | None:
 
 
 def apps_of_pod(pod: Mapping[str, Any], *, ipv6: bool = False, proxy_ports: Sequence[int] = (),
-                source: str = "<manifest>", text: str = "", nth: int = 0) -> PodApps:
+                source: str = "<manifest>", text: str = "", nth: int = 0,
+                sidecars: Collection[str] = SIDECAR_CONTAINERS) -> PodApps:
     """The pod's apps (see the module notes). ``text`` (the manifest) gives the lines; ``nth`` says
-    which of the pods with this name it is, in a List where names repeat."""
+    which of the pods with this name it is, in a List where names repeat; ``sidecars`` are the
+    container names that are the mesh's, not apps (Istio's by default)."""
     spec = pod.get("spec") or {}
     pod_ctx = spec.get("securityContext") or {}
     bind = "::" if ipv6 else "0.0.0.0"
@@ -68,7 +70,7 @@ def apps_of_pod(pod: Mapping[str, Any], *, ipv6: bool = False, proxy_ports: Sequ
     refs: list[tuple[str, str]] = []
     taken: set[int] = set()
     for c in spec.get("containers") or ():
-        if not isinstance(c, Mapping) or c.get("name") in SIDECAR_CONTAINERS:
+        if not isinstance(c, Mapping) or c.get("name") in sidecars:
             continue
         given_name = str(c.get("name", f"container{len(apps)}"))
         name = given_name

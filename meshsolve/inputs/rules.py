@@ -40,7 +40,7 @@ from meshsolve.model.rules import (
 from meshsolve.nftables import is_nft
 from meshsolve.nftables.loadcheck import load_rulesets
 
-__all__ = ["Listeners", "RulesRead", "listeners_of_rules", "read_rules"]
+__all__ = ["Listeners", "RulesRead", "listeners_of_rules", "read_rules", "read_rules_text", "rules_source"]
 
 
 @attrs.frozen
@@ -57,6 +57,13 @@ class RulesRead:
     @property
     def variables(self) -> dict[str, str]:
         return {n: v for n, v, _ in self.reading.variables}
+
+
+def _other_mesh(mesh: Mesh) -> str:
+    """For a mesh meshsolve has a profile of: how to check the rules with it instead."""
+    if mesh.kind in ("linkerd", "kuma", "consul"):
+        return f" (check them with {mesh.kind}'s proxy: --mesh {mesh.kind}, or give its pod)"
+    return ""
 
 
 def _header_notes(reading: Reading) -> list[str]:
@@ -88,18 +95,26 @@ def _failure_problem(reading: Reading, shown_state: bool, cut: bool) -> list[Pro
     return out
 
 
+def rules_source(path: str | os.PathLike[str], source: str | None = None) -> str:
+    """The name a rules input goes by in messages (``<stdin>`` for ``-``)."""
+    return source if source is not None else ("<stdin>" if str(path) == "-" else str(path))
+
+
 def read_rules(path: str | os.PathLike[str], *, source: str | None = None) -> RulesRead:
     """Read ``--rules`` (see the module notes)."""
-    name = source if source is not None else ("<stdin>" if str(path) == "-" else str(path))
-    raw = file_text(path, name)
+    name = rules_source(path, source)
+    return read_rules_text(file_text(path, name), name)
+
+
+def read_rules_text(raw: str, name: str) -> RulesRead:
+    """:func:`read_rules` of a text already read (``name`` says where from)."""
     if is_nft(raw):
         return _nft_rules(raw, name)
     unwrapped = unwrap_text(raw, name)
     other = mesh_of_text(unwrapped.text, ((ln.lineno, ln.text) for ln in unwrapped.lines))
     if other is not None:
         raise UnsupportedError(f"{name}: these are the rules of {other.name} ({other.evidence}), not Istio's "
-                               "sidecar set-up; meshsolve checks Istio's sidecar capture only, so it reports "
-                               "nothing for them")
+                               f"sidecar set-up; meshsolve reports no Istio finding for them{_other_mesh(other)}")
     reading = read_unwrapped(unwrapped, name)
     notes = [*reading.notes, *_header_notes(reading)]
     cut = reading.incomplete is not None
@@ -142,7 +157,8 @@ def _analysable(reading: Reading, rulesets: Rulesets, problems: tuple[Problem, .
     mesh = mesh_of_rules(rulesets)
     if mesh.kind in ("istio-ambient", "linkerd", "kuma", "consul"):
         raise UnsupportedError(f"{reading.source}: these are the rules of {mesh.name} ({mesh.evidence}), not "
-                               "Istio's sidecar set-up; meshsolve reports nothing for them")
+                               "Istio's sidecar set-up; meshsolve reports no Istio finding for them"
+                               + _other_mesh(mesh))
     if mesh.kind == "none":
         raise UnsupportedError(f"{reading.source}: not an Istio set-up: {mesh.name} ({mesh.evidence}); "
                                "meshsolve checks Istio's sidecar capture, so it reports nothing for them")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import attrs
 
-from meshsolve.model.provenance import Part, assumed_parts
+from meshsolve.model.provenance import Assumed, Part, Provenance, assumed_parts
 from meshsolve.model.world import World
 
-__all__ = ["Loaded", "Problem"]
+__all__ = ["Loaded", "Problem", "address_parts"]
 
 
 @attrs.frozen
@@ -54,6 +54,20 @@ class Loaded:
             first = next((p for p in self.problems if p.blocking), None)
             raise SpecError(first.message if first else "nothing to analyse", source=self.label)
         return self.world
+
+
+def address_parts(world: World, given: Provenance | None) -> list[Part]:
+    """The parts for the world's pod IPs (``given``, else assumed) and its stand-in peer."""
+    out = []
+    for a in world.pod_ips:
+        prov = given or Assumed("the inputs give no pod IP: a documentation address stands for it",
+                                "give status.podIPs (--pod) or pod_ips (--binds)")
+        out.append(Part("pod-ip", f"the pod IP {a}", prov, (str(a),)))
+    for a in world.peer_ips:
+        # a stand-in for every remote peer, as the properties' scope says; not pinned on each finding
+        out.append(Part("peer-ip", f"a remote peer at {a}",
+                        Assumed("a documentation address stands for any remote peer")))
+    return out
 
 
 # kept for callers of the earlier name

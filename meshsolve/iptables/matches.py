@@ -10,7 +10,8 @@ Normalisations, so that a kernel round trip gives equal models:
   ``-m tcp``/``-m udp`` with nothing left is dropped; ``--syn`` becomes
   ``--tcp-flags FIN,SYN,RST,ACK SYN`` in ``PortMatch.extra``, flag lists are put in the kernel's
   bit order, and ``--tcp-option`` is printed before ``--tcp-flags``, as iptables-save does;
-- owner ``--uid-owner 5-5`` → ``5``; numbers lose leading zeros. User/group *names* are kept as
+- owner ``--uid-owner 5-5`` → ``5``, ``106:108`` → ``106-108`` (both separators are iptables'); numbers
+  lose leading zeros. User/group *names* are kept as
   written (the kernel stores numbers: compare kernel dumps after mapping names to ids).
 """
 
@@ -65,7 +66,7 @@ def _owner_id(value: str, what: str) -> str:
     v = value.strip()
     if not v:
         raise LineError(f"{what} needs a value")
-    m = re.fullmatch(r"(\d+)(?:-(\d+))?", v)
+    m = re.fullmatch(r"(\d+)(?:[-:](\d+))?", v)  # libxt_owner takes "a-b" and "a:b"
     if not m:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*\$?", v):
             raise LineError(f"{what}: expected a number, a range a-b or a name, got {value!r}")

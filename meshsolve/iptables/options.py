@@ -44,6 +44,29 @@ _OPT_ALIASES = {
     **PORT_ALIASES,
     "--source-ports": "--sports", "--destination-ports": "--dports",
 }
+# iptables' own long options (its command table): getopt_long takes an abbreviation only when it is the
+# prefix of exactly one long option among these and the loaded modules' (``-m multiport --dport`` is
+# ``--dports``; ``--d`` is ambiguous).
+BASE_LONG_OPTS = (
+    "--append", "--check", "--delete", "--delete-chain", "--destination", "--dst", "--exact", "--flush",
+    "--fragment", "--goto", "--help", "--in-interface", "--insert", "--ipv4", "--ipv6", "--jump",
+    "--line-numbers", "--list", "--list-rules", "--match", "--modprobe", "--new-chain", "--numeric",
+    "--out-interface", "--policy", "--protocol", "--rename-chain", "--replace", "--set-counters",
+    "--source", "--src", "--table", "--verbose", "--version", "--wait", "--wait-interval", "--zero",
+)
+
+
+def resolve_long(word: str, options: frozenset[str] | set[str] | dict[str, int]) -> str | None:
+    """The option of ``options`` that ``word`` names: itself, or the one option it abbreviates when
+    no other long option (``options`` or iptables' own) starts with it, as getopt_long decides."""
+    if word in options:
+        return word
+    if not word.startswith("--") or len(word) < 3 or word in BASE_LONG_OPTS:
+        return None
+    hits = {o for o in (*options, *BASE_LONG_OPTS) if o.startswith(word)}
+    return next(iter(hits)) if len(hits) == 1 and next(iter(hits)) in options else None
+
+
 _NO_NEGATION = {"--comment", "--suppl-groups", "--transparent", "--nowildcard", "--restore-skmark",
                 "--limit-iface-in", "--limit-iface-out", "--ctdir"}
 
@@ -121,6 +144,8 @@ def scan_options(toks: list[str], i: int, spec: dict[str, int], where: str
             neg = True
             j += 1
         name = _OPT_ALIASES.get(toks[j], toks[j])
+        if name not in spec:
+            name = resolve_long(toks[j], spec) or name
         if name not in spec:
             return opts, i
         arity = spec[name]

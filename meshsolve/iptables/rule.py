@@ -27,6 +27,7 @@ from meshsolve.iptables.options import (
     collect_raw,
     parse_int,
     parse_net,
+    resolve_long,
     scan_options,
 )
 from meshsolve.iptables.targets import KNOWN_TARGETS, OTHER_TARGET_EXTENSIONS, build_target
@@ -149,8 +150,22 @@ def parse_rule_tokens(toks: list[str]) -> tuple[Rule, str | None, tuple[int, int
             continue
         if t in ("-f", "--fragment"):
             raise LineError("option -f (fragments) is not supported")
-        # an option of the implicit protocol module (-p tcp --dport 80)?
+        # an option of a module loaded earlier in the rule? iptables merges a loaded module's options
+        # into its table, so "-m multiport -p tcp --dport 1,2" is multiport's --dports (an abbreviation)
         pname = PORT_ALIASES.get(t, t)
+        owner = _loaded_module(pname, modules)
+        if owner is not None:
+            mod, b = owner
+            spec = MODULE_OPTS[mod]
+            opts, j = scan_options(toks, i - (1 if neg else 0), spec, f"-m {mod}")
+            have = b.opts if isinstance(b, PortBuilder) else cast(list[Opt], b)
+            for o in opts:
+                if any(x.name == o.name for x in have):
+                    raise LineError(f"option {o.name} given twice")
+                have.append(o)
+            i = j
+            continue
+        # an option of the implicit protocol module (-p tcp --dport 80)?
         pr = proto()
         if pr is not None and (pname in ("--sport", "--dport") or (pr == "tcp" and pname in TCP_EXTRA)):
             spec = MODULE_OPTS.get(pr, {"--sport": 1, "--dport": 1})
@@ -202,6 +217,18 @@ def parse_rule_tokens(toks: list[str]) -> tuple[Rule, str | None, tuple[int, int
     except MeshsolveError as exc:
         raise LineError(str(exc)) from None
     return rule, jump_name, counters
+
+
+def _loaded_module(word: str, modules: list[tuple[str, object]]) -> tuple[str, object] | None:
+    """The loaded module (``-m NAME`` with modelled options, or a port module) whose option ``word``
+    is, exactly or as getopt's unambiguous abbreviation; ``None`` when no loaded module takes it."""
+    owners: dict[str, tuple[str, object]] = {}
+    for mod, b in modules:
+        if mod in MODULE_OPTS and not isinstance(b, OpaqueMatch):
+            for opt in MODULE_OPTS[mod]:
+                owners.setdefault(opt, (mod, b))
+    name = resolve_long(word, set(owners))
+    return None if name is None else owners[name]
 
 
 def parse_rule(args: str | list[str]) -> Rule:

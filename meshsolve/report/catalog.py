@@ -3,7 +3,8 @@
 Codes are ``MSH`` + four digits, kept in code order. ``MSH01xx`` are properties of one pod's
 traffic capture (a refuted property is a finding); ``MSH0110``–``MSH0112`` are what the inputs
 themselves show (a failed istio-init, rules not installed whole, a version contradiction);
-``MSH0143``/``MSH0144`` keep the numbers of the Istio analyzer messages they overlap with
+``MSH0120``–``MSH0122`` are about rules other writers put next to the mesh's (the cohabitation
+audit); ``MSH0143``/``MSH0144`` keep the numbers of the Istio analyzer messages they overlap with
 (``IST0143`` localhost listener, ``IST0144`` app uid 1337); ``MSH0199`` is an inconclusive check.
 Retired codes stay listed in ``RETIRED`` so that they are never handed out again.
 
@@ -91,6 +92,28 @@ _ENTRIES: tuple[MessageType, ...] = (
         "The Istio version given (or read from the pod's istio-init image) does not write rules "
         "like the ones given: the pod may run another version than the one assumed, and the sidecar's "
         "behaviour meshsolve uses may be the wrong one."),
+    MessageType(
+        "MSH0120", "ForeignRuleChangesCapture", "Error",
+        "{rule_text} ({where}), outside {mesh}'s rules, changes {flow}: {with_it} with it, {without} "
+        "without it{order}",
+        "A rule another tool wrote into the pod (a traffic agent, a debugging tool, a CNI plugin) changes "
+        "how a connection ends compared with the mesh's rules alone: it takes traffic out of capture, "
+        "steals it, or sends it elsewhere. The witness connection is replayed with and without the rule."),
+    MessageType(
+        "MSH0121", "BothBackendsPopulated", "Warning",
+        "{family}: iptables-legacy ({legacy}) and iptables-nft ({nft}) tables both hold rules; the kernel "
+        "runs the backend whose tables were created last first, which a dump does not show: {consequence}",
+        "Two iptables backends in one pod: each registers its own tables at the same priorities, and for "
+        "nat the first table that rewrites a connection ends the lookup. Which backend that is depends "
+        "on the order the tables were created, so a tool writing with the other backend than the mesh "
+        "may run before the mesh's rules or never. Both orders are analysed."),
+    MessageType(
+        "MSH0122", "MeshHookMissing", "Error",
+        "{mesh}'s chain {table}::{chain} holds rules but no built-in chain jumps to it{hook}: the mesh's "
+        "set-up stopped half way, and what the chain should capture is not captured",
+        "The mesh's init step created and filled its chain but the jump from the hook is missing (an "
+        "init container that failed between the two commands, as linkerd2-proxy-init did with a "
+        "backend mismatch). Nothing reaches the chain."),
     MessageType(
         "MSH0143", "LocalhostListenerExposed", "Warning",
         "Port {port} binds {bind} only, yet {flow} reaches it ({outcome}){at}",
