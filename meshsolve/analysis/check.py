@@ -20,6 +20,7 @@ from typing import Any, cast
 import attrs
 
 import meshsolve.defaults as defaults
+from meshsolve.analysis.ambient_properties import property_world
 from meshsolve.analysis.properties import Property
 from meshsolve.errors import InternalError
 from meshsolve.model.net import IPAddress, to_address
@@ -163,6 +164,8 @@ def check(world: World, prop: Property, *, hops: int = defaults.HOPS,
     either gives ``Unknown``. (Building the encoding is not bounded by them: it is linear in the
     number of rules.)"""
     assumes: list[str] = []
+    world = property_world(prop, world)  # a property may be about a variant of the pod (ambient's)
+    hops = min(hops, getattr(prop, "decided_within", hops))  # connections that decide it (ambient's)
     for scope, pred in prop.checks(world):
         ans = search(world, scope, pred, hops=hops, timeout_ms=timeout_ms, rlimit=rlimit, names=names)
         if isinstance(ans, NoWitness):
