@@ -493,7 +493,7 @@ def check_command(ctx: click.Context, setup_name: str | None, family: str | None
     cfg = load_configuration(setup=setup_name, family=family, istio=version, flags=argv,
                              env=_env(env_pairs), pod=pod_file, rules=rules_file, binds=binds_file)
     _notes(cfg.notes)
-    report = check_world(cfg.world, parse_properties(props, cfg.world),
+    report = check_world(cfg.world, parse_properties(props, cfg.world, cfg.defaults),
                          app_references=dict(cfg.app_references),
                          failure_threshold=cast(Level, _level(failure_threshold))).suppress(suppress)
     out_level = cast(Level, _level(output_threshold))

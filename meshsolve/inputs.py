@@ -66,12 +66,15 @@ __all__ = [
 
 @attrs.frozen
 class Configuration:
-    """A world to check and how it was obtained (``label``), with notes and app origins."""
+    """A world to check and how it was obtained (``label``), with notes and app origins;
+    ``defaults``: what ``check`` proves when not told, when the world's kind of capture has its own
+    (an ambient pod's A1–A5), else None."""
 
     world: World
     label: str
     notes: tuple[str, ...] = ()
     app_references: tuple[tuple[str, str], ...] = ()  # (app name, file:line)
+    defaults: tuple[Property, ...] | None = None
 
 
 @attrs.frozen
@@ -267,6 +270,10 @@ def load_configuration(*, setup: str | None = None, family: str | None = None, i
         if len(pods) != 1:
             raise SpecError(f"the manifest has {len(pods)} pods; check takes one (use 'meshsolve audit' "
                             "for a list)", source=pod)
+        ambient = ambient_configuration(pods[0], text=text, source=pod, version=istio, family=family, binds=b,
+                                        rules=rules)
+        if ambient is not None:
+            return ambient
         pc = pod_capture(pods[0], version=istio, source=pod, text=text)
         config = pc.config
         notes.extend(pc.notes)
@@ -308,6 +315,49 @@ def load_configuration(*, setup: str | None = None, family: str | None = None, i
         world = world_from_config(config, apps=apps, services=services, pod_ips=pod_ips, name=name,
                                   namespace=namespace)
     return Configuration(world, label, tuple(notes), refs)
+
+
+_ZTUNNEL_PORTS = (15001, 15006, 15008, 15053)
+
+
+def ambient_configuration(pod: Mapping[str, Any], *, text: str = "", source: str = "<manifest>",
+                          version: str | None = None, family: str | None = None, binds: Binds | None = None,
+                          rules: str | None = None) -> Configuration | None:
+    """The world of a pod ambient mode captures (``meshsolve.istio.ambient.pods``), with the ambient
+    properties as its defaults; None for any other pod. The namespaces' labels come from the same
+    manifest when it has them; ``rules``: a dump from the pod instead of the generated rules."""
+    from meshsolve.analysis.ambient import ambient_properties
+    from meshsolve.istio.ambient.pods import ambient_pod, namespaces_in
+    from meshsolve.istio.ambient.profile import ambient_world
+
+    b = binds or Binds()
+    ns = str((pod.get("metadata") or {}).get("namespace", "default"))
+    found = ambient_pod(pod, version=version, namespace=namespaces_in(text, source).get(ns) if text else None)
+    if found is None:
+        return None
+    config = found.config
+    notes = list(found.notes)
+    pod_ips = b.pod_ips or found.pod_ips
+    if not pod_ips:
+        if family in ("ipv6", "dual"):
+            config = config.evolve(enable_ipv6=True)
+        pod_ips = tuple(DEFAULT_POD[f] for f in (("ipv6",) if family == "ipv6" else config.families))
+    refs: tuple[tuple[str, str], ...] = ()
+    apps = b.apps
+    if apps is None:
+        apps, app_notes, refs = apps_from_pod(pod, ipv6=any(a.version == 6 for a in pod_ips),
+                                              proxy_ports=_ZTUNNEL_PORTS, source=source, text=text)
+        notes.extend(app_notes)
+    world = ambient_world(config, apps=apps, pod_ips=pod_ips, services=b.services or (), name=found.name,
+                          namespace=found.namespace)
+    label = f"ambient pod {found.namespace}/{found.name} from {source} ({config.describe()})"
+    if rules is not None:
+        world = attrs.evolve(world, rules=parse_file(rules))
+        label = f"rules {rules} with ztunnel of Istio {config.version}, ambient pod {found.namespace}/{found.name}"
+        notes.append("the pod's policy routing is assumed to be istio-cni's (fwmark 0x111/0xfff lookup 100): "
+                     "a rules dump does not show it")
+    props = tuple(p for _key, p in ambient_properties(config, world))
+    return Configuration(world, label, tuple(notes), refs, props)
 
 
 def _override(world: World, b: Binds) -> World:
@@ -430,21 +480,25 @@ def _client(name: str, world: World, spec: str) -> None:
                         source="--property")
 
 
-def check_defaults(world: World) -> tuple[Property, ...]:
-    """What ``check`` proves when not told: ``analysis.properties.default_properties`` (capture
-    both ways, bypass, no loops, no exposure) and, for each app port not bound to loopback only,
-    that a peer reaches it via the pod IP (the seed's question)."""
+def check_defaults(world: World, defaults: tuple[Property, ...] | None = None) -> tuple[Property, ...]:
+    """What ``check`` proves when not told: the configuration's own ``defaults`` when it has them (an
+    ambient pod's), else ``analysis.properties.default_properties`` (capture both ways, bypass, no
+    loops, no exposure) and, for each app port not bound to loopback only, that a peer reaches it
+    via the pod IP (the seed's question)."""
+    if defaults is not None:
+        return defaults
     ports = sorted({s.port for a in world.apps for s in a.sockets if not s.bind.is_loopback})
     return (*default_properties(world), *(Reachable("peer", p) for p in ports))
 
 
-def parse_properties(specs: Sequence[str], world: World) -> tuple[Property, ...]:
-    """All ``--property`` values (none: ``check_defaults``), duplicates removed."""
+def parse_properties(specs: Sequence[str], world: World,
+                     defaults: tuple[Property, ...] | None = None) -> tuple[Property, ...]:
+    """All ``--property`` values (none, or ``default``: ``check_defaults``), duplicates removed."""
     if not specs:
-        return check_defaults(world)
+        return check_defaults(world, defaults)
     out: list[Property] = []
     for s in specs:
-        for p in parse_property(s, world):
+        for p in (check_defaults(world, defaults) if s.strip().lower() == "default" else parse_property(s, world)):
             if p not in out:
                 out.append(p)
     return tuple(out)

@@ -221,6 +221,8 @@ def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any],
         elif kind == "CronJob":
             job = ((doc.get("spec") or {}).get("jobTemplate") or {})
             visit({"kind": "Job", "metadata": doc.get("metadata") or {}, "spec": job.get("spec") or {}})
+        elif kind == "Namespace":
+            return  # its labels can enroll its pods in ambient mode (meshsolve.istio.ambient.pods)
         else:
             raise SpecError(f"expected kind Pod or List, got {kind!r}", source=source, lineno=lineno)
 

@@ -103,7 +103,8 @@ _ENTRIES: tuple[MessageType, ...] = (
         "captures a marked connection again makes this loop."),
     MessageType(
         "MSH0162", "AmbientMarkSpoofing", "Warning",
-        "A process that sets SO_MARK {mark} on its socket bypasses ztunnel: {flow} ends {outcome}{at}",
+        "A process allowed CAP_NET_ADMIN that sets SO_MARK {mark} on its socket bypasses ztunnel: {flow} "
+        "ends {outcome}{at}",
         "Ambient capture tells ztunnel's traffic apart by its packet mark alone (0x539 under mask "
         "0xfff), so any process of the pod allowed to set SO_MARK (CAP_NET_ADMIN) can put that mark on "
         "its own connections and leave the mesh — the ambient counterpart of a sidecar app running as "

@@ -216,6 +216,8 @@ def findings_for(world: World, verdict: Verdict) -> tuple[Finding, ...]:
     # pod's with some appended, so the pod's rule names still hold)
     found = decisive_hop(verdict.world, res, leg=_LEG.get(code, "first"))
     hop, rule = found if found is not None else (None, None)
+    if hop is not None and hop.rule is not None and _rule_of(world, res.flow.family, hop.rule) != rule:
+        hop, rule = None, None  # a rule of the variant only (a stand-in), not one of the pod's
     at = "" if hop is None else f"; rule {hop.text}"
     if code in _PROXY_STEP:
         step = _proxy_step(res)
