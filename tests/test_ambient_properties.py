@@ -189,6 +189,8 @@ def test_a4_refuted_when_probes_are_captured() -> None:
     probe = (c.probe_snat_v4,)
     v = _refuted(w, ProbeExemption(probe, (), (8080,)), "MSH0164")
     assert v.flow.src == c.probe_snat_v4 and v.result.observed == ("in",)
+    # searched with one connection, reported followed to the end: ztunnel hands it to the app
+    assert isinstance(v.result.outcome, Delivered) and v.result.summary == "in, app<-169.254.7.127"
 
 
 def test_a5_refuted_when_hbone_is_redirected() -> None:

@@ -125,15 +125,32 @@ def _cell(v: Verdict) -> str:
     return v.kind
 
 
+def _label(prop: Property) -> str:
+    """Which of a key's properties a cell speaks of."""
+    if isinstance(prop, AmbientNoBypass):
+        return f"on {prop.interface}" if prop.interface else ("" if prop.inbound else "outbound")
+    if isinstance(prop, AmbientNoLoops):
+        return "loops"
+    if isinstance(prop, MarkSpoofing):
+        return "spoofer"
+    if isinstance(prop, ReturnPath):
+        return "HBONE" if prop.tunnel else "plaintext"
+    if isinstance(prop, HboneSplit):
+        return "" if prop.plaintext else "HBONE"
+    return ""
+
+
 def golden_table(cases: Iterable[tuple[str, AmbientConfig]]) -> str:
-    """A markdown table: one row per configuration, one column per property key."""
+    """A markdown table: one row per configuration, one column per property key (several properties
+    of a key: each named — ``on IFACE`` for a virtual interface, ``loops``/``spoofer``,
+    ``plaintext``/``HBONE``; ``outbound``: A1 without inbound capture)."""
     lines = ["| configuration | A1 | A2 | A3 | A4 | A5 |", "|---|---|---|---|---|---|"]
     for label, c in cases:
         rows = check_ambient(c)
         cells = []
         for key in ("A1", "A2", "A3", "A4", "A5"):
             mine = [r for r in rows if r.key == key]
-            cells.append("<br>".join(f"{r.prop.title()}: {_cell(r.verdict)}" for r in mine) or "—")
+            cells.append("; ".join(" ".join(x for x in (_label(r.prop), _cell(r.verdict)) if x) for r in mine) or "—")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
