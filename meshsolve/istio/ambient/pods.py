@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from meshsolve.istio.ambient.config import AmbientConfig, DnsOverride
+from meshsolve.istio.ambient.config import AmbientConfig, Backend, DnsOverride
 from meshsolve.model.net import IPAddress, to_address
 
 __all__ = ["BYPASS_INBOUND", "DATAPLANE_MODE", "DNS_CAPTURE", "REDIRECTION", "VIRTUAL_INTERFACES", "AmbientPod",
@@ -145,7 +145,7 @@ def _pod_ips(pod: Mapping[str, Any]) -> tuple[IPAddress, ...]:
 
 
 def ambient_pod(pod: Mapping[str, Any], *, version: str | None = None, namespace: Mapping[str, str] | None = None,
-                redirect_dns: bool | None = None, backend: str = "iptables") -> AmbientPod | None:
+                redirect_dns: bool | None = None, backend: Backend = "iptables") -> AmbientPod | None:
     """The ambient configuration of ``pod`` (None when ambient mode does not capture it).
 
     ``version``: the Istio release of istio-cni (default ``current``); ``redirect_dns``: the chart's
@@ -162,7 +162,7 @@ def ambient_pod(pod: Mapping[str, Any], *, version: str | None = None, namespace
     virtual = tuple(x.strip() for x in annotations.get(VIRTUAL_INTERFACES, "").split(",") if x.strip())
     ips = _pod_ips(pod)
     ipv6 = any(a.version == 6 for a in ips)
-    config = AmbientConfig(version=version or "current", backend=backend,  # type: ignore[arg-type]
+    config = AmbientConfig(version=version or "current", backend=backend,
                            redirect_dns=redirect_dns, dns_override=override, ingress=bool(ingress),
                            virtual_interfaces=virtual, enable_ipv6=ipv6)
     if redirect_dns is None and override == "unset":
