@@ -414,6 +414,45 @@ def parse(params: dict[str, Any]) -> dict[str, Any]:
             "lines_per_s": got / _median(runs)}
 
 
+# ------------------------------------------------------------------------------------------------
+# nftables: one property on an Istio nft set-up and on its iptables twin
+
+
+def nft_twin(params: dict[str, Any]) -> dict[str, Any]:
+    """``capture-out`` on the pod of one Istio configuration twice: with its iptables golden and with
+    its native nftables golden (``frontier/istio-nftables-sidecar``), same world warm and a fresh
+    world each time (read + build + encode + solve) in a warm process."""
+    from meshsolve.analysis.check import check
+    from meshsolve.analysis.goldens import golden_entries
+    from meshsolve.analysis.properties import CaptureOutbound
+    from meshsolve.analysis.worlds import read_rules, world_from_config
+
+    repeats = int(params["repeats"])
+    entry = next(e for e in golden_entries() if e.file == params["file"])
+    nft_path = entry.path.parent.parent / "frontier" / "istio-nftables-sidecar" / entry.file
+    one = CaptureOutbound()
+    out: dict[str, Any] = {"file": entry.file}
+    for backend, path, config in (("iptables", entry.path, entry.config),
+                                  ("nftables", nft_path, entry.config.evolve(native_nftables=True))):
+        def build(path: Path = path, config: Any = config) -> Any:
+            return world_from_config(config, rules=read_rules(str(path)))
+
+        world = build()
+        check(world, one)  # warm-up: imports, z3 context, the first encoding
+        same, fresh = [], []
+        verdict: Any = None
+        for _ in range(repeats):
+            dt, verdict = _timed(lambda: check(world, one))  # noqa: B023 - called at once
+            same.append(dt)
+            dt, _ = _timed(lambda: check(build(), one))
+            fresh.append(dt)
+        out[backend] = {"rules": world.rules.ipv4.rule_count() + world.rules.ipv6.rule_count(),
+                        "verdict": getattr(verdict, "kind", "?"), "same_world_s": same, "fresh_world_s": fresh}
+    out["ratio_same"] = _median(out["nftables"]["same_world_s"]) / _median(out["iptables"]["same_world_s"])
+    out["ratio_fresh"] = _median(out["nftables"]["fresh_world_s"]) / _median(out["iptables"]["fresh_world_s"])
+    return out
+
+
 def idle(params: dict[str, Any]) -> dict[str, Any]:
     """The floor: a child that imports meshsolve's checker and z3 and does nothing."""
     import z3
@@ -424,4 +463,4 @@ def idle(params: dict[str, Any]) -> dict[str, Any]:
 
 
 CASES = {"golden": golden, "synth": synth, "brute": brute, "scale": scale, "scale_enum": scale_enum,
-         "parse": parse, "idle": idle}
+         "parse": parse, "idle": idle, "nft_twin": nft_twin}

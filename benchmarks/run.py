@@ -6,7 +6,8 @@
 
 Writes ``benchmarks/results/results.json`` (every run of every case), ``results.md`` (the tables and
 the targets, met or not) and ``scale.svg`` (the plot; hand-written SVG, no plotting dependency).
-``--out DIR`` writes elsewhere; ``--only goldens,cli,synth,brute,scale,parse`` runs some sections.
+``--out DIR`` writes elsewhere; ``--only goldens,cli,synth,brute,scale,parse,nft`` runs some sections
+(``nft``: one property on Istio's native nftables set-ups beside their iptables twins).
 
 Every case runs in a fresh child process (``python -m benchmarks.run --child ...``), one after the
 other, never in parallel: its wall time and peak resident memory (``ru_maxrss`` from ``wait4``) are
@@ -36,23 +37,27 @@ PY = sys.executable
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"goldens": 1, "repeats": 1, "cli_runs": 1, "specs": [], "brute_specs": ["istio-later-knobs.yaml"],
               "brute_budget": 0.5, "brute_size": 1, "scale": [8], "scale_timeout": 60, "enum_budget": 5,
-              "parse": [1_000], "timeout": 120, "cli_commands": 1, "profile_synth": []},
+              "parse": [1_000], "timeout": 120, "cli_commands": 1, "profile_synth": [], "nft": ["empty.golden"]},
     "quick": {"goldens": 4, "repeats": 3, "cli_runs": 3, "specs": ["istio-later-knobs.yaml", "tproxy.yaml"],
               "brute_specs": ["istio-later-knobs.yaml"], "brute_budget": 10.0, "brute_size": None,
               "scale": [100, 1_000], "scale_timeout": 60, "enum_budget": 60, "parse": [100_000], "timeout": 300,
-              "cli_commands": 3, "profile_synth": ["istio-later-knobs.yaml"]},
+              "cli_commands": 3, "profile_synth": ["istio-later-knobs.yaml"],
+              "nft": ["empty.golden", "ipv6-uid-gid.golden", "tproxy.golden"]},
     "full": {"goldens": None, "repeats": 3, "cli_runs": 5, "specs": None,
              "brute_specs": ["istio-later-knobs.yaml", "excluded-ports.yaml"], "brute_budget": 30.0,
              "brute_size": None, "scale": [100, 1_000, 10_000, 50_000], "scale_timeout": 90, "enum_budget": 60,
              "parse": [100_000, 700_000], "timeout": 600, "cli_commands": 3,
-             "profile_synth": ["istio-later-knobs.yaml", "istio-1.2-design-space.yaml"]},
+             "profile_synth": ["istio-later-knobs.yaml", "istio-1.2-design-space.yaml"], "nft": None},
 }
-SECTIONS = ("idle", "goldens", "cli", "synth", "brute", "scale", "parse")
+SECTIONS = ("idle", "goldens", "cli", "synth", "brute", "scale", "parse", "nft")
 
 TARGETS = {
     "one_prop_s": 0.050, "all_props_s": 0.5, "cli_s": 1.5, "synth_s": 5.0, "brute_ratio": 100.0,
-    "scale_10k_s": 5.0, "scale_50k_s": 60.0, "parse_lines_per_s": 100_000.0,
+    "scale_10k_s": 5.0, "scale_50k_s": 60.0, "parse_lines_per_s": 100_000.0, "nft_ratio": 2.0,
 }
+#: The iptables goldens whose nft twin the kernel refuses (group names): not in the nft section.
+NFT_REFUSED = ("outbound-owner-groups.golden", "outbound-owner-groups-exclude.golden",
+               "ipv6-dns-outbound-owner-groups.golden", "ipv6-dns-outbound-owner-groups-exclude.golden")
 
 
 def median(xs: list[float]) -> float:
@@ -192,6 +197,11 @@ def run_sections(profile: dict[str, Any], only: set[str]) -> dict[str, Any]:
                 stop = row["status"] != "ok"
             res["scale"].append(run_child("scale_enum", {"rules": n, "budget": profile["enum_budget"]},
                                           profile["enum_budget"] + tmo))
+    if "nft" in only:
+        print("nftables beside iptables", flush=True)
+        files = profile["nft"] or [f for f in _golden_files(None) if f not in NFT_REFUSED and "/" not in f
+                                   and f != "logging.golden"]
+        res["nft"] = [run_child("nft_twin", {"file": f, "repeats": max(rep, 5)}, tmo) for f in files]
     if "parse" in only:
         print("parsing", flush=True)
         res["parse"] = [run_child("parse", {"lines": n, "repeats": rep if n <= 100_000 else 1}, tmo)
@@ -288,6 +298,11 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             ratios.append(r["result"]["extrapolated_to_answer_s"] / r["result"]["synth_s"])
     if ratios:
         s["brute_ratio_min"] = min(ratios)
+    nft = [r["result"] for r in res.get("nft", []) if r["status"] == "ok"]
+    if nft:
+        s["nft"] = {"n": len(nft), "ratio_same_max": max(x["ratio_same"] for x in nft),
+                    "ratio_same_median": median([x["ratio_same"] for x in nft]),
+                    "ratio_fresh_max": max(x["ratio_fresh"] for x in nft)}
     return s
 
 
@@ -335,6 +350,12 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str]]:
                          verdict(lps >= TARGETS["parse_lines_per_s"])))
         else:
             rows.append((f"parsing ≥ 100,000 lines/s ({r['params']['lines']:,} lines)", _status(r), verdict(False)))
+    if "nft" in s:
+        x = s["nft"]
+        rows.append(("one property on an Istio nft set-up within 2× of its iptables twin",
+                     f"nft/iptables median {x['ratio_same_median']:.2f}×, worst {x['ratio_same_max']:.2f}× over "
+                     f"{x['n']} twins (fresh worlds: worst {x['ratio_fresh_max']:.2f}×)",
+                     verdict(x["ratio_same_max"] <= TARGETS["nft_ratio"])))
     wins = []
     for n in sorted(sc):
         if n < 1_000 or n not in en:
@@ -399,6 +420,24 @@ def markdown(res: dict[str, Any], env: dict[str, Any], command: str) -> str:
                     "the profiler itself slows Python code down):", "",
                     "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
                     "| " + " | ".join(_ms(median([p[k] for p in prof])) for k in keys) + " |", ""]
+    if res.get("nft"):
+        out += ["## nftables beside iptables (capture outbound)", "",
+                "The same Istio configuration with its iptables golden and with its native nftables golden "
+                "(`frontier/istio-nftables-sidecar`); *same world* warm, *fresh world*: read + build + encode + "
+                "solve each time in a warm process.", "",
+                "| configuration | rules ipt / nft | iptables (same) | nft (same) | ratio | iptables (fresh) "
+                "| nft (fresh) | ratio | verdicts | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in res["nft"]:
+            if r["status"] != "ok":
+                out.append(f"| `{r['params']['file']}` | | {_status(r)} | | | | | | | {_mib(r)} |")
+                continue
+            x = r["result"]
+            i, n = x["iptables"], x["nftables"]
+            out.append(f"| `{x['file']}` | {i['rules']} / {n['rules']} | {_ms(median(i['same_world_s']))} "
+                       f"| {_ms(median(n['same_world_s']))} | {x['ratio_same']:.2f}× "
+                       f"| {_ms(median(i['fresh_world_s']))} | {_ms(median(n['fresh_world_s']))} "
+                       f"| {x['ratio_fresh']:.2f}× | {i['verdict'][0].upper()} {n['verdict'][0].upper()} | {_mib(r)} |")
+        out.append("")
     if res.get("cli"):
         out += ["## Whole processes, start to exit", "", "| command | median | runs | exit codes | peak MiB |",
                 "|---|---|---|---|---|"]

@@ -12,7 +12,9 @@ The public API, in the order a user needs it (every name below is in ``__all__``
   ``pods_from_text`` (Kubernetes manifests), ``generate`` (config → the rules Istio installs),
   ``proxy_behavior`` (the sidecar of a version); worlds: ``world_from_config``/``world_from_rules``,
   the shortcuts ``world_from_flags``/``worlds_from_manifest``/``worlds_from_manifest_text``/
-  ``world_from_dump``, and the seed's built-in pods ``setup_world("A")`` … ``("E")``.
+  ``world_from_dump``, ``load_inputs`` (what the command line reads → ``Loaded``: the world, each
+  ``Part``'s provenance, ``Given``/``Inferred``/``Assumed``, and the ``Problem``\\ s the inputs
+  show), and the seed's built-in pods ``setup_world("A")`` … ``("E")``.
 * **Questions**: ``interpret`` (one concrete flow → ``Result`` with a numbered trace); ``check``
   (a property → ``Proved``/``Refuted``/``Unknown``), ``audit`` (several), over the properties
   ``Reachable``, ``CaptureOutbound``, ``CaptureInbound``, ``Bypass``, ``NoLoops``, ``NoExposure``,
@@ -77,12 +79,14 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         check,
         diff,
         interpret,
+        load_inputs,
         synthesize,
         world_from_dump,
         world_from_flags,
         worlds_from_manifest,
         worlds_from_manifest_text,
     )
+    from meshsolve.inputs import Loaded, Problem
     from meshsolve.iproute import parse_routing
     from meshsolve.iptables import parse_file, parse_text, render_restore, render_save
     from meshsolve.istio import (
@@ -97,8 +101,22 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
     )
     from meshsolve.istio.generate import generate
     from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange
+    from meshsolve.model.path import Hook, Stage
+    from meshsolve.model.provenance import Assumed, Given, Inferred, Part, Provenance
     from meshsolve.model.routing import Route, RouteKind, Routing, RoutingRule
-    from meshsolve.model.rules import Chain, Match, Origin, Rule, RuleRef, Ruleset, Rulesets, Table, Target
+    from meshsolve.model.rules import (
+        BaseChain,
+        Chain,
+        Match,
+        NftTable,
+        Origin,
+        Rule,
+        RuleRef,
+        Ruleset,
+        Rulesets,
+        Table,
+        Target,
+    )
     from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
     from meshsolve.semantics.setups import setup_world
     from meshsolve.semantics.trace import (
@@ -116,7 +134,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         Side,
         Undetermined,
     )
-    from meshsolve.smt.query import ClientKind, Pred, Scope
+    from meshsolve.smt.query import ClientKind, Condition, Pred, Scope
 
 __version__ = "0.1.0"
 
@@ -125,10 +143,13 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["App", "Endpoint", "Flow", "ProxyBehavior", "Service", "Socket", "World"],
                     "meshsolve.model.world"),
     **dict.fromkeys(["Family", "IPAddress", "IPNetwork", "PortRange"], "meshsolve.model.net"),
+    **dict.fromkeys(["Assumed", "Given", "Inferred", "Part", "Provenance"], "meshsolve.model.provenance"),
+    **dict.fromkeys(["Loaded", "Problem"], "meshsolve.inputs"),
     **dict.fromkeys(["Route", "RouteKind", "Routing", "RoutingRule"], "meshsolve.model.routing"),
     "parse_routing": "meshsolve.iproute",
-    **dict.fromkeys(["Chain", "Match", "Origin", "Rule", "RuleRef", "Ruleset", "Rulesets", "Table", "Target"],
-                    "meshsolve.model.rules"),
+    **dict.fromkeys(["BaseChain", "Chain", "Match", "NftTable", "Origin", "Rule", "RuleRef", "Ruleset", "Rulesets",
+                     "Table", "Target"], "meshsolve.model.rules"),
+    **dict.fromkeys(["Hook", "Stage"], "meshsolve.model.path"),
     **dict.fromkeys(["parse_file", "parse_text", "render_restore", "render_save"], "meshsolve.iptables"),
     **dict.fromkeys(["CaptureConfig", "PodCapture", "generate", "parse_flags", "pods_from_file",
                      "pods_from_text", "proxy_behavior", "render_script", "to_flags"], "meshsolve.istio"),
@@ -136,13 +157,13 @@ _LAZY: dict[str, str] = {
     "setup_world": "meshsolve.semantics.setups",
     **dict.fromkeys(["Delivered", "Dropped", "Egress", "Failed", "Hop", "HopKind", "Loop", "Outcome", "Refused",
                      "Rejected", "Result", "Side", "Undetermined"], "meshsolve.semantics.trace"),
-    **dict.fromkeys(["ClientKind", "Pred", "Scope"], "meshsolve.smt.query"),
+    **dict.fromkeys(["ClientKind", "Condition", "Pred", "Scope"], "meshsolve.smt.query"),
     **dict.fromkeys(["Bypass", "CaptureInbound", "CaptureOutbound", "LeavesPod", "NoExposure", "NoLoops",
                      "Observation", "Property", "Reachable", "default_properties"], "meshsolve.analysis.properties"),
     **dict.fromkeys(["Proved", "Refuted", "Unknown", "Verdict"], "meshsolve.analysis.check"),
     **dict.fromkeys(["DiffResult", "Different", "DiffUnknown", "Equivalent"], "meshsolve.analysis.diff"),
-    **dict.fromkeys(["audit", "check", "diff", "interpret", "synthesize", "world_from_dump", "world_from_flags",
-                     "worlds_from_manifest", "worlds_from_manifest_text"], "meshsolve.api"),
+    **dict.fromkeys(["audit", "check", "diff", "interpret", "load_inputs", "synthesize", "world_from_dump",
+                     "world_from_flags", "worlds_from_manifest", "worlds_from_manifest_text"], "meshsolve.api"),
     **dict.fromkeys(["Goal", "SearchSpace", "Spec", "load_spec", "parse_spec"], "meshsolve.analysis.spec"),
     **dict.fromkeys(["Conflict", "SynthUnknown", "Synthesized"], "meshsolve.analysis.synth"),
     "emit": "meshsolve.analysis.emit",
@@ -150,12 +171,12 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     # model values and the types of their fields
-    "App", "Chain", "Endpoint", "Family", "Flow", "IPAddress", "IPNetwork", "Match", "Origin", "PortRange",
-    "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef", "Ruleset", "Rulesets",
-    "Service", "Socket", "Table", "Target", "World",
+    "App", "BaseChain", "Chain", "Endpoint", "Family", "Flow", "Hook", "IPAddress", "IPNetwork", "Match", "NftTable",
+    "Origin", "PortRange", "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef",
+    "Ruleset", "Rulesets", "Service", "Socket", "Stage", "Table", "Target", "World",
     # loading
-    "CaptureConfig", "PodCapture", "generate", "parse_file", "parse_flags", "parse_routing", "parse_text",
-    "pods_from_file",
+    "Assumed", "CaptureConfig", "Given", "Inferred", "Loaded", "Part", "PodCapture", "Problem", "Provenance",
+    "generate", "load_inputs", "parse_file", "parse_flags", "parse_routing", "parse_text", "pods_from_file",
     "pods_from_text", "proxy_behavior", "setup_world", "world_from_config", "world_from_dump",
     "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",
     # questions and answers
@@ -166,7 +187,7 @@ __all__ = [
     "Undetermined", "Unknown", "Verdict",
     "audit", "check", "default_properties", "diff", "interpret",
     # synthesis
-    "Conflict", "Goal", "SearchSpace", "Spec", "SynthUnknown", "Synthesized", "load_spec", "parse_spec",
+    "Condition", "Conflict", "Goal", "SearchSpace", "Spec", "SynthUnknown", "Synthesized", "load_spec", "parse_spec",
     "synthesize",
     # emitting
     "emit", "render_restore", "render_save", "render_script", "to_flags",

@@ -25,9 +25,11 @@ What every answer assumes (the model)
 * **The proxy is a model.** ``ProxyBehavior`` (per Istio version: ``meshsolve.istio.proxy_behavior``)
   says where the sidecar forwards; Envoy's own refusal of traffic addressed to its listener ports is
   not modelled (``NoLoops`` leaves those ports out by default).
-* **Worlds built from partial inputs use stated defaults**: documentation addresses
-  (pod 192.0.2.10 / 2001:db8::10, peer .20) when a manifest or dump has none; apps bound to the
-  wildcard address on their declared ports; uid/gid 1000 when a container does not say.
+* **Worlds built from partial inputs say what they assume** (``meshsolve.inputs``, the one door for
+  manifests, dumps, logs, flags and binds): documentation addresses (pod 192.0.2.10 / 2001:db8::10,
+  peer .20) when a manifest or dump has none; apps bound to the wildcard address on their declared
+  ports; uid/gid 1000 when a container does not say; with no apps at all, the listeners the rules
+  make possible. ``load_inputs`` returns each part's provenance.
 """
 
 from __future__ import annotations
@@ -35,10 +37,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import meshsolve.defaults as defaults
-from meshsolve.errors import WorldError
 
 if TYPE_CHECKING:
     from meshsolve.analysis.check import Verdict
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from meshsolve.analysis.properties import Property
     from meshsolve.analysis.spec import Spec
     from meshsolve.analysis.synth import Conflict, Synthesized, SynthUnknown
-    from meshsolve.istio.config import CaptureConfig
+    from meshsolve.inputs import Loaded
     from meshsolve.model.net import IPAddress
     from meshsolve.model.rules import Rulesets
     from meshsolve.model.world import App, Flow, Service, World
@@ -58,6 +59,7 @@ __all__ = [
     "check",
     "diff",
     "interpret",
+    "load_inputs",
     "synthesize",
     "world_from_dump",
     "world_from_flags",
@@ -66,7 +68,6 @@ __all__ = [
 ]
 
 DEFAULT_HOPS = defaults.HOPS  # kept for callers that imported it from here
-_SIDECAR_CONTAINERS = frozenset({"istio-proxy", "istio-init", "istio-validation"})
 
 
 # --- loading: a configuration, a manifest, a dump → a World ---------------------------------------
@@ -79,18 +80,18 @@ def world_from_flags(argv: Sequence[str] = (), env: Mapping[str, str] | None = N
     """The world of a pod whose ``istio-init`` ran with ``argv``/``env`` under Istio ``version``.
 
     The rules are what that version's istio-iptables installs for those flags
-    (``meshsolve.istio.generate``), the proxy is that version's sidecar
-    (``meshsolve.istio.proxy_behavior``). Without ``apps``: one app (uid/gid 1000) listening on the
-    wildcard address on the ``-b`` ports (8080 when ``-b`` is ``*`` or empty). Without ``pod_ips``:
-    192.0.2.10 (and 2001:db8::10 when the rules have IPv6 tables). Raises ``SpecError`` for a flag
-    or value that version does not accept.
+    (``meshsolve.istio.generate``), the argv read as that version's flag library read it; the proxy
+    is that version's sidecar (``meshsolve.istio.proxy_behavior``). Without ``apps``: the listeners
+    the rules make possible (``meshsolve.inputs``): one app on the wildcard address on the ``-b``
+    ports, or, with ``-b '*'``, on one port that stands for every port no rule names. Without
+    ``pod_ips``: 192.0.2.10 (and 2001:db8::10 when the rules have IPv6 tables). Raises ``SpecError``
+    for a flag or value that version does not accept; :func:`load_inputs` also returns the notes and
+    the provenance of each part.
     """
-    from meshsolve.analysis.worlds import world_from_config
-    from meshsolve.istio import parse_flags
+    from meshsolve.inputs import from_flags
 
-    config = parse_flags(argv, env, version=version)
-    return world_from_config(config, apps=apps, services=services, pod_ips=pod_ips, name=name,
-                             namespace=namespace)
+    return from_flags(argv, env, version=version, apps=apps, services=services, pod_ips=pod_ips,
+                      name=name, namespace=namespace).require_world()
 
 
 def worlds_from_manifest(path: str | os.PathLike[str], *, version: str | None = None) -> tuple[World, ...]:
@@ -110,96 +111,61 @@ def worlds_from_manifest(path: str | os.PathLike[str], *, version: str | None = 
 
 def worlds_from_manifest_text(text: str, *, version: str | None = None,
                               source: str = "<manifest>") -> tuple[World, ...]:
-    """One world per pod in manifest ``text`` (a Pod, a ``List``, or workloads with a pod template).
+    """One world per pod in manifest ``text`` (a Pod, a ``List``, workloads with a pod template;
+    documents that hold no pod, such as a Service next to a Deployment, are skipped).
 
-    The capture configuration is what the pod's injected ``istio-init`` ran, else what Istio's
-    injector (or istio-cni) would give it from its annotations (``meshsolve.istio.pods_from_text``;
-    ``version`` overrides the version read from the image tag, default ``current``). The apps are
-    the pod's containers (the sidecar's own left out), each with ``securityContext.runAsUser`` /
-    ``runAsGroup`` (container, else pod level, else 1000) and a listening TCP socket on the wildcard
-    address for each declared ``containerPort`` — a manifest does not say which address an app
-    binds, so a loopback- or pod-IP-only listener must be modelled by hand (``attrs.evolve`` the
-    world's apps). A port declared twice in one pod is kept once; a container port that is one of
-    the sidecar's listener ports is a ``WorldError`` (the pod could not run). Pod addresses are
-    ``status.podIPs`` when present, else the documentation defaults.
+    Built by ``meshsolve.inputs`` (the same door as the command line's): the capture configuration is
+    what the pod's injected ``istio-init`` ran, else what Istio's injector (or istio-cni) would give it
+    from its annotations (``version`` overrides the version read from the image tag, default
+    ``current``). The apps are the pod's containers (``meshsolve.inputs.apps_of_pod``: the sidecar's
+    own left out; ids from ``securityContext``, else 1000; a wildcard listener per declared TCP
+    ``containerPort`` — a manifest does not say which address an app binds, so a loopback- or
+    pod-IP-only listener must be modelled by hand with ``attrs.evolve``). A port declared twice, or
+    declared on one of the sidecar's listener ports, is left out (with a note in
+    ``meshsolve.inputs.worlds_of_manifest``). Pod addresses are ``status.podIPs`` when present, else
+    the documentation defaults.
     """
-    from meshsolve.analysis.worlds import world_from_config
-    from meshsolve.istio import generate
-    from meshsolve.istio.pod import load_pods, pod_capture
+    from meshsolve.inputs import worlds_of_manifest
 
-    worlds = []
-    for pod in load_pods(text, source):
-        capture = pod_capture(pod, version=version, source=source, text=text)
-        rules = generate(capture.config)
-        ipv6 = any(a.version == 6 for a in capture.pod_ips) or (not capture.pod_ips and not rules.ipv6.empty)
-        apps = _apps_of(pod, ipv6=ipv6, reserved=_proxy_ports(capture.config))
-        worlds.append(world_from_config(capture.config, rules=rules, apps=apps,
-                                        pod_ips=capture.pod_ips or None, name=capture.name,
-                                        namespace=capture.namespace))
-    return tuple(worlds)
+    return tuple(loaded.require_world() for loaded in worlds_of_manifest(text, version=version, source=source))
 
 
-def world_from_dump(dump: str | os.PathLike[str] | Rulesets, *, version: str = "current",
+def world_from_dump(dump: str | os.PathLike[str] | Rulesets, *, version: str | None = None,
                     flags: Sequence[str] = (), env: Mapping[str, str] | None = None,
                     apps: tuple[App, ...] | None = None, services: tuple[Service, ...] = (),
                     pod_ips: tuple[IPAddress, ...] | None = None, name: str = "pod",
                     namespace: str = "default") -> World:
-    """The world of a pod whose rules were dumped (``iptables-save``, restore input, an Istio dry-run
-    transcript, ``kubectl logs -c istio-init``: any form ``meshsolve.iptables.parse_file`` reads).
+    """The world of a pod whose rules were dumped (``iptables-save``, ``iptables -t nat -S``, restore
+    input, an Istio dry-run transcript, ``kubectl logs -c istio-init``: any form
+    ``meshsolve.iptables.read_text`` reads).
 
-    ``dump`` is a file path or already-parsed ``Rulesets``. The rules are taken as they are; only the
-    sidecar's behaviour comes from ``version`` (and ``flags``/``env``, for a non-default proxy port,
-    uid or interception mode). Defaults for apps and addresses as in :func:`world_from_flags`.
+    ``dump`` is a file path or already-parsed ``Rulesets``. The rules are taken as they are. The
+    sidecar is that of ``version`` when given, else of the Istio versions whose rules the dump's
+    fingerprints fit (``meshsolve.istio.fingerprint``); its settings come from ``flags``/``env`` or,
+    without them, from the rules. Apps and addresses as in :func:`world_from_flags`. Raises
+    ``UnsupportedError`` for another mesh's rules (Linkerd, Kuma, Consul, Istio ambient) or rules that
+    capture nothing, and ``SpecError`` for a log of a failed istio-init or a ruleset not installed
+    whole (nothing to analyse: :func:`load_inputs` returns those as problems).
     """
-    from meshsolve.analysis.worlds import world_from_rules
-    from meshsolve.iptables import parse_file
-    from meshsolve.istio import parse_flags, proxy_behavior
+    from meshsolve.inputs import from_rules, read_rules
     from meshsolve.model.rules import Rulesets as _Rulesets
 
-    rules = dump if isinstance(dump, _Rulesets) else parse_file(dump)
-    config = parse_flags(flags, env, version=version)
-    return world_from_rules(rules, proxy_behavior(version, config), apps=apps, services=services,
-                            pod_ips=pod_ips, name=name, namespace=namespace)
+    rules = dump if isinstance(dump, _Rulesets) else read_rules(dump)
+    return from_rules(rules, version=version, flags=flags, env=env, apps=apps, services=services,
+                      pod_ips=pod_ips, name=name, namespace=namespace).require_world()
 
 
-def _proxy_ports(config: CaptureConfig) -> frozenset[int]:
-    return frozenset({config.proxy_port, config.effective_inbound_capture_port()})
+def load_inputs(*, setup: str | None = None, family: str | None = None, istio: str | None = None,
+                flags: Sequence[str] = (), env: Mapping[str, str] | None = None, pod: str | None = None,
+                rules: str | None = None, binds: str | None = None, routing: str | None = None) -> Loaded:
+    """Everything the command line reads, by file path, as one ``Loaded``: the world (``None`` when
+    a problem such as a failed istio-init leaves nothing to analyse), its label, the notes of what
+    was read, skipped or assumed, each part's provenance (given / inferred / assumed) and the
+    problems the inputs show (``MSH0110``–``MSH0112``). See ``meshsolve.inputs.build``."""
+    from meshsolve.inputs import load
 
-
-def _int_or(value: Any, default: int) -> int:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _apps_of(pod: Mapping[str, Any], *, ipv6: bool, reserved: frozenset[int]) -> tuple[App, ...]:
-    from meshsolve.model.world import App, Socket
-
-    spec = pod.get("spec") or {}
-    pod_sc = spec.get("securityContext") or {}
-    bind = "::" if ipv6 else "0.0.0.0"
-    apps: list[App] = []
-    taken: set[int] = set()
-    for c in spec.get("containers") or ():
-        if not isinstance(c, Mapping) or c.get("name") in _SIDECAR_CONTAINERS:
-            continue
-        name = str(c.get("name", f"container{len(apps)}"))
-        if name in ("peer", "proxy"):
-            name = f"{name}-container"
-        sc = c.get("securityContext") or {}
-        uid = _int_or(sc.get("runAsUser"), _int_or(pod_sc.get("runAsUser"), defaults.APP_UID))
-        gid = _int_or(sc.get("runAsGroup"), _int_or(pod_sc.get("runAsGroup"), defaults.APP_GID))
-        sockets = []
-        for p in c.get("ports") or ():
-            if not isinstance(p, Mapping) or str(p.get("protocol", "TCP")).upper() != "TCP":
-                continue
-            port = _int_or(p.get("containerPort"), -1)
-            if port in taken or port < 0:
-                continue
-            if port in reserved:
-                raise WorldError(f"container {name!r} declares port {port}, a sidecar listener port")
-            taken.add(port)
-            sockets.append(Socket(bind, port))
-        apps.append(App(name, uid=uid, gid=gid, sockets=tuple(sockets)))
-    return tuple(apps)
+    return load(setup=setup, family=family, istio=istio, flags=flags, env=env, pod=pod, rules=rules,
+                binds=binds, routing=routing)
 
 
 # --- questions -----------------------------------------------------------------------------------

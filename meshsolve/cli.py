@@ -148,22 +148,40 @@ def _verify_kernel(res: Any, quiet: bool) -> Any:
               show_default=True, help="canonical iptables-save text, iptables-restore input, or JSON")
 @click.option("--counters", is_flag=True, help="print packet/byte counters, like iptables-save -c")
 def parse_command(file: str, family: str | None, output: str, counters: bool) -> None:
-    """Read iptables rules in any form and print them in canonical form.
+    """Read iptables or nftables rules in any form and print them in canonical form.
 
-    FILE ('-' for stdin) may be iptables-save output (with or without -c), iptables-restore input
-    (Istio's '* nat' / -N / -I dialect too), an istio-iptables dry-run transcript, 'iptables ...'
-    command lines, or 'kubectl logs POD -c istio-init' output. Without --family the output is
-    '# ipv4' and the IPv4 rules, then '# ipv6' and the IPv6 rules if there are any; meshsolve
-    reads that back. Bad input exits with 65 and a one-line message.
+    FILE ('-' for stdin) may be iptables-save output (with or without -c), an 'iptables -S' listing,
+    iptables-restore input (Istio's '* nat' / -N / -I dialect too), an istio-iptables dry-run
+    transcript, 'iptables ...' command lines, or 'kubectl logs POD -c istio-init' output, also inside
+    log wrappers (docs/inputs.md lists them; what was taken off is noted on stderr). Without --family
+    the output is '# ipv4' and the IPv4 rules, then '# ipv6' and the IPv6 rules if there are any;
+    meshsolve reads that back. nftables input (nft -f commands, nft list ruleset, nft -j JSON) is
+    detected by itself and printed as canonical nft -f text (-o json: the rule model it lowers to).
+    Bad input exits with 65 and a one-line message.
     """
-    from meshsolve.iptables import parse_file, render_restore, render_save, to_json
+    from meshsolve.iptables import read_text, render_restore, render_save, to_json
     from meshsolve.model.rules import Ruleset
+    from meshsolve.nftables import is_nft
+    from meshsolve.nftables import parse_text as nft_text
+    from meshsolve.nftables import render as nft_render
+    from meshsolve.nftables.lower import lower
+    from meshsolve.nftables.parse import read_input
 
     try:
-        rulesets = parse_file(file, source="<stdin>" if file == "-" else file)
+        raw, name = read_input(file, "<stdin>" if file == "-" else file)
+        if is_nft(raw):
+            nft = nft_text(raw, name)
+            if output == "json":
+                click.echo(to_json(lower(nft)))
+            else:
+                click.echo(nft_render(nft), nl=False)
+            return
+        reading = read_text(raw, name)
+        rulesets = reading.require_rulesets()
     except ParseError as exc:
         detail = f" (line: {exc.line.strip()[:60]!r})" if exc.line and exc.line.strip() else ""
         raise ParseError(exc.message + detail, source=exc.source, lineno=exc.lineno) from None
+    _notes(reading.notes)
     if output == "json":
         value: object = rulesets if family is None else rulesets.for_family(
             "ipv4" if family == "ipv4" else "ipv6")
@@ -423,9 +441,13 @@ def _input_options(f: _F) -> _F:
         click.option("--pod", "pod_file", type=click.Path(dir_okay=False), default=None,
                      help="one pod: kubectl get pod NAME -o yaml"),
         click.option("--rules", "rules_file", type=click.Path(dir_okay=False), default=None,
-                     help="iptables-save taken in the pod's netns, or kubectl logs POD -c istio-init"),
+                     help="the pod's netns: iptables-save, iptables -t nat -S or nft list ruleset, or kubectl "
+                          "logs POD -c istio-init (docs/inputs.md lists every form)"),
         click.option("--binds", "binds_file", type=click.Path(dir_okay=False), default=None,
-                     help="YAML: apps (uid, gid, listen addresses), services, pod IPs"),
+                     help="the apps' listeners: `ss -ltnp` / `netstat -ntlp` output, or YAML (apps with uid, "
+                          "gid, listen addresses; services; pod IPs)"),
+        click.option("--routing", "routing_file", type=click.Path(dir_okay=False), default=None,
+                     help="the pod's policy routing: `ip rule` / `ip route` output or commands"),
         click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
                      help="environment of istio-init, with --istio FLAGS; repeatable"),
     ]
@@ -469,7 +491,7 @@ def _notes(notes: tuple[str, ...]) -> None:
 @click.argument("flags", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def check_command(ctx: click.Context, setup_name: str | None, family: str | None, version: str | None,
-                  pod_file: str | None, rules_file: str | None, binds_file: str | None,
+                  pod_file: str | None, rules_file: str | None, binds_file: str | None, routing_file: str | None,
                   env_pairs: tuple[str, ...], props: tuple[str, ...], output: str, explain: bool,
                   failure_threshold: str, output_threshold: str, suppress: tuple[str, ...],
                   flags: tuple[str, ...]) -> None:
@@ -478,32 +500,55 @@ def check_command(ctx: click.Context, setup_name: str | None, family: str | None
     Without --property, checks the default set: outbound capture, inbound capture of the apps'
     ports, bypass of the proxy's own traffic, no loops, no exposure of localhost-only sockets, and
     a peer reaching each app port that is not bound to loopback only.
-    istio-iptables FLAGS (after `--`) go with --istio. Exit 0: every property holds; 79: some is
-    refuted; 80: none refuted but some inconclusive; 64: usage; 65: bad input.
+    istio-iptables FLAGS (after `--`) go with --istio. What the inputs do not say is assumed and
+    each finding names the assumptions it rests on; a failed istio-init is a finding, never
+    analysed as if its rules were installed. Exit 0: every property holds; 79: some is refuted (or
+    the inputs show a failure); 80: none refuted but some inconclusive; 64: usage; 65: bad input.
     """
     from typing import cast
 
-    from meshsolve.inputs import load_configuration, parse_properties
+    from meshsolve.inputs import load, parse_properties, property_ports
     from meshsolve.report import Level, colour_enabled, render_json, render_text
+    from meshsolve.report.findings import Subject, input_finding
+    from meshsolve.report.render import Report
     from meshsolve.report.run import check_world
 
     argv = list(flags[1:]) if flags[:1] == ("--",) else list(flags)
     if argv and version is None:
         raise click.UsageError("istio-iptables flags need --istio VERSION")
-    cfg = load_configuration(setup=setup_name, family=family, istio=version, flags=argv,
-                             env=_env(env_pairs), pod=pod_file, rules=rules_file, binds=binds_file)
-    _notes(cfg.notes)
-    report = check_world(cfg.world, parse_properties(props, cfg.world, cfg.defaults),
-                         app_references=dict(cfg.app_references),
-                         failure_threshold=cast(Level, _level(failure_threshold))).suppress(suppress)
+    loaded = load(setup=setup_name, family=family, istio=version, flags=argv, env=_env(env_pairs), pod=pod_file,
+                  rules=rules_file, binds=binds_file, routing=routing_file, listen_ports=property_ports(props))
+    _notes(loaded.notes)
+    _notes(tuple(str(p) for p in loaded.assumptions if p.kind != "peer-ip"))  # the peer stands for any peer
+    level = cast(Level, _level(failure_threshold))
+    world = loaded.world
+    subject = Subject("Pod", world.namespace, world.name) if world is not None else Subject(
+        "Pod", "default", _stem(rules_file or pod_file or "pod"))
+    inputs = tuple(input_finding(p.code, p.message, subject, p.reference) for p in loaded.problems)
+    if world is None:
+        report = Report(inputs, (), level)
+    else:
+        checked = check_world(world, parse_properties(props, world, representative=loaded.representative,
+                                                      excluded=loaded.excluded, defaults=loaded.defaults),
+                              app_references=dict(loaded.app_references), failure_threshold=level,
+                              parts=loaded.parts)
+        report = Report((*inputs, *checked.findings), checked.checked, level)
+    report = report.suppress(suppress)
     out_level = cast(Level, _level(output_threshold))
     if output == "json":
         click.echo(render_json(report, output_threshold=out_level,
-                               extra={"configuration": cfg.label}), nl=False)
+                               extra={"configuration": loaded.label,
+                                      "assumptions": [str(p) for p in loaded.assumptions]}), nl=False)
     else:
         click.echo(render_text(report, colour=colour_enabled(sys.stdout), explain=explain,
                                output_threshold=out_level), nl=False)
     ctx.exit(report.exit_code)
+
+
+def _stem(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).stem
 
 
 @cli.command("diff")
@@ -532,22 +577,19 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
     import json
 
     from meshsolve.analysis.diff import Different, DiffUnknown, Equivalent, diff
-    from meshsolve.inputs import load_configuration, parse_side
+    from meshsolve.diffsides import describe_pod, load_sides, pod_to_dict
     from meshsolve.report.flows import compare_app_flows
 
-    sides = []
-    for spec in (a, b):
-        kw: dict[str, object] = dict(parse_side(spec))
-        if "setup" not in kw:
-            if pod_file is not None and "pod" not in kw:
-                kw["pod"] = pod_file
-            if version is not None and "istio" not in kw:
-                kw["istio"] = version
-        sides.append(load_configuration(family=family, binds=binds_file, **kw))  # type: ignore[arg-type]
+    loaded = load_sides(a, b, family=family, pod=pod_file, istio=version, binds=binds_file)
+    sides = [loaded.a, loaded.b]
     for side in sides:
         _notes(side.notes)
-    results = diff(sides[0].world, sides[1].world)
-    named = compare_app_flows(sides[0].world, sides[1].world)
+    wa, wb = (side.require_world() for side in sides)
+    results = diff(wa, wb)
+    from meshsolve.report.findings import diff_findings, lint_world
+
+    findings = (*lint_world(wa), *lint_world(wb), *diff_findings(wa, wb, results))
+    named = compare_app_flows(wa, wb)
     differences = [r for r in results if isinstance(r, Different)]
     unknowns = [r for r in results if isinstance(r, DiffUnknown)]
     code = EXIT_FINDINGS if differences else EXIT_UNKNOWN if unknowns else EXIT_OK
@@ -561,14 +603,24 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
                 items.append({"verdict": "unknown", "scope": str(r.scope), "reason": r.reason})
             else:
                 items.append({"verdict": "equivalent", "scopes": [str(s) for s in r.scopes], "hops": r.hops})
-        click.echo(json.dumps({"schemaVersion": 1, "a": sides[0].label, "b": sides[1].label,
-                               "results": items,
+        pod = {"from": loaded.pod_from, "rule": loaded.rule, "same": loaded.same_pod,
+               "a": pod_to_dict(wa), "b": pod_to_dict(wb)}
+        click.echo(json.dumps({"schemaVersion": 1, "a": sides[0].label, "b": sides[1].label, "pod": pod,
+                               "results": items, "findings": [f.to_dict() for f in findings],
                                "appFlows": [{"flow": str(f), "a": ra.summary, "b": rb.summary,
                                              "same": ra.summary == rb.summary} for f, ra, rb in named],
                                "exitCode": code}, indent=2))
         ctx.exit(code)
     click.echo(f"A: {sides[0].label}")
     click.echo(f"B: {sides[1].label}")
+    if loaded.same_pod:
+        click.echo(f"pod: {loaded.rule}")
+        click.echo("\n".join("  " + line for line in describe_pod(wa)))
+    else:
+        click.echo(f"pods differ ({loaded.rule}): a difference below may come from the pods, not the set-ups")
+        for label, side in (("A", sides[0]), ("B", sides[1])):
+            click.echo(f"  {label}'s pod:")
+            click.echo("\n".join("    " + line for line in describe_pod(side.require_world())))
     for r in results:
         if isinstance(r, Different):
             click.echo(f"DIFFERENT  {r.flow}  ({r.scope})")
@@ -590,6 +642,8 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
         for f, ra, rb in named:
             mark = "same" if ra.summary == rb.summary else "DIFFERENT"
             click.echo(f"  {f!s:<{width}}  A: {ra.summary:<22} B: {rb.summary:<22} {mark}")
+    for finding in findings:
+        click.echo(finding.line())
     if differences:
         click.echo(f"{len(differences)} differing flow{'s' if len(differences) != 1 else ''} "
                    f"(one witness per client kind and family)")

@@ -10,7 +10,8 @@ name these constants rather than repeat the numbers, so a default changes in one
   (documentation addresses).
 * Ids and ports: the sidecar's ``PROXY_UID``/``PROXY_GID`` and listener ports
   ``PROXY_OUTBOUND_PORT``/``PROXY_INBOUND_PORT`` (Istio's defaults), and ``APP_UID``/``APP_GID``/
-  ``APP_PORT`` for an app whose ids or port nothing states.
+  ``APP_PORT`` for an app whose ids or port nothing states, and ``REPRESENTATIVE_PORT_FLOOR``, where
+  the port that stands for "every port no rule names" starts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "PROXY_INBOUND_PORT",
     "PROXY_OUTBOUND_PORT",
     "PROXY_UID",
+    "REPRESENTATIVE_PORT_FLOOR",
     "RLIMIT",
     "SYNTH_RLIMIT",
     "SYNTH_TIMEOUT_MS",
@@ -82,4 +84,10 @@ APP_GID: Final = 1000
 """An app's gid when nothing states it."""
 
 APP_PORT: Final = 8080
-"""The port an app listens on when nothing names one (istio-iptables ``-b '*'`` or empty)."""
+"""The port an app listens on when a world is built from a configuration without apps
+(``world_from_config``), and the port a pod's container is assumed to declare when Istio's
+injector needs one (1.0–1.2 capture the declared ports only) and no input gives one."""
+
+REPRESENTATIVE_PORT_FLOOR: Final = 1024
+"""With no app given and rules that capture every port alike, one listener stands for an app on
+any port no rule names: the lowest port from this one up that no rule mentions (``meshsolve.inputs``)."""

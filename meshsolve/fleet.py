@@ -19,7 +19,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,17 +29,20 @@ import yaml
 
 from meshsolve.analysis.worlds import DEFAULT_POD, world_from_config
 from meshsolve.errors import SpecError
-from meshsolve.inputs import apps_from_pod, parse_properties
+from meshsolve.inputs import apps_of_pod, parse_properties
 from meshsolve.istio import CaptureConfig, proxy_behavior
 from meshsolve.istio.ambient import AmbientConfig
+from meshsolve.istio.ambient.config import ZTUNNEL_PORTS
 from meshsolve.istio.ambient.pods import DATAPLANE_MODE, ambient_pod, namespaces_in
-from meshsolve.istio.pod import load_pods, pod_capture
+from meshsolve.istio.pod import load_pods, load_workloads, pod_capture
 from meshsolve.model.net import IPAddress
+from meshsolve.model.provenance import Assumed, Part
 from meshsolve.model.world import App
 from meshsolve.report.catalog import Level
 from meshsolve.report.findings import Finding, Subject
 from meshsolve.report.render import Checked, Report
 from meshsolve.report.run import check_world
+from meshsolve.yamllines import yaml_lines
 
 __all__ = ["AuditResult", "FleetPod", "audit", "group_pods", "load_fleet"]
 
@@ -55,6 +57,7 @@ class FleetPod:
     apps: tuple[App, ...]
     families: tuple[str, ...]
     basis: str
+    parts: tuple[Part, ...] = attrs.field(default=(), eq=False)  # the assumed parts of its apps
 
 
 @attrs.frozen
@@ -126,34 +129,10 @@ def _pods(text: str, source: str, pool: ProcessPoolExecutor | None = None,
         elif isinstance(d, Mapping) and d.get("kind") == "List" and all(
                 isinstance(i, Mapping) and i.get("kind") == "Pod" for i in d.get("items") or ()):
             out.extend(d.get("items") or ())
-        else:  # workloads and other shapes: the general loader
-            return list(load_pods(text, source))
+        else:  # workloads and other shapes: the general loader (documents without a pod skipped)
+            return list(load_workloads(text, source)[0])
     if not out:
         raise SpecError("no pod in the manifest", source=source)
-    return out
-
-
-_NAME_RE = re.compile(r"^(\s*)(?:-\s+)?name:\s*['\"]?([^'\"\s#]+)")
-_META_RE = re.compile(r"^(\s*)(?:-\s+)?metadata:\s*$")
-
-
-def _name_lines(text: str) -> dict[str, list[int]]:
-    """Line numbers of each object's ``metadata.name`` (one pass over the text)."""
-    out: dict[str, list[int]] = {}
-    meta_indent: int | None = None
-    for n, line in enumerate(text.splitlines(), 1):
-        m = _META_RE.match(line)
-        if m:
-            meta_indent = len(m.group(1)) + (2 if line.lstrip().startswith("-") else 0)
-            continue
-        if meta_indent is None:
-            continue
-        m = _NAME_RE.match(line)
-        if m and len(m.group(1)) == meta_indent + 2:
-            out.setdefault(m.group(2), []).append(n)
-            meta_indent = None
-        elif line.strip() and len(line) - len(line.lstrip()) <= meta_indent:
-            meta_indent = None
     return out
 
 
@@ -182,9 +161,9 @@ def load_fleet(path: str | Path, *, version: str | None = None, pool: ProcessPoo
         raise SpecError(f"cannot read manifest: {exc.strerror}", source=source) from None
     pods = _pods(text, source, pool, workers)
     namespaces = namespaces_in(text, source) if "Namespace" in text else {}
-    lines = _name_lines(text)
+    lines = yaml_lines(text)
     used: dict[str, int] = {}
-    cache: dict[str, tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], str]] = {}
+    cache: dict[str, tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], str, tuple[Part, ...]]] = {}
     out: list[FleetPod] = []
     for pod in pods:
         ns_labels = namespaces.get(str((pod.get("metadata") or {}).get("namespace", "default")))
@@ -193,8 +172,8 @@ def load_fleet(path: str | Path, *, version: str | None = None, pool: ProcessPoo
         if ambient is not None:
             fams = tuple(sorted({"ipv6" if a.version == 6 else "ipv4" for a in ambient.pod_ips})) or \
                 ambient.config.families
-            apps, _, _ = apps_from_pod(pod, ipv6="ipv6" in fams, proxy_ports=_ZTUNNEL_PORTS, source=source)
-            cache[key] = (ambient.config, apps, fams, "ambient")
+            pa = apps_of_pod(pod, ipv6="ipv6" in fams, proxy_ports=ZTUNNEL_PORTS, source=source)
+            cache[key] = (ambient.config, pa.apps, fams, "ambient", pa.parts)
         if key not in cache:
             try:
                 pc = pod_capture(pod, version=version, source=source)
@@ -205,21 +184,20 @@ def load_fleet(path: str | Path, *, version: str | None = None, pool: ProcessPoo
                 ("ipv4", "ipv6") if pc.config.enable_ipv6 else ("ipv4",))
             pb = proxy_behavior(pc.config.version, pc.config)
             ports = [p for p in (pb.outbound_port, pb.inbound_port) if p is not None]
-            apps, _, _ = apps_from_pod(pod, ipv6="ipv6" in fams, proxy_ports=ports, source=source)
-            cache[key] = (pc.config, apps, fams, pc.basis)
-        config, apps, fams, basis = cache[key]
+            pa = apps_of_pod(pod, ipv6="ipv6" in fams, proxy_ports=ports, source=source)
+            cache[key] = (pc.config, pa.apps, fams, pc.basis, pa.parts)
+        config, apps, fams, basis, parts = cache[key]
         meta = pod.get("metadata") or {}
         name, ns = str(meta.get("name", "pod")), str(meta.get("namespace", "default"))
-        at = lines.get(name, [])
         i = used.get(name, 0)
         used[name] = i + 1
-        ref = f"{source}:{at[i]}" if i < len(at) else None
-        out.append(FleetPod(Subject("Pod", ns, name), ref, config, apps, fams, basis))
+        at = lines.object_line(name, i)
+        ref = f"{source}:{at}" if at is not None else None
+        out.append(FleetPod(Subject("Pod", ns, name), ref, config, apps, fams, basis, parts))
     return out
 
 
 GroupKey = tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...]]
-_ZTUNNEL_PORTS = (15001, 15006, 15008, 15053)
 
 
 def group_pods(pods: Sequence[FleetPod]) -> dict[GroupKey, list[FleetPod]]:
@@ -229,18 +207,24 @@ def group_pods(pods: Sequence[FleetPod]) -> dict[GroupKey, list[FleetPod]]:
     return groups
 
 
-def _prove(args: tuple[GroupKey, tuple[str, ...]]) -> Report:
-    (config, apps, fams), specs = args
+Work = tuple[GroupKey, tuple[str, ...], tuple[Part, ...]]
+
+
+def _prove(args: Work) -> Report:
+    (config, apps, fams), specs, parts = args
     pod_ips: tuple[IPAddress, ...] = tuple(DEFAULT_POD[f] for f in fams)
+    stand_ins = tuple(Part("pod-ip", f"the pod IP {a}", Assumed("a group of pods is proven with a documentation "
+                                                               "address for the pod IP"), (str(a),))
+                      for a in pod_ips)
     if isinstance(config, AmbientConfig):
         from meshsolve.analysis.ambient import ambient_properties
         from meshsolve.istio.ambient.profile import ambient_world
 
         world = ambient_world(config, apps=apps, pod_ips=pod_ips, name="group")
-        defaults = tuple(p for _key, p in ambient_properties(config, world))
-        return check_world(world, parse_properties(specs, world, defaults))
+        own = tuple(p for _key, p in ambient_properties(config, world))
+        return check_world(world, parse_properties(specs, world, defaults=own), parts=(*parts, *stand_ins))
     world = world_from_config(config, apps=apps, pod_ips=pod_ips, name="group")
-    return check_world(world, parse_properties(specs, world))
+    return check_world(world, parse_properties(specs, world), parts=(*parts, *stand_ins))
 
 
 # Groups proven per worker process. Each slice runs in a fresh process, so a group's witnesses do
@@ -258,7 +242,7 @@ def _fresh_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _prove_slice(work: list[tuple[GroupKey, tuple[str, ...]]]) -> list[Report]:
+def _prove_slice(work: list[Work]) -> list[Report]:
     return [_prove(w) for w in work]
 
 
@@ -281,7 +265,7 @@ def _audit(path: str | Path, version: str | None, properties: Sequence[str], poo
     pods = load_fleet(path, version=version, pool=pool, workers=workers)
     groups = group_pods(pods)
     keys = list(groups)
-    work = [(k, tuple(properties)) for k in keys]
+    work: list[Work] = [(k, tuple(properties), groups[k][0].parts) for k in keys]
     slices = [work[i:i + SLICE] for i in range(0, len(work), SLICE)]
     reports: list[Report] = []
     with ProcessPoolExecutor(max_workers=min(workers, len(slices)), max_tasks_per_child=1,

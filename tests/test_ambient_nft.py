@@ -1,7 +1,7 @@
 """Ambient's native nftables rules beyond text and syntax: they load on the kernel as generated for
-any mode; their semantics (the properties, the probe exemption's backend difference) waits for the
-lowering of native nftables into the rule model — strict xfails that pass, and so fail, once it
-lands."""
+any mode; lowered into the rule model (``meshsolve.nftables.lower``) they prove and refute A1–A5 as
+the iptables rules do. The probe exemption's backend difference still waits for source NAT and set
+lookups in the semantics (a strict xfail)."""
 
 from __future__ import annotations
 
@@ -52,16 +52,13 @@ def test_host_rule_loads_once_the_sets_exist() -> None:
     assert kernel_load(sets + host_nft_text(c)).error is None
 
 
-@pytest.mark.xfail(strict=True, raises=ImportError,
-                   reason="needs the lowering of native nftables rules into the rule model (meshsolve.nftables"
-                          ".lower, being written on another branch)")
 @pytest.mark.parametrize("name", ["default", "ingress", "virtual_interfaces_ipv6"])
 def test_nft_properties_match_the_iptables_ones(name: str) -> None:
     """The nft rules of a mode prove and refute A1–A5 exactly as its iptables rules do."""
     import attrs
-    from meshsolve.nftables.lower import lower  # type: ignore[import-not-found,unused-ignore]
 
     from meshsolve.analysis.ambient import check_ambient
+    from meshsolve.nftables.lower import lower
 
     ipt = pod_config(name)
     nft = pod_config(name, "nftables")
@@ -78,12 +75,12 @@ def test_probe_exemption_differs_by_backend() -> None:
     any socket of the node (--socket-exists), nft only to kubelet's (skuid). A node agent running as
     root (not kubelet) connecting to the pod is exempt from capture with iptables, captured with nft."""
     import attrs
-    from meshsolve.nftables.lower import lower  # type: ignore[import-not-found,unused-ignore]
 
     from meshsolve.analysis.diff import Different, diff
     from meshsolve.istio.ambient import host_rules
     from meshsolve.istio.ambient.nft import host_nft_ruleset
     from meshsolve.model.world import App, World
+    from meshsolve.nftables.lower import lower
 
     c = AmbientConfig(probe_snat_v4="203.0.113.127", kubelet_uid=1000)
     apps = (App("kubelet", uid=1000, gid=1000), App("node-agent", uid=0, gid=0))

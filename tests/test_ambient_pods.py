@@ -12,7 +12,7 @@ import pytest
 from ambient_vectors import LOCAL
 
 from meshsolve.analysis.ambient_properties import AmbientNoBypass, HboneSplit, MarkSpoofing, ReturnPath
-from meshsolve.inputs import ambient_configuration, load_configuration, parse_properties
+from meshsolve.inputs import from_ambient_pod, load_configuration, parse_properties
 from meshsolve.istio.ambient import AmbientConfig
 from meshsolve.istio.ambient.pods import ambient_enrollment, ambient_pod, has_sidecar, namespace_labels
 from meshsolve.istio.pod import load_pods
@@ -83,18 +83,18 @@ def test_check_configuration_of_an_ambient_pod() -> None:
     assert w.pod_ips == (to_address("192.0.2.31"),) and [s.port for s in w.apps[0].sockets] == [9080]
     assert not w.routing.empty and "ambient pod bookinfo/reviews-v1" in cfg.label
     assert any("istio-cni enrolled it" in n for n in cfg.notes)
-    props = parse_properties((), w, cfg.defaults)
+    props = parse_properties((), w, defaults=cfg.defaults)
     assert props == cfg.defaults
     kinds = [type(p) for p in props]
     assert AmbientNoBypass in kinds and MarkSpoofing in kinds and HboneSplit in kinds
     assert [p.ports for p in props if isinstance(p, ReturnPath)] == [(9080,), (9080,)]
-    assert parse_properties(("default", "no-loops"), w, cfg.defaults)[:len(props)] == props
+    assert parse_properties(("default", "no-loops"), w, defaults=cfg.defaults)[:len(props)] == props
     sidecar = load_configuration(istio="1.24")
     assert sidecar.defaults is None and sidecar.world.proxy.socket_mark is None
 
 
 def test_not_ambient_is_none() -> None:
-    assert ambient_configuration(_pod()) is None
+    assert from_ambient_pod(_pod()) is None
 
 
 def test_cli_check_pod_selects_the_ambient_profile(capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,3 +128,50 @@ def test_audit_of_a_mixed_fleet(tmp_path: Path) -> None:
     ambient_checked = [c for c in result.report.checked if c.subject.name == "gateway"]
     assert any("HBONE's inner connections" in c.property and c.verdict == "proved" for c in ambient_checked)
     assert not any("come back to ztunnel" in c.property for c in result.report.checked if c.subject.name == "web")
+
+
+def test_an_ambient_pod_s_parts_and_its_rules_dump(tmp_path: Path) -> None:
+    """The door records where each part of an ambient pod's world comes from; a dump of the pod's
+    rules (iptables or nft) replaces the generated ones, with the policy routing then assumed; a
+    sidecar's rules with an ambient pod, and ambient rules without the pod, are refused by name."""
+    from meshsolve.errors import UnsupportedError
+    from meshsolve.iptables import render_save
+    from meshsolve.istio import CaptureConfig, generate
+    from meshsolve.istio.ambient import inpod_text
+    from meshsolve.istio.ambient.nft import inpod_nft_text
+    from meshsolve.model.provenance import Assumed, Given, Inferred
+
+    pod = str(LOCAL / "ambient-pod.yaml")
+    cfg = load_configuration(pod=pod)
+    kinds = {p.kind: p.provenance for p in cfg.parts}
+    assert isinstance(kinds["rules"], Inferred) and isinstance(kinds["routing"], Inferred)
+    assert isinstance(kinds["pod-ip"], Given) and kinds["pod-ip"].source == pod
+    assert isinstance(kinds["proxy"], Assumed)  # no --istio: ztunnel of current
+    given = load_configuration(pod=pod, istio="1.28")
+    assert any(p.kind == "proxy" and isinstance(p.provenance, Given) for p in given.parts) and given.version == "1.28"
+    dump = tmp_path / "inpod.txt"
+    dump.write_text(inpod_text(AmbientConfig()), encoding="utf-8")
+    with_dump = load_configuration(pod=pod, rules=str(dump))
+    assert with_dump.world is not None and cfg.world is not None
+    assert with_dump.world.rules == cfg.world.rules and with_dump.defaults == cfg.defaults
+    routing = next(p for p in with_dump.parts if p.kind == "routing")
+    assert isinstance(routing.provenance, Assumed) and f"rules {dump}" in with_dump.label
+    nft = tmp_path / "inpod.nft"
+    nft.write_text(inpod_nft_text(AmbientConfig(backend="nftables")), encoding="utf-8")
+    from_nft = load_configuration(pod=pod, rules=str(nft))
+    assert from_nft.world is not None and from_nft.world.rules.ipv4.nft
+    sidecar = tmp_path / "sidecar.txt"
+    sidecar.write_text(render_save(generate(CaptureConfig()).ipv4), encoding="utf-8")
+    with pytest.raises(UnsupportedError, match="ambient mode, but these are the rules of Istio's sidecar"):
+        load_configuration(pod=pod, rules=str(sidecar))
+    with pytest.raises(UnsupportedError, match="ambient mode"):
+        load_configuration(rules=str(dump))
+
+
+def test_worlds_of_a_manifest_with_ambient_pods() -> None:
+    from meshsolve.inputs import worlds_of_manifest
+
+    text = (LOCAL / "fleet-mixed.yaml").read_text(encoding="utf-8")
+    worlds = {w.world.name: w for w in worlds_of_manifest(text, source="fleet") if w.world is not None}
+    assert worlds["cart"].defaults is not None and worlds["cart"].world.proxy.socket_mark == 0x539  # type: ignore[union-attr]
+    assert worlds["web"].defaults is None and worlds["web"].world.proxy.socket_mark is None  # type: ignore[union-attr]

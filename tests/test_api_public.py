@@ -17,6 +17,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from script_text import intended_rules
 
 import meshsolve
 from meshsolve import (
@@ -251,10 +252,8 @@ def test_load_a_configuration_and_emit_it_back() -> None:
     assert parse_text(render_restore(rules)) == rules
     script = render_script(rules)
     assert script.startswith("#!/bin/sh\n")
-    # each line runs one command, or "check/create || add/flush": keep the command that writes
-    commands = [line.split(" || ")[-1] if " -C " in line else line.split(" 2>/dev/null")[0]
-                for line in script.splitlines() if line.startswith("iptables")]
-    assert parse_text("\n".join(commands)) == rules
+    # the rules travel as iptables-save text inside the script (what --check compares with)
+    assert intended_rules(script) == rules
     proxy = proxy_behavior("1.22", config)
     assert isinstance(proxy, ProxyBehavior) and proxy.inbound_source_v4 is not None
     with pytest.raises(SpecError):
@@ -267,7 +266,11 @@ def test_load_a_configuration_and_emit_it_back() -> None:
 def test_build_worlds_from_flags_manifests_dumps_and_setups(tmp_path: Path) -> None:
     world = world_from_flags(CURRENT_FLAGS)
     assert isinstance(world, World) and world.proxy.inbound_port == 15006
-    assert world == world_from_config(parse_flags(CURRENT_FLAGS))
+    # the same rules and sidecar as the configuration's; the app is a listener standing for every
+    # port no rule names (no app on a made-up port)
+    config_world = world_from_config(parse_flags(CURRENT_FLAGS))
+    assert (world.rules, world.proxy) == (config_world.rules, config_world.proxy)
+    assert [str(s) for a in world.apps for s in a.sockets] == ["0.0.0.0:1024"]
 
     (pod,) = worlds_from_manifest_text(MANIFEST, source="pod.yaml")
     assert (pod.namespace, pod.name) == ("shop", "web")
@@ -277,17 +280,23 @@ def test_build_worlds_from_flags_manifests_dumps_and_setups(tmp_path: Path) -> N
     path.write_text(MANIFEST)
     assert worlds_from_manifest(path) == (pod,)
     assert pods_from_file(path)[0].config == pods_from_text(MANIFEST)[0].config
-    with pytest.raises(WorldError, match="declares port 15006, a sidecar listener port"):
-        worlds_from_manifest_text(MANIFEST.replace("containerPort: 8080", "containerPort: 15006"))
+    # a port the sidecar listens on is no app listener: left out, with a note (the same as the CLI)
+    (proxied,) = worlds_from_manifest_text(MANIFEST.replace("containerPort: 8080", "containerPort: 15006"))
+    assert [str(s) for a in proxied.apps for s in a.sockets] == []
+    from meshsolve.inputs import worlds_of_manifest
+
+    (loaded,) = worlds_of_manifest(MANIFEST.replace("containerPort: 8080", "containerPort: 15006"))
+    assert any("declares port 15006, which the sidecar listens on" in n for n in loaded.notes)
     with pytest.raises(SpecError, match="cannot read manifest"):
         worlds_from_manifest(tmp_path / "missing.yaml")
 
     dump = tmp_path / "iptables-save.txt"
     dump.write_text(render_save(world.rules))
     from_dump = world_from_dump(dump)
-    assert from_dump.rules == world.rules and from_dump.proxy == world.proxy
-    assert world_from_dump(parse_file(dump)) == from_dump
-    assert world_from_rules(world.rules, world.proxy) == from_dump
+    assert from_dump.rules == world.rules and from_dump.proxy == world.proxy  # version read from the rules
+    assert world_from_dump(parse_file(dump)).rules == from_dump.rules
+    assert world_from_dump(parse_file(dump), version="current") == world_from_dump(dump, version="current")
+    assert world_from_rules(world.rules, world.proxy).proxy == from_dump.proxy
 
     assert setup_world("A").name == "setup-A-ipv4"
     with pytest.raises(WorldError):

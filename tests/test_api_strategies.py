@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import ipaddress
 
+import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,24 +82,15 @@ def test_proxy_behaviors_fit_a_world(proxy: ProxyBehavior) -> None:
 
 # --- the kind tables: one entry per match / target kind --------------------------------------------
 
-# model kinds the strategies do not draw yet (drawing every kind is the goal: shrink these sets)
-NOT_DRAWN_MATCHES = {"SocketMatch"}
-NOT_DRAWN_TARGETS = {"Dnat", "Snat", "Masquerade", "Trace"}
-
-
-def test_every_model_kind_has_a_table_entry_or_is_listed_as_not_drawn() -> None:
-    import typing
-
-    from meshsolve.model.rules import Match, Target
+def test_the_kind_tables_are_keyed_by_the_registry() -> None:
+    """One table entry per registered match / target kind: nothing is left undrawn, and the
+    tables know no kind the registry does not (``meshsolve.model.kinds``)."""
+    from meshsolve.model.kinds import MATCH_KINDS, TARGET_KINDS
     from meshsolve.strategies._rules import BASIC_MATCHES, MODULE_MATCHES, TARGETS
 
-    match_kinds = {k.__name__ for k in typing.get_args(Match)}
-    target_kinds = {k.__name__ for k in typing.get_args(Target)}
-    drawn_matches = {k.__name__ for k in (*BASIC_MATCHES, *MODULE_MATCHES)}
     assert not set(BASIC_MATCHES) & set(MODULE_MATCHES)
-    assert drawn_matches | NOT_DRAWN_MATCHES == match_kinds and not drawn_matches & NOT_DRAWN_MATCHES
-    drawn_targets = {k.__name__ for k in TARGETS}
-    assert drawn_targets | NOT_DRAWN_TARGETS == target_kinds and not drawn_targets & NOT_DRAWN_TARGETS
+    assert {*BASIC_MATCHES, *MODULE_MATCHES} == set(MATCH_KINDS)
+    assert set(TARGETS) == set(TARGET_KINDS)
 
 
 def test_every_table_entry_is_drawn_as_its_kind() -> None:
@@ -108,9 +100,13 @@ def test_every_table_entry_is_drawn_as_its_kind() -> None:
 
     from meshsolve.strategies._rules import BASIC_MATCHES, MODULE_MATCHES, TARGETS, Place
 
-    place = Place("ipv4", "filter", "OUTPUT", proto="tcp", jumpable=("A",))
+    place = Place("ipv4", "filter", "OUTPUT", proto="tcp", jumpable=("A",), nft=True)
     entries = [(kind, entry) for table in (BASIC_MATCHES, MODULE_MATCHES, TARGETS) for kind, entry in table.items()]
     assert all(entry.fits(place) for _, entry in entries)
+    # the nftables-only kinds fit only a native nftables table's rule
+    iptables_place = attrs.evolve(place, nft=False)
+    nft_only = {kind for kind, entry in entries if not entry.fits(iptables_place)}
+    assert {k.__module__ for k in nft_only} == {"meshsolve.model.nftrules"}, nft_only
     collect = settings(max_examples=300, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
                        suppress_health_check=list(HealthCheck))
     reached: set[type] = set()
@@ -123,12 +119,12 @@ def test_every_table_entry_is_drawn_as_its_kind() -> None:
             assert type(value) is kind, (kind, value)
 
     @collect
-    @given(S.rules("ipv4", "filter", "OUTPUT"))
+    @given(S.rules("ipv4", "filter", "OUTPUT", nft=True))
     def from_rules(rule: Rule) -> None:
         reached.update(type(m) for m in rule.matches)
 
     @collect
-    @given(S.targets("ipv4", "filter", "OUTPUT", ("A",), proto="tcp"))
+    @given(S.targets("ipv4", "filter", "OUTPUT", ("A",), proto="tcp", nft=True))
     def from_targets(target: object) -> None:
         reached.add(type(target))
 

@@ -45,8 +45,8 @@ def test_smoke_run_writes_the_table_json_and_plot(tmp_path: Path, goldens_dir: P
     doc = json.loads((tmp_path / "results.json").read_text())
     res = doc["results"]
     assert doc["profile"] == "smoke"
-    assert set(res) == {"idle", "goldens", "cli", "synth", "brute", "scale", "parse"}
-    for section in ("goldens", "brute", "parse"):
+    assert set(res) == {"idle", "goldens", "cli", "synth", "brute", "scale", "parse", "nft"}
+    for section in ("goldens", "brute", "parse", "nft"):
         assert res[section] and all(r["status"] == "ok" for r in res[section]), res[section]
     g = res["goldens"][0]["result"]
     assert g["one_same_world_s"] and g["all_same_world_s"] and g["enum_flows"] > 0
@@ -55,6 +55,8 @@ def test_smoke_run_writes_the_table_json_and_plot(tmp_path: Path, goldens_dir: P
     assert [r["case"] for r in res["scale"]] == ["scale", "scale_enum"]
     assert res["scale"][1]["status"] == "ok" and res["scale"][1]["result"]["flows"] > 0
     assert res["brute"][0]["result"]["examined"] >= 1
+    nft = res["nft"][0]["result"]
+    assert nft["iptables"]["rules"] > 0 and nft["nftables"]["rules"] > 0 and nft["ratio_same"] > 0
     for r in (*res["goldens"], *res["parse"], *res["scale"]):
         if r["status"] == "ok":
             assert r["peak_rss_mib"] > 0

@@ -68,8 +68,10 @@ def test_worlds_built_from_partial_inputs_use_the_defaults() -> None:
     world = meshsolve.world_from_flags(["-p", str(D.PROXY_OUTBOUND_PORT), "-b", "*"])
     assert [str(a) for a in world.pod_ips] == [D.POD_IP["ipv4"]]
     assert [str(a) for a in world.peer_ips] == [D.PEER_IP["ipv4"]]
-    (app,) = world.apps
-    assert (app.uid, app.gid, [s.port for s in app.sockets]) == (D.APP_UID, D.APP_GID, [D.APP_PORT])
+    (app,) = world.apps  # the listener standing for every port no rule names
+    assert (app.uid, app.gid, [s.port for s in app.sockets]) == (D.APP_UID, D.APP_GID, [D.REPRESENTATIVE_PORT_FLOOR])
+    (configured,) = meshsolve.world_from_config(CaptureConfig(inbound_ports="*")).apps
+    assert [s.port for s in configured.sockets] == [D.APP_PORT]
     assert (world.proxy.uid, world.proxy.gid) == (D.PROXY_UID, D.PROXY_GID)
     assert {fam: str(a) for fam, a in DEFAULT_POD.items()} == dict(D.POD_IP)
     assert {fam: str(a) for fam, a in DEFAULT_PEER.items()} == dict(D.PEER_IP)

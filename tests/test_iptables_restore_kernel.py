@@ -62,3 +62,40 @@ def test_parser_refuses_what_the_loader_refuses_for_a_rule_of_its_own(case: Load
 def test_loader_refusals_that_depend_on_table_or_chain(case: LoaderCase) -> None:
     """Refusals that depend on where the rule is (pinned here; the parser does not apply them)."""
     _assert_loader_verdict(case)
+
+
+_CHAIN_COMMANDS: list[tuple[str, bool]] = [
+    # (commands after `-t nat`, accepted by iptables 1.8.9)
+    ("-N X -m comment --comment x", True),
+    ("-N X -m tcp --dport 5", True),
+    ("-N X\n-A X -j RETURN\n-F X -m comment --comment y\n-X X -m comment --comment y", True),
+    ("-N X -p tcp", False),
+    ("-N X -s 192.0.2.1", False),
+    ("-N X -j RETURN", False),
+]
+
+
+@pytest.mark.parametrize(("commands", "accepted"), _CHAIN_COMMANDS, ids=[c for c, _ in _CHAIN_COMMANDS])
+def test_chain_commands_take_match_modules_but_not_rule_options(commands: str, accepted: bool) -> None:
+    """``iptables -N CHAIN -m comment --comment x`` (Linkerd's proxy-init) creates the chain and drops
+    the match; a rule option after -N is refused. The parser agrees, in command and restore form."""
+    import subprocess
+
+    script = "; ".join(f"iptables -t nat {c} || exit $?" for c in commands.splitlines())
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", f"{script}; iptables-save -t nat"],
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode == 0) == accepted, proc.stderr
+    shell = "\n".join(f"iptables -t nat {c}" for c in commands.splitlines())
+    restore_form = "*nat\n" + commands + "\nCOMMIT\n"
+    for text in (shell, restore_form):
+        if accepted:
+            ours = parse_text(text).ipv4
+            kernel = parse_text("# ipv4\n" + "".join(
+                ln + "\n" for ln in proc.stdout.splitlines() if not ln.startswith("#")), source="iptables-save")
+            assert ours.table("nat") == kernel.ipv4.table("nat")
+        else:
+            with pytest.raises(ParseError):
+                parse_text(text)
+    if accepted:
+        done = restore(restore_form)
+        assert done.returncode == 0, done.stderr

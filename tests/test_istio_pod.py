@@ -149,8 +149,10 @@ def test_bad_annotation_is_named(name: str) -> None:
 
 
 def test_not_a_pod() -> None:
-    with pytest.raises(SpecError, match="expected kind Pod"):
+    with pytest.raises(SpecError, match="expected a Kubernetes object with a kind"):
         pods_from_text("kind: Service\nmetadata: {name: s}\n")
+    with pytest.raises(SpecError, match=r"no pod in the manifest \(skipped the Service 's' \(<manifest>:1\)"):
+        pods_from_text("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n")
     with pytest.raises(SpecError, match="YAML"):
         pods_from_text("kind: [Pod\n")
 

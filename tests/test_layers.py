@@ -135,6 +135,6 @@ def test_the_layer_check_sees_imports_at_every_depth() -> None:
     seen = {t for t, _ in _meshsolve_imports(sample)}
     assert {"analysis", "model", "semantics"} <= seen
     api = {t for t, _ in _meshsolve_imports(PKG / "api.py")}
-    assert {"analysis", "istio", "iptables", "semantics"} <= api  # function-level and TYPE_CHECKING only
+    assert {"analysis", "inputs", "semantics"} <= api  # function-level and TYPE_CHECKING only
     table = _table()
     assert table["model"] == {"errors.py", "defaults.py"} and table["cli.py"] is None

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from meshsolve.fleet import _item_chunks, _name_lines, audit, group_pods, load_fleet
+from meshsolve.fleet import _item_chunks, audit, group_pods, load_fleet
+from meshsolve.yamllines import YamlLines
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = ROOT / "docs" / "examples" / "fleet.yaml"
@@ -64,4 +65,8 @@ def test_json_input_and_chunked_yaml_parse(tmp_path: Path) -> None:
 
 def test_name_lines_index_only_metadata_names() -> None:
     text = "items:\n- kind: Pod\n  metadata:\n    name: a\n  spec:\n    containers:\n    - name: a\n"
-    assert _name_lines(text) == {"a": [4]}
+    lines = YamlLines(text)
+    assert (lines.object_line("a"), lines.object_line("a", 1)) == (4, None)
+    assert lines.pair_line("name", "a", 5) == 7  # the container's name, found below the pod's
+    json_text = '{\n  "metadata": {\n    "labels": {"x": "y"},\n    "name": "web"\n  },\n  "spec": {}\n}\n'
+    assert YamlLines(json_text).object_line("web") == 4

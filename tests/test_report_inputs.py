@@ -26,6 +26,7 @@ from meshsolve.inputs import (
     parse_side,
 )
 from meshsolve.model.net import to_address
+from meshsolve.model.provenance import Inferred
 from meshsolve.semantics import setup_world
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,10 +82,18 @@ def test_rules_dump_with_binds_and_pod() -> None:
     assert rule.origin is not None and rule.origin.lineno == 15
 
 
-def test_rules_dump_alone_notes_the_assumed_proxy() -> None:
+def test_rules_dump_alone_infers_the_version_and_invents_no_app() -> None:
     c = load_configuration(rules=str(EX / "reviews-v1-iptables.txt"))
-    assert any("assumed" in n for n in c.notes)
-    assert c.world.name == "reviews-v1-iptables"
+    assert c.world is not None and c.world.name == "reviews-v1-iptables"
+    assert "Istio version inferred from the rules: 1.0–1.2" in c.notes
+    assert c.version == "1.2" and c.world.proxy.inbound_port is None  # the 1.0-1.2 sidecar: one listener
+    # the only app listener is the port the rules name, its address said to be assumed
+    assert [str(s) for a in c.world.apps for s in a.sockets] == ["0.0.0.0:9080"]
+    (listener,) = [p for p in c.parts if p.kind == "listener"]
+    assert listener.assumed and "nat::ISTIO_INBOUND#1" in str(listener.provenance)
+    assert not any("8080" in str(p) for p in c.parts)
+    proxy = next(p for p in c.parts if p.kind == "proxy")
+    assert isinstance(proxy.provenance, Inferred) and "1.0–1.2" in proxy.provenance.basis
 
 
 def test_binds_file(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_emitted_forms_carry_the_goals(later: tuple[Synthesized, float]) -> None
         for g in res.spec.goals:
             assert g.name in text
         assert "127.0.0.6" in text
-    assert emit(res, "script").startswith("#!/bin/sh\nset -e\n")
+    assert emit(res, "script").startswith("#!/bin/sh\nset -u\n")
     # not what istio-iptables produces: flags would lie, so they are refused with the difference
     from meshsolve.errors import UnsupportedError
 

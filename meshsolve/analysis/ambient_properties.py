@@ -42,6 +42,7 @@ from meshsolve.model.rules import (
     Redirect,
     Rule,
     Ruleset,
+    Rulesets,
     SetMark,
     Source,
     Table,
@@ -89,8 +90,12 @@ def _with_rule(world: World, table: str, chain: str, rule: Rule) -> World:
     rules = world.rules
     for fam in world.families:
         rs = _append(rules.for_family(fam), table, chain, rule)
-        rules = attrs.evolve(rules, **{fam: rs})
+        rules = _with_family(rules, fam, rs)
     return attrs.evolve(world, rules=rules)
+
+
+def _with_family(rules: Rulesets, fam: Family, rs: Ruleset) -> Rulesets:
+    return attrs.evolve(rules, ipv4=rs) if fam == "ipv4" else attrs.evolve(rules, ipv6=rs)
 
 
 def hbone_inner(world: World) -> World:
@@ -107,7 +112,7 @@ def hbone_inner(world: World) -> World:
             continue
         rule = Rule((Source(peer), InInterface(world.interface), Protocol("tcp")), Redirect(world.proxy.inbound_port))
         rs = _append(out.rules.for_family(fam), "nat", "PREROUTING", rule)
-        out = attrs.evolve(out, rules=attrs.evolve(out.rules, **{fam: rs}))
+        out = attrs.evolve(out, rules=_with_family(out.rules, fam, rs))
     return out
 
 

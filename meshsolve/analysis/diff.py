@@ -105,6 +105,10 @@ def diff(a: World, b: World, *, hops: int = defaults.HOPS,
             results.append(DiffUnknown(scope, f"solver gave up: {ans.reason}"))
             continue
         assert isinstance(ans, Difference)
+        if ans.flow.client not in ("peer", "proxy") and ans.flow.client not in {x.name for x in ans.world_b.apps}:
+            results.append(DiffUnknown(scope, f"{ans.flow} is opened by {ans.flow.client}, an app only A's pod "
+                                              "has: the two pods differ"))
+            continue
         ra = interpret(ans.world_a, ans.flow, max_hops=hops)
         rb = interpret(ans.world_b, ans.flow, max_hops=hops)
         if isinstance(ra.outcome, Undetermined) or isinstance(rb.outcome, Undetermined):

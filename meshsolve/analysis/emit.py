@@ -102,7 +102,7 @@ def _comment(lines: list[str]) -> str:
 def emit(result: Synthesized, form: str) -> str:
     """The set-up in one of ``FORMATS``."""
     if form == "script":
-        return render_script(result.world.rules, header="\n".join(header(result)))
+        return render_script(result.world.rules, header="\n".join(header(result)), routing=result.world.routing)
     if form == "restore":
         return _comment(header(result)) + render_restore(result.world.rules)
     if form in ("args", "annotations"):

@@ -6,6 +6,8 @@ Public entry points (other layers call exactly these):
   iptables-save output (with or without ``-c`` counters), iptables-restore input (Istio's
   ``* nat`` / ``-N`` / ``-I CHAIN n`` dialect included), istio-iptables dry-run transcripts,
   ``iptables``/``ip6tables`` shell command lines, and ``kubectl logs ... -c istio-init`` output;
+- :func:`read_text` / :func:`read_file` → a :class:`Reading`: the form, the state it shows, notes,
+  the :class:`Failure` s a log shows, and whether the input ends early;
 - :func:`parse_rule` → one rule's arguments (``-A CHAIN`` left out) as a ``Rule``;
 - :func:`split_words` → one line's words with iptables-save's quoting undone (the argument vector of
   an ``iptables`` command for a rule's text);
@@ -16,7 +18,9 @@ Public entry points (other layers call exactly these):
 """
 
 from meshsolve.iptables.jsonio import from_json, to_json, to_jsonable
-from meshsolve.iptables.parse import MAX_INPUT_BYTES, parse_file, parse_text
+from meshsolve.iptables.logs import Failure
+from meshsolve.iptables.parse import MAX_INPUT_BYTES, file_text, parse_file, parse_text, read_file
+from meshsolve.iptables.reading import Reading, read_text, read_unwrapped, refusal, unwrap_text
 from meshsolve.iptables.render import TABLE_SAVE_ORDER, render_restore, render_save, rule_text
 from meshsolve.iptables.rule import parse_rule
 from meshsolve.iptables.tokens import MAX_LINE_CHARS, split_words
@@ -25,10 +29,18 @@ __all__ = [
     "MAX_INPUT_BYTES",
     "MAX_LINE_CHARS",
     "TABLE_SAVE_ORDER",
+    "Failure",
+    "Reading",
+    "file_text",
     "from_json",
     "parse_file",
     "parse_rule",
     "parse_text",
+    "read_file",
+    "read_text",
+    "read_unwrapped",
+    "refusal",
+    "unwrap_text",
     "render_restore",
     "render_save",
     "rule_text",

@@ -5,7 +5,13 @@ Accepted forms, each read by its own module:
 - iptables-save output, iptables-restore input (Istio's dialect included), istio-iptables dry-run
   transcripts and ``iptables``/``ip6tables`` shell command lines, which may be mixed in one input:
   ``document.py`` (table commands in ``tables.py``);
-- ``kubectl logs <pod> -c istio-init`` output, recognised by its log lines: ``logs.py``.
+- ``iptables -S`` listings and dumps whose ``*table`` line was cut: ``reading.py``;
+- ``kubectl logs <pod> -c istio-init`` output, recognised by its log lines: ``logs.py``;
+- all of these inside log transports and paste decoration (CRI, Docker json-file, journald,
+  logfmt, ``kubectl logs --prefix``, prompts, ``bash -x`` traces): ``unwrap.py``.
+
+:func:`read_text` returns the whole :class:`Reading` (form, notes, failures a log shows, whether
+the input ends early); :func:`parse_text` only its rules, raising when it has none.
 
 Below them, ``tokens.py`` cuts lines and words, ``rule.py`` reads one rule's arguments with
 ``options.py`` (option scanning, value decoding), ``matches.py`` and ``targets.py``; the
@@ -22,14 +28,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from meshsolve.errors import MeshsolveError, ParseError
-from meshsolve.iptables.document import DocumentParser
-from meshsolve.iptables.logs import looks_like_log, parse_log
+from meshsolve.errors import ParseError
+from meshsolve.iptables.reading import Reading, read_text
 from meshsolve.iptables.rule import parse_rule
-from meshsolve.iptables.tokens import MAX_LINE_CHARS, split_lines
+from meshsolve.iptables.tokens import MAX_LINE_CHARS
 from meshsolve.model.rules import Rulesets
 
-__all__ = ["MAX_INPUT_BYTES", "MAX_LINE_CHARS", "parse_file", "parse_rule", "parse_text"]
+__all__ = ["MAX_INPUT_BYTES", "MAX_LINE_CHARS", "parse_file", "parse_rule", "parse_text", "read_file",
+           "read_text", "file_text"]
 
 #: Inputs larger than this are refused (before reading them whole, for files).
 MAX_INPUT_BYTES = 100 * 1024 * 1024
@@ -42,25 +48,34 @@ def parse_text(text: str, source: str = "<string>") -> Rulesets:
     """
     if len(text) > MAX_INPUT_BYTES:
         raise ParseError(f"input larger than {MAX_INPUT_BYTES} bytes", source=source)
-    lines = split_lines(text.removeprefix("\ufeff"), source)  # a UTF-8 byte order mark is harmless
-    if looks_like_log(lines):
-        return parse_log(lines, source)
-    p = DocumentParser(source)
-    p.feed(lines)
-    try:
-        return p.result()
-    except MeshsolveError as exc:
-        if isinstance(exc, ParseError):
-            raise
-        raise ParseError(str(exc), source=source) from None
+    return read_text(text, source).require_rulesets()
 
 
 def parse_file(path: str | os.PathLike[str], source: str | None = None) -> Rulesets:
     """Parse a file (``"-"`` reads standard input). Files over ``MAX_INPUT_BYTES`` are refused
     before they are read; text must be UTF-8."""
+    name = source if source is not None else str(path)
+    return parse_text(_file_text(path, name), source=name)
+
+
+def file_text(path: str | os.PathLike[str], source: str | None = None) -> str:
+    """A file's text (``"-"``: standard input), with ``parse_file``'s limits."""
+    name = source if source is not None else str(path)
+    return _file_text(path, name)
+
+
+def read_file(path: str | os.PathLike[str], source: str | None = None) -> Reading:
+    """:func:`read_text` of a file (``"-"``: standard input), with ``parse_file``'s limits."""
+    name = source if source is not None else str(path)
+    text = _file_text(path, name)
+    if len(text) > MAX_INPUT_BYTES:
+        raise ParseError(f"input larger than {MAX_INPUT_BYTES} bytes", source=name)
+    return read_text(text, name)
+
+
+def _file_text(path: str | os.PathLike[str], name: str) -> str:
     import sys
 
-    name = source if source is not None else str(path)
     if str(path) == "-":
         data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
     else:
@@ -81,4 +96,4 @@ def parse_file(path: str | os.PathLike[str], source: str | None = None) -> Rules
         lineno = data[:exc.start].count(b"\n") + 1
         raise ParseError(f"binary data: not UTF-8 text (byte 0x{data[exc.start]:02x})", source=name,
                          lineno=lineno) from None
-    return parse_text(text, source=name)
+    return text

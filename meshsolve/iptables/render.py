@@ -31,6 +31,12 @@ else, since iptables-restore creates no table for an empty block), then every ru
 ``COMMIT``. Tables come in alphabetical order, like Istio's restore input.
 Built-in chains are not flushed: with ``--noflush`` the rules are added to what is there.
 
+The kinds only native nftables rules have (``meshsolve.model.nftrules``: address and interface
+sets, ``meta nfproto``, ``meta skuid``, ...) have no iptables form: iptables cannot load them. Their
+entries write them in nft's own words (``ip daddr != { 10.0.0.0/8, 192.0.2.0/24 }``), which is
+what a trace of a rule built without nft text shows; ``render_save``/``render_restore`` never meet
+them (they write iptables' tables only).
+
 Values are quoted like libxtables' ``xtables_save_string``: a comment or log prefix containing a
 character outside ``[_-0-9A-Za-z]`` is double-quoted with ``"``, ``\\`` and ``'`` backslash-escaped.
 """
@@ -46,6 +52,7 @@ from meshsolve.errors import WorldError
 from meshsolve.model.net import Family, PortRange
 from meshsolve.model.rules import (
     Accept,
+    AddressSet,
     AddrtypeMatch,
     Chain,
     CommentMatch,
@@ -56,11 +63,15 @@ from meshsolve.model.rules import (
     Destination,
     Dnat,
     Drop,
+    FamilyMatch,
     Goto,
     InInterface,
+    InterfaceSet,
     Jump,
     Log,
     MarkMatch,
+    MarkRanges,
+    MarkStatements,
     Masquerade,
     Match,
     MultiportMatch,
@@ -69,7 +80,9 @@ from meshsolve.model.rules import (
     OutInterface,
     OwnerMatch,
     PortMatch,
+    PortPair,
     Protocol,
+    ProtocolSet,
     Redirect,
     Reject,
     Return,
@@ -79,10 +92,12 @@ from meshsolve.model.rules import (
     SetMark,
     Snat,
     SocketMatch,
+    SocketOwner,
     Source,
     StateMatch,
     Target,
     Tproxy,
+    TproxySocket,
     Trace,
 )
 
@@ -184,6 +199,45 @@ def _mark(m: MarkMatch | ConnmarkMatch) -> list[str]:
     return ["-m", m.module, *_neg(m.negated), "--mark", _hexmask(m.value, m.mask)]
 
 
+# --- nftables-only kinds, in nft's words -------------------------------------------------------
+
+
+def _nft_op(negated: bool) -> list[str]:
+    return ["!="] if negated else []
+
+
+def _nft_set(items: list[str]) -> list[str]:
+    if len(items) == 1:
+        return items
+    return ["{", *(f"{x}," for x in items[:-1]), items[-1], "}"]
+
+
+def _nft_addr(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    return addr_text(net.network_address) if net.num_addresses == 1 else net_text(net)
+
+
+def _address_set(m: AddressSet) -> list[str]:
+    base = "ip" if m.nets[0].version == 4 else "ip6"
+    return [base, "saddr" if m.direction == "src" else "daddr", *_nft_op(m.negated),
+            *_nft_set([_nft_addr(n) for n in m.nets])]
+
+
+def _interface_set(m: InterfaceSet) -> list[str]:
+    names = [f'"{n[:-1]}*"' if n.endswith("+") else f'"{n}"' for n in m.names]
+    return ["iifname" if m.direction == "in" else "oifname", *_nft_op(m.negated), *_nft_set(names)]
+
+
+def _mark_ranges(m: MarkRanges) -> list[str]:
+    items = [f"0x{lo:08x}" if lo == hi else f"0x{lo:08x}-0x{hi:08x}" for lo, hi in m.ranges]
+    mask = ["&", f"0x{m.mask:08x}"] if m.mask != M32 else []
+    return [m.source, "mark", *mask, *_nft_op(m.negated), *_nft_set(items)]
+
+
+def _port_pair(m: PortPair) -> list[str]:
+    op = _nft_op(m.negated)
+    return [m.protocol, "sport", *op, str(m.sport), m.protocol, "dport", *op, str(m.dport)]
+
+
 # How each match kind is written (keyed by the kind registry, ``meshsolve.model.kinds``).
 MATCH_RENDERERS: dict[type, Callable[[Any], list[str]]] = {
     Source: lambda m: [*_neg(m.negated), "-s", net_text(m.net)],
@@ -204,6 +258,15 @@ MATCH_RENDERERS: dict[type, Callable[[Any], list[str]]] = {
     CommentMatch: lambda m: ["-m", "comment", "--comment", save_string(m.text)],
     SocketMatch: lambda m: ["-m", "socket", *m.options],
     OpaqueMatch: lambda m: ["-m", m.module, *(_raw(t) for t in m.args)],
+    FamilyMatch: lambda m: ["meta", "nfproto", *_nft_op(m.negated), m.family],
+    AddressSet: _address_set,
+    InterfaceSet: _interface_set,
+    ProtocolSet: lambda m: ["meta", "l4proto", *_nft_op(m.negated), *_nft_set(list(m.names))],
+    PortPair: _port_pair,
+    SocketOwner: lambda m: ["meta", f"sk{m.key}", *_nft_op(m.negated), *_nft_set(list(m.ids))],
+    MarkRanges: _mark_ranges,
+    # the guard of ``tproxy to :PORT`` (nft has no word for it alone)
+    TproxySocket: lambda m: ["tproxy-socket", f":{m.port}" if m.port is not None else ":dport"],
 }
 
 
@@ -260,6 +323,21 @@ def _log(t: Log, family: Family) -> list[str]:
     return out + [_raw(x) for x in t.extra]
 
 
+def _mark_statements(t: MarkStatements, family: Family) -> list[str]:
+    out: list[str] = []
+    for step in t.steps:
+        out += ["meta" if step.key == "mark" else "ct", "mark", "set"]
+        if step.source is None:
+            out.append(f"0x{step.xor:08x}")
+            continue
+        out += ["meta" if step.source == "mark" else "ct", "mark"]
+        if step.mask != M32:
+            out += ["&", f"0x{step.mask:08x}"]
+        if step.xor:
+            out += ["^", f"0x{step.xor:08x}"]
+    return out
+
+
 # How each target kind is written (keyed by the kind registry, ``meshsolve.model.kinds``).
 TARGET_RENDERERS: dict[type, Callable[[Any, Family], list[str]]] = {
     Accept: lambda t, f: ["-j", "ACCEPT"],
@@ -279,6 +357,7 @@ TARGET_RENDERERS: dict[type, Callable[[Any, Family], list[str]]] = {
     Masquerade: _masquerade,
     Log: _log,
     OpaqueTarget: lambda t, f: ["-j", t.name, *(_raw(x) for x in t.args)],
+    MarkStatements: _mark_statements,
 }
 
 

@@ -20,6 +20,11 @@ from meshsolve.iptables.targets import KNOWN_TARGETS, OTHER_TARGET_EXTENSIONS
 from meshsolve.iptables.tokens import Line, LineError
 from meshsolve.model.rules import BUILTIN_CHAINS, Origin, Rule
 
+# The rule options iptables refuses after -N/-F/-X ("Illegal option ... with this command").
+_RULE_OPTIONS = frozenset({"-p", "--protocol", "-s", "--source", "--src", "-d", "--destination", "--dst",
+                           "-i", "--in-interface", "-o", "--out-interface", "-j", "--jump", "-g", "--goto",
+                           "-f", "--fragment", "-c", "--set-counters"})
+
 
 class CommandFailed(ParseError):
     """A well-formed command that the current state refuses (``-N`` of an existing chain...).
@@ -89,6 +94,24 @@ class CommandReplay:
             raise self.err(f"chain name {name!r} is a target name", ln)
 
     # -- commands ----------------------------------------------------------------------------
+    def chain_command_args(self, cmd: str, rest: list[str], ln: Line) -> list[str]:
+        """The chain name of ``-N``/``-F``/``-X``. iptables 1.8.9 accepts match modules after it
+        (``-N X -m comment --comment x``: loaded, the match discarded, as Linkerd's proxy-init
+        writes it) but refuses the rule options (``-N X -p tcp``: "Illegal option `-p' with this
+        command", exit 2); both measured in a network namespace (tests/test_iptables_restore_kernel)."""
+        for i, tok in enumerate(rest):
+            if tok in _RULE_OPTIONS:
+                raise self.err(f"{cmd}: illegal option {tok!r} with this command", ln)
+            if tok in ("-m", "--match"):
+                words = rest[i:]
+                bad = next((w for w in words if w in _RULE_OPTIONS), None)
+                if bad is not None:
+                    raise self.err(f"{cmd}: illegal option {bad!r} with this command", ln)
+                if len(words) < 2:
+                    raise self.err(f"{cmd}: -m needs a match name", ln)
+                return rest[:i]
+        return rest
+
     def command(self, toks: list[str], t: TableState, ln: Line, counters: tuple[int, int] | None,
                 restore: bool) -> None:
         cmd = toks[0]
@@ -146,6 +169,8 @@ class CommandReplay:
                                    f"{len(c.rules)} rules)", ln)
                 c.rules.insert(p - 1, rule)
             return
+        if cmd in ("-N", "-F", "-X"):
+            rest = self.chain_command_args(cmd, rest, ln)
         if cmd == "-N":
             if len(rest) != 1:
                 raise self.err("-N takes exactly one chain name", ln)

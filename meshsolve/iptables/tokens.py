@@ -38,6 +38,7 @@ class Line:
 
     lineno: int
     text: str
+    mark: str = ""  # what an unwrapped line was marked as: "trace" (bash -x), ":;" / ">" / "<" (Linkerd)
 
 
 def split_lines(text: str, source: str) -> list[Line]:

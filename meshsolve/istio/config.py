@@ -239,7 +239,9 @@ class CaptureConfig:
     ``enable_ipv6`` is what istio-iptables derives from the pod's address (an IPv6 pod); in the
     script era it is ``ENABLE_INBOUND_IPV6``. ``dns_servers_v4/v6`` are what the real tool reads
     from the pod's ``/etc/resolv.conf``. ``dual_stack`` and ``trace_logging`` do not change the rules
-    of the modelled eras; they are kept so a configuration round-trips.
+    of the modelled eras; they are kept so a configuration round-trips. ``native_nftables``
+    (``--native-nftables``, Istio 1.27+) writes the same capture as nftables tables instead
+    (``meshsolve.istio.nft``).
     """
 
     version: str = attrs.field(default=CURRENT, converter=_version)
@@ -271,6 +273,7 @@ class CaptureConfig:
     host_ipv4_loopback_cidr: IPNetwork = attrs.field(default=to_network("127.0.0.1/32"), converter=to_network)
     trace_logging: bool = False
     disable_redirection_on_local_loopback: bool = False
+    native_nftables: bool = False
 
     @dns_servers_v4.validator
     def _v4_only(self, _a: attrs.Attribute[Any], value: tuple[IPAddress, ...]) -> None:
@@ -371,11 +374,12 @@ _GO_FIELDS: dict[str, str] = {
     "OwnerGroupsExclude": "owner_groups_exclude",
     "HostIPv4LoopbackCidr": "host_ipv4_loopback_cidr",
     "TraceLogging": "trace_logging",
+    "NativeNftables": "native_nftables",
 }
 # Fields that do not change the rules.
 _GO_IGNORED = {"DryRun", "IptablesProbePort", "ProbeTimeout", "SkipRuleApply", "RunValidation",
                "RestoreFormat", "Reconcile", "CleanupOnly", "ForceApply", "NetworkNamespace", "CNIMode",
-               "NativeNftables", "ForceIptablesBinary"}
+               "ForceIptablesBinary"}
 
 
 def from_go_fields(fields: Mapping[str, Any], *, version: str = CURRENT,

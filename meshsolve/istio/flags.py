@@ -13,21 +13,46 @@ Two vocabularies, chosen by the version:
   ``INBOUND_CAPTURE_PORT``, ``DISABLE_REDIRECTION_ON_LOCAL_LOOPBACK``, …). Missing ``-u`` is
   ``1337,0`` (the proxy user, then root) and missing ``-g`` the final uid list.
 
+The command line is cut into flags the way each era's flag library cut it, so an argv that
+misbehaved for a user misbehaves here the same way:
+
+* the Go tool (cobra/pflag, 1.4+): a flag that takes a value takes the next word even when it
+  starts with ``-`` (``-x -b '*'`` sets ``-x`` to ``-b``); words that are not flags are ignored
+  (the command has no positional arguments), parsing goes on after them; ``--`` ends the flags.
+  The tool then ignores, with a message, each ``-i``/``-x`` item that is not a CIDR (``Ignoring
+  error for bug compatibility ... invalid CIDR address``; Go's parser wants ``ADDR/LEN``).
+* the script (``getopts``, 1.0–1.3): a flag that takes a value also takes the next word; the first
+  word that is not a flag ends the options, and everything after it is ignored. A ``-i``/``-x``
+  item that is not a CIDR is handed to ``iptables -d``, which refuses it, and the script (errexit)
+  stops half way: refused here with that explanation.
+
+Settings that change what istio-iptables does but that meshsolve does not model (``--native-nftables``
+writes nftables rules) are refused, not ignored. :func:`read_flags` returns the configuration and
+the notes about what was ignored; :func:`parse_flags` only the configuration.
+
 Every value is validated; errors name the flag (or variable) and the value.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 import attrs
 
 import meshsolve.defaults as defaults
-from meshsolve.errors import SpecError
-from meshsolve.istio.config import CaptureConfig, _field_value, minor_of, normalise_version, validate_value
+from meshsolve.errors import SpecError, UnsupportedError
+from meshsolve.istio.config import (
+    CaptureConfig,
+    _field_value,
+    minor_of,
+    normalise_version,
+    split_list,
+    validate_value,
+)
 
-__all__ = ["FlagSpec", "MODERN_FLAGS", "parse_flags", "script_flags", "to_flags"]
+__all__ = ["FlagSpec", "FlagsRead", "MODERN_FLAGS", "parse_flags", "read_flags", "script_flags", "to_flags"]
 
 
 @attrs.frozen
@@ -80,6 +105,7 @@ MODERN_FLAGS: tuple[FlagSpec, ...] = (
     _f(None, None, "ISTIO_OUTBOUND_OWNER_GROUPS", "owner_groups_include"),
     _f(None, None, "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "owner_groups_exclude"),
     _f(None, None, "ENABLE_INBOUND_IPV6", "enable_ipv6", "bool"),
+    _f(None, "native-nftables", "NATIVE_NFTABLES", "native_nftables", "bool"),
     # accepted, no effect on the rules a pod ends up with
     _f(None, "run-validation", "RUN_VALIDATION", None, "bool"),
     _f(None, "skip-rule-apply", "SKIP_RULE_APPLY", None, "bool"),
@@ -87,7 +113,7 @@ MODERN_FLAGS: tuple[FlagSpec, ...] = (
     _f(None, "probe-timeout", "PROBE_TIMEOUT", None),
     _f(None, "reconcile", "RECONCILE", None, "bool"),
     _f(None, "force-apply", "FORCE_APPLY", None, "bool"),
-    _f(None, "native-nftables", "NATIVE_NFTABLES", None, "bool"),
+
     _f(None, "force-iptables-binary", "FORCE_IPTABLES_BINARY", None),
     _f(None, "network-namespace", "NETWORK_NAMESPACE", None),
     _f(None, "cni-mode", "CNI_MODE", None, "bool"),
@@ -136,6 +162,14 @@ def _bool(text: str, *, what: str, source: str) -> bool:
     raise SpecError(f"{what}: {text!r} is not a boolean (true/false)", source=source)
 
 
+@attrs.frozen
+class FlagsRead:
+    """A configuration and what the tool ignored or said while reading the command line."""
+
+    config: CaptureConfig
+    notes: tuple[str, ...] = ()
+
+
 def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, version: str = "current",
                 source: str = "<istio-iptables flags>") -> CaptureConfig:
     """Build the configuration istio-iptables (or the shell script) of ``version`` would use.
@@ -143,6 +177,18 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
     ``argv`` may start with the program name (``istio-iptables``, ``pilot-agent istio-iptables``).
     ``env`` defaults to no environment (pass ``os.environ`` explicitly to use the real one).
     """
+    return read_flags(argv, env, version=version, source=source).config
+
+
+_MAX_ARG_STRLEN = 131072  # Linux refuses to exec a program with a longer single argument
+_GO_CIDR = re.compile(r"^[0-9A-Fa-f.:]+/[0-9]{1,3}$")
+_UNMODELLED = {"native_nftables": "--native-nftables: istio-iptables writes nftables rules instead of "
+                                  "iptables rules, which meshsolve does not model yet"}
+
+
+def read_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, version: str = "current",
+               source: str = "<istio-iptables flags>") -> FlagsRead:
+    """:func:`parse_flags` with the notes of what the era's flag library or the tool ignored."""
     version = normalise_version(version)
     m = minor_of(version)
     env = dict(env or {})
@@ -154,12 +200,30 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
     by_short = {s.short: s for s in specs if s.short}
     by_long = {s.long.replace("_", "-"): s for s in specs if s.long}
 
+    for tok in args:
+        if len(tok) > _MAX_ARG_STRLEN:
+            raise SpecError(f"an argument of {len(tok)} characters: longer than one argument of a program can "
+                            f"be ({_MAX_ARG_STRLEN}, Linux's MAX_ARG_STRLEN)", source=source)
     given: dict[str, tuple[str, str]] = {}  # field -> (text, label)
+    notes: list[str] = []
+    ignored: list[str] = []
     i = 0
     while i < len(args):
         tok = args[i]
         i += 1
         validate_value(tok, what=f"argument {tok!r}", source=source)
+        if not script and tok == "--":
+            ignored.extend(args[i:])
+            break
+        if script and (tok == "--" or not tok.startswith("-") or tok == "-"):
+            if tok == "clean" and i == 1:
+                raise SpecError("'clean' only removes Istio's chains; there is nothing to generate",
+                                source=source)
+            remaining = args[i:]
+            if remaining or tok != "--":
+                notes.append(f"istio-iptables.sh's getopts stops at {tok!r}: the arguments after it "
+                             f"({' '.join(remaining) or 'none'}) were ignored")
+            break
         if tok.startswith("--") and len(tok) > 2 and not script:
             name, eq, value = tok[2:].partition("=")
             key = name.replace("_", "-")
@@ -173,6 +237,9 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
                     raise SpecError("--cleanup-only removes Istio's rules; there is nothing to generate",
                                     source=source)
                 raise SpecError(f"unknown flag --{name} for istio-iptables {version}", source=source)
+            if spec.field is None and key.replace("-", "_") in _UNMODELLED \
+                    and _bool(value if eq else "true", what=f"--{name}", source=source):
+                raise UnsupportedError(_UNMODELLED[key.replace("-", "_")])
             if spec.kind == "bool":
                 value = value if eq else "true"
             elif not eq:
@@ -204,13 +271,12 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
                 value = args[i]
                 i += 1
             _store(given, spec, value, f"-{letter}")
-        elif tok == "--":
-            continue
-        elif script and tok == "clean" and i == 1:
-            raise SpecError("'clean' only removes Istio's chains; there is nothing to generate",
-                            source=source)
         else:
-            raise SpecError(f"unexpected argument {tok!r}", source=source)
+            ignored.append(tok)  # cobra: a command without positional arguments ignores them
+    if ignored:
+        notes.append(f"istio-iptables ignores what is not a flag: {' '.join(repr(t) for t in ignored)}")
+    if not script and env.get("NATIVE_NFTABLES", "").strip().lower() in _TRUE:
+        raise UnsupportedError("$NATIVE_NFTABLES: " + _UNMODELLED["native_nftables"].split(": ", 1)[1])
 
     # environment fallbacks
     all_specs = specs + (_SCRIPT_ENV_ONLY if script else ())
@@ -227,8 +293,10 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
         spec = next(s for s in all_specs if s.field == fld)
         if spec.kind == "bool":
             kwargs[fld] = _bool(text, what=label, source=source)
-        else:
-            kwargs[fld] = _field_value(fld, text, what=label, source=source)
+            continue
+        if fld in ("outbound_cidrs", "outbound_cidrs_exclude") and text.strip() != "*":
+            text = _cidr_items(text, label, script=script, version=version, notes=notes, source=source)
+        kwargs[fld] = _field_value(fld, text, what=label, source=source)
 
     if script:
         if "proxy_uids" not in kwargs:
@@ -250,7 +318,32 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ve
             kwargs["disable_redirection_on_local_loopback"] = True
     if "proxy_gids" not in kwargs or kwargs["proxy_gids"] == ():
         kwargs["proxy_gids"] = kwargs["proxy_uids"]
-    return CaptureConfig(**kwargs)  # type: ignore[arg-type]
+    return FlagsRead(CaptureConfig(**kwargs), tuple(notes))  # type: ignore[arg-type]
+
+
+def _cidr_items(text: str, label: str, *, script: bool, version: str, notes: list[str], source: str) -> str:
+    """The ``-i``/``-x`` items the tool uses: the Go tool skips what Go's CIDR parser refuses (with
+    a message); the script hands every item to ``iptables -d``, which refuses a non-address."""
+    kept: list[str] = []
+    validate_value(text, what=label, source=source)  # shell metacharacters are refused, never ignored
+    for item in split_list(text):
+        if script and not item.startswith("-"):
+            kept.append(item)
+            continue
+        if _GO_CIDR.match(item):
+            try:
+                _field_value("outbound_cidrs_exclude", item, what=label, source=source)
+                kept.append(item)
+                continue
+            except SpecError:
+                pass
+        if script:
+            raise SpecError(f"{label}: istio-iptables.sh of Istio {version} would run `iptables ... -d {item} "
+                            "-j RETURN`, which iptables refuses, and stop there (errexit) with its rules half "
+                            "installed", source=source)
+        notes.append(f"{label}: istio-iptables ignores {item!r} (\"Ignoring error for bug compatibility: "
+                     f"invalid CIDR address: {item}\")")
+    return ",".join(kept)
 
 
 def _store(given: dict[str, tuple[str, str]], spec: FlagSpec, value: str, label: str) -> None:

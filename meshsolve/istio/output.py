@@ -15,6 +15,7 @@ from meshsolve.istio.config import CaptureConfig, config_to_dict
 from meshsolve.istio.generate import generate
 from meshsolve.istio.pod import PodCapture, to_annotations
 from meshsolve.istio.proxy import proxy_behavior
+from meshsolve.istio.routing import policy_routing
 from meshsolve.istio.script import render_script
 
 __all__ = ["Format", "render_captures"]
@@ -48,7 +49,7 @@ def _one(config: CaptureConfig, fmt: Format, header: Sequence[str]) -> tuple[str
                          sort_keys=True)
         return comment + "".join(f"# note: {n}\n" for n in notes) + body, {}
     if fmt == "script":
-        return render_script(rules, header="\n".join(header)), {}
+        return render_script(rules, header="\n".join(header), routing=policy_routing(config)), {}
     body = render_save(rules) if fmt == "save" else render_restore(rules)
     return comment + body, {}
 

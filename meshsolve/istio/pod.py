@@ -22,8 +22,6 @@ Every annotation value is validated; errors name the annotation, the file and it
 
 from __future__ import annotations
 
-import bisect
-import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,10 +42,12 @@ from meshsolve.istio.config import (
     validate_ports,
     validate_value,
 )
-from meshsolve.istio.flags import parse_flags
+from meshsolve.istio.flags import read_flags
 from meshsolve.model.net import IPAddress, to_address
+from meshsolve.yamllines import yaml_lines
 
 __all__ = ["ANNOTATIONS", "MAX_MANIFEST_BYTES", "PodCapture", "cni_args", "injector_args", "load_pods",
+           "load_workloads",
            "pod_capture",
            "pods_from_file", "pods_from_text", "read_annotations", "to_annotations"]
 
@@ -87,49 +87,27 @@ class PodCapture:
     env: tuple[tuple[str, str], ...] = ()
     pod_ips: tuple[IPAddress, ...] = ()
     notes: tuple[str, ...] = ()
-
-
-@functools.lru_cache(maxsize=4)
-def _key_index(text: str) -> tuple[tuple[str, ...], dict[str, list[int]], dict[tuple[str, str], list[int]]]:
-    """The manifest's lines, and the 1-based lines where each ``key:`` (bare or quoted, after any
-    list dash) starts, by key and by (key, value). Built once per text: looking keys up line by line
-    for every pod of a large List was quadratic (a 1 MB List of 2,222 pods took 411 s)."""
-    lines = tuple(text.splitlines())
-    keys: dict[str, list[int]] = {}
-    pairs: dict[tuple[str, str], list[int]] = {}
-    for n, line in enumerate(lines, 1):
-        key, colon, rest = line.strip().lstrip("-").strip().partition(":")
-        if not colon:
-            continue
-        if len(key) >= 2 and key[0] == key[-1] and key[0] in "'\"":
-            key = key[1:-1]
-        keys.setdefault(key, []).append(n)
-        pairs.setdefault((key, rest.strip().strip("'\"")), []).append(n)
-    return lines, keys, pairs
+    version_from: str = ""  # where the version came from: "--istio", "image tag ...", "" (assumed)
 
 
 class _Where:
-    """Finds the line of a key in the manifest text, for error messages."""
+    """Finds the line of a key in the manifest text, for error messages (``meshsolve.yamllines``)."""
 
     def __init__(self, text: str, source: str, pod_name: str | None = None) -> None:
-        self.lines, self._keys, self._pairs = _key_index(text)
+        self.index = yaml_lines(text)
+        self.has_text = bool(text)
         self.source = source
         self.start = 0
         if pod_name:  # in a List, look below this pod's own name first
-            found = self._find("name", pod_name, 0)
+            found = self.index.object_line(pod_name) or self.index.pair_line("name", pod_name)
             self.start = 0 if found is None else found - 1
 
-    def _find(self, key: str, value: str | None, start: int) -> int | None:
-        found = self._keys.get(key, []) if value is None else self._pairs.get((key, value), [])
-        i = bisect.bisect_left(found, start + 1)
-        return found[i] if i < len(found) else None
-
     def line(self, key: str) -> int | None:
-        return self._find(key, None, self.start) or self._find(key, None, 0)
+        return self.index.key_line(key, self.start + 1) or self.index.key_line(key)
 
     def pod_line(self) -> int | None:
         """The line of the pod's ``name`` (or 1), for errors with no finer position; None without text."""
-        return (self.start + 1) if self.lines else None
+        return (self.start + 1) if self.has_text else None
 
 
 def _name_of(pod: Mapping[str, Any]) -> str | None:
@@ -178,9 +156,16 @@ def _yaml_docs(text: str, source: str) -> list[tuple[Any, int]]:
 
 
 def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any], ...]:
-    """Every pod (or pod template) in a YAML stream: ``Pod``, ``List`` of them, or workloads."""
+    """Every pod (or pod template) in a YAML stream: ``Pod``, ``List`` of them, or workloads; other
+    documents (a Service, a ServiceAccount...) are skipped (:func:`load_workloads` says which)."""
+    return load_workloads(text, source)[0]
+
+
+def load_workloads(text: str, source: str = "<manifest>") -> tuple[tuple[Mapping[str, Any], ...], tuple[str, ...]]:
+    """:func:`load_pods` and a note for each document that was skipped because it holds no pod."""
     docs = _yaml_docs(text, source)
     pods: list[Mapping[str, Any]] = []
+    skipped: list[str] = []
     lineno = 1
 
     def sub(doc: Mapping[str, Any], key: str, what: str) -> Mapping[str, Any]:
@@ -223,8 +208,13 @@ def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any],
             visit({"kind": "Job", "metadata": doc.get("metadata") or {}, "spec": job.get("spec") or {}})
         elif kind == "Namespace":
             return  # its labels can enroll its pods in ambient mode (meshsolve.istio.ambient.pods)
+        elif isinstance(kind, str) and kind and isinstance(doc.get("apiVersion"), str):
+            name = (doc.get("metadata") or {}).get("name")
+            skipped.append(f"skipped the {kind}" + (f" {name!r}" if name else "") + f" ({source}:{lineno}): it "
+                           "holds no pod")
         else:
-            raise SpecError(f"expected kind Pod or List, got {kind!r}", source=source, lineno=lineno)
+            raise SpecError(f"expected a Kubernetes object with a kind (Pod, List or a workload), got kind {kind!r}",
+                            source=source, lineno=lineno)
 
     for d, lineno in docs:  # lineno is read by visit() and sub() for their errors
         try:
@@ -232,8 +222,9 @@ def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any],
         except RecursionError:
             raise SpecError("Lists nested too deep", source=source, lineno=lineno) from None
     if not pods:
-        raise SpecError("no pod in the manifest", source=source, lineno=docs[-1][1] if docs else 1)
-    return tuple(pods)
+        what = f" ({'; '.join(skipped)})" if skipped else ""
+        raise SpecError(f"no pod in the manifest{what}", source=source, lineno=docs[-1][1] if docs else 1)
+    return tuple(pods), tuple(skipped)
 
 
 def _str_map(value: Any) -> dict[str, str]:
@@ -345,40 +336,52 @@ def _pod_capture(pod: Mapping[str, Any], *, version: str | None, source: str, te
         tokens = [str(t) for t in (init.get("command") or ())] + [str(t) for t in (init.get("args") or ())]
         env = {str(e.get("name")): str(e.get("value", "")) for e in init.get("env") or ()
                if isinstance(e, Mapping) and "value" in e}
-        ver = normalise_version(version) if version else (_version_from_image(str(init.get("image", "")))
-                                                          or "current")
-        cfg = parse_flags(tokens, env, version=ver, source=f"{source}: initContainers[istio-init]")
-        cfg = _with_pod_facts(cfg, ipv6, dns, env_given="ENABLE_INBOUND_IPV6" in env)
+        ver, ver_from = _version(version, init)
+        got = read_flags(tokens, env, version=ver, source=f"{source}: initContainers[istio-init]")
+        cfg = _with_pod_facts(got.config, ipv6, dns, env_given="ENABLE_INBOUND_IPV6" in env)
         return PodCapture(name, namespace, cfg, "istio-init", tuple(tokens), tuple(sorted(env.items())), ips,
-                          _notes(cfg, (f"read the injected istio-init container (Istio {ver})",)))
+                          _notes(cfg, (f"read the injected istio-init container (Istio {ver})", *got.notes)),
+                          ver_from)
     validation = next((c for c in spec.get("initContainers") or () if isinstance(c, Mapping)
                        and c.get("name") == "istio-validation"), None)
     if validation is not None:
-        ver = normalise_version(version) if version else (
-            _version_from_image(str(validation.get("image", ""))) or "current")
+        ver, ver_from = _version(version, validation)
         argv, env, notes = cni_args(pod, ver, source=source, text=text)
         if argv is None:
             return PodCapture(name, namespace, CaptureConfig(version=ver, mode="NONE"), "cni",
-                              pod_ips=ips, notes=notes)
-        cfg = parse_flags(argv, env, version=ver, source=f"{source}: istio-cni")
+                              pod_ips=ips, notes=notes, version_from=ver_from)
+        cfg = read_flags(argv, env, version=ver, source=f"{source}: istio-cni").config
         if cfg.redirect_dns:
             cfg = cfg.evolve(capture_all_dns=True)
         cfg = _with_pod_facts(cfg, ipv6, (), env_given=False)
         return PodCapture(name, namespace, cfg, "cni", argv, tuple(sorted(env.items())), ips,
-                          _notes(cfg, notes))
+                          _notes(cfg, notes), ver_from)
     ver = normalise_version(version or "current")
+    ver_from = "--istio" if version else ""
     annotations = _str_map(meta.get("annotations"))
     if annotations.get(A_INJECT, "").strip().lower() == "false":
         return PodCapture(name, namespace, CaptureConfig(version=ver, mode="NONE"), "not-injected",
-                          pod_ips=ips, notes=(f"{A_INJECT} is false: no sidecar, no capture",))
+                          pod_ips=ips, notes=(f"{A_INJECT} is false: no sidecar, no capture",), version_from=ver_from)
     argv, env, notes = injector_args(pod, ver, source=source, text=text)
     if argv is None:
         return PodCapture(name, namespace, CaptureConfig(version=ver, mode="NONE"), "annotations",
-                          pod_ips=ips, notes=notes)
-    cfg = parse_flags(argv, env, version=ver, source=f"{source}: injector template")
+                          pod_ips=ips, notes=notes, version_from=ver_from)
+    cfg = read_flags(argv, env, version=ver, source=f"{source}: injector template").config
     cfg = _with_pod_facts(cfg, ipv6, dns, env_given=False)
     return PodCapture(name, namespace, cfg, "annotations", argv, tuple(sorted(env.items())), ips,
-                      _notes(cfg, notes))
+                      _notes(cfg, notes), ver_from)
+
+
+def _version(version: str | None, container: Mapping[str, Any]) -> tuple[str, str]:
+    """The Istio version for an injected pod and where it came from: ``--istio``, else the init
+    container's image tag, else ``current`` (assumed: ``""``)."""
+    if version:
+        return normalise_version(version), "--istio"
+    image = str(container.get("image", ""))
+    tagged = _version_from_image(image)
+    if tagged:
+        return tagged, f"the image tag of {container.get('name')} ({image})"
+    return "current", ""
 
 
 def _notes(cfg: CaptureConfig, notes: tuple[str, ...]) -> tuple[str, ...]:

@@ -10,7 +10,10 @@ never a guess.
 
 The ``tables``/``hooks`` of a kind are where the kernel's loader (``iptables-restore``) accepts it:
 a rule reachable from another hook, or in another table, is refused at load time, so a world
-holding one cannot exist (``validate_rulesets``).
+holding one cannot exist (``validate_rulesets``). nftables places rules by its own rules:
+``nft_types``/``nft_hooks`` are the base-chain types and hooks from which the kernel accepts the
+kind in a native nftables table (None: any) — ``drop`` in a nat chain and ``meta skuid`` on
+prerouting load there, ``redirect`` outside a nat chain does not.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import attrs
 from meshsolve.model.path import Hook
 from meshsolve.model.rules import (
     Accept,
+    AddressSet,
     AddrtypeMatch,
     CommentMatch,
     ConnmarkMatch,
@@ -29,11 +33,15 @@ from meshsolve.model.rules import (
     Destination,
     Dnat,
     Drop,
+    FamilyMatch,
     Goto,
     InInterface,
+    InterfaceSet,
     Jump,
     Log,
     MarkMatch,
+    MarkRanges,
+    MarkStatements,
     Masquerade,
     MultiportMatch,
     OpaqueMatch,
@@ -41,7 +49,9 @@ from meshsolve.model.rules import (
     OutInterface,
     OwnerMatch,
     PortMatch,
+    PortPair,
     Protocol,
+    ProtocolSet,
     Redirect,
     Reject,
     Return,
@@ -49,9 +59,11 @@ from meshsolve.model.rules import (
     SetMark,
     Snat,
     SocketMatch,
+    SocketOwner,
     Source,
     StateMatch,
     Tproxy,
+    TproxySocket,
     Trace,
 )
 
@@ -69,6 +81,8 @@ class Kind:
     hooks: frozenset[Hook] | None = None
     conntrack: bool = False  # a rule of this kind switches connection tracking on in the namespace
     builtin_only: bool = False  # the hook check applies only in a built-in chain (iptables' own check)
+    nft_types: frozenset[str] | None = None  # nftables: the base-chain types that may reach it
+    nft_hooks: frozenset[Hook] | None = None  # nftables: the hooks it may be reached from
 
     def allowed(self, table: str, hooks: frozenset[str], chain: str | None = None) -> str | None:
         """Why a rule of this kind in ``table``, reached from ``hooks`` (in built-in ``chain``, if it is
@@ -86,13 +100,28 @@ class Kind:
         return None
 
 
+    def allowed_nft(self, chain_type: str, hooks: frozenset[str]) -> str | None:
+        """Why nft refuses a rule of this kind reached from base chains of ``chain_type`` on
+        ``hooks`` (None: accepted)."""
+        if self.nft_types is not None and chain_type not in self.nft_types:
+            return f"nft: {self.name} needs a {'/'.join(sorted(self.nft_types))} chain, not type {chain_type}"
+        if self.nft_hooks is not None and hooks - self.nft_hooks:
+            bad = ", ".join(h.lower() for h in sorted(hooks - self.nft_hooks))
+            good = "/".join(h.lower() for h in _HOOK_ORDER if h in self.nft_hooks)
+            return f"nft: {self.name} is only valid on {good}, but this rule is reached from {bad}"
+        return None
+
+
 _HOOK_ORDER = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 
 
 def _k(cls: type, name: str, tables: str | None = None, hooks: str | None = None, conntrack: bool = False,
-       builtin_only: bool = False) -> Kind:
-    return Kind(cls, name, None if tables is None else frozenset(tables.split()),
-                None if hooks is None else frozenset(hooks.split()), conntrack, builtin_only)  # type: ignore[arg-type]
+       builtin_only: bool = False, nft_types: str | None = None, nft_hooks: str | None = None) -> Kind:
+    def words(text: str | None) -> frozenset[str] | None:
+        return None if text is None else frozenset(text.split())
+
+    return Kind(cls, name, words(tables), words(hooks), conntrack, builtin_only,  # type: ignore[arg-type]
+                words(nft_types), words(nft_hooks))  # type: ignore[arg-type]
 
 
 MATCH_KINDS: dict[type, Kind] = {k.cls: k for k in (
@@ -110,28 +139,42 @@ MATCH_KINDS: dict[type, Kind] = {k.cls: k for k in (
     _k(StateMatch, "state", conntrack=True),
     _k(AddrtypeMatch, "addrtype"),
     _k(CommentMatch, "comment"),
-    _k(SocketMatch, "socket", hooks="PREROUTING INPUT"),
+    _k(SocketMatch, "socket", hooks="PREROUTING INPUT", nft_hooks="PREROUTING INPUT OUTPUT"),
     _k(OpaqueMatch, "(unmodelled module)"),
+    # nftables only (meshsolve.model.nftrules): iptables cannot load them
+    _k(FamilyMatch, "meta nfproto"),
+    _k(AddressSet, "address set"),
+    _k(InterfaceSet, "interface set"),
+    _k(ProtocolSet, "protocol set"),
+    _k(PortPair, "port pair"),
+    _k(SocketOwner, "meta skuid/skgid"),
+    _k(MarkRanges, "mark set lookup"),
+    _k(TproxySocket, "tproxy socket", nft_hooks="PREROUTING"),
 )}
 
 TARGET_KINDS: dict[type, Kind] = {k.cls: k for k in (
     _k(Accept, "ACCEPT"),
     _k(Drop, "DROP", tables="raw mangle filter security"),  # iptables: "nat is not intended for filtering"
-    _k(Reject, "REJECT", tables="filter", hooks="INPUT FORWARD OUTPUT"),
+    _k(Reject, "REJECT", tables="filter", hooks="INPUT FORWARD OUTPUT", nft_hooks="PREROUTING INPUT FORWARD OUTPUT"),
     _k(Return, "RETURN"),
     _k(Jump, "jump"),
     _k(Goto, "goto"),
-    _k(Redirect, "REDIRECT", tables="nat", hooks="PREROUTING OUTPUT", conntrack=True),
-    _k(Dnat, "DNAT", tables="nat", hooks="PREROUTING OUTPUT", conntrack=True),
-    _k(Snat, "SNAT", tables="nat", hooks="INPUT POSTROUTING", conntrack=True),
-    _k(Masquerade, "MASQUERADE", tables="nat", hooks="POSTROUTING", conntrack=True),
-    _k(Tproxy, "TPROXY", tables="mangle", hooks="PREROUTING"),
+    _k(Redirect, "REDIRECT", tables="nat", hooks="PREROUTING OUTPUT", conntrack=True,
+       nft_types="nat", nft_hooks="PREROUTING OUTPUT"),
+    _k(Dnat, "DNAT", tables="nat", hooks="PREROUTING OUTPUT", conntrack=True,
+       nft_types="nat", nft_hooks="PREROUTING OUTPUT"),
+    _k(Snat, "SNAT", tables="nat", hooks="INPUT POSTROUTING", conntrack=True,
+       nft_types="nat", nft_hooks="INPUT POSTROUTING"),
+    _k(Masquerade, "MASQUERADE", tables="nat", hooks="POSTROUTING", conntrack=True,
+       nft_types="nat", nft_hooks="POSTROUTING"),
+    _k(Tproxy, "TPROXY", tables="mangle", hooks="PREROUTING", nft_hooks="PREROUTING"),
     _k(SetMark, "MARK"),
     _k(ConnmarkTarget, "CONNMARK", conntrack=True),
-    _k(CtTarget, "CT", tables="raw", conntrack=True),
+    _k(CtTarget, "CT", tables="raw", conntrack=True, nft_hooks="PREROUTING OUTPUT"),
     _k(Log, "LOG"),
     _k(Trace, "TRACE", tables="raw"),
     _k(OpaqueTarget, "(unmodelled target)"),
+    _k(MarkStatements, "mark statements"),
 )}
 
 # What the semantics deliberately leaves undecided (each answers Unknown, never a guess).
@@ -172,8 +215,17 @@ def enables_conntrack(ruleset: Ruleset) -> bool:
     for table in ruleset.all_tables():
         for chain in table.chains:
             for rule in chain.rules:
-                if rule.target is not None and TARGET_KINDS[type(rule.target)].conntrack:
+                if rule.target is not None and (TARGET_KINDS[type(rule.target)].conntrack or _reads_ct(rule.target)):
                     return True
-                if any(MATCH_KINDS[type(m)].conntrack for m in rule.matches):
+                if any(MATCH_KINDS[type(m)].conntrack or _reads_ct(m) for m in rule.matches):
                     return True
+    return False
+
+
+def _reads_ct(value: object) -> bool:
+    """nft kinds that need conntrack only for some values (a conntrack mark, not the packet's)."""
+    if isinstance(value, MarkRanges):
+        return value.source == "ct"
+    if isinstance(value, MarkStatements):
+        return any("ctmark" in (s.key, s.source) for s in value.steps)
     return False

@@ -19,7 +19,20 @@ from typing import Literal, TypeAlias
 import attrs
 
 from meshsolve.errors import WorldError
+from meshsolve.model.load import LoadProblem
 from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, family_of, to_address, to_network
+from meshsolve.model.nftrules import (
+    AddressSet,
+    FamilyMatch,
+    InterfaceSet,
+    MarkRanges,
+    MarkStatements,
+    MarkStep,
+    PortPair,
+    ProtocolSet,
+    SocketOwner,
+    TproxySocket,
+)
 from meshsolve.model.path import TABLE_HOOKS, Hook, Stage, stages
 from meshsolve.model.path import TABLE_ORDER as TABLE_ORDER
 
@@ -27,6 +40,7 @@ __all__ = [
     "BUILTIN_CHAINS",
     "TABLE_ORDER",
     "Accept",
+    "AddressSet",
     "AddrtypeMatch",
     "BaseChain",
     "Chain",
@@ -38,11 +52,17 @@ __all__ = [
     "Destination",
     "Dnat",
     "Drop",
+    "FamilyMatch",
     "Goto",
     "InInterface",
+    "InterfaceSet",
     "Jump",
+    "LoadProblem",
     "Log",
     "MarkMatch",
+    "MarkRanges",
+    "MarkStatements",
+    "MarkStep",
     "Masquerade",
     "Match",
     "MultiportMatch",
@@ -54,7 +74,9 @@ __all__ = [
     "OutInterface",
     "OwnerMatch",
     "PortMatch",
+    "PortPair",
     "Protocol",
+    "ProtocolSet",
     "Redirect",
     "Reject",
     "Return",
@@ -65,11 +87,13 @@ __all__ = [
     "SetMark",
     "Snat",
     "SocketMatch",
+    "SocketOwner",
     "Source",
     "StateMatch",
     "Table",
     "Target",
     "Tproxy",
+    "TproxySocket",
     "Trace",
 ]
 
@@ -84,10 +108,13 @@ def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
 
 @attrs.frozen
 class Origin:
-    """Where a rule or chain came from: ``source`` (file name) and 1-based ``lineno``."""
+    """Where a rule or chain came from: ``source`` (file name) and 1-based ``lineno``; ``text`` is
+    the rule as its own language writes it when that is not iptables (an nft rule's items), for
+    traces."""
 
     source: str
     lineno: int
+    text: str | None = None
 
     def __str__(self) -> str:
         return f"{self.source}:{self.lineno}"
@@ -346,7 +373,11 @@ ModuleMatch: TypeAlias = (
     PortMatch | MultiportMatch | OwnerMatch | MarkMatch | ConnmarkMatch | ConntrackMatch | StateMatch
     | AddrtypeMatch | CommentMatch | SocketMatch | OpaqueMatch
 )
-Match: TypeAlias = BasicMatch | ModuleMatch
+# What only native nftables rules lower to (``meshsolve.model.nftrules``).
+NftMatch: TypeAlias = (
+    FamilyMatch | AddressSet | InterfaceSet | ProtocolSet | PortPair | SocketOwner | MarkRanges | TproxySocket
+)
+Match: TypeAlias = BasicMatch | ModuleMatch | NftMatch
 
 # ---------------------------------------------------------------------------------------------
 # Targets (-j / -g)
@@ -548,7 +579,7 @@ class OpaqueTarget:
 
 Target: TypeAlias = (
     Accept | Drop | Return | Reject | Jump | Goto | Redirect | Tproxy | SetMark | ConnmarkTarget
-    | CtTarget | Dnat | Snat | Masquerade | Log | Trace | OpaqueTarget
+    | CtTarget | Dnat | Snat | Masquerade | Log | Trace | OpaqueTarget | MarkStatements
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -692,6 +723,8 @@ class NftTable:
     name: str
     table: Table
     bases: tuple[BaseChain, ...] = attrs.field(default=(), converter=_bases)
+    #: the table as ``nft -f`` text, when it was read or generated as nft (what the kernel oracle loads)
+    text: str | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -754,12 +787,19 @@ class Ruleset:
         return not self.tables and not self.nft
 
 
+def _problems(values: Iterable[LoadProblem]) -> tuple[LoadProblem, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class Rulesets:
-    """What a pod's network namespace holds: the IPv4 (iptables) and IPv6 (ip6tables) rulesets."""
+    """What a pod's network namespace holds: the IPv4 (iptables) and IPv6 (ip6tables) rulesets, and
+    what loading them would have refused (``load_problems``: found before loading, reported as
+    findings; a refused transaction left nothing of itself in the rulesets)."""
 
     ipv4: Ruleset = attrs.field(factory=lambda: Ruleset("ipv4"))
     ipv6: Ruleset = attrs.field(factory=lambda: Ruleset("ipv6"))
+    load_problems: tuple[LoadProblem, ...] = attrs.field(default=(), converter=_problems, eq=False)
 
     @ipv4.validator
     def _v4(self, _a: attrs.Attribute[Ruleset], v: Ruleset) -> None:

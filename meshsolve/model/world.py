@@ -382,9 +382,9 @@ def validate_rulesets(rulesets: Rulesets) -> None:
 
 
 def _validate_nft(ruleset: Ruleset, nft: NftTable) -> None:
-    """A native nftables table: jumps to existing chains, no cycles, and each kind used where a base
-    chain of the right type and hook reaches it (a nat chain is placed like iptables' nat table, a
-    route chain like mangle, a filter chain like filter)."""
+    """A native nftables table: jumps to existing chains, no cycles, and each kind used where nft
+    accepts it: reached only from base chains of the types and hooks its registry entry allows
+    (``Kind.allowed_nft``)."""
     table = nft.table
     graph: dict[str, list[str]] = {}
     for chain in table.chains:
@@ -396,7 +396,6 @@ def _validate_nft(ruleset: Ruleset, nft: NftTable) -> None:
                                      f"{rule.target.chain}, which does not exist")
                 targets.append(rule.target.chain)
     _check_cycles(ruleset.family, nft.key, graph)
-    kinds = {"nat": "nat", "route": "mangle", "filter": "filter"}
     reach: dict[str, set[tuple[str, str]]] = {}
     for base in nft.bases:
         stack = [base.chain]
@@ -408,11 +407,11 @@ def _validate_nft(ruleset: Ruleset, nft: NftTable) -> None:
             seen.add((base.hook, base.type))
             stack.extend(graph.get(c, ()))
     for chain in table.chains:
-        for kind in {kinds[t] for _h, t in reach.get(chain.name, set())}:
-            hooks = frozenset(h for h, t in reach.get(chain.name, set()) if kinds[t] == kind)
+        for ctype in sorted({t for _h, t in reach.get(chain.name, set())}):
+            hooks = frozenset(h for h, t in reach.get(chain.name, set()) if t == ctype)
             for n, rule in enumerate(chain.rules, 1):
                 for part in (*rule.matches, *((rule.target,) if rule.target is not None else ())):
-                    why = kind_of(part).allowed(kind, hooks, None)
+                    why = kind_of(part).allowed_nft(ctype, hooks)
                     if why is not None:
                         raise WorldError(f"{_where(ruleset, nft.key, chain.name, n, rule)}: {why}")
 

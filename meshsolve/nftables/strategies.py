@@ -321,3 +321,169 @@ def rulesets(draw: st.DrawFn, kernel: bool = False) -> Ruleset:
 def items(family: str = "inet") -> st.SearchStrategy[Rule]:
     """Rules of a regular chain (every item kind, opaque ones included)."""
     return rules(family)
+
+
+# --- capture rulesets: Istio-shaped nft tables for pod worlds ------------------------------------
+
+
+def _net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text, strict=False)
+
+
+def _m(base: str, key: str, value: Any, op: str = "==", mask: int | None = None) -> Match:
+    return Match(Selector(base, key), value, op, mask)  # type: ignore[arg-type]
+
+
+@st.composite
+def _capture_match(draw: st.DrawFn, fams: tuple[str, ...], plan: Any, ids: tuple[int, ...],
+                   ports: tuple[int, ...], mark: int, inet: bool) -> list[Item]:
+    """One random condition of an output-side capture rule (one or two items)."""
+    kind = draw(st.integers(0, 9))
+    neg = draw(st.sampled_from(("==", "!=")))
+    if kind == 0:
+        value = draw(st.sampled_from(("lo", AnonSet(make_set(["lo", "eth0"])))))
+        return [_m("meta", "oifname", value, neg)]
+    if kind in (1, 2):
+        fam = draw(st.sampled_from(fams))
+        base = "ip" if fam == "ipv4" else "ip6"
+        cidrs = [_net(c) for c in plan[fam]["cidrs"]]
+        value = draw(st.one_of(st.sampled_from(cidrs),
+                               st.lists(st.sampled_from(cidrs), min_size=2, max_size=3).map(
+                                   lambda xs: AnonSet(make_set(xs)))))
+        return [_m(base, "saddr" if kind == 1 else "daddr", value, neg)]
+    if kind == 3:
+        value = draw(st.one_of(st.sampled_from(ports), st.lists(st.sampled_from(ports), min_size=2, max_size=3).map(
+            lambda xs: AnonSet(make_set(xs)))))
+        return [_m("tcp", "dport", value, neg)]
+    if kind == 4:  # nft 1.0.6 stores these two as one compare: "either differs"
+        return [_m("tcp", "dport", draw(st.sampled_from(ports)), "!="),
+                _m("tcp", "sport", draw(st.sampled_from(ports)), "!=")]
+    if kind in (5, 6):
+        key = "skuid" if kind == 5 else "skgid"
+        value = draw(st.one_of(st.sampled_from(ids), st.lists(st.sampled_from(ids), min_size=2, max_size=3).map(
+            lambda xs: AnonSet(make_set(xs)))))
+        return [_m("meta", key, value, neg)]
+    if kind == 7:
+        if draw(st.booleans()):
+            return [_m("meta", "mark", mark & 0xFFF, neg, 0xFFF)]
+        return [_m("meta", "mark", draw(st.sampled_from((mark, AnonSet(make_set([1, mark]))))), neg)]
+    if kind == 8 and inet:  # nft refuses meta nfproto outside inet tables
+        return [_m("meta", "nfproto", draw(st.sampled_from(("ipv4", "ipv6"))), neg)]
+    states = draw(st.sampled_from((("new",), ("established", "related"), ("invalid",))))
+    return [_m("ct", "state", Flags(states), "in" if neg == "==" else "!=")]
+
+
+@st.composite
+def capture_rulesets(draw: st.DrawFn, families: tuple[str, ...], plan: Any, *, proxy_uid: int = 1337,
+                     proxy_gid: int = 1337, ids: tuple[int, ...] = (1000, 1001, 1337), outbound_port: int = 15001,
+                     inbound_port: int | None = 15006, app_ports: tuple[int, ...] = (9001, 9002, 9003),
+                     nat_priority: int | None = None, filter_priorities: tuple[int, ...] = (0, 0, 10, -10)
+                     ) -> Ruleset:
+    """A random nft capture ruleset in the shape Istio's native nftables backend writes, for a pod of
+    ``families`` (``"ipv4"``/``"ipv6"``) whose addresses are ``plan[family]`` (``pod``, ``lo``,
+    ``six``, ``cidrs``: a world strategy's address plan): one ``inet`` table (or an ``ip``/``ip6`` table
+    per family) with nat ``prerouting`` → ``istio-inbound`` (per-port returns and redirects, port sets)
+    and nat ``output`` → ``istio-output`` (an Istio template mutated by random rules over interfaces,
+    addresses and address sets, ports, port pairs, owners, marks, families and conntrack states),
+    ``istio-redirect`` / ``istio-in-redirect``; sometimes a ``route`` output chain marking the
+    proxy's loopback traffic and a ``filter`` table rejecting or dropping some connections. Every
+    value is one the real nft loads (``nat_priority``: the nat chains' priority, default drawn;
+    ``filter_priorities``: the filter table's choices)."""
+    mark = 0x53A
+    inbound_to = inbound_port if inbound_port is not None else outbound_port
+    ports = (*app_ports, 80, outbound_port, 15006, 15008)
+    if len(families) == 2 and draw(st.integers(0, 3)) > 0:
+        layout: list[tuple[str, tuple[str, ...]]] = [("inet", families)]
+    elif len(families) == 2:
+        layout = [("ip", ("ipv4",)), ("ip6", ("ipv6",))]
+    else:
+        fam = families[0]
+        layout = [(draw(st.sampled_from(("inet", "ip" if fam == "ipv4" else "ip6"))), families)]
+    prio = nat_priority if nat_priority is not None else draw(st.sampled_from((-100, -100, -110, -90)))
+    tables: list[Table] = []
+    for tfam, fams in layout:
+        def lo_rules(fam: str) -> list[Rule]:
+            base = "ip" if fam == "ipv4" else "ip6"
+            lo, six = _net(plan[fam]["lo"]), _net(plan[fam]["six"])
+            out = [Rule((_m("meta", "oifname", "lo"), _m(base, "saddr", six), Verdict("return")))]
+            for key, ident in (("skuid", proxy_uid), ("skgid", proxy_gid)):
+                out += [Rule((_m("meta", "oifname", "lo"), _m(base, "daddr", lo, "!="),
+                              _m("tcp", "dport", 15008, "!="), _m("meta", key, ident),
+                              Verdict("jump", "istio-in-redirect"))),
+                        Rule((_m("meta", "oifname", "lo"), _m("meta", key, ident, "!="), Verdict("return"))),
+                        Rule((_m("meta", key, ident), Verdict("return")))]
+            return [*out, Rule((_m(base, "daddr", lo), Verdict("return")))]
+
+        template = draw(st.sampled_from(("istio", "istio", "empty")))
+        output = [r for fam in fams for r in lo_rules(fam)] if template == "istio" else []
+        output.append(Rule((Verdict("jump", "istio-redirect"),)))
+        for _ in range(draw(st.integers(0, 4))):
+            delete: bool = draw(st.booleans())
+            if output and delete:
+                del output[draw(st.integers(0, len(output) - 1))]
+                continue
+            one = (draw(st.sampled_from(fams)),)  # nft refuses ip and ip6 fields in one rule
+            body = [i for _ in range(draw(st.integers(1, 3)))
+                    for i in draw(_capture_match(one, plan, ids, ports, mark, tfam == "inet"))]
+            end = draw(st.sampled_from((Verdict("return"), Verdict("return"), Verdict("jump", "istio-redirect"),
+                                        Verdict("jump", "istio-in-redirect"), Verdict("accept"))))
+            output.insert(draw(st.integers(0, len(output))), Rule((*body, Counter(), end)))
+        inbound: list[Rule] = []
+        for _ in range(draw(st.integers(0, 3))):
+            value = draw(st.one_of(st.sampled_from((*app_ports, 15008)), st.lists(
+                st.sampled_from(app_ports), min_size=2, max_size=3).map(lambda xs: AnonSet(make_set(xs)))))
+            end = draw(st.sampled_from((Verdict("return"), Verdict("jump", "istio-in-redirect"))))
+            inbound.append(Rule((_m("tcp", "dport", value, draw(st.sampled_from(("==", "==", "!=")))), end)))
+        if draw(st.booleans()):
+            inbound.append(Rule((_m("meta", "l4proto", "tcp"), Verdict("jump", "istio-in-redirect"))))
+        tcp = _m("meta", "l4proto", "tcp")
+        chains = [
+            Chain("prerouting", (Rule((tcp, Verdict("jump", "istio-inbound"))),),
+                  HookSpec("nat", "prerouting", prio)),
+            Chain("output", (Rule((Verdict("jump", "istio-output"),)),), HookSpec("nat", "output", prio)),
+            Chain("istio-inbound", tuple(inbound)),
+            Chain("istio-redirect", (Rule((tcp, Counter(), Redirect(outbound_port))),)),
+            Chain("istio-in-redirect", (Rule((tcp, Counter(), Redirect(inbound_to))),)),
+            Chain("istio-output", tuple(output)),
+        ]
+        if draw(st.integers(0, 2)) == 0:  # the proxy's loopback traffic marked, as TPROXY mode does
+            who = draw(st.sampled_from((("skuid", proxy_uid), ("skgid", proxy_gid))))
+            setter = draw(st.sampled_from((SetMark("meta", MarkValue.constant(mark)),
+                                           SetMark("meta", MarkValue("meta", 0xFFFFF000, mark & 0xFFF)))))
+            chains.append(Chain("mangle-output", (Rule((_m("meta", "oifname", "lo"), tcp, _m("meta", *who),
+                                                        Counter(), setter)),),
+                                HookSpec("route", "output", -150)))
+        tables.append(Table(tfam, {"inet": "meshsolve-nat", "ip": "meshsolve-nat4", "ip6": "meshsolve-nat6"}[tfam],  # type: ignore[arg-type]
+                            tuple(chains)))
+        if draw(st.integers(0, 3)) == 0:
+            tables.append(draw(_filter_table(tfam, ports, ids, filter_priorities)))
+    return Ruleset(tuple(tables))
+
+
+@st.composite
+def _filter_table(draw: st.DrawFn, tfam: str, ports: tuple[int, ...], ids: tuple[int, ...],
+                  priorities: tuple[int, ...]) -> Table:
+    """Filter chains on output and input that reject (sometimes drop or accept) some first packets by
+    port, interface or owner; their rules never match reply packets (whose port is ephemeral)."""
+    verdicts: tuple[Item, ...] = (*(Reject(),) * 6, Reject("tcp reset"), Verdict("accept"), Verdict("drop"))
+    verdict = st.sampled_from(verdicts)
+    output, inbound = [], []
+    for _ in range(draw(st.integers(1, 2))):
+        body: list[Item] = [_m("tcp", "dport", draw(st.sampled_from(ports)))]
+        extra = draw(st.integers(0, 3))
+        if extra == 1:
+            body.append(_m("meta", "oifname", "lo", draw(st.sampled_from(("==", "!=")))))
+        elif extra == 2:
+            body.append(_m("meta", "skuid", draw(st.sampled_from(ids))))
+        elif extra == 3:
+            body.append(_m("ct", "state", Flags(("new",)), "in"))
+        output.append(Rule((*body, draw(verdict))))
+    for _ in range(draw(st.integers(0, 2))):
+        body = [_m("tcp", "dport", draw(st.sampled_from(ports)))]
+        if draw(st.booleans()):
+            body.append(_m("meta", "iifname", draw(st.sampled_from(("lo", AnonSet(make_set(["lo", "eth0"])))))))
+        inbound.append(Rule((*body, draw(verdict))))
+    prio = draw(st.sampled_from(priorities))
+    return Table(tfam, "meshsolve-filter", (  # type: ignore[arg-type]
+        Chain("output", tuple(output), HookSpec("filter", "output", prio)),
+        Chain("input", tuple(inbound), HookSpec("filter", "input", prio))))

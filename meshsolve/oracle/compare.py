@@ -3,7 +3,8 @@
 Two results agree when the outcome kinds are equal (delivered, egress, refused, rejected, dropped,
 failed, loop, undetermined), a delivery names the same app, socket and source address, an egress the
 same destination, port and source (the address the remote server saw), a failure the same errno (or
-none: a failure without an errno is a connection nobody answers), and the proxy sides were observed
+none: a failure without an errno is a connection nobody answers), a rejection the same errno (when the
+kernel's client saw one within its time bound), and the proxy sides were observed
 in the same order. With ``hits``, the rule a ``Dropped``/``Rejected`` names and the nat rules that
 matched are compared too (the kernel names the rule whose counter moved). Loop reasons and failure
 texts are not compared.
@@ -16,19 +17,42 @@ import shlex
 from collections import Counter
 
 from meshsolve.model.net import family_of
-from meshsolve.model.rules import RuleRef
+from meshsolve.model.rules import Goto, Jump, RuleRef
 from meshsolve.model.world import Flow, World
 from meshsolve.semantics.trace import Delivered, Dropped, Egress, Failed, Loop, Rejected, Result
 
-__all__ = ["differences", "errno_of", "explain", "matrix_flows", "nat_hits", "replay_command"]
+__all__ = ["differences", "errno_of", "explain", "matrix_flows", "nat_hits", "nft_nat_chains", "replay_command"]
 
 _ERRNO = re.compile(r"\b(E[A-Z]{3,})\b")
 
 
-def nat_hits(result: Result) -> Counter[RuleRef]:
+def nat_hits(result: Result, nat_chains: frozenset[tuple[str, str]] = frozenset()) -> Counter[RuleRef]:
     """How often each nat rule matched during the flow (nat sees one packet per connection, so the
-    kernel's packet counters count connections, comparable with the interpreter's hits)."""
-    return Counter(ref for ref in result.rule_hits if ref.table == "nat")
+    kernel's packet counters count connections, comparable with the interpreter's hits): iptables'
+    nat table and the native nftables chains in ``nat_chains`` (``nft_nat_chains``)."""
+    return Counter(ref for ref in result.rule_hits if ref.table == "nat" or (ref.table, ref.chain) in nat_chains)
+
+
+def nft_nat_chains(world: World) -> frozenset[tuple[str, str]]:
+    """The (table, chain) of every native nftables chain only nat-type base chains reach."""
+    out: set[tuple[str, str]] = set()
+    for rs in (world.rules.ipv4, world.rules.ipv6):
+        for t in rs.nft:
+            kinds: dict[str, set[str]] = {}
+            for b in t.bases:
+                stack, seen = [b.chain], set()
+                while stack:
+                    name = stack.pop()
+                    if name in seen:
+                        continue
+                    seen.add(name)
+                    kinds.setdefault(name, set()).add(b.type)
+                    chain = t.table.chain(name)
+                    for r in chain.rules if chain is not None else ():
+                        if isinstance(r.target, Jump | Goto):
+                            stack.append(r.target.chain)
+            out |= {(t.key, name) for name, types in kinds.items() if types == {"nat"}}
+    return frozenset(out)
 
 
 def errno_of(outcome: object) -> str | None:
@@ -39,10 +63,12 @@ def errno_of(outcome: object) -> str | None:
     return m.group(1) if m else None
 
 
-def differences(expected: Result, actual: Result, *, hits: bool = False) -> tuple[str, ...]:
+def differences(expected: Result, actual: Result, *, hits: bool = False,
+                nat_chains: frozenset[tuple[str, str]] = frozenset()) -> tuple[str, ...]:
     """What differs between the interpreter's ``expected`` and the kernel's ``actual`` (empty = agree).
 
-    With ``hits``, also the nat rules that matched and how often (not for loops: the interpreter
+    With ``hits``, also the nat rules (iptables', and the nftables ones in ``nat_chains``) that matched
+    and how often (not for loops: the interpreter
     stops at the first repeated sighting, the stand-in a few rounds later), and the rule a
     ``Dropped`` names.
     """
@@ -63,12 +89,14 @@ def differences(expected: Result, actual: Result, *, hits: bool = False) -> tupl
     elif isinstance(a, Failed) and isinstance(b, Failed) and errno_of(a) != errno_of(b):
         out.append(f"failure errno: interpreter {errno_of(a) or 'none (no answer)'}, "
                    f"kernel {errno_of(b) or 'none (no answer)'}")
+    elif isinstance(a, Rejected) and isinstance(b, Rejected) and _ERRNO.fullmatch(b.errno) and a.errno != b.errno:
+        out.append(f"rejection errno: interpreter {a.errno}, kernel {b.errno}")
     if hits and not isinstance(a, Loop) and not isinstance(b, Loop):
         if isinstance(a, Dropped) and isinstance(b, Dropped) and a.rule != b.rule:
             out.append(f"dropped by: interpreter {a.rule}, kernel {b.rule}")
         if isinstance(a, Rejected) and isinstance(b, Rejected) and a.rule != b.rule:
             out.append(f"rejected by: interpreter {a.rule}, kernel {b.rule}")
-        ea, eb = nat_hits(expected), nat_hits(actual)
+        ea, eb = nat_hits(expected, nat_chains), nat_hits(actual, nat_chains)
         if ea != eb:
             def show(c: Counter[RuleRef]) -> str:
                 return " ".join(f"{r}x{n}" if n > 1 else str(r) for r, n in sorted(

@@ -7,7 +7,8 @@
    it, and puts the proxy's inbound source address (``::6``) on ``lo`` when it is not already local;
    installs exactly ``world.routing`` (``ip rule`` / ``ip route`` per family) in the pod,
 3. loads the world's rulesets with ``iptables-restore`` / ``ip6tables-restore`` inside the pod (text
-   from :mod:`meshsolve.iptables`),
+   from :mod:`meshsolve.iptables`), and its native nftables tables with Debian's ``nft -f`` (their
+   own text, a counter in every rule: :mod:`meshsolve.oracle.nft`),
 4. makes the peer "the outside world": it owns its own address and every remote address the world
    names (service endpoints and VIPs that are not the pod's, DNAT targets, sample addresses of rule
    CIDRs, and each flow's destination when it is remote: local routes on the peer's ``lo``), and one
@@ -33,8 +34,10 @@ request and waits for the answer, and classifies what came back into the interpr
   ``Egress`` (the peer's server saw the connection complete, request and answer, and names the
   destination and the source it saw),
   ``Rejected`` (a REJECT rule's counter moved: the client got an error, ECONNREFUSED / ENETUNREACH /
-  EHOSTUNREACH / EACCES / ENOPROTOOPT, or, for IPv6, its errno comes with a retransmission after the
-  harness stopped waiting),
+  EHOSTUNREACH / EACCES / ENOPROTOOPT, which the outcome names; for IPv6 the errno comes with the
+  first SYN retransmission, about 1 s later: with a shorter ``connect_timeout`` the outcome says it
+  did not come (``NO_ERRNO``). It is not rerun to wait for it: the retransmitted SYN of a connection
+  that never got confirmed walks nat again, and the nat rule hits would count it twice),
   ``Refused`` (ECONNREFUSED with no REJECT counted: nothing listens; or the stand-in closed the client
   because the proxy blackholes, or its upstream was refused),
   ``Dropped`` (no answer to the SYN and a DROP rule, a DROP policy or a TPROXY rule without a
@@ -77,10 +80,11 @@ import attrs
 from meshsolve.errors import MeshsolveError, OracleError, UnsupportedError
 from meshsolve.model.net import Family, IPAddress, family_of, to_address
 from meshsolve.model.routing import LOCAL_TABLE, Route
-from meshsolve.model.rules import Drop, Reject, RuleRef, Ruleset, Tproxy
+from meshsolve.model.rules import CtTarget, Drop, Reject, RuleRef, Ruleset, Tproxy
 from meshsolve.model.world import Flow, Socket, World
 from meshsolve.oracle.flowspace import remote_addresses, unroutable
 from meshsolve.oracle.netns import NamespacePair, ip_batch, run
+from meshsolve.oracle.nft import load_text, parse_nft_counters
 from meshsolve.semantics.trace import (
     Delivered,
     Dropped,
@@ -96,11 +100,13 @@ from meshsolve.semantics.trace import (
     Undetermined,
 )
 
-__all__ = ["KERNEL_RULE", "KernelWorld", "OracleConfig", "parse_counters", "routing_commands", "run_flows"]
+__all__ = ["KERNEL_RULE", "NO_ERRNO", "KernelWorld", "OracleConfig", "parse_counters", "routing_commands", "run_flows"]
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 # Kept for callers that name "no rule": a kernel ``Dropped`` always names the rule that counted.
 KERNEL_RULE = RuleRef("kernel", "unknown", 0)
+# The errno of a ``Rejected`` whose client gave up before the rejection's ICMP error reached it.
+NO_ERRNO = "no errno within the time bound"
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
@@ -286,6 +292,8 @@ class KernelWorld:
         self.workers: dict[str, _Worker] = {}
         self._flow_no = 0
         self._loaded: dict[str, bool] = {}
+        self._nft_loaded = False
+        self._nft_last: dict[RuleRef, int] | None = None
         self._last_counters: dict[str, dict[RuleRef, int]] = {}
         self._owned: set[IPAddress] = set()
         self._sources: set[IPAddress] = set()
@@ -423,6 +431,12 @@ class KernelWorld:
             if text.strip():
                 run(self.pair.exec_argv(self.pair.pod, [tool]), input_text=text,
                     what=f"{tool} in the pod namespace (input:\n{text})")
+        tables = [t for rs in (self.world.rules.ipv4, self.world.rules.ipv6) for t in rs.nft]
+        if tables:
+            text = load_text(tables)
+            run(self.pair.exec_argv(self.pair.pod, ["nft", "-f", "-"]), input_text=text,
+                what=f"nft -f in the pod namespace (input:\n{text})")
+            self._nft_loaded = True
         # the peer: a connection to any address it owns goes to the one server
         port = self.config.egress_port
         peer_rules = (f"*nat\n-A PREROUTING -i {self.pair.peer_interface} -p tcp -m addrtype --dst-type LOCAL "
@@ -461,6 +475,7 @@ class KernelWorld:
             "services": [{"vip": str(s.vip), "port": s.port,
                           "endpoints": [[str(e.address), e.port] for e in s.endpoints]}
                          for s in w.services],
+            "zones": any(_has_zone(self._rulesets[f]) for f in w.families),
             "loop_limit": c.loop_limit, "timeout": c.upstream_timeout,
             "read_timeout": c.upstream_read_timeout, "families": list(w.families),
         })
@@ -545,6 +560,7 @@ class KernelWorld:
         if c.counters:
             cached = self._last_counters.get(fam)
             before = cached if cached is not None else self._counters(fam)
+            before.update(self._nft_before(fam))
         read_timeout = c.read_timeout + 2 * upstream_timeout
         src = str(flow.src) if flow.client == "peer" and flow.src is not None else None
         reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport, "token": token,
@@ -555,19 +571,43 @@ class KernelWorld:
         hits: tuple[RuleRef, ...] = ()
         if c.counters:
             after = self._counters(fam)
-            self._last_counters[fam] = after  # counters only move during flows
+            self._last_counters[fam] = dict(after)  # counters only move during flows
+            after.update(self._nft_after(fam))
             hits = tuple(ref for ref in sorted(after, key=_ref_key)
                          for _ in range(after[ref] - before.get(ref, 0)))
         return self._classify(flow, fam, token, reply, events, seen, hits)
 
     def _counters(self, fam: Family) -> dict[RuleRef, int]:
-        """Packet counters of every rule (and, as index 0, every built-in chain's policy) of the
-        pod's ``fam`` ruleset, read with ``iptables-save -c``."""
-        if self._loaded.get(fam) is not True:
+        """Packet counters of every iptables rule (and, as index 0, every built-in chain's policy) of
+        the pod's ``fam`` ruleset, read with ``iptables-save -c``."""
+        out: dict[RuleRef, int] = {}
+        if self._loaded.get(fam) is True:
+            tool = "ip6tables-save" if fam == "ipv6" else "iptables-save"
+            text = run(self.pair.exec_argv(self.pair.pod, [tool, "-c"]), what=f"{tool} -c in the pod")
+            out.update(parse_counters(text))
+        return out
+
+    def _nft_counters(self) -> dict[RuleRef, int]:
+        """Packet counters of every native nftables rule (and drop policy, index 0), both families'
+        tables at once (an ``inet`` table counts both), read with ``nft -j list ruleset``."""
+        if not self._nft_loaded:
             return {}
-        tool = "ip6tables-save" if fam == "ipv6" else "iptables-save"
-        text = run(self.pair.exec_argv(self.pair.pod, [tool, "-c"]), what=f"{tool} -c in the pod")
-        return parse_counters(text)
+        text = run(self.pair.exec_argv(self.pair.pod, ["nft", "-j", "list", "ruleset"]),
+                   what="nft -j list ruleset in the pod")
+        return parse_nft_counters(text)
+
+    def _nft_only(self, counts: dict[RuleRef, int], fam: Family) -> dict[RuleRef, int]:
+        keys = {t.key for t in self._rulesets[fam].nft}
+        return {ref: n for ref, n in counts.items() if ref.table in keys}
+
+    def _nft_before(self, fam: Family) -> dict[RuleRef, int]:
+        if self._nft_last is None:
+            self._nft_last = self._nft_counters()
+        return self._nft_only(self._nft_last, fam)
+
+    def _nft_after(self, fam: Family) -> dict[RuleRef, int]:
+        self._nft_last = self._nft_counters()  # counters only move during flows
+        return self._nft_only(self._nft_last, fam)
 
     def _classify(self, flow: Flow, fam: Family, token: str, reply: dict[str, Any],
                   events: list[dict[str, Any]], seen: list[dict[str, Any]],
@@ -630,7 +670,7 @@ class KernelWorld:
             if err == "loop" or (repeated and err in ("refused", "reset", "eof", "read-timeout")):
                 return Loop(f"the stand-in saw the same original destination more than "
                             f"{self.config.loop_limit} times on the {msg.get('side')} side"), None
-            if err in ("blackhole", "no-endpoint"):
+            if err in ("blackhole", "no-endpoint", "no-original-dst"):
                 return Refused(), None  # the proxy closes the client's connection
             if err in ("refused", "reset", "eof", "timeout", "read-timeout", "error"):
                 return Refused(), _Ending(err, msg.get("errno"), "the stand-in's upstream")
@@ -647,13 +687,13 @@ class KernelWorld:
         errno_text = f" ({e.errno})" if e.errno else ""
         if e.status in ("refused", "error"):
             if reject is not None:
-                return Rejected(reject)
+                return Rejected(reject, e.errno or "ECONNREFUSED")
             if e.status == "refused":
                 return Loop("the stand-in saw an original destination again") if repeated else Refused()
             return Failed(f"connect() of {e.via} fails{errno_text}")
         if e.status == "timeout":
             if reject is not None:  # an ICMPv6 error arrives with a retransmission, after the bound
-                return Rejected(reject)
+                return Rejected(reject, NO_ERRNO)
             if drop is not None:
                 return Dropped(drop)
             if tproxy is not None:  # TPROXY drops a SYN no transparent listener takes
@@ -672,6 +712,12 @@ class KernelWorld:
                 return Loop("the stand-in saw an original destination again")
             return Rejected(reject) if reject is not None else Refused()
         return Undetermined(f"client error: {e.status}{errno_text}")
+
+
+def _has_zone(ruleset: Ruleset) -> bool:
+    """Whether a rule of ``ruleset`` puts connections into a conntrack zone other than the default."""
+    return any(isinstance(r.target, CtTarget) and r.target.zone for t in ruleset.tables for c in t.chains
+               for r in c.rules)
 
 
 def _ref_key(ref: RuleRef) -> tuple[str, str, int]:

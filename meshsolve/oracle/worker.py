@@ -26,6 +26,9 @@ Roles
           upstream socket when ``upstream_mark``) and relays the request and the answer; records
           every (side, original destination) it saw for the current flow. When the upstream does
           not complete it answers ``{"kind": "proxy-error", "error": STATUS, "errno": E, ...}``.
+          When the pod puts connections in conntrack zones (``zones``) and ``SO_ORIGINAL_DST``
+          finds nothing, the connection lives outside the default zone, the only one that option
+          reads: the stand-in closes it (``no-original-dst``) rather than forward it to itself.
 ``peer``  the remote host and "the outside world": answers every connection to an address it owns
           (its own, and every remote address the world names: local routes on its ``lo``) with
           ``{"kind": "egress", "dst": ADDR, "port": P, "peer": SOURCE, "token": T}`` and logs it
@@ -109,13 +112,14 @@ def so_original_dst(conn: socket.socket) -> tuple[str, int] | None:
 def original_dst(conn: socket.socket, listener_port: int) -> tuple[str, int, str]:
     """Where the client meant to go, and how it was read: a connection TPROXY handed over keeps its
     destination, so its local address is the original one (``"local"``); a REDIRECTed connection's
-    local address is the listener's, and conntrack knows the original (``"so_original_dst"``)."""
+    local address is the listener's, and conntrack knows the original (``"so_original_dst"``); when
+    conntrack does not (``"no so_original_dst"``) the local address is all there is."""
     host, port = conn.getsockname()[:2]
     if port != listener_port:
         return _norm(host), int(port), "local"
     orig = so_original_dst(conn)
     if orig is None:
-        return _norm(host), int(port), "local"
+        return _norm(host), int(port), "no so_original_dst"
     return orig[0], orig[1], "so_original_dst"
 
 
@@ -162,6 +166,24 @@ def read_line(conn: socket.socket, timeout: float) -> str | None:
     return buf.split(b"\n", 1)[0].decode("utf-8", "replace") if buf else None
 
 
+def _source_for(fam: int, dst: str, port: int) -> str:
+    """The address the kernel would give a client socket connecting to ``dst`` (learnt from a UDP
+    socket's ``connect()``, which makes the same route lookup and sends nothing), or the wildcard.
+
+    A client with a fixed source port binds it on this address, not on the wildcard: a wildcard bind
+    of port P collides with any listener on P (EADDRINUSE), while the connection itself only needs
+    its own source address and port to be free."""
+    wild = "::" if fam == socket.AF_INET6 else "0.0.0.0"
+    probe = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        probe.connect((dst, port))
+        return str(probe.getsockname()[0])
+    except OSError:
+        return wild
+    finally:
+        probe.close()
+
+
 def client_connect(dst: str, port: int, *, timeout: float, request: str = "", src: str | None = None,
                    sport: int = 0, read_timeout: float | None = None, transparent: bool = False,
                    mark: int | None = None) -> dict[str, Any]:
@@ -184,7 +206,7 @@ def client_connect(dst: str, port: int, *, timeout: float, request: str = "", sr
                 _transparent(s)
             if src is not None or sport:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((src or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), sport))
+                s.bind((src or _source_for(fam, dst, port), sport))
         except OSError as exc:
             return {"status": "error", "errno": _errno_name(exc), "stage": "bind",
                     "elapsed": time.monotonic() - t0}
@@ -352,6 +374,12 @@ class Proxy:
                 timeout = self.timeout
             if repeats > self.cfg["loop_limit"]:
                 _send_close(conn, {"kind": "proxy-error", "error": "loop", "side": side})
+                return
+            if how == "no so_original_dst" and self.cfg.get("zones"):
+                # the pod tracks connections (a CT --zone rule), so the entry exists, in another zone
+                # than the default one SO_ORIGINAL_DST looks in: the proxy cannot learn the
+                # destination and closes the connection (it does not forward to its own listener)
+                _send_close(conn, {"kind": "proxy-error", "error": "no-original-dst", "side": side})
                 return
             request = read_line(conn, self.cfg["read_timeout"])
             with self.lock:

@@ -1,10 +1,11 @@
 """The finding catalog: every message meshsolve reports, with a code that is never reused.
 
 Codes are ``MSH`` + four digits, kept in code order. ``MSH01xx`` are properties of one pod's
-traffic capture (a refuted property is a finding); ``MSH0143``/``MSH0144`` keep the numbers of the
-Istio analyzer messages they overlap with (``IST0143`` localhost listener, ``IST0144`` app uid
-1337); ``MSH0199`` is an inconclusive check. Retired codes stay listed in ``RETIRED`` so that they
-are never handed out again.
+traffic capture (a refuted property is a finding); ``MSH0110``–``MSH0112`` are what the inputs
+themselves show (a failed istio-init, rules not installed whole, a version contradiction);
+``MSH0143``/``MSH0144`` keep the numbers of the Istio analyzer messages they overlap with
+(``IST0143`` localhost listener, ``IST0144`` app uid 1337); ``MSH0199`` is an inconclusive check.
+Retired codes stay listed in ``RETIRED`` so that they are never handed out again.
 
 Levels follow istioctl: ``Error`` > ``Warning`` > ``Info``.
 """
@@ -72,6 +73,25 @@ _ENTRIES: tuple[MessageType, ...] = (
         "{flow} does not reach {target}: {outcome}{at}",
         "A connection that should be delivered to an application socket is not."),
     MessageType(
+        "MSH0110", "IstioInitFailed", "Error",
+        "{message}",
+        "The input shows that istio-init (or the istio-cni plugin) failed: an `iptables-restore` that "
+        "could not load a table, a traced command that iptables refused, a non-zero exit. The message "
+        "says what that run did not install (iptables-restore commits table by table, so the tables "
+        "of its input before the failing one were applied). The rules are never analysed as if they "
+        "had been applied; only a dump of the state after the failure, when the log shows one, is."),
+    MessageType(
+        "MSH0111", "IstioRulesPartial", "Error",
+        "{message}",
+        "Istio's chains are there but not whole: a capture chain is empty, or no hook jumps to it. "
+        "istio-init stopped half way (or the listing is cut); capture is not analysed from it."),
+    MessageType(
+        "MSH0112", "IstioVersionMismatch", "Warning",
+        "{message}",
+        "The Istio version given (or read from the pod's istio-init image) does not write rules "
+        "like the ones given: the pod may run another version than the one assumed, and the sidecar's "
+        "behaviour meshsolve uses may be the wrong one."),
+    MessageType(
         "MSH0143", "LocalhostListenerExposed", "Warning",
         "Port {port} binds {bind} only, yet {flow} reaches it ({outcome}){at}",
         "A socket bound to a loopback address is meant to be reachable from inside the pod only, "
@@ -87,6 +107,42 @@ _ENTRIES: tuple[MessageType, ...] = (
         "Port {port} binds the pod IP {bind} only, and {flow} does not reach it: {outcome}{at}",
         "A socket bound to the pod IP cannot be reached through the sidecar because the proxy "
         "forwards inbound traffic to localhost (Istio before 1.10).", related="IST0143"),
+    MessageType(
+        "MSH0150", "NftTransactionRefused", "Error",
+        "nft refuses the whole transaction ({where}): {reason}; nothing of it is loaded",
+        "nft applies an nft -f file as one transaction: one command it refuses (an insert at an index "
+        "the chain does not have, as Istio's native nftables backend did for an empty chain; a chain or "
+        "set that does not exist) and none of the rules are loaded. The pod runs without them (istio-init "
+        "fails). The other findings are about the pod as it is then."),
+    MessageType(
+        "MSH0151", "NameResolvedAtLoad", "Error",
+        "nft resolves the {what} when it loads the rules ({where}): on a host without it the whole "
+        "transaction is refused",
+        "nft turns user and group names (meta skuid/skgid) into ids on the host that loads the rules — "
+        "for a sidecar, the init container — and refuses the whole transaction when that host does not "
+        "know the name (\"Group does not exist\"), as Istio's owner-group options do with the app "
+        "container's group names. What the name matches is undetermined unless the world names it."),
+    MessageType(
+        "MSH0152", "Ipv6RulesWithoutIpv6", "Warning",
+        "{count} nftables rule(s) about IPv6 (first: {rule}) in a pod without IPv6: on a host without "
+        "IPv6 support nft refuses them and the whole transaction fails",
+        "Rules that test IPv6 (an ip6 table, ip6 addresses, meta nfproto ipv6, tproxy ip6) in a pod "
+        "that has no IPv6 address: Istio's native nftables backend wrote them even with IPv6 disabled, "
+        "and on platforms without IPv6 support that made the load fail. If the pod does have IPv6, say "
+        "so (--family dual)."),
+    MessageType(
+        "MSH0153", "BackendsDiffer", "Warning",
+        "The {b} set-up ends {flow} as {b_outcome}; the {a} set-up as {a_outcome}",
+        "Two capture set-ups meant to be the same configuration (Istio's iptables and native nftables "
+        "backends) treat a connection differently: one of them does not do what the other does."),
+    MessageType(
+        "MSH0154", "Ipv6CapturedWithIpv6Off", "Warning",
+        "With IPv6 off, the nftables set-up still captures {flow} ({b_outcome}); the iptables set-up "
+        "leaves it alone ({a_outcome})",
+        "Istio's native nftables backend writes one inet table for both families and drops only the "
+        "rules that name IPv6 when IPv6 is off: the family-free rules (jump to the redirect chains) still "
+        "send IPv6 TCP to the proxy, which serves no IPv6 (fail closed); the iptables backend writes no "
+        "ip6tables rules at all, so the same connection bypasses the proxy (fail open)."),
     MessageType(
         "MSH0160", "AmbientCaptureBypassed", "Error",
         "{flow} does not reach ztunnel: it ends {outcome}{at}",

@@ -13,6 +13,7 @@ that went wrong, the last rule whose matches were more than ``-p tcp`` (see ``de
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -27,12 +28,27 @@ from meshsolve.analysis.properties import (
     Observation,
     Reachable,
 )
-from meshsolve.model.rules import CommentMatch, Goto, Jump, PortMatch, Protocol, Rule, RuleRef
+from meshsolve.model.provenance import Part
+from meshsolve.model.rules import (
+    AddressSet,
+    CommentMatch,
+    Destination,
+    FamilyMatch,
+    Goto,
+    Jump,
+    PortMatch,
+    Protocol,
+    Rule,
+    RuleRef,
+    Source,
+    Tproxy,
+)
 from meshsolve.model.world import World
 from meshsolve.report.catalog import Level, documentation_anchor, message_type
 from meshsolve.semantics.trace import Dropped, Failed, Hop, Loop, Rejected, Result, Undetermined
 
-__all__ = ["Finding", "Subject", "findings_for", "lint_world", "subject_of"]
+__all__ = ["Finding", "Subject", "backend_of", "diff_findings", "findings_for", "input_finding", "lint_world",
+           "load_findings", "rests_on", "subject_of"]
 
 
 @attrs.frozen
@@ -66,6 +82,7 @@ class Finding:
     witness: str | None = None  # the witness flow, one line
     outcome: str | None = None  # the witness's summary (kernel-facts cell notation)
     result: Result | None = attrs.field(default=None, eq=False, repr=False)
+    assumes: tuple[str, ...] = ()  # the assumptions (parts of the world nobody gave) it rests on
 
     @property
     def origin(self) -> str:
@@ -82,8 +99,9 @@ class Finding:
                             reference=self.reference if reference is None else reference)
 
     def line(self) -> str:
-        """``Error [MSH0104] (Pod default/x rules.txt:12) message``"""
-        return f"{self.level} [{self.code}] ({self.origin}) {self.message}"
+        """``Error [MSH0104] (Pod default/x rules.txt:12) message [assumes: ...]``"""
+        rests = f" [assumes: {'; '.join(self.assumes)}]" if self.assumes else ""
+        return f"{self.level} [{self.code}] ({self.origin}) {self.message}{rests}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, keys stable: istioctl's (code, level, message, origin, reference,
@@ -102,6 +120,7 @@ class Finding:
             "witness": None if self.witness is None else {"flow": self.witness, "outcome": self.outcome},
             "trace": None if self.result is None else self.result.to_dict()["trace"],
             "rule_refs": [] if self.result is None else [str(r) for r in self.result.rule_hits],
+            "assumes": list(self.assumes),
         }
 
 
@@ -272,9 +291,83 @@ def _bind_of(world: World, port: int, *, loopback: bool) -> str:
     return "?"
 
 
+def load_findings(world: World) -> tuple[Finding, ...]:
+    """What loading the world's rules would refuse (``MSH0150``, ``MSH0151``: found before loading,
+    ``Rulesets.load_problems``) and IPv6 nftables rules in a pod without IPv6 (``MSH0152``)."""
+    out: list[Finding] = []
+    subject = subject_of(world)
+    for p in world.rules.load_problems:
+        ref = None if p.source.startswith("<") else p.where
+        if p.kind == "refused":
+            mt = message_type("MSH0150")
+            msg = mt.format(where=p.where, reason=p.message)
+        else:
+            mt = message_type("MSH0151")
+            msg = mt.format(what=p.message, where=p.where)
+        out.append(Finding(mt.code, mt.level, msg, subject, "the rules load", "lint", ref))
+    if "ipv6" not in world.families:
+        six = [(t, c, n, r) for t in world.rules.ipv6.nft for c in t.table.chains
+               for n, r in enumerate(c.rules, 1) if t.family == "ip6" or _names_ipv6(r)]
+        if six:
+            t, c, n, r = six[0]
+            mt = message_type("MSH0152")
+            where = f"{t.key}::{c.name}#{n}"
+            text = r.origin.text if r.origin is not None and r.origin.text else where
+            out.append(Finding(mt.code, mt.level, mt.format(count=len(six), rule=f"{where} {text}"), subject,
+                               "the rules load", "lint", _file_reference(r), where))
+    return tuple(out)
+
+
+def _names_ipv6(rule: Rule) -> bool:
+    for m in rule.matches:
+        if isinstance(m, FamilyMatch) and m.family == "ipv6" and not m.negated:
+            return True
+        if isinstance(m, Source | Destination) and m.net.version == 6:
+            return True
+        if isinstance(m, AddressSet) and m.nets[0].version == 6:
+            return True
+    t = rule.target
+    return isinstance(t, Tproxy) and t.on_ip is not None and t.on_ip.version == 6
+
+
+def backend_of(world: World) -> str:
+    """``iptables``, ``nftables`` (native tables only) or ``iptables+nftables``."""
+    ipt = any(rs.tables for rs in (world.rules.ipv4, world.rules.ipv6))
+    nft = any(rs.nft for rs in (world.rules.ipv4, world.rules.ipv6))
+    return "iptables+nftables" if ipt and nft else "nftables" if nft else "iptables"
+
+
+def diff_findings(a: World, b: World, results: Sequence[object]) -> tuple[Finding, ...]:
+    """The differences ``diff`` found between set-ups on two backends (one iptables, one nftables) as
+    findings: ``MSH0154`` when IPv6 is off on the iptables side (no ip6tables rules) and the nft side
+    still captures the IPv6 connection, else ``MSH0153``. Set-ups on one backend give none."""
+    from meshsolve.analysis.diff import Different
+
+    ka, kb = backend_of(a), backend_of(b)
+    if ka == kb:
+        return ()
+    out: list[Finding] = []
+    for r in results:
+        if not isinstance(r, Different):
+            continue
+        ipt_side, nft_side = (r.a, r.b) if kb == "nftables" else (r.b, r.a)
+        ipt_world = a if kb == "nftables" else b
+        ipv6_off = r.flow.family == "ipv6" and not ipt_world.rules.ipv6.tables and not ipt_world.rules.ipv6.nft
+        if ipv6_off and nft_side.observed and not ipt_side.observed:
+            mt = message_type("MSH0154")
+            msg = mt.format(flow=r.flow, a_outcome=ipt_side.summary, b_outcome=nft_side.summary)
+        else:
+            mt = message_type("MSH0153")
+            msg = mt.format(a=ka, b=kb, flow=r.flow, a_outcome=r.a.summary, b_outcome=r.b.summary)
+        out.append(Finding(mt.code, mt.level, msg, subject_of(b), f"{ka} and {kb} set-ups agree", "refuted",
+                           None, None, str(r.flow), r.b.summary, r.b))
+    return tuple(out)
+
+
 def lint_world(world: World, *, app_references: dict[str, str] | None = None) -> tuple[Finding, ...]:
-    """Findings that need no solver: apps that run as the proxy's uid or gid (``MSH0144``)."""
-    out = []
+    """Findings that need no solver: apps that run as the proxy's uid or gid (``MSH0144``), and what
+    loading the rules would refuse (``load_findings``)."""
+    out = list(load_findings(world))
     mt = message_type("MSH0144")
     refs = app_references or {}
     for app in world.apps:
@@ -284,3 +377,31 @@ def lint_world(world: World, *, app_references: dict[str, str] | None = None) ->
                                    subject_of(world), f"app {app.name} does not share the proxy's ids",
                                    "lint", refs.get(app.name)))
     return tuple(out)
+
+
+def rests_on(finding: Finding, parts: tuple[Part, ...]) -> Finding:
+    """``finding`` naming the assumed parts its witness touches: a part rests under a finding when
+    one of its ``mentions`` (an address, ``ip:port``, an app's uid) appears in the message, the flow
+    or the trace, or, for the proxy's behaviour, when the trace passes the proxy."""
+    assumed = [p for p in parts if p.assumed]
+    if not assumed:
+        return finding
+    texts = [finding.message, finding.witness or ""]
+    if finding.result is not None:
+        texts.extend(h.text for h in finding.result.trace)
+        texts.append(str(finding.result.outcome))
+    blob = "\n".join(texts)
+    proxy_seen = finding.result is not None and any(h.kind == "proxy" for h in finding.result.trace)
+    out: list[str] = []
+    for p in assumed:
+        hit = (proxy_seen if p.everywhere else False) or any(m and m in blob for m in p.mentions)
+        if hit:
+            out.append(p.what)
+    return attrs.evolve(finding, assumes=tuple(dict.fromkeys(out))) if out else finding
+
+
+def input_finding(code: str, message: str, subject: Subject, reference: str | None = None) -> Finding:
+    """A finding the inputs themselves show (``MSH0110``–``MSH0112``)."""
+    mt = message_type(code)
+    return Finding(mt.code, mt.level, mt.format(message=message), subject, "the inputs", "input",
+                   reference if reference and not reference.startswith("<") else None)

@@ -66,7 +66,7 @@ class Report:
     @property
     def exit_code(self) -> int:
         failing = [f for f in self.findings if _at_least(f.level, self.failure_threshold)]
-        if any(f.verdict != "unknown" for f in failing):
+        if any(f.verdict != "unknown" for f in failing):  # refuted, lint and input findings
             return EXIT_FINDINGS
         if any(f.verdict == "unknown" for f in self.findings) or any(
                 c.verdict == "unknown" for c in self.checked):
@@ -97,7 +97,8 @@ class Report:
         return tuple(f for f in self.findings if _at_least(f.level, output_threshold))
 
     def summary(self) -> str:
-        subjects = list(dict.fromkeys(c.subject for c in self.checked))
+        subjects = list(dict.fromkeys(c.subject for c in self.checked)) or list(
+            dict.fromkeys(f.subject for f in self.findings))
         what = str(subjects[0]) if len(subjects) == 1 else f"{len(subjects)} pods"
         c = self.counts()
         n = len(self.checked)
@@ -108,6 +109,9 @@ class Report:
             return f"{head}: {c['proved']} of {n} propert{'ies' if n != 1 else 'y'} proved for {what}"
         lv = self.level_counts()
         parts = [f"{lv[k]} {k.lower()}{'s' if lv[k] != 1 else ''}" for k in LEVELS if lv[k]]
+        if n == 0:
+            return (f"{len(self.findings)} finding{'s' if len(self.findings) != 1 else ''} "
+                    f"({', '.join(parts)}) for {what}: no property checked{hidden}")
         return (f"{len(self.findings)} finding{'s' if len(self.findings) != 1 else ''} "
                 f"({', '.join(parts)}) for {what}: {c['proved']} proved, {c['refuted']} refuted, "
                 f"{c['unknown']} unknown of {n} propert{'ies' if n != 1 else 'y'}{hidden}")

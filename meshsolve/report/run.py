@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 
 from meshsolve.analysis.check import check
 from meshsolve.analysis.properties import Property
+from meshsolve.model.provenance import Part
 from meshsolve.model.world import World
 from meshsolve.report.catalog import Level
-from meshsolve.report.findings import Finding, findings_for, lint_world, subject_of
+from meshsolve.report.findings import Finding, findings_for, lint_world, rests_on, subject_of
 from meshsolve.report.progress import Progress
 from meshsolve.report.render import Checked, Report
 
@@ -16,18 +17,21 @@ __all__ = ["check_world"]
 
 
 def check_world(world: World, props: Sequence[Property], *, app_references: Mapping[str, str] | None = None,
-                failure_threshold: Level = "Info", progress: Progress | None = None) -> Report:
+                failure_threshold: Level = "Info", progress: Progress | None = None,
+                parts: Sequence[Part] = ()) -> Report:
     """Prove or refute each property; findings for the refuted/unknown ones plus ``lint_world``
-    (a finding identical to an earlier one, word for word, is reported once)."""
+    (a finding identical to an earlier one, word for word, is reported once). Each finding names
+    the assumed ``parts`` (see ``meshsolve.model.provenance``) it rests on."""
     findings: list[Finding] = list(lint_world(world, app_references=dict(app_references or {})))
     checked: list[Checked] = []
     subject = subject_of(world)
     for p in props:
         v = check(world, p)
         checked.append(Checked(subject, p.title(), v.kind))
-        seen = {f.line() for f in findings}
+        seen = {(f.code, f.subject, f.reference, f.message) for f in findings}
         # two properties refuted by the same witness (a loop is also an unreachable port) say it once
-        findings.extend(f for f in findings_for(world, v) if f.line() not in seen)
+        findings.extend(rests_on(f, tuple(parts)) for f in findings_for(world, v)
+                        if (f.code, f.subject, f.reference, f.message) not in seen)
         if progress is not None:
             progress.step()
     if progress is not None:

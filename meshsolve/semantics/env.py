@@ -48,7 +48,10 @@ class Env:
     conntrack: bool = True
     # addresses on lo only under a condition (a domain Boolean): the synthesizer's passthrough knob
     cond_local: tuple[tuple[IPNetwork, Any], ...] = ()
+    # nothing can act on a connection's later packets (see ``replies_free``)
+    replies_free: bool = False
     _stages: dict[str, tuple[Stage, ...]] = attrs.field(factory=dict, eq=False, repr=False, hash=False)
+
 
     def stages(self, hook: Hook) -> tuple[Stage, ...]:
         """The base chains run at ``hook`` (iptables tables and native nftables chains), in order."""
@@ -65,7 +68,7 @@ class Env:
                          for port in world.proxy.own_listeners)
         return cls(world, family, world.local_networks(family), world.pod_ip(family),
                    tuple(sorted((names or {}).items())), sockets,
-                   enables_conntrack(world.rules.for_family(family)))
+                   enables_conntrack(world.rules.for_family(family)), replies_free=replies_free(world, family))
 
     @property
     def iface(self) -> str:
@@ -104,6 +107,20 @@ def is_loopback(d: Domain, env: Env, x: Any) -> Any:
     return d.in_net(x, ipaddress.ip_network("127.0.0.0/8" if env.family == "ipv4" else "::1/128"))
 
 
+
+
+def replies_free(world: World, family: Family) -> bool:
+    """Nothing can act on a connection's later packets: every table but nat (which they skip) is
+    empty with an ACCEPT policy, there is no policy routing, no proxy socket mark and no transparent
+    client socket. Then a handshake whose SYN arrived always completes."""
+    ruleset = world.rules.for_family(family)
+    if any(c.rules or c.policy not in (None, "ACCEPT") for t in ruleset.tables if t.name != "nat" for c in t.chains):
+        return False
+    if any(b.type != "nat" for n in ruleset.nft for b in n.bases):
+        return False
+    p = world.proxy
+    return not world.routing.rules_for(family) and p.socket_mark is None and p.upstream_mark is None \
+        and not p.inbound_original_source
 
 
 @attrs.define

@@ -47,7 +47,10 @@ _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 def rule_text(rule: Rule) -> str:
-    """The rule as iptables text, via ``meshsolve.iptables.rule_text`` when it exists."""
+    """The rule as its own language writes it: a native nftables rule's nft text (its origin's), else
+    iptables text via ``meshsolve.iptables.rule_text`` when it exists."""
+    if rule.origin is not None and rule.origin.text is not None:
+        return rule.origin.text
     try:
         from meshsolve.iptables import rule_text as render
     except ImportError:  # the renderer is not there yet: show the model value

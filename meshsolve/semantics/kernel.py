@@ -358,6 +358,23 @@ def send_local(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind
     through ``lo``: PREROUTING and INPUT without nat (the connection already has its binding)."""
     r1 = route(d, env, pkt.dst, pkt.mark)
     run = _start(d, env, attrs.evolve(pkt, iif=None, oif_lo=r1.local))
+    # the route is looked up before OUTPUT runs: an IPv4 loopback source cannot be routed out of the
+    # pod at all, whatever a mark set in OUTPUT would do later (seen on the kernel: a SYN-ACK from a
+    # socket REDIRECTed to 127.0.0.1 towards a transparent client's address is never sent)
+    unroutable = d.and_(d.const(env.family == "ipv4"), is_loopback(d, env, pkt.src), d.not_(r1.local))
+    if not d.is_false(unroutable):
+        def stuck() -> Journey:
+            d.note("route", lambda: f"no route from the loopback source {pkt.src} to {hostport(pkt.dst, pkt.dport)} "
+                                    "out of the pod: the kernel does not send it")
+            return _failed(d, run, lambda: f"no route from the loopback source {pkt.src} to "
+                                           f"{hostport(pkt.dst, pkt.dport)}: the kernel does not send it")
+
+        return d.branch(unroutable, stuck, lambda: _send_local_routed(d, env, tr, run, r1, first, bind, on_nat))
+    return _send_local_routed(d, env, tr, run, r1, first, bind, on_nat)
+
+
+def _send_local_routed(d: Domain, env: Env, tr: Traverse, run: Run, r1: RouteResult, first: bool,
+                       bind: Binding | None, on_nat: Callable[[Pkt, Decision], None] | None) -> Journey:
     run = run_hook(d, env, tr, "OUTPUT", run, nat=first, bind=bind, on_nat=on_nat)
     p = run.pkt
     r2 = route(d, env, p.dst, p.mark)
@@ -723,7 +740,13 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
                leg: Leg) -> Leg:
     """The rest of the TCP handshake: the server's SYN-ACK back to the client, then the client's ACK.
     The connection completes (``leg`` stands) only when both arrive where they must; else the
-    first packet that does not decides how it ends (the client hangs, or is refused)."""
+    first packet that does not decides how it ends (the client hangs, or is refused).
+
+    When nothing can act on a connection's later packets — no rule and no DROP policy in any table
+    but nat (which later packets skip), no policy routing, no socket marks, no transparent client
+    sockets — every handshake completes, so it is not followed (``Env.replies_free``)."""
+    if env.replies_free:
+        return leg
     p = syn.pkt
     natted = p.natted
     # SYN-ACK: from the accepting socket (a request socket: no owner yet, the listener's mark)

@@ -26,6 +26,7 @@ from meshsolve.errors import WorldError
 from meshsolve.model.path import Stage
 from meshsolve.model.rules import (
     Accept,
+    AddressSet,
     AddrtypeMatch,
     CommentMatch,
     ConnmarkMatch,
@@ -35,11 +36,15 @@ from meshsolve.model.rules import (
     Destination,
     Dnat,
     Drop,
+    FamilyMatch,
     Goto,
     InInterface,
+    InterfaceSet,
     Jump,
     Log,
     MarkMatch,
+    MarkRanges,
+    MarkStatements,
     Masquerade,
     Match,
     MultiportMatch,
@@ -48,17 +53,21 @@ from meshsolve.model.rules import (
     OutInterface,
     OwnerMatch,
     PortMatch,
+    PortPair,
     Protocol,
+    ProtocolSet,
     Redirect,
     Reject,
     Return,
     SetMark,
     Snat,
     SocketMatch,
+    SocketOwner,
     Source,
     StateMatch,
     Target,
     Tproxy,
+    TproxySocket,
     Trace,
 )
 from meshsolve.semantics.domain import Domain
@@ -309,6 +318,98 @@ def _neg(d: Domain, x: Any, negated: bool) -> Any:
     return d.not_(x) if negated else x
 
 
+# --- nftables-only kinds (meshsolve.model.nftrules) ---------------------------------------------
+
+
+def _m_family(d: Domain, m: FamilyMatch, p: Pkt, env: Env) -> Any:
+    return d.const((env.family == m.family) != m.negated)
+
+
+def _m_address_set(d: Domain, m: AddressSet, p: Pkt, env: Env) -> Any:
+    x = p.src if m.direction == "src" else p.dst
+    return _neg(d, d.or_(*[d.in_net(x, n) for n in m.nets]), m.negated)
+
+
+def _iface_in_set(d: Domain, names: tuple[str, ...], actual: str) -> Any:
+    return d.const(any(_iface_name(n, actual) for n in names))
+
+
+def _m_interface_set(d: Domain, m: InterfaceSet, p: Pkt, env: Env) -> Any:
+    """nft reads the name of a missing interface as the empty name (``iifname`` on output hooks)."""
+    if m.direction == "in":
+        hit = _iface_in_set(d, m.names, p.iif or "")
+    elif p.oif_lo is None:
+        hit = _iface_in_set(d, m.names, "")
+    else:
+        hit = d.ite(p.oif_lo, _iface_in_set(d, m.names, "lo"), _iface_in_set(d, m.names, env.iface))
+    return _neg(d, hit, m.negated)
+
+
+def _m_protocol_set(d: Domain, m: ProtocolSet, p: Pkt, env: Env) -> Any:
+    return d.const((p.protocol in m.names) != m.negated)
+
+
+_PORT_PROTOCOLS = ("tcp", "udp", "sctp", "udplite", "dccp")
+
+
+def _m_port_pair(d: Domain, m: PortPair, p: Pkt, env: Env) -> Any:
+    if p.protocol != m.protocol and not (m.protocol == "th" and p.protocol in _PORT_PROTOCOLS):
+        return d.const(False)
+    both = d.and_(d.in_range(p.sport, m.sport, m.sport, "source port"),
+                  d.in_range(p.dport, m.dport, m.dport, "destination port"))
+    return _neg(d, both, m.negated)
+
+
+def _m_socket_owner(d: Domain, m: SocketOwner, p: Pkt, env: Env) -> Any:
+    """``meta skuid``/``skgid``: without a local socket nft ends the rule (no match, ``!=`` too)."""
+    x = p.uid if m.key == "uid" else p.gid
+    if x is None:
+        return d.const(False)
+    hits = []
+    for token in m.ids:
+        rng = owner_range(token, env)
+        hits.append(d.in_range(x, *rng, m.key) if rng else d.opaque(f"{m.key} name {token!r} is not resolved"))
+    return _neg(d, d.or_(*hits), m.negated)
+
+
+def _m_mark_ranges(d: Domain, m: MarkRanges, p: Pkt, env: Env) -> Any:
+    x = (p.mark if m.source == "meta" else p.ctmark) & m.mask
+    hits = [d.eq(x, d.u32(lo)) if lo == hi else d.and_(_u32_ge(d, x, lo), _u32_le(d, x, hi)) for lo, hi in m.ranges]
+    return _neg(d, d.or_(*hits), m.negated)
+
+
+def _u32_ge(d: Domain, x: Any, v: int) -> Any:
+    return _cmp(d, x, v, ge=True)
+
+
+def _u32_le(d: Domain, x: Any, v: int) -> Any:
+    return _cmp(d, x, v, ge=False)
+
+
+def _cmp(d: Domain, x: Any, v: int, *, ge: bool) -> Any:
+    """Unsigned ``x >= v`` (``ge``) or ``x <= v`` over 32 bits with the domain's bit operations: the
+    most significant bit where ``x`` and ``v`` differ decides (all equal: holds). Built from the least
+    significant bit up, so the most significant bit is the outermost test."""
+    out: Any = d.const(True)
+    for i in range(32):
+        bit = 1 << i
+        one = d.eq(x & bit, d.u32(bit))
+        x_wins = one if ge else d.not_(one)  # x's bit is the larger (ge) / smaller (le) one
+        out = d.or_(x_wins, out) if bool(v & bit) != ge else d.and_(x_wins, out)
+    return out
+
+
+def _m_tproxy_socket(d: Domain, m: TproxySocket, p: Pkt, env: Env) -> Any:
+    """A later packet: its connection's socket is transparent; a first packet: a transparent listener
+    on the port (the proxy's listeners are the world's transparent sockets, as for TPROXY)."""
+    if p.sk is not None:
+        return p.sk.transparent
+    if not env.world.proxy.transparent:
+        return d.const(False)
+    port = p.dport if m.port is None else d.port(m.port)
+    return d.or_(*[d.eq(port, d.port(lp)) for lp, _side in env.listeners()])
+
+
 MATCHES: dict[type, Callable[[Domain, Any, Pkt, Env], Any]] = {
     Source: _m_source,
     Destination: _m_destination,
@@ -326,6 +427,14 @@ MATCHES: dict[type, Callable[[Domain, Any, Pkt, Env], Any]] = {
     CommentMatch: _m_comment,
     SocketMatch: _m_socket,
     OpaqueMatch: _m_opaque,
+    FamilyMatch: _m_family,
+    AddressSet: _m_address_set,
+    InterfaceSet: _m_interface_set,
+    ProtocolSet: _m_protocol_set,
+    PortPair: _m_port_pair,
+    SocketOwner: _m_socket_owner,
+    MarkRanges: _m_mark_ranges,
+    TproxySocket: _m_tproxy_socket,
 }
 
 
@@ -456,9 +565,21 @@ def _t_ct(d: Domain, t: CtTarget, p: Pkt, env: Env, stage: Stage) -> Effect:
     directions. A packet that already carries its entry (the loopback re-entry) is left alone."""
     if t.notrack or t.extra:
         return Effect("verdict", UNK, why="CT --notrack / CT options are not modelled")
-    if t.zone is None or p.entry:
-        return Effect("next")
+    if t.zone is None or p.entry or not stage.before_conntrack:
+        return Effect("next")  # after conntrack (an nft chain above -200) the packet is tracked already
     return Effect("marks", mark=p.mark, ctmark=p.ctmark, zone=d.port(t.zone))
+
+
+def _t_mark_statements(d: Domain, t: MarkStatements, p: Pkt, env: Env, stage: Stage) -> Effect:
+    mark, ctmark = p.mark, p.ctmark
+    for step in t.steps:
+        src = d.u32(0) if step.source is None else (mark if step.source == "mark" else ctmark)
+        value = (src & step.mask) ^ d.u32(step.xor)
+        if step.key == "mark":
+            mark = value
+        else:
+            ctmark = value
+    return Effect("marks", mark=mark, ctmark=ctmark, zone=p.zone)
 
 
 def _t_snat(d: Domain, t: Snat | Masquerade, p: Pkt, env: Env, stage: Stage) -> Effect:
@@ -487,6 +608,7 @@ EFFECTS: dict[type, Callable[[Domain, Any, Pkt, Env, Stage], Effect]] = {
     Log: _t_none,
     Trace: _t_none,
     OpaqueTarget: _t_opaque,
+    MarkStatements: _t_mark_statements,
 }
 
 

@@ -120,7 +120,18 @@ class Ctx:
 # Chains
 
 
-State = tuple[Any, Any, Any]  # what rules change as a chain runs: (mark, ctmark, conntrack zone)
+class State(tuple):  # type: ignore[type-arg]
+    """What rules change as a chain runs: (mark, ctmark, conntrack zone), with its memo key (the
+    terms' ids) computed once."""
+
+    key: tuple[int, int, int]
+
+    def __new__(cls, mark: Any, ctmark: Any, zone: Any) -> State:
+        st = super().__new__(cls, (mark, ctmark, zone))
+        st.key = (mark.get_id(), ctmark.get_id(), zone.get_id())
+        return st
+
+
 Cont = Callable[[State], K.Decision]
 
 
@@ -144,12 +155,8 @@ class Traversal:
         return K.Decision(z3.BitVecVal(kind, 8), self.zero_addr if addr is None else addr,
                           self.zero_port if port is None else port, *st)
 
-    @staticmethod
-    def _ids(st: State) -> tuple[int, int, int]:
-        return st[0].get_id(), st[1].get_id(), st[2].get_id()
-
     def view(self, st: State) -> K.Pkt:
-        key = self._ids(st)
+        key = st.key
         v = self.views.get(key)
         if v is None:
             v = self.views[key] = attrs.evolve(self.pkt, mark=st[0], ctmark=st[1], zone=st[2])
@@ -191,7 +198,7 @@ class Traversal:
         return self.d.and_(*parts)
 
     def run(self, chain: Chain, start: int, st: State, k: Cont) -> K.Decision:
-        ids, kid = self._ids(st), self._cid(k)
+        ids, kid = st.key, self._cid(k)
         key = (chain.name, start, *ids, kid)
         hit = self.memo.get(key)
         if hit is not None:
@@ -253,10 +260,10 @@ class Traversal:
             case "next":
                 return None
             case "marks":  # simplified, so equal marks are one term and the rest of the chain is memoised
-                after = (z3.simplify(eff.mark), z3.simplify(eff.ctmark), z3.simplify(eff.zone))
+                after = State(_simple(eff.mark, st[0]), _simple(eff.ctmark, st[1]), _simple(eff.zone, st[2]))
                 return self.run(chain, i + 1, after, k)
             case "verdict":
-                after = (eff.mark, st[1], st[2]) if eff.code == TPROXY else st
+                after = State(eff.mark, st[1], st[2]) if eff.code == TPROXY else st
                 return self.dec(eff.code, after, port=eff.port, addr=eff.addr)
             case "return":
                 if chain.builtin:
@@ -281,6 +288,13 @@ class Traversal:
         raise AssertionError(f"unknown effect {eff.kind}")  # pragma: no cover
 
 
+def _simple(new: Any, old: Any) -> Any:
+    """A mark after a rule: the old term when unchanged, else simplified (equal marks, one term)."""
+    if new is old:
+        return old
+    return z3.simplify(new)
+
+
 def table_decision(ctx: Ctx, ruleset: Ruleset, stage: Stage, pkt: K.Pkt) -> K.Decision:
     """One table's decision at one stage (an absent or empty accepting chain continues)."""
     t = ruleset.table(stage.table)
@@ -289,7 +303,7 @@ def table_decision(ctx: Ctx, ruleset: Ruleset, stage: Stage, pkt: K.Pkt) -> K.De
         return K.Decision(z3.BitVecVal(CONT, 8), z3.BitVecVal(0, ctx.w), z3.BitVecVal(0, 16), pkt.mark, pkt.ctmark,
                           pkt.zone)
     zone = pkt.zone if not isinstance(pkt.zone, int) else z3.BitVecVal(pkt.zone, 16)
-    return Traversal(ctx, t, stage, pkt).chain(c, (pkt.mark, pkt.ctmark, zone))
+    return Traversal(ctx, t, stage, pkt).chain(c, State(pkt.mark, pkt.ctmark, zone))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -4,14 +4,17 @@ Everything public, by what it draws (all addresses are documentation or loopback
 
 * addresses and ports: ``addresses(family)``, ``networks(family)``, ``port_ranges()``, and
   ``binds(family)`` (wildcard, loopback, pod IP: the columns of the bind matrix);
+  ``SPECIAL_DESTINATIONS`` (what ``connect()`` rewrites or refuses: 0.0.0.0, broadcast, multicast,
+  link-local);
 * rules: ``matches()``, ``targets()``, ``rules()``, ``chains()`` (user chain names from
   ``chain_names``), ``tables()``;
 * rulesets: ``rulesets(family)``, ``rulesets_pair()`` (IPv4 + IPv6), ``capture_rulesets()``
   (istio-init-shaped nat tables);
 * worlds: ``worlds()`` (the kernel oracle's: one to three apps, dual-stack possible, addresses from
   ``WORLD_ADDRS``), ``small_worlds()`` (one app, one family: the solver differential test's,
-  addresses ``SMALL_WORLD_ADDRS``, app ports ``SMALL_WORLD_PORTS``), ``proxy_behaviors()``,
-  ``sockets(family)``;
+  addresses ``SMALL_WORLD_ADDRS``, app ports ``SMALL_WORLD_PORTS``, rules of every kind in every
+  table at every hook, ``SMALL_WORLD_CHAINS``, with values from ``small_world_palette(family)``),
+  ``proxy_behaviors()``, ``sockets(family)``;
 * flows: ``flows(world)`` (any flow that can start in a given world), ``world_flows(world)`` (the
   bind matrix, not a strategy), ``worlds_and_flows()``.
 
@@ -35,6 +38,7 @@ A user's own property test::
 
 from meshsolve.strategies._addresses import (
     SMALL_WORLD_ADDRS,
+    SPECIAL_DESTINATIONS,
     WORLD_ADDRS,
     addresses,
     binds,
@@ -53,9 +57,11 @@ from meshsolve.strategies._rules import (
     targets,
 )
 from meshsolve.strategies._worlds import (
+    SMALL_WORLD_CHAINS,
     SMALL_WORLD_PORTS,
     capture_rulesets,
     proxy_behaviors,
+    small_world_palette,
     small_worlds,
     sockets,
     worlds,
@@ -68,8 +74,8 @@ __all__ = [
     "capture_rulesets", "chain_names", "chains", "matches", "rules", "rulesets", "rulesets_pair", "tables",
     "targets",
     # worlds
-    "SMALL_WORLD_ADDRS", "SMALL_WORLD_PORTS", "WORLD_ADDRS", "proxy_behaviors", "small_worlds", "sockets",
-    "worlds",
+    "SMALL_WORLD_ADDRS", "SMALL_WORLD_CHAINS", "SMALL_WORLD_PORTS", "SPECIAL_DESTINATIONS", "WORLD_ADDRS",
+    "proxy_behaviors", "small_world_palette", "small_worlds", "sockets", "worlds",
     # flows
     "flows", "world_flows", "worlds_and_flows",
 ]

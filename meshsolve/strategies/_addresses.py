@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 import meshsolve.defaults as defaults
 from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, to_address
 
-__all__ = ["SMALL_WORLD_ADDRS", "WORLD_ADDRS", "addresses", "binds", "networks", "port_ranges"]
+__all__ = ["SMALL_WORLD_ADDRS", "SPECIAL_DESTINATIONS", "WORLD_ADDRS", "addresses", "binds", "networks",
+           "port_ranges"]
 
 # The parser-facing space: documentation and loopback networks, and on IPv6 the IPv4-mapped and
 # -compatible forms (they exercise inet_ntop's dotted output: ::ffff:192.0.2.1).
@@ -57,6 +58,13 @@ SMALL_WORLD_ADDRS: dict[str, dict[str, str]] = {
     "ipv6": dict(pod=_POD["ipv6"], peer=_PEER["ipv6"], vip="2001:db8:100::1", remote="2001:db8:203::5",
                  lo="::1", src6="::6", any="::", lonet="::1/128", srcnet="::6/128",
                  podnet=f"{_POD['ipv6']}/128"),
+}
+
+# Destinations connect() treats specially (rewrites to loopback, or refuses): the unspecified
+# address, broadcast, multicast, link-local (IPv6 without a scope id), and 0.0.0.0/8.
+SPECIAL_DESTINATIONS: dict[str, tuple[str, ...]] = {
+    "ipv4": ("0.0.0.0", "255.255.255.255", "224.0.0.1", "169.254.1.1", "0.0.0.7", "127.255.255.255"),
+    "ipv6": ("::", "ff02::1", "fe80::1"),
 }
 
 

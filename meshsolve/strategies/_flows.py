@@ -7,10 +7,15 @@ from hypothesis import strategies as st
 import meshsolve.defaults as defaults
 from meshsolve.model.net import Family, to_address
 from meshsolve.model.world import Flow, World
-from meshsolve.strategies._addresses import WORLD_ADDRS, addresses
+from meshsolve.strategies._addresses import SPECIAL_DESTINATIONS, WORLD_ADDRS, addresses
 from meshsolve.strategies._worlds import WORLD_APP_PORTS, WORLD_SERVICE_PORT, worlds
 
 __all__ = ["flows", "world_flows", "worlds_and_flows"]
+
+# Special destinations the bind matrix leaves out: the model and the kernel disagree on 0.0.0.0,
+# 0.0.0.0/8 and :: (tests/test_kernel_disagreements.py), and 169.254.1.1 is no address of the kernel
+# oracle's remote server (it owns only the addresses a world names).
+_NOT_ON_THE_KERNEL = frozenset({"0.0.0.0", "0.0.0.7", "::", "169.254.1.1"})
 
 # the sidecar's listeners and admin ports: a flow to one of them is worth drawing
 _PROXY_PORTS = (defaults.PROXY_OUTBOUND_PORT, defaults.PROXY_INBOUND_PORT, 15008, 15020, 15021, 15090)
@@ -24,7 +29,8 @@ def flows(draw: st.DrawFn, world: World, *, clients: tuple[str, ...] | None = No
     The client is the peer, the proxy or one of the world's apps (or one of ``clients``); a peer
     connects to the pod IP of one of the world's families (a peer flow to any other address would be
     forwarded, which is not modelled); a process in the pod connects to the pod IP, loopback,
-    127.0.0.6/::6, a service VIP, an endpoint, the peer or an outside documentation address. The
+    127.0.0.6/::6, a service VIP, an endpoint, the peer, an outside documentation address or one of
+    ``SPECIAL_DESTINATIONS`` (0.0.0.0, broadcast, multicast, link-local). The
     port is one the world mentions (app sockets, services, endpoints, the proxy's ports), one of
     ``ports``, or any port; a VIP:port destination picks one of the service's endpoints.
     """
@@ -43,7 +49,8 @@ def flows(draw: st.DrawFn, world: World, *, clients: tuple[str, ...] | None = No
         local += [s.vip for s in world.services if s.vip.version == pod.version]
         local += [e.address for s in world.services for e in s.endpoints if e.address.version == pod.version]
         local += [p for p in world.peer_ips if p.version == pod.version]
-        dst = draw(st.sampled_from(local) | addresses(fam))
+        special = [to_address(x) for x in SPECIAL_DESTINATIONS[fam]]
+        dst = draw(st.sampled_from(local) | addresses(fam) | st.sampled_from(special))
     known = {s.port for app in world.apps for s in app.sockets}
     known |= {s.port for s in world.services} | {e.port for s in world.services for e in s.endpoints}
     known |= {world.proxy.outbound_port, *_PROXY_PORTS, *ports}
@@ -61,8 +68,10 @@ def flows(draw: st.DrawFn, world: World, *, clients: tuple[str, ...] | None = No
 
 def world_flows(world: World, *, endpoint: int = 0) -> tuple[Flow, ...]:
     """Every flow of the bind matrix for ``world``, per family: the peer and each app to the pod IP,
-    loopback, the service VIP (through ``endpoint``) and an outside address, on every app port; the
-    proxy itself to the pod IP, loopback and outside."""
+    loopback, the service VIP (through ``endpoint``) and an outside address, on every app port, and
+    the first app to the special destinations (``SPECIAL_DESTINATIONS``: what ``connect()`` rewrites
+    or refuses) the model and the kernel agree on; the proxy itself to the pod IP, loopback and
+    outside."""
     out = []
     for fam in world.families:
         a = WORLD_ADDRS[fam]
@@ -73,6 +82,9 @@ def world_flows(world: World, *, endpoint: int = 0) -> tuple[Flow, ...]:
                 out.append(Flow(app.name, a["pod"], p))
             out.append(Flow(app.name, a["out"], WORLD_APP_PORTS[0]))
             out.append(Flow(app.name, a["vip"], WORLD_SERVICE_PORT, endpoint=endpoint))
+        if world.apps:
+            out += [Flow(world.apps[0].name, d, WORLD_APP_PORTS[0]) for d in SPECIAL_DESTINATIONS[fam]
+                    if d not in _NOT_ON_THE_KERNEL]
         out += [Flow("proxy", a[k], WORLD_APP_PORTS[0]) for k in ("pod", "lo", "out")]
     return tuple(out)
 

@@ -52,6 +52,7 @@ __all__ = [
     "PROBE_SNAT_V6",
     "ROUTE_TABLE",
     "RULE_PRIORITY",
+    "ZTUNNEL_PORTS",
     "AmbientConfig",
     "Backend",
     "DnsOverride",
@@ -69,6 +70,8 @@ INBOUND_PLAINTEXT_PORT = 15006
 HBONE_PORT = 15008
 DNS_LISTENER_PORT = 15053
 DNS_PORT = 53
+# every port ztunnel listens on in the pod: an app cannot bind one of them
+ZTUNNEL_PORTS = (OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, HBONE_PORT, DNS_LISTENER_PORT)
 PROBE_SNAT_V4 = to_address("169.254.7.127")
 PROBE_SNAT_V6 = to_address("fd16:9254:7127:1337:ffff:ffff:ffff:ffff")
 PROBE_SET = "istio-inpod-probes"

@@ -1,0 +1,48 @@
+"""Random pod worlds whose capture is native nftables (shared by the nft oracle and solver tests): the
+kernel oracle's ``worlds()`` with their rules replaced by a lowered ``capture_rulesets()`` — or, one
+time in four, kept beside the nft tables' non-nat chains. Not drawn, because the semantics does not
+model them yet (``tests/test_nft_kernel_order.py`` pins them as expected failures): an nft nat chain
+beside iptables' nat table (the kernel runs all nat chains of a hook inside one nat hook, at the nat
+priority, and stops at the first that binds), and a base chain at the priority of an iptables table
+(on a tie the chain registered last runs first)."""
+
+from __future__ import annotations
+
+import attrs
+from hypothesis import strategies as st
+
+from meshsolve.model.rules import Ruleset, Rulesets
+from meshsolve.model.world import Flow, World
+from meshsolve.nftables import Ruleset as NftRuleset
+from meshsolve.nftables.lower import lower
+from meshsolve.nftables.strategies import capture_rulesets
+from meshsolve.strategies import WORLD_ADDRS, world_flows, worlds
+
+WORLD_IDS = (1000, 1001, 1337)
+
+
+@st.composite
+def nft_worlds(draw: st.DrawFn) -> tuple[World, NftRuleset]:
+    world = draw(worlds())
+    p = world.proxy
+    mixed = draw(st.integers(0, 3)) == 0
+    nft = draw(capture_rulesets(world.families, WORLD_ADDRS, proxy_uid=p.uid, proxy_gid=p.gid, ids=WORLD_IDS,
+                                outbound_port=p.outbound_port, inbound_port=p.inbound_port,
+                                filter_priorities=(10, -10) if mixed else (0, 0, 10, -10)))
+    if mixed:
+        nft = NftRuleset(tuple(attrs.evolve(t, chains=tuple(c for c in t.chains if c.hook is None or c.hook.type != "nat"))
+                               for t in nft.tables))
+    low = lower(nft)
+    if mixed:
+        rules = Rulesets(Ruleset("ipv4", world.rules.ipv4.tables, low.ipv4.nft),
+                         Ruleset("ipv6", world.rules.ipv6.tables, low.ipv6.nft))
+    else:
+        rules = low
+    return attrs.evolve(world, rules=rules), nft
+
+
+@st.composite
+def nft_worlds_and_flows(draw: st.DrawFn) -> tuple[World, tuple[Flow, ...]]:
+    world, _ = draw(nft_worlds())
+    endpoint = draw(st.integers(0, len(world.services[0].endpoints) - 1))
+    return world, world_flows(world, endpoint=endpoint)
