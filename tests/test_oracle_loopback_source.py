@@ -43,3 +43,19 @@ def test_the_kernel_agrees() -> None:
         for f in flows:
             expected, actual = interpret(w, f), kw.run(f)
             assert not differences(expected, actual), f"{f}: model {expected.summary}, kernel {actual.summary}\n{actual}"
+
+
+def test_the_proxy_s_own_tcp_dns_call_to_the_pod_loops_as_no_loops_says() -> None:
+    """The same golden's gid rule (``! --dport 15008``, port 53 not exempt as it is in the uid rule)
+    sends a gid-1337 process's TCP connection to the pod's port 53 to the inbound side, whose
+    upstream (uid 0, gid 1337, to the original destination) meets the same rule again: a loop. The
+    golden table's "no loops" is refuted for tproxy.golden, and the kernel shows the loop."""
+    e = next(x for x in golden_entries() if x.file == "tproxy.golden")
+    w = world_from_config(e.config, rules=parse_file(e.path))
+    f = Flow("proxy", "192.0.2.10", 53)
+    expected = interpret(w, f)
+    assert expected.summary == "in, loop"
+    with KernelWorld(w) as kw:
+        actual = kw.run(f)
+    assert not differences(expected, actual), f"model {expected.summary}, kernel {actual.summary}\n{actual}"
+    assert actual.summary == "in, loop"

@@ -62,11 +62,13 @@ def insert(world: World, table: str, chain: str, pos: int, rule: Rule) -> tuple[
     return attrs.evolve(world, rules=attrs.evolve(world.rules, ipv4=new_rs)), RuleRef(table, chain, index + 1)
 
 
-def concretisations(rule: Rule) -> list[Rule | None]:
-    """Fully modelled stand-ins for ``rule``: None (never matches), and always-matching versions."""
+def concretisations(rule: Rule, table: str = "filter") -> list[Rule | None]:
+    """Fully modelled stand-ins for ``rule``: None (never matches), and always-matching versions
+    (no DROP in nat, where the kernel's loader refuses it)."""
     matches = tuple(m for m in rule.matches if not isinstance(m, OpaqueMatch))
     if isinstance(rule.target, OpaqueTarget):
-        return [None, *(Rule(matches, t) for t in (Accept(), Drop(), Return()))]
+        verdicts = (Accept(), Return()) if table == "nat" else (Accept(), Drop(), Return())
+        return [None, *(Rule(matches, t) for t in verdicts)]
     return [None, Rule(matches, rule.target)]
 
 
@@ -102,7 +104,7 @@ def verdicts_sound(world: World, ref: RuleRef, rule: Rule) -> dict[str, str]:
             assert v.result.outcome.__class__.__name__ != "Undetermined"
         else:
             assert isinstance(v, Proved)
-            for alt in concretisations(rule):
+            for alt in concretisations(rule, ref.table):
                 cv = check(replace(world, ref, alt), prop, timeout_ms=60_000)
                 assert isinstance(cv, Proved), (
                     f"SOLVER BUG: '{prop.title()}' PROVED with opaque {ref} ({rule}), but with it as "

@@ -15,7 +15,7 @@ from typing import Literal, NoReturn
 import attrs
 
 from meshsolve.errors import ParseError
-from meshsolve.iptables.parse import MAX_INPUT_BYTES, MAX_LINE_CHARS
+from meshsolve.iptables import MAX_INPUT_BYTES, MAX_LINE_CHARS
 
 __all__ = ["MAX_INPUT_BYTES", "MAX_LINE_CHARS", "Token", "Tokens", "check_text", "lex"]
 
