@@ -542,7 +542,7 @@ def check_command(ctx: click.Context, setup_name: str | None, family: str | None
         report = Report(inputs, (), level)
     else:
         checked = check_world(world, parse_properties(props, world, representative=loaded.representative,
-                                                            excluded=loaded.excluded),
+                                                      excluded=loaded.excluded, defaults=loaded.defaults),
                               app_references=dict(loaded.app_references), failure_threshold=level,
                               parts=loaded.parts)
         report = Report((*inputs, *checked.findings), checked.checked, level)

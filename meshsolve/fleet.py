@@ -31,6 +31,9 @@ from meshsolve.analysis.worlds import DEFAULT_POD, world_from_config
 from meshsolve.errors import SpecError
 from meshsolve.inputs import apps_of_pod, parse_properties
 from meshsolve.istio import CaptureConfig, proxy_behavior
+from meshsolve.istio.ambient import AmbientConfig
+from meshsolve.istio.ambient.config import ZTUNNEL_PORTS
+from meshsolve.istio.ambient.pods import DATAPLANE_MODE, ambient_pod, namespaces_in
 from meshsolve.istio.pod import load_pods, load_workloads, pod_capture
 from meshsolve.model.net import IPAddress
 from meshsolve.model.provenance import Assumed, Part
@@ -50,7 +53,7 @@ class FleetPod:
 
     subject: Subject
     reference: str | None
-    config: CaptureConfig
+    config: CaptureConfig | AmbientConfig  # a sidecar's, or an ambient pod's
     apps: tuple[App, ...]
     families: tuple[str, ...]
     basis: str
@@ -133,14 +136,15 @@ def _pods(text: str, source: str, pool: ProcessPoolExecutor | None = None,
     return out
 
 
-def _key(pod: Mapping[str, Any]) -> str:
+def _key(pod: Mapping[str, Any], namespace_mode: str | None = None) -> str:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
     ips = [str(p.get("ip", "")) for p in status.get("podIPs") or () if isinstance(p, Mapping)] or \
         ([str(status["podIP"])] if status.get("podIP") else [])
     fams = sorted({"ipv6" if ":" in ip else "ipv4" for ip in ips})
-    return json.dumps({"a": meta.get("annotations") or {}, "i": spec.get("initContainers") or [],
+    return json.dumps({"a": meta.get("annotations") or {}, "l": (meta.get("labels") or {}).get(DATAPLANE_MODE),
+                       "n": namespace_mode, "i": spec.get("initContainers") or [],
                        "c": [{k: c.get(k) for k in ("name", "ports", "securityContext", "env", "image")}
                              for c in spec.get("containers") or () if isinstance(c, Mapping)],
                        "s": spec.get("securityContext"), "d": spec.get("dnsConfig"), "f": fams},
@@ -156,12 +160,20 @@ def load_fleet(path: str | Path, *, version: str | None = None, pool: ProcessPoo
     except OSError as exc:
         raise SpecError(f"cannot read manifest: {exc.strerror}", source=source) from None
     pods = _pods(text, source, pool, workers)
+    namespaces = namespaces_in(text, source) if "Namespace" in text else {}
     lines = yaml_lines(text)
     used: dict[str, int] = {}
-    cache: dict[str, tuple[CaptureConfig, tuple[App, ...], tuple[str, ...], str, tuple[Part, ...]]] = {}
+    cache: dict[str, tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], str, tuple[Part, ...]]] = {}
     out: list[FleetPod] = []
     for pod in pods:
-        key = _key(pod)
+        ns_labels = namespaces.get(str((pod.get("metadata") or {}).get("namespace", "default")))
+        key = _key(pod, None if ns_labels is None else ns_labels.get(DATAPLANE_MODE))
+        ambient = ambient_pod(pod, version=version, namespace=ns_labels) if key not in cache else None
+        if ambient is not None:
+            fams = tuple(sorted({"ipv6" if a.version == 6 else "ipv4" for a in ambient.pod_ips})) or \
+                ambient.config.families
+            pa = apps_of_pod(pod, ipv6="ipv6" in fams, proxy_ports=ZTUNNEL_PORTS, source=source)
+            cache[key] = (ambient.config, pa.apps, fams, "ambient", pa.parts)
         if key not in cache:
             try:
                 pc = pod_capture(pod, version=version, source=source)
@@ -185,7 +197,7 @@ def load_fleet(path: str | Path, *, version: str | None = None, pool: ProcessPoo
     return out
 
 
-GroupKey = tuple[CaptureConfig, tuple[App, ...], tuple[str, ...]]
+GroupKey = tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...]]
 
 
 def group_pods(pods: Sequence[FleetPod]) -> dict[GroupKey, list[FleetPod]]:
@@ -201,10 +213,17 @@ Work = tuple[GroupKey, tuple[str, ...], tuple[Part, ...]]
 def _prove(args: Work) -> Report:
     (config, apps, fams), specs, parts = args
     pod_ips: tuple[IPAddress, ...] = tuple(DEFAULT_POD[f] for f in fams)
-    world = world_from_config(config, apps=apps, pod_ips=pod_ips, name="group")
     stand_ins = tuple(Part("pod-ip", f"the pod IP {a}", Assumed("a group of pods is proven with a documentation "
                                                                "address for the pod IP"), (str(a),))
                       for a in pod_ips)
+    if isinstance(config, AmbientConfig):
+        from meshsolve.analysis.ambient import ambient_properties
+        from meshsolve.istio.ambient.profile import ambient_world
+
+        world = ambient_world(config, apps=apps, pod_ips=pod_ips, name="group")
+        own = tuple(p for _key, p in ambient_properties(config, world))
+        return check_world(world, parse_properties(specs, world, defaults=own), parts=(*parts, *stand_ins))
+    world = world_from_config(config, apps=apps, pod_ips=pod_ips, name="group")
     return check_world(world, parse_properties(specs, world), parts=(*parts, *stand_ins))
 
 

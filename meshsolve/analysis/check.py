@@ -20,6 +20,7 @@ from typing import Any, cast
 import attrs
 
 import meshsolve.defaults as defaults
+from meshsolve.analysis.ambient_properties import property_world
 from meshsolve.analysis.properties import Property
 from meshsolve.errors import InternalError
 from meshsolve.model.net import IPAddress, to_address
@@ -163,25 +164,41 @@ def check(world: World, prop: Property, *, hops: int = defaults.HOPS,
     either gives ``Unknown``. (Building the encoding is not bounded by them: it is linear in the
     number of rules.)"""
     assumes: list[str] = []
+    world = property_world(prop, world)  # a property may be about a variant of the pod (ambient's)
+    # a property its first connections decide (ambient's) is searched with that many connections
+    bound = min(hops, getattr(prop, "decided_within", hops))
     for scope, pred in prop.checks(world):
-        ans = search(world, scope, pred, hops=hops, timeout_ms=timeout_ms, rlimit=rlimit, names=names)
+        ans = search(world, scope, pred, hops=bound, timeout_ms=timeout_ms, rlimit=rlimit, names=names)
         if isinstance(ans, NoWitness):
             assumes.extend(ans.opaque)
             continue
         if isinstance(ans, SolverGaveUp):
             return Unknown(prop, f"solver gave up on '{scope}': {ans.reason}")
         assert isinstance(ans, Candidate)
-        result = interpret(ans.world, ans.flow, max_hops=hops)
+        result = interpret(ans.world, ans.flow, max_hops=bound)
         if isinstance(result.outcome, Undetermined):
             return Unknown(prop, f"depends on an unmodelled rule: {result.outcome}")
         if not holds(pred, result):
-            return Refuted(prop, scope, pred, ans.flow, result, ans.world)
+            whole = _whole(prop, pred, ans, result, hops) if bound < hops else result
+            return Refuted(prop, scope, pred, ans.flow, whole, ans.world)
         if ans.opaque:
             return Unknown(prop, "may be violated depending on unmodelled rule(s): " + "; ".join(ans.opaque))
         raise InternalError(
             f"solver and interpreter disagree on {ans.flow} for '{prop.title()}': the solver says it "
             f"violates '{describe(pred)}', the interpreter says {result.summary}\n{result}")
     return Proved(prop, hops, tuple(dict.fromkeys(assumes)))
+
+
+def _whole(prop: Property, pred: Pred, ans: Candidate, result: Result, hops: int) -> Result:
+    """The witness followed to the full bound when the search stopped earlier (what a user reads),
+    which must violate the predicate as well: else the property's ``decided_within`` is wrong."""
+    whole = interpret(ans.world, ans.flow, max_hops=hops)
+    if isinstance(whole.outcome, Undetermined):
+        return result
+    if holds(pred, whole):
+        raise InternalError(f"'{prop.title()}' is not decided by its first connections: {ans.flow} "
+                            f"violates '{describe(pred)}' within them, not when followed further")
+    return whole
 
 
 def check_all(world: World, props: Iterable[Property], **kw: Any) -> list[Verdict]:

@@ -12,6 +12,7 @@ from typing import TypeAlias
 
 import attrs
 
+from meshsolve.analysis.ambient_properties import AmbientProperty
 from meshsolve.model.net import Family, IPAddress, to_address
 from meshsolve.model.world import World
 from meshsolve.semantics.trace import Side
@@ -338,7 +339,7 @@ class Exempt:
 
 Property: TypeAlias = (
     Reachable | CaptureOutbound | CaptureInbound | Bypass | NoLoops | NoExposure | Observation | LeavesPod
-    | Direct | Exempt
+    | Direct | Exempt | AmbientProperty
 )
 
 

@@ -1,8 +1,9 @@
 """The door for what users have: one place turns inputs into a ``World`` with the provenance of each
 part (``build.py``), for the API, the command line, ``audit`` and the pytest plugin alike.
 
-- ``build.py``: :func:`load` (setup, flags, manifest, rules, binds, routing → :class:`Loaded`) and
-  :func:`worlds_of_manifest` (one world per pod);
+- ``build.py``: :func:`load` (setup, flags, manifest, rules, binds, routing → :class:`Loaded`),
+  :func:`from_ambient_pod` (a pod in Istio's ambient mode) and :func:`worlds_of_manifest` (one world
+  per pod);
 - ``manifest.py``: manifests → pods → apps (:func:`apps_of_pod`, the one place containers become apps);
 - ``rules.py``: a rules input → the state to analyse, or the problem that leaves none; the
   listeners the rules make possible;
@@ -14,7 +15,15 @@ part (``build.py``), for the API, the command line, ``audit`` and the pytest plu
 """
 
 from meshsolve.inputs.binds import Binds, load_binds, read_binds
-from meshsolve.inputs.build import default_config, from_flags, from_rules, load, possible_listeners, worlds_of_manifest
+from meshsolve.inputs.build import (
+    default_config,
+    from_ambient_pod,
+    from_flags,
+    from_rules,
+    load,
+    possible_listeners,
+    worlds_of_manifest,
+)
 from meshsolve.inputs.manifest import PodApps, apps_of_pod, read_manifest, read_manifest_text
 from meshsolve.inputs.meshes import Cohabitation, load_cohabitation, load_mesh
 from meshsolve.inputs.properties import (
@@ -42,6 +51,7 @@ __all__ = [
     "apps_of_pod",
     "check_defaults",
     "default_config",
+    "from_ambient_pod",
     "family_label",
     "from_flags",
     "from_rules",

@@ -14,6 +14,11 @@ Inputs, combinable as noted:
 * ``binds=PATH``: the apps' listeners: meshsolve's binds YAML or an ``ss``/``netstat`` listing.
 * ``routing=PATH``: the pod's policy routing (``ip rule`` / ``ip route`` output or commands).
 
+A pod that Istio's ambient mode captures (``meshsolve.istio.ambient.pods``: its label or its
+namespace's, when the manifest has the Namespace, or istio-cni's annotation) gets istio-cni's in-pod
+rules (or ``rules``, a dump of them), ztunnel and istio-cni's policy routing, and the ambient
+properties A1–A5 as ``Loaded.defaults`` (:func:`from_ambient_pod`).
+
 Every part of the world is recorded with its provenance (``meshsolve.model.provenance``):
 
 * the **Istio version** (its sidecar's behaviour): *given* by ``--istio``; else *inferred* from the
@@ -44,7 +49,7 @@ from meshsolve.errors import SpecError
 from meshsolve.inputs.binds import Binds, load_binds
 from meshsolve.inputs.manifest import apps_of_pod, read_manifest, read_manifest_text
 from meshsolve.inputs.meshes import PodRead, load_mesh
-from meshsolve.inputs.rules import RulesRead, listeners_of_rules, read_rules_text, rules_source
+from meshsolve.inputs.rules import RulesRead, listeners_of_rules, read_rules, read_rules_text, rules_source
 from meshsolve.inputs.values import Loaded, Problem, address_parts
 from meshsolve.iproute import parse_routing
 from meshsolve.iptables import file_text
@@ -60,7 +65,8 @@ from meshsolve.model.world import App, Service, Socket, World
 from meshsolve.semantics.setups import setup_world
 from meshsolve.yamllines import yaml_lines
 
-__all__ = ["default_config", "from_flags", "from_rules", "load", "possible_listeners", "worlds_of_manifest"]
+__all__ = ["default_config", "from_ambient_pod", "from_flags", "from_rules", "load", "possible_listeners",
+           "worlds_of_manifest"]
 
 
 def default_config(version: str, ports: Sequence[int] = (defaults.APP_PORT,)) -> CaptureConfig:
@@ -303,6 +309,11 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
             raise SpecError(f"the manifest has {len(pods)} pods; check takes one (use 'meshsolve audit' "
                             "for a list)", source=pod)
         read = PodRead(pod, pods[0][0], pods[0][1], text)
+        if mesh is None or mesh.strip().lower() == "istio":
+            ambient = from_ambient_pod(read.doc, text=text, source=pod, istio=istio, family=family, binds=b,
+                                       binds_source=binds, rules=rules, routing=route, acc=acc)
+            if ambient is not None:
+                return ambient
     dump: tuple[str, str] | None = None
     if rules is not None:
         name = rules_source(rules)
@@ -369,6 +380,79 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
                    label=f"Istio {config.version} injector defaults", routing=route, listen_ports=listen_ports)
 
 
+def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<manifest>",
+                     istio: str | None = None, family: str | None = None, binds: Binds | None = None,
+                     binds_source: str | None = None, rules: str | None = None, routing: Routing | None = None,
+                     acc: _Acc | None = None, nth: int = 0) -> Loaded | None:
+    """The world of a pod that ambient mode captures, with the ambient properties as its
+    ``defaults``; None for any other pod. The namespaces' labels come from the same manifest
+    (``text``) when it has them; ``rules``: a dump from the pod instead of the generated rules;
+    ``nth``: which of the pods with this name it is (``apps_of_pod``)."""
+    from meshsolve.analysis.ambient import ambient_properties
+    from meshsolve.istio.ambient.config import ZTUNNEL_PORTS
+    from meshsolve.istio.ambient.pods import ambient_pod, namespaces_in
+    from meshsolve.istio.ambient.profile import ambient_world
+
+    ns = str((pod.get("metadata") or {}).get("namespace", "default"))
+    found = ambient_pod(pod, version=istio, namespace=namespaces_in(text, source).get(ns) if text else None)
+    if found is None:
+        return None
+    b = binds or Binds()
+    acc = acc or _Acc()
+    acc.notes.extend(found.notes)
+    config = found.config
+    pod_ips = b.pod_ips or found.pod_ips or None
+    ip_prov: Provenance | None = None
+    if b.pod_ips:
+        ip_prov = Given(binds_source or "binds")
+    elif found.pod_ips:
+        ip_prov = Given(source, yaml_lines(text).key_line("podIP")) if text else Given(source)
+    else:
+        if family in ("ipv6", "dual"):
+            config = config.evolve(enable_ipv6=True)
+        pod_ips = tuple(DEFAULT_POD[f] for f in (("ipv6",) if family == "ipv6" else config.families))
+    refs: tuple[tuple[str, str], ...] = ()
+    apps = b.apps
+    if apps is None:
+        pa = apps_of_pod(pod, ipv6=any(a.version == 6 for a in pod_ips or ()), proxy_ports=ZTUNNEL_PORTS,
+                         source=source, text=text, nth=nth)
+        apps, refs = pa.apps, pa.references
+        acc.parts.extend(pa.parts)
+        acc.notes.extend(pa.notes)
+    world = ambient_world(config, apps=apps, pod_ips=pod_ips or (), services=b.services or (), name=found.name,
+                          namespace=found.namespace)
+    who = f"ambient pod {found.namespace}/{found.name}"
+    label = f"{who} from {source} ({config.describe()})"
+    rules_part = Part("rules", f"istio-cni's in-pod rules of Istio {config.version}",
+                      Inferred(f"what istio-cni writes in the pod's netns ({found.reason})"))
+    route_part = Part("routing", "istio-cni's policy routing (fwmark 0x111/0xfff lookup 100, local route in "
+                                 "table 100)", Inferred("ambient mode"))
+    if rules is not None:
+        got = read_rules(rules, ambient=True)
+        acc.notes.extend(got.notes)
+        acc.problems.extend(got.problems)
+        if got.rulesets is None:
+            return Loaded(None, f"rules {got.reading.source}, {who}", tuple(dict.fromkeys(acc.notes)),
+                          parts=tuple(acc.parts), problems=tuple(acc.problems))
+        world = attrs.evolve(world, rules=got.rulesets)
+        label = f"rules {rules} with ztunnel of Istio {config.version}, {who}"
+        rules_part = Part("rules", "the pod's rules", Given(rules))
+        route_part = Part("routing", "istio-cni's policy routing (fwmark 0x111/0xfff lookup 100)",
+                          Assumed("a rules dump does not show the pod's policy routing", "give --routing"))
+    if routing is not None:
+        world = attrs.evolve(world, routing=routing)  # its part (given by --routing) is recorded already
+    else:
+        acc.parts.append(route_part)
+    version_prov: Provenance = Given("--istio") if istio else Assumed(
+        f"nothing in the inputs says which Istio: istio-cni and ztunnel of {config.version} are used",
+        "give --istio VERSION")
+    parts = [rules_part, *acc.parts, Part("proxy", f"ztunnel of Istio {config.version}", version_prov, ("proxy",),
+                                          everywhere=True), *address_parts(world, ip_prov)]
+    props = tuple(p for _key, p in ambient_properties(config, world))
+    return Loaded(world, label, tuple(dict.fromkeys(acc.notes)), refs, tuple(parts), tuple(acc.problems),
+                  config.version, defaults=props)
+
+
 def _fix_ip(parts: tuple[Part, ...], prov: Provenance | None) -> tuple[Part, ...]:
     """Pod-IP parts given by an input, not assumed."""
     if prov is None:
@@ -388,13 +472,18 @@ def _override(world: World, b: Binds) -> World:
 
 
 def worlds_of_manifest(text: str, *, version: str | None = None, source: str = "<manifest>") -> tuple[Loaded, ...]:
-    """One loaded world per pod of a manifest text (the API and the pytest plugin)."""
+    """One loaded world per pod of a manifest text (the API and the pytest plugin); an ambient pod's
+    is :func:`from_ambient_pod`'s."""
     pods, skipped = read_manifest_text(text, version=version, source=source)
     out = []
     seen: dict[str, int] = {}
     for pod_doc, capture in pods:
         nth = seen.get(capture.name, 0)
         seen[capture.name] = nth + 1
+        ambient = from_ambient_pod(pod_doc, text=text, source=source, istio=version, nth=nth)
+        if ambient is not None:
+            out.append(attrs.evolve(ambient, notes=(*skipped, *ambient.notes)))
+            continue
         rules = generate(capture.config)
         ipv6 = any(a.version == 6 for a in capture.pod_ips) or (not capture.pod_ips and not rules.ipv6.empty)
         pa = apps_of_pod(pod_doc, ipv6=ipv6, proxy_ports=_proxy_ports(capture.config), source=source, text=text,

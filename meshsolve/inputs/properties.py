@@ -134,14 +134,17 @@ def _client(name: str, world: World, spec: str) -> None:
                         source="--property")
 
 
-def check_defaults(world: World, *, representative: int | None = None,
-                   excluded: Sequence[int] = ()) -> tuple[Property, ...]:
-    """What ``check`` proves when not told: ``analysis.properties.default_properties`` (capture
-    both ways, bypass, no loops, no exposure) and, for each app port not bound to loopback only,
-    that a peer reaches it via the pod IP (the seed's question). ``representative`` is a port that
-    stands for every port no rule names: its property says so in its title. When inbound capture is
-    asked of every port (a representative, or no app port at all), ``excluded`` (the ports the rules
-    leave alone on purpose) are left out of it."""
+def check_defaults(world: World, *, representative: int | None = None, excluded: Sequence[int] = (),
+                   defaults: tuple[Property, ...] | None = None) -> tuple[Property, ...]:
+    """What ``check`` proves when not told: the world's own ``defaults`` when its kind of capture has
+    them (an ambient pod's A1–A5, ``Loaded.defaults``), else ``analysis.properties.default_properties``
+    (capture both ways, bypass, no loops, no exposure) and, for each app port not bound to loopback
+    only, that a peer reaches it via the pod IP (the seed's question). ``representative`` is a port
+    that stands for every port no rule names: its property says so in its title. When inbound
+    capture is asked of every port (a representative, or no app port at all), ``excluded`` (the
+    ports the rules leave alone on purpose) are left out of it."""
+    if defaults is not None:
+        return defaults
     ports = sorted({s.port for a in world.apps for s in a.sockets if not s.bind.is_loopback})
     props = default_properties(world)
     every_port = representative is not None or not ports
@@ -155,13 +158,17 @@ def check_defaults(world: World, *, representative: int | None = None,
 
 
 def parse_properties(specs: Sequence[str], world: World, *, representative: int | None = None,
-                     excluded: Sequence[int] = ()) -> tuple[Property, ...]:
-    """All ``--property`` values (none: ``check_defaults``), duplicates removed."""
+                     excluded: Sequence[int] = (), defaults: tuple[Property, ...] | None = None
+                     ) -> tuple[Property, ...]:
+    """All ``--property`` values (none, or ``default``: ``check_defaults``), duplicates removed."""
     if not specs:
-        return check_defaults(world, representative=representative, excluded=excluded)
+        return check_defaults(world, representative=representative, excluded=excluded, defaults=defaults)
     out: list[Property] = []
     for s in specs:
-        for p in parse_property(s, world, representative=representative, excluded=excluded):
+        got = (check_defaults(world, representative=representative, excluded=excluded, defaults=defaults)
+               if s.strip().lower() == "default" else
+               parse_property(s, world, representative=representative, excluded=excluded))
+        for p in got:
             if p not in out:
                 out.append(p)
     return tuple(out)

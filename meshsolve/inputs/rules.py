@@ -11,6 +11,10 @@ analysed, with the Istio versions its fingerprints fit (``meshsolve.istio.finger
 :func:`listeners_of_rules` says which app listeners the rules make possible: the inbound ports they
 name, and, when they capture every port alike, one port that stands for all the ports no rule names
 (the lowest port above 1023 that no rule mentions).
+
+With ``ambient=True`` (the pod is in ambient mode, ``meshsolve.inputs.build``) it is the other way
+round: ambient mode's rules (iptables, or nft tables ``istio-ambient-*``) are read, and a sidecar's
+are refused.
 """
 
 from __future__ import annotations
@@ -100,19 +104,19 @@ def rules_source(path: str | os.PathLike[str], source: str | None = None) -> str
     return source if source is not None else ("<stdin>" if str(path) == "-" else str(path))
 
 
-def read_rules(path: str | os.PathLike[str], *, source: str | None = None) -> RulesRead:
-    """Read ``--rules`` (see the module notes)."""
+def read_rules(path: str | os.PathLike[str], *, source: str | None = None, ambient: bool = False) -> RulesRead:
+    """Read ``--rules`` (see the module notes); ``ambient``: the rules of a pod in ambient mode."""
     name = rules_source(path, source)
-    return read_rules_text(file_text(path, name), name)
+    return read_rules_text(file_text(path, name), name, ambient=ambient)
 
 
-def read_rules_text(raw: str, name: str) -> RulesRead:
+def read_rules_text(raw: str, name: str, *, ambient: bool = False) -> RulesRead:
     """:func:`read_rules` of a text already read (``name`` says where from)."""
     if is_nft(raw):
-        return _nft_rules(raw, name)
+        return _nft_rules(raw, name, ambient)
     unwrapped = unwrap_text(raw, name)
     other = mesh_of_text(unwrapped.text, ((ln.lineno, ln.text) for ln in unwrapped.lines))
-    if other is not None:
+    if other is not None and not (ambient and other.kind == "istio-ambient"):
         raise UnsupportedError(f"{name}: these are the rules of {other.name} ({other.evidence}), not Istio's "
                                f"sidecar set-up; meshsolve reports no Istio finding for them{_other_mesh(other)}")
     reading = read_unwrapped(unwrapped, name)
@@ -126,21 +130,35 @@ def read_rules_text(raw: str, name: str) -> RulesRead:
         problems = _failure_problem(reading, state is not None, cut)
         if state is None:
             return RulesRead(reading, None, tuple(problems), tuple(notes))
-        return _analysable(reading, state, tuple(problems), notes)
+        return _analysable(reading, state, tuple(problems), notes, ambient)
     if reading.incomplete is not None:
         exc = reading.incomplete
         extra = "".join(f"; {n}" for n in _header_notes(reading))
         raise ParseError(exc.message + extra, source=exc.source, lineno=exc.lineno, line=exc.line)
-    return _analysable(reading, reading.require_rulesets(), (), notes)
+    return _analysable(reading, reading.require_rulesets(), (), notes, ambient)
 
 
-def _nft_rules(text: str, name: str) -> RulesRead:
+def _not_ambient(source: str, mesh: Mesh) -> UnsupportedError:
+    return UnsupportedError(f"{source}: the pod is in Istio's ambient mode, but these are the rules of {mesh.name} "
+                            f"({mesh.evidence}), not istio-cni's in-pod rules; meshsolve reports nothing for them")
+
+
+def _nft_rules(text: str, name: str, ambient: bool = False) -> RulesRead:
     """nftables rules (``nft -f`` input, ``nft list ruleset``, ``nft -j``): lowered whole; what nft would
     refuse to load travels as the rulesets' ``load_problems``. Istio's native nftables tables are
     named ``istio-proxy-*`` (``istio-ambient-*`` is ambient mode, refused like its iptables rules)."""
     rulesets = load_rulesets(text, name)
     tables = sorted({t.name for rs in (rulesets.ipv4, rulesets.ipv6) for t in rs.nft})
     reading = Reading(source=name, form="nft", rulesets=rulesets, text=text)
+    if ambient:
+        evidence = f"its tables {', '.join(tables) or '(none)'}"
+        if not any(t.startswith("istio-ambient") for t in tables):
+            sidecar = any(t.startswith("istio-proxy") for t in tables)
+            raise _not_ambient(name, Mesh("istio" if sidecar else "custom", "Istio's sidecar (native nftables)"
+                                          if sidecar else "nftables rules of their own", evidence))
+        mesh = Mesh("istio-ambient", "Istio's ambient mode (native nftables)", evidence)
+        return RulesRead(reading, rulesets, (), ("nftables rules: Istio ambient mode's native nftables tables",),
+                         None, mesh)
     if any(t.startswith("istio-ambient") for t in tables):
         raise UnsupportedError(f"{name}: these are the rules of Istio's ambient mode (its tables "
                                f"{', '.join(tables)}), not Istio's sidecar set-up; meshsolve reports nothing for them")
@@ -153,8 +171,13 @@ def _nft_rules(text: str, name: str) -> RulesRead:
                                               "Istio sidecar as the proxy",), None, mesh)
 
 
-def _analysable(reading: Reading, rulesets: Rulesets, problems: tuple[Problem, ...], notes: list[str]) -> RulesRead:
+def _analysable(reading: Reading, rulesets: Rulesets, problems: tuple[Problem, ...], notes: list[str],
+                ambient: bool = False) -> RulesRead:
     mesh = mesh_of_rules(rulesets)
+    if ambient:
+        if mesh.kind != "istio-ambient":
+            raise _not_ambient(reading.source, mesh)
+        return RulesRead(reading, rulesets, problems, tuple(notes), None, mesh)
     if mesh.kind in ("istio-ambient", "linkerd", "kuma", "consul"):
         raise UnsupportedError(f"{reading.source}: these are the rules of {mesh.name} ({mesh.evidence}), not "
                                "Istio's sidecar set-up; meshsolve reports no Istio finding for them"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from meshsolve.model.provenance import Assumed, Part, Provenance, assumed_parts
 from meshsolve.model.world import World
+
+if TYPE_CHECKING:
+    from meshsolve.analysis.properties import Property
 
 __all__ = ["Loaded", "Problem", "address_parts"]
 
@@ -26,7 +31,9 @@ class Problem:
 class Loaded:
     """The world built from what a user gave, and how: ``label`` in words, ``notes`` (what was read,
     skipped or assumed), ``parts`` (each part of the world with its provenance), ``problems``.
-    ``world`` is ``None`` when a blocking problem leaves nothing to analyse."""
+    ``world`` is ``None`` when a blocking problem leaves nothing to analyse. ``defaults``: what
+    ``check`` proves when not told, when the world's kind of capture has its own (an ambient pod's
+    A1–A5), else None (``meshsolve.inputs.properties.check_defaults``)."""
 
     world: World | None
     label: str
@@ -37,6 +44,7 @@ class Loaded:
     version: str | None = None  # the Istio version whose sidecar the world has
     representative: int | None = None  # the port standing for every port no rule names, if any
     excluded: tuple[int, ...] = ()  # with it: the inbound ports the rules leave to the app on purpose
+    defaults: tuple[Property, ...] | None = None
 
     @property
     def assumptions(self) -> tuple[Part, ...]:

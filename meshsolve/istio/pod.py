@@ -206,6 +206,8 @@ def load_workloads(text: str, source: str = "<manifest>") -> tuple[tuple[Mapping
         elif kind == "CronJob":
             job = ((doc.get("spec") or {}).get("jobTemplate") or {})
             visit({"kind": "Job", "metadata": doc.get("metadata") or {}, "spec": job.get("spec") or {}})
+        elif kind == "Namespace":
+            return  # its labels can enroll its pods in ambient mode (meshsolve.istio.ambient.pods)
         elif isinstance(kind, str) and kind and isinstance(doc.get("apiVersion"), str):
             name = (doc.get("metadata") or {}).get("name")
             skipped.append(f"skipped the {kind}" + (f" {name!r}" if name else "") + f" ({source}:{lineno}): it "

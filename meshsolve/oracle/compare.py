@@ -121,6 +121,8 @@ def replay_command(flow: Flow, *, setup: str | None = None, family: str | None =
     argv += ["--client", flow.client, "--dst", str(flow.dst), "--port", str(flow.dport)]
     if flow.endpoint:
         argv += ["--endpoint", str(flow.endpoint)]
+    if flow.src is not None:
+        argv += ["--src", str(flow.src)]
     return shlex.join(argv)
 
 

@@ -17,16 +17,20 @@
    connection from an address only the pod's ``lo`` has (``::6``) is never answered, as on a real
    network,
 5. starts one worker process per app (its uid/gid, its listening sockets, ``SO_REUSEPORT`` where a
-   socket asks for it), one proxy stand-in (the proxy's uid/gid, ``IP_TRANSPARENT`` listeners when the
-   proxy is transparent, behaving as ``world.proxy`` says) and the peer (see
-   :mod:`meshsolve.oracle.worker`).
+   socket asks for it; ``SO_MARK`` on its connections and ``CAP_NET_ADMIN`` when ``app_marks`` gives
+   it a mark), one proxy stand-in (the proxy's uid/gid, ``IP_TRANSPARENT`` listeners when the
+   proxy is transparent, ``SO_MARK`` on every socket when the proxy has a ``socket_mark``, its own
+   listeners, behaving as ``world.proxy`` says) and the peer (see :mod:`meshsolve.oracle.worker`).
+   A peer flow from another address (``Flow.src``, e.g. the node's probe SNAT) is opened from that
+   address, which the peer then owns (on its ``lo``; the pod's default route leads back to it).
 
 Each :meth:`KernelWorld.run` then opens the flow's connection from the right process, sends one
 request and waits for the answer, and classifies what came back into the interpreter's
 :class:`~meshsolve.semantics.trace.Result`, so a differential test can compare the two field by field:
 
 * ``outcome``:
-  ``Delivered`` (the app's answer names its socket and the source it saw),
+  ``Delivered`` (the app's answer names its socket and the source it saw; a connection the proxy
+  ends itself on one of its own listeners is delivered to ``proxy``),
   ``Egress`` (the peer's server saw the connection complete, request and answer, and names the
   destination and the source it saw),
   ``Rejected`` (a REJECT rule's counter moved: the client got an error, ECONNREFUSED / ENETUNREACH /
@@ -77,7 +81,7 @@ from meshsolve.errors import MeshsolveError, OracleError, UnsupportedError
 from meshsolve.model.net import Family, IPAddress, family_of, to_address
 from meshsolve.model.routing import LOCAL_TABLE, Route
 from meshsolve.model.rules import CtTarget, Drop, Reject, RuleRef, Ruleset, Tproxy
-from meshsolve.model.world import Flow, World
+from meshsolve.model.world import Flow, Socket, World
 from meshsolve.oracle.flowspace import remote_addresses, unroutable
 from meshsolve.oracle.netns import NamespacePair, ip_batch, run
 from meshsolve.oracle.nft import load_text, parse_nft_counters
@@ -187,7 +191,7 @@ def _tproxy_drops(world: World, ruleset: Ruleset, ref: RuleRef) -> bool:
     rule = ruleset.rule(ref)
     assert isinstance(rule.target, Tproxy)
     p = world.proxy
-    return not p.transparent or rule.target.on_port not in {p.outbound_port, p.inbound_port}
+    return not p.transparent or rule.target.on_port not in {p.outbound_port, p.inbound_port, *p.own_listeners}
 
 
 class _Worker:
@@ -277,8 +281,10 @@ class KernelWorld:
 
     def __init__(self, world: World, config: OracleConfig | None = None, *,
                  renderer: RestoreRenderer | None = None,
-                 restore_text: dict[Family, str] | None = None) -> None:
+                 restore_text: dict[Family, str] | None = None,
+                 app_marks: dict[str, int] | None = None) -> None:
         self.world = world
+        self.app_marks = dict(app_marks or {})
         self.config = config or OracleConfig()
         self.renderer = renderer or _default_renderer
         self.restore_text = restore_text
@@ -290,6 +296,7 @@ class KernelWorld:
         self._nft_last: dict[RuleRef, int] | None = None
         self._last_counters: dict[str, dict[RuleRef, int]] = {}
         self._owned: set[IPAddress] = set()
+        self._sources: set[IPAddress] = set()
         self._rulesets = {fam: world.rules.for_family(fam) for fam in ("ipv4", "ipv6")}
         if restore_text is not None:  # the rules that counters name are the ones restored
             from meshsolve.iptables import parse_text
@@ -448,8 +455,10 @@ class KernelWorld:
         for app in w.apps:
             socks = [{"bind": str(s.bind), "port": s.port, "v6only": s.v6only, "reuseport": s.reuseport,
                       "index": i} for i, s in enumerate(app.sockets)]
+            mark = self.app_marks.get(app.name)
             self._spawn("app:" + app.name, self.pair.pod, "app",
-                        {"name": app.name, "uid": app.uid, "gid": app.gid, "sockets": socks})
+                        {"name": app.name, "uid": app.uid, "gid": app.gid, "sockets": socks, "mark": mark,
+                         "net_admin": mark is not None})
         p = w.proxy
         self._spawn("proxy", self.pair.pod, "proxy", {
             "uid": p.uid, "gid": p.gid, "outbound_port": p.outbound_port, "inbound_port": p.inbound_port,
@@ -459,8 +468,9 @@ class KernelWorld:
             "inbound_source": {f: str(a) for f, a in (("ipv4", p.inbound_source_v4),
                                                        ("ipv6", p.inbound_source_v6)) if a is not None},
             "inbound_original_source": p.inbound_original_source, "upstream_mark": p.upstream_mark,
-            "transparent": p.transparent,
-            "needs_net_admin": p.transparent or p.inbound_original_source or p.upstream_mark is not None,
+            "transparent": p.transparent, "socket_mark": p.socket_mark, "own_listeners": list(p.own_listeners),
+            "needs_net_admin": p.transparent or p.inbound_original_source or p.upstream_mark is not None
+            or p.socket_mark is not None,
             "outbound": p.outbound, "pod_ips": [str(a) for a in w.pod_ips],
             "services": [{"vip": str(s.vip), "port": s.port,
                           "endpoints": [[str(e.address), e.port] for e in s.endpoints]}
@@ -501,11 +511,23 @@ class KernelWorld:
         if not self.workers:
             raise OracleError("KernelWorld.run outside its context (not started, or closed)")
         self._own_destinations(flow)
+        self._own_source(flow)
         c = self.config
         result, retry = self._run_once(flow, c.connect_timeout, c.upstream_timeout)
         if retry:
             result, _ = self._run_once(flow, c.slow_timeout, c.slow_timeout)
         return result
+
+    def _own_source(self, flow: Flow) -> None:
+        """A peer's connection from another address: the peer owns that address (on its ``lo``)."""
+        src = flow.src
+        if flow.client != "peer" or src is None or src in self._sources or src == self.world.peer_ip(flow.family):
+            return
+        fam = family_of(src)
+        nodad = " nodad" if fam == "ipv6" else ""
+        ip_batch(self.pair.peer, [f"addr add {src}/{_plen(src)} dev lo{nodad}"],
+                 what=f"give the peer the source {src}", options=("-6" if fam == "ipv6" else "-4",))
+        self._sources.add(src)
 
     def _own_destinations(self, flow: Flow) -> None:
         dst = flow.dst
@@ -540,9 +562,10 @@ class KernelWorld:
             before = cached if cached is not None else self._counters(fam)
             before.update(self._nft_before(fam))
         read_timeout = c.read_timeout + 2 * upstream_timeout
+        src = str(flow.src) if flow.client == "peer" and flow.src is not None else None
         reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport, "token": token,
                              "timeout": connect_timeout, "read_timeout": read_timeout,
-                             "sport": flow.sport}, connect_timeout + read_timeout + 5)
+                             "sport": flow.sport, "src": src}, connect_timeout + read_timeout + 5)
         events = proxy.call({"op": "events"}, c.start_timeout)["events"]
         seen = self.workers["peer"].call({"op": "seen"}, c.start_timeout)["seen"]
         hits: tuple[RuleRef, ...] = ()
@@ -629,8 +652,12 @@ class KernelWorld:
         except (ValueError, IndexError):
             return Undetermined(f"unexpected answer {reply['data'][:200]!r}"), None
         kind = msg.get("kind")
-        if kind in ("app", "egress") and str(msg.get("token") or "").split(" ")[0] != token:
+        if kind in ("app", "egress", "own") and str(msg.get("token") or "").split(" ")[0] != token:
             return Undetermined(f"the answer is not for this request: {msg!r}"), None
+        if kind == "own":  # the proxy ended the connection on one of its own listeners
+            v6 = fam == "ipv6"
+            sock = Socket("::" if v6 else "0.0.0.0", int(msg["port"]), v6only=v6)
+            return Delivered("proxy", sock, to_address(msg["peer"])), None
         if kind == "app":
             app = self.world.app(msg["app"])
             return Delivered(app.name, app.sockets[msg["sock"]], to_address(msg["peer"])), None

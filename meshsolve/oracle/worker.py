@@ -34,7 +34,8 @@ Roles
           ``{"kind": "egress", "dst": ADDR, "port": P, "peer": SOURCE, "token": T}`` and logs it
           (``seen`` returns the log).
 
-Every role also answers ``connect`` (open a client connection with this process's ids) and ``ping``.
+Every role also answers ``connect`` (open a client connection with this process's ids, from ``src``
+when given, with ``SO_MARK`` ``mark`` when given: an app allowed ``CAP_NET_ADMIN``) and ``ping``.
 """
 
 from __future__ import annotations
@@ -130,9 +131,11 @@ def _transparent(s: socket.socket) -> None:
 
 
 def _listener(family: int, bind: str, port: int, *, v6only: bool = True, transparent: bool = False,
-              reuseport: bool = False) -> socket.socket:
+              reuseport: bool = False, mark: int | None = None) -> socket.socket:
     s = socket.socket(family, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if mark:
+        s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
     if reuseport:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6:
@@ -351,6 +354,11 @@ class Proxy:
 
     def handle(self, conn: socket.socket, peer: Any, tag: tuple[str, int]) -> None:
         listener, listener_port = tag
+        if listener == "own":
+            token = read_line(conn, self.cfg["read_timeout"])
+            _send_close(conn, {"kind": "own", "port": listener_port, "peer": _norm(peer[0]), "peer_port": peer[1],
+                               "token": token})
+            return
         try:
             dst, port, how = original_dst(conn, listener_port)
             side = self.side_of(listener, dst, port)
@@ -405,6 +413,8 @@ class Proxy:
                 else:
                     src = self.cfg["inbound_source"].get(fam)
                 mark = self.cfg["upstream_mark"]
+            if mark is None:
+                mark = self.cfg.get("socket_mark")  # a proxy that marks every socket
             res = client_connect(target[0], target[1], timeout=timeout, request=request + PROXIED, src=src,
                                  transparent=transparent, mark=mark, read_timeout=self.cfg["read_timeout"])
             if res["status"] == "data":
@@ -425,14 +435,16 @@ def proxy_listeners(cfg: dict[str, Any]) -> Server:
     """The stand-in's listening sockets (made before any privilege drop: IP_TRANSPARENT needs it)."""
     server = Server()
     transparent = bool(cfg["transparent"])
+    mark = cfg.get("socket_mark")
     ports = [("outbound", cfg["outbound_port"])]
     if cfg["inbound_port"] is not None and cfg["inbound_port"] != cfg["outbound_port"]:
         ports.append(("inbound", cfg["inbound_port"]))
+    ports += [("own", p) for p in cfg.get("own_listeners", ())]
     for fam in cfg["families"]:
         af = socket.AF_INET6 if fam == "ipv6" else socket.AF_INET
         wild = "::" if fam == "ipv6" else "0.0.0.0"
         for kind, port in ports:
-            server.add(_listener(af, wild, port, transparent=transparent), (kind, port))
+            server.add(_listener(af, wild, port, transparent=transparent, mark=mark), (kind, port))
     return server
 
 
@@ -483,7 +495,7 @@ def main(argv: list[str]) -> int:
         proxy = Proxy(cfg)
         server.start(proxy.handle)
     elif role == "app":
-        drop_privileges(cfg["uid"], cfg["gid"])
+        drop_privileges(cfg["uid"], cfg["gid"], keep_net_admin=bool(cfg.get("net_admin")))
         run_app(cfg)
     elif role == "peer":
         _, peer = run_peer(cfg)
@@ -498,7 +510,7 @@ def main(argv: list[str]) -> int:
         elif op == "connect":
             _reply(client_connect(cmd["dst"], cmd["port"], timeout=cmd["timeout"], request=cmd.get("token", ""),
                                   src=cmd.get("src"), sport=cmd.get("sport") or 0,
-                                  read_timeout=cmd.get("read_timeout")))
+                                  read_timeout=cmd.get("read_timeout"), mark=cmd.get("mark") or cfg.get("mark")))
         elif op == "reset" and proxy is not None:
             proxy.reset(cmd["flow"], cmd["endpoint"], cmd.get("timeout"))
             _reply({"ok": True})

@@ -167,6 +167,52 @@ _ENTRIES: tuple[MessageType, ...] = (
         "send IPv6 TCP to the proxy, which serves no IPv6 (fail closed); the iptables backend writes no "
         "ip6tables rules at all, so the same connection bypasses the proxy (fail open)."),
     MessageType(
+        "MSH0160", "AmbientCaptureBypassed", "Error",
+        "{flow} does not reach ztunnel: it ends {outcome}{at}",
+        "Ambient mode: a TCP connection of the pod that lands neither on ztunnel's capture listeners "
+        "(15001 outbound, 15006 inbound) nor on its own (15008 HBONE, 15053 DNS), and is none of the "
+        "stated exemptions (the node's probe address, inbound in ingress mode), escapes ztunnel: "
+        "authorization policy, mTLS and telemetry do not apply to it. Istio's docs: if ztunnel can be "
+        "bypassed, authorization policies can be bypassed."),
+    MessageType(
+        "MSH0161", "AmbientLoop", "Error",
+        "{flow} loops through ztunnel ({outcome}){at}",
+        "Ambient mode: a connection is captured, forwarded by ztunnel and captured again, forever. "
+        "ztunnel's sockets carry its mark 0x539 so that the rules let them through; a rule that "
+        "captures a marked connection again makes this loop."),
+    MessageType(
+        "MSH0162", "AmbientMarkSpoofing", "Warning",
+        "A process allowed CAP_NET_ADMIN that sets SO_MARK {mark} on its socket bypasses ztunnel: {flow} "
+        "ends {outcome}{at}",
+        "Ambient capture tells ztunnel's traffic apart by its packet mark alone (0x539 under mask "
+        "0xfff), so any process of the pod allowed to set SO_MARK (CAP_NET_ADMIN) can put that mark on "
+        "its own connections and leave the mesh — the ambient counterpart of a sidecar app running as "
+        "the proxy's uid 1337. Keep NET_ADMIN away from application containers (Pod Security "
+        "Standards 'baseline' forbids adding it)."),
+    MessageType(
+        "MSH0163", "AmbientReturnPathBroken", "Error",
+        "{flow} is taken by ztunnel, but ztunnel's connection to the app from the client's address does "
+        "not complete: it ends {outcome}{at}",
+        "ztunnel connects to the app from the client's own address (a transparent socket), so the app's "
+        "replies are addressed to a host outside the pod. They come back to ztunnel only through three "
+        "things together: the mangle rule that marks ztunnel's connections (connmark 0x111), the one "
+        "that restores that mark on the replies, and the policy route (fwmark 0x111/0xfff lookup 100, "
+        "local default route in table 100). Without one of them the reply leaves the pod and the "
+        "connection never completes — as HBONE to a pod in ingress mode timed out before Istio 1.29."),
+    MessageType(
+        "MSH0164", "AmbientProbeExemptionNotExact", "Error",
+        "The probe exemption is not exact: {flow} ends {outcome}{at}",
+        "Only kubelet's probes, which the node gives the source 169.254.7.127 (HOST_PROBE_SNAT_ADDRESS), "
+        "may skip ztunnel; a connection from any other source — a NodePort or load balancer client "
+        "keeps its own — must reach ztunnel. A probe that is captured fails when policy denies it; "
+        "another source that is exempt bypasses policy."),
+    MessageType(
+        "MSH0165", "AmbientHbonePlaintextSplit", "Error",
+        "HBONE and plaintext are not told apart on port {port}: {flow} ends {outcome}{at}",
+        "A connection to 15008 is HBONE (the mesh's mTLS tunnel) and must reach ztunnel's HBONE "
+        "listener as it is; a plaintext connection to any other port must be redirected to ztunnel's "
+        "inbound side (15006), unless inbound capture is off (ingress mode)."),
+    MessageType(
         "MSH0199", "Inconclusive", "Warning",
         "Could not decide '{prop}': {reason}",
         "The solver gave up or the answer depends on a rule meshsolve does not model; the property "

@@ -183,13 +183,16 @@ def _file_reference(rule: Rule | None) -> str | None:
 # Which connection leg the decisive rule is taken from: a loop is closed by the rule that captures
 # the proxy's own connection again, and a lost side by the rule that lets the proxy's connection
 # through (the last leg); everything else is decided on the client's leg.
-_LEG: dict[str, str] = {"MSH0104": "last", "MSH0105": "last"}
+_LEG: dict[str, str] = {"MSH0104": "last", "MSH0105": "last", "MSH0161": "last", "MSH0163": "last"}
 # Codes whose message also quotes what the proxy did (where it forwarded the connection).
 _PROXY_STEP = ("MSH0105", "MSH0106", "MSH0143", "MSH0145")
 
 
 def _code_for(world: World, v: Refuted) -> str:
     prop = v.prop
+    own = getattr(prop, "code", None)  # a property with a code of its own (ambient's)
+    if isinstance(own, str):
+        return own
     if isinstance(prop, CaptureInbound):
         return "MSH0101"
     if isinstance(prop, CaptureOutbound):
@@ -228,8 +231,12 @@ def findings_for(world: World, verdict: Verdict) -> tuple[Finding, ...]:
     code = _code_for(world, verdict)
     mt = message_type(code)
     res = verdict.result
-    found = decisive_hop(world, res, leg=_LEG.get(code, "first"))
+    # the witness's world: the pod, or the variant of it the property is about (its rules are the
+    # pod's with some appended, so the pod's rule names still hold)
+    found = decisive_hop(verdict.world, res, leg=_LEG.get(code, "first"))
     hop, rule = found if found is not None else (None, None)
+    if hop is not None and hop.rule is not None and _rule_of(world, res.flow.family, hop.rule) != rule:
+        hop, rule = None, None  # a rule of the variant only (a stand-in), not one of the pod's
     at = "" if hop is None else f"; rule {hop.text}"
     if code in _PROXY_STEP:
         step = _proxy_step(res)
@@ -245,7 +252,11 @@ def findings_for(world: World, verdict: Verdict) -> tuple[Finding, ...]:
     elif code == "MSH0145":
         assert isinstance(prop, Reachable)
         params.update(port=prop.port, bind=_bind_of(world, prop.port, loopback=False))
-    elif code == "MSH0106":
+    elif code == "MSH0165":
+        params.update(port=getattr(prop, "tunnel_port", verdict.flow.dport))
+    if callable(getattr(prop, "finding_params", None)):
+        params.update(prop.finding_params())
+    if code == "MSH0106":
         port = getattr(prop, "port", verdict.flow.dport)
         app = getattr(prop, "app", None)
         params.update(target=f"{app or 'an app'} on port {port}" if isinstance(prop, Reachable)
