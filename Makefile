@@ -29,7 +29,7 @@ demo: setup
 test: setup
 	$(PY) -m ruff check meshsolve tests
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 lint: setup
 	$(PY) -m ruff check meshsolve tests

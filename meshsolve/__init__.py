@@ -102,6 +102,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
     from meshsolve.istio.generate import generate
     from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange
     from meshsolve.model.path import Hook, Stage
+    from meshsolve.model.load import LoadProblem
     from meshsolve.model.provenance import Assumed, Given, Inferred, Part, Provenance
     from meshsolve.model.routing import Route, RouteKind, Routing, RoutingRule
     from meshsolve.model.rules import (
@@ -144,6 +145,7 @@ _LAZY: dict[str, str] = {
                     "meshsolve.model.world"),
     **dict.fromkeys(["Family", "IPAddress", "IPNetwork", "PortRange"], "meshsolve.model.net"),
     **dict.fromkeys(["Assumed", "Given", "Inferred", "Part", "Provenance"], "meshsolve.model.provenance"),
+    "LoadProblem": "meshsolve.model.load",
     **dict.fromkeys(["Loaded", "Problem"], "meshsolve.inputs"),
     **dict.fromkeys(["Route", "RouteKind", "Routing", "RoutingRule"], "meshsolve.model.routing"),
     "parse_routing": "meshsolve.iproute",
@@ -175,7 +177,7 @@ __all__ = [
     "Origin", "PortRange", "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef",
     "Ruleset", "Rulesets", "Service", "Socket", "Stage", "Table", "Target", "World",
     # loading
-    "Assumed", "CaptureConfig", "Given", "Inferred", "Loaded", "Part", "PodCapture", "Problem", "Provenance",
+    "Assumed", "CaptureConfig", "Given", "Inferred", "LoadProblem", "Loaded", "Part", "PodCapture", "Problem", "Provenance",
     "generate", "load_inputs", "parse_file", "parse_flags", "parse_routing", "parse_text", "pods_from_file",
     "pods_from_text", "proxy_behavior", "setup_world", "world_from_config", "world_from_dump",
     "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",

@@ -25,6 +25,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "slow" in item.keywords:
                 item.add_marker(skip)
+    # under pytest-xdist (`make test` runs `-n auto --dist loadgroup`) the kernel tests share one
+    # worker, one after another: some count the namespaces and processes left behind, and kernel
+    # timing tests should not race each other; the solver's tests fill the other workers
+    for item in items:
+        if "kernel" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("kernel"))
     reason = kernel_unavailable_reason()
     if reason:
         skip_k = pytest.mark.skip(reason=f"kernel test skipped: {reason}")
