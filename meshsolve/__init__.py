@@ -100,9 +100,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         to_flags,
     )
     from meshsolve.istio.generate import generate
+    from meshsolve.model.load import LoadProblem
     from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange
     from meshsolve.model.path import Hook, Stage
-    from meshsolve.model.load import LoadProblem
     from meshsolve.model.provenance import Assumed, Given, Inferred, Part, Provenance
     from meshsolve.model.routing import Route, RouteKind, Routing, RoutingRule
     from meshsolve.model.rules import (
