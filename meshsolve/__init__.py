@@ -177,7 +177,8 @@ __all__ = [
     "Origin", "PortRange", "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef",
     "Ruleset", "Rulesets", "Service", "Socket", "Stage", "Table", "Target", "World",
     # loading
-    "Assumed", "CaptureConfig", "Given", "Inferred", "LoadProblem", "Loaded", "Part", "PodCapture", "Problem", "Provenance",
+    "Assumed", "CaptureConfig", "Given", "Inferred", "LoadProblem", "Loaded", "Part", "PodCapture", "Problem",
+    "Provenance",
     "generate", "load_inputs", "parse_file", "parse_flags", "parse_routing", "parse_text", "pods_from_file",
     "pods_from_text", "proxy_behavior", "setup_world", "world_from_config", "world_from_dump",
     "world_from_flags", "world_from_rules", "worlds_from_manifest", "worlds_from_manifest_text",
