@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from meshsolve.errors import InternalError, MeshsolveError, OracleError, ParseError
+from meshsolve.errors import InternalError, MeshsolveError, OracleError, ParseError, UnsupportedError
 from meshsolve.exits import (
     EXIT_DATAERR,
     EXIT_FINDINGS,
@@ -352,6 +352,9 @@ def generate_command(version: str | None, pod_file: str | None, output: str, env
                  for c, p in items]
         click.echo("\n".join(texts), nl=False)
         return
+    if output != "annotations" and any(c.native_nftables for c, _p in items):
+        raise UnsupportedError("these settings select --native-nftables: istio-iptables writes nftables tables, "
+                               "not iptables rules; print them with -o nft")
     formats: dict[str, Format] = {"save": "save", "restore": "restore", "script": "script", "json": "json",
                                   "annotations": "annotations"}
     click.echo(render_captures(items, formats[output]), nl=False)

@@ -124,13 +124,22 @@ def test_script_era_refuses_what_iptables_would_refuse_half_way() -> None:
         parse_flags(["-x", "-b", "*"], version="1.2")
 
 
-def test_unmodelled_options_are_refused_not_ignored() -> None:
-    from meshsolve.errors import UnsupportedError
-
+def test_native_nftables_is_read_where_istio_iptables_has_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--native-nftables`` (flag or ``$NATIVE_NFTABLES``) selects Istio's nftables tables from 1.27
+    on; an earlier istio-iptables has no such backend, which is said, not ignored; and the
+    iptables output forms refuse it instead of printing rules the pod would not have."""
     for argv, env in ((["--native-nftables"], {}), (["--native-nftables=true"], {}), ([], {"NATIVE_NFTABLES": "1"})):
-        with pytest.raises(UnsupportedError, match="nftables"):
-            parse_flags(argv, env)
+        assert parse_flags(argv, env).native_nftables
+        with pytest.raises(SpecError, match="no nftables backend"):
+            parse_flags(argv, env, version="1.20")
+    assert not parse_flags(["--native-nftables=false"]).native_nftables
     assert parse_flags(["--native-nftables=false"]).version == parse_flags([]).version
+    from meshsolve.cli import main
+
+    assert main(["generate", "--", "--native-nftables"]) != 0
+    assert "-o nft" in capsys.readouterr().err
+    assert main(["generate", "-o", "nft", "--", "--native-nftables"]) == 0
+    assert "table inet istio-proxy-nat" in capsys.readouterr().out
 
 
 def test_bad_env_is_named() -> None:

@@ -68,6 +68,10 @@ def normalise_version(value: str, *, what: str = "version") -> str:
     return f"1.{int(m.group(1))}"
 
 
+#: The first Istio minor whose istio-iptables has ``--native-nftables`` for sidecars (1.27.0).
+NATIVE_NFTABLES_SINCE = 27
+
+
 def minor_of(version: str) -> int:
     """The Istio minor number of a normalised version (``"current"`` sorts after all releases)."""
     return _CURRENT_MINOR if version == CURRENT else int(version.split(".")[1])

@@ -44,6 +44,7 @@ import attrs
 import meshsolve.defaults as defaults
 from meshsolve.errors import SpecError, UnsupportedError
 from meshsolve.istio.config import (
+    NATIVE_NFTABLES_SINCE,
     CaptureConfig,
     _field_value,
     minor_of,
@@ -275,8 +276,6 @@ def read_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ver
             ignored.append(tok)  # cobra: a command without positional arguments ignores them
     if ignored:
         notes.append(f"istio-iptables ignores what is not a flag: {' '.join(repr(t) for t in ignored)}")
-    if not script and env.get("NATIVE_NFTABLES", "").strip().lower() in _TRUE:
-        raise UnsupportedError("$NATIVE_NFTABLES: " + _UNMODELLED["native_nftables"].split(": ", 1)[1])
 
     # environment fallbacks
     all_specs = specs + (_SCRIPT_ENV_ONLY if script else ())
@@ -318,6 +317,9 @@ def read_flags(argv: Sequence[str], env: Mapping[str, str] | None = None, *, ver
             kwargs["disable_redirection_on_local_loopback"] = True
     if "proxy_gids" not in kwargs or kwargs["proxy_gids"] == ():
         kwargs["proxy_gids"] = kwargs["proxy_uids"]
+    if kwargs.get("native_nftables") and m < NATIVE_NFTABLES_SINCE:
+        raise SpecError(f"--native-nftables: Istio {version}'s istio-iptables has no nftables backend (it writes "
+                        f"nftables tables from 1.{NATIVE_NFTABLES_SINCE})", source=source)
     return FlagsRead(CaptureConfig(**kwargs), tuple(notes))  # type: ignore[arg-type]
 
 

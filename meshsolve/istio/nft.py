@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import attrs
 
 from meshsolve.errors import UnsupportedError
-from meshsolve.istio.config import WILDCARD, CaptureConfig
+from meshsolve.istio.config import NATIVE_NFTABLES_SINCE, WILDCARD, CaptureConfig
 from meshsolve.model.net import IPNetwork, to_network
 from meshsolve.nftables import (
     Counter,
@@ -61,7 +61,7 @@ from meshsolve.nftables.values import make_set, scalar
 __all__ = ["CHAINS", "FIRST_MINOR", "MANGLE", "NAT", "RAW", "nft_emission", "nft_generate"]
 
 #: The first Istio minor with ``--native-nftables`` for sidecars.
-FIRST_MINOR = 27
+FIRST_MINOR = NATIVE_NFTABLES_SINCE
 NAT, MANGLE, RAW = "istio-proxy-nat", "istio-proxy-mangle", "istio-proxy-raw"
 #: Each table's chains in the order the transaction declares them (base chains with their hook).
 CHAINS: dict[str, tuple[tuple[str, HookSpec | None], ...]] = {
