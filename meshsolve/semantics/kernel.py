@@ -595,7 +595,7 @@ def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = Fals
                   zone=d.port(0))
         j = send_local(d, env, tr, syn, first=True, on_nat=_rewritten(d))
         client = _Client(True, src, h.sport, h.uid, h.gid, mark, h.transparent)
-        return _after_syn(d, env, tr, j, client, (h.dst, h.dport))
+        return _after_syn(d, env, tr, j, client, (dst, h.dport))  # what connect() sent to (:: is ::1)
 
     return d.branch(einval, fails, lambda: d.branch(r0.fail, unroutable, sent))
 
