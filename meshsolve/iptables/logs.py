@@ -57,16 +57,20 @@ _TRACED_IPT = re.compile(r"^(?:\S*/)?ip6?tables(?:-legacy|-nft)?\s")
 
 def looks_like_log(lines: list[Line]) -> bool:
     """Log phrases around lines that are neither dump lines nor shell commands (a script is no log)."""
+    if not _off_grammar(lines):
+        return False  # the cheap test first: a plain dump or script has no line off the grammar
     has_hint = any(_LOG_HINT.search(ln.text.strip()) for ln in lines if ln.text.strip())
     traced = any(ln.mark for ln in lines)
     if not has_hint and not traced:
         return False
     strong = any(_STRONG_HINT.search(ln.text.strip()) for ln in lines if ln.text.strip())
     # a shell script (iptables command lines) is never a log, even with VAR=value lines
-    if not traced and not strong and any(SHELL_IPT.match(ln.text.strip().split(None, 1)[0])
-                                         for ln in lines if ln.text.strip()):
-        return False
-    # only if some line is not valid in the strict grammar
+    return traced or strong or not any(SHELL_IPT.match(ln.text.strip().split(None, 1)[0])
+                                       for ln in lines if ln.text.strip())
+
+
+def _off_grammar(lines: list[Line]) -> bool:
+    """Whether some line is not valid in the strict grammar (a log needs one)."""
     for ln in lines:
         s = ln.text.strip()
         if not s or _DUMP_LINE.match(s) or SAVE_CMD.match(s):

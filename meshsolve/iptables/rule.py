@@ -130,17 +130,8 @@ def parse_rule_tokens(toks: list[str]) -> tuple[Rule, str | None, tuple[int, int
                 raise LineError(f"option {t} needs a target name")
             name = toks[i + 1]
             raw, i = collect_raw(toks, i + 2)
-            if t in GOTO_OPTS:
-                if raw:
-                    raise LineError(f"-g {name} takes no options")
-                target, jump_name = Goto(name), name
-            elif name in KNOWN_TARGETS:
-                given = basics.get("p")  # what the extension sees: -p so far, negation ignored
-                target = build_target(name, raw, Protocol(given[0]).name if given else None)
-            elif name in OTHER_TARGET_EXTENSIONS or raw:
-                target = OpaqueTarget(name, tuple(raw))
-            else:
-                target, jump_name = Jump(name), name
+            given = basics.get("p")  # what the extension sees: -p so far, negation ignored
+            target, jump_name = target_of(t, name, raw, given[0] if given else None)
             continue
         if t in COUNTER_OPTS:
             if i + 2 >= n:
@@ -187,31 +178,13 @@ def parse_rule_tokens(toks: list[str]) -> tuple[Rule, str | None, tuple[int, int
 
     matches: list[Match] = []
     for key, (val, neg) in basics.items():
-        if key in ("s", "d"):
-            net = parse_net(val, "-s" if key == "s" else "-d")
-            if net.prefixlen == 0 and not neg:
-                continue
-            matches.append(Source(net, neg) if key == "s" else Destination(net, neg))
-        elif key in ("i", "o"):
-            if not val or len(val) > 15 or any(c in val for c in " /"):
-                raise LineError(f"bad interface name {val!r}")
-            matches.append(InInterface(val, neg) if key == "i" else OutInterface(val, neg))
-        else:
-            p = Protocol(val, neg)
-            if p.name in ("all", "0"):
-                if neg:
-                    raise LineError("'! -p all' matches nothing; not supported")
-                continue
-            matches.append(p)
+        bm = basic_match(key, val, neg)
+        if bm is not None:
+            matches.append(bm)
     for mod, b in modules:
-        if isinstance(b, PortBuilder):
-            pm = build_port(b)
-            if pm is not None:
-                matches.append(pm)
-        elif isinstance(b, OpaqueMatch):
-            matches.append(b)
-        else:
-            matches.append(build_module(mod, cast(list[Opt], b)))
+        mm = module_match(mod, b)
+        if mm is not None:
+            matches.append(mm)
     try:
         rule = Rule(tuple(matches), target, counters)
     except MeshsolveError as exc:
@@ -229,6 +202,50 @@ def _loaded_module(word: str, modules: list[tuple[str, object]]) -> tuple[str, o
                 owners.setdefault(opt, (mod, b))
     name = resolve_long(word, set(owners))
     return None if name is None else owners[name]
+
+
+def basic_match(key: str, val: str, neg: bool) -> Match | None:
+    """The match of a basic option (``key`` s, d, i, o or p, as ``BASIC`` names them); None for
+    what iptables-save omits (``-s/-d 0.0.0.0/0``, ``-p all``)."""
+    if key in ("s", "d"):
+        net = parse_net(val, "-s" if key == "s" else "-d")
+        if net.prefixlen == 0 and not neg:
+            return None
+        return Source(net, neg) if key == "s" else Destination(net, neg)
+    if key in ("i", "o"):
+        if not val or len(val) > 15 or any(c in val for c in " /"):
+            raise LineError(f"bad interface name {val!r}")
+        return InInterface(val, neg) if key == "i" else OutInterface(val, neg)
+    p = Protocol(val, neg)
+    if p.name in ("all", "0"):
+        if neg:
+            raise LineError("'! -p all' matches nothing; not supported")
+        return None
+    return p
+
+
+def module_match(mod: str, b: object) -> Match | None:
+    """The match of one ``-m`` module, from what the scan collected (a port builder, an opaque
+    match, or the module's options)."""
+    if isinstance(b, PortBuilder):
+        return build_port(b)
+    if isinstance(b, OpaqueMatch):
+        return b
+    return build_module(mod, cast(list[Opt], b))
+
+
+def target_of(opt: str, name: str, raw: list[str], protocol: str | None) -> tuple[Target, str | None]:
+    """``-j NAME raw...`` / ``-g NAME`` → the target and the chain to check later (a jump or goto);
+    ``protocol`` is the ``-p`` value given before it (a target extension sees it)."""
+    if opt in GOTO_OPTS:
+        if raw:
+            raise LineError(f"-g {name} takes no options")
+        return Goto(name), name
+    if name in KNOWN_TARGETS:
+        return build_target(name, raw, Protocol(protocol).name if protocol is not None else None), None
+    if name in OTHER_TARGET_EXTENSIONS or raw:
+        return OpaqueTarget(name, tuple(raw)), None
+    return Jump(name), name
 
 
 def parse_rule(args: str | list[str]) -> Rule:

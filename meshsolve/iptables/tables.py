@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from meshsolve.errors import ParseError
+from meshsolve.iptables.fastrule import FastRules
 from meshsolve.iptables.rule import parse_rule_tokens
 from meshsolve.iptables.targets import KNOWN_TARGETS, OTHER_TARGET_EXTENSIONS
 from meshsolve.iptables.tokens import Line, LineError
@@ -61,11 +62,17 @@ class TableState:
         return t
 
 
+#: Whether rule arguments go through ``fastrule.FastRules`` first (tests turn it off to compare).
+FAST_RULES = True
+
+
 class CommandReplay:
     """Replays ``-A/-I/-D/-C/-N/-F/-X/-P`` commands on tables; the errors it raises name ``source``."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, fast: bool | None = None) -> None:
         self.source = source
+        use = FAST_RULES if fast is None else fast
+        self.fast = FastRules() if use else None  # None: every rule through the full parser
 
     def fail(self, msg: str, line: Line) -> CommandFailed:
         """A command the current state refuses (what makes ``a || b`` run ``b``)."""
@@ -142,12 +149,16 @@ class CommandReplay:
                     raise self.fail(f"-D {chain} {pos}: no such rule (chain has {len(c.rules)})", ln)
                 del c.rules[pos - 1]
                 return
-            try:
-                rule, jump, copt = parse_rule_tokens(args)
-            except LineError as exc:
-                raise self.err(str(exc), ln) from None
-            ctr = counters if counters is not None else copt
-            rule = Rule(rule.matches, rule.target, ctr, Origin(self.source, ln.lineno))
+            quick = self.fast.parse(args, counters, Origin(self.source, ln.lineno)) if self.fast else None
+            if quick is not None:
+                rule, jump = quick
+            else:
+                try:
+                    rule, jump, copt = parse_rule_tokens(args)
+                except LineError as exc:
+                    raise self.err(str(exc), ln) from None
+                ctr = counters if counters is not None else copt
+                rule = Rule(rule.matches, rule.target, ctr, Origin(self.source, ln.lineno))
             if cmd == "-D":
                 for k, r in enumerate(c.rules):
                     if r == rule:

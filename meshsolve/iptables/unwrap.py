@@ -174,14 +174,14 @@ def _per_line(lines: list[Line], u: Unwrapped) -> list[Line]:
     seen: set[str] = set()
     for ln in lines:
         s = ln.text
-        if _LOGFMT.match(s.strip()) and "msg=" in s:
+        if "msg=" in s and _LOGFMT.match(s.strip()):
             pairs = dict(_LOGFMT_PAIR.findall(s.strip()))
             raw = pairs.get("msg", "")
             msg = _unescape(raw[1:-1]) if raw.startswith('"') else raw
             seen.add("logfmt records (time=... level=... msg=\"...\"): the messages, unescaped")
             out.extend(Line(ln.lineno, part) for part in msg.split("\n"))
             continue
-        m = _ESCAPED_VALUE.search(s)
+        m = _ESCAPED_VALUE.search(s) if "\\n" in s else None  # a value with no \n is left as it is
         if m and "\\n" in m.group(2):
             seen.add(f"an escaped {m.group(1)}=\"...\" value (its \\n are line breaks)")
             out.append(Line(ln.lineno, s[:m.start()].rstrip()))
@@ -196,7 +196,9 @@ def _per_line(lines: list[Line], u: Unwrapped) -> list[Line]:
         if m3:
             seen.add("log timestamps and levels")
             s = s[m3.end():]
-        out.append(replace(ln, text=s))
+            out.append(replace(ln, text=s))
+        else:
+            out.append(ln)  # unchanged (lines are never mutated, so sharing is safe)
     u.wrappers.extend(sorted(seen))
     u.log_transport = u.log_transport or any("logfmt" in w or "Linkerd" in w for w in seen)
     return out
@@ -214,7 +216,9 @@ def _bold(lines: list[Line], u: Unwrapped) -> list[Line]:
             m = _GO_LOG.match(core)  # '**error ...' after a stripped timestamp
             s = core[m.end():] if m else core
             changed = True
-        out.append(replace(ln, text=s))
+            out.append(replace(ln, text=s))
+        else:
+            out.append(ln)
     if changed:
         u.wrappers.append("markdown bold marks (**)")
     return out

@@ -58,7 +58,7 @@ from meshsolve.model.rules import (
 from meshsolve.model.world import Flow, ProxyBehavior, World
 from meshsolve.smt import encode as E
 from meshsolve.smt.query import Condition, Pred
-from meshsolve.smt.solve import _pred
+from meshsolve.smt.solve import _pred, configure, run_check
 
 __all__ = ["Candidate", "Example", "SlotSearch", "SolverLimit"]
 
@@ -243,15 +243,13 @@ class SlotSearch:
 
     def propose(self, goals: Iterable[int]) -> Candidate | None:
         """The minimal candidate meeting ``goals`` on the examples, or None when there is none."""
-        opt = z3.Optimize()
-        opt.set("timeout", self.timeout_ms)
-        opt.set("rlimit", self.rlimit)
+        opt = configure(z3.Optimize(), self.timeout_ms, self.rlimit)
         opt.add(*self.hard)
         opt.add(*[self.goal_lits[j] for j in goals])
         for obj in self._objectives():
             opt.minimize(obj)
         self.solver_calls += 1
-        r = opt.check()
+        r = run_check(opt)
         if r == z3.unsat:
             return None
         if r == z3.unknown:
@@ -260,13 +258,11 @@ class SlotSearch:
 
     def core(self, goals: Sequence[int]) -> list[int]:
         """A subset of ``goals`` that is unsatisfiable on the examples, shrunk by deletion."""
-        s = z3.Solver()
-        s.set("timeout", self.timeout_ms)
-        s.set("rlimit", self.rlimit)
+        s = configure(z3.Solver(), self.timeout_ms, self.rlimit)
         s.add(*self.hard)
         current = list(goals)
         self.solver_calls += 1
-        r = s.check(*[self.goal_lits[j] for j in current])
+        r = run_check(s, *[self.goal_lits[j] for j in current])
         if r == z3.unknown:
             raise SolverLimit(s.reason_unknown() or "unknown")
         if r != z3.unsat:
@@ -276,7 +272,7 @@ class SlotSearch:
         for j in list(current):
             trial = [g for g in current if g != j]
             self.solver_calls += 1
-            if trial and s.check(*[self.goal_lits[g] for g in trial]) == z3.unsat:
+            if trial and run_check(s, *[self.goal_lits[g] for g in trial]) == z3.unsat:
                 current = trial
         return current
 

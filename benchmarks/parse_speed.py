@@ -1,0 +1,124 @@
+"""``meshsolve parse`` beside ``iptables-restore --test`` on the same kube-proxy-style dumps.
+
+    nice -n 5 .venv/bin/python -m benchmarks.parse_speed --rules 10000 --rules 70000 --repeat 5
+
+For each size it writes ``kube_dump(N)`` to a file and times, alternating, whole processes:
+``meshsolve parse FILE`` (output to /dev/null) and, when run as root with iptables-restore
+installed, ``iptables-restore --test < FILE`` inside a scratch network namespace (made here and
+deleted afterwards, also on failure). ``--tree DIR`` adds a third column: ``meshsolve parse`` from
+another copy of the package. It also times ``read_text`` in this process with the rule fast path on
+and off (CPU time). Medians, with the min and max; lines/s from the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.kubeproxy import kube_dump
+
+NETNS = f"msbench-parse-{os.getpid()}"
+_MAIN = "import sys; from meshsolve.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _env(path: str) -> dict[str, str]:
+    """The environment of a timed ``meshsolve``: the package from ``path``, compiled modules cached
+    as a user's would be (PYTHONDONTWRITEBYTECODE would make every run compile them again)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = path
+    return env
+
+
+def _timed(cmd: list[str], stdin: Path | None = None, env: dict[str, str] | None = None) -> float:
+    with open(stdin or os.devnull, "rb") as fin:
+        t = time.perf_counter()
+        subprocess.run(cmd, stdin=fin, stdout=subprocess.DEVNULL, check=True, env=env, cwd="/")
+        return time.perf_counter() - t
+
+
+def _stats(xs: list[float]) -> str:
+    return f"median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f}, n={len(xs)})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rules", type=int, action="append", help="kube-proxy rules (repeatable)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--tree", type=Path, help="another package tree (a directory holding meshsolve/)")
+    args = ap.parse_args()
+    sizes = args.rules or [10000, 70000]
+    restore = shutil.which("iptables-restore") if os.geteuid() == 0 else None
+    here = str(Path(__file__).resolve().parent.parent)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, {platform.node()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")
+    if restore:
+        subprocess.run(["ip", "netns", "add", NETNS], check=True)
+        ver = subprocess.run([restore, "--version"], capture_output=True, text=True).stdout.strip()
+        print(f"# {ver}")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in sizes:
+                path = Path(tmp) / f"kube{n}.txt"
+                path.write_text(kube_dump(n))
+                lines = path.read_text().count("\n")
+                cols: dict[str, list[float]] = {"meshsolve parse": []}
+                if args.tree:
+                    cols["meshsolve parse (--tree)"] = []
+                if restore:
+                    cols["iptables-restore --test"] = []
+                for k in range(args.repeat + 1):  # the first round is a warm-up (not counted)
+                    env = _env(here)
+                    t = _timed([sys.executable, "-c", _MAIN, "parse", str(path)], env=env)
+                    if k:
+                        cols["meshsolve parse"].append(t)
+                    if args.tree:
+                        env = _env(str(args.tree))
+                        t = _timed([sys.executable, "-c", _MAIN, "parse", str(path)], env=env)
+                        if k:
+                            cols["meshsolve parse (--tree)"].append(t)
+                    if restore:
+                        t = _timed(["ip", "netns", "exec", NETNS, restore, "--test"], stdin=path)
+                        if k:
+                            cols["iptables-restore --test"].append(t)
+                print(f"\n## kube_dump({n}): {lines} lines")
+                for name, xs in cols.items():
+                    print(f"{name:28s} {_stats(xs)}  {lines / statistics.median(xs):,.0f} lines/s")
+                if restore:
+                    ratio = statistics.median(cols["meshsolve parse"]) / statistics.median(
+                        cols["iptables-restore --test"])
+                    print(f"meshsolve parse / iptables-restore --test: {ratio:.1f}x")
+                _in_process(path.read_text(), lines, args.repeat)
+    finally:
+        if restore:
+            subprocess.run(["ip", "netns", "del", NETNS], check=False)
+
+
+def _in_process(text: str, lines: int, repeat: int) -> None:
+    import gc
+
+    import meshsolve.iptables.tables as tables
+    from meshsolve.iptables import read_text
+
+    for fast in (True, False):
+        tables.FAST_RULES = fast
+        xs = []
+        for _ in range(repeat):
+            gc.collect()
+            t = time.process_time()
+            read_text(text, "kube.txt")
+            xs.append(time.process_time() - t)
+        print(f"read_text in-process, fast path {'on ' if fast else 'off'} CPU {_stats(xs)}  "
+              f"{lines / statistics.median(xs):,.0f} lines/s")
+    tables.FAST_RULES = True
+
+
+if __name__ == "__main__":
+    main()
