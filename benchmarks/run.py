@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.run            # the full run (about 10-15 minutes on 2 cores)
     .venv/bin/python -m benchmarks.run --quick    # fewer goldens/specs/sizes, small repeats
-    .venv/bin/python -m benchmarks.run --smoke    # seconds: what tests/test_benchmarks_smoke.py runs
+    .venv/bin/python -m benchmarks.run --smoke    # seconds: what tests/test_project_benchmarks_smoke.py runs
 
 Writes ``benchmarks/results/results.json`` (every run of every case), ``results.md`` (the tables and
 the targets, met or not) and ``scale.svg`` (the plot; hand-written SVG, no plotting dependency).

@@ -1,7 +1,7 @@
 """Random pod worlds whose capture is native nftables (shared by the nft oracle and solver tests): the
 kernel oracle's ``worlds()`` with their rules replaced by a lowered ``capture_rulesets()`` — or, one
 time in four, kept beside the nft tables' non-nat chains. Not drawn, because the semantics does not
-model them yet (``tests/test_nft_kernel_order.py`` pins them as expected failures): an nft nat chain
+model them yet (``tests/test_nftables_kernel_order.py`` pins them as expected failures): an nft nat chain
 beside iptables' nat table (the kernel runs all nat chains of a hook inside one nat hook, at the nat
 priority, and stops at the first that binds), and a base chain at the priority of an iptables table
 (on a tie the chain registered last runs first)."""

@@ -139,7 +139,7 @@ def test_default_properties_add_reach_of_non_loopback_ports() -> None:
     assert parse_properties(["no-loops", "no-loops"], w) == (NoLoops(),)
 
 
-def test_diff_sides() -> None:
+def test_cli_diff_sides() -> None:
     assert parse_side("a") == {"setup": "A"}
     assert parse_side("1.2.3") == {"istio": "1.2"}
     assert parse_side("current") == {"istio": "current"}

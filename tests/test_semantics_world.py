@@ -71,7 +71,7 @@ def test_two_sockets_on_the_same_address_and_port() -> None:
     world(pod_ips=("192.0.2.10", "2001:db8::10"),
           apps=(App("a", sockets=(Socket("0.0.0.0", 80), Socket("::", 80, v6only=True))),))
     # a specific bind next to a wildcard needs SO_REUSEPORT on both, and the same uid (seen on the
-    # kernel: tests/test_kernel_facts.py, the bind fact)
+    # kernel: tests/test_oracle_kernel_facts.py, the bind fact)
     with pytest.raises(WorldError, match="SO_REUSEPORT"):
         world(apps=(App("a", sockets=(Socket("0.0.0.0", 80), Socket("127.0.0.1", 80))),))
     with pytest.raises(WorldError, match="SO_REUSEPORT"):

@@ -2,7 +2,7 @@
 pinned. (1) a table the solver did not walk; (2) "leaves the pod" taken for "completes"; (3) TPROXY
 half modelled; (4) worlds the public strategies draw that the solver refused. With one semantics run
 over two domains, each of these is settled for interpreter and solver at once; the kernel side of
-each is in the oracle suite (tests/test_oracle_*.py, tests/test_kernel_facts.py)."""
+each is in the oracle suite (tests/test_oracle_*.py, tests/test_oracle_kernel_facts.py)."""
 
 from __future__ import annotations
 

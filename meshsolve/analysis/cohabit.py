@@ -12,7 +12,7 @@ both), ``audit_cohabitation``
    way);
 3. builds the pod's world per order of the backends (``merge_backends``: the kernel runs the nat
    table of the backend registered *last* first, and the first NAT binding ends the nat lookups of
-   that hook — measured, ``tests/test_meshes_cohabit.py``; which one registered last a dump does not
+   that hook — measured, ``tests/test_analysis_cohabit.py``; which one registered last a dump does not
    say, so both orders are analysed when both are populated);
 4. compares, with the solver, the mesh's rules alone against everything (``search_difference`` per
    client kind: the peer, any process of the pod, the proxy). Each differing connection is replayed;

@@ -1,7 +1,7 @@
 """Istio's own golden rule files, checked for capture, bypass and no loops.
 
 ``python -m meshsolve.analysis.goldens [DIR]`` prints the table that the README and
-``tests/test_smt_goldens.py`` pin. ``DIR`` defaults to ``$MESHSOLVE_SHARED/reference/istio-goldens``
+``tests/test_analysis_goldens.py`` pin. ``DIR`` defaults to ``$MESHSOLVE_SHARED/reference/istio-goldens``
 or ``../shared/reference/istio-goldens`` beside the repository.
 """
 

@@ -2,7 +2,7 @@
 
 Loading ``nft -f`` text and listing it back changes the text without changing what the rules do;
 ``kernel_form`` applies the same changes to a model, so that a golden parsed from its ``nft -f``
-form and its kernel listing compare equal (checked on the kernel in ``tests/test_nft_kernel.py``):
+form and its kernel listing compare equal (checked on the kernel in ``tests/test_nftables_kernel.py``):
 
 - a ``meta l4proto P`` equality (in ``ip``/``ip6`` tables also ``ip protocol P``/``ip6 nexthdr P``)
   is dropped when a later item of the rule matches a ``P`` header field or any ``th`` field with

@@ -310,7 +310,7 @@ def _spares_kernel_packets(draw: st.DrawFn, rule: Rule, pal: Palette) -> Rule:
     """``rule``, or when its target acts on packets, the rule restricted to a server port
     (``--dport`` from the palette). The model follows a connection's handshake only: the RST that
     refuses a connection and the kernel's ICMP errors go to the client's ephemeral port or are not
-    TCP, so they never meet such a rule (see tests/test_kernel_disagreements.py)."""
+    TCP, so they never meet such a rule (see tests/test_oracle_open_disagreements.py)."""
     if rule.target is None or isinstance(rule.target, _INERT):
         return rule
     pm = next((m for m in rule.matches if isinstance(m, PortMatch)), None)
@@ -331,7 +331,7 @@ def _tproxy_marks(rules_: Rulesets, fam: Family) -> tuple[tuple[int, int], ...]:
 
 def _local_dnat(t: Dnat, fam: Family) -> Dnat:
     """A PREROUTING DNAT to an address of the pod: a peer's connection sent elsewhere would be
-    forwarded, which the model leaves undetermined (tests/test_kernel_disagreements.py)."""
+    forwarded, which the model leaves undetermined (tests/test_oracle_open_disagreements.py)."""
     if t.spec is None or t.spec.addr is None or str(t.spec.addr) in (WORLD_ADDRS[fam]["pod"], WORLD_ADDRS[fam]["lo"]):
         return t
     pod = WORLD_ADDRS[fam]["pod"]
@@ -372,7 +372,7 @@ def _extra_rules(draw: st.DrawFn, rules_: Rulesets, fams: tuple[Family, ...]) ->
 def _tproxy_capture(rules_: Rulesets, fam: Family) -> Rulesets:
     """A ruleset with TPROXY captures inbound connections with it alone, as Istio's TPROXY mode does:
     nat PREROUTING keeps no jump or NAT target (the kernel resets a connection that both TPROXY and a
-    REDIRECT act on, which the model does not know: tests/test_kernel_disagreements.py)."""
+    REDIRECT act on, which the model does not know: tests/test_oracle_open_disagreements.py)."""
     rs = rules_.for_family(fam)
     nat = rs.table("nat")
     pre = nat.chain("PREROUTING") if nat is not None else None

@@ -1,6 +1,6 @@
 """Fuzz harness for meshsolve's parsers: seed corpora, mutators, targets and a verdict per input.
 
-Used by ``tests/test_robust_parsers.py`` (short CI profile) and ``benchmarks/fuzz_campaign.py``
+Used by ``tests/test_inputs_parser_fuzz.py`` (short CI profile) and ``benchmarks/fuzz_campaign.py``
 (the long campaign). Each *target* takes one mutated input and calls a public parser; the harness
 classifies what came back:
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from test_smt_differential import EXAMPLES
+from test_smt_campaign_vs_enumeration import EXAMPLES
 
 from meshsolve.model.kinds import MATCH_KINDS, TARGET_KINDS
 from meshsolve.model.path import PATHS, TABLE_HOOKS

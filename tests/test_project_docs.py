@@ -2,7 +2,7 @@
 and its output (stdout and stderr, as a terminal shows them, without colour) must match the block.
 
 To refresh the blocks after an intended change in output:
-``MESHSOLVE_UPDATE_DOCS=1 .venv/bin/python -m pytest tests/test_docs.py``, then read the diff.
+``MESHSOLVE_UPDATE_DOCS=1 .venv/bin/python -m pytest tests/test_project_docs.py``, then read the diff.
 
 The demo excerpt in docs/tutorial.md (a ```text block after ``$ make demo``) is checked line by line
 against one run of the demo.

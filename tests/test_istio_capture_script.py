@@ -19,7 +19,7 @@ from pathlib import Path
 import attrs
 import pytest
 from script_text import intended_rules
-from test_robust_scripts import FOREIGN, hostile_rules
+from test_istio_script_safety import FOREIGN, hostile_rules
 
 from meshsolve.errors import UnsupportedError
 from meshsolve.iptables import parse_text

@@ -7,7 +7,7 @@ also catch the other direction: a proof where enumeration finds a violation.
 
 The worlds are ``meshsolve.strategies.small_worlds``: rules of every registered kind in every table
 at every hook a connection meets, policy routing, transparent proxies, SO_REUSEPORT pairs (the
-coverage test in ``test_strategies_coverage.py`` fails if a kind, a table or a hook is never drawn).
+coverage test in ``test_api_strategies_coverage.py`` fails if a kind, a table or a hook is never drawn).
 Destinations include what ``connect()`` treats specially (0.0.0.0, broadcast, multicast, link-local).
 
 Where a rule the model leaves open decides (an unmodelled module or target: the solver chooses

@@ -155,7 +155,7 @@ def test_a_renumbered_world_runs_on_the_kernel_as_proved(name: str) -> None:
     from meshsolve.analysis.synth import synthesize
     from meshsolve.analysis.verify import verify_on_kernel
     from meshsolve.oracle.flowspace import flow_space
-    from tests.test_synth_goals import _renumbered
+    from tests.test_analysis_synth_goals import _renumbered
 
     text = _renumbered((SPECS / name).read_text())
     text = text.replace("2001:db8::10", "2001:db8::70").replace("2001:db8::20", "2001:db8::80")
