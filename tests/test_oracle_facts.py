@@ -221,11 +221,6 @@ def test_class03_no_witness_connect_refuses() -> None:
                 assert isinstance(verdict, Refuted)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "semantics: connect() to 0.0.0.0 goes to 127.0.0.1; the interpreter fails it with ENETUNREACH "
-    "(0.0.0.0/32 is also inside the ENETUNREACH entry 0.0.0.0/8). World: no rules; flows any -> "
-    "0.0.0.0:9001 / :9002 / :9003: interpreter Failed (ENETUNREACH), kernel Delivered to any <- "
-    "127.0.0.1 / Delivered to local <- 127.0.0.1 / Refused"))
 def test_class03_zero_address_means_loopback() -> None:
     with KernelWorld(world()) as kw:
         run(kw, [Flow("any", "0.0.0.0", p) for p in (9001, 9002, 9003)])
@@ -254,10 +249,6 @@ def test_class03_zero_network_is_sent_with_a_default_route() -> None:
         run(kw, [Flow("any", "0.1.2.3", 80), Flow("any", "0.1.2.3", 443)])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "solver: check(LeavesPod('any', '0.0.0.0', 9101)) in a world without rules is PROVED; the kernel "
-    "connects 0.0.0.0:9101 to 127.0.0.1:9101, where nothing listens (Refused), and the interpreter "
-    "says Failed (ENETUNREACH): neither leaves the pod"))
 def test_class03_leaving_the_pod_to_0_0_0_0_is_not_proved() -> None:
     with KernelWorld(world()) as kw:
         assert isinstance(kw.run(Flow("any", "0.0.0.0", 9101)).outcome, Refused)

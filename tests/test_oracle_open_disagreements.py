@@ -59,9 +59,6 @@ def _agree(world: World, flow: Flow, runs: int = 1) -> None:
             assert not diffs, explain(world, flow, expected, actual, replay_command(flow))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "semantics: connect() to 0.0.0.0 goes to 127.0.0.1 (the kernel delivers to the app), but the model's "
-    "0.0.0.0/8 ENETUNREACH entry also covers 0.0.0.0 and wins: Failed (ENETUNREACH)"))
 def test_ipv4_unspecified_destination_means_loopback() -> None:
     _agree(_world("ipv4", socks=(Socket("0.0.0.0", 9001),)), Flow("app", "0.0.0.0", 9001))
 

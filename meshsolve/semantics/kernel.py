@@ -528,8 +528,14 @@ def source_for(d: Domain, env: Env, dst: Any) -> Any:
 def connect_error(d: Domain, env: Env, dst: Any) -> list[tuple[Any, str]]:
     """``(holds, errno)`` for each way ``connect()`` refuses ``dst`` before any packet (a v4-mapped
     IPv6 destination is an IPv4 connection: callers map it before a leg starts)."""
-    return [(d.in_net(dst, net), action) for net, action in CONNECT_RULES[env.family]
-            if action.startswith("E")]
+    out: list[tuple[Any, str]] = []
+    earlier: list[Any] = []  # the table is first match: 0.0.0.0 is loopback, not 0.0.0.0/8's ENETUNREACH
+    for net, action in CONNECT_RULES[env.family]:
+        inside = d.in_net(dst, net)
+        if action.startswith("E"):
+            out.append((d.and_(inside, *[d.not_(e) for e in earlier]), action))
+        earlier.append(inside)
+    return out
 
 
 def connect_refused(d: Domain, env: Env, dst: Any) -> Any:
