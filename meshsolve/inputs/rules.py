@@ -37,7 +37,6 @@ from meshsolve.model.rules import (
     Redirect,
     Return,
     Rule,
-    RuleRef,
     Rulesets,
     Tproxy,
 )
@@ -243,7 +242,16 @@ def listeners_of_rules(rulesets: Rulesets, proxy_ports: tuple[int, ...] = ()) ->
     tproxy = mangle is not None and mangle.chain("ISTIO_TPROXY") is not None
     table = "mangle" if tproxy else "nat"
     chain = rs.chain(table, "ISTIO_INBOUND")
-    to_proxy = {"ISTIO_IN_REDIRECT", "ISTIO_TPROXY", "ISTIO_DIVERT"}
+    where_name = f"{table}::ISTIO_INBOUND"
+    if chain is None:  # Istio's native nftables tables: the same chains, in nft's names
+        nft = {n.name: n for n in rs.nft}
+        tp = nft.get("istio-proxy-mangle")
+        nft_table = tp if tp is not None and tp.table.chain("istio-tproxy") is not None else nft.get("istio-proxy-nat")
+        if nft_table is not None:
+            chain = nft_table.table.chain("istio-inbound")
+            where_name = f"{nft_table.key}::istio-inbound"
+    to_proxy = {"ISTIO_IN_REDIRECT", "ISTIO_TPROXY", "ISTIO_DIVERT", "istio-in-redirect", "istio-tproxy",
+                "istio-divert"}
     named: dict[int, str] = {}
     excluded: list[int] = []
     wildcard = False
@@ -255,7 +263,7 @@ def listeners_of_rules(rulesets: Rulesets, proxy_ports: tuple[int, ...] = ()) ->
             continue
         ports = _single_dports(r)
         if ports:
-            where = f"{RuleRef(table, 'ISTIO_INBOUND', n)}" + (f" ({r.origin})" if r.origin is not None else "")
+            where = f"{where_name}#{n}" + (f" ({r.origin})" if r.origin is not None else "")
             for p in ports:
                 named.setdefault(p, where)
         elif not any(isinstance(m, PortMatch | MultiportMatch) and (getattr(m, "dport", None) is not None
@@ -266,7 +274,7 @@ def listeners_of_rules(rulesets: Rulesets, proxy_ports: tuple[int, ...] = ()) ->
     if wildcard:
         used: list[tuple[int, int]] = [(p, p) for p in proxy_ports]
         for ruleset in (rulesets.ipv4, rulesets.ipv6):
-            for t in ruleset.tables:
+            for t in (*ruleset.tables, *(n.table for n in ruleset.nft)):
                 for c in t.chains:
                     for r in c.rules:
                         used.extend(_dport_ranges(r))
