@@ -11,7 +11,7 @@ import pytest
 from conftest import REFERENCE
 from hypothesis import HealthCheck, given, settings
 from istio_vectors import BASE, MASTER
-from nft_kernel import kernel_load, nft_unavailable_reason
+from nft_kernel import MERGE_CASES, kernel_load, merge_case_text, nft_unavailable_reason
 
 from meshsolve.istio.config import from_go_fields
 from meshsolve.istio.nft import nft_generate
@@ -91,6 +91,18 @@ def test_random_rulesets_through_the_kernel(r: Ruleset) -> None:
     listed = parse_text(loaded.listing)
     assert listed == parse_text(loaded.json)
     assert listed == kernel_form(r)
+
+
+@pytest.mark.parametrize(("family", "written", "listed"), MERGE_CASES, ids=[f"{f}:{w}" for f, w, _ in MERGE_CASES])
+def test_port_compares_join_where_the_kernel_joins_them(family: str, written: str, listed: str) -> None:
+    """nft joins a port pair at the source port's place, across statements only while it has
+    collected fewer than two header compares: the kernel listing is ``MERGE_CASES``' and
+    ``kernel_form``'s."""
+    loaded = kernel_load(merge_case_text(family, written))
+    assert loaded.error is None, loaded.error
+    got = parse_text(loaded.listing)
+    assert got == parse_text(merge_case_text(family, listed))
+    assert got == kernel_form(parse_text(merge_case_text(family, written)))
 
 
 _CASES = {g["name"]: g["set"] for g in MASTER}

@@ -9,7 +9,9 @@ form and its kernel listing compare equal (checked on the kernel in ``tests/test
   no statement in between: the kernel keeps one protocol check and nft lists it as the field's
   dependency (``meta l4proto tcp ip daddr != 127.0.0.1 tcp dport 53`` → ``ip daddr != 127.0.0.1
   tcp dport 53``); nft itself inserts that check before the first ``P`` field when no earlier item
-  says P. Only the last such equality before the field is the dependency. In ``inet`` tables
+  says P. Only the last such equality before the field is the dependency, and in ``inet`` tables an
+  ``ip protocol``/``ip6 nexthdr`` equality in between is that last check, kept with the ``meta l4proto``
+  before it (``meta l4proto tcp ip protocol tcp tcp dport 2`` is listed as it is). In ``inet`` tables
   ``meta nfproto ipv4``/``ipv6`` goes the same way before ``ip``/``ip6`` fields. A ``th`` field is
   listed under the transport protocol an earlier item established (``meta l4proto tcp th dport
   53`` → ``tcp dport 53``, ``udp dport 1 th sport 2`` → ``udp dport 1 udp sport 2``);
@@ -18,10 +20,16 @@ form and its kernel listing compare equal (checked on the kernel in ``tests/test
   merged where they touch (``{ 53, 54-60 }`` → ``{ 53-60 }``, still a set: so loading a listing
   again can change it once more, to ``53-60``);
 - a source and a destination port match with one operator and single values become one compare
-  of the transport header, at the later match's place, listed source first (``tcp dport 5 counter
-  tcp sport 6`` → ``meta l4proto tcp counter tcp sport 6 tcp dport 5``). nft 1.0.6 does this for
-  ``!=`` too, which changes what the rule means: ``tcp dport != 5 tcp sport != 6`` is stored as
-  ``(sport, dport) != (6, 5)`` (seen with ``nft --debug=netlink``);
+  of the transport header at the source port's place, listed source first (``tcp dport 5 counter
+  tcp sport 6`` → ``meta l4proto tcp counter tcp sport 6 tcp dport 5``, ``log tcp sport 0 counter
+  tcp dport 0`` → ``log tcp sport 0 tcp dport 0 counter``), when nft's merge pass puts them in one
+  group: it collects single-value header compares and closes a group at a statement only once the
+  group holds two, so ``tcp sport 1 counter tcp dport 2`` joins but ``tcp sport 1 ip saddr
+  192.0.2.1 counter tcp dport 2`` does not (``_merge_ports``). A protocol match between the two
+  stays where it was (``tcp sport 0 meta l4proto tcp tcp dport 0`` → ``tcp sport 0 tcp dport 0
+  meta l4proto tcp``). nft 1.0.6 does this for ``!=`` too, which changes what the rule means:
+  ``tcp dport != 5 tcp sport != 6`` is stored as ``(sport, dport) != (6, 5)`` (seen with ``nft
+  --debug=netlink``);
 - in ``inet`` tables a plain ``reject`` after an IPv4 (IPv6) match is listed with that family's
   ICMP type.
 
@@ -119,27 +127,72 @@ def _port_match(item: Item) -> bool:
             and isinstance(item.value, int))
 
 
+#: Bit offsets in their header of the header fields nft may merge (a port pair, 2 + 2 bytes of the
+#: transport header); every other single-value header match sorts after them.
+_PORT_OFFSETS = {"sport": 0, "dport": 16}
+
+
+def _merge_candidate(item: Item) -> bool:
+    """A header-field compare with one value (``==``/``!=``, no mask, no set, no prefix): what nft
+    collects to merge. Masked matches (``ip dscp``, ``tcp flags``), prefixes and sets are not."""
+    if not (isinstance(item, Match) and item.selector.base in (*L4_PAYLOADS, "th", "ip", "ip6")
+            and item.op in ("==", "!=") and item.mask is None):
+        return False
+    v = item.value
+    if isinstance(v, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return v.prefixlen == v.max_prefixlen
+    return isinstance(v, int | str) and not isinstance(v, bool)
+
+
 def _merge_ports(items: list[Item]) -> list[Item]:
-    """A source and a destination port match with one operator are one 4-byte compare of the
-    transport header in the kernel, at the later one's place, listed source first under the
-    protocol's name (nft 1.0.6 merges ``!=`` too). One pair per rule is modelled."""
-    for k, first in enumerate(items):
-        if not (isinstance(first, Match) and _port_match(first)):
+    """nft 1.0.6 merges header-field compares before it sends a rule (measured with ``nft
+    --debug=netlink``, ``MERGE_CASES`` in ``tests/nft_kernel.py``): it walks the rule collecting the
+    single-value header compares (``_merge_candidate``); at a statement it merges what it has
+    collected if that is two or more and starts again, with fewer it goes on collecting across the
+    statement; at the rule's end it merges what it has. Merging sorts the collected compares by
+    their offset in the header and joins neighbours of one header and one operator (``!=`` too,
+    which changes what the rule means: ``(sport, dport) != (6, 5)``) into one compare at the place
+    of the first (the source port's); of the fields modelled only a source and a destination port
+    join (``ip saddr`` + ``ip daddr`` stay two loads). The joined compare is listed source first
+    under the protocol's name."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for k, item in enumerate(items):
+        if _is_statement(item):
+            if len(current) >= 2:
+                groups.append(current)
+                current = []
             continue
-        for j in range(k + 1, len(items)):
-            other = items[j]
-            if not (isinstance(other, Match) and _port_match(other) and other.selector.key != first.selector.key
-                    and other.op == first.op):
+        if _merge_candidate(item):
+            current.append(k)
+    if len(current) >= 2:
+        groups.append(current)
+    out: list[Item | None] = list(items)
+    for group in groups:
+        ordered = sorted(group, key=lambda k: _PORT_OFFSETS.get(items[k].selector.key, 48)  # type: ignore[union-attr]
+                         if _port_match(items[k]) else 48)
+        last = ordered[0]
+        joined = False
+        for k in ordered[1:]:
+            a, b = items[last], items[k]
+            if (not joined and isinstance(a, Match) and isinstance(b, Match) and _port_match(a) and _port_match(b)
+                    and a.selector.key == "sport" and b.selector.key == "dport" and a.op == b.op
+                    and len({a.selector.base, b.selector.base} - {"th"}) <= 1):
+                bases = {a.selector.base, b.selector.base} - {"th"}
+                base = bases.pop() if bases else "th"
+                out[last] = (attrs.evolve(a, selector=Selector(base, "sport")),  # type: ignore[assignment]
+                             attrs.evolve(b, selector=Selector(base, "dport")))
+                out[k] = None
+                joined = True  # the joined compare (4 bytes at offset 0) joins nothing else modelled
                 continue
-            bases = {first.selector.base, other.selector.base} - {"th"}
-            if len(bases) > 1:
-                continue
-            base = bases.pop() if bases else "th"
-            pair = sorted((attrs.evolve(first, selector=Selector(base, first.selector.key)),
-                           attrs.evolve(other, selector=Selector(base, other.selector.key))),
-                          key=lambda m: m.selector.key != "sport")
-            return [*items[:k], *items[k + 1:j], *pair, *items[j + 1:]]
-    return items
+            last, joined = k, False
+    flat: list[Item] = []
+    for x in out:
+        if isinstance(x, tuple):
+            flat.extend(x)
+        elif x is not None:
+            flat.append(x)
+    return flat
 
 
 #: Matches that establish the transport protocol.
@@ -161,6 +214,8 @@ def _drop_dependencies(items: list[Item], family: str) -> list[Item]:
             context = item.value
             if item.selector == Selector("meta", "l4proto") or (item.selector, family) in _L3_PROTOCOL:
                 l4 = k
+            else:  # ``ip protocol`` in an inet table: listed, and the last protocol check before the field
+                l4 = None
             if item.selector.base in ("ip", "ip6") and l3 is not None:  # a network header field
                 if items[l3].value == ("ipv4" if item.selector.base == "ip" else "ipv6"):  # type: ignore[union-attr]
                     drop.add(l3)
