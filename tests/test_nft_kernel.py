@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE
+from conftest import REFERENCE, campaign_examples
 from hypothesis import HealthCheck, given, settings
 from istio_vectors import BASE, MASTER
 from nft_kernel import MERGE_CASES, kernel_load, merge_case_text, nft_unavailable_reason
@@ -32,6 +32,9 @@ REFUSED = {
     "istio-ambient-nftables/hostprobe.golden": "No such file or directory",
     "istio-ambient-nftables/hostprobe_ipv6.golden": "No such file or directory",
 }
+
+#: The random rulesets through the kernel: CI profile (15), all 40 with --run-slow or the variable.
+RANDOM_RULESETS = campaign_examples("MESHSOLVE_NFT_KERNEL_EXAMPLES", ci=15, full=40)
 
 _reason = nft_unavailable_reason()
 pytestmark = [pytest.mark.kernel,
@@ -83,7 +86,7 @@ def test_refused_goldens_load_once_the_cause_is_removed() -> None:
     assert parse_text(loaded.json) == kernel_form(parse_text(sets + text))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=RANDOM_RULESETS, deadline=None, suppress_health_check=list(HealthCheck))
 @given(rulesets(kernel=True))
 def test_random_rulesets_through_the_kernel(r: Ruleset) -> None:
     loaded = kernel_load(render(r))

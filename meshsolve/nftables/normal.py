@@ -30,6 +30,9 @@ form and its kernel listing compare equal (checked on the kernel in ``tests/test
   meta l4proto tcp``). nft 1.0.6 does this for ``!=`` too, which changes what the rule means:
   ``tcp dport != 5 tcp sport != 6`` is stored as ``(sport, dport) != (6, 5)`` (seen with ``nft
   --debug=netlink``);
+- a mark compare under a mask of leading ones with the value inside the mask is listed as a
+  prefix, read as its interval (``meta mark & 0xfffffffc == 4`` → ``meta mark 0x00000004/30`` =
+  ``4-7``);
 - in ``inet`` tables a plain ``reject`` after an IPv4 (IPv6) match is listed with that family's
   ICMP type.
 
@@ -70,8 +73,21 @@ def kernel_form(ruleset: Ruleset) -> Ruleset:
         for t in ruleset.tables))
 
 
+def _mark_prefix(item: Item) -> Item:
+    """``meta mark & 0xfffffffc == 4`` (a mask of leading ones, the value inside it) is listed as the
+    prefix ``0x00000004/30``, which reads as the interval ``4-7``. A value with bits outside the mask
+    (``& 0xfffffffc == 5``, listed ``0x00000005/30`` but never equal) stays a masked compare."""
+    if not (isinstance(item, Match) and item.selector.kind is ValueKind.MARK and item.mask is not None
+            and item.op in ("==", "!=") and isinstance(item.value, int) and not isinstance(item.value, bool)):
+        return item
+    host = ~item.mask & 0xFFFFFFFF
+    if host & (host + 1) or item.value & host:  # not leading ones, or a value outside the mask
+        return item
+    return Match(item.selector, Range(item.value, item.value | host), item.op)
+
+
 def kernel_rule(rule: Rule, family: str) -> Rule:
-    items = [_set_form(i) for i in rule.items]
+    items = [_mark_prefix(_set_form(i)) for i in rule.items]
     items = _implicit_dependencies(items)
     items = _merge_ports(items)
     items = _drop_dependencies(items, family)
@@ -167,10 +183,14 @@ def _merge_ports(items: list[Item]) -> list[Item]:
             current.append(k)
     if len(current) >= 2:
         groups.append(current)
-    out: list[Item | None] = list(items)
+    out: list[Item | tuple[Match, Match] | None] = list(items)
+
+    def offset(k: int) -> int:
+        item = items[k]
+        return _PORT_OFFSETS[item.selector.key] if isinstance(item, Match) and _port_match(item) else 48
+
     for group in groups:
-        ordered = sorted(group, key=lambda k: _PORT_OFFSETS.get(items[k].selector.key, 48)  # type: ignore[union-attr]
-                         if _port_match(items[k]) else 48)
+        ordered = sorted(group, key=offset)
         last = ordered[0]
         joined = False
         for k in ordered[1:]:
@@ -180,7 +200,7 @@ def _merge_ports(items: list[Item]) -> list[Item]:
                     and len({a.selector.base, b.selector.base} - {"th"}) <= 1):
                 bases = {a.selector.base, b.selector.base} - {"th"}
                 base = bases.pop() if bases else "th"
-                out[last] = (attrs.evolve(a, selector=Selector(base, "sport")),  # type: ignore[assignment]
+                out[last] = (attrs.evolve(a, selector=Selector(base, "sport")),
                              attrs.evolve(b, selector=Selector(base, "dport")))
                 out[k] = None
                 joined = True  # the joined compare (4 bytes at offset 0) joins nothing else modelled
@@ -212,10 +232,9 @@ def _drop_dependencies(items: list[Item], family: str) -> list[Item]:
         if isinstance(item, Match) and item.op == "==" and item.mask is None and isinstance(item.value, str | int) \
                 and item.selector in _L4_PROTOCOL:
             context = item.value
-            if item.selector == Selector("meta", "l4proto") or (item.selector, family) in _L3_PROTOCOL:
-                l4 = k
-            else:  # ``ip protocol`` in an inet table: listed, and the last protocol check before the field
-                l4 = None
+            # an ``ip protocol`` in an inet table is listed, and is the last protocol check before a field
+            dependency = item.selector == Selector("meta", "l4proto") or (item.selector, family) in _L3_PROTOCOL
+            l4 = k if dependency else None
             if item.selector.base in ("ip", "ip6") and l3 is not None:  # a network header field
                 if items[l3].value == ("ipv4" if item.selector.base == "ip" else "ipv6"):  # type: ignore[union-attr]
                     drop.add(l3)
