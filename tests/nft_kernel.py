@@ -76,7 +76,11 @@ MERGE_CASES: tuple[tuple[str, str, str], ...] = (
     ("ip", "udp sport 6 counter meta l4proto udp th dport 5", "udp sport 6 udp dport 5 counter meta l4proto udp"),
     ("inet", "tcp sport 0 meta l4proto tcp tcp dport 0", "tcp sport 0 tcp dport 0 meta l4proto tcp"),
     ("inet", "meta l4proto tcp ip protocol tcp tcp dport 2", "meta l4proto tcp ip protocol tcp tcp dport 2"),
-    # not a port pair: a mark under a mask of leading ones is listed as a prefix (an interval)
+    # not a port pair: an ICMP reject in an inet table carries its family's check
+    ("inet", "meta nfproto ipv4 tcp dport 0 meta l4proto tcp reject",
+     "tcp dport 0 meta l4proto tcp reject with icmp port-unreachable"),
+    ("inet", "meta nfproto ipv4 counter reject", "meta nfproto ipv4 counter reject with icmp port-unreachable"),
+    # a mark under a mask of leading ones is listed as a prefix (an interval)
     ("ip", "meta mark & 0xfffffffc == 0", "meta mark 0x00000000/30"),
     ("ip", "ct mark & 0xfffffffe != 0x85a counter", "ct mark != 0x0000085a/31 counter"),
     ("ip", "meta mark & 0xff00 == 0x100", "meta mark & 0x0000ff00 == 0x00000100"),

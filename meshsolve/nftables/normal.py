@@ -34,7 +34,9 @@ form and its kernel listing compare equal (checked on the kernel in ``tests/test
   prefix, read as its interval (``meta mark & 0xfffffffc == 4`` → ``meta mark 0x00000004/30`` =
   ``4-7``);
 - in ``inet`` tables a plain ``reject`` after an IPv4 (IPv6) match is listed with that family's
-  ICMP type.
+  ICMP type, and a ``meta nfproto ipv4`` (``ipv6``) with no statement between it and an ICMP
+  (ICMPv6) ``reject`` is that reject's dependency, not listed (``meta nfproto ipv4 tcp dport 0
+  reject`` → ``tcp dport 0 reject with icmp port-unreachable``).
 
 Values the converters already normalise (``/32`` hosts, hex marks, protocol numbers, state order,
 the mark setter's ``& | ^`` form, the default log level and reject type) need nothing here. User
@@ -90,9 +92,9 @@ def kernel_rule(rule: Rule, family: str) -> Rule:
     items = [_mark_prefix(_set_form(i)) for i in rule.items]
     items = _implicit_dependencies(items)
     items = _merge_ports(items)
-    items = _drop_dependencies(items, family)
     if family == "inet":
         items = _reject_family(items)
+    items = _drop_dependencies(items, family)
     return attrs.evolve(rule, items=tuple(items))
 
 
@@ -244,6 +246,9 @@ def _drop_dependencies(items: list[Item], family: str) -> list[Item]:
             l3 = k
             continue
         base = _payload_base(item)
+        if isinstance(item, Reject) and l3 is not None and item.reason is not None \
+                and item.reason.split(" ", 1)[0] == ("icmp" if items[l3].value == "ipv4" else "icmpv6"):  # type: ignore[union-attr]
+            drop.add(l3)  # an ICMP reject in an inet table carries its family's check
         if isinstance(item, Reject) and item.reason == "tcp reset" and family in ("ip", "ip6"):
             base = "tcp"  # consumes the tcp dependency in ip/ip6 tables (not in inet ones)
         elif _is_statement(item):
