@@ -19,6 +19,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", default=False, help="run slow campaigns")
 
 
+_RUN_SLOW: list[bool] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _RUN_SLOW[:] = [bool(config.getoption("--run-slow"))]
+
+
+def campaign_examples(variable: str, ci: int, full: int) -> int:
+    """How many examples a randomized campaign draws: ``$variable`` when it is set, else ``full``
+    with ``--run-slow``, else the CI profile's ``ci`` (counts in docs/validation.md)."""
+    if os.environ.get(variable):
+        return int(os.environ[variable])
+    return full if _RUN_SLOW and _RUN_SLOW[0] else ci
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("--run-slow"):
         skip = pytest.mark.skip(reason="slow campaign: opt in with --run-slow")

@@ -52,3 +52,41 @@ def kernel_load(text: str) -> Loaded:
         return Loaded(error=err[k].split("Error:", 1)[-1].strip() + (f" [{where}]" if where else ""))
     listing, _, js = proc.stdout.partition(_SPLIT + "\n")
     return Loaded(listing, js)
+
+
+#: Rules (family, as written, as ``nft list ruleset`` prints them back) that show where nft 1.0.6
+#: joins a source and a destination port compare (at the source port's place, across a statement
+#: only while fewer than two header compares were collected) and which protocol checks it lists;
+#: ``kernel_form`` must say the same (``tests/test_nft_parse.py``, on the kernel
+#: ``tests/test_nft_kernel.py``).
+MERGE_CASES: tuple[tuple[str, str, str], ...] = (
+    ("ip", "log tcp sport 0 tcp dport 0 counter", "log tcp sport 0 tcp dport 0 counter"),
+    ("ip", "log tcp sport 0 counter tcp dport 0", "log tcp sport 0 tcp dport 0 counter"),
+    ("ip", "tcp sport 1 counter log tcp dport 2", "tcp sport 1 tcp dport 2 counter log"),
+    ("ip", "tcp dport 5 counter tcp sport 6", "meta l4proto tcp counter tcp sport 6 tcp dport 5"),
+    ("ip", "tcp sport != 1 log tcp dport != 0", "tcp sport != 1 tcp dport != 0 log"),
+    ("ip", "tcp sport 1 ip saddr 192.0.2.1 counter tcp dport 2",
+     "tcp sport 1 ip saddr 192.0.2.1 counter tcp dport 2"),
+    ("ip", "tcp sport 1 ip saddr 192.0.2.0/24 counter tcp dport 2",
+     "tcp sport 1 tcp dport 2 ip saddr 192.0.2.0/24 counter"),
+    ("ip", "tcp sport 1 ip protocol tcp counter tcp dport 2", "tcp sport 1 ip protocol tcp counter tcp dport 2"),
+    ("ip", "tcp sport 1 meta mark 1 counter tcp dport 2", "tcp sport 1 tcp dport 2 meta mark 1 counter"),
+    ("ip", "tcp sport 6 counter tcp sport 7 tcp dport 5", "tcp sport 6 counter tcp sport 7 tcp dport 5"),
+    ("ip", "tcp sport 1 tcp dport != 2 counter tcp dport 4", "tcp sport 1 tcp dport != 2 counter tcp dport 4"),
+    ("ip", "udp sport 6 counter meta l4proto udp th dport 5", "udp sport 6 udp dport 5 counter meta l4proto udp"),
+    ("inet", "tcp sport 0 meta l4proto tcp tcp dport 0", "tcp sport 0 tcp dport 0 meta l4proto tcp"),
+    ("inet", "meta l4proto tcp ip protocol tcp tcp dport 2", "meta l4proto tcp ip protocol tcp tcp dport 2"),
+    # not a port pair: an ICMP reject in an inet table carries its family's check
+    ("inet", "meta nfproto ipv4 tcp dport 0 meta l4proto tcp reject",
+     "tcp dport 0 meta l4proto tcp reject with icmp port-unreachable"),
+    ("inet", "meta nfproto ipv4 counter reject", "meta nfproto ipv4 counter reject with icmp port-unreachable"),
+    # a mark under a mask of leading ones is listed as a prefix (an interval)
+    ("ip", "meta mark & 0xfffffffc == 0", "meta mark 0x00000000/30"),
+    ("ip", "ct mark & 0xfffffffe != 0x85a counter", "ct mark != 0x0000085a/31 counter"),
+    ("ip", "meta mark & 0xff00 == 0x100", "meta mark & 0x0000ff00 == 0x00000100"),
+)
+
+
+def merge_case_text(family: str, body: str) -> str:
+    """One table with one chain holding the rule ``body``."""
+    return f"table {family} a0 {{\n chain c0 {{\n  {body}\n }}\n}}\n"

@@ -407,6 +407,59 @@ def test_targets(args: str, expected: object) -> None:
     assert one(args).target == expected
 
 
+#: ``--to-destination``/``--to-source`` as written and as iptables-save prints it back (iptables
+#: 1.8.9, both backends; ``tests/test_iptables_restore_kernel.py`` checks the list on the kernel):
+#: a range whose ends are equal is the single address or port.
+NAT_SAVED: tuple[tuple[str, str, str, str], ...] = (
+    ("ipv4", "SNAT", "192.0.2.1-192.0.2.1", "192.0.2.1"),
+    ("ipv4", "SNAT", "192.0.2.1-192.0.2.1:80", "192.0.2.1:80"),
+    ("ipv4", "SNAT", "192.0.2.1-192.0.2.1:80-80", "192.0.2.1:80"),
+    ("ipv4", "SNAT", "192.0.2.1:80-80", "192.0.2.1:80"),
+    ("ipv4", "SNAT", "192.0.2.1-192.0.2.2:80-81", "192.0.2.1-192.0.2.2:80-81"),
+    ("ipv4", "DNAT", "192.0.2.1-192.0.2.1", "192.0.2.1"),
+    ("ipv4", "DNAT", "192.0.2.1-192.0.2.1:80-81", "192.0.2.1:80-81"),
+    ("ipv4", "DNAT", "192.0.2.1:65535-65535", "192.0.2.1:65535"),
+    ("ipv4", "DNAT", ":80-80", ":80"),
+    ("ipv6", "SNAT", "::1-::1", "::1"),
+    ("ipv6", "SNAT", "[2001:db8::1]:80-80", "[2001:db8::1]:80"),
+    ("ipv6", "SNAT", "[2001:db8::1-2001:db8::2]:80-81", "[2001:db8::1-2001:db8::2]:80-81"),
+    ("ipv6", "DNAT", "2001:db8::1-2001:db8::1", "2001:db8::1"),
+    ("ipv6", "DNAT", "2001:db8::1-2001:db8::2", "2001:db8::1-2001:db8::2"),
+    ("ipv6", "DNAT", "[2001:DB8:0::1]", "2001:db8::1"),
+    ("ipv6", "DNAT", "[::1-::1]:80-80", "[::1]:80"),
+    ("ipv6", "DNAT", "[::]:80", "[::]:80"),
+    ("ipv6", "DNAT", ":80", ":80"),
+)
+
+
+def nat_rule_line(family: str, target: str, to: str) -> str:
+    """One nat rule with ``to`` as its target's address: DNAT in PREROUTING, SNAT in POSTROUTING."""
+    chain, key = ("PREROUTING", "--to-destination") if target == "DNAT" else ("POSTROUTING", "--to-source")
+    return f"-A {chain} -p tcp -j {target} {key} {to}"
+
+
+@pytest.mark.parametrize(("family", "target", "written", "saved"), NAT_SAVED,
+                         ids=[f"{t}:{w}" for _, t, w, _ in NAT_SAVED])
+def test_nat_address_is_read_in_the_form_iptables_save_prints(family: str, target: str, written: str,
+                                                               saved: str) -> None:
+    text = f"# {family}\n*nat\n{nat_rule_line(family, target, written)}\nCOMMIT\n"
+    rs = parse_text(text).for_family(family)  # type: ignore[arg-type]
+    (rule,) = [r for c in rs.tables[0].chains for r in c.rules]
+    assert isinstance(rule.target, Dnat | Snat)
+    assert rule.target.to == saved
+    assert rule.target.spec is not None
+    assert nat_rule_line(family, target, saved) in render_save(rs).splitlines()
+    again = Dnat(saved) if target == "DNAT" else Snat(saved)
+    assert again.to == saved and again.spec == rule.target.spec  # the canonical form is a fixed point
+
+
+def test_nat_address_forms_ip6tables_refuses_stay_as_written() -> None:
+    """``[A]-[B]:PORT`` is refused by ip6tables ("Port ... not valid"); it is not rewritten into the
+    form ip6tables takes, and text that does not decode is kept too."""
+    assert Snat("[2001:db8::1]-[2001:db8::2]:80").to == "[2001:db8::1]-[2001:db8::2]:80"
+    assert Dnat("not-an-address").to == "not-an-address" and Dnat("not-an-address").spec is None
+
+
 def test_rule_text_canonical_order() -> None:
     r = one("-o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT")
     assert rule_text(r) == "! -d 127.0.0.1/32 -o lo -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT"

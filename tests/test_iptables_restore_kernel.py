@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from iptables_kernel import Restored, restore
 from iptables_loader_cases import LOADER_PLACEMENT_CASES, LOADER_SYNTAX_CASES, LoaderCase
-from test_iptables_parse import UNSORTED_RESTORE
+from test_iptables_parse import NAT_SAVED, UNSORTED_RESTORE, nat_rule_line
 
 from meshsolve.errors import ParseError
-from meshsolve.iptables import parse_text
+from meshsolve.iptables import parse_text, render_save
 
 pytestmark = pytest.mark.kernel
 
@@ -99,3 +99,18 @@ def test_chain_commands_take_match_modules_but_not_rule_options(commands: str, a
     if accepted:
         done = restore(restore_form)
         assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_nat_addresses_come_back_as_the_parser_reads_them(family: str) -> None:
+    """Every written form of ``NAT_SAVED`` loaded at once: iptables-save prints each in the form the
+    parser reads it (a range with equal ends as one address or port)."""
+    cases = sorted((c for c in NAT_SAVED if c[0] == family), key=lambda c: c[1] != "DNAT")  # PREROUTING first
+    text = "*nat\n" + "".join(nat_rule_line(*c[:3]) + "\n" for c in cases) + "COMMIT\n"
+    done = restore(text, "iptables-restore" if family == "ipv4" else "ip6tables-restore")
+    assert done.returncode == 0, done.stderr
+    dump = done.ipv4_dump if family == "ipv4" else done.ipv6_dump
+    saved = [ln for ln in dump.splitlines() if ln.startswith("-A ")]
+    assert saved == [nat_rule_line(f, t, s) for f, t, _, s in cases]
+    ours = parse_text(f"# {family}\n" + text).for_family(family)  # type: ignore[arg-type]
+    assert [ln for ln in render_save(ours).splitlines() if ln.startswith("-A ")] == saved

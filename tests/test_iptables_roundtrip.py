@@ -4,6 +4,7 @@ through the real kernel (iptables-restore → iptables-save in a throw-away name
 from __future__ import annotations
 
 import pytest
+from conftest import campaign_examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from iptables_kernel import kernel_roundtrip
@@ -20,6 +21,8 @@ from meshsolve.iptables import (
 from meshsolve.model import Destination, Rule, Ruleset, Rulesets, Source
 from meshsolve.strategies import rules, rulesets, rulesets_pair
 
+#: Rulesets per family through iptables-restore/-save: CI profile (20), all 60 with --run-slow or the variable.
+KERNEL_EXAMPLES = campaign_examples("MESHSOLVE_IPT_KERNEL_EXAMPLES", ci=20, full=60)
 _FAST = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 
 
@@ -65,14 +68,14 @@ def _kernel_check(r: Ruleset) -> None:
 
 
 @pytest.mark.kernel
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=KERNEL_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(rulesets("ipv4", kernel=True))
 def test_kernel_roundtrip_ipv4(r: Ruleset) -> None:
     _kernel_check(r)
 
 
 @pytest.mark.kernel
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=KERNEL_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(rulesets("ipv6", kernel=True))
 def test_kernel_roundtrip_ipv6(r: Ruleset) -> None:
     _kernel_check(r)

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE
+from conftest import REFERENCE, campaign_examples
 from hypothesis import HealthCheck, given, settings
 from istio_vectors import BASE, MASTER
-from nft_kernel import kernel_load, nft_unavailable_reason
+from nft_kernel import MERGE_CASES, kernel_load, merge_case_text, nft_unavailable_reason
 
 from meshsolve.istio.config import from_go_fields
 from meshsolve.istio.nft import nft_generate
@@ -32,6 +32,9 @@ REFUSED = {
     "istio-ambient-nftables/hostprobe.golden": "No such file or directory",
     "istio-ambient-nftables/hostprobe_ipv6.golden": "No such file or directory",
 }
+
+#: The random rulesets through the kernel: CI profile (15), all 40 with --run-slow or the variable.
+RANDOM_RULESETS = campaign_examples("MESHSOLVE_NFT_KERNEL_EXAMPLES", ci=15, full=40)
 
 _reason = nft_unavailable_reason()
 pytestmark = [pytest.mark.kernel,
@@ -83,7 +86,7 @@ def test_refused_goldens_load_once_the_cause_is_removed() -> None:
     assert parse_text(loaded.json) == kernel_form(parse_text(sets + text))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=RANDOM_RULESETS, deadline=None, suppress_health_check=list(HealthCheck))
 @given(rulesets(kernel=True))
 def test_random_rulesets_through_the_kernel(r: Ruleset) -> None:
     loaded = kernel_load(render(r))
@@ -91,6 +94,18 @@ def test_random_rulesets_through_the_kernel(r: Ruleset) -> None:
     listed = parse_text(loaded.listing)
     assert listed == parse_text(loaded.json)
     assert listed == kernel_form(r)
+
+
+@pytest.mark.parametrize(("family", "written", "listed"), MERGE_CASES, ids=[f"{f}:{w}" for f, w, _ in MERGE_CASES])
+def test_port_compares_join_where_the_kernel_joins_them(family: str, written: str, listed: str) -> None:
+    """nft joins a port pair at the source port's place, across statements only while it has
+    collected fewer than two header compares: the kernel listing is ``MERGE_CASES``' and
+    ``kernel_form``'s."""
+    loaded = kernel_load(merge_case_text(family, written))
+    assert loaded.error is None, loaded.error
+    got = parse_text(loaded.listing)
+    assert got == parse_text(merge_case_text(family, listed))
+    assert got == kernel_form(parse_text(merge_case_text(family, written)))
 
 
 _CASES = {g["name"]: g["set"] for g in MASTER}

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 import pytest
-from conftest import REFERENCE
+from conftest import REFERENCE, campaign_examples
 from hypothesis import HealthCheck, given, settings
 from istio_vectors import BASE, MASTER
 from nft_kernel import nft_unavailable_reason
@@ -32,7 +32,7 @@ from meshsolve.semantics.trace import Delivered, Dropped, Egress, Rejected
 _reason = nft_unavailable_reason()
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(_reason is not None, reason=f"kernel test skipped: {_reason}")]
 
-RANDOM_WORLDS = int(os.environ.get("MESHSOLVE_NFT_ORACLE_WORLDS", "200"))
+RANDOM_WORLDS = campaign_examples("MESHSOLVE_NFT_ORACLE_WORLDS", ci=10, full=200)
 RANDOM_CONFIG = OracleConfig(connect_timeout=0.3, upstream_timeout=0.3)
 POD = (ipaddress.ip_address("192.0.2.10"), ipaddress.ip_address("2001:db8::10"))
 

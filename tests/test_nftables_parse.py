@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REFERENCE
+from nft_kernel import MERGE_CASES, merge_case_text
 
 from meshsolve.errors import ParseError
 from meshsolve.nftables import (
@@ -48,6 +49,13 @@ def _error(text: str) -> ParseError:
 # ------------------------------------------------------------------------------------------------
 # Forms
 
+
+
+@pytest.mark.parametrize(("family", "written", "listed"), MERGE_CASES, ids=[f"{f}:{w}" for f, w, _ in MERGE_CASES])
+def test_kernel_form_joins_port_compares_as_nft_does(family: str, written: str, listed: str) -> None:
+    ours = kernel_form(parse_text(merge_case_text(family, written)))
+    assert ours == parse_text(merge_case_text(family, listed))
+    assert kernel_form(ours) == ours  # the listing loaded again lists the same
 
 @pytest.mark.parametrize(("name", "form"), [
     ("istio-nftables-sidecar/tproxy.golden", "commands"),

@@ -523,11 +523,38 @@ def decode_nat(text: str) -> NatSpec | None:
     return NatSpec(lo_a, hi_a, p_lo, p_hi)
 
 
+def canonical_nat(text: str) -> str:
+    """``--to-destination`` / ``--to-source`` text as iptables-save prints it back: the kernel keeps
+    the decoded range, so a range whose ends are equal is the single address or port
+    (``192.0.2.1-192.0.2.1:80-80`` → ``192.0.2.1:80``, ``::1-::1`` → ``::1``), IPv6 addresses are
+    written compressed in lower case, bracketed only when a port follows
+    (``[2001:db8::1-2001:db8::2]:80``), and a port without an address is ``:PORT`` (measured with
+    iptables 1.8.9, both backends: ``tests/test_iptables_parse.py``). Text that does not decode, and
+    the ``[ADDR]-[ADDR]`` form ip6tables refuses, stay as written."""
+    spec = decode_nat(text)
+    if spec is None or "]-[" in text:
+        return text
+    host = ""
+    if spec.addr is not None:
+        host = str(spec.addr)
+        if spec.addr_hi is not None and spec.addr_hi != spec.addr:
+            host += f"-{spec.addr_hi}"
+        if spec.addr.version == 6 and spec.port_lo is not None:
+            host = f"[{host}]"
+    if spec.port_lo is None:
+        return host
+    port = str(spec.port_lo)
+    if spec.port_hi is not None and spec.port_hi != spec.port_lo:
+        port += f"-{spec.port_hi}"
+    return f"{host}:{port}"
+
+
 @attrs.frozen
 class Dnat:
-    """``-j DNAT --to-destination ADDR[:PORT]``; ``spec`` is the decoded form (None: not decodable)."""
+    """``-j DNAT --to-destination ADDR[:PORT]`` (in iptables-save's form: ``canonical_nat``);
+    ``spec`` is the decoded form (None: not decodable)."""
 
-    to: str
+    to: str = attrs.field(converter=canonical_nat)
     extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     spec: NatSpec | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
@@ -537,9 +564,10 @@ class Dnat:
 
 @attrs.frozen
 class Snat:
-    """``-j SNAT --to-source ADDR[:PORT]``; ``spec`` is the decoded form (None: not decodable)."""
+    """``-j SNAT --to-source ADDR[:PORT]`` (in iptables-save's form: ``canonical_nat``); ``spec`` is
+    the decoded form (None: not decodable)."""
 
-    to: str
+    to: str = attrs.field(converter=canonical_nat)
     extra: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     spec: NatSpec | None = attrs.field(init=False, default=None, eq=False, repr=False)
 

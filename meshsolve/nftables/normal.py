@@ -9,7 +9,9 @@ form and its kernel listing compare equal (checked on the kernel in ``tests/test
   no statement in between: the kernel keeps one protocol check and nft lists it as the field's
   dependency (``meta l4proto tcp ip daddr != 127.0.0.1 tcp dport 53`` → ``ip daddr != 127.0.0.1
   tcp dport 53``); nft itself inserts that check before the first ``P`` field when no earlier item
-  says P. Only the last such equality before the field is the dependency. In ``inet`` tables
+  says P. Only the last such equality before the field is the dependency, and in ``inet`` tables an
+  ``ip protocol``/``ip6 nexthdr`` equality in between is that last check, kept with the ``meta l4proto``
+  before it (``meta l4proto tcp ip protocol tcp tcp dport 2`` is listed as it is). In ``inet`` tables
   ``meta nfproto ipv4``/``ipv6`` goes the same way before ``ip``/``ip6`` fields. A ``th`` field is
   listed under the transport protocol an earlier item established (``meta l4proto tcp th dport
   53`` → ``tcp dport 53``, ``udp dport 1 th sport 2`` → ``udp dport 1 udp sport 2``);
@@ -18,12 +20,23 @@ form and its kernel listing compare equal (checked on the kernel in ``tests/test
   merged where they touch (``{ 53, 54-60 }`` → ``{ 53-60 }``, still a set: so loading a listing
   again can change it once more, to ``53-60``);
 - a source and a destination port match with one operator and single values become one compare
-  of the transport header, at the later match's place, listed source first (``tcp dport 5 counter
-  tcp sport 6`` → ``meta l4proto tcp counter tcp sport 6 tcp dport 5``). nft 1.0.6 does this for
-  ``!=`` too, which changes what the rule means: ``tcp dport != 5 tcp sport != 6`` is stored as
-  ``(sport, dport) != (6, 5)`` (seen with ``nft --debug=netlink``);
+  of the transport header at the source port's place, listed source first (``tcp dport 5 counter
+  tcp sport 6`` → ``meta l4proto tcp counter tcp sport 6 tcp dport 5``, ``log tcp sport 0 counter
+  tcp dport 0`` → ``log tcp sport 0 tcp dport 0 counter``), when nft's merge pass puts them in one
+  group: it collects single-value header compares and closes a group at a statement only once the
+  group holds two, so ``tcp sport 1 counter tcp dport 2`` joins but ``tcp sport 1 ip saddr
+  192.0.2.1 counter tcp dport 2`` does not (``_merge_ports``). A protocol match between the two
+  stays where it was (``tcp sport 0 meta l4proto tcp tcp dport 0`` → ``tcp sport 0 tcp dport 0
+  meta l4proto tcp``). nft 1.0.6 does this for ``!=`` too, which changes what the rule means:
+  ``tcp dport != 5 tcp sport != 6`` is stored as ``(sport, dport) != (6, 5)`` (seen with ``nft
+  --debug=netlink``);
+- a mark compare under a mask of leading ones with the value inside the mask is listed as a
+  prefix, read as its interval (``meta mark & 0xfffffffc == 4`` → ``meta mark 0x00000004/30`` =
+  ``4-7``);
 - in ``inet`` tables a plain ``reject`` after an IPv4 (IPv6) match is listed with that family's
-  ICMP type.
+  ICMP type, and a ``meta nfproto ipv4`` (``ipv6``) with no statement between it and an ICMP
+  (ICMPv6) ``reject`` is that reject's dependency, not listed (``meta nfproto ipv4 tcp dport 0
+  reject`` → ``tcp dport 0 reject with icmp port-unreachable``).
 
 Values the converters already normalise (``/32`` hosts, hex marks, protocol numbers, state order,
 the mark setter's ``& | ^`` form, the default log level and reject type) need nothing here. User
@@ -62,13 +75,26 @@ def kernel_form(ruleset: Ruleset) -> Ruleset:
         for t in ruleset.tables))
 
 
+def _mark_prefix(item: Item) -> Item:
+    """``meta mark & 0xfffffffc == 4`` (a mask of leading ones, the value inside it) is listed as the
+    prefix ``0x00000004/30``, which reads as the interval ``4-7``. A value with bits outside the mask
+    (``& 0xfffffffc == 5``, listed ``0x00000005/30`` but never equal) stays a masked compare."""
+    if not (isinstance(item, Match) and item.selector.kind is ValueKind.MARK and item.mask is not None
+            and item.op in ("==", "!=") and isinstance(item.value, int) and not isinstance(item.value, bool)):
+        return item
+    host = ~item.mask & 0xFFFFFFFF
+    if host & (host + 1) or item.value & host:  # not leading ones, or a value outside the mask
+        return item
+    return Match(item.selector, Range(item.value, item.value | host), item.op)
+
+
 def kernel_rule(rule: Rule, family: str) -> Rule:
-    items = [_set_form(i) for i in rule.items]
+    items = [_mark_prefix(_set_form(i)) for i in rule.items]
     items = _implicit_dependencies(items)
     items = _merge_ports(items)
-    items = _drop_dependencies(items, family)
     if family == "inet":
         items = _reject_family(items)
+    items = _drop_dependencies(items, family)
     return attrs.evolve(rule, items=tuple(items))
 
 
@@ -119,27 +145,76 @@ def _port_match(item: Item) -> bool:
             and isinstance(item.value, int))
 
 
+#: Bit offsets in their header of the header fields nft may merge (a port pair, 2 + 2 bytes of the
+#: transport header); every other single-value header match sorts after them.
+_PORT_OFFSETS = {"sport": 0, "dport": 16}
+
+
+def _merge_candidate(item: Item) -> bool:
+    """A header-field compare with one value (``==``/``!=``, no mask, no set, no prefix): what nft
+    collects to merge. Masked matches (``ip dscp``, ``tcp flags``), prefixes and sets are not."""
+    if not (isinstance(item, Match) and item.selector.base in (*L4_PAYLOADS, "th", "ip", "ip6")
+            and item.op in ("==", "!=") and item.mask is None):
+        return False
+    v = item.value
+    if isinstance(v, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return v.prefixlen == v.max_prefixlen
+    return isinstance(v, int | str) and not isinstance(v, bool)
+
+
 def _merge_ports(items: list[Item]) -> list[Item]:
-    """A source and a destination port match with one operator are one 4-byte compare of the
-    transport header in the kernel, at the later one's place, listed source first under the
-    protocol's name (nft 1.0.6 merges ``!=`` too). One pair per rule is modelled."""
-    for k, first in enumerate(items):
-        if not (isinstance(first, Match) and _port_match(first)):
+    """nft 1.0.6 merges header-field compares before it sends a rule (measured with ``nft
+    --debug=netlink``, ``MERGE_CASES`` in ``tests/nft_kernel.py``): it walks the rule collecting the
+    single-value header compares (``_merge_candidate``); at a statement it merges what it has
+    collected if that is two or more and starts again, with fewer it goes on collecting across the
+    statement; at the rule's end it merges what it has. Merging sorts the collected compares by
+    their offset in the header and joins neighbours of one header and one operator (``!=`` too,
+    which changes what the rule means: ``(sport, dport) != (6, 5)``) into one compare at the place
+    of the first (the source port's); of the fields modelled only a source and a destination port
+    join (``ip saddr`` + ``ip daddr`` stay two loads). The joined compare is listed source first
+    under the protocol's name."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for k, item in enumerate(items):
+        if _is_statement(item):
+            if len(current) >= 2:
+                groups.append(current)
+                current = []
             continue
-        for j in range(k + 1, len(items)):
-            other = items[j]
-            if not (isinstance(other, Match) and _port_match(other) and other.selector.key != first.selector.key
-                    and other.op == first.op):
+        if _merge_candidate(item):
+            current.append(k)
+    if len(current) >= 2:
+        groups.append(current)
+    out: list[Item | tuple[Match, Match] | None] = list(items)
+
+    def offset(k: int) -> int:
+        item = items[k]
+        return _PORT_OFFSETS[item.selector.key] if isinstance(item, Match) and _port_match(item) else 48
+
+    for group in groups:
+        ordered = sorted(group, key=offset)
+        last = ordered[0]
+        joined = False
+        for k in ordered[1:]:
+            a, b = items[last], items[k]
+            if (not joined and isinstance(a, Match) and isinstance(b, Match) and _port_match(a) and _port_match(b)
+                    and a.selector.key == "sport" and b.selector.key == "dport" and a.op == b.op
+                    and len({a.selector.base, b.selector.base} - {"th"}) <= 1):
+                bases = {a.selector.base, b.selector.base} - {"th"}
+                base = bases.pop() if bases else "th"
+                out[last] = (attrs.evolve(a, selector=Selector(base, "sport")),
+                             attrs.evolve(b, selector=Selector(base, "dport")))
+                out[k] = None
+                joined = True  # the joined compare (4 bytes at offset 0) joins nothing else modelled
                 continue
-            bases = {first.selector.base, other.selector.base} - {"th"}
-            if len(bases) > 1:
-                continue
-            base = bases.pop() if bases else "th"
-            pair = sorted((attrs.evolve(first, selector=Selector(base, first.selector.key)),
-                           attrs.evolve(other, selector=Selector(base, other.selector.key))),
-                          key=lambda m: m.selector.key != "sport")
-            return [*items[:k], *items[k + 1:j], *pair, *items[j + 1:]]
-    return items
+            last, joined = k, False
+    flat: list[Item] = []
+    for x in out:
+        if isinstance(x, tuple):
+            flat.extend(x)
+        elif x is not None:
+            flat.append(x)
+    return flat
 
 
 #: Matches that establish the transport protocol.
@@ -159,8 +234,9 @@ def _drop_dependencies(items: list[Item], family: str) -> list[Item]:
         if isinstance(item, Match) and item.op == "==" and item.mask is None and isinstance(item.value, str | int) \
                 and item.selector in _L4_PROTOCOL:
             context = item.value
-            if item.selector == Selector("meta", "l4proto") or (item.selector, family) in _L3_PROTOCOL:
-                l4 = k
+            # an ``ip protocol`` in an inet table is listed, and is the last protocol check before a field
+            dependency = item.selector == Selector("meta", "l4proto") or (item.selector, family) in _L3_PROTOCOL
+            l4 = k if dependency else None
             if item.selector.base in ("ip", "ip6") and l3 is not None:  # a network header field
                 if items[l3].value == ("ipv4" if item.selector.base == "ip" else "ipv6"):  # type: ignore[union-attr]
                     drop.add(l3)
@@ -170,6 +246,9 @@ def _drop_dependencies(items: list[Item], family: str) -> list[Item]:
             l3 = k
             continue
         base = _payload_base(item)
+        if isinstance(item, Reject) and l3 is not None and item.reason is not None \
+                and item.reason.split(" ", 1)[0] == ("icmp" if items[l3].value == "ipv4" else "icmpv6"):  # type: ignore[union-attr]
+            drop.add(l3)  # an ICMP reject in an inet table carries its family's check
         if isinstance(item, Reject) and item.reason == "tcp reset" and family in ("ip", "ip6"):
             base = "tcp"  # consumes the tcp dependency in ip/ip6 tables (not in inet ones)
         elif _is_statement(item):
