@@ -43,7 +43,7 @@ from meshsolve.strategies import worlds_and_flows
 
 pytestmark = pytest.mark.kernel
 
-RANDOM_WORLDS = campaign_examples("MESHSOLVE_ORACLE_WORLDS", ci=10, full=200)
+RANDOM_WORLDS = campaign_examples("MESHSOLVE_ORACLE_WORLDS", ci=30, full=200)
 # a SYN inside one host is answered in microseconds: short bounds keep DROP rules cheap (the harness
 # re-runs a timeout no DROP rule counted with generous bounds, so a loaded machine does not flake)
 RANDOM_CONFIG = OracleConfig(connect_timeout=0.3, upstream_timeout=0.3)
