@@ -1,4 +1,4 @@
-"""Robustness of the parsers (issue #11): bad input never crashes them, never hangs, and big input
+"""Robustness of the parsers: bad input never crashes them, never hangs, and big input
 is refused before it is read whole.
 
 CI profile: a few hundred Hypothesis-mutated inputs per parser (``tests/fuzz/harness.py``); the

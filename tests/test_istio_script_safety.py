@@ -1,4 +1,4 @@
-"""Emitted scripts are safe to run as root (issue #11).
+"""Emitted scripts are safe to run as root.
 
 - settings with shell metacharacters are rejected (flags, env, pod annotations), or never reach
   the output;

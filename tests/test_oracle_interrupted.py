@@ -1,4 +1,4 @@
-"""The kernel oracle never leaks namespaces or processes when it is interrupted (issue #11).
+"""The kernel oracle never leaks namespaces or processes when it is interrupted.
 
 A driver process materialises set-up E with ``KernelWorld`` and runs flows in a loop; the test
 kills it mid-run and then looks for what it left:

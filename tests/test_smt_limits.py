@@ -1,4 +1,4 @@
-"""Solver limits (issue #11): every solver call is bounded; hitting a bound gives ``Unknown(reason)``
+"""Solver limits: every solver call is bounded; hitting a bound gives ``Unknown(reason)``
 (exit code 80 from the CLI), never a hang and never a wrong verdict."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Soundness under the unknown (issue #11): a rule meshsolve does not model (``-m bpf``, ``-m set``,
+"""Soundness under the unknown: a rule meshsolve does not model (``-m bpf``, ``-m set``,
 ``-m statistic``, ``-j NFQUEUE``, any ``OpaqueMatch``/``OpaqueTarget``) never yields ``Proved`` for a
 property it could affect.
 
