@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-from pathlib import Path
 from typing import Literal, TypeAlias
 
-from meshsolve.errors import ParseError
+from meshsolve.iptables import file_text
 from meshsolve.nftables.commands import Command, replay
 from meshsolve.nftables.jsonform import parse_json_commands
-from meshsolve.nftables.lexer import MAX_INPUT_BYTES
 from meshsolve.nftables.model import Ruleset
 from meshsolve.nftables.text import parse_commands
 
@@ -69,28 +66,10 @@ def parse_text(text: str, source: str = "<string>") -> Ruleset:
 
 def read_input(path: str | os.PathLike[str], source: str | None = None) -> tuple[str, str]:
     """A file's text (``"-"``: standard input), refused when larger than ``MAX_INPUT_BYTES`` (before
-    reading it) or not UTF-8; returns the text and the name errors will use."""
+    reading it) or not UTF-8 (``meshsolve.iptables.file_text``, one reader for both); returns the
+    text and the name errors will use."""
     name = source if source is not None else str(path)
-    if str(path) == "-":
-        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
-    else:
-        p = Path(path)
-        try:
-            size = p.stat().st_size
-            if size > MAX_INPUT_BYTES:
-                raise ParseError(f"input larger than {MAX_INPUT_BYTES} bytes ({size})", source=name)
-            with p.open("rb") as fh:
-                data = fh.read(MAX_INPUT_BYTES + 1)
-        except OSError as exc:
-            raise ParseError(f"cannot read: {exc.strerror or exc}", source=name) from None
-    if len(data) > MAX_INPUT_BYTES:
-        raise ParseError(f"input larger than {MAX_INPUT_BYTES} bytes", source=name)
-    try:
-        return data.decode("utf-8"), name
-    except UnicodeDecodeError as exc:
-        lineno = data[:exc.start].count(b"\n") + 1
-        raise ParseError(f"binary data: not UTF-8 text (byte 0x{data[exc.start]:02x})", source=name,
-                         lineno=lineno) from None
+    return file_text(path, name), name
 
 
 def parse_file(path: str | os.PathLike[str], source: str | None = None) -> Ruleset:
