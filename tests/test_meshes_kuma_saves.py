@@ -1,0 +1,106 @@
+"""Kuma's real-container saves, one per Linux distribution (tests/data/kuma-saves/SOURCES.md, plus the
+four in ../shared/reference/frontier/kuma/container/): each parses, and each is the rule set meshsolve's
+Kuma profile generates for its flags, modulo comments and, for older Kuma releases, the DNS rules."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from test_meshes_goldens import CONTAINER, MULTIPLE, _no_empty_tables
+
+from meshsolve.iptables import parse_rule, parse_text, render_save
+from meshsolve.meshes import kuma, without_comments
+from meshsolve.model import Ruleset
+
+SAVES = Path(__file__).parent / "data" / "kuma-saves"
+ALL = sorted([*SAVES.glob("*.golden"), *(p for p in CONTAINER.glob("*.golden") if p.stat().st_size > 100)])
+_NAME = re.compile(r"^(?P<distro>[a-z]+(?:-[a-z]+)?-[0-9]+(?:-[0-9]+)?)(?:-(?P<flags>default|with-multiple-flags))?"
+                   r"\.(?P<tool>ip6?tables(?:-nft|-legacy)?)\.golden$")
+
+
+def _parts(path: Path) -> tuple[str, str, str]:
+    m = _NAME.match(path.name)
+    assert m, f"{path.name}: not <distro>[-<flags>].<tool>.golden"
+    return m["distro"], m["flags"] or "default", m["tool"]
+
+
+def _family(path: Path) -> str:
+    return "ipv6" if _parts(path)[2].startswith("ip6") else "ipv4"
+
+
+def _save(path: Path) -> Ruleset:
+    text = path.read_text(encoding="utf-8").replace("ifPlaceholder", "lo")
+    family = _family(path)
+    parsed = parse_text(("# ipv6\n" if family == "ipv6" else "") + text, source=str(path))
+    return _no_empty_tables(without_comments(parsed)).for_family(family)  # type: ignore[arg-type]
+
+
+def _generated(path: Path) -> Ruleset:
+    flags = MULTIPLE if _parts(path)[1] == "with-multiple-flags" else []
+    return kuma.generate(kuma.parse_args(flags)).for_family(_family(path))  # type: ignore[arg-type]
+
+
+def test_the_saves_cover_sixteen_distributions() -> None:
+    distros = {_parts(p)[0] for p in ALL}
+    assert len(distros) >= 16, sorted(distros)
+    assert {"debian-10", "debian-13", "fedora-41", "rhel-9", "ubuntu-18-04", "ubuntu-24-04"} <= distros
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_a_save_parses_into_kuma_s_chains(path: Path) -> None:
+    save = _save(path)
+    nat = save.table("nat")
+    assert nat is not None and nat.chain("KUMA_MESH_OUTBOUND") is not None
+    assert save.rule_count() >= 10
+
+
+DEFAULTS = [p for p in ALL if _parts(p)[1] == "default"]
+
+
+@pytest.mark.parametrize("path", DEFAULTS, ids=lambda p: p.name)
+def test_a_default_save_is_what_the_profile_generates(path: Path) -> None:
+    got, want = _generated(path), _save(path)
+    assert got == want, render_save(got) + "\n--- save\n" + render_save(want)
+
+
+_DNS = re.compile(r"(?<![0-9:])(53|15053)(?![0-9:])")
+_NOT_DNS = " -m tcp ! --dport 53"
+
+
+def _without_dns_rules(rs: Ruleset) -> list[str]:
+    """The save's lines with the rules that name the DNS ports left out and the older releases'
+    ``! --dport 53`` condition taken off the loopback rules."""
+    return [line.replace(_NOT_DNS, "") for line in render_save(rs).splitlines() if not _DNS.search(line.replace(_NOT_DNS, ""))]
+
+
+@pytest.mark.parametrize("path", [p for p in ALL if _parts(p)[1] == "with-multiple-flags"], ids=lambda p: p.name)
+def test_a_multiple_flags_save_differs_at_most_in_the_dns_rules(path: Path) -> None:
+    """Kuma's DNS rules changed between the releases these saves come from (``! --dport 53`` on the
+    loopback rules, a TCP port-53 redirect); every other rule is what the profile generates."""
+    got, want = _generated(path), _save(path)
+    assert _without_dns_rules(got) == _without_dns_rules(want)
+
+
+def test_the_dns_filter_keeps_the_rules_it_should() -> None:
+    kept = _without_dns_rules(_generated(SAVES / "debian-13-with-multiple-flags.iptables.golden"))
+    assert any("--dport 4444" in line for line in kept) and any("REDIRECT --to-ports 15001" in line for line in kept)
+    assert not any("15053" in line for line in kept)
+
+
+def test_nft_save_order_does_not_change_the_rules() -> None:
+    """Ubuntu 20.04's save declares POSTROUTING before OUTPUT and lists the REDIRECT chains last;
+    Debian 11's lists them in creation order. Same rules."""
+    ubuntu = (SAVES / "ubuntu-20-04-default.ip6tables-nft.golden").read_text(encoding="utf-8")
+    debian = (SAVES / "debian-11-default.ip6tables-nft.golden").read_text(encoding="utf-8")
+    assert ubuntu != debian and ubuntu.index(":POSTROUTING") < ubuntu.index(":OUTPUT")
+    assert _save(SAVES / "ubuntu-20-04-default.ip6tables-nft.golden") == _save(SAVES / "debian-11-default.ip6tables-nft.golden")
+
+
+def test_numeric_protocols_read_as_their_names() -> None:
+    """Debian 10's nft save writes ``-p 6``/``-p 17`` and puts ``-m comment`` after the matches."""
+    text = (SAVES / "debian-10-with-multiple-flags.iptables-nft.golden").read_text(encoding="utf-8")
+    assert "-p 6 " in text and "-p 17 " in text
+    assert parse_rule("-p 6 -m tcp --dport 1 -j RETURN") == parse_rule("-p tcp -m tcp --dport 1 -j RETURN")
+    assert parse_rule("-p 17 -m udp --dport 53 -j RETURN") == parse_rule("-p udp -m udp --dport 53 -j RETURN")
