@@ -17,7 +17,7 @@ Public entry points (other layers call exactly these):
 - :func:`to_json` / :func:`from_json` → the model as JSON with stable keys.
 """
 
-from meshsolve.iptables.jsonio import from_json, to_json, to_jsonable
+from meshsolve.iptables.jsonio import from_json, json_key, to_json, to_jsonable
 from meshsolve.iptables.logs import Failure
 from meshsolve.iptables.parse import MAX_INPUT_BYTES, file_text, parse_file, parse_text, read_file
 from meshsolve.iptables.reading import Reading, read_text, read_unwrapped, refusal, unwrap_text
@@ -33,6 +33,7 @@ __all__ = [
     "Reading",
     "file_text",
     "from_json",
+    "json_key",
     "parse_file",
     "parse_rule",
     "parse_text",

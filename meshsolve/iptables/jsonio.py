@@ -2,8 +2,10 @@
 
 Every attrs value becomes an object whose first key is ``"type"`` (the class name) followed by its
 fields in declaration order; addresses and networks become strings, ``PortRange`` becomes
-``"lo:hi"`` (or ``"p"``), tuples become lists. Provenance (``origin``) is left out; counters are
-kept when present. Keys are stable: the same model always gives the same text.
+``"lo:hi"`` (or ``"p"``), tuples become lists. A field that is itself called ``type`` (an nft base
+chain's filter/nat/route) is written under ``"type_"``, since ``"type"`` names the class.
+Provenance (``origin``) is left out; counters are kept when present. Keys are stable: the same
+model always gives the same text.
 """
 
 from __future__ import annotations
@@ -19,13 +21,18 @@ from meshsolve.model import rules as _rules
 from meshsolve.model.net import PortRange
 from meshsolve.model.rules import Origin, Rulesets
 
-__all__ = ["from_json", "to_json", "to_jsonable"]
+__all__ = ["from_json", "json_key", "to_json", "to_jsonable"]
 
 _CLASSES: dict[str, type] = {
     name: obj for name in _rules.__all__
     if isinstance(obj := getattr(_rules, name), type) and attrs.has(obj)
 }
 _CLASSES["PortRange"] = PortRange
+
+
+def json_key(field: str) -> str:
+    """The JSON key of a field: its name, except that ``type`` is taken by the class name."""
+    return "type_" if field == "type" else field
 
 
 def to_jsonable(value: Any) -> Any:
@@ -45,7 +52,7 @@ def to_jsonable(value: Any) -> Any:
                 continue
             if f.name == "counters" and v is None:
                 continue
-            out[f.name] = to_jsonable(v)
+            out[json_key(f.name)] = to_jsonable(v)
         return out
     if isinstance(value, tuple | list):
         return [to_jsonable(v) for v in value]
@@ -70,9 +77,9 @@ def _decode(data: Any) -> Any:
         raise ParseError(f"unknown or missing \"type\" in JSON object: {name!r}", source="<json>")
     kwargs: dict[str, Any] = {}
     for f in attrs.fields(cls):
-        if f.name not in data or not f.init:
+        if json_key(f.name) not in data or not f.init:
             continue
-        v = _decode(data[f.name])
+        v = _decode(data[json_key(f.name)])
         if f.name in ("sport", "dport", "to_ports") and isinstance(v, str):
             v = PortRange.parse(v)
         if f.name == "ports":

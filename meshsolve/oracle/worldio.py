@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from meshsolve.errors import ParseError
-from meshsolve.iptables import from_json, to_jsonable
+from meshsolve.iptables import from_json, json_key, to_jsonable
 from meshsolve.model.routing import Route, Routing, RoutingRule
 from meshsolve.model.rules import Rulesets
 from meshsolve.model.world import App, Endpoint, ProxyBehavior, Service, Socket, World
@@ -39,7 +39,7 @@ def _decode(data: Any) -> Any:
     cls = _CLASSES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ParseError(f"unknown or missing \"type\" in world JSON: {name!r}", source="<json>")
-    kwargs = {f.name: _decode(data[f.name]) for f in attrs.fields(cls) if f.name in data}
+    kwargs = {f.name: _decode(data[json_key(f.name)]) for f in attrs.fields(cls) if json_key(f.name) in data}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
