@@ -80,6 +80,17 @@ MERGE_CASES: tuple[tuple[str, str, str], ...] = (
     ("inet", "meta nfproto ipv4 tcp dport 0 meta l4proto tcp reject",
      "tcp dport 0 meta l4proto tcp reject with icmp port-unreachable"),
     ("inet", "meta nfproto ipv4 counter reject", "meta nfproto ipv4 counter reject with icmp port-unreachable"),
+    # a tcp reset's protocol check goes to the front of the rule; ip/ip6 consume it, inet lists it
+    ("inet", "ip saddr 192.0.2.1 reject with tcp reset", "meta l4proto tcp ip saddr 192.0.2.1 reject with tcp reset"),
+    ("ip", "ip saddr 192.0.2.1 reject with tcp reset", "ip saddr 192.0.2.1 reject with tcp reset"),
+    ("ip", "ip saddr 192.0.2.1 counter reject with tcp reset",
+     "meta l4proto tcp ip saddr 192.0.2.1 counter reject with tcp reset"),
+    ("inet", "ip daddr 192.0.2.3 meta l4proto tcp reject with tcp reset",
+     "ip daddr 192.0.2.3 meta l4proto tcp reject with tcp reset"),
+    # ... and in inet it consumes a family check of either family (the listing loses it)
+    ("inet", "meta nfproto ipv6 meta l4proto tcp reject with tcp reset", "meta l4proto tcp reject with tcp reset"),
+    ("inet", "meta nfproto ipv4 counter meta l4proto tcp reject with tcp reset",
+     "meta nfproto ipv4 counter meta l4proto tcp reject with tcp reset"),
     # a mark under a mask of leading ones is listed as a prefix (an interval)
     ("ip", "meta mark & 0xfffffffc == 0", "meta mark 0x00000000/30"),
     ("ip", "ct mark & 0xfffffffe != 0x85a counter", "ct mark != 0x0000085a/31 counter"),

@@ -36,7 +36,15 @@ form and its kernel listing compare equal (checked on the kernel in ``tests/test
 - in ``inet`` tables a plain ``reject`` after an IPv4 (IPv6) match is listed with that family's
   ICMP type, and a ``meta nfproto ipv4`` (``ipv6``) with no statement between it and an ICMP
   (ICMPv6) ``reject`` is that reject's dependency, not listed (``meta nfproto ipv4 tcp dport 0
-  reject`` → ``tcp dport 0 reject with icmp port-unreachable``).
+  reject`` → ``tcp dport 0 reject with icmp port-unreachable``);
+- a ``reject with tcp reset`` with no earlier tcp check gets ``meta l4proto tcp`` at the *front* of
+  the rule (``ip saddr 192.0.2.1 reject with tcp reset`` → ``meta l4proto tcp ip saddr 192.0.2.1
+  reject with tcp reset`` in an ``inet`` table); in ``ip``/``ip6`` tables the reject consumes that
+  check unless a statement stands between them (``counter``), in ``inet`` tables it is listed. In
+  ``inet`` tables a tcp reset also consumes a ``meta nfproto`` of either family with no statement
+  in between: ``meta nfproto ipv6 meta l4proto tcp reject with tcp reset`` is listed ``meta l4proto
+  tcp reject with tcp reset``, which reads back as a rule for both families (nft's listing loses
+  the family there; the kernel keeps the check).
 
 Values the converters already normalise (``/32`` hosts, hex marks, protocol numbers, state order,
 the mark setter's ``& | ^`` form, the default log level and reject type) need nothing here. User
@@ -130,8 +138,9 @@ def _implicit_dependencies(items: list[Item]) -> list[Item]:
                 and item.op == "==" and item.mask is None and isinstance(item.value, str | int)):
             known = item.value  # type: ignore[union-attr]
         base = _payload_base(item)
-        if isinstance(item, Reject) and item.reason == "tcp reset":
-            base = "tcp"  # needs the tcp dependency, but does not consume it (it is listed)
+        if isinstance(item, Reject) and item.reason == "tcp reset" and known != "tcp":
+            out.insert(0, Match(Selector("meta", "l4proto"), "tcp"))  # the reject's check goes first
+            known = "tcp"
         if base in L4_PAYLOADS and known != base:
             out.append(Match(Selector("meta", "l4proto"), str(base)))
             known = base
@@ -246,9 +255,10 @@ def _drop_dependencies(items: list[Item], family: str) -> list[Item]:
             l3 = k
             continue
         base = _payload_base(item)
-        if isinstance(item, Reject) and l3 is not None and item.reason is not None \
-                and item.reason.split(" ", 1)[0] == ("icmp" if items[l3].value == "ipv4" else "icmpv6"):  # type: ignore[union-attr]
-            drop.add(l3)  # an ICMP reject in an inet table carries its family's check
+        if isinstance(item, Reject) and l3 is not None and item.reason is not None and (
+                item.reason == "tcp reset"
+                or item.reason.split(" ", 1)[0] == ("icmp" if items[l3].value == "ipv4" else "icmpv6")):  # type: ignore[union-attr]
+            drop.add(l3)  # an inet reject carries its family's check (a tcp reset either family's)
         if isinstance(item, Reject) and item.reason == "tcp reset" and family in ("ip", "ip6"):
             base = "tcp"  # consumes the tcp dependency in ip/ip6 tables (not in inet ones)
         elif _is_statement(item):

@@ -216,9 +216,7 @@ def _terminal(draw: st.DrawFn, family: str, hook: HookSpec | None, kernel: bool,
         return [tcp, Nat(kind, fam, addr, None, nat_port, None)]  # type: ignore[arg-type]
     if kind == "reject":
         default = {"ip": "icmp", "ip6": "icmpv6"}.get(family, "icmpx")
-        # (not drawn for the kernel in inet tables: nft lists the `meta l4proto tcp` a tcp reset needs at
-        # the front of the rule, which kernel_form does not yet say; docs/nftables.md, open)
-        reset = tcp.value == "tcp" and not (kernel and family == "inet")
+        reset = tcp.value == "tcp"
         reasons = (None, f"{default} admin-prohibited", *(("tcp reset",) if reset else ()))
         return [tcp, Reject(draw(st.sampled_from(reasons)))]
     return [Verdict(draw(st.sampled_from(("accept", "drop", "return", "continue"))))]
