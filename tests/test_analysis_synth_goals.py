@@ -91,6 +91,41 @@ def test_a_renumbered_world_gets_a_result_of_the_same_shape(name: str) -> None:
     assert any("MESH_OUT_TO" in t and "! --uid-owner 2102" in t for t in texts)
 
 
+#: Ids that differ: the proxy's uid and gid, and each app's (uid 500N, gid 600N).
+PROXY_UID, PROXY_GID = 2102, 3103
+
+
+def split_ids(text: str) -> str:
+    """A renumbered world (``_renumbered``) whose proxy and apps each have a uid other than their gid."""
+    text = text.replace("uid: 1337, gid: 1337", f"uid: {PROXY_UID}, gid: {PROXY_GID}")
+    for n, app in enumerate(("details", "admin", "price"), 1):
+        text = text.replace(f"{{name: {app}, uid: 1000, gid: 1000,", f"{{name: {app}, uid: {5000 + n}, gid: {6000 + n},")
+    text = _renumbered(text)
+    return text.replace("2001:db8::10", "2001:db8::70").replace("2001:db8::20", "2001:db8::80")
+
+
+@pytest.mark.parametrize("name", ["istio-modern-goals.yaml", "istio-modern-goals-ipv6.yaml"])
+def test_a_world_whose_uids_and_gids_differ_gets_a_result_of_the_same_shape(name: str) -> None:
+    """The proxy runs as uid 2102 and group 3103, each app with a uid and a gid of its own: the
+    self-call rule names the proxy's uid, the capture rule excludes the proxy's uid and its group
+    (not one id twice), and no app's id is needed."""
+    spec = parse_spec(split_ids((SPECS / name).read_text()), f"split ids {name}")
+    assert (spec.world.proxy.uid, spec.world.proxy.gid) == (PROXY_UID, PROXY_GID)
+    assert all(a.uid != a.gid for a in spec.world.apps) and len({a.uid for a in spec.world.apps}) == 3
+    res = synthesize(spec)
+    assert isinstance(res, Synthesized), str(res)
+    assert all(v.kind == "proved" for v in res.proofs)
+    texts = [rule_text(r) for r in res.rules]
+    assert len(res.rules) == 2, texts
+    inbound = [t for t in texts if "MESH_INBOUND_TO" in t]
+    out = [t for t in texts if "MESH_OUT_TO" in t]
+    assert len(inbound) == 1 and len(out) == 1, texts
+    assert f"-m owner --uid-owner {PROXY_UID}" in inbound[0] or f"-m owner --gid-owner {PROXY_GID}" in inbound[0]
+    assert "! --dport 4444" in inbound[0]
+    assert f"! --uid-owner {PROXY_UID}" in out[0] and f"! --gid-owner {PROXY_GID}" in out[0]
+    assert not re.search(r"-owner [56]00\d", " ".join(texts)), texts
+
+
 @pytest.mark.parametrize("name", ["istio-modern-goals.yaml", "istio-modern-goals-ipv6.yaml"])
 def test_the_modern_goals_result_against_istio_s_own_rules(name: str) -> None:
     """``diff`` over every first connection between the synthesized set-up and the rules
