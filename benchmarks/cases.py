@@ -501,5 +501,5 @@ def idle(params: dict[str, Any]) -> dict[str, Any]:
     return {"z3": z3.get_version_string()}
 
 
-CASES = {"golden": golden, "synth": synth, "brute": brute, "scale": scale, "scale_enum": scale_enum,
-         "parse": parse, "idle": idle, "nft_twin": nft_twin}
+CASES = {"golden": golden, "synth": synth, "synth_growth": synth_growth, "brute": brute, "scale": scale,
+         "scale_enum": scale_enum, "parse": parse, "idle": idle, "nft_twin": nft_twin}
