@@ -709,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS), help="output directory")
     ap.add_argument("--tree", default=None, help="import meshsolve from this directory in the child cases "
                     "(a patched copy to compare; whole-process commands still run the installed one)")
+    ap.add_argument("--specs", default=None, help="override the synthesis section's specs, e.g. tproxy.yaml")
     ap.add_argument("--scale", default=None, help="override the scale sizes, e.g. 100,1000")
     ap.add_argument("--scale-timeout", type=float, default=None, help="override the scale cases' time limit (s)")
     ap.add_argument("--child", nargs=3, metavar=("CASE", "PARAMS", "OUT"), help=argparse.SUPPRESS)
@@ -721,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     profile = dict(PROFILES[name])
+    if args.specs:
+        profile["specs"] = [x.strip() for x in args.specs.split(",") if x.strip()]
     if args.scale:
         profile["scale"] = [int(x) for x in args.scale.split(",")]
     if args.scale_timeout:
@@ -729,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MESHSOLVE_BENCH_TREE"] = str(Path(args.tree).resolve())
     command = "python -m benchmarks.run" + (f" --{name}" if name != "full" else "") + \
         (f" --only {args.only}" if only != set(SECTIONS) else "") + \
+        (f" --specs {args.specs}" if args.specs else "") + \
         (f" --scale {args.scale}" if args.scale else "") + \
         (f" --scale-timeout {args.scale_timeout:g}" if args.scale_timeout else "") + \
         (f" --tree {args.tree}" if args.tree else "")
