@@ -611,7 +611,8 @@ def markdown(res: dict[str, Any], env: dict[str, Any], command: str) -> str:
             out.append(f"| {x['lines']:,} | {x['bytes'] / 1e6:.1f} | {x['rules']:,} | {_s(median(x['parse_s']))} "
                        f"| {x['lines_per_s']:,.0f} | {_mib(r)} |")
         out.append("")
-    out += ["![scale](scale.svg)", ""]
+    if res.get("scale"):
+        out += ["![scale](scale.svg)", ""]
     return "\n".join(out)
 
 
@@ -747,8 +748,9 @@ def main(argv: list[str] | None = None) -> int:
            "summary": summarise(res), "results": res}
     (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "results.md").write_text(markdown(res, env, command))
-    (out / "scale.svg").write_text(scale_plot(res))
-    print(f"wrote {out / 'results.md'}, results.json, scale.svg", flush=True)
+    if res.get("scale"):
+        (out / "scale.svg").write_text(scale_plot(res))
+    print(f"wrote {out / 'results.md'}, results.json" + (", scale.svg" if res.get("scale") else ""), flush=True)
     return 0
 
 
