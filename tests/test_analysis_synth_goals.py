@@ -159,3 +159,22 @@ def test_the_modern_goals_result_against_istio_s_own_rules(name: str) -> None:
     assert dst in ipaddress.ip_network("127.0.0.0/8") and dst != ipaddress.ip_address("127.0.0.1")
     assert d.flow.client != "peer" and "(uid 1337," in str(d.a), str(d.a)  # the proxy's uid opens it
     assert d.a.summary.endswith("<-127.0.0.1") and d.b.summary.startswith("in, ") and d.b.summary.endswith("<-127.0.0.6")
+
+
+def test_searching_fewer_rule_slots_first_gives_the_full_search_s_minimum() -> None:
+    """``synthesize`` tries 1, 2, 4 rule slots before ``max_rules`` (6); one search over all 6 slots
+    finds an answer of the same size (rules, then conditions). With conditions minimised first, a
+    small search could miss a larger answer with fewer conditions, so only the full one is run."""
+    from meshsolve.analysis.synth import _run, _search, slot_counts
+
+    text = _without_conditions((SPECS / "istio-later-knobs.yaml").read_text())
+    spec = parse_spec(text, "later-knobs[derived]")
+    assert slot_counts(spec) == (1, 2, 4, 6)
+    staged = synthesize(spec)
+    full = _run(spec, list(range(len(spec.goals))), _search(spec), None, 0.0)
+    assert isinstance(staged, Synthesized) and full is not None, str(staged)
+    assert len(staged.rules) == len(full.rules) == 2
+    assert sum(map(len, staged.conditions)) == sum(map(len, full.conditions))
+    assert staged.solver_calls > full.solver_calls  # the 1-slot search was run first
+    conditions_first = parse_spec(text.replace("minimize: [rules, conditions]", "minimize: [conditions, rules]"), "c")
+    assert conditions_first.minimize == ("conditions", "rules") and slot_counts(conditions_first) == (6,)

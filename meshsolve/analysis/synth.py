@@ -3,6 +3,7 @@
 ``synthesize(spec)`` runs counterexample-guided synthesis (``meshsolve.smt.synth`` explains the
 design): propose the smallest rule list and knob values that meet every goal on the example flows,
 prove every goal of that candidate with the verifier, add the verifier's counterexamples, repeat.
+The search first tries 1, 2, 4, … rule slots (``slot_counts`` says why the minimum is the same).
 The answer is a ``Synthesized`` set-up whose goals are all ``Proved`` (the proofs are returned), or
 a ``Conflict`` naming a minimal set of goals that no rule list of the vocabulary can meet together
 — every proper subset of it has been synthesized and proved, so each named goal is needed.
@@ -250,7 +251,7 @@ def _synthesize(spec: Spec, progress: Callable[[str], None] | None) -> Synthesiz
             if not rest:
                 continue
             sub, child = _staged(spec, rest, search.examples, progress, t0)
-            search.solver_calls += child.solver_calls
+            search.solver_calls += child.solver_calls if sub is None else sub.solver_calls
             if sub is None:
                 core = search.core(rest) or rest
                 shrunk = True
