@@ -6,8 +6,10 @@
 
 Writes ``benchmarks/results/results.json`` (every run of every case), ``results.md`` (the tables and
 the targets, met or not) and ``scale.svg`` (the plot; hand-written SVG, no plotting dependency).
-``--out DIR`` writes elsewhere; ``--only goldens,cli,synth,brute,scale,parse,nft`` runs some sections
-(``nft``: one property on Istio's native nftables set-ups beside their iptables twins).
+``--out DIR`` writes elsewhere; ``--only goldens,cli,synth,growth,brute,scale,parse,nft`` runs some
+sections (``nft``: one property on Istio's native nftables set-ups beside their iptables twins;
+``synth``: every shipped spec with the world's vocabulary, and with its own list where it has one;
+``growth``: the modern-goals world with more apps, addresses and ports, ``benchmarks/growth.py``).
 
 Every case runs in a fresh child process (``python -m benchmarks.run --child ...``), one after the
 other, never in parallel: its wall time and peak resident memory (``ru_maxrss`` from ``wait4``) are
@@ -37,22 +39,26 @@ PY = sys.executable
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"goldens": 1, "repeats": 1, "cli_runs": 1, "specs": [], "brute_specs": ["istio-later-knobs.yaml"],
               "brute_budget": 0.5, "brute_size": 1, "scale": [8], "scale_timeout": 60, "enum_budget": 5,
-              "parse": [1_000], "timeout": 120, "cli_commands": 1, "profile_synth": [], "nft": ["empty.golden"]},
+              "parse": [1_000], "timeout": 120, "cli_commands": 1, "profile_synth": [], "nft": ["empty.golden"],
+              "growth": [(0, 0, 0)], "growth_repeats": 1},
     "quick": {"goldens": 4, "repeats": 3, "cli_runs": 3, "specs": ["istio-later-knobs.yaml", "tproxy.yaml"],
               "brute_specs": ["istio-later-knobs.yaml"], "brute_budget": 10.0, "brute_size": None,
               "scale": [100, 1_000], "scale_timeout": 60, "enum_budget": 60, "parse": [100_000], "timeout": 300,
               "cli_commands": 3, "profile_synth": ["istio-later-knobs.yaml"],
-              "nft": ["empty.golden", "ipv6-uid-gid.golden", "tproxy.golden"]},
+              "nft": ["empty.golden", "ipv6-uid-gid.golden", "tproxy.golden"],
+              "growth": [(0, 0, 0), (2, 0, 0), (0, 2, 0), (0, 0, 2)], "growth_repeats": 1},
     "full": {"goldens": None, "repeats": 3, "cli_runs": 5, "specs": None,
              "brute_specs": ["istio-later-knobs.yaml", "excluded-ports.yaml"], "brute_budget": 30.0,
              "brute_size": None, "scale": [100, 1_000, 10_000, 50_000], "scale_timeout": 90, "enum_budget": 60,
              "parse": [100_000, 700_000], "timeout": 600, "cli_commands": 3,
-             "profile_synth": ["istio-later-knobs.yaml", "istio-1.2-design-space.yaml"], "nft": None},
+             "profile_synth": ["istio-later-knobs.yaml", "istio-1.2-design-space.yaml"], "nft": None,
+             "growth": None, "growth_repeats": 3},
 }
-SECTIONS = ("idle", "goldens", "cli", "synth", "brute", "scale", "parse", "nft")
+SECTIONS = ("idle", "goldens", "cli", "synth", "growth", "brute", "scale", "parse", "nft")
 
 TARGETS = {
-    "one_prop_s": 0.050, "all_props_s": 0.5, "cli_s": 1.5, "synth_s": 5.0, "brute_ratio": 100.0,
+    "one_prop_s": 0.050, "all_props_s": 0.5, "cli_s": 1.5, "synth_s": 5.0, "synth_derived_s": 10.0,
+    "brute_ratio": 100.0,
     "scale_10k_s": 5.0, "scale_50k_s": 60.0, "parse_lines_per_s": 100_000.0, "nft_ratio": 2.0,
 }
 #: The iptables goldens whose nft twin the kernel refuses (group names): not in the nft section.
@@ -152,6 +158,23 @@ def _spec_files(names: list[str] | None) -> list[str]:
     return sorted(p.name for p in (ROOT / "specs").glob("*.yaml")) if names is None else names
 
 
+def _vocabularies(spec: str) -> tuple[str, ...]:
+    """The world's vocabulary always; the spec's own list too where it has one."""
+    return ("derived", "given") if "\n  conditions:" in (ROOT / "specs" / spec).read_text() else ("derived",)
+
+
+def _growth_points(points: list[tuple[int, int, int]] | None) -> list[tuple[int, int, int]]:
+    if points is not None:
+        return points
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.growth import SERIES
+
+    out: list[tuple[int, int, int]] = []
+    for _name, series in SERIES:
+        out += [p for p in series if p not in out]
+    return out
+
+
 def run_sections(profile: dict[str, Any], only: set[str]) -> dict[str, Any]:
     res: dict[str, Any] = {}
     rep = profile["repeats"]
@@ -172,8 +195,14 @@ def run_sections(profile: dict[str, Any], only: set[str]) -> dict[str, Any]:
         res["cli"] = [run_command(c, profile["cli_runs"], tmo) for c in commands[:profile["cli_commands"]]]
     if "synth" in only:
         print("synthesis", flush=True)
-        res["synth"] = [run_child("synth", {"spec": s, "repeats": rep, "profile": s in profile["profile_synth"]}, tmo)
-                        for s in _spec_files(profile["specs"])]
+        res["synth"] = [run_child("synth", {"spec": s, "vocabulary": v, "repeats": rep,
+                                            "profile": s in profile["profile_synth"] and v == "derived"}, tmo)
+                        for s in _spec_files(profile["specs"]) for v in _vocabularies(s)]
+    if "growth" in only:
+        print("synthesis as the world grows", flush=True)
+        res["growth"] = [run_child("synth_growth", {"apps": a, "addresses": n, "ports": p,
+                                                    "repeats": profile["growth_repeats"]}, tmo)
+                         for a, n, p in _growth_points(profile["growth"])]
     if "brute" in only:
         print("brute-force synthesis", flush=True)
         res["brute"] = []
@@ -273,6 +302,14 @@ def _status(row: dict[str, Any]) -> str:
     return ""
 
 
+def _answer(x: dict[str, Any]) -> str:
+    if x["kind"] == "synthesized":
+        return f"{x['rules']} rule(s)" + ("" if x.get("proved", True) else " (not all proved)")
+    if x["kind"] == "conflict":
+        return f"conflict of {len(x['conflict_goals'])} goals"
+    return str(x["kind"])
+
+
 def summarise(res: dict[str, Any]) -> dict[str, Any]:
     """The numbers the targets are judged on."""
     s: dict[str, Any] = {}
@@ -289,9 +326,14 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
                         "errors": sum(r["status"] != "ok" for r in res.get("goldens", []))}
     if res.get("cli"):
         s["cli_s"] = res["cli"][0]["median_s"]
-    sy = [r for r in res.get("synth", []) if r["status"] == "ok"]
+    sy = [r for r in res.get("synth", []) if r["status"] == "ok" and r["result"].get("vocabulary", "given") == "given"]
     if sy:
         s["synth_max_s"] = max(median(r["result"]["seconds"]) for r in sy)
+    sd = [r for r in res.get("synth", []) if r["params"].get("vocabulary") == "derived"]
+    if sd:
+        times = {r["params"]["spec"]: (median(r["result"]["seconds"]) if r["status"] == "ok" else None) for r in sd}
+        s["synth_derived"] = {"n": len(sd), "max_s": max((t for t in times.values() if t is not None), default=None),
+                              "missed": {k: t for k, t in times.items() if t is None or t > TARGETS["synth_derived_s"]}}
     ratios = []
     for r in res.get("brute", []):
         if r["status"] == "ok" and r["result"].get("extrapolated_to_answer_s") and r["result"].get("synth_s"):
@@ -328,8 +370,15 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("`meshsolve check --setup E`, start to exit: ≤ 1.5 s", _s(s["cli_s"]),
                      verdict(s["cli_s"] <= TARGETS["cli_s"])))
     if "synth_max_s" in s:
-        rows.append(("synthesis of each shipped spec: ≤ 5 s", f"slowest {_s(s['synth_max_s'])}",
-                     verdict(s["synth_max_s"] <= TARGETS["synth_s"])))
+        rows.append(("synthesis of each shipped spec with its own `conditions` list: ≤ 5 s",
+                     f"slowest {_s(s['synth_max_s'])}", verdict(s["synth_max_s"] <= TARGETS["synth_s"])))
+    if "synth_derived" in s:
+        x = s["synth_derived"]
+        missed = ", ".join(f"`{k}` {_s(t) if t is not None else 'failed'}" for k, t in x["missed"].items())
+        goal = f"≤ {TARGETS['synth_derived_s']:.0f} s"
+        rows.append((f"synthesis of each shipped spec with the world's vocabulary: {goal}",
+                     f"slowest {_s(x['max_s'])} over {x['n']} specs" + (f"; over {goal}: {missed}" if missed else ""),
+                     verdict(not x["missed"])))
     if "brute_ratio_min" in s:
         rows.append(("synthesis ≥ 100× faster than brute force", f"≥ {s['brute_ratio_min']:,.0f}× (extrapolated)",
                      verdict(s["brute_ratio_min"] >= TARGETS["brute_ratio"])))
@@ -447,20 +496,44 @@ def markdown(res: dict[str, Any], env: dict[str, Any], command: str) -> str:
         out.append("")
     if res.get("synth"):
         out += ["## 2. Synthesis of the shipped specs", "",
-                "| spec | answer | median | runs | solver calls | CEGIS iterations | examples | encode / solve / "
-                "replay (profiled) | peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
+                "*derived*: without the spec's `conditions` list (the vocabulary comes from the world: conditions "
+                "with holes, and the alternatives that fill them); *given*: the spec's own list. Wall time (median "
+                "and each run) and the CPU time of the same runs (steadier when the machine is shared).", "",
+                "| spec | vocabulary (conditions / alternatives) | answer | median | runs | CPU median | solver calls "
+                "| CEGIS iterations | examples | encode / solve / replay (profiled) | peak MiB |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["synth"]:
+            vocab = r["params"].get("vocabulary", "given")
             if r["status"] != "ok":
-                out.append(f"| `{r['params']['spec']}` | {_status(r)} | | | | | | | {_mib(r)} |")
+                out.append(f"| `{r['params']['spec']}` | {vocab} | {_status(r)} | | | | | | | | {_mib(r)} |")
                 continue
             x = r["result"]
-            ans = f"{x['rules']} rule(s)" if x["kind"] == "synthesized" else \
-                f"conflict of {len(x['conflict_goals'])} goals"
             p = x["profile"] or {}
-            out.append(f"| `{x['spec']}` | {ans} | {_s(median(x['seconds']))} "
-                       f"| {', '.join(_s(t) for t in x['seconds'])} | {x['solver_calls']} | {x['iterations']} "
+            out.append(f"| `{x['spec']}` | {vocab} ({x.get('conditions', '–')} / {x.get('alternatives', '–')}) "
+                       f"| {_answer(x)} | {_s(median(x['seconds']))} "
+                       f"| {', '.join(_s(t) for t in x['seconds'])} | {_s(median(x.get('cpu_seconds', [])))} "
+                       f"| {x['solver_calls']} | {x['iterations']} "
                        f"| {x['examples'] if x['examples'] is not None else '–'} "
                        f"| {_s(p.get('encode'))} / {_s(p.get('solve'))} / {_s(p.get('replay'))} | {_mib(r)} |")
+        out.append("")
+    if res.get("growth"):
+        out += ["## Synthesis as the world grows", "",
+                "`specs/istio-modern-goals.yaml` (3 apps, 2 services, 6 ports, the world's vocabulary) plus the "
+                "apps (own uid and gid, a pod-IP socket), service addresses and wildcard ports of "
+                "`benchmarks/growth.py`. The answer should stay 2 rules: the world grows, the intent does not.", "",
+                "| added apps / addresses / ports | apps | conditions / alternatives | answer | median | runs "
+                "| CPU median | solver calls | examples | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in res["growth"]:
+            pa = r["params"]
+            added = f"+{pa['apps']} / +{pa['addresses']} / +{pa['ports']}"
+            if r["status"] != "ok":
+                out.append(f"| {added} | | | {_status(r)} | | | | | | {_mib(r)} |")
+                continue
+            x = r["result"]
+            out.append(f"| {added} | {x['apps']} | {x['conditions']} / {x['alternatives']} | {_answer(x)} "
+                       f"| {_s(median(x['seconds']))} | {', '.join(_s(t) for t in x['seconds'])} "
+                       f"| {_s(median(x['cpu_seconds']))} | {x['solver_calls']} "
+                       f"| {x['examples'] if x['examples'] is not None else '–'} | {_mib(r)} |")
         out.append("")
     if res.get("brute"):
         out += ["## Baseline (b): brute-force synthesis", "",
@@ -538,7 +611,8 @@ def markdown(res: dict[str, Any], env: dict[str, Any], command: str) -> str:
             out.append(f"| {x['lines']:,} | {x['bytes'] / 1e6:.1f} | {x['rules']:,} | {_s(median(x['parse_s']))} "
                        f"| {x['lines_per_s']:,.0f} | {_mib(r)} |")
         out.append("")
-    out += ["![scale](scale.svg)", ""]
+    if res.get("scale"):
+        out += ["![scale](scale.svg)", ""]
     return "\n".join(out)
 
 
@@ -636,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS), help="output directory")
     ap.add_argument("--tree", default=None, help="import meshsolve from this directory in the child cases "
                     "(a patched copy to compare; whole-process commands still run the installed one)")
+    ap.add_argument("--specs", default=None, help="override the synthesis section's specs, e.g. tproxy.yaml")
     ap.add_argument("--scale", default=None, help="override the scale sizes, e.g. 100,1000")
     ap.add_argument("--scale-timeout", type=float, default=None, help="override the scale cases' time limit (s)")
     ap.add_argument("--child", nargs=3, metavar=("CASE", "PARAMS", "OUT"), help=argparse.SUPPRESS)
@@ -648,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     profile = dict(PROFILES[name])
+    if args.specs:
+        profile["specs"] = [x.strip() for x in args.specs.split(",") if x.strip()]
     if args.scale:
         profile["scale"] = [int(x) for x in args.scale.split(",")]
     if args.scale_timeout:
@@ -656,6 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MESHSOLVE_BENCH_TREE"] = str(Path(args.tree).resolve())
     command = "python -m benchmarks.run" + (f" --{name}" if name != "full" else "") + \
         (f" --only {args.only}" if only != set(SECTIONS) else "") + \
+        (f" --specs {args.specs}" if args.specs else "") + \
         (f" --scale {args.scale}" if args.scale else "") + \
         (f" --scale-timeout {args.scale_timeout:g}" if args.scale_timeout else "") + \
         (f" --tree {args.tree}" if args.tree else "")
@@ -670,8 +748,9 @@ def main(argv: list[str] | None = None) -> int:
            "summary": summarise(res), "results": res}
     (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "results.md").write_text(markdown(res, env, command))
-    (out / "scale.svg").write_text(scale_plot(res))
-    print(f"wrote {out / 'results.md'}, results.json, scale.svg", flush=True)
+    if res.get("scale"):
+        (out / "scale.svg").write_text(scale_plot(res))
+    print(f"wrote {out / 'results.md'}, results.json" + (", scale.svg" if res.get("scale") else ""), flush=True)
     return 0
 
 

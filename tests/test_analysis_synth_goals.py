@@ -91,6 +91,41 @@ def test_a_renumbered_world_gets_a_result_of_the_same_shape(name: str) -> None:
     assert any("MESH_OUT_TO" in t and "! --uid-owner 2102" in t for t in texts)
 
 
+#: Ids that differ: the proxy's uid and gid, and each app's (uid 500N, gid 600N).
+PROXY_UID, PROXY_GID = 2102, 3103
+
+
+def split_ids(text: str) -> str:
+    """A renumbered world (``_renumbered``) whose proxy and apps each have a uid other than their gid."""
+    text = text.replace("uid: 1337, gid: 1337", f"uid: {PROXY_UID}, gid: {PROXY_GID}")
+    for n, app in enumerate(("details", "admin", "price"), 1):
+        text = text.replace(f"{{name: {app}, uid: 1000, gid: 1000,", f"{{name: {app}, uid: {5000 + n}, gid: {6000 + n},")
+    text = _renumbered(text)
+    return text.replace("2001:db8::10", "2001:db8::70").replace("2001:db8::20", "2001:db8::80")
+
+
+@pytest.mark.parametrize("name", ["istio-modern-goals.yaml", "istio-modern-goals-ipv6.yaml"])
+def test_a_world_whose_uids_and_gids_differ_gets_a_result_of_the_same_shape(name: str) -> None:
+    """The proxy runs as uid 2102 and group 3103, each app with a uid and a gid of its own: the
+    self-call rule names the proxy's uid, the capture rule excludes the proxy's uid and its group
+    (not one id twice), and no app's id is needed."""
+    spec = parse_spec(split_ids((SPECS / name).read_text()), f"split ids {name}")
+    assert (spec.world.proxy.uid, spec.world.proxy.gid) == (PROXY_UID, PROXY_GID)
+    assert all(a.uid != a.gid for a in spec.world.apps) and len({a.uid for a in spec.world.apps}) == 3
+    res = synthesize(spec)
+    assert isinstance(res, Synthesized), str(res)
+    assert all(v.kind == "proved" for v in res.proofs)
+    texts = [rule_text(r) for r in res.rules]
+    assert len(res.rules) == 2, texts
+    inbound = [t for t in texts if "MESH_INBOUND_TO" in t]
+    out = [t for t in texts if "MESH_OUT_TO" in t]
+    assert len(inbound) == 1 and len(out) == 1, texts
+    assert f"-m owner --uid-owner {PROXY_UID}" in inbound[0] or f"-m owner --gid-owner {PROXY_GID}" in inbound[0]
+    assert "! --dport 4444" in inbound[0]
+    assert f"! --uid-owner {PROXY_UID}" in out[0] and f"! --gid-owner {PROXY_GID}" in out[0]
+    assert not re.search(r"-owner [56]00\d", " ".join(texts)), texts
+
+
 @pytest.mark.parametrize("name", ["istio-modern-goals.yaml", "istio-modern-goals-ipv6.yaml"])
 def test_the_modern_goals_result_against_istio_s_own_rules(name: str) -> None:
     """``diff`` over every first connection between the synthesized set-up and the rules
@@ -124,3 +159,22 @@ def test_the_modern_goals_result_against_istio_s_own_rules(name: str) -> None:
     assert dst in ipaddress.ip_network("127.0.0.0/8") and dst != ipaddress.ip_address("127.0.0.1")
     assert d.flow.client != "peer" and "(uid 1337," in str(d.a), str(d.a)  # the proxy's uid opens it
     assert d.a.summary.endswith("<-127.0.0.1") and d.b.summary.startswith("in, ") and d.b.summary.endswith("<-127.0.0.6")
+
+
+def test_searching_fewer_rule_slots_first_gives_the_full_search_s_minimum() -> None:
+    """``synthesize`` tries 1, 2, 4 rule slots before ``max_rules`` (6); one search over all 6 slots
+    finds an answer of the same size (rules, then conditions). With conditions minimised first, a
+    small search could miss a larger answer with fewer conditions, so only the full one is run."""
+    from meshsolve.analysis.synth import _run, _search, slot_counts
+
+    text = _without_conditions((SPECS / "istio-later-knobs.yaml").read_text())
+    spec = parse_spec(text, "later-knobs[derived]")
+    assert slot_counts(spec) == (1, 2, 4, 6)
+    staged = synthesize(spec)
+    full = _run(spec, list(range(len(spec.goals))), _search(spec), None, 0.0)
+    assert isinstance(staged, Synthesized) and full is not None, str(staged)
+    assert len(staged.rules) == len(full.rules) == 2
+    assert sum(map(len, staged.conditions)) == sum(map(len, full.conditions))
+    assert staged.solver_calls > full.solver_calls  # the 1-slot search was run first
+    conditions_first = parse_spec(text.replace("minimize: [rules, conditions]", "minimize: [conditions, rules]"), "c")
+    assert conditions_first.minimize == ("conditions", "rules") and slot_counts(conditions_first) == (6,)

@@ -146,21 +146,28 @@ def test_synth_verify_kernel_needs_root(monkeypatch: pytest.MonkeyPatch, capsys:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.parametrize("ids", ["same", "split"])
 @pytest.mark.parametrize("name", ["istio-modern-goals.yaml", "istio-modern-goals-ipv6.yaml"])
-def test_a_renumbered_world_runs_on_the_kernel_as_proved(name: str) -> None:
+def test_a_renumbered_world_runs_on_the_kernel_as_proved(name: str, ids: str) -> None:
     """No Istio numbers built in: the renumbered modern-goals world (proxy uid 2102, listeners
     4140/4143, tunnel 4444, other addresses and chain names) synthesizes, and the result meets every
-    goal on the kernel over its class-complete flow space."""
+    goal on the kernel over its class-complete flow space — also when the proxy's uid and gid differ
+    (2102 and 3103) and so do each app's (``split``: the kernel's owner match sees both ids)."""
     from meshsolve.analysis.spec import parse_spec
     from meshsolve.analysis.synth import synthesize
     from meshsolve.analysis.verify import verify_on_kernel
     from meshsolve.oracle.flowspace import flow_space
-    from tests.test_analysis_synth_goals import _renumbered
+    from tests.test_analysis_synth_goals import PROXY_GID, _renumbered, split_ids
 
-    text = _renumbered((SPECS / name).read_text())
-    text = text.replace("2001:db8::10", "2001:db8::70").replace("2001:db8::20", "2001:db8::80")
+    text = (SPECS / name).read_text()
+    if ids == "split":
+        text = split_ids(text)
+    else:
+        text = _renumbered(text).replace("2001:db8::10", "2001:db8::70").replace("2001:db8::20", "2001:db8::80")
     res = synthesize(parse_spec(text, f"renumbered {name}"))
     assert isinstance(res, Synthesized), str(res)
+    if ids == "split":
+        assert res.world.proxy.gid == PROXY_GID and res.world.proxy.uid != PROXY_GID
     flows = flow_space(res.world)
     v = verify_on_kernel(res.world, [(g.name, g.prop) for g in res.spec.goals], flows=flows)
     assert not v.disagreements, "\n".join(map(str, v.disagreements))

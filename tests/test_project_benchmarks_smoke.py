@@ -45,8 +45,8 @@ def test_smoke_run_writes_the_table_json_and_plot(tmp_path: Path, goldens_dir: P
     doc = json.loads((tmp_path / "results.json").read_text())
     res = doc["results"]
     assert doc["profile"] == "smoke"
-    assert set(res) == {"idle", "goldens", "cli", "synth", "brute", "scale", "parse", "nft"}
-    for section in ("goldens", "brute", "parse", "nft"):
+    assert set(res) == {"idle", "goldens", "cli", "synth", "growth", "brute", "scale", "parse", "nft"}
+    for section in ("goldens", "growth", "brute", "parse", "nft"):
         assert res[section] and all(r["status"] == "ok" for r in res[section]), res[section]
     g = res["goldens"][0]["result"]
     assert g["one_same_world_s"] and g["all_same_world_s"] and g["enum_flows"] > 0
@@ -55,6 +55,9 @@ def test_smoke_run_writes_the_table_json_and_plot(tmp_path: Path, goldens_dir: P
     assert [r["case"] for r in res["scale"]] == ["scale", "scale_enum"]
     assert res["scale"][1]["status"] == "ok" and res["scale"][1]["result"]["flows"] > 0
     assert res["brute"][0]["result"]["examined"] >= 1
+    grown = res["growth"][0]["result"]
+    assert grown["kind"] == "synthesized" and grown["proved"] and grown["conditions"] > 0
+    assert grown["alternatives"] > grown["conditions"] and grown["apps"] == 3
     nft = res["nft"][0]["result"]
     assert nft["iptables"]["rules"] > 0 and nft["nftables"]["rules"] > 0 and nft["ratio_same"] > 0
     for r in (*res["goldens"], *res["parse"], *res["scale"]):
@@ -63,13 +66,14 @@ def test_smoke_run_writes_the_table_json_and_plot(tmp_path: Path, goldens_dir: P
 
     md = (tmp_path / "results.md").read_text()
     for heading in ("## Targets", "## 1. Istio goldens", "## Whole processes", "## Baseline (b): brute-force",
-                    "## 3. Scale", "## Parsing"):
+                    "## Synthesis as the world grows", "## 3. Scale", "## Parsing"):
         assert heading in md
     assert f"| `{g['file']}` |" in md
     assert "| `meshsolve check --setup E` |" in md
     assert "| `istio-later-knobs.yaml` |" in md
     assert "one property, Istio golden, warm in-process" in md
     assert "parsing ≥ 100,000 lines/s" in md
+    assert "| +0 / +0 / +0 | 3 |" in md
 
     svg = (tmp_path / "scale.svg").read_text()
     assert svg.startswith("<svg") and "symbolic check" in svg and "class-complete" in svg

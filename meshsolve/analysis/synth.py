@@ -3,6 +3,7 @@
 ``synthesize(spec)`` runs counterexample-guided synthesis (``meshsolve.smt.synth`` explains the
 design): propose the smallest rule list and knob values that meet every goal on the example flows,
 prove every goal of that candidate with the verifier, add the verifier's counterexamples, repeat.
+The search first tries 1, 2, 4, … rule slots (``slot_counts`` says why the minimum is the same).
 The answer is a ``Synthesized`` set-up whose goals are all ``Proved`` (the proofs are returned), or
 a ``Conflict`` naming a minimal set of goals that no rule list of the vocabulary can meet together
 — every proper subset of it has been synthesized and proved, so each named goal is needed.
@@ -166,10 +167,33 @@ def _run(spec: Spec, goals: Sequence[int], search: SlotSearch, progress: Callabl
     raise UnsupportedError(f"synthesis did not converge in {MAX_ITERATIONS} iterations")
 
 
-def _search(spec: Spec) -> SlotSearch:
+def _search(spec: Spec, slots: int | None = None) -> SlotSearch:
     s = spec.search
-    return SlotSearch(spec.world, spec.family, s.table, s.chain, s.max_rules, s.conditions,
-                      [t for _text, t in s.targets], s.knobs, len(spec.goals), spec.minimize)
+    return SlotSearch(spec.world, spec.family, s.table, s.chain, s.max_rules if slots is None else slots,
+                      s.conditions, [t for _text, t in s.targets], s.knobs, len(spec.goals), spec.minimize)
+
+
+def slot_counts(spec: Spec) -> tuple[int, ...]:
+    """How many rule slots the search tries in turn: 1, 2, 4, … up to ``max_rules`` when the
+    fewest rules come first in ``minimize``, else ``max_rules`` alone.
+
+    A search over ``k`` slots ranges over every rule list of at most ``k`` rules. When rules are
+    minimised first, the minimal answer over ``max_rules`` slots has some ``m`` rules, and every
+    search with ``k >= m`` slots holds it and nothing smaller, so the first ``k`` whose search is
+    satisfiable gives the same minimum (rules, then conditions) as the full search. A smaller search
+    that is unsatisfiable on its examples says nothing about the full one; its examples (real
+    flows, each a goal's counterexample) carry over to the next. Only the full search may report a
+    conflict. Smaller searches are much cheaper to solve, and most answers have one or two rules.
+    """
+    top = spec.search.max_rules
+    if not spec.minimize or spec.minimize[0] != "rules":
+        return (top,)
+    out: list[int] = []
+    k = 1
+    while k < top:
+        out.append(k)
+        k *= 2
+    return (*out, top)
 
 
 def synthesize(spec: Spec, *, progress: Callable[[str], None] | None = None
@@ -182,11 +206,37 @@ def synthesize(spec: Spec, *, progress: Callable[[str], None] | None = None
         return SynthUnknown(spec, str(exc))
 
 
+def _staged(spec: Spec, goals: Sequence[int], examples: Sequence[Example],
+            progress: Callable[[str], None] | None, t0: float) -> tuple[Synthesized | None, SlotSearch]:
+    """CEGIS on ``goals`` over 1, 2, 4, … rule slots (``slot_counts``), starting from ``examples``:
+    the minimal set-up, or None and the full search, unsatisfiable on its examples."""
+    examples = list(examples)
+    calls = iterations = 0
+    counts = slot_counts(spec)
+    for k in counts:
+        search = _search(spec, k)
+        for ex in examples:
+            if ex not in search.examples:
+                search.add_example(ex)
+        res = _run(spec, goals, search, progress, t0)
+        if res is not None:
+            return attrs.evolve(res, iterations=res.iterations + iterations,
+                                solver_calls=res.solver_calls + calls), search
+        if k == counts[-1]:
+            search.solver_calls += calls
+            return None, search
+        examples = list(search.examples)
+        calls += search.solver_calls
+        iterations += search.solver_calls  # one proposal per iteration: no core is computed here
+        if progress is not None:
+            progress(f"no set-up of at most {k} rule(s) meets the goals on {len(examples)} example(s)")
+    raise InternalError("no slot count to search")  # pragma: no cover - slot_counts is never empty
+
+
 def _synthesize(spec: Spec, progress: Callable[[str], None] | None) -> Synthesized | Conflict:
     t0 = time.perf_counter()
-    search = _search(spec)
     all_goals = list(range(len(spec.goals)))
-    res = _run(spec, all_goals, search, progress, t0)
+    res, search = _staged(spec, all_goals, (), progress, t0)
     if res is not None:
         return res
     core = search.core(all_goals)
@@ -200,7 +250,8 @@ def _synthesize(spec: Spec, progress: Callable[[str], None] | None) -> Synthesiz
             rest = [g for g in core if g != j]
             if not rest:
                 continue
-            sub = _run(spec, rest, _search_with(spec, search), progress, t0)
+            sub, child = _staged(spec, rest, search.examples, progress, t0)
+            search.solver_calls += child.solver_calls if sub is None else sub.solver_calls
             if sub is None:
                 core = search.core(rest) or rest
                 shrunk = True
@@ -211,14 +262,6 @@ def _synthesize(spec: Spec, progress: Callable[[str], None] | None) -> Synthesiz
     flows = tuple((spec.goals[ex.goal].name, ex.flow) for ex in search.examples if ex.goal in core)
     return Conflict(spec, tuple(spec.goals[j] for j in core), flows, tuple(subsets), len(search.examples),
                     search.solver_calls, time.perf_counter() - t0)
-
-
-def _search_with(spec: Spec, parent: SlotSearch) -> SlotSearch:
-    """A fresh search that starts from the parent's examples (so it converges fast)."""
-    child = _search(spec)
-    for ex in parent.examples:
-        child.add_example(ex)
-    return child
 
 
 def one_minimal_violations(result: Synthesized) -> list[str]:
