@@ -39,3 +39,24 @@ def test_what_switches_connection_tracking_on() -> None:
         assert enables_conntrack(parse_text(f"*nat\n{rule}\nCOMMIT\n").ipv4), rule
     assert {k.name for k in TARGET_KINDS.values() if k.conntrack} >= {"REDIRECT", "DNAT", "CT", "CONNMARK"}
     assert {k.name for k in MATCH_KINDS.values() if k.conntrack} == {"conntrack", "state", "connmark"}
+
+
+# --- owner ids are decoded once, in the model ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("token", "decoded"), [
+    ("1337", (1337, 1337)), (" 1000-2000 ", (1000, 2000)), ("0", (0, 0)), ("4294967295", (4294967295, 4294967295)),
+    ("java", None), ("istio-proxy", None), ("4294967296", None), ("\u00b2", None), ("1-", None), ("", None),
+])
+def test_owner_ids_are_decoded_in_the_model(token: str, decoded: tuple[int, int] | None) -> None:
+    from meshsolve.model.net import decode_ids
+    from meshsolve.model.rules import OwnerMatch, SocketOwner
+
+    assert decode_ids(token) == decoded
+    m = OwnerMatch(uid=token, gid=token)
+    assert m.uid_range == m.gid_range == decoded
+    assert OwnerMatch(uid=token) == OwnerMatch(uid=token)  # the decoded value does not take part in equality
+    if token.strip():
+        assert SocketOwner("uid", (token, "7")).ranges == tuple(
+            decode_ids(t) for t in sorted({token, "7"}))
+    assert OwnerMatch().uid_range is None and OwnerMatch().gid_range is None

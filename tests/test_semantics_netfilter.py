@@ -184,6 +184,22 @@ def test_owner_ids_ranges_names_and_no_socket() -> None:
     assert res.verdict == "continue" and str(res.rule) == "nat::POSTROUTING#2"
 
 
+def test_owner_ids_are_read_as_the_model_decoded_them() -> None:
+    """The semantics reads the id range the model decoded (``OwnerMatch.uid_range``), not the text:
+    a match whose decoded range is made to say otherwise than its token is judged by the range."""
+    m = OwnerMatch(uid="1000-2000")
+    assert m.uid_range == (1000, 2000)
+    object.__setattr__(m, "uid_range", (3000, 3000))  # what a second decoder could disagree with
+    rs = nat(Chain("OUTPUT", (R(m, target=Accept()), R(target=Drop())), "ACCEPT"))
+    assert traverse(rs, "nat", "OUTPUT", out_pkt(uid=3000), ENV4).verdict == "continue"
+    assert traverse(rs, "nat", "OUTPUT", out_pkt(uid=1500), ENV4).verdict == "drop"
+    # a name has no decoded range: the world's names resolve it, or it is undetermined
+    named = nat(Chain("OUTPUT", (R(OwnerMatch(uid="java"), target=Drop()),), "ACCEPT"))
+    env = K.Env.of(_POD, "ipv4", names={"java": 1500})
+    assert traverse(named, "nat", "OUTPUT", out_pkt(uid=1500), env).verdict == "drop"
+    assert traverse(named, "nat", "OUTPUT", out_pkt(uid=1501), env).verdict == "continue"
+
+
 def test_ports_multiport_interfaces_addrtype_conntrack() -> None:
     rs = Ruleset("ipv4", (Table("filter", (Chain("OUTPUT", (
         R(Protocol("tcp"), MultiportMatch("dports", ("80", "8000:8100")), target=Jump("WEB")),

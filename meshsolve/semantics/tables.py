@@ -135,15 +135,11 @@ def _iface_name(name: str, actual: str) -> bool:
     return actual.startswith(name[:-1]) if name.endswith("+") else actual == name
 
 
-def owner_range(token: str, env: Env | None = None) -> tuple[int, int] | None:
-    """``--uid-owner``/``--gid-owner`` as an id range: a number, ``lo-hi``, or a name that ``env``
-    resolves; None for a name nothing resolves."""
-    token = token.strip()
-    lo_s, sep, hi_s = token.partition("-")
-    if lo_s.isdigit() and (not sep or hi_s.isdigit()):
-        lo = int(lo_s)
-        return lo, int(hi_s) if sep else lo
-    v = env.name_id(token) if env is not None else None
+def _ids(decoded: tuple[int, int] | None, token: str, env: Env) -> tuple[int, int] | None:
+    """An owner id range as the model decoded it, or a name the world resolves; None: neither."""
+    if decoded is not None:
+        return decoded
+    v = env.name_id(token.strip())
     return None if v is None else (v, v)
 
 
@@ -204,11 +200,11 @@ def _m_owner(d: Domain, m: OwnerMatch, p: Pkt, env: Env) -> Any:
         return d.const(all(neg for present, neg in given if present))
     parts: list[Any] = []
     if m.uid is not None:
-        rng = owner_range(m.uid, env)
+        rng = _ids(m.uid_range, m.uid, env)
         hit = d.in_range(p.uid, *rng, "uid") if rng else d.opaque(f"owner name {m.uid!r} is not resolved")
         parts.append(_neg(d, hit, m.uid_negated))
     if m.gid is not None:
-        rng = owner_range(m.gid, env)
+        rng = _ids(m.gid_range, m.gid, env)
         if rng is None:
             hit = d.opaque(f"group name {m.gid!r} is not resolved")
         elif m.suppl_groups:
@@ -366,8 +362,8 @@ def _m_socket_owner(d: Domain, m: SocketOwner, p: Pkt, env: Env) -> Any:
     if x is None:
         return d.const(False)
     hits = []
-    for token in m.ids:
-        rng = owner_range(token, env)
+    for token, decoded in zip(m.ids, m.ranges, strict=True):
+        rng = _ids(decoded, token, env)
         hits.append(d.in_range(x, *rng, m.key) if rng else d.opaque(f"{m.key} name {token!r} is not resolved"))
     return _neg(d, d.or_(*hits), m.negated)
 
