@@ -9,9 +9,11 @@ A first packet is the SYN of a connection (flags ``SYN``). Conntrack state: befo
 looked the packet up (``raw``) a first packet has no entry and shows ``INVALID``, unless it carries
 the entry of its OUTPUT pass (the loopback re-entry: ``NEW``); after, ``NEW``, plus ``DNAT`` once nat
 rewrote its destination. ``-m owner`` sees the socket of the process that opened the connection; a
-packet without a local socket matches only an all-negated owner match, as ``xt_owner`` does. A
-match the model cannot decide is ``opaque`` in the domain (undetermined for the interpreter, a free
-choice for the solver).
+packet without a local socket matches only an all-negated owner match, as ``xt_owner`` does; its
+ids come decoded from the model (``OwnerMatch.uid_range``), names resolved by the world. A match
+the model cannot decide is ``opaque`` in the domain (undetermined for the interpreter, a free
+choice for the solver), and a target it cannot decide ends the table undetermined: each such case
+is looked up in ``COARSENINGS`` (``meshsolve.model.kinds``), which must declare it.
 """
 
 from __future__ import annotations
