@@ -276,9 +276,10 @@ NOT_PROPOSED_MATCHES: dict[type, str] = {
                "-m mark itself",
     ConnmarkMatch: "a connection mark is set by rules the search does not write; a spec lists -m connmark "
                    "itself",
-    ConntrackMatch: "the search decides first connections, and in the nat table every one is NEW: a state "
-                    "condition holds for all of them or none (a spec searching another table may list it)",
-    StateMatch: "as -m conntrack: every connection the search decides is NEW",
+    ConntrackMatch: "the search decides first connections, all NEW to conntrack (DNAT once rewritten): a state "
+                    "tells none of them apart but by an earlier rewrite, which the spec's chains make; a spec "
+                    "may list one",
+    StateMatch: "as -m conntrack: the connections the search decides are all NEW",
     AddrtypeMatch: "the pod's own addresses are proposed one by one (-d ADDR), as capture set-ups write them",
     CommentMatch: "holds for every packet: it tells nothing apart",
     SocketMatch: "for a first connection it says whether a listener is bound to its destination, which the "
