@@ -108,6 +108,11 @@ BASE = (SPECS / "istio-1.2-design-space.yaml").read_text()
      "peer cannot have the pod's own address", "pod: {ip"),
     (("observed: {client: details,", "observed: {client: nobody,"), "unknown client", "    observed:"),
     (("  max_rules: 5", "  max_rules: 50"), "max_rules", "  max_rules: 50"),
+    # kinds the semantics leaves undecided (COARSENINGS) are refused, not searched
+    (("    - \"-o lo\"\n", "    - \"-m statistic --mode nth --every 2\"\n"), "leaves undecided",
+     "    - \"-m statistic"),
+    (("  targets: [RETURN, ISTIO_REDIRECT]", "  targets: [RETURN, \"MASQUERADE\"]"), "leaves undecided",
+     "  targets: [RETURN, \"MASQ"),
 ])
 def test_bad_specs_name_the_line(edit: tuple[str, str], message: str, line_of: str | None) -> None:
     old, new = edit

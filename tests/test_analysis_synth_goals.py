@@ -178,3 +178,51 @@ def test_searching_fewer_rule_slots_first_gives_the_full_search_s_minimum() -> N
     assert staged.solver_calls > full.solver_calls  # the 1-slot search was run first
     conditions_first = parse_spec(text.replace("minimize: [rules, conditions]", "minimize: [conditions, rules]"), "c")
     assert conditions_first.minimize == ("conditions", "rules") and slot_counts(conditions_first) == (6,)
+
+
+# --- the derived vocabulary is keyed by the kind registry -----------------------------------------
+
+
+def test_the_vocabulary_tables_are_keyed_by_the_registry() -> None:
+    """Every registered match / target kind is either proposed by the derived vocabulary or declared
+    not proposed with its reason — never both, never neither; and what the semantics leaves wholly
+    undecided is never proposed."""
+    from meshsolve.analysis import vocabulary as V
+    from meshsolve.model.kinds import COARSENINGS, MATCH_KINDS, TARGET_KINDS
+
+    assert not set(V.MATCH_PROPOSALS) & set(V.NOT_PROPOSED_MATCHES)
+    assert {*V.MATCH_PROPOSALS, *V.NOT_PROPOSED_MATCHES} == set(MATCH_KINDS)
+    assert not set(V.TARGET_PROPOSALS) & set(V.NOT_PROPOSED_TARGETS)
+    assert {*V.TARGET_PROPOSALS, *V.NOT_PROPOSED_TARGETS} == set(TARGET_KINDS)
+    reasons = {**V.NOT_PROPOSED_MATCHES, **V.NOT_PROPOSED_TARGETS}
+    assert all(isinstance(r, str) and len(r) > 20 for r in reasons.values())
+    undecided = {c.kind for c in COARSENINGS if not c.option}
+    assert undecided <= set(reasons) and all("undecided" in reasons[k] for k in undecided)
+    assert not V.DIVERTING & set(V.TARGET_PROPOSALS)  # diverted to through a jump, not written
+
+
+def test_each_proposal_builds_its_own_kind_and_derive_uses_them_all() -> None:
+    """A proposal keyed by a kind yields conditions made of that kind (a port condition carries its
+    protocol); the derived vocabulary of a chain reached from OUTPUT and one from PREROUTING uses
+    every proposed kind, and the derived targets every proposed target kind."""
+    from meshsolve.analysis import vocabulary as V
+    from meshsolve.model.rules import Protocol
+
+    spec = load_spec(SPECS / "istio-1.2-design-space.yaml")
+    world, fam = spec.world, spec.family
+    seen: set[type] = set()
+    for chain in ("ISTIO_OUTPUT", "PREROUTING"):
+        tbl = world.rules.for_family(fam).table("nat")
+        assert tbl is not None
+        place = V.Place(world, fam, V.reaching_hooks(tbl, chain))
+        for kind, propose in V.MATCH_PROPOSALS.items():
+            for cond in propose(place):
+                assert cond is not None and cond.alternatives
+                for _text, matches in cond.alternatives:
+                    assert kind in {type(m) for m in matches}, (kind, cond)
+                    assert {type(m) for m in matches} <= {kind, Protocol}, (kind, cond)
+        derived = V.derive_conditions(world, fam, "nat", chain)
+        seen |= {type(m) for c in derived for _t, ms in c.alternatives for m in ms}
+    assert seen - {Protocol} == set(V.MATCH_PROPOSALS)
+    targets = V.derive_targets(world, fam, "nat", "ISTIO_OUTPUT")
+    assert {type(t) for _n, t in targets} == set(V.TARGET_PROPOSALS)

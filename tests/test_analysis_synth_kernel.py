@@ -16,12 +16,25 @@ from meshsolve.iptables import parse_text
 from meshsolve.oracle.compare import differences
 from meshsolve.oracle.run import run_flows
 from meshsolve.semantics.interpret import interpret
+from tests.test_analysis_synth import SHIPPED
 
 pytestmark = pytest.mark.kernel
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-SYNTHESIZED = ["istio-later-knobs.yaml", "istio-later-knobs-ipv6.yaml", "excluded-ports.yaml",
-               "app-with-proxy-uid.yaml", "tproxy.yaml", "istio-modern-goals.yaml", "istio-modern-goals-ipv6.yaml"]
+# Every shipped spec but those pinned as conflicts (``SHIPPED``, itself checked against specs/): a spec
+# added to specs/ runs here unless it is pinned as a conflict, and fails here if it does not synthesize.
+SYNTHESIZED = [p.name for p in sorted(SPECS.glob("*.yaml")) if SHIPPED.get(p.name, ("synthesized",))[0] != "conflict"]
+
+
+def test_every_shipped_spec_that_synthesizes_runs_on_the_kernel() -> None:
+    """The list above is specs/ less the declared conflicts, and no conflict is declared for a spec
+    that is not shipped (the synthesizing ones pinned in ``SHIPPED`` are all here)."""
+    shipped = {p.name for p in SPECS.glob("*.yaml")}
+    conflicts = {n for n, (kind, _) in SHIPPED.items() if kind == "conflict"}
+    assert conflicts <= shipped
+    assert set(SYNTHESIZED) == shipped - conflicts
+    assert {n for n, (kind, _) in SHIPPED.items() if kind == "synthesized"} <= set(SYNTHESIZED)
+    assert "linkerd-self-call-passthrough.yaml" in SYNTHESIZED
 
 
 @pytest.fixture

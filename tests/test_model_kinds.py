@@ -39,3 +39,54 @@ def test_what_switches_connection_tracking_on() -> None:
         assert enables_conntrack(parse_text(f"*nat\n{rule}\nCOMMIT\n").ipv4), rule
     assert {k.name for k in TARGET_KINDS.values() if k.conntrack} >= {"REDIRECT", "DNAT", "CT", "CONNMARK"}
     assert {k.name for k in MATCH_KINDS.values() if k.conntrack} == {"conntrack", "state", "connmark"}
+
+
+# --- owner ids are decoded once, in the model ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("token", "decoded"), [
+    ("1337", (1337, 1337)), (" 1000-2000 ", (1000, 2000)), ("0", (0, 0)), ("4294967295", (4294967295, 4294967295)),
+    ("java", None), ("istio-proxy", None), ("4294967296", None), ("\u00b2", None), ("1-", None), ("", None),
+])
+def test_owner_ids_are_decoded_in_the_model(token: str, decoded: tuple[int, int] | None) -> None:
+    from meshsolve.model.net import decode_ids
+    from meshsolve.model.rules import OwnerMatch, SocketOwner
+
+    assert decode_ids(token) == decoded
+    m = OwnerMatch(uid=token, gid=token)
+    assert m.uid_range == m.gid_range == decoded
+    assert OwnerMatch(uid=token) == OwnerMatch(uid=token)  # the decoded value does not take part in equality
+    if token.strip():
+        assert SocketOwner("uid", (token, "7")).ranges == tuple(
+            decode_ids(t) for t in sorted({token, "7"}))
+    assert OwnerMatch().uid_range is None and OwnerMatch().gid_range is None
+
+
+# --- docs/proofs.md lists exactly the registry's coarsenings --------------------------------------
+
+
+def test_proofs_md_lists_the_coarsenings_generated_from_the_registry() -> None:
+    """The list between the markers is ``coarsenings_markdown()``; refresh it with
+    ``MESHSOLVE_UPDATE_DOCS=1 .venv/bin/python -m pytest tests/test_model_kinds.py``."""
+    import os
+    import re
+    from pathlib import Path
+
+    from meshsolve.model.kinds import COARSENINGS, coarsenings_markdown
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "proofs.md"
+    text = page.read_text(encoding="utf-8")
+    block = re.compile(r"(<!-- coarsenings: generated from meshsolve\.model\.kinds\.COARSENINGS -->\n)(.*?)"
+                       r"(<!-- end coarsenings -->\n)", re.S)
+    found = block.search(text)
+    assert found is not None, "docs/proofs.md has lost its generated list of coarsenings"
+    if os.environ.get("MESHSOLVE_UPDATE_DOCS") == "1":
+        text = block.sub(lambda m: m.group(1) + coarsenings_markdown() + m.group(3), text)
+        page.write_text(text, encoding="utf-8")
+        found = block.search(text)
+        assert found is not None
+    assert found.group(2) == coarsenings_markdown()
+    rows = [r for r in found.group(2).splitlines() if r.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == [c.rule for c in COARSENINGS]
+    # the page names the registry in its prose and its marker, and keeps no hand-written list
+    assert text.count("COARSENINGS") == 2

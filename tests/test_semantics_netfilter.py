@@ -14,14 +14,18 @@ from meshsolve.model import (
     ConnmarkMatch,
     ConnmarkTarget,
     ConntrackMatch,
+    CtTarget,
     Destination,
+    Dnat,
     Drop,
     Goto,
     InInterface,
     Jump,
     MarkMatch,
+    Masquerade,
     MultiportMatch,
     OpaqueMatch,
+    OpaqueTarget,
     OutInterface,
     OwnerMatch,
     PortMatch,
@@ -31,11 +35,14 @@ from meshsolve.model import (
     Rule,
     Ruleset,
     SetMark,
+    Snat,
     Socket,
+    SocketMatch,
     Table,
     World,
     to_address,
 )
+from meshsolve.model.nftrules import SocketOwner
 from meshsolve.model.path import stages
 from meshsolve.semantics import accepting_socket
 from meshsolve.semantics import kernel as K
@@ -184,6 +191,22 @@ def test_owner_ids_ranges_names_and_no_socket() -> None:
     assert res.verdict == "continue" and str(res.rule) == "nat::POSTROUTING#2"
 
 
+def test_owner_ids_are_read_as_the_model_decoded_them() -> None:
+    """The semantics reads the id range the model decoded (``OwnerMatch.uid_range``), not the text:
+    a match whose decoded range is made to say otherwise than its token is judged by the range."""
+    m = OwnerMatch(uid="1000-2000")
+    assert m.uid_range == (1000, 2000)
+    object.__setattr__(m, "uid_range", (3000, 3000))  # what a second decoder could disagree with
+    rs = nat(Chain("OUTPUT", (R(m, target=Accept()), R(target=Drop())), "ACCEPT"))
+    assert traverse(rs, "nat", "OUTPUT", out_pkt(uid=3000), ENV4).verdict == "continue"
+    assert traverse(rs, "nat", "OUTPUT", out_pkt(uid=1500), ENV4).verdict == "drop"
+    # a name has no decoded range: the world's names resolve it, or it is undetermined
+    named = nat(Chain("OUTPUT", (R(OwnerMatch(uid="java"), target=Drop()),), "ACCEPT"))
+    env = K.Env.of(_POD, "ipv4", names={"java": 1500})
+    assert traverse(named, "nat", "OUTPUT", out_pkt(uid=1500), env).verdict == "drop"
+    assert traverse(named, "nat", "OUTPUT", out_pkt(uid=1501), env).verdict == "continue"
+
+
 def test_ports_multiport_interfaces_addrtype_conntrack() -> None:
     rs = Ruleset("ipv4", (Table("filter", (Chain("OUTPUT", (
         R(Protocol("tcp"), MultiportMatch("dports", ("80", "8000:8100")), target=Jump("WEB")),
@@ -283,3 +306,62 @@ def test_more_specific_bind_wins_and_udp_finds_no_socket() -> None:
     assert accepting_socket(w, to_address("127.0.0.1"), 9001, "udp") is None
     # the proxy's listeners are sockets too
     assert accepting_socket(w, to_address("127.0.0.1"), 15001) == ("proxy", Socket("0.0.0.0", 15001))
+
+
+# --- what the semantics leaves undecided is exactly the registry's COARSENINGS ----------------------
+
+# One rule per declared coarsening (table, hook, the rule, a packet at that hook) that it decides.
+_IN_PKT = Packet("ipv4", "tcp", to_address("198.51.100.1"), to_address("192.0.2.10"), 40000, 8080, iif="eth0")
+COARSENED: dict[tuple[type, str], tuple[str, str, Rule, K.Pkt]] = {
+    (OpaqueMatch, ""): ("filter", "OUTPUT", R(OpaqueMatch("statistic", ("--mode", "nth")), target=Drop()), out_pkt()),
+    (PortMatch, "--tcp-option"): ("filter", "OUTPUT", R(Protocol("tcp"), PortMatch("tcp", extra=("--tcp-option", "2")),
+                                                       target=Drop()), out_pkt()),
+    (OwnerMatch, "NAME"): ("filter", "OUTPUT", R(OwnerMatch(uid="nobody-here"), target=Drop()), out_pkt()),
+    (OwnerMatch, "--suppl-groups"): ("filter", "OUTPUT", R(OwnerMatch(gid="5", suppl_groups=True), target=Drop()),
+                                     out_pkt(gid=1000)),
+    (ConntrackMatch, "options"): ("filter", "OUTPUT", R(ConntrackMatch(("NEW",), extra=("--ctproto", "tcp")),
+                                                        target=Drop()), out_pkt()),
+    (AddrtypeMatch, "--limit-iface"): ("filter", "OUTPUT", R(AddrtypeMatch(dst_type="LOCAL", limit_iface_out=True),
+                                                             target=Drop()), out_pkt()),
+    (AddrtypeMatch, "TYPE"): ("filter", "OUTPUT", R(AddrtypeMatch(dst_type="BLACKHOLE"), target=Drop()), out_pkt()),
+    (SocketMatch, "--restore-skmark"): ("mangle", "PREROUTING", R(SocketMatch(("--restore-skmark",)), target=Drop()),
+                                        _IN_PKT),
+    (SocketOwner, "NAME"): ("filter", "OUTPUT", R(SocketOwner("uid", ("nobody-here",)), target=Drop()), out_pkt()),
+    (OpaqueTarget, ""): ("filter", "OUTPUT", R(target=OpaqueTarget("NFQUEUE", ("--queue-num", "1"))), out_pkt()),
+    (Snat, ""): ("nat", "POSTROUTING", R(target=Snat("192.0.2.11")), out_pkt()),
+    (Masquerade, ""): ("nat", "POSTROUTING", R(target=Masquerade()), out_pkt()),
+    (Dnat, "ADDR-ADDR"): ("nat", "OUTPUT", R(target=Dnat("192.0.2.30-192.0.2.31")), out_pkt()),
+    (Dnat, "options"): ("nat", "OUTPUT", R(target=Dnat("192.0.2.30", extra=("--random",))), out_pkt()),
+    (CtTarget, "--notrack"): ("raw", "OUTPUT", R(target=CtTarget(notrack=True)), out_pkt()),
+    (CtTarget, "options"): ("raw", "OUTPUT", R(target=CtTarget(extra=("--helper", "ftp"))), out_pkt()),
+}
+
+
+def _undecided(key: tuple[type, str]) -> Res:
+    table, hook, rule, pkt = COARSENED[key]
+    rs = Ruleset("ipv4", (Table(table, (Chain(hook, (rule,), "ACCEPT"),)),))
+    return traverse(rs, table, hook, pkt, ENV4)
+
+
+def test_every_coarsening_is_declared_once_and_has_an_example() -> None:
+    from meshsolve.model.kinds import COARSENINGS, MATCH_KINDS, TARGET_KINDS
+
+    keys = [(c.kind, c.option) for c in COARSENINGS]
+    assert len(keys) == len(set(keys))
+    assert {k for k, _ in keys} <= set(MATCH_KINDS) | set(TARGET_KINDS)
+    assert set(COARSENED) == set(keys)
+
+
+@pytest.mark.parametrize("key", list(COARSENED), ids=lambda k: f"{k[0].__name__}:{k[1] or '*'}")
+def test_each_coarsening_is_undetermined_and_read_from_the_registry(key: tuple[type, str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule is undetermined, not guessed; and the semantics asks the registry: without the
+    declaration it refuses to leave the rule undecided (``KeyError``) instead of doing so silently."""
+    from meshsolve.model import kinds
+
+    res = _undecided(key)
+    assert res.verdict == "undetermined", res
+    assert "modelled" in res.reason or "resolved" in res.reason or "picks" in res.reason, res.reason
+    monkeypatch.setattr(kinds, "_COARSENING_KEYS", {k: v for k, v in kinds._COARSENING_KEYS.items() if k != key})
+    with pytest.raises(KeyError, match="not declared in COARSENINGS"):
+        _undecided(key)

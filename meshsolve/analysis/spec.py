@@ -71,6 +71,7 @@ from meshsolve.analysis.vocabulary import derive_conditions, derive_targets
 from meshsolve.errors import MeshsolveError, ParseError, SpecError
 from meshsolve.iproute import parse_routing
 from meshsolve.iptables import parse_text
+from meshsolve.model.kinds import COARSENINGS
 from meshsolve.model.net import Family, IPAddress, to_address, to_port
 from meshsolve.model.routing import Route, Routing, RoutingRule
 from meshsolve.model.rules import Rulesets, Target
@@ -305,11 +306,22 @@ def _conditions(n: _Node, source: str, family: Family) -> tuple[Condition, ...]:
         (rule,) = chain.rules
         if not rule.matches:
             raise c.fail(f"condition {text!r} matches everything: leave it out")
+        for m in rule.matches:
+            _refuse_undecided(c, f"condition {text!r}", m)
         out.append(Condition(text, ((text, rule.matches),)))
     if not out:
         raise n.fail("the search needs at least one condition (an empty vocabulary can only express "
                      "unconditional rules)")
     return tuple(out)
+
+
+def _refuse_undecided(n: _Node, what: str, value: object) -> None:
+    """A condition or target of a kind the semantics leaves wholly undecided (``COARSENINGS``) can
+    never be proved: refused with the line."""
+    c = next((c for c in COARSENINGS if c.kind is type(value) and not c.option), None)
+    if c is not None:
+        raise n.fail(f"{what} is {c.rule}, which meshsolve leaves undecided ({c.why}): a rule made of it "
+                     "cannot be proved")
 
 
 def _named(goals: tuple[Goal, ...], world: World) -> dict[str, Any]:
@@ -337,6 +349,7 @@ def _targets(n: _Node, rules: Rulesets, family: Family, table: str) -> tuple[tup
         assert chain is not None
         target = chain.rules[0].target
         assert target is not None
+        _refuse_undecided(t, f"target {text!r}", target)
         name = getattr(target, "chain", None)
         if name is not None and rules.for_family(family).chain(table, name) is None:
             raise t.fail(f"target chain {name} is not in the spec's rules (table {table})")

@@ -22,6 +22,8 @@ __all__ = ["parse_routing"]
 _KERNEL_RULES = {(0, LOCAL_TABLE), (32766, MAIN_TABLE), (32767, 253)}
 _ROUTE_TYPES = ("unicast", "local", "blackhole", "unreachable", "prohibit", "throw")
 _IGNORED_ROUTE_TYPES = ("broadcast", "anycast", "multicast", "nat")
+_OBJECTS = ("rule", "ru", "route", "r", "ro")
+_SHOWS = ("show", "list", "lst", "sh", "ls", "l", "s")
 
 
 def _family_flag(words: list[str], family: Family) -> tuple[list[str], Family]:
@@ -42,6 +44,19 @@ def _family_flag(words: list[str], family: Family) -> tuple[list[str], Family]:
             out.append(w)
         i += 1
     return out, family
+
+
+def _shown_route_family(words: list[str], family: Family) -> Family:
+    """The family of one line of ``ip route show`` output. ``ip route show table all`` without
+    ``-4`` lists both families, and an IPv6 default route reads like an IPv4 one: an IPv6 address
+    (destination or ``via``) or ``pref`` (which ``ip`` prints for every IPv6 route and no IPv4 one)
+    says IPv6; otherwise the family given."""
+    kinds = ("default", *_ROUTE_TYPES, *_IGNORED_ROUTE_TYPES)
+    dst = next((w for w in words if w not in kinds), "")
+    via = words[words.index("via") + 1] if "via" in words[:-1] else ""
+    if ":" in dst or ":" in via or "pref" in words:
+        return "ipv6"
+    return family
 
 
 def _rule(words: list[str], family: Family, priority: int | None) -> RoutingRule | None:
@@ -129,19 +144,28 @@ def _route(words: list[str], family: Family) -> Route | None:
 def parse_routing(text: str, *, family: Family = "ipv4", source: str = "<routing>") -> Routing:
     """Read ``ip rule``/``ip route`` show output or add commands (one per line; ``#`` comments).
 
-    ``family`` is the family of ``show`` output without a ``-6`` (``ip -6 rule show`` output looks
-    like the IPv4 one); command lines say theirs. Errors are ``ParseError`` with the line."""
+    ``family`` is the family of ``ip rule show`` output (``ip -6 rule show`` output looks like the
+    IPv4 one) unless the pasted text names its command: a line ``ip -6 rule show`` (``$`` prompt
+    allowed) sets the family of the output after it. ``ip route show`` lines say their own family
+    where they can (``_shown_route_family``); command lines say theirs. Errors are ``ParseError``
+    with the line."""
     rules: list[RoutingRule] = []
     routes: list[Route] = []
+    given = family
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         try:
             words = shlex.split(line)
+            if words[0] == "$" and len(words) > 1:  # a pasted prompt: `$ ip -6 rule show`
+                words = words[1:]
             fam = family
             if words and words[0] in ("ip", "/sbin/ip", "/usr/sbin/ip", "/bin/ip"):
-                words, fam = _family_flag(words[1:], fam)
+                words, fam = _family_flag(words[1:], given)
+                if words and words[0] in _OBJECTS and (len(words) == 1 or words[1] in _SHOWS):
+                    family = fam  # a pasted `ip [-6] rule show`: the output that follows is of its family
+                    continue
                 if len(words) < 2 or words[1] not in ("add", "append", "replace", "a"):
                     raise WorldError("only 'ip rule add' and 'ip route add' change the routing")
                 what, words = words[0], words[2:]
@@ -159,9 +183,8 @@ def parse_routing(text: str, *, family: Family = "ipv4", source: str = "<routing
                 rule = _rule(words[1:], fam, int(words[0][:-1]))
                 if rule is not None:
                     rules.append(rule)
-            else:  # ip route show: the family is the destination's
-                if words[0] not in ("default", *_ROUTE_TYPES, *_IGNORED_ROUTE_TYPES) and ":" in words[0]:
-                    fam = "ipv6"
+            else:  # ip route show: the family is the destination's, or the gateway's, or `pref`'s
+                fam = _shown_route_family(words, fam)
                 rt = _route(list(words), fam)
                 if rt is not None:
                     routes.append(rt)

@@ -67,7 +67,19 @@ from meshsolve.model.rules import (
     Trace,
 )
 
-__all__ = ["COARSENINGS", "MATCH_KINDS", "REJECT_ERRNO", "TARGET_KINDS", "Kind", "enables_conntrack", "kind_of"]
+__all__ = [
+    "COARSENINGS",
+    "MATCH_KINDS",
+    "REJECT_ERRNO",
+    "TARGET_KINDS",
+    "Coarsening",
+    "Kind",
+    "coarsened_options",
+    "coarsening",
+    "coarsenings_markdown",
+    "enables_conntrack",
+    "kind_of",
+]
 
 
 @attrs.frozen
@@ -177,13 +189,76 @@ TARGET_KINDS: dict[type, Kind] = {k.cls: k for k in (
     _k(MarkStatements, "mark statements"),
 )}
 
+@attrs.frozen
+class Coarsening:
+    """One thing the semantics deliberately leaves undecided: a whole ``kind`` (``option`` empty) or
+    one of its options or values (``option``: the key the semantics looks it up by), ``rule`` (how
+    users write it) and ``why``. Each answers ``Unknown`` — an undetermined outcome in the
+    interpreter, a free choice in the solver — never a guess. The semantics looks its coarsenings up
+    here (``coarsening``), so it cannot leave undecided what is not declared."""
+
+    kind: type
+    option: str
+    rule: str
+    why: str
+
+
 # What the semantics deliberately leaves undecided (each answers Unknown, never a guess).
-COARSENINGS: dict[type, str] = {
-    OpaqueMatch: "a match module meshsolve does not model",
-    OpaqueTarget: "a target meshsolve does not model",
-    Snat: "source NAT of the first packet",
-    Masquerade: "source NAT of the first packet",
-}
+COARSENINGS: tuple[Coarsening, ...] = (
+    Coarsening(OpaqueMatch, "", "-m MODULE (a module meshsolve does not model: statistic, limit, ...)",
+               "it may or may not hold"),
+    Coarsening(PortMatch, "--tcp-option", "-p tcp --tcp-option N",
+               "which TCP options a packet carries is not modelled"),
+    Coarsening(OwnerMatch, "NAME", "-m owner --uid-owner NAME / --gid-owner NAME",
+               "a user or group name the world does not resolve to an id"),
+    Coarsening(OwnerMatch, "--suppl-groups", "-m owner --gid-owner G --suppl-groups",
+               "the process's supplementary groups are not in the world (its primary group is)"),
+    Coarsening(ConntrackMatch, "options", "-m conntrack --ctproto / --ctorigsrc / --ctstatus / ... (any option "
+                                          "but --ctstate)", "only the connection's state is modelled"),
+    Coarsening(AddrtypeMatch, "--limit-iface", "-m addrtype --limit-iface-in / --limit-iface-out",
+               "address types are modelled for the namespace, not per interface"),
+    Coarsening(AddrtypeMatch, "TYPE", "-m addrtype --src-type / --dst-type BLACKHOLE, UNREACHABLE, PROHIBIT, "
+                                      "ANYCAST, THROW, NAT, XRESOLVE",
+               "only UNSPEC, LOCAL, UNICAST, BROADCAST and MULTICAST are modelled"),
+    Coarsening(SocketMatch, "--restore-skmark", "-m socket --restore-skmark",
+               "copying the socket's mark (SO_MARK) to the packet is not modelled"),
+    Coarsening(SocketOwner, "NAME", "meta skuid NAME / meta skgid NAME",
+               "a user or group name the world does not resolve to an id"),
+    Coarsening(OpaqueTarget, "", "-j TARGET (a target meshsolve does not model: NFQUEUE, NFLOG, ...)",
+               "what it does to the packet is not known"),
+    Coarsening(Snat, "", "-j SNAT", "source NAT of the first packet is not modelled"),
+    Coarsening(Masquerade, "", "-j MASQUERADE", "source NAT of the first packet is not modelled"),
+    Coarsening(Dnat, "ADDR-ADDR", "-j DNAT --to-destination ADDR-ADDR",
+               "the kernel picks one address of the range per connection"),
+    Coarsening(Dnat, "options", "-j DNAT --random / --persistent, or a --to-destination that does not decode",
+               "which address and port the kernel picks is not modelled"),
+    Coarsening(CtTarget, "--notrack", "-j CT --notrack", "untracked connections are not modelled"),
+    Coarsening(CtTarget, "options", "-j CT --helper / --ctevents / --timeout / ... (any option but --zone)",
+               "only conntrack zones are modelled"),
+)
+
+_COARSENING_KEYS: dict[tuple[type, str], Coarsening] = {(c.kind, c.option): c for c in COARSENINGS}
+
+
+def coarsening(kind: type, option: str = "") -> Coarsening:
+    """The declared coarsening of ``kind`` named ``option`` (empty: the whole kind); ``KeyError`` when
+    none is declared."""
+    c = _COARSENING_KEYS.get((kind, option))
+    if c is None:
+        raise KeyError(f"{kind.__name__} {option!r} is not declared in COARSENINGS")
+    return c
+
+
+def coarsened_options(kind: type) -> frozenset[str]:
+    """The options of ``kind`` the semantics leaves undecided."""
+    return frozenset(c.option for c in COARSENINGS if c.kind is kind)
+
+
+def coarsenings_markdown() -> str:
+    """The list of coarsenings as docs/proofs.md shows it (checked by ``tests/test_model_kinds.py``)."""
+    rows = ["| rule | why it is left undecided |", "|---|---|"]
+    rows += [f"| `{c.rule}` | {c.why} |" for c in COARSENINGS]
+    return "\n".join(rows) + "\n"
 
 
 def kind_of(value: object) -> Kind:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Literal, TypeAlias
 
 import attrs
@@ -14,6 +15,7 @@ __all__ = [
     "IPNetwork",
     "Family",
     "PortRange",
+    "decode_ids",
     "family_of",
     "to_address",
     "to_network",
@@ -64,6 +66,23 @@ def to_port(value: int | str) -> int:
     if not 0 <= port <= 65535:
         raise WorldError(f"port out of range 0..65535: {value!r}")
     return port
+
+
+_ID_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+
+
+def decode_ids(token: str) -> tuple[int, int] | None:
+    """A uid/gid as rules write it (``--uid-owner``, ``meta skuid``) decoded once: a number or
+    ``lo-hi`` (ASCII digits, 32 bits) → ``(lo, hi)``; None for anything else — a user or group name,
+    which only the world can resolve."""
+    m = _ID_RANGE.fullmatch(token.strip())
+    if m is None:
+        return None
+    lo = int(m.group(1))
+    hi = lo if m.group(2) is None else int(m.group(2))
+    if max(lo, hi) > 0xFFFFFFFF:
+        return None
+    return lo, hi
 
 
 @attrs.frozen(order=True)

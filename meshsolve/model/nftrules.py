@@ -28,7 +28,7 @@ from typing import Literal
 import attrs
 
 from meshsolve.errors import WorldError
-from meshsolve.model.net import Family, IPNetwork, to_network
+from meshsolve.model.net import Family, IPNetwork, decode_ids, to_network
 
 __all__ = [
     "AddressSet",
@@ -128,6 +128,11 @@ class SocketOwner:
     key: Literal["uid", "gid"]
     ids: tuple[str, ...] = attrs.field(converter=_names)
     negated: bool = False
+    # decoded from ``ids`` (``decode_ids``), one per id: its range, None for a name
+    ranges: tuple[tuple[int, int] | None, ...] = attrs.field(init=False, default=(), eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "ranges", tuple(decode_ids(t) for t in self.ids))
 
 
 @attrs.frozen

@@ -20,7 +20,16 @@ import attrs
 
 from meshsolve.errors import WorldError
 from meshsolve.model.load import LoadProblem
-from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, family_of, to_address, to_network
+from meshsolve.model.net import (
+    Family,
+    IPAddress,
+    IPNetwork,
+    PortRange,
+    decode_ids,
+    family_of,
+    to_address,
+    to_network,
+)
 from meshsolve.model.nftrules import (
     AddressSet,
     FamilyMatch,
@@ -276,6 +285,13 @@ class OwnerMatch:
     socket_exists: bool | None = None  # None: not given; True: --socket-exists; False: ! --socket-exists
     suppl_groups: bool = False
     module: Literal["owner"] = "owner"
+    # decoded from ``uid``/``gid`` (``decode_ids``): the id range, None for a name (or not given)
+    uid_range: tuple[int, int] | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    gid_range: tuple[int, int] | None = attrs.field(init=False, default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "uid_range", None if self.uid is None else decode_ids(self.uid))
+        object.__setattr__(self, "gid_range", None if self.gid is None else decode_ids(self.gid))
 
 
 @attrs.frozen

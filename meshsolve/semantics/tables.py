@@ -9,9 +9,11 @@ A first packet is the SYN of a connection (flags ``SYN``). Conntrack state: befo
 looked the packet up (``raw``) a first packet has no entry and shows ``INVALID``, unless it carries
 the entry of its OUTPUT pass (the loopback re-entry: ``NEW``); after, ``NEW``, plus ``DNAT`` once nat
 rewrote its destination. ``-m owner`` sees the socket of the process that opened the connection; a
-packet without a local socket matches only an all-negated owner match, as ``xt_owner`` does. A
-match the model cannot decide is ``opaque`` in the domain (undetermined for the interpreter, a free
-choice for the solver).
+packet without a local socket matches only an all-negated owner match, as ``xt_owner`` does; its
+ids come decoded from the model (``OwnerMatch.uid_range``), names resolved by the world. A match
+the model cannot decide is ``opaque`` in the domain (undetermined for the interpreter, a free
+choice for the solver), and a target it cannot decide ends the table undetermined: each such case
+is looked up in ``COARSENINGS`` (``meshsolve.model.kinds``), which must declare it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import attrs
 
 from meshsolve.errors import WorldError
+from meshsolve.model.kinds import coarsening
 from meshsolve.model.path import Stage
 from meshsolve.model.rules import (
     Accept,
@@ -135,15 +138,24 @@ def _iface_name(name: str, actual: str) -> bool:
     return actual.startswith(name[:-1]) if name.endswith("+") else actual == name
 
 
-def owner_range(token: str, env: Env | None = None) -> tuple[int, int] | None:
-    """``--uid-owner``/``--gid-owner`` as an id range: a number, ``lo-hi``, or a name that ``env``
-    resolves; None for a name nothing resolves."""
-    token = token.strip()
-    lo_s, sep, hi_s = token.partition("-")
-    if lo_s.isdigit() and (not sep or hi_s.isdigit()):
-        lo = int(lo_s)
-        return lo, int(hi_s) if sep else lo
-    v = env.name_id(token) if env is not None else None
+def _undecided(d: Domain, kind: type, option: str, text: str) -> Any:
+    """A match the model leaves undecided (``text`` says which part of the rule): only what
+    ``COARSENINGS`` declares as (``kind``, ``option``) may be, else ``KeyError``."""
+    coarsening(kind, option)
+    return d.opaque(text)
+
+
+def _unknown(kind: type, option: str, text: str) -> Effect:
+    """A target the model leaves undecided, declared in ``COARSENINGS`` as for ``_undecided``."""
+    coarsening(kind, option)
+    return Effect("verdict", UNK, why=text)
+
+
+def _ids(decoded: tuple[int, int] | None, token: str, env: Env) -> tuple[int, int] | None:
+    """An owner id range as the model decoded it, or a name the world resolves; None: neither."""
+    if decoded is not None:
+        return decoded
+    v = env.name_id(token.strip())
     return None if v is None else (v, v)
 
 
@@ -182,7 +194,8 @@ def _m_port(d: Domain, m: PortMatch, p: Pkt, env: Env) -> Any:
     if m.dport is not None:
         parts.append(_neg(d, d.in_range(p.dport, m.dport.lo, m.dport.hi, "destination port"), m.dport_negated))
     if m.unmodelled:
-        parts.append(d.opaque(f"{m.module} option {' '.join(m.unmodelled)} is not modelled"))
+        parts.append(_undecided(d, PortMatch, "--tcp-option",
+                                f"{m.module} option {' '.join(m.unmodelled)} is not modelled"))
     return d.and_(*parts)
 
 
@@ -204,17 +217,19 @@ def _m_owner(d: Domain, m: OwnerMatch, p: Pkt, env: Env) -> Any:
         return d.const(all(neg for present, neg in given if present))
     parts: list[Any] = []
     if m.uid is not None:
-        rng = owner_range(m.uid, env)
-        hit = d.in_range(p.uid, *rng, "uid") if rng else d.opaque(f"owner name {m.uid!r} is not resolved")
+        rng = _ids(m.uid_range, m.uid, env)
+        hit = d.in_range(p.uid, *rng, "uid") if rng else \
+            _undecided(d, OwnerMatch, "NAME", f"owner name {m.uid!r} is not resolved")
         parts.append(_neg(d, hit, m.uid_negated))
     if m.gid is not None:
-        rng = owner_range(m.gid, env)
+        rng = _ids(m.gid_range, m.gid, env)
         if rng is None:
-            hit = d.opaque(f"group name {m.gid!r} is not resolved")
+            hit = _undecided(d, OwnerMatch, "NAME", f"group name {m.gid!r} is not resolved")
         elif m.suppl_groups:
             # the primary group is one of the process's groups; others are not in the world
             primary = d.in_range(p.gid, *rng, "gid")
-            hit = d.or_(primary, d.opaque("--suppl-groups: the process's supplementary groups are not modelled"))
+            hit = d.or_(primary, _undecided(d, OwnerMatch, "--suppl-groups",
+                                            "--suppl-groups: the process's supplementary groups are not modelled"))
         else:
             hit = d.in_range(p.gid, *rng, "gid")
         parts.append(_neg(d, hit, m.gid_negated))
@@ -257,7 +272,7 @@ def _states_hit(d: Domain, states: Sequence[str], p: Pkt) -> Any:
 
 def _m_conntrack(d: Domain, m: ConntrackMatch, p: Pkt, env: Env) -> Any:
     if m.extra:
-        return d.opaque(f"conntrack options {' '.join(m.extra)} are not modelled")
+        return _undecided(d, ConntrackMatch, "options", f"conntrack options {' '.join(m.extra)} are not modelled")
     return _neg(d, _states_hit(d, m.states, p), m.negated)
 
 
@@ -277,14 +292,15 @@ def _addr_types(d: Domain, x: Any, env: Env) -> dict[str, Any]:
 
 def _m_addrtype(d: Domain, m: AddrtypeMatch, p: Pkt, env: Env) -> Any:
     if m.limit_iface_in or m.limit_iface_out:
-        return d.opaque("addrtype --limit-iface-* is not modelled")
+        return _undecided(d, AddrtypeMatch, "--limit-iface", "addrtype --limit-iface-* is not modelled")
     parts: list[Any] = []
     for want, negated, x in ((m.src_type, m.src_negated, p.src), (m.dst_type, m.dst_negated, p.dst)):
         if want is None:
             continue
         have = _addr_types(d, x, env)
         names = [t.strip().upper() for t in want.split(",")]
-        hit = d.or_(*[have[t] if t in have else d.opaque(f"addrtype {t} is not modelled") for t in names])
+        hit = d.or_(*[have[t] if t in have else _undecided(d, AddrtypeMatch, "TYPE", f"addrtype {t} is not modelled")
+                      for t in names])
         parts.append(_neg(d, hit, negated))
     return d.and_(*parts)
 
@@ -293,14 +309,18 @@ def _m_comment(d: Domain, m: CommentMatch, p: Pkt, env: Env) -> Any:
     return d.const(True)
 
 
+_SOCKET_OPTIONS = frozenset({"--transparent", "--nowildcard"})  # what ``_m_socket`` decides
+
+
 def _m_socket(d: Domain, m: SocketMatch, p: Pkt, env: Env) -> Any:
     """``-m socket``: the packet belongs to a local socket. For a SYN that is the listener its
     destination finds, which a plain match ignores when it is bound to a wildcard address (unless
     ``--nowildcard``); later packets belong to their connection's socket. ``--transparent`` needs an
     ``IP_TRANSPARENT`` socket (seen on the kernel)."""
     opts = set(m.options)
-    if opts - {"--transparent", "--nowildcard"}:
-        return d.opaque(f"-m socket {' '.join(m.options)} is not modelled")
+    undecided = sorted(opts - _SOCKET_OPTIONS)
+    if undecided:
+        return _undecided(d, SocketMatch, undecided[0], f"-m socket {' '.join(m.options)} is not modelled")
     sk = p.sk
     if sk is None:
         _cls, _idx, _owner, sk = lookup(d, env, p.dst, p.dport, p.protocol)
@@ -311,7 +331,7 @@ def _m_socket(d: Domain, m: SocketMatch, p: Pkt, env: Env) -> Any:
 
 
 def _m_opaque(d: Domain, m: OpaqueMatch, p: Pkt, env: Env) -> Any:
-    return d.opaque(f"-m {m.module} {' '.join(m.args)}".rstrip() + " is not modelled")
+    return _undecided(d, OpaqueMatch, "", f"-m {m.module} {' '.join(m.args)}".rstrip() + " is not modelled")
 
 
 def _neg(d: Domain, x: Any, negated: bool) -> Any:
@@ -366,9 +386,10 @@ def _m_socket_owner(d: Domain, m: SocketOwner, p: Pkt, env: Env) -> Any:
     if x is None:
         return d.const(False)
     hits = []
-    for token in m.ids:
-        rng = owner_range(token, env)
-        hits.append(d.in_range(x, *rng, m.key) if rng else d.opaque(f"{m.key} name {token!r} is not resolved"))
+    for token, decoded in zip(m.ids, m.ranges, strict=True):
+        rng = _ids(decoded, token, env)
+        hits.append(d.in_range(x, *rng, m.key) if rng else
+                    _undecided(d, SocketOwner, "NAME", f"{m.key} name {token!r} is not resolved"))
     return _neg(d, d.or_(*hits), m.negated)
 
 
@@ -520,11 +541,11 @@ def _t_redirect(d: Domain, t: Redirect, p: Pkt, env: Env, stage: Stage) -> Effec
 def _t_dnat(d: Domain, t: Dnat, p: Pkt, env: Env, stage: Stage) -> Effect:
     spec = t.spec
     if spec is None or t.extra:
-        return Effect("verdict", UNK, why=f"DNAT --to-destination {t.to} is not modelled")
+        return _unknown(Dnat, "options", f"DNAT --to-destination {t.to} is not modelled")
     if spec.addr is not None and spec.addr.version != (4 if env.family == "ipv4" else 6):
         raise WorldError(f"DNAT to {spec.addr} in the {env.family} ruleset")
     if spec.addr_hi is not None and spec.addr_hi != spec.addr:
-        return Effect("verdict", UNK, why=f"DNAT to the address range {t.to} picks an address")
+        return _unknown(Dnat, "ADDR-ADDR", f"DNAT to the address range {t.to} picks an address")
     if spec.port_lo is None:
         port = p.dport
     elif spec.port_hi in (None, spec.port_lo):
@@ -563,8 +584,10 @@ def _t_connmark(d: Domain, t: ConnmarkTarget, p: Pkt, env: Env, stage: Stage) ->
 def _t_ct(d: Domain, t: CtTarget, p: Pkt, env: Env, stage: Stage) -> Effect:
     """``CT --zone N``: the packet is looked up (a new connection: created) in conntrack zone N, both
     directions. A packet that already carries its entry (the loopback re-entry) is left alone."""
-    if t.notrack or t.extra:
-        return Effect("verdict", UNK, why="CT --notrack / CT options are not modelled")
+    if t.notrack:
+        return _unknown(CtTarget, "--notrack", "CT --notrack is not modelled")
+    if t.extra:
+        return _unknown(CtTarget, "options", f"CT options {' '.join(t.extra)} are not modelled")
     if t.zone is None or p.entry or not stage.before_conntrack:
         return Effect("next")  # after conntrack (an nft chain above -200) the packet is tracked already
     return Effect("marks", mark=p.mark, ctmark=p.ctmark, zone=d.port(t.zone))
@@ -583,11 +606,11 @@ def _t_mark_statements(d: Domain, t: MarkStatements, p: Pkt, env: Env, stage: St
 
 
 def _t_snat(d: Domain, t: Snat | Masquerade, p: Pkt, env: Env, stage: Stage) -> Effect:
-    return Effect("verdict", UNK, why=f"source NAT ({type(t).__name__.upper()}) is not modelled")
+    return _unknown(type(t), "", f"source NAT ({type(t).__name__.upper()}) is not modelled")
 
 
 def _t_opaque(d: Domain, t: OpaqueTarget, p: Pkt, env: Env, stage: Stage) -> Effect:
-    return Effect("verdict", UNK, why=f"target {t.name} is not modelled")
+    return _unknown(OpaqueTarget, "", f"target {t.name} is not modelled")
 
 
 EFFECTS: dict[type, Callable[[Domain, Any, Pkt, Env, Stage], Effect]] = {

@@ -19,8 +19,9 @@ on the mark term). Suffixes are memoised on (chain, position, marks, continuatio
 
 Why it is sound
 ---------------
-A match or target meshsolve does not decide (``COARSENINGS`` in ``meshsolve.model.kinds``, owner
-names nothing resolves, unmodelled options) is a fresh Boolean or an ``undetermined`` end, and a
+A match or target meshsolve does not decide (each declared in ``COARSENINGS`` in
+``meshsolve.model.kinds``: unmodelled kinds and options, owner names nothing resolves) is a fresh
+Boolean or an ``undetermined`` end, and a
 port the kernel picks from a range is a fresh value in that range: the solver may choose either
 way, so an unsatisfiable query (a proof) holds whatever they do. A satisfying model is only a
 *candidate*: the analysis layer replays it in the interpreter and reports ``Unknown`` naming the
