@@ -149,6 +149,9 @@ class Traversal:
         self.views: dict[tuple[int, int, int], K.Pkt] = {}
         self._conts: list[Cont] = []
         self._cid_of: dict[int, int] = {}
+        # the states the memo is keyed on, kept alive: Z3 reuses the id of a freed term, and a memo
+        # key of a freed state's ids would then answer for another state
+        self._states: list[State] = []
         self.zero_port = z3.BitVecVal(0, 16)
         self.zero_addr = z3.BitVecVal(0, ctx.w)
 
@@ -204,6 +207,7 @@ class Traversal:
         hit = self.memo.get(key)
         if hit is not None:
             return hit
+        self._states.append(st)
         # Scan forward for the first rule that always applies (the rest of the chain is dead) or
         # for a suffix already built; only then build the cascade back to front.
         n = len(chain.rules)
