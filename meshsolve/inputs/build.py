@@ -56,7 +56,7 @@ from meshsolve.iptables import file_text
 from meshsolve.istio import CaptureConfig, generate, normalise_version, proxy_behavior
 from meshsolve.istio.fingerprint import config_of_rules, versions_of
 from meshsolve.istio.flags import read_flags
-from meshsolve.istio.pod import PodCapture, injector_args
+from meshsolve.istio.pod import PodCapture, injector_args, pod_capture
 from meshsolve.model.net import IPAddress
 from meshsolve.model.provenance import Assumed, Given, Inferred, Part, Provenance
 from meshsolve.model.routing import Routing
@@ -66,7 +66,7 @@ from meshsolve.semantics.setups import setup_world
 from meshsolve.yamllines import yaml_lines
 
 __all__ = ["default_config", "from_ambient_pod", "from_flags", "from_rules", "load", "possible_listeners",
-           "worlds_of_manifest"]
+           "world_of_pod", "worlds_of_manifest"]
 
 
 def default_config(version: str, ports: Sequence[int] = (defaults.APP_PORT,)) -> CaptureConfig:
@@ -328,7 +328,7 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
         pod_ips = b.pod_ips
         if pod_ips is None and capture.pod_ips:
             pod_ips = capture.pod_ips
-            ip_prov = Given(read.source, yaml_lines(text).key_line("podIP"))
+            ip_prov = Given(read.source, _pod_ip_line(text, capture.name, 0))
         config = capture.config
         ipv6 = any(a.version == 6 for a in (pod_ips or _pod_ips_for(config, family)))
         apps = b.apps
@@ -383,18 +383,22 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
 def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<manifest>",
                      istio: str | None = None, family: str | None = None, binds: Binds | None = None,
                      binds_source: str | None = None, rules: str | None = None, routing: Routing | None = None,
-                     acc: _Acc | None = None, nth: int = 0) -> Loaded | None:
+                     acc: _Acc | None = None, nth: int = 0,
+                     namespaces: Mapping[str, Mapping[str, str]] | None = None) -> Loaded | None:
     """The world of a pod that ambient mode captures, with the ambient properties as its
     ``defaults``; None for any other pod. The namespaces' labels come from the same manifest
     (``text``) when it has them; ``rules``: a dump from the pod instead of the generated rules;
-    ``nth``: which of the pods with this name it is (``apps_of_pod``)."""
+    ``nth``: which of the pods with this name it is (``apps_of_pod``); ``namespaces``: the
+    manifest's namespaces' labels when the caller has read them (else read from ``text``)."""
     from meshsolve.analysis.ambient import ambient_properties
     from meshsolve.istio.ambient.config import ZTUNNEL_PORTS
     from meshsolve.istio.ambient.pods import ambient_pod, namespaces_in
     from meshsolve.istio.ambient.profile import ambient_world
 
     ns = str((pod.get("metadata") or {}).get("namespace", "default"))
-    found = ambient_pod(pod, version=istio, namespace=namespaces_in(text, source).get(ns) if text else None)
+    if namespaces is None:
+        namespaces = namespaces_in(text, source) if text else {}
+    found = ambient_pod(pod, version=istio, namespace=namespaces.get(ns))
     if found is None:
         return None
     b = binds or Binds()
@@ -406,7 +410,8 @@ def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<
     if b.pod_ips:
         ip_prov = Given(binds_source or "binds")
     elif found.pod_ips:
-        ip_prov = Given(source, yaml_lines(text).key_line("podIP")) if text else Given(source)
+        ip_prov = Given(source, _pod_ip_line(text, found.name, nth)) if text and not source.startswith("<") \
+            else Given(source)
     else:
         if family in ("ipv6", "dual"):
             config = config.evolve(enable_ipv6=True)
@@ -471,30 +476,56 @@ def _override(world: World, b: Binds) -> World:
     return attrs.evolve(world, **changes) if changes else world
 
 
+def world_of_pod(pod: Mapping[str, Any], capture: PodCapture | None = None, *, text: str = "",
+                 source: str = "<manifest>",
+                 version: str | None = None, nth: int = 0, notes: Sequence[str] = (),
+                 namespaces: Mapping[str, Mapping[str, str]] | None = None) -> Loaded:
+    """The world of one pod of a manifest (``capture``: its capture set-up, read by
+    ``pod_capture`` when not given): an ambient pod's is :func:`from_ambient_pod`'s; a sidecar pod gets the rules
+    its capture set-up writes, its declared apps, and its ``status.podIPs`` (given, with their line)
+    or a documentation address (assumed). ``nth``: which of the pods with this name it is;
+    ``namespaces``: the manifest's namespaces' labels, when the caller has read them already."""
+    ambient = from_ambient_pod(pod, text=text, source=source, istio=version, nth=nth, namespaces=namespaces)
+    if ambient is not None:
+        return attrs.evolve(ambient, notes=tuple(dict.fromkeys((*notes, *ambient.notes))))
+    if capture is None:
+        capture = pod_capture(pod, version=version, source=source, text=text)
+    rules = generate(capture.config)
+    ipv6 = any(a.version == 6 for a in capture.pod_ips) or (not capture.pod_ips and not rules.ipv6.empty)
+    pa = apps_of_pod(pod, ipv6=ipv6, proxy_ports=_proxy_ports(capture.config), source=source, text=text, nth=nth)
+    world = world_from_config(capture.config, rules=rules, apps=pa.apps, pod_ips=capture.pod_ips or None,
+                              name=capture.name, namespace=capture.namespace)
+    ip_prov: Provenance | None = None
+    if capture.pod_ips:
+        ip_prov = Given(source, _pod_ip_line(text, capture.name, nth)) if text and not source.startswith("<") \
+            else Given(source)
+    parts = (*pa.parts, Part("proxy", f"the sidecar of Istio {capture.config.version}",
+                             _version_provenance(version, capture), ("proxy",), everywhere=True),
+             *address_parts(world, ip_prov))
+    return Loaded(world, f"pod {capture.namespace}/{capture.name} from {source}",
+                  tuple(dict.fromkeys((*notes, *capture.notes, *pa.notes))), pa.references, parts,
+                  version=capture.config.version)
+
+
+def _pod_ip_line(text: str, name: str, nth: int) -> int | None:
+    """The line of the ``nth`` pod ``name``'s ``podIP`` (or ``podIPs``) in the manifest text."""
+    lines = yaml_lines(text)
+    start = lines.object_line(name, nth) or 0
+    nxt = lines.object_line(name, nth + 1)
+    found = [n for n in (lines.key_line("podIP", start), lines.key_line("podIPs", start)) if n is not None]
+    at = min(found) if found else None
+    return at if at is not None and (nxt is None or at < nxt) else None
+
+
 def worlds_of_manifest(text: str, *, version: str | None = None, source: str = "<manifest>") -> tuple[Loaded, ...]:
-    """One loaded world per pod of a manifest text (the API and the pytest plugin); an ambient pod's
-    is :func:`from_ambient_pod`'s."""
+    """One loaded world per pod of a manifest text (the API and the pytest plugin): :func:`world_of_pod`
+    of each."""
     pods, skipped = read_manifest_text(text, version=version, source=source)
     out = []
     seen: dict[str, int] = {}
     for pod_doc, capture in pods:
         nth = seen.get(capture.name, 0)
         seen[capture.name] = nth + 1
-        ambient = from_ambient_pod(pod_doc, text=text, source=source, istio=version, nth=nth)
-        if ambient is not None:
-            out.append(attrs.evolve(ambient, notes=(*skipped, *ambient.notes)))
-            continue
-        rules = generate(capture.config)
-        ipv6 = any(a.version == 6 for a in capture.pod_ips) or (not capture.pod_ips and not rules.ipv6.empty)
-        pa = apps_of_pod(pod_doc, ipv6=ipv6, proxy_ports=_proxy_ports(capture.config), source=source, text=text,
-                         nth=nth)
-        world = world_from_config(capture.config, rules=rules, apps=pa.apps, pod_ips=capture.pod_ips or None,
-                                  name=capture.name, namespace=capture.namespace)
-        parts = (*pa.parts, Part("proxy", f"the sidecar of Istio {capture.config.version}",
-                                 _version_provenance(version, capture), ("proxy",), everywhere=True),
-                 *address_parts(world, Given(source) if capture.pod_ips else None))
-        out.append(Loaded(world, f"pod {capture.namespace}/{capture.name} from {source}",
-                          (*skipped, *capture.notes, *pa.notes), pa.references, parts,
-                          version=capture.config.version))
+        out.append(world_of_pod(pod_doc, capture, text=text, source=source, version=version, nth=nth,
+                                notes=skipped))
     return tuple(out)
-
