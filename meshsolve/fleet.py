@@ -36,18 +36,18 @@ import attrs
 
 from meshsolve.analysis.properties import Property
 from meshsolve.errors import SpecError
-from meshsolve.inputs import Loaded, apps_of_pod, parse_properties, world_of_pod
+from meshsolve.inputs import Loaded, Problem, apps_of_pod, parse_properties, world_of_pod
 from meshsolve.istio import CaptureConfig, proxy_behavior
 from meshsolve.istio.ambient import AmbientConfig
 from meshsolve.istio.ambient.config import ZTUNNEL_PORTS
 from meshsolve.istio.ambient.pods import DATAPLANE_MODE, ambient_pod, namespace_labels
-from meshsolve.istio.pod import PodCapture, load_workloads, pod_capture
+from meshsolve.istio.pod import PodCapture, VersionClaim, load_workloads, pod_capture, version_contradictions
 from meshsolve.model.net import IPAddress, IPNetwork, to_address
 from meshsolve.model.provenance import Part
 from meshsolve.model.rules import Rulesets
 from meshsolve.model.world import App, World
 from meshsolve.report.catalog import Level
-from meshsolve.report.findings import Finding, Subject
+from meshsolve.report.findings import Finding, Subject, input_finding
 from meshsolve.report.render import Checked, Report
 from meshsolve.report.run import check_world
 from meshsolve.yamllines import yaml_documents, yaml_lines
@@ -76,6 +76,7 @@ class FleetPod:
     doc: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False, repr=False)  # the pod itself
     capture: PodCapture | None = attrs.field(default=None, eq=False, repr=False)  # a sidecar pod's set-up
     nth: int = attrs.field(default=0, eq=False)  # which of the pods with its name it is
+    contradicts: tuple[VersionClaim, ...] = ()  # its own fields that the version used contradicts
 
 
 @attrs.frozen
@@ -271,19 +272,22 @@ def _load_fleet(path: str | Path, version: str | None, pool: ProcessPoolExecutor
         nets, peers = seen_by[key]
         at = lines.object_line(name, nth)
         ref = f"{source}:{at}" if at is not None else None
+        contra = version_contradictions(pod, capture.config.version) if capture is not None and \
+            capture.config.mode != "NONE" else ()
         out.append(FleetPod(Subject("Pod", ns, name), ref, config, apps, fams, basis, parts, ips,
-                            _place(ips, nets, peers), pod, capture, nth))
+                            _place(ips, nets, peers), pod, capture, nth, contra))
     return out, text, source, namespaces
 
 
-GroupKey = tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], Place]
+GroupKey = tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], Place, tuple[VersionClaim, ...]]
 
 
 def group_pods(pods: Sequence[FleetPod]) -> dict[GroupKey, list[FleetPod]]:
-    """The pods by capture set-up, apps, families and the place of their addresses (the module notes)."""
+    """The pods by capture set-up, apps, families, the place of their addresses (the module notes) and
+    what of their own fields contradicts the Istio version used."""
     groups: dict[GroupKey, list[FleetPod]] = {}
     for p in pods:
-        groups.setdefault((p.config, p.apps, p.families, p.place), []).append(p)
+        groups.setdefault((p.config, p.apps, p.families, p.place, p.contradicts), []).append(p)
     return groups
 
 
@@ -363,10 +367,12 @@ def _audit(path: str | Path, version: str | None, properties: Sequence[str], poo
     groups = group_pods(pods)
     keys = list(groups)
     work: list[Work] = []
+    problems: list[tuple[Problem, ...]] = []  # what each group's pods show of themselves (MSH0113)
     for k in keys:
         loaded = _group_world(groups[k][0], text, source, version, namespaces)
         assert loaded.world is not None
         work.append((loaded.world, loaded.parts, loaded.defaults, tuple(properties)))
+        problems.append(loaded.problems)
     slices = [work[i:i + SLICE] for i in range(0, len(work), SLICE)]
     reports: list[Report] = []
     with ProcessPoolExecutor(max_workers=min(workers, len(slices)), max_tasks_per_child=1,
@@ -378,9 +384,11 @@ def _audit(path: str | Path, version: str | None, properties: Sequence[str], poo
                     on_group(len(reports), len(work))
     findings: list[Finding] = []
     checked: list[Checked] = []
-    for key, report in zip(keys, reports, strict=True):
+    for key, report, shown in zip(keys, reports, problems, strict=True):
         first = groups[key][0]
         for pod in groups[key]:
+            findings.extend(input_finding(p.code, p.message, pod.subject,
+                                          p.reference if pod is first else pod.reference) for p in shown)
             findings.extend(_shown_on(f, first, pod).for_subject(pod.subject, f.reference or pod.reference)
                             for f in report.findings)
             checked.extend(Checked(pod.subject, c.property, c.verdict) for c in report.checked)

@@ -140,3 +140,19 @@ def test_one_loader_one_way_to_document_lines() -> None:
     else:
         raise AssertionError("broken YAML was read")
     assert yaml_documents('{\n  "kind": "Pod"\n}\n', "p.json") == (({"kind": "Pod"}, 1),)
+
+
+def test_audit_reports_a_version_the_pods_own_fields_contradict(tmp_path: Path) -> None:
+    pods = [_pod("a", "192.0.2.5"), _pod("b", "192.0.2.6")]
+    pods[1]["metadata"]["annotations"] = {"sidecar.istio.io/proxyImage": "docker.io/istio/proxyv2:1.5.4"}  # type: ignore[index]
+    path = tmp_path / "pods.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": pods}, sort_keys=False))
+    res = audit(path, jobs=1)
+    said = [(f.subject.name, f.message) for f in res.report.findings if f.code == "MSH0113"]
+    assert said == [("b", "Annotation sidecar.istio.io/proxyImage (docker.io/istio/proxyv2:1.5.4) says Istio 1.5, "
+                          "but the sidecar of Istio 1.2 is used (inferred from the image tag of istio-init "
+                          "(docker.io/istio/proxyv2:1.2.2))")]
+    ref = next(f.reference for f in res.report.findings if f.code == "MSH0113")
+    assert ref is not None and "proxyImage" in path.read_text().splitlines()[int(ref.rsplit(":", 1)[1]) - 1]
+    given = audit(path, jobs=1, version="1.10")  # --istio contradicts both pods' images (and b's annotation)
+    assert sorted(f.subject.name for f in given.report.findings if f.code == "MSH0113") == ["a", "a", "b", "b", "b"]

@@ -24,7 +24,9 @@ Every part of the world is recorded with its provenance (``meshsolve.model.prove
 * the **Istio version** (its sidecar's behaviour): *given* by ``--istio``; else *inferred* from the
   pod's istio-init image tag, or from the rules' fingerprints when every version they fit has the
   same sidecar; else *assumed* (the newest version the rules fit, or ``current``). A version that
-  contradicts the rules' fingerprints is an ``MSH0112`` problem.
+  contradicts the rules' fingerprints is an ``MSH0112`` problem; one the pod's own fields contradict
+  (its images' tags, ``sidecar.istio.io/proxyImage``, the injector's recorded revision,
+  ``istio.io/rev``: ``meshsolve.istio.pod.version_claims``) an ``MSH0113`` problem.
 * the **apps**: *given* by binds (their listeners, their ids when said), a manifest's declared
   ports (bind address *assumed*), or, with none of these, the listeners the rules make possible:
   the inbound ports they name (*inferred*, bind address *assumed*), one port standing for all ports
@@ -56,7 +58,7 @@ from meshsolve.iptables import file_text
 from meshsolve.istio import CaptureConfig, generate, normalise_version, proxy_behavior
 from meshsolve.istio.fingerprint import config_of_rules, versions_of
 from meshsolve.istio.flags import read_flags
-from meshsolve.istio.pod import PodCapture, injector_args, pod_capture
+from meshsolve.istio.pod import PodCapture, injector_args, pod_capture, version_contradictions
 from meshsolve.model.net import IPAddress
 from meshsolve.model.provenance import Assumed, Given, Inferred, Part, Provenance
 from meshsolve.model.routing import Routing
@@ -342,7 +344,9 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
             got = from_rules(read_rules_text(dump[1], dump[0]), version=istio, apps=apps, services=b.services or (),
                              pod_ips=pod_ips, family=family, name=capture.name, namespace=capture.namespace,
                              capture=capture, acc=acc, routing=route, refs=refs)
-            return attrs.evolve(got, parts=_fix_ip(got.parts, ip_prov))
+            contra = _pod_problems(pod_doc, got.version, _proxy_provenance(got.parts), source=read.source, text=text,
+                                   name=capture.name)
+            return attrs.evolve(got, parts=_fix_ip(got.parts, ip_prov), problems=(*got.problems, *contra))
         loaded = _finish(acc, ruleset=generate(config), config=config,
                          version_prov=_version_provenance(istio, capture),
                          rules_prov=Inferred(f"what istio-iptables {config.version} installs for the pod's "
@@ -351,7 +355,9 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
                          name=capture.name, namespace=capture.namespace,
                          label=f"pod {capture.namespace}/{capture.name} from {pod} ({capture.basis}, "
                                f"Istio {config.version})", routing=route, refs=refs)
-        return loaded
+        contra = _pod_problems(pod_doc, loaded.version, _proxy_provenance(loaded.parts), source=read.source,
+                               text=text, name=capture.name)
+        return attrs.evolve(loaded, problems=(*loaded.problems, *contra))
     if rules is not None and dump is not None:
         loaded = from_rules(read_rules_text(dump[1], dump[0]), version=istio, flags=flags, env=env, apps=b.apps,
                             services=b.services or (), pod_ips=b.pod_ips, family=family,
@@ -458,6 +464,29 @@ def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<
                   config.version, defaults=props)
 
 
+def _pod_problems(pod: Mapping[str, Any], version: str | None, said: Provenance | None, *, source: str,
+                  text: str, name: str, nth: int = 0) -> tuple[Problem, ...]:
+    """``MSH0113``: the pod's own fields that contradict the Istio ``version`` meshsolve uses."""
+    if version is None:
+        return ()
+    out = []
+    lines = yaml_lines(text) if text else None
+    start = (lines.object_line(name, nth) or 0) if lines else 0
+    how = f" ({said})" if said is not None else ""
+    for claim in version_contradictions(pod, version):
+        at = None if lines is None else (lines.pair_line(claim.key, claim.value, start) if claim.value else None) \
+            or lines.key_line(claim.key, start)
+        ref = f"{source}:{at}" if at is not None and not source.startswith("<") else None
+        what = claim.what[:1].upper() + claim.what[1:]
+        out.append(Problem("MSH0113", f"{what} says {claim.says()}, but the sidecar of Istio {version} is "
+                           f"used{how}", ref))
+    return tuple(out)
+
+
+def _proxy_provenance(parts: Sequence[Part]) -> Provenance | None:
+    return next((p.provenance for p in parts if p.kind == "proxy"), None)
+
+
 def _fix_ip(parts: tuple[Part, ...], prov: Provenance | None) -> tuple[Part, ...]:
     """Pod-IP parts given by an input, not assumed."""
     if prov is None:
@@ -499,11 +528,14 @@ def world_of_pod(pod: Mapping[str, Any], capture: PodCapture | None = None, *, t
     if capture.pod_ips:
         ip_prov = Given(source, _pod_ip_line(text, capture.name, nth)) if text and not source.startswith("<") \
             else Given(source)
-    parts = (*pa.parts, Part("proxy", f"the sidecar of Istio {capture.config.version}",
-                             _version_provenance(version, capture), ("proxy",), everywhere=True),
+    said = _version_provenance(version, capture)
+    parts = (*pa.parts, Part("proxy", f"the sidecar of Istio {capture.config.version}", said, ("proxy",),
+                             everywhere=True),
              *address_parts(world, ip_prov))
+    problems = _pod_problems(pod, capture.config.version, said, source=source, text=text, name=capture.name, nth=nth) \
+        if capture.config.mode != "NONE" else ()
     return Loaded(world, f"pod {capture.namespace}/{capture.name} from {source}",
-                  tuple(dict.fromkeys((*notes, *capture.notes, *pa.notes))), pa.references, parts,
+                  tuple(dict.fromkeys((*notes, *capture.notes, *pa.notes))), pa.references, parts, problems,
                   version=capture.config.version)
 
 

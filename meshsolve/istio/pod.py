@@ -212,12 +212,14 @@ def _version_from_image(image: str) -> str | None:
 @attrs.frozen
 class VersionClaim:
     """What one field of a pod says of its Istio version: minors ``low`` to ``high`` (inclusive;
-    ``None``: no upper bound), read from ``what`` (its ``key`` in the manifest, for the line)."""
+    ``None``: no upper bound), read from ``what`` (its ``key`` and ``value`` in the manifest, for the
+    line)."""
 
     what: str
     low: int
     high: int | None
     key: str
+    value: str = ""  # the key's value, when it finds the line better than the key alone
 
     def holds(self, version: str) -> bool:
         """Whether ``version`` (normalised) is one the claim allows; ``current`` stands for the
@@ -258,7 +260,7 @@ def version_claims(pod: Mapping[str, Any]) -> tuple[VersionClaim, ...]:
         v = _version_from_image(image)
         if v is not None and v != "current":
             m = minor_of(v)
-            out.append(VersionClaim(f"{what} ({image})", m, m, key))
+            out.append(VersionClaim(f"{what} ({image})", m, m, key, image))
 
     for group in ("initContainers", "containers"):
         for c in (spec.get(group) or ()) if isinstance(spec, Mapping) else ():
