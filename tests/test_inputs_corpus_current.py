@@ -82,6 +82,16 @@ def test_every_corpus_file_has_a_row_and_the_summary_counts_the_table() -> None:
     if not UPDATE:
         found = _SUMMARY.search(text)
         assert found is not None and found.group(0) == summary(table)
+    # the verdict of each file is its first row's; the summary counts them
+    labels: dict[str, str] = {}
+    for c in table:
+        verdict = c[5]
+        label = next((k for k in ("right (for our cut copy)", "right", "doubtful") if verdict.startswith(k)), None)
+        if c[0] not in labels:
+            assert label is not None, f"{c[0]}: the verdict {verdict!r} names no kind"
+            labels[c[0]] = label
+    for kind, n in Counter(labels.values()).items():
+        assert re.search(rf"^- {re.escape(kind)}: {n} files?\b", text, re.M), f"the summary does not count {n} {kind}"
 
 
 ROWS = rows(CURRENT.read_text(encoding="utf-8"))
