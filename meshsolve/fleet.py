@@ -41,8 +41,15 @@ from meshsolve.istio import CaptureConfig, proxy_behavior
 from meshsolve.istio.ambient import AmbientConfig
 from meshsolve.istio.ambient.config import ZTUNNEL_PORTS
 from meshsolve.istio.ambient.pods import DATAPLANE_MODE, ambient_pod, namespace_labels
-from meshsolve.istio.pod import PodCapture, VersionClaim, load_workloads, pod_capture, version_contradictions
-from meshsolve.model.net import IPAddress, IPNetwork, to_address
+from meshsolve.istio.pod import (
+    PodCapture,
+    VersionClaim,
+    load_workloads,
+    pod_capture,
+    pod_ips_of,
+    version_contradictions,
+)
+from meshsolve.model.net import IPAddress, IPNetwork
 from meshsolve.model.provenance import Part
 from meshsolve.model.rules import Rulesets
 from meshsolve.model.world import App, World
@@ -186,18 +193,6 @@ def _place(ips: Sequence[IPAddress], nets: Sequence[IPNetwork], peers: Sequence[
     return tuple(out)
 
 
-def _pod_ips(pod: Mapping[str, Any], source: str) -> tuple[IPAddress, ...]:
-    status = pod.get("status") or {}
-    raw = [p.get("ip") for p in status.get("podIPs") or () if isinstance(p, Mapping)] if isinstance(status, Mapping) \
-        else []
-    if not raw and isinstance(status, Mapping) and status.get("podIP"):
-        raw = [status["podIP"]]
-    try:
-        return tuple(to_address(str(ip)) for ip in raw)
-    except ValueError:
-        raise SpecError(f"status.podIPs: {raw!r} are not IP addresses", source=source) from None
-
-
 def _key(pod: Mapping[str, Any], namespace_mode: str | None = None) -> str:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
@@ -262,7 +257,10 @@ def _load_fleet(path: str | Path, version: str | None, pool: ProcessPoolExecutor
             pa = apps_of_pod(pod, ipv6="ipv6" in fams, proxy_ports=ports, source=source)
             cache[key] = (pc.config, pa.apps, fams, pc.basis, pa.parts, pc)
         config, apps, fams, basis, parts, capture = cache[key]
-        ips = _pod_ips(pod, source)
+        try:
+            ips = pod_ips_of(pod)
+        except SpecError as exc:
+            raise SpecError(exc.message, source=source, lineno=lines.object_line(name, nth)) from None
         if capture is not None:  # the set-up its key shares, with this pod's own name and addresses
             capture = attrs.evolve(capture, name=name, namespace=ns, pod_ips=ips)
         if key not in seen_by:  # the key's rules: the first pod's world, built by the door

@@ -23,7 +23,7 @@ import yaml
 
 from meshsolve.errors import SpecError
 
-__all__ = ["LOADER", "YamlLines", "yaml_documents", "yaml_lines", "yaml_value"]
+__all__ = ["LOADER", "YamlLines", "document_starts", "yaml_documents", "yaml_lines", "yaml_value"]
 
 #: libyaml's safe loader when PyYAML has it (about 10x faster than the pure-Python one; same resolver)
 LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -34,6 +34,25 @@ _DOC_END = re.compile(r"^\.\.\.(?:\s|$)")
 _KEY = re.compile(r"""^(\s*)(-\s+)?(?:"([^"]*)"|'([^']*)'|([^\s:'"#-][^:#]*?))\s*:(?:\s+(.*)|\s*)$""")
 
 
+def document_starts(text: str) -> list[int]:
+    """The line each document of a YAML stream starts on: its first line with content (not a
+    comment, a directive or a ``---``/``...`` marker), or a ``--- content`` line itself."""
+    out: list[int] = []
+    open_doc = True  # a document may start (at the top, after ``---`` or ``...``)
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.startswith("---") and _DOC_START.match(line):
+            rest = line[3:].strip()
+            open_doc = not rest or rest.startswith("#")
+            if not open_doc:  # ``--- {kind: Pod}``: the document starts on this line
+                out.append(n)
+        elif line.startswith("...") and _DOC_END.match(line):
+            open_doc = True
+        elif open_doc and line.strip() and not line.lstrip().startswith(("#", "%")):
+            out.append(n)
+            open_doc = False
+    return out
+
+
 class YamlLines:
     """Line numbers (1-based) of keys and of objects' ``metadata.name`` in one text."""
 
@@ -42,23 +61,10 @@ class YamlLines:
         self._keys: dict[str, list[int]] = {}
         self._pairs: dict[tuple[str, str], list[int]] = {}
         self._names: dict[str, list[int]] = {}
-        self._docs: list[int] = []  # the line each document's content starts on
-        open_doc = True  # a document may start (at the top, after ``---`` or ``...``)
+        self._docs = document_starts(text)
         meta_indent: int | None = None  # column of an open ``metadata:`` key
         child_indent: int | None = None
         for n, line in enumerate(text.splitlines(), 1):
-            if _DOC_START.match(line):
-                rest = line[3:].strip()
-                open_doc = not rest or rest.startswith("#")
-                if not open_doc:  # ``--- {kind: Pod}``: the document starts on this line
-                    self._docs.append(n)
-                continue
-            if _DOC_END.match(line):
-                open_doc = True
-                continue
-            if open_doc and line.strip() and not line.lstrip().startswith("#") and not line.startswith("%"):
-                self._docs.append(n)
-                open_doc = False
             m = _KEY.match(line)
             if not m:
                 if meta_indent is not None and line.strip() and not line.strip().startswith(("#", "}", "]")) \
@@ -128,7 +134,7 @@ def yaml_documents(text: str, source: str) -> tuple[tuple[Any, int], ...]:
     composer) is a ``SpecError`` with a line number."""
     if text.lstrip().startswith("{"):
         try:
-            return ((json.loads(text), yaml_lines(text).document_line(0) or 1),)
+            return ((json.loads(text), (document_starts(text) or [1])[0]),)
         except (ValueError, RecursionError):
             pass  # YAML's flow style, or broken JSON: the YAML reader says where
     try:  # the reader checks every character when it is made
@@ -139,12 +145,12 @@ def yaml_documents(text: str, source: str) -> tuple[tuple[Any, int], ...]:
     except UnicodeEncodeError as exc:  # libyaml's loader encodes first: a lone surrogate
         raise SpecError(f"not valid YAML: {exc.reason} ({exc.object[exc.start:exc.end]!r})", source=source,
                         lineno=text.count("\n", 0, exc.start) + 1) from None
-    lines = yaml_lines(text)
+    starts = document_starts(text)  # not the whole index: a big List is read in chunks, in parallel
     docs: list[tuple[Any, int]] = []
-    seen = 0  # documents with content so far: the index of their lines in ``lines``
+    seen = 0  # documents with content so far: the index of their lines in ``starts``
 
     def line() -> int:
-        return lines.document_line(seen) or lines.document_line(seen - 1) or 1
+        return starts[min(seen, len(starts) - 1)] if starts else 1
 
     try:
         while loader.check_node():

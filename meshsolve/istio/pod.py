@@ -49,7 +49,7 @@ from meshsolve.model.net import IPAddress, to_address
 from meshsolve.yamllines import yaml_documents, yaml_lines, yaml_value
 
 __all__ = ["ANNOTATIONS", "MAX_MANIFEST_BYTES", "PodCapture", "VersionClaim", "cni_args", "injector_args",
-           "load_pods", "version_claims", "version_contradictions",
+           "load_pods", "pod_ips_of", "version_claims", "version_contradictions",
            "load_workloads",
            "pod_capture",
            "pods_from_file", "pods_from_text", "read_annotations", "to_annotations"]
@@ -295,7 +295,8 @@ def version_contradictions(pod: Mapping[str, Any], version: str) -> tuple[Versio
     return tuple(c for c in version_claims(pod) if not c.holds(version))
 
 
-def _pod_ips(pod: Mapping[str, Any]) -> tuple[IPAddress, ...]:
+def pod_ips_of(pod: Mapping[str, Any]) -> tuple[IPAddress, ...]:
+    """The pod's addresses from ``status.podIPs`` (else ``status.podIP``); ``()`` when it has none."""
     status = pod.get("status") or {}
     raw = [p.get("ip") for p in status.get("podIPs") or () if isinstance(p, Mapping)]
     if not raw and status.get("podIP"):
@@ -379,7 +380,7 @@ def _pod_capture(pod: Mapping[str, Any], *, version: str | None, source: str, te
     meta = pod.get("metadata") or {}
     name, namespace = str(meta.get("name", "pod")), str(meta.get("namespace", "default"))
     spec = pod.get("spec") or {}
-    ips = _pod_ips(pod)
+    ips = pod_ips_of(pod)
     ipv6 = bool(ips) and ips[0].version == 6
     dns = _dns_servers(pod, source, where)
     init = next((c for c in spec.get("initContainers") or () if isinstance(c, Mapping)
