@@ -161,7 +161,7 @@ def load_inputs(*, setup: str | None = None, family: str | None = None, istio: s
     """Everything the command line reads, by file path, as one ``Loaded``: the world (``None`` when
     a problem such as a failed istio-init leaves nothing to analyse), its label, the notes of what
     was read, skipped or assumed, each part's provenance (given / inferred / assumed) and the
-    problems the inputs show (``MSH0110``–``MSH0112``). See ``meshsolve.inputs.build``."""
+    problems the inputs show (``MSH0110``–``MSH0113``). See ``meshsolve.inputs.build``."""
     from meshsolve.inputs import load
 
     return load(setup=setup, family=family, istio=istio, flags=flags, env=env, pod=pod, rules=rules,

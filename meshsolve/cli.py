@@ -669,8 +669,8 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 @cli.command("audit")
 @click.argument("pods_file", metavar="[PODS.yaml]", type=click.Path(dir_okay=False), required=False)
 @click.option("--rules", "dumps", multiple=True, metavar="[legacy:|nft:]DUMP",
-              help="one pod's iptables-save dumps (each backend, each family): audit the rules other "
-                   "writers put next to the mesh's instead of a pod list; repeatable")
+              help="one pod's iptables-save dumps (each backend, each family) and its nft list ruleset: "
+                   "audit the rules other writers put next to the mesh's instead of a pod list; repeatable")
 @click.option("--pod", "pod_file", type=click.Path(dir_okay=False), default=None,
               help="with --rules: the pod (kubectl get pod NAME -o yaml)")
 @click.option("--mesh", type=click.Choice(["istio", "linkerd", "kuma", "consul"], case_sensitive=False),

@@ -25,6 +25,8 @@ TELEPRESENCE = DATA / "telepresence-4156.iptables-nft-save"
 MIRRORD_NFT = DATA / "mirrord-2272.iptables-nft-save"
 MIRRORD_LEGACY = DATA / "mirrord-2272.iptables-legacy-save"
 LINKERD_CNI = DATA / "linkerd-cni-chain.iptables-save"
+AGENT_NFT = DATA / "debug-agent.nft"
+BOTH_NFT = DATA / "istio-and-debug-agent.nft"  # nft list ruleset of the two above, printed by the kernel
 LINKERD_13171 = REFERENCE / "frontier" / "linkerd" / "issue-13171-partial-state.iptables-nft-save"
 POD, PEER = "192.0.2.10", "192.0.2.20"
 APP = App("app", sockets=(Socket("0.0.0.0", 8080),))
@@ -210,6 +212,58 @@ def test_audit_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "--rules", str(LINKERD_CNI), "-o", "json"]) == 0
     assert main(["audit"]) == 64
     assert main(["audit", "--pod", "x.yaml", str(tmp_path / "pods.yaml")]) == 64
+
+
+# --- native nftables tables next to an iptables mesh ---------------------------------------------
+
+def test_a_native_nftables_ruleset_is_read_as_the_native_backend(tmp_path: Path) -> None:
+    d = read_dump(str(AGENT_NFT))
+    assert d.backend == "native" and d.rules.ipv4.table("ip debug-agent") is not None
+    assert d.rules.ipv4.tables == () and d.rules.ipv6.empty
+    from meshsolve.errors import SpecError
+
+    with pytest.raises(SpecError, match="not an iptables-nft dump"):
+        read_dump(f"nft:{AGENT_NFT}")
+
+
+def test_a_native_nat_chain_before_the_mesh_is_reported_with_its_witness() -> None:
+    a = _audit([MIRRORD_NFT, AGENT_NFT], "istio")
+    assert a.foreign_rules == 2  # the agent's two rules; every iptables rule is Istio's
+    (o,) = a.orders
+    (c,) = o.changes  # the counting accept changes nothing
+    assert (c.rule, c.backend, c.rule_text) == ("ip debug-agent::steal#1", "native",
+                                               "meta skuid 0 tcp dport 80 redirect to :9090")
+    assert c.reference == f"{AGENT_NFT}:5"
+    assert c.flow.dport == 80 and c.client.startswith("a process with uid 0,")
+    assert c.with_it.summary == "refused" and "out" not in c.with_it.observed
+    assert isinstance(o.capture, Refuted) and o.capture.world.app(o.capture.flow.client).uid == 0
+    # the same pod without the native table: nothing foreign, capture holds
+    clean = _audit([MIRRORD_NFT], "istio").orders[0]
+    assert clean.changes == () and isinstance(clean.capture, Proved)
+
+
+def test_one_nft_list_ruleset_with_the_mesh_and_a_native_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """iptables-nft's tables, as ``nft list ruleset`` shows them, are the mesh's; the agent's table
+    next to them is foreign, and found as in the two-file case."""
+    a = _audit([BOTH_NFT], "istio")
+    assert a.foreign_rules == 2 and not a.missing_hooks
+    (o,) = a.orders
+    assert o.order == "native" and [c.rule for c in o.changes] == ["ip debug-agent::steal#1"]
+    assert isinstance(o.capture, Refuted)
+    assert main(["audit", "--rules", str(BOTH_NFT)]) == 79
+    out = capsys.readouterr()
+    assert "mesh istio (its chains ISTIO_INBOUND" in out.err
+    assert "[MSH0120]" in out.out and "meta skuid 0 tcp dport 80 redirect to :9090 (native ip debug-agent::steal#1)" \
+        in out.out
+
+
+def test_native_tables_run_in_both_orders_of_two_backends() -> None:
+    a = _audit([MIRRORD_NFT, MIRRORD_LEGACY, AGENT_NFT], "istio", (APP, AGENT))
+    assert [o.order for o in a.orders] == ["legacy first", "nft first"]
+    for o in a.orders:
+        assert "ip debug-agent::steal#1" in {c.rule for c in o.changes}
+    report = cohabitation_report(a)
+    assert any(f.code == "MSH0120" and "native ip debug-agent::steal#1" in f.message for f in report.findings)
 
 
 # --- witnesses on the kernel ----------------------------------------------------------------------

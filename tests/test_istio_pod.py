@@ -208,3 +208,33 @@ def test_dns_without_known_nameservers_is_noted() -> None:
     assert pod.config.redirect_dns and not pod.config.dns_enabled()
     assert any("nameservers are unknown" in n for n in pod.notes)
     assert generate(pod.config).ipv4.chain("nat", "ISTIO_OUTPUT_DNS") is None
+
+
+def _claims_pod(**ann: str) -> dict[str, object]:
+    return {"kind": "Pod", "metadata": {"name": "web", "annotations": dict(ann), "labels": {}},
+            "spec": {"initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.10.2"}],
+                     "containers": [{"name": "web"}, {"name": "istio-proxy", "image": "gcr.io/istio/proxyv2:1.11.0"}]}}
+
+
+def test_version_claims_read_images_annotations_and_revisions() -> None:
+    from meshsolve.istio.pod import version_claims, version_contradictions
+
+    pod = _claims_pod(**{"sidecar.istio.io/proxyImage": "docker.io/istio/proxyv2:1.12.1",
+                         "sidecar.istio.io/status": '{"initContainers":["istio-init"],"revision":"1-13-0"}',
+                         "istio.io/rev": "canary"})
+    claims = version_claims(pod)
+    assert [(c.what, c.low, c.high) for c in claims] == [
+        ("the image tag of istio-init (docker.io/istio/proxyv2:1.10.2)", 10, 10),
+        ("the image tag of istio-proxy (gcr.io/istio/proxyv2:1.11.0)", 11, 11),
+        ("annotation sidecar.istio.io/proxyImage (docker.io/istio/proxyv2:1.12.1)", 12, 12),
+        ("the revision '1-13-0' in annotation sidecar.istio.io/status", 13, 13)]  # 'canary' spells no release
+    assert [c.low for c in version_contradictions(pod, "1.10")] == [11, 12, 13]
+    # a recorded revision that names no release still says the injector is 1.6 or later
+    old = _claims_pod(**{"sidecar.istio.io/status": '{"revision":"default"}'})
+    assert [c.says() for c in version_contradictions(old, "1.5")] == ["Istio 1.10", "Istio 1.11",
+                                                                    "Istio 1.6 or later"]
+    assert [c.says() for c in version_contradictions(old, "1.10")] == ["Istio 1.11"]
+    # no revision key (injectors before 1.6 wrote none) and no tags: nothing to contradict
+    bare = {"kind": "Pod", "metadata": {"name": "x", "annotations": {
+        "sidecar.istio.io/status": '{"version":"fde1","initContainers":["istio-init"]}'}}, "spec": {}}
+    assert version_claims(bare) == ()

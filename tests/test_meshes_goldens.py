@@ -320,3 +320,62 @@ def test_kuma_container_save_through_the_cli(name: str, capsys: pytest.CaptureFi
     assert main(["parse", str(CONTAINER / name), "--family", family]) == 0
     out = capsys.readouterr().out
     assert "KUMA_MESH_OUTBOUND" in out
+
+
+# --- Kuma's saves from sixteen distributions: every one parses ----------------------------------
+
+MORE_CONTAINER = Path(__file__).resolve().parent / "data" / "kuma-container"  # SOURCES.md there
+CONTAINER_SAVES = sorted([*CONTAINER.glob("*.golden"), *MORE_CONTAINER.glob("*.golden")], key=lambda p: p.name)
+
+
+def _family_of(path: Path) -> str:
+    return "ipv6" if path.name.split(".")[1].startswith("ip6tables") else "ipv4"
+
+
+def _read_save(path: Path, interface: str = "ifPlaceholder") -> Rulesets:
+    text = path.read_text(encoding="utf-8").replace("ifPlaceholder", interface)
+    return parse_text(("# ipv6\n" if _family_of(path) == "ipv6" else "") + text, source=path.name)
+
+
+def test_the_saves_cover_sixteen_distributions() -> None:
+    distributions = {p.name.split(".")[0].replace("-with-multiple-flags", "").replace("-default", "")
+                     for p in CONTAINER_SAVES}
+    assert len(distributions) == 16, sorted(distributions)
+
+
+@pytest.mark.parametrize("path", CONTAINER_SAVES, ids=lambda p: p.name)
+def test_each_distributions_kuma_save_parses(path: Path) -> None:
+    from meshsolve.errors import ParseError
+    from meshsolve.istio.fingerprint import mesh_of_rules
+
+    if path.read_text(encoding="utf-8").strip() == "executable not found":  # the save command did not run
+        with pytest.raises(ParseError) as exc:
+            _read_save(path)
+        assert exc.value.lineno == 1
+        return
+    rules = _read_save(path)
+    family = _family_of(path)
+    got = rules.for_family(family)  # type: ignore[arg-type]
+    assert got.chain("nat", "KUMA_MESH_OUTBOUND") is not None and got.rule_count() >= 11
+    assert mesh_of_rules(rules).kind == "kuma"
+    assert parse_text(("# ipv6\n" if family == "ipv6" else "") + render_save(got)).for_family(family) == got  # type: ignore[arg-type]
+    if "-default." in path.name:  # kumactl's defaults: the same rules on every distribution
+        want = kuma.generate(kuma.parse_args([])).for_family(family)  # type: ignore[arg-type]
+        on_lo = _no_empty_tables(without_comments(_read_save(path, "lo")))  # the harness's placeholder: lo
+        assert on_lo.for_family(family) == want  # type: ignore[arg-type]
+
+
+def test_save_order_quirks_parse_to_the_same_rules() -> None:
+    """Older iptables-nft-save prints :POSTROUTING before :OUTPUT (RHEL 8, Ubuntu 20.04) and, in
+    Debian 10's 1.8.2, protocol numbers (``-p 17``) and the comment after the other matches."""
+    ubuntu = MORE_CONTAINER / "ubuntu-20-04-default.ip6tables-nft.golden"
+    debian11 = MORE_CONTAINER / "debian-11-default.ip6tables-nft.golden"
+    text = ubuntu.read_text(encoding="utf-8")
+    assert text.index(":POSTROUTING") < text.index(":OUTPUT")
+    assert without_comments(_read_save(ubuntu)) == without_comments(_read_save(debian11))
+    debian10 = MORE_CONTAINER / "debian-10-with-multiple-flags.iptables-nft.golden"
+    assert "-A PREROUTING -p 17 -m udp --sport 53 -m comment" in debian10.read_text(encoding="utf-8")
+    debian12 = CONTAINER / "debian-12-with-multiple-flags.iptables-nft.golden"
+    if debian12.exists():
+        old, new = (without_comments(_read_save(p)).ipv4 for p in (debian10, debian12))
+        assert old.table("raw") == new.table("raw")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -70,3 +71,88 @@ def test_name_lines_index_only_metadata_names() -> None:
     assert lines.pair_line("name", "a", 5) == 7  # the container's name, found below the pod's
     json_text = '{\n  "metadata": {\n    "labels": {"x": "y"},\n    "name": "web"\n  },\n  "spec": {}\n}\n'
     assert YamlLines(json_text).object_line("web") == 4
+
+
+def _pod(name: str, ip: str | None, exclude: str = "") -> dict[str, object]:
+    """An Istio 1.2 pod as its injector wrote it (the app loops through the sidecar)."""
+    pod: dict[str, object] = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.2.2",
+                                     "args": ["-p", "15001", "-u", "1337", "-m", "REDIRECT", "-i", "*",
+                                              "-x", exclude, "-b", "9080", "-d", "15020"]}],
+                 "containers": [{"name": "web", "ports": [{"containerPort": 9080}]},
+                                {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.2.2"}]}}
+    if ip is not None:
+        pod["status"] = {"podIP": ip, "podIPs": [{"ip": ip}]}
+    return pod
+
+
+def test_each_group_is_proven_on_its_first_pods_own_address() -> None:
+    res = audit(FLEET, jobs=1)
+    by_pod = {f.subject.name: f for f in res.report.findings if f.code == "MSH0104"}
+    # the witness is the pod's own address (status.podIPs, given), not a stand-in
+    assert "192.0.2.11" in (by_pod["reviews-v1"].witness or "")
+    assert "192.0.2.10" not in by_pod["reviews-v1"].line()
+    assert not any("pod IP" in a for a in by_pod["reviews-v1"].assumes)
+    # the group's other pod says whose address its witness shows
+    assert by_pod["reviews-v2"].witness == by_pod["reviews-v1"].witness
+    assert ("shown on the pod IP 192.0.2.11 of Pod bookinfo/reviews-v1 (its group's first pod); this pod's IP "
+            "192.0.2.12 lies in the same address ranges of every rule") in by_pod["reviews-v2"].assumes
+
+
+def test_pods_whose_addresses_the_rules_tell_apart_are_proven_apart(tmp_path: Path) -> None:
+    pods = [_pod("inside", "198.51.100.5", "198.51.100.0/24"), _pod("outside", "203.0.113.5", "198.51.100.0/24"),
+            _pod("outside-too", "203.0.113.6", "198.51.100.0/24"), _pod("no-status", None, "198.51.100.0/24")]
+    path = tmp_path / "pods.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": pods}, sort_keys=False))
+    fleet = load_fleet(path)
+    assert [p.pod_ips and str(p.pod_ips[0]) for p in fleet] == ["198.51.100.5", "203.0.113.5", "203.0.113.6", ()]
+    inside, outside, outside_too, no_status = (p.place for p in fleet)
+    assert ipaddress.ip_network("198.51.100.0/24") in inside[0][1]
+    assert ipaddress.ip_network("198.51.100.0/24") not in outside[0][1] and outside == outside_too
+    assert no_status == ()
+    assert sorted(len(g) for g in group_pods(fleet).values()) == [1, 1, 2]
+    res = audit(path, jobs=1)
+    assert res.groups == 3
+    loops = {f.subject.name: f for f in res.report.findings if f.code == "MSH0104"}
+    assert "198.51.100.5" in (loops["inside"].witness or "")
+    assert "203.0.113.5" in (loops["outside"].witness or "")
+    # a pod whose manifest has no address is proven on a documentation address, and says so
+    assert "192.0.2.10" in (loops["no-status"].witness or "")
+    assert any(a == "the pod IP 192.0.2.10" for a in loops["no-status"].assumes)
+
+
+def test_one_loader_one_way_to_document_lines() -> None:
+    from meshsolve.errors import SpecError
+    from meshsolve.istio.pod import load_workloads
+    from meshsolve.yamllines import yaml_documents
+
+    text = ("# a comment\n---\n---\nkind: Service\napiVersion: v1\nmetadata: {name: s}\n...\n"
+            "--- {kind: Pod, metadata: {name: p}}\n---\n\n  # indented comment\nkind: Pod\nmetadata:\n  name: q\n")
+    assert [line for _doc, line in yaml_documents(text, "m.yaml")] == [4, 8, 12]
+    pods, skipped = load_workloads(text, "m.yaml")
+    assert [p["metadata"]["name"] for p in pods] == ["p", "q"]
+    assert skipped == ("skipped the Service 's' (m.yaml:4): it holds no pod",)
+    try:
+        yaml_documents("kind: Pod\n---\nkind: [\n", "bad.yaml")
+    except SpecError as exc:
+        assert (exc.source, exc.lineno) == ("bad.yaml", 4)
+    else:
+        raise AssertionError("broken YAML was read")
+    assert yaml_documents('{\n  "kind": "Pod"\n}\n', "p.json") == (({"kind": "Pod"}, 1),)
+
+
+def test_audit_reports_a_version_the_pods_own_fields_contradict(tmp_path: Path) -> None:
+    pods = [_pod("a", "192.0.2.5"), _pod("b", "192.0.2.6")]
+    pods[1]["metadata"]["annotations"] = {"sidecar.istio.io/proxyImage": "docker.io/istio/proxyv2:1.5.4"}  # type: ignore[index]
+    path = tmp_path / "pods.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": pods}, sort_keys=False))
+    res = audit(path, jobs=1)
+    said = [(f.subject.name, f.message) for f in res.report.findings if f.code == "MSH0113"]
+    assert said == [("b", "Annotation sidecar.istio.io/proxyImage (docker.io/istio/proxyv2:1.5.4) says Istio 1.5, "
+                          "but the sidecar of Istio 1.2 is used (inferred from the image tag of istio-init "
+                          "(docker.io/istio/proxyv2:1.2.2))")]
+    ref = next(f.reference for f in res.report.findings if f.code == "MSH0113")
+    assert ref is not None and "proxyImage" in path.read_text().splitlines()[int(ref.rsplit(":", 1)[1]) - 1]
+    given = audit(path, jobs=1, version="1.10")  # --istio contradicts both pods' images (and b's annotation)
+    assert sorted(f.subject.name for f in given.report.findings if f.code == "MSH0113") == ["a", "a", "b", "b", "b"]

@@ -148,3 +148,31 @@ def test_cli_diff_sides() -> None:
     assert parse_side(str(EX / "reviews-v1-iptables.txt")) == {"rules": str(EX / "reviews-v1-iptables.txt")}
     with pytest.raises(SpecError):
         parse_side("no-such-file")
+
+
+def test_a_version_the_pods_annotations_contradict_is_a_finding(tmp_path: Path) -> None:
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "tests" / "data" / "pods" / "injected-1.10.yaml").read_text())
+    doc["metadata"]["annotations"]["sidecar.istio.io/proxyImage"] = "docker.io/istio/proxyv2:1.12.1"
+    path = tmp_path / "pod.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    lines = path.read_text().splitlines()
+    # the version comes from istio-init's image (1.10): the annotation contradicts it
+    got = load_configuration(pod=str(path))
+    assert got.version == "1.10"
+    assert [(p.code, p.message) for p in got.problems] == [
+        ("MSH0113", "Annotation sidecar.istio.io/proxyImage (docker.io/istio/proxyv2:1.12.1) says Istio 1.12, "
+                    "but the sidecar of Istio 1.10 is used (inferred from the image tag of istio-init "
+                    "(docker.io/istio/proxyv2:1.10.0))")]
+    line = int((got.problems[0].reference or "").rsplit(":", 1)[1])
+    assert "sidecar.istio.io/proxyImage" in lines[line - 1]
+    # --istio contradicts every claim: the images and the annotation
+    given = load_configuration(pod=str(path), istio="1.12")
+    assert sorted(p.message.split(" says ")[0] for p in given.problems) == [
+        "The image tag of istio-init (docker.io/istio/proxyv2:1.10.0)",
+        "The image tag of istio-proxy (docker.io/istio/proxyv2:1.10.0)"]
+    assert all(p.code == "MSH0113" and "(given in --istio)" in p.message for p in given.problems)
+    del doc["metadata"]["annotations"]["sidecar.istio.io/proxyImage"]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert load_configuration(pod=str(path)).problems == ()

@@ -1,8 +1,9 @@
 """Cohabitation: the mesh's rules next to rules other tools wrote into the same pod.
 
 A pod's netfilter state is the sum of its writers: the mesh's init step, a debugging tool's agent, a
-CNI plugin, a second iptables backend. Given the pod's dumps (``iptables-save`` of one backend or of
-both), ``audit_cohabitation``
+CNI plugin, a second iptables backend, native nftables tables. Given the pod's dumps
+(``iptables-save`` of one backend or of both, and ``nft list ruleset`` for the native tables),
+``audit_cohabitation``
 
 1. tells the mesh's own rules from the others (``meshsolve.meshes.own_rule``: in the mesh's chains,
    jumping to one, carrying its comment label, or a rule its generator puts into a built-in chain);
@@ -13,7 +14,9 @@ both), ``audit_cohabitation``
 3. builds the pod's world per order of the backends (``merge_backends``: the kernel runs the nat
    table of the backend registered *last* first, and the first NAT binding ends the nat lookups of
    that hook — measured, ``tests/test_analysis_cohabit.py``; which one registered last a dump does not
-   say, so both orders are analysed when both are populated);
+   say, so both orders are analysed when both are populated); native nftables tables run next to
+   them at their base chains' priorities (the semantics' stages), and every rule of theirs that is
+   not the mesh's is foreign;
 4. compares, with the solver, the mesh's rules alone against everything (``search_difference`` per
    client kind: the peer, any process of the pod, the proxy). Each differing connection is replayed;
    the foreign rules its trace hit are the suspects, and each suspect whose removal changes that
@@ -43,7 +46,7 @@ import meshsolve.defaults as defaults
 from meshsolve.analysis.check import Verdict, check
 from meshsolve.analysis.diff import signature
 from meshsolve.analysis.properties import CaptureInbound, CaptureOutbound
-from meshsolve.errors import SpecError, UnsupportedError
+from meshsolve.errors import SpecError
 from meshsolve.iptables import parse_text
 from meshsolve.meshes import MeshSetup, own_rule, owns_chain
 from meshsolve.model.net import Family
@@ -54,6 +57,7 @@ from meshsolve.model.rules import (
     Drop,
     Goto,
     Jump,
+    NftTable,
     Return,
     Rule,
     RuleRef,
@@ -62,6 +66,8 @@ from meshsolve.model.rules import (
     Table,
 )
 from meshsolve.model.world import Flow, World
+from meshsolve.nftables import is_nft
+from meshsolve.nftables.loadcheck import load_rulesets
 from meshsolve.semantics.interpret import interpret
 from meshsolve.semantics.trace import Result, Undetermined
 from meshsolve.smt.query import Captured, Pred, Scope
@@ -80,7 +86,7 @@ __all__ = [
     "read_dump",
 ]
 
-Backend = Literal["legacy", "nft"]
+Backend = Literal["legacy", "nft", "native"]  # iptables-legacy, iptables-nft, native nftables tables
 MAX_ROUNDS = 8  # comparisons per order: each round finds at least one foreign rule or ends
 
 
@@ -93,8 +99,9 @@ _LEGACY_WARNING = re.compile(r"^#\s*Warning: iptables-legacy tables present", re
 
 @attrs.frozen
 class Dump:
-    """One ``iptables-save`` (and/or ``ip6tables-save``) of the pod: where it came from, its backend
-    (``None`` when nothing says), its rules, and whether it says legacy tables are present too."""
+    """One ``iptables-save`` (and/or ``ip6tables-save``) of the pod, or its ``nft list ruleset``
+    (backend ``native``): where it came from, its backend (``None`` when nothing says), its rules,
+    and whether it says legacy tables are present too."""
 
     source: str
     backend: Backend | None
@@ -116,7 +123,8 @@ def _backend_of(text: str) -> Backend | None:
 
 
 def read_dump(spec: str) -> Dump:
-    """``[legacy:|nft:]PATH`` → the dump (the prefix names the backend; else its header does)."""
+    """``[legacy:|nft:]PATH`` → the dump (the prefix names the backend; else its header does); a
+    native nftables ruleset (``nft list ruleset``, text or JSON) is the ``native`` backend's."""
     kind, sep, rest = spec.partition(":")
     backend: Backend | None = None
     path = spec
@@ -126,9 +134,11 @@ def read_dump(spec: str) -> Dump:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read dump: {exc.strerror}", source=path) from None
-    if text.lstrip().startswith(("table ", "{")):
-        raise UnsupportedError(f"{path}: a native nftables ruleset; the cohabitation audit reads iptables-save "
-                               "dumps (iptables-nft-save shows what iptables-nft wrote)")
+    if is_nft(text):
+        if backend is not None:
+            raise SpecError(f"a native nftables ruleset is not an iptables-{backend} dump: give it without "
+                            f"'{backend}:'", source=path)
+        return Dump(path, "native", load_rulesets(text, path))
     rules = parse_text(text, source=path)
     return Dump(path, backend or _backend_of(text), rules, bool(_LEGACY_WARNING.search(text)))
 
@@ -448,7 +458,15 @@ def _noop(rs: Rulesets, family: Family, refs: Iterable[RuleRef]) -> Rulesets:
         chains = [Chain(c.name, tuple(Rule((), None) if RuleRef(t.name, c.name, i) in drop else r
                                       for i, r in enumerate(c.rules, 1)), c.policy) for c in t.chains]
         tables.append(Table(t.name, tuple(chains), nft=t.nft))
-    new = Ruleset(family, tuple(tables), ruleset.nft)
+    natives = []
+    for n in ruleset.nft:
+        if not any(ref.table == n.key for ref in drop):
+            natives.append(n)
+            continue
+        chains = [Chain(c.name, tuple(Rule((), None) if RuleRef(n.key, c.name, i) in drop else r
+                                      for i, r in enumerate(c.rules, 1)), c.policy) for c in n.table.chains]
+        natives.append(NftTable(n.family, n.name, Table(n.table.name, tuple(chains), nft=True), n.bases))
+    new = Ruleset(family, tuple(tables), tuple(natives))
     return attrs.evolve(rs, ipv4=new) if family == "ipv4" else attrs.evolve(rs, ipv6=new)
 
 
@@ -471,7 +489,10 @@ def _made_up(world: World, witness_world: World, flow: Flow) -> str:
 
 
 def _rule_text(rule: Rule) -> str:
+    """The rule as its writer wrote it: nft's own words for a native nftables rule."""
     from meshsolve.iptables import rule_text
+    if rule.origin is not None and rule.origin.text:
+        return rule.origin.text
     return rule_text(rule)
 
 
@@ -542,8 +563,22 @@ def audit_cohabitation(dumps: Sequence[Dump], mesh: MeshSetup, world: World, *,
     pod (apps, services, addresses, the mesh's proxy); its rules are replaced by the dumps'."""
     if not dumps:
         raise SpecError("give at least one dump", source="--rules")
-    backend_rules = _combine(dumps)
+    native = [d for d in dumps if d.backend == "native"]
+    backend_rules: dict[Backend | None, Rulesets] = \
+        _combine([d for d in dumps if d.backend != "native"]) if len(native) < len(dumps) else {None: Rulesets()}
     sources = {d.backend: d.source for d in dumps}
+
+    def with_native(rs: Ruleset, fam: Family, foreign: Foreign) -> Ruleset:
+        """``rs`` and the native tables, each rule of theirs that is not the mesh's foreign."""
+        tables = tuple(t for d in native for t in d.rules.for_family(fam).nft)
+        for n in tables:
+            for c in n.table.chains:
+                for i, r in enumerate(c.rules, 1):
+                    ref = RuleRef(n.key, c.name, i)
+                    if not own_rule(mesh.mesh, n.key, c.name, r, mesh.rules, fam):
+                        foreign.setdefault(fam, {})[ref] = ("native", ref, r)
+        return attrs.evolve(rs, nft=(*rs.nft, *tables)) if tables else rs
+
     legacy_warning = any(d.legacy_present for d in dumps) and "legacy" not in backend_rules
     both: list[tuple[Family, tuple[str, ...], tuple[str, ...]]] = []
     if "legacy" in backend_rules and "nft" in backend_rules:
@@ -564,7 +599,8 @@ def audit_cohabitation(dumps: Sequence[Dump], mesh: MeshSetup, world: World, *,
                         if not own_rule(mesh.mesh, t.name, c.name, r, mesh.rules, fam):
                             ref = RuleRef(t.name, c.name, i)
                             ident.setdefault(fam, {})[ref] = (backend, ref, r)
-        orders.append((backend or "dump", rs, ident))
+        rs = Rulesets(with_native(rs.ipv4, "ipv4", ident), with_native(rs.ipv6, "ipv6", ident))
+        orders.append((backend or ("native" if native else "dump"), rs, ident))
     else:
         for first, second in ORDERS:
             merged: dict[Family, Ruleset] = {}
@@ -577,6 +613,7 @@ def audit_cohabitation(dumps: Sequence[Dump], mesh: MeshSetup, world: World, *,
                     rule = (a if side == 0 else b).rule(orig)
                     if not own_rule(mesh.mesh, orig.table, orig.chain, rule, mesh.rules, fam):
                         foreign.setdefault(fam, {})[ref] = ((first, second)[side], orig, rule)
+                merged[fam] = with_native(merged[fam], fam, foreign)
             orders.append((f"{first} first", Rulesets(merged["ipv4"], merged["ipv6"]), foreign))
     prop = CaptureExceptProxy(exclude_ports=mesh.exempt_ports, exclude_cidrs=mesh.exempt_cidrs,
                               uids=mesh.exempt_uids, gids=mesh.exempt_gids)

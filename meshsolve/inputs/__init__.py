@@ -2,8 +2,8 @@
 part (``build.py``), for the API, the command line, ``audit`` and the pytest plugin alike.
 
 - ``build.py``: :func:`load` (setup, flags, manifest, rules, binds, routing → :class:`Loaded`),
-  :func:`from_ambient_pod` (a pod in Istio's ambient mode) and :func:`worlds_of_manifest` (one world
-  per pod);
+  :func:`from_ambient_pod` (a pod in Istio's ambient mode), :func:`world_of_pod` (one pod of a
+  manifest: the API, the pytest plugin and ``audit``) and :func:`worlds_of_manifest` (one world per pod);
 - ``manifest.py``: manifests → pods → apps (:func:`apps_of_pod`, the one place containers become apps);
 - ``rules.py``: a rules input → the state to analyse, or the problem that leaves none; the
   listeners the rules make possible;
@@ -22,6 +22,7 @@ from meshsolve.inputs.build import (
     from_rules,
     load,
     possible_listeners,
+    world_of_pod,
     worlds_of_manifest,
 )
 from meshsolve.inputs.manifest import PodApps, apps_of_pod, read_manifest, read_manifest_text
@@ -70,5 +71,6 @@ __all__ = [
     "read_manifest",
     "read_manifest_text",
     "read_rules",
+    "world_of_pod",
     "worlds_of_manifest",
 ]

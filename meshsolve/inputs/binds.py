@@ -28,7 +28,7 @@ from meshsolve.iptables import unwrap_text
 from meshsolve.model.net import IPAddress, to_address
 from meshsolve.model.provenance import Assumed, Given, Inferred, Part
 from meshsolve.model.world import App, Endpoint, Service, Socket
-from meshsolve.yamllines import yaml_lines
+from meshsolve.yamllines import yaml_lines, yaml_value
 
 __all__ = ["Binds", "load_binds", "read_binds"]
 
@@ -99,8 +99,8 @@ def read_binds(text: str, source: str = "<binds>") -> Binds:
     if listing is not None:
         return listing
     try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
+        doc = yaml_value(text) or {}
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as exc:
         mark = getattr(exc, "problem_mark", None)
         raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)} (and not an `ss`/`netstat` listing)",
                         source=source, lineno=None if mark is None else mark.line + 1) from None

@@ -24,7 +24,9 @@ Every part of the world is recorded with its provenance (``meshsolve.model.prove
 * the **Istio version** (its sidecar's behaviour): *given* by ``--istio``; else *inferred* from the
   pod's istio-init image tag, or from the rules' fingerprints when every version they fit has the
   same sidecar; else *assumed* (the newest version the rules fit, or ``current``). A version that
-  contradicts the rules' fingerprints is an ``MSH0112`` problem.
+  contradicts the rules' fingerprints is an ``MSH0112`` problem; one the pod's own fields contradict
+  (its images' tags, ``sidecar.istio.io/proxyImage``, the injector's recorded revision,
+  ``istio.io/rev``: ``meshsolve.istio.pod.version_claims``) an ``MSH0113`` problem.
 * the **apps**: *given* by binds (their listeners, their ids when said), a manifest's declared
   ports (bind address *assumed*), or, with none of these, the listeners the rules make possible:
   the inbound ports they name (*inferred*, bind address *assumed*), one port standing for all ports
@@ -56,7 +58,7 @@ from meshsolve.iptables import file_text
 from meshsolve.istio import CaptureConfig, generate, normalise_version, proxy_behavior
 from meshsolve.istio.fingerprint import config_of_rules, versions_of
 from meshsolve.istio.flags import read_flags
-from meshsolve.istio.pod import PodCapture, injector_args
+from meshsolve.istio.pod import PodCapture, injector_args, pod_capture, version_contradictions
 from meshsolve.model.net import IPAddress
 from meshsolve.model.provenance import Assumed, Given, Inferred, Part, Provenance
 from meshsolve.model.routing import Routing
@@ -66,7 +68,7 @@ from meshsolve.semantics.setups import setup_world
 from meshsolve.yamllines import yaml_lines
 
 __all__ = ["default_config", "from_ambient_pod", "from_flags", "from_rules", "load", "possible_listeners",
-           "worlds_of_manifest"]
+           "world_of_pod", "worlds_of_manifest"]
 
 
 def default_config(version: str, ports: Sequence[int] = (defaults.APP_PORT,)) -> CaptureConfig:
@@ -328,7 +330,7 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
         pod_ips = b.pod_ips
         if pod_ips is None and capture.pod_ips:
             pod_ips = capture.pod_ips
-            ip_prov = Given(read.source, yaml_lines(text).key_line("podIP"))
+            ip_prov = Given(read.source, _pod_ip_line(text, capture.name, 0))
         config = capture.config
         ipv6 = any(a.version == 6 for a in (pod_ips or _pod_ips_for(config, family)))
         apps = b.apps
@@ -342,7 +344,9 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
             got = from_rules(read_rules_text(dump[1], dump[0]), version=istio, apps=apps, services=b.services or (),
                              pod_ips=pod_ips, family=family, name=capture.name, namespace=capture.namespace,
                              capture=capture, acc=acc, routing=route, refs=refs)
-            return attrs.evolve(got, parts=_fix_ip(got.parts, ip_prov))
+            contra = _pod_problems(pod_doc, got.version, _proxy_provenance(got.parts), source=read.source, text=text,
+                                   name=capture.name)
+            return attrs.evolve(got, parts=_fix_ip(got.parts, ip_prov), problems=(*got.problems, *contra))
         loaded = _finish(acc, ruleset=generate(config), config=config,
                          version_prov=_version_provenance(istio, capture),
                          rules_prov=Inferred(f"what istio-iptables {config.version} installs for the pod's "
@@ -351,7 +355,9 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
                          name=capture.name, namespace=capture.namespace,
                          label=f"pod {capture.namespace}/{capture.name} from {pod} ({capture.basis}, "
                                f"Istio {config.version})", routing=route, refs=refs)
-        return loaded
+        contra = _pod_problems(pod_doc, loaded.version, _proxy_provenance(loaded.parts), source=read.source,
+                               text=text, name=capture.name)
+        return attrs.evolve(loaded, problems=(*loaded.problems, *contra))
     if rules is not None and dump is not None:
         loaded = from_rules(read_rules_text(dump[1], dump[0]), version=istio, flags=flags, env=env, apps=b.apps,
                             services=b.services or (), pod_ips=b.pod_ips, family=family,
@@ -383,18 +389,22 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
 def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<manifest>",
                      istio: str | None = None, family: str | None = None, binds: Binds | None = None,
                      binds_source: str | None = None, rules: str | None = None, routing: Routing | None = None,
-                     acc: _Acc | None = None, nth: int = 0) -> Loaded | None:
+                     acc: _Acc | None = None, nth: int = 0,
+                     namespaces: Mapping[str, Mapping[str, str]] | None = None) -> Loaded | None:
     """The world of a pod that ambient mode captures, with the ambient properties as its
     ``defaults``; None for any other pod. The namespaces' labels come from the same manifest
     (``text``) when it has them; ``rules``: a dump from the pod instead of the generated rules;
-    ``nth``: which of the pods with this name it is (``apps_of_pod``)."""
+    ``nth``: which of the pods with this name it is (``apps_of_pod``); ``namespaces``: the
+    manifest's namespaces' labels when the caller has read them (else read from ``text``)."""
     from meshsolve.analysis.ambient import ambient_properties
     from meshsolve.istio.ambient.config import ZTUNNEL_PORTS
     from meshsolve.istio.ambient.pods import ambient_pod, namespaces_in
     from meshsolve.istio.ambient.profile import ambient_world
 
     ns = str((pod.get("metadata") or {}).get("namespace", "default"))
-    found = ambient_pod(pod, version=istio, namespace=namespaces_in(text, source).get(ns) if text else None)
+    if namespaces is None:
+        namespaces = namespaces_in(text, source) if text else {}
+    found = ambient_pod(pod, version=istio, namespace=namespaces.get(ns))
     if found is None:
         return None
     b = binds or Binds()
@@ -406,7 +416,8 @@ def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<
     if b.pod_ips:
         ip_prov = Given(binds_source or "binds")
     elif found.pod_ips:
-        ip_prov = Given(source, yaml_lines(text).key_line("podIP")) if text else Given(source)
+        ip_prov = Given(source, _pod_ip_line(text, found.name, nth)) if text and not source.startswith("<") \
+            else Given(source)
     else:
         if family in ("ipv6", "dual"):
             config = config.evolve(enable_ipv6=True)
@@ -453,6 +464,29 @@ def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<
                   config.version, defaults=props)
 
 
+def _pod_problems(pod: Mapping[str, Any], version: str | None, said: Provenance | None, *, source: str,
+                  text: str, name: str, nth: int = 0) -> tuple[Problem, ...]:
+    """``MSH0113``: the pod's own fields that contradict the Istio ``version`` meshsolve uses."""
+    if version is None:
+        return ()
+    out = []
+    lines = yaml_lines(text) if text else None
+    start = (lines.object_line(name, nth) or 0) if lines else 0
+    how = f" ({said})" if said is not None else ""
+    for claim in version_contradictions(pod, version):
+        at = None if lines is None else (lines.pair_line(claim.key, claim.value, start) if claim.value else None) \
+            or lines.key_line(claim.key, start)
+        ref = f"{source}:{at}" if at is not None and not source.startswith("<") else None
+        what = claim.what[:1].upper() + claim.what[1:]
+        out.append(Problem("MSH0113", f"{what} says {claim.says()}, but the sidecar of Istio {version} is "
+                           f"used{how}", ref))
+    return tuple(out)
+
+
+def _proxy_provenance(parts: Sequence[Part]) -> Provenance | None:
+    return next((p.provenance for p in parts if p.kind == "proxy"), None)
+
+
 def _fix_ip(parts: tuple[Part, ...], prov: Provenance | None) -> tuple[Part, ...]:
     """Pod-IP parts given by an input, not assumed."""
     if prov is None:
@@ -471,30 +505,59 @@ def _override(world: World, b: Binds) -> World:
     return attrs.evolve(world, **changes) if changes else world
 
 
+def world_of_pod(pod: Mapping[str, Any], capture: PodCapture | None = None, *, text: str = "",
+                 source: str = "<manifest>",
+                 version: str | None = None, nth: int = 0, notes: Sequence[str] = (),
+                 namespaces: Mapping[str, Mapping[str, str]] | None = None) -> Loaded:
+    """The world of one pod of a manifest (``capture``: its capture set-up, read by
+    ``pod_capture`` when not given): an ambient pod's is :func:`from_ambient_pod`'s; a sidecar pod gets the rules
+    its capture set-up writes, its declared apps, and its ``status.podIPs`` (given, with their line)
+    or a documentation address (assumed). ``nth``: which of the pods with this name it is;
+    ``namespaces``: the manifest's namespaces' labels, when the caller has read them already."""
+    ambient = from_ambient_pod(pod, text=text, source=source, istio=version, nth=nth, namespaces=namespaces)
+    if ambient is not None:
+        return attrs.evolve(ambient, notes=tuple(dict.fromkeys((*notes, *ambient.notes))))
+    if capture is None:
+        capture = pod_capture(pod, version=version, source=source, text=text)
+    rules = generate(capture.config)
+    ipv6 = any(a.version == 6 for a in capture.pod_ips) or (not capture.pod_ips and not rules.ipv6.empty)
+    pa = apps_of_pod(pod, ipv6=ipv6, proxy_ports=_proxy_ports(capture.config), source=source, text=text, nth=nth)
+    world = world_from_config(capture.config, rules=rules, apps=pa.apps, pod_ips=capture.pod_ips or None,
+                              name=capture.name, namespace=capture.namespace)
+    ip_prov: Provenance | None = None
+    if capture.pod_ips:
+        ip_prov = Given(source, _pod_ip_line(text, capture.name, nth)) if text and not source.startswith("<") \
+            else Given(source)
+    said = _version_provenance(version, capture)
+    parts = (*pa.parts, Part("proxy", f"the sidecar of Istio {capture.config.version}", said, ("proxy",),
+                             everywhere=True),
+             *address_parts(world, ip_prov))
+    problems = _pod_problems(pod, capture.config.version, said, source=source, text=text, name=capture.name, nth=nth) \
+        if capture.config.mode != "NONE" else ()
+    return Loaded(world, f"pod {capture.namespace}/{capture.name} from {source}",
+                  tuple(dict.fromkeys((*notes, *capture.notes, *pa.notes))), pa.references, parts, problems,
+                  version=capture.config.version)
+
+
+def _pod_ip_line(text: str, name: str, nth: int) -> int | None:
+    """The line of the ``nth`` pod ``name``'s ``podIP`` (or ``podIPs``) in the manifest text."""
+    lines = yaml_lines(text)
+    start = lines.object_line(name, nth) or 0
+    nxt = lines.object_line(name, nth + 1)
+    found = [n for n in (lines.key_line("podIP", start), lines.key_line("podIPs", start)) if n is not None]
+    at = min(found) if found else None
+    return at if at is not None and (nxt is None or at < nxt) else None
+
+
 def worlds_of_manifest(text: str, *, version: str | None = None, source: str = "<manifest>") -> tuple[Loaded, ...]:
-    """One loaded world per pod of a manifest text (the API and the pytest plugin); an ambient pod's
-    is :func:`from_ambient_pod`'s."""
+    """One loaded world per pod of a manifest text (the API and the pytest plugin): :func:`world_of_pod`
+    of each."""
     pods, skipped = read_manifest_text(text, version=version, source=source)
     out = []
     seen: dict[str, int] = {}
     for pod_doc, capture in pods:
         nth = seen.get(capture.name, 0)
         seen[capture.name] = nth + 1
-        ambient = from_ambient_pod(pod_doc, text=text, source=source, istio=version, nth=nth)
-        if ambient is not None:
-            out.append(attrs.evolve(ambient, notes=(*skipped, *ambient.notes)))
-            continue
-        rules = generate(capture.config)
-        ipv6 = any(a.version == 6 for a in capture.pod_ips) or (not capture.pod_ips and not rules.ipv6.empty)
-        pa = apps_of_pod(pod_doc, ipv6=ipv6, proxy_ports=_proxy_ports(capture.config), source=source, text=text,
-                         nth=nth)
-        world = world_from_config(capture.config, rules=rules, apps=pa.apps, pod_ips=capture.pod_ips or None,
-                                  name=capture.name, namespace=capture.namespace)
-        parts = (*pa.parts, Part("proxy", f"the sidecar of Istio {capture.config.version}",
-                                 _version_provenance(version, capture), ("proxy",), everywhere=True),
-                 *address_parts(world, Given(source) if capture.pod_ips else None))
-        out.append(Loaded(world, f"pod {capture.namespace}/{capture.name} from {source}",
-                          (*skipped, *capture.notes, *pa.notes), pa.references, parts,
-                          version=capture.config.version))
+        out.append(world_of_pod(pod_doc, capture, text=text, source=source, version=version, nth=nth,
+                                notes=skipped))
     return tuple(out)
-

@@ -82,6 +82,54 @@ def _header_notes(reading: Reading) -> list[str]:
     return out
 
 
+_OPENED = re.compile(r"table (\w+) \(opened at line (\d+)\)")
+_TO_PORTS = re.compile(r"^-A ISTIO_IN_REDIRECT .*--to-ports? (\d+)")
+
+
+def _cut_istio_table(reading: Reading, exc: ParseError) -> list[str]:
+    """What the cut nat table of an istio-init log already shows. iptables-save declares every
+    chain of a table before its first rule, so once a rule line is there the chain list is whole:
+    an ``ISTIO_INBOUND`` the header asked for (``INBOUND_PORTS_INCLUDE``) that is not declared was
+    not installed; rules come chain by chain in the order of that list, so a first rule in a later
+    chain means ``PREROUTING`` holds none; and an ``ISTIO_IN_REDIRECT`` that redirects to another
+    port than the header's inbound capture port was written by another run."""
+    m = _OPENED.search(exc.message)
+    if m is None or m.group(1) != "nat" or not reading.istio_log:
+        return []
+    opened = int(m.group(2))
+    chains: list[str] = []
+    rules: list[tuple[int, str]] = []
+    for n, text in reading.lines:
+        if n <= opened:
+            continue
+        line = text.strip()
+        if line.startswith(":") and not rules:
+            chains.append(line[1:].split()[0])
+        elif line.startswith("-A "):
+            rules.append((n, line))
+    if not rules or "ISTIO_REDIRECT" not in chains:
+        return []
+    header = {name: value.strip() for name, value, _line in reading.variables}
+    out: list[str] = []
+    istio = [c for c in chains if c.startswith("ISTIO_")]
+    if header.get("INBOUND_PORTS_INCLUDE") and "ISTIO_INBOUND" not in chains:
+        out.append(f"what the cut table shows: its chains (declared before its first rule, so all of them) are "
+                   f"{', '.join(istio)}, without ISTIO_INBOUND, although this run's header asks for inbound "
+                   f"capture (INBOUND_PORTS_INCLUDE={header['INBOUND_PORTS_INCLUDE']}): inbound capture was not "
+                   "installed")
+    first = rules[0][1].split()[1]
+    if "PREROUTING" in chains and first in chains and chains.index("PREROUTING") < chains.index(first):
+        out.append(f"its first rule (line {rules[0][0]}) is in {first}, and iptables-save lists rules in the order "
+                   "of its chains: PREROUTING holds no rule, so no inbound connection is sent to capture")
+    key = next((k for k in ("PROXY_INBOUND_CAPTURE_PORT", "INBOUND_CAPTURE_PORT") if header.get(k)), None)
+    for n, line in rules:
+        port = _TO_PORTS.match(line)
+        if port and key is not None and port.group(1) != header[key]:
+            out.append(f"ISTIO_IN_REDIRECT redirects to {port.group(1)} (line {n}), but this run's header says "
+                       f"{key}={header[key]}: the dump's rules are not this run's")
+    return out
+
+
 def _failure_problem(reading: Reading, shown_state: bool, cut: bool) -> list[Problem]:
     out = []
     for f in reading.failures:
@@ -132,7 +180,7 @@ def read_rules_text(raw: str, name: str, *, ambient: bool = False) -> RulesRead:
         return _analysable(reading, state, tuple(problems), notes, ambient)
     if reading.incomplete is not None:
         exc = reading.incomplete
-        extra = "".join(f"; {n}" for n in _header_notes(reading))
+        extra = "".join(f"; {n}" for n in (*_cut_istio_table(reading, exc), *_header_notes(reading)))
         raise ParseError(exc.message + extra, source=exc.source, lineno=exc.lineno, line=exc.line)
     return _analysable(reading, reading.require_rulesets(), (), notes, ambient)
 

@@ -22,6 +22,7 @@ Every annotation value is validated; errors name the annotation, the file and it
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ import yaml
 import meshsolve.defaults as defaults
 from meshsolve.errors import SpecError, UnsupportedError
 from meshsolve.istio.config import (
+    KNOWN_MINORS,
     WILDCARD,
     CaptureConfig,
     minor_of,
@@ -44,9 +46,10 @@ from meshsolve.istio.config import (
 )
 from meshsolve.istio.flags import read_flags
 from meshsolve.model.net import IPAddress, to_address
-from meshsolve.yamllines import yaml_lines
+from meshsolve.yamllines import yaml_documents, yaml_lines, yaml_value
 
-__all__ = ["ANNOTATIONS", "MAX_MANIFEST_BYTES", "PodCapture", "cni_args", "injector_args", "load_pods",
+__all__ = ["ANNOTATIONS", "MAX_MANIFEST_BYTES", "PodCapture", "VersionClaim", "cni_args", "injector_args",
+           "load_pods", "pod_ips_of", "version_claims", "version_contradictions",
            "load_workloads",
            "pod_capture",
            "pods_from_file", "pods_from_text", "read_annotations", "to_annotations"]
@@ -64,6 +67,9 @@ A_REROUTE = "istio.io/reroute-virtual-interfaces"
 A_EX_IFACES = "traffic.sidecar.istio.io/excludeInterfaces"
 A_STATUS_PORT = "status.sidecar.istio.io/port"
 A_PROXY_CONFIG = "proxy.istio.io/config"
+A_STATUS = "sidecar.istio.io/status"  # the injector's record: what it added, and (1.6+) its revision
+A_PROXY_IMAGE = "sidecar.istio.io/proxyImage"
+L_REVISION = "istio.io/rev"
 ANNOTATIONS = (A_MODE, A_INJECT, A_IN_PORTS, A_EX_IN_PORTS, A_IN_CIDRS, A_EX_CIDRS, A_OUT_PORTS,
                A_EX_OUT_PORTS, A_KUBEVIRT, A_REROUTE, A_EX_IFACES, A_STATUS_PORT, A_PROXY_CONFIG)
 
@@ -115,46 +121,6 @@ def _name_of(pod: Mapping[str, Any]) -> str | None:
     return None if name is None else str(name)
 
 
-# libyaml's loader when PyYAML has it (about 10x faster than the pure-Python one; same resolver)
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _yaml_docs(text: str, source: str) -> list[tuple[Any, int]]:
-    """The YAML stream's documents with the 1-based line each starts on. Every failure of the YAML
-    reader (bad syntax, a control character, a 5000-digit integer, an impossible date, nesting too
-    deep for the recursive composer) is a ``SpecError`` with a line number."""
-    try:  # the reader checks every character when it is made
-        loader = _LOADER(text)
-    except yaml.reader.ReaderError as exc:
-        raise SpecError(f"not valid YAML: {exc.reason} ({exc.character!r})", source=source,
-                        lineno=text.count("\n", 0, exc.position) + 1) from None
-    except UnicodeEncodeError as exc:  # libyaml's loader encodes first: a lone surrogate
-        raise SpecError(f"not valid YAML: {exc.reason} ({exc.object[exc.start:exc.end]!r})", source=source,
-                        lineno=text.count("\n", 0, exc.start) + 1) from None
-    docs: list[tuple[Any, int]] = []
-    line = 1
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            line = line if node is None else node.start_mark.line + 1
-            docs.append((loader.construct_document(node), line))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise SpecError(f"not valid YAML: {exc.problem or exc.context or exc}", source=source,
-                        lineno=None if mark is None else mark.line + 1) from None
-    except yaml.reader.ReaderError as exc:  # no mark: a character position in the text
-        raise SpecError(f"not valid YAML: {exc.reason} ({exc.character!r})", source=source,
-                        lineno=text.count("\n", 0, exc.position) + 1) from None
-    except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as exc:
-        mark = getattr(loader, "get_mark", lambda: None)()  # libyaml's has none: the document's line
-        line = line if mark is None else mark.line + 1
-        raise SpecError(f"not valid YAML: {type(exc).__name__}: {str(exc)[:200]}", source=source,
-                        lineno=line) from None
-    finally:
-        loader.dispose()
-    return [(d, n) for d, n in docs if d is not None]
-
-
 def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any], ...]:
     """Every pod (or pod template) in a YAML stream: ``Pod``, ``List`` of them, or workloads; other
     documents (a Service, a ServiceAccount...) are skipped (:func:`load_workloads` says which)."""
@@ -163,7 +129,7 @@ def load_pods(text: str, source: str = "<manifest>") -> tuple[Mapping[str, Any],
 
 def load_workloads(text: str, source: str = "<manifest>") -> tuple[tuple[Mapping[str, Any], ...], tuple[str, ...]]:
     """:func:`load_pods` and a note for each document that was skipped because it holds no pod."""
-    docs = _yaml_docs(text, source)
+    docs = yaml_documents(text, source)
     pods: list[Mapping[str, Any]] = []
     skipped: list[str] = []
     lineno = 1
@@ -243,7 +209,94 @@ def _version_from_image(image: str) -> str | None:
         return None
 
 
-def _pod_ips(pod: Mapping[str, Any]) -> tuple[IPAddress, ...]:
+@attrs.frozen
+class VersionClaim:
+    """What one field of a pod says of its Istio version: minors ``low`` to ``high`` (inclusive;
+    ``None``: no upper bound), read from ``what`` (its ``key`` and ``value`` in the manifest, for the
+    line)."""
+
+    what: str
+    low: int
+    high: int | None
+    key: str
+    value: str = ""  # the key's value, when it finds the line better than the key alone
+
+    def holds(self, version: str) -> bool:
+        """Whether ``version`` (normalised) is one the claim allows; ``current`` stands for the
+        newest minor meshsolve knows and any later one."""
+        m = minor_of(version)
+        if version == "current":
+            return self.high is None or self.high >= max(KNOWN_MINORS)
+        return self.low <= m and (self.high is None or m <= self.high)
+
+    def says(self) -> str:
+        if self.high is None:
+            return f"Istio 1.{self.low} or later"
+        return f"Istio 1.{self.low}" if self.low == self.high else f"Istio 1.{self.low}–1.{self.high}"
+
+
+_REVISION_RE = re.compile(r"^v?1[-._](\d{1,2})(?:[-._]\d+)*(?:[-._].*)?$")
+
+
+def _revision_minor(name: str) -> int | None:
+    """The minor a revision name spells (``1-10-2``, ``1-10``, ``v1.10``); None for ``canary``..."""
+    m = _REVISION_RE.match(name.strip().lower())
+    return int(m.group(1)) if m and int(m.group(1)) in KNOWN_MINORS else None
+
+
+def version_claims(pod: Mapping[str, Any]) -> tuple[VersionClaim, ...]:
+    """What the pod says of its Istio version: the image tags of its ``istio-init`` (or
+    ``istio-validation``) and ``istio-proxy`` containers, the ``sidecar.istio.io/proxyImage``
+    annotation, the revision in ``sidecar.istio.io/status`` (a revision there means an injector of
+    1.6 or later, when revisions came) and the ``istio.io/rev`` label or annotation (a revision
+    name such as ``1-10-2`` spells 1.10)."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    ann = _str_map(meta.get("annotations")) if isinstance(meta, Mapping) else {}
+    labels = _str_map(meta.get("labels")) if isinstance(meta, Mapping) else {}
+    out: list[VersionClaim] = []
+
+    def tag(what: str, image: str, key: str) -> None:
+        v = _version_from_image(image)
+        if v is not None and v != "current":
+            m = minor_of(v)
+            out.append(VersionClaim(f"{what} ({image})", m, m, key, image))
+
+    for group in ("initContainers", "containers"):
+        for c in (spec.get(group) or ()) if isinstance(spec, Mapping) else ():
+            if isinstance(c, Mapping) and c.get("name") in ("istio-init", "istio-validation", "istio-proxy"):
+                tag(f"the image tag of {c.get('name')}", str(c.get("image", "")), "image")
+    if A_PROXY_IMAGE in ann:
+        tag(f"annotation {A_PROXY_IMAGE}", ann[A_PROXY_IMAGE], A_PROXY_IMAGE)
+    status = ann.get(A_STATUS)
+    if status:
+        try:
+            record = json.loads(status)
+        except ValueError:
+            record = None
+        if isinstance(record, Mapping) and "revision" in record:
+            rev = str(record.get("revision") or "")
+            minor = _revision_minor(rev)
+            if minor is not None:
+                out.append(VersionClaim(f"the revision {rev!r} in annotation {A_STATUS}", minor, minor, A_STATUS))
+            else:
+                out.append(VersionClaim(f"annotation {A_STATUS}, which names a revision ({rev!r}): "
+                                        "injectors record one since 1.6", 6, None, A_STATUS))
+    for where, values in (("label", labels), ("annotation", ann)):
+        named = values.get(L_REVISION)
+        minor = None if named is None else _revision_minor(named)
+        if minor is not None:
+            out.append(VersionClaim(f"the revision {named!r} in {where} {L_REVISION}", minor, minor, L_REVISION))
+    return tuple(out)
+
+
+def version_contradictions(pod: Mapping[str, Any], version: str) -> tuple[VersionClaim, ...]:
+    """The claims of :func:`version_claims` that ``version`` (normalised) does not meet."""
+    return tuple(c for c in version_claims(pod) if not c.holds(version))
+
+
+def pod_ips_of(pod: Mapping[str, Any]) -> tuple[IPAddress, ...]:
+    """The pod's addresses from ``status.podIPs`` (else ``status.podIP``); ``()`` when it has none."""
     status = pod.get("status") or {}
     raw = [p.get("ip") for p in status.get("podIPs") or () if isinstance(p, Mapping)]
     if not raw and status.get("podIP"):
@@ -327,7 +380,7 @@ def _pod_capture(pod: Mapping[str, Any], *, version: str | None, source: str, te
     meta = pod.get("metadata") or {}
     name, namespace = str(meta.get("name", "pod")), str(meta.get("namespace", "default"))
     spec = pod.get("spec") or {}
-    ips = _pod_ips(pod)
+    ips = pod_ips_of(pod)
     ipv6 = bool(ips) and ips[0].version == 6
     dns = _dns_servers(pod, source, where)
     init = next((c for c in spec.get("initContainers") or () if isinstance(c, Mapping)
@@ -477,7 +530,7 @@ def _proxy_metadata(pod: Mapping[str, Any], *, source: str, text: str) -> dict[s
     if raw is None:
         return {}
     try:  # nested YAML in an annotation: the same failures as the manifest's (deep nesting included)
-        pc = yaml.load(raw, Loader=_LOADER) or {}
+        pc = yaml_value(raw) or {}
     except (yaml.YAMLError, ValueError, RecursionError):
         raise SpecError(f"annotation {A_PROXY_CONFIG}: not valid YAML", source=source,
                         lineno=where.line(A_PROXY_CONFIG)) from None

@@ -1,8 +1,9 @@
 """The finding catalog: every message meshsolve reports, with a code that is never reused.
 
 Codes are ``MSH`` + four digits, kept in code order. ``MSH01xx`` are properties of one pod's
-traffic capture (a refuted property is a finding); ``MSH0110``–``MSH0112`` are what the inputs
-themselves show (a failed istio-init, rules not installed whole, a version contradiction);
+traffic capture (a refuted property is a finding); ``MSH0110``–``MSH0113`` are what the inputs
+themselves show (a failed istio-init, rules not installed whole, a version the rules or the pod
+contradict);
 ``MSH0120``–``MSH0122`` are about rules other writers put next to the mesh's (the cohabitation
 audit); ``MSH0143``/``MSH0144`` keep the numbers of the Istio analyzer messages they overlap with
 (``IST0143`` localhost listener, ``IST0144`` app uid 1337); ``MSH0199`` is an inconclusive check.
@@ -92,6 +93,14 @@ _ENTRIES: tuple[MessageType, ...] = (
         "The Istio version given (or read from the pod's istio-init image) does not write rules "
         "like the ones given: the pod may run another version than the one assumed, and the sidecar's "
         "behaviour meshsolve uses may be the wrong one."),
+    MessageType(
+        "MSH0113", "IstioVersionContradictsPod", "Warning",
+        "{message}",
+        "The Istio version meshsolve uses (given with --istio, read from the istio-init image, inferred "
+        "from the rules or assumed) is not the one the pod's own fields say: the image tags of its "
+        "istio-init and istio-proxy containers, the `sidecar.istio.io/proxyImage` annotation, the "
+        "revision the injector recorded in `sidecar.istio.io/status`, or an `istio.io/rev` revision "
+        "named after a release. The sidecar's behaviour meshsolve uses may be the wrong one."),
     MessageType(
         "MSH0120", "ForeignRuleChangesCapture", "Error",
         "{rule_text} ({where}), outside {mesh}'s rules, changes {flow}: {with_it} with it, {without} "

@@ -401,7 +401,7 @@ def rests_on(finding: Finding, parts: tuple[Part, ...]) -> Finding:
 
 
 def input_finding(code: str, message: str, subject: Subject, reference: str | None = None) -> Finding:
-    """A finding the inputs themselves show (``MSH0110``–``MSH0112``)."""
+    """A finding the inputs themselves show (``MSH0110``–``MSH0113``)."""
     mt = message_type(code)
     return Finding(mt.code, mt.level, mt.format(message=message), subject, "the inputs", "input",
                    reference if reference and not reference.startswith("<") else None)

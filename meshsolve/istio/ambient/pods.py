@@ -81,9 +81,9 @@ def namespace_labels(docs: Any) -> dict[str, dict[str, str]]:
 
 def namespaces_in(text: str, source: str = "<manifest>") -> dict[str, dict[str, str]]:
     """The labels of every ``Namespace`` in a YAML stream (``kubectl get ns,pods -o yaml``)."""
-    from meshsolve.istio.pod import _yaml_docs
+    from meshsolve.yamllines import yaml_documents
 
-    return namespace_labels([d for d, _line in _yaml_docs(text, source)])
+    return namespace_labels([d for d, _line in yaml_documents(text, source)])
 
 
 def ambient_enrollment(pod: Mapping[str, Any], namespace: Mapping[str, str] | None = None) -> str | None:
