@@ -324,7 +324,7 @@ def test_kuma_container_save_through_the_cli(name: str, capsys: pytest.CaptureFi
 
 # --- Kuma's saves from sixteen distributions: every one parses ----------------------------------
 
-MORE_CONTAINER = Path(__file__).resolve().parent / "data" / "kuma-container"  # SOURCES.md there
+MORE_CONTAINER = Path(__file__).resolve().parent / "data" / "kuma-saves"  # SOURCES.md there
 CONTAINER_SAVES = sorted([*CONTAINER.glob("*.golden"), *MORE_CONTAINER.glob("*.golden")], key=lambda p: p.name)
 
 
