@@ -1,10 +1,10 @@
 """Random pod worlds whose capture is native nftables (shared by the nft oracle and solver tests): the
 kernel oracle's ``worlds()`` with their rules replaced by a lowered ``capture_rulesets()`` — or, one
-time in four, kept beside the nft tables' non-nat chains. Not drawn, because the semantics does not
-model them yet (``tests/test_nftables_kernel_order.py`` pins them as expected failures): an nft nat chain
-beside iptables' nat table (the kernel runs all nat chains of a hook inside one nat hook, at the nat
-priority, and stops at the first that binds), and a base chain at the priority of an iptables table
-(on a tie the chain registered last runs first)."""
+time in four, kept beside them (iptables' nat table and nft nat chains on one hook). Drawn to cover
+the kernel's base-chain order (``tests/test_nftables_kernel_order.py`` pins each case): nat chains at
+priorities off the nat hook's, a second nat table on the same hooks (before or after the capture's,
+at its priority or another), filter chains at iptables' filter priority and at the nat hook's (ties:
+the chain registered last runs first)."""
 
 from __future__ import annotations
 
@@ -28,10 +28,8 @@ def nft_worlds(draw: st.DrawFn) -> tuple[World, NftRuleset]:
     mixed = draw(st.integers(0, 3)) == 0
     nft = draw(capture_rulesets(world.families, WORLD_ADDRS, proxy_uid=p.uid, proxy_gid=p.gid, ids=WORLD_IDS,
                                 outbound_port=p.outbound_port, inbound_port=p.inbound_port,
-                                filter_priorities=(10, -10) if mixed else (0, 0, 10, -10)))
-    if mixed:
-        nft = NftRuleset(tuple(attrs.evolve(t, chains=tuple(c for c in t.chains if c.hook is None or c.hook.type != "nat"))
-                               for t in nft.tables))
+                                filter_priorities=(0, 0, 10, -10, -100, 100),
+                                nat_priorities=(-100, -100, -110, -90, 0, 100, -150), extra_nat=True))
     low = lower(nft)
     if mixed:
         rules = Rulesets(Ruleset("ipv4", world.rules.ipv4.tables, low.ipv4.nft),
