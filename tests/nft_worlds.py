@@ -4,14 +4,15 @@ time in four, kept beside them (iptables' nat table and nft nat chains on one ho
 the kernel's base-chain order (``tests/test_nftables_kernel_order.py`` pins each case): nat chains at
 priorities off the nat hook's, a second nat table on the same hooks (before or after the capture's,
 at its priority or another), filter chains at iptables' filter priority and at the nat hook's (ties:
-the chain registered last runs first)."""
+the chain registered last runs first). Beside iptables' TPROXY no nft nat prerouting chain is drawn
+(an open disagreement of its own, pinned in ``tests/test_oracle_open_disagreements.py``)."""
 
 from __future__ import annotations
 
 import attrs
 from hypothesis import strategies as st
 
-from meshsolve.model.rules import Ruleset, Rulesets
+from meshsolve.model.rules import Ruleset, Rulesets, Tproxy
 from meshsolve.model.world import Flow, World
 from meshsolve.nftables import Ruleset as NftRuleset
 from meshsolve.nftables.lower import lower
@@ -30,6 +31,13 @@ def nft_worlds(draw: st.DrawFn) -> tuple[World, NftRuleset]:
                                 outbound_port=p.outbound_port, inbound_port=p.inbound_port,
                                 filter_priorities=(0, 0, 10, -10, -100, 100),
                                 nat_priorities=(-100, -100, -110, -90, 0, 100, -150), extra_nat=True))
+    if mixed and any(isinstance(r.target, Tproxy) for rs in (world.rules.ipv4, world.rules.ipv6)
+                     for t in rs.tables for c in t.chains for r in c.rules):
+        # the kernel resets a connection that TPROXY and a prerouting REDIRECT both act on, which the
+        # model does not know yet (tests/test_oracle_open_disagreements.py): no nat prerouting beside it
+        nft = NftRuleset(tuple(attrs.evolve(t, chains=tuple(
+            attrs.evolve(c, hook=None) if c.hook is not None and (c.hook.type, c.hook.hook) == ("nat", "prerouting")
+            else c for c in t.chains)) for t in nft.tables))
     low = lower(nft)
     if mixed:
         rules = Rulesets(Ruleset("ipv4", world.rules.ipv4.tables, low.ipv4.nft),
