@@ -6,7 +6,8 @@ priorities off the nat hook's, a second nat table on the same hooks (before or a
 at its priority or another), filter chains at iptables' filter priority and at the nat hook's (ties:
 the chain registered last runs first). Two open disagreements of their own (``tests/test_oracle_open_disagreements.py``) are
 left out: beside iptables' TPROXY no nft nat prerouting chain is drawn, and an output filter chain
-at or before the nat hook drops instead of rejecting (its RST would meet the nat chains)."""
+at or before the nat hook drops instead of rejecting (its RST would meet the nat chains); a rule
+with more than two port compares is left out (``test_two_port_pairs_in_one_rule``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from meshsolve.model.rules import Ruleset, Rulesets, Tproxy
 from meshsolve.model.world import Flow, World
-from meshsolve.nftables import Reject, Verdict
+from meshsolve.nftables import Match, Reject, Verdict
 from meshsolve.nftables import Ruleset as NftRuleset
 from meshsolve.nftables.lower import lower
 from meshsolve.nftables.strategies import capture_rulesets
@@ -47,6 +48,11 @@ def nft_worlds(draw: st.DrawFn) -> tuple[World, NftRuleset]:
                                                                 for i in r.items)) for r in c.rules))
         if c.hook is not None and c.hook.type == "filter" and c.hook.hook == "output" and c.hook.priority <= -100
         else c for c in t.chains)) for t in nft.tables))
+    # two port pairs in one rule: the model joins other compares into pairs than the kernel does (open:
+    # tests/test_nftables_oracle.py::test_two_port_pairs_in_one_rule): such rules are left out
+    nft = NftRuleset(tuple(attrs.evolve(t, chains=tuple(attrs.evolve(c, rules=tuple(
+        r for r in c.rules if sum(isinstance(i, Match) and i.selector.key in ("sport", "dport") for i in r.items) < 3))
+        for c in t.chains)) for t in nft.tables))
     low = lower(nft)
     if mixed:
         rules = Rulesets(Ruleset("ipv4", world.rules.ipv4.tables, low.ipv4.nft),
