@@ -6,7 +6,8 @@ priorities off the nat hook's, a second nat table on the same hooks (before or a
 at its priority or another), filter chains at iptables' filter priority and at the nat hook's (ties:
 the chain registered last runs first). Two open disagreements of their own (``tests/test_oracle_open_disagreements.py``) are
 left out: beside iptables' TPROXY no nft nat prerouting chain is drawn, and an output filter chain
-at or before the nat hook drops instead of rejecting (its RST would meet the nat chains); a rule
+at or before the nat hook, or beside iptables' rules, drops instead of rejecting (its RST would meet
+nat chains); a rule
 with more than two port compares is left out (``test_two_port_pairs_in_one_rule``)."""
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ def nft_worlds(draw: st.DrawFn) -> tuple[World, NftRuleset]:
         nft = NftRuleset(tuple(attrs.evolve(t, chains=tuple(
             attrs.evolve(c, hook=None) if c.hook is not None and (c.hook.type, c.hook.hook) == ("nat", "prerouting")
             else c for c in t.chains)) for t in nft.tables))
-    # a reject before the nat hook sends its RST through the output nat chains as a new connection,
-    # which the model does not know yet (tests/test_oracle_open_disagreements.py): such chains drop
+    # a reject's RST meets the nat chains its connection has not passed yet (output ones when the
+    # reject comes before the nat hook, iptables' postrouting ones), which the model does not know yet
+    # (tests/test_oracle_open_disagreements.py): such chains, and all beside iptables' rules, drop
     nft = NftRuleset(tuple(attrs.evolve(t, chains=tuple(
         attrs.evolve(c, rules=tuple(attrs.evolve(r, items=tuple(Verdict("drop") if isinstance(i, Reject) else i
                                                                 for i in r.items)) for r in c.rules))
-        if c.hook is not None and c.hook.type == "filter" and c.hook.hook == "output" and c.hook.priority <= -100
+        if c.hook is not None and c.hook.type == "filter" and c.hook.hook == "output" and (mixed or c.hook.priority <= -100)
         else c for c in t.chains)) for t in nft.tables))
     # two port pairs in one rule: the model joins other compares into pairs than the kernel does (open:
     # tests/test_nftables_oracle.py::test_two_port_pairs_in_one_rule): such rules are left out
