@@ -376,8 +376,8 @@ def _capture_match(draw: st.DrawFn, fams: tuple[str, ...], plan: Any, ids: tuple
         if draw(st.booleans()):
             return [_m("meta", "mark", mark & 0xFFF, neg, 0xFFF)]
         return [_m("meta", "mark", draw(st.sampled_from((mark, AnonSet(make_set([1, mark]))))), neg)]
-    if kind == 8 and inet:  # nft refuses meta nfproto outside inet tables
-        return [_m("meta", "nfproto", draw(st.sampled_from(("ipv4", "ipv6"))), neg)]
+    if kind == 8 and inet:  # nft refuses meta nfproto outside inet tables, and beside the other family's fields
+        return [_m("meta", "nfproto", draw(st.sampled_from(fams)), neg)]
     states = draw(st.sampled_from((("new",), ("established", "related"), ("invalid",))))
     return [_m("ct", "state", Flags(states), "in" if neg == "==" else "!=")]
 
