@@ -329,13 +329,11 @@ PY
 
 
 @pytest.mark.kernel
-@pytest.mark.xfail(strict=True, reason="the semantics consults every nat stage of a hook, also after one bound "
-                                       "the connection; the kernel stops at the first binding (handed to the lead)")
 @pytest.mark.parametrize("first", ["ipt", "nft"])
 def test_a_native_nft_nat_chain_after_an_iptables_binding(first: str) -> None:
     """iptables' nat OUTPUT redirects 8080 to 1111; a native nft nat chain at the same priority
     redirects 1111 to 3333. The kernel lands on 1111 whichever was created first (the second nat
-    lookup never sees the rewritten packet); the model runs both stages and lands on 3333."""
+    lookup never sees the rewritten packet), and so does the model."""
     from meshsolve.model.rules import BaseChain, Chain, NftTable, PortMatch, Protocol, Redirect, Rule, Table
 
     proc = subprocess.run(["unshare", "-n", "sh", "-c", _MIXED], env={"FIRST": first, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},

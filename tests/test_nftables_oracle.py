@@ -216,3 +216,24 @@ def test_ipv6_off_redirects_ipv6_on_the_kernel_in_nft_only() -> None:
         expected = interpret(world, flow)
         assert actual.observed == expected.observed == observed, (native, actual, expected)
         assert isinstance(actual.outcome, Egress) and not differences(expected, actual, hits=True)
+
+
+# --- open: found by the random nft worlds ---------------------------------------------------------------
+
+TWO_PORT_PAIRS = ("add table ip t\nadd chain ip t out { type filter hook output priority 0 ; }\n"
+                  "add rule ip t out tcp dport != 15008 tcp sport != 9001 tcp dport != 9001 tcp sport != 15008 "
+                  "counter drop\n")
+
+
+def test_the_kernel_stores_two_port_pairs_apart() -> None:
+    """nft 1.0.6 stores this rule as ``sport != 9001``, ``dport != 9001`` and the pair
+    ``(sport, dport) != (15008, 15008)`` (``nft --debug=netlink``): a connection to 9001 is not dropped."""
+    with KernelWorld(_world(TWO_PORT_PAIRS)) as kw:
+        assert isinstance(kw.run(Flow("app", "127.0.0.1", 9001)).outcome, Delivered)
+
+
+@pytest.mark.xfail(strict=True, reason="nftables lowering: the model joins the first two port compares into a pair "
+                                       "(either differs), the kernel keeps them apart and joins the last two")
+def test_two_port_pairs_in_one_rule() -> None:
+    bad, _ = _compare(_world(TWO_PORT_PAIRS), [Flow("app", "127.0.0.1", 9001)])
+    assert not bad, "\n\n".join(bad)

@@ -12,6 +12,16 @@ the first packet of a connection that has no NAT binding yet; a connection opene
 its binding in ``nat OUTPUT`` / ``POSTROUTING``, so its loopback re-entry skips ``nat PREROUTING``
 and ``nat INPUT``.
 
+Several base chains on one hook (iptables' tables, native nftables base chains: :func:`kernel_order`)
+run lowest priority first; on equal priority the one registered last runs first (the kernel inserts
+a new hook before those of its priority). Every nat chain of a hook — iptables' ``nat`` table and
+each nftables ``type nat`` base chain — runs inside one nat hook, registered at the nat priority
+(``NAT_HOOK_PRIORITY``: -100 where the destination is rewritten, 100 where the source is) when the
+family's first nat chain appears. Inside it the nat chains run in their own priority order only
+until one binds the connection (a NAT target or statement runs); the rest never see the
+connection, and a connection none of them binds gets a null binding. So a nat chain's own priority
+orders it among nat chains only: among the other base chains it runs at the nat hook's place.
+
 Path kinds of a first packet (the SYN of one connection):
 
 ``local-out``
@@ -27,6 +37,7 @@ Path kinds of a first packet (the SYN of one connection):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Literal, TypeAlias
 
 import attrs
@@ -35,12 +46,14 @@ __all__ = [
     "CONNTRACK_PRIORITY",
     "EPHEMERAL_PORTS",
     "HOOKS",
+    "NAT_HOOK_PRIORITY",
     "PATHS",
     "TABLE_HOOKS",
     "TABLE_ORDER",
     "Hook",
     "PathKind",
     "Stage",
+    "kernel_order",
     "stages",
 ]
 
@@ -62,6 +75,9 @@ _TABLES: dict[str, dict[Hook, int]] = {
     "nat": {"PREROUTING": -100, "INPUT": 100, "OUTPUT": -100, "POSTROUTING": 100},
     "security": {"INPUT": 50, "FORWARD": 50, "OUTPUT": 50},
 }
+# Where the nat hook itself registers (NF_IP_PRI_NAT_DST / NF_IP_PRI_NAT_SRC): every nat chain of the
+# hook runs there, whatever its own priority.
+NAT_HOOK_PRIORITY: dict[Hook, int] = {"PREROUTING": -100, "OUTPUT": -100, "INPUT": 100, "POSTROUTING": 100}
 # The hooks each table has, in iptables-save order (= its built-in chains).
 TABLE_HOOKS: dict[str, tuple[Hook, ...]] = {t: tuple(h for h in HOOKS if h in hooks) for t, hooks in _TABLES.items()}
 # Order in which tables are kept in a Ruleset (alphabetical, as Istio writes them).
@@ -90,6 +106,12 @@ class Stage:
         return self.type == "nat" if self.type is not None else self.table == "nat"
 
     @property
+    def place(self) -> int:
+        """The priority this stage runs at among the hook's base chains: a nat stage runs inside the
+        nat hook (``NAT_HOOK_PRIORITY``), its own priority ordering it among nat stages only."""
+        return NAT_HOOK_PRIORITY.get(self.hook, self.priority) if self.nat else self.priority
+
+    @property
     def kind(self) -> str:
         """The iptables table a rule here is placed like (for the loader's placement rules)."""
         if self.type is None:
@@ -105,6 +127,25 @@ _STAGES: dict[Hook, tuple[Stage, ...]] = {
                        key=lambda s: s.priority))
     for hook in HOOKS
 }
+
+
+def kernel_order(hook: Hook, registered: Iterable[Stage], present: Callable[[Stage], bool] = lambda _s: True
+                 ) -> tuple[Stage, ...]:
+    """The stages of ``hook`` in the order the kernel runs them, given every stage of the family in
+    the order their base chains were registered (``registered``: all hooks; the nat hook registers
+    with the first nat stage that is ``present``, a chain that exists). By place (the nat hook's
+    priority for nat stages); on a tie the later registration first; nat stages, together at the
+    nat hook's place, by their own priority, on a tie the later registration first."""
+    order = tuple(registered)
+    nat_at = next((i for i, s in enumerate(order) if s.nat and present(s)), None)
+
+    def key(item: tuple[int, Stage]) -> tuple[int, int, int, int]:
+        i, s = item
+        if s.nat:
+            return (s.place, -(i if nat_at is None else nat_at), s.priority, -i)
+        return (s.priority, -i, 0, 0)
+
+    return tuple(s for _i, s in sorted(((i, s) for i, s in enumerate(order) if s.hook == hook), key=key))
 
 
 def stages(hook: Hook, *, nat: bool = True) -> tuple[Stage, ...]:

@@ -42,7 +42,7 @@ from meshsolve.model.nftrules import (
     SocketOwner,
     TproxySocket,
 )
-from meshsolve.model.path import TABLE_HOOKS, Hook, Stage, stages
+from meshsolve.model.path import HOOKS, TABLE_HOOKS, Hook, Stage, kernel_order, stages
 from meshsolve.model.path import TABLE_ORDER as TABLE_ORDER
 
 __all__ = [
@@ -781,7 +781,13 @@ def _nft_tables(values: Iterable[NftTable]) -> tuple[NftTable, ...]:
 
 @attrs.frozen
 class Ruleset:
-    """All tables of one address family: iptables' (``tables``) and native nftables ones (``nft``)."""
+    """All tables of one address family: iptables' (``tables``) and native nftables ones (``nft``).
+
+    The order is the order of registration, which decides between base chains of equal priority
+    (the one registered last runs first): iptables' tables are registered before every native table,
+    then the ``nft`` tables in order, each table's base chains in the order of ``bases`` (the order
+    ``nft list ruleset`` lists tables and chains: the order they were created). The kernel oracle
+    loads them in this order (``Rulesets.nft_load_order``)."""
 
     family: Family = "ipv4"
     tables: tuple[Table, ...] = attrs.field(default=(), converter=_sorted_tables)
@@ -802,12 +808,16 @@ class Ruleset:
         return None if t is None else t.chain(chain)
 
     def stages(self, hook: Hook) -> tuple[Stage, ...]:
-        """Every base chain run at ``hook``, in kernel order: iptables' tables at their fixed
-        priorities and native nftables base chains at theirs (iptables first on a tie)."""
-        out = list(stages(hook))
+        """Every base chain run at ``hook``, in kernel order (``model.path.kernel_order``): iptables'
+        tables at their fixed priorities, native nftables base chains at theirs, nat chains inside
+        the nat hook, the later registration first on a tie."""
+        if not self.nft:
+            return stages(hook)
+        registered = [s for h in HOOKS for s in stages(h)]
         for n in self.nft:
-            out += [Stage(n.key, hook, b.priority, b.chain, b.type) for b in n.bases if b.hook == hook]
-        return tuple(sorted(out, key=lambda s: s.priority))
+            registered += [Stage(n.key, b.hook, b.priority, b.chain, b.type)  # type: ignore[arg-type]
+                           for b in n.bases]
+        return kernel_order(hook, registered, lambda s: self.start(s) is not None)
 
     def start(self, stage: Stage) -> Chain | None:
         """The chain a stage starts in (an absent table or chain: None, which accepts)."""
@@ -857,6 +867,29 @@ class Rulesets:
 
     def for_family(self, family: Family) -> Ruleset:
         return self.ipv4 if family == "ipv4" else self.ipv6
+
+    def nft_load_order(self) -> tuple[NftTable, ...]:
+        """Every native table once (an ``inet`` one sits in both families), in an order that keeps
+        each family's ``nft`` order: the registration order both rulesets assume. ``WorldError``
+        when the two families list their shared ``inet`` tables in different orders."""
+        v6 = list(self.ipv6.nft)
+        keys6 = [t.key for t in v6]
+        out: list[NftTable] = []
+        done: set[str] = set()
+        j = 0
+        for t in self.ipv4.nft:
+            if t.key in keys6:
+                at = keys6.index(t.key)
+                if at < j:
+                    raise WorldError(f"the nft table {t.key} is listed in a different order in the two families")
+                out += [u for u in v6[j:at] if u.key not in done]
+                done.update(u.key for u in v6[j:at])
+                j = at + 1
+            if t.key not in done:
+                out.append(t)
+                done.add(t.key)
+        out += [u for u in v6[j:] if u.key not in done]
+        return tuple(out)
 
     def for_address(self, addr: IPAddress | IPNetwork) -> Ruleset:
         return self.for_family(family_of(addr))

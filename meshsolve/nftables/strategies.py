@@ -374,8 +374,8 @@ def _capture_match(draw: st.DrawFn, fams: tuple[str, ...], plan: Any, ids: tuple
         if draw(st.booleans()):
             return [_m("meta", "mark", mark & 0xFFF, neg, 0xFFF)]
         return [_m("meta", "mark", draw(st.sampled_from((mark, AnonSet(make_set([1, mark]))))), neg)]
-    if kind == 8 and inet:  # nft refuses meta nfproto outside inet tables
-        return [_m("meta", "nfproto", draw(st.sampled_from(("ipv4", "ipv6"))), neg)]
+    if kind == 8 and inet:  # nft refuses meta nfproto outside inet tables, and beside the other family's fields
+        return [_m("meta", "nfproto", draw(st.sampled_from(fams)), neg)]
     states = draw(st.sampled_from((("new",), ("established", "related"), ("invalid",))))
     return [_m("ct", "state", Flags(states), "in" if neg == "==" else "!=")]
 
@@ -384,7 +384,8 @@ def _capture_match(draw: st.DrawFn, fams: tuple[str, ...], plan: Any, ids: tuple
 def capture_rulesets(draw: st.DrawFn, families: tuple[str, ...], plan: Any, *, proxy_uid: int = 1337,
                      proxy_gid: int = 1337, ids: tuple[int, ...] = (1000, 1001, 1337), outbound_port: int = 15001,
                      inbound_port: int | None = 15006, app_ports: tuple[int, ...] = (9001, 9002, 9003),
-                     nat_priority: int | None = None, filter_priorities: tuple[int, ...] = (0, 0, 10, -10)
+                     nat_priority: int | None = None, filter_priorities: tuple[int, ...] = (0, 0, 10, -10),
+                     nat_priorities: tuple[int, ...] = (-100, -100, -110, -90), extra_nat: bool = False
                      ) -> Ruleset:
     """A random nft capture ruleset in the shape Istio's native nftables backend writes, for a pod of
     ``families`` (``"ipv4"``/``"ipv6"``) whose addresses are ``plan[family]`` (``pod``, ``lo``,
@@ -394,8 +395,10 @@ def capture_rulesets(draw: st.DrawFn, families: tuple[str, ...], plan: Any, *, p
     addresses and address sets, ports, port pairs, owners, marks, families and conntrack states),
     ``istio-redirect`` / ``istio-in-redirect``; sometimes a ``route`` output chain marking the
     proxy's loopback traffic and a ``filter`` table rejecting or dropping some connections. Every
-    value is one the real nft loads (``nat_priority``: the nat chains' priority, default drawn;
-    ``filter_priorities``: the filter table's choices)."""
+    value is one the real nft loads (``nat_priority``: the nat chains' priority, default drawn from
+    ``nat_priorities``; ``filter_priorities``: the filter table's choices; ``extra_nat``: sometimes a
+    second nat table, listed before or after, whose chains on the same hooks redirect some ports at a
+    priority of its own or the same one)."""
     mark = 0x53A
     inbound_to = inbound_port if inbound_port is not None else outbound_port
     ports = (*app_ports, 80, outbound_port, 15006, 15008)
@@ -406,7 +409,7 @@ def capture_rulesets(draw: st.DrawFn, families: tuple[str, ...], plan: Any, *, p
     else:
         fam = families[0]
         layout = [(draw(st.sampled_from(("inet", "ip" if fam == "ipv4" else "ip6"))), families)]
-    prio = nat_priority if nat_priority is not None else draw(st.sampled_from((-100, -100, -110, -90)))
+    prio = nat_priority if nat_priority is not None else draw(st.sampled_from(nat_priorities))
     tables: list[Table] = []
     for tfam, fams in layout:
         def lo_rules(fam: str) -> list[Rule]:
@@ -462,9 +465,24 @@ def capture_rulesets(draw: st.DrawFn, families: tuple[str, ...], plan: Any, *, p
                                 HookSpec("route", "output", -150)))
         tables.append(Table(tfam, {"inet": "meshsolve-nat", "ip": "meshsolve-nat4", "ip6": "meshsolve-nat6"}[tfam],  # type: ignore[arg-type]
                             tuple(chains)))
+        if extra_nat and draw(st.integers(0, 2)) == 0:
+            extra = draw(_nat_table(tfam, ports, (prio, *nat_priorities)))
+            tables.insert(draw(st.sampled_from((len(tables) - 1, len(tables)))), extra)
         if draw(st.integers(0, 3)) == 0:
             tables.append(draw(_filter_table(tfam, ports, ids, filter_priorities)))
     return Ruleset(tuple(tables))
+
+
+@st.composite
+def _nat_table(draw: st.DrawFn, tfam: str, ports: tuple[int, ...], priorities: tuple[int, ...]) -> Table:
+    """A nat table beside the capture's: output and prerouting chains that redirect some ports."""
+    chains = []
+    for hook in ("output", "prerouting"):
+        rules = [Rule((_m("tcp", "dport", draw(st.sampled_from(ports))), Counter(),
+                       Redirect(draw(st.sampled_from(ports)))))
+                 for _ in range(draw(st.integers(0, 2)))]
+        chains.append(Chain(f"nat-{hook}", tuple(rules), HookSpec("nat", hook, draw(st.sampled_from(priorities)))))
+    return Table(tfam, "meshsolve-nat-x", tuple(chains))  # type: ignore[arg-type]
 
 
 @st.composite

@@ -7,8 +7,9 @@
    it, and puts the proxy's inbound source address (``::6``) on ``lo`` when it is not already local;
    installs exactly ``world.routing`` (``ip rule`` / ``ip route`` per family) in the pod,
 3. loads the world's rulesets with ``iptables-restore`` / ``ip6tables-restore`` inside the pod (text
-   from :mod:`meshsolve.iptables`), and its native nftables tables with Debian's ``nft -f`` (their
-   own text, a counter in every rule: :mod:`meshsolve.oracle.nft`),
+   from :mod:`meshsolve.iptables`), then its native nftables tables with Debian's ``nft -f`` (their
+   own text, a counter in every rule: :mod:`meshsolve.oracle.nft`) in ``Rulesets.nft_load_order``:
+   the registration order the model assumes for base chains of equal priority,
 4. makes the peer "the outside world": it owns its own address and every remote address the world
    names (service endpoints and VIPs that are not the pod's, DNAT targets, sample addresses of rule
    CIDRs, and each flow's destination when it is remote: local routes on the peer's ``lo``), and one
@@ -431,7 +432,7 @@ class KernelWorld:
             if text.strip():
                 run(self.pair.exec_argv(self.pair.pod, [tool]), input_text=text,
                     what=f"{tool} in the pod namespace (input:\n{text})")
-        tables = [t for rs in (self.world.rules.ipv4, self.world.rules.ipv6) for t in rs.nft]
+        tables = self.world.rules.nft_load_order()  # after iptables': the registration order the model assumes
         if tables:
             text = load_text(tables)
             run(self.pair.exec_argv(self.pair.pod, ["nft", "-f", "-"]), input_text=text,

@@ -241,9 +241,12 @@ class Run:
 
 def run_hook(d: Domain, env: Env, tr: Traverse, hook: Hook, run: Run, *, nat: bool,
              bind: Binding | None = None, on_nat: Callable[[Pkt, Decision], None] | None = None) -> Run:
-    """Run every stage of ``hook``, stopping at the first that ends the packet. ``nat``: the nat
-    chains are consulted (the first packet of a new connection); otherwise a nat stage applies the
-    connection's ``bind``ing, if any. Without connection tracking nat does nothing at all."""
+    """Run every stage of ``hook`` in kernel order, stopping at the first that ends the packet. The
+    nat stages (together, at the nat hook's place) are one nat hook: ``nat``: they are consulted
+    (the first packet of a new connection), each only while none before it bound the connection
+    (a NAT verdict); otherwise the nat hook applies the connection's ``bind``ing, if any. Without
+    connection tracking nat does nothing at all."""
+    bound: Any = None  # whether a nat stage of this hook bound the connection (None: no nat stage yet)
     for stage in env.stages(hook):
         if d.is_true(run.ended):
             break
@@ -251,10 +254,16 @@ def run_hook(d: Domain, env: Env, tr: Traverse, hook: Hook, run: Run, *, nat: bo
             if not env.conntrack:
                 continue
             if not nat:
-                if bind is not None:
+                if bind is not None and bound is None:
                     run = _apply_binding(d, run, stage, bind)
+                bound = True
                 continue
-        run = _stage(d, env, tr, stage, run, on_nat)
+            if bound is not None and d.is_true(bound):
+                continue
+            run, here = _stage(d, env, tr, stage, run, on_nat, skip=bound)
+            bound = here if bound is None else d.or_(bound, here)
+            continue
+        run, _ = _stage(d, env, tr, stage, run, on_nat)
     return run
 
 
@@ -271,7 +280,9 @@ def _apply_binding(d: Domain, run: Run, stage: Stage, bind: Binding) -> Run:
 
 
 def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
-           on_nat: Callable[[Pkt, Decision], None] | None) -> Run:
+           on_nat: Callable[[Pkt, Decision], None] | None, *, skip: Any = None) -> tuple[Run, Any]:
+    """One stage's traversal (left out where the run has ended or ``skip`` holds), and whether it
+    bound the connection (a NAT verdict at a nat stage)."""
     p = run.pkt
     view = attrs.evolve(p, before_ct=stage.before_conntrack)
     dec = tr(stage, view)
@@ -289,8 +300,8 @@ def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
                 d.ite(tp_here, dec.port, run.tp_port), rule=dec.rule, why=dec.reason,
                 tp_rule=dec.rule if d.is_true(tp_here) else run.tp_rule)
     if not d.symbolic:
-        return after
-    return merge_records(d, run.ended, run, after)
+        return after, nat_here
+    return merge_records(d, run.ended if skip is None else d.or_(run.ended, skip), run, after), nat_here
 
 
 # ------------------------------------------------------------------------------------------------
