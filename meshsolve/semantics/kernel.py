@@ -288,9 +288,33 @@ def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
     after = Run(new_pkt, ends, end, d.or_(run.tproxied, tp_here), d.ite(tp_here, dec.addr, run.tp_addr),
                 d.ite(tp_here, dec.port, run.tp_port), rule=dec.rule, why=dec.reason,
                 tp_rule=dec.rule if d.is_true(tp_here) else run.tp_rule)
+    if stage.hook == "OUTPUT" and stage.kind in ("nat", "mangle") and env.family == "ipv4":
+        after = _rerouted(d, env, p, after)
     if not d.symbolic:
         return after
     return merge_records(d, run.ended, run, after)
+
+
+def _rerouted(d: Domain, env: Env, before: Pkt, after: Run) -> Run:
+    """IPv4 routes a locally generated packet again right after the nat OUTPUT stage (and the
+    mangle one, a route chain) when the stage changed its destination address or mark. A loopback
+    source whose new route leads out of the pod cannot be routed: the packet is dropped right
+    there, and the stages after it (filter OUTPUT) never see it."""
+    q = after.pkt
+    changed = d.or_(d.not_(d.eq(q.dst, before.dst)), d.not_(d.eq(q.mark, before.mark)))
+    if d.is_false(changed):
+        return after
+    r = route(d, env, q.dst, q.mark)
+    stuck = d.and_(d.not_(after.ended), changed, is_loopback(d, env, q.src), d.not_(r.local), d.not_(r.fail))
+    if d.is_false(stuck):
+        return after
+    if d.is_true(stuck):
+        d.note("route", lambda: f"re-routed to {hostport(q.dst, q.dport)} from the loopback source {q.src}: "
+                                "the kernel drops it")
+        return attrs.evolve(after, ended=d.const(True), end=d.kind(FAILED), rule=None,
+                            why=_text(d, lambda: f"re-routed to {hostport(q.dst, q.dport)} from the loopback "
+                                                 f"source {q.src}: dropped by the kernel"))
+    return attrs.evolve(after, ended=d.or_(after.ended, stuck), end=d.ite(stuck, d.kind(FAILED), after.end))
 
 
 # ------------------------------------------------------------------------------------------------
