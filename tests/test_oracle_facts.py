@@ -199,9 +199,8 @@ def test_class03_destinations_connect_refuses_or_maps() -> None:
         local = got[Flow("any", "::ffff:192.0.2.10", 9003)].outcome
         assert isinstance(local, Delivered) and str(local.source) == POD4
         assert got[Flow("any", "::ffff:192.0.2.10", 9002)].outcome == Refused()
-        # the kernel alone (the interpreter disagrees: test_class03_zero_network_is_sent_with_a_default_route):
         # 0.0.0.0/8 is no connect() error when the default route covers it; the SYN is captured
-        zero = kw.run(Flow("any", "0.1.2.3", 9101))
+        zero = run(kw, [Flow("any", "0.1.2.3", 9101)])[Flow("any", "0.1.2.3", 9101)]
         assert zero.observed == ("out",) and isinstance(zero.outcome, Failed) and errno_of(zero.outcome) is None
 
 
@@ -236,18 +235,22 @@ def test_class03_unspecified_ipv6_address_means_loopback() -> None:
             run(kw, [Flow("any", "::", p) for p in (9001, 9002)])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "semantics: connect() to 0.0.0.0/8 fails with ENETUNREACH only when no route covers it (the lab "
-    "of test_fact03 has no default route); the pod's default route sends the SYN, the rules see it "
-    "and nobody answers. World: filter OUTPUT '-p tcp -d 0.0.0.0/8' (a counter) and nat OUTPUT '-p tcp "
-    "--dport 80 -m owner ! --uid-owner 1337 -j REDIRECT --to-ports 15001'; flow any -> 0.1.2.3:80: "
-    "interpreter Failed (ENETUNREACH), no side observed; kernel 'out', Failed without an errno (the "
-    "proxy's upstream got no answer); flow any -> 0.1.2.3:443: interpreter Failed (ENETUNREACH), "
-    "kernel Failed without an errno (no answer; filter::OUTPUT#1 counted the SYN)"))
 def test_class03_zero_network_is_sent_with_a_default_route() -> None:
+    """connect() to 0.0.0.0/8 (not 0.0.0.0) is no error when the pod's default route covers it: the
+    SYN meets the rules (the capture rule sends port 80 to the proxy, whose upstream is sent too)
+    and leaves the pod, and nobody answers it. ``LeavesPod`` is not proved, ``CaptureOutbound`` is
+    refuted with a witness the kernel really sends (port 443 is not captured)."""
     counter = "*filter\n-A OUTPUT -p tcp -d 0.0.0.0/8\nCOMMIT\n"
+    flows = [Flow("any", "0.1.2.3", 80), Flow("any", "0.1.2.3", 443)]
     with KernelWorld(world(counter + CAPTURE_9101.replace("9101", "80"))) as kw:
-        run(kw, [Flow("any", "0.1.2.3", 80), Flow("any", "0.1.2.3", 443)])
+        got = run(kw, flows)
+        for flow in flows:
+            res = got[flow]
+            assert isinstance(res.outcome, Failed) and errno_of(res.outcome) is None, res
+            assert hit(res, "filter", "OUTPUT", 1), res
+        assert got[flows[0]].observed == ("out",) and got[flows[1]].observed == ()
+        not_proved(kw, LeavesPod("any", "0.1.2.3", 443, sides=()), got)
+        assert isinstance(not_proved(kw, CaptureOutbound(), got), Refuted)
 
 
 def test_class03_leaving_the_pod_to_0_0_0_0_is_not_proved() -> None:

@@ -63,11 +63,8 @@ def test_ipv4_unspecified_destination_means_loopback() -> None:
     _agree(_world("ipv4", socks=(Socket("0.0.0.0", 9001),)), Flow("app", "0.0.0.0", 9001))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "semantics: connect() to 0.0.0.7 (0.0.0.0/8) does not fail with ENETUNREACH when the pod has a default "
-    "route: the SYN is sent (nat OUTPUT sees it and may redirect it to the proxy) and no answer comes; "
-    "the model fails it in connect()"))
 def test_zero_network_destination_is_sent() -> None:
+    """connect() to 0.0.0.7 (0.0.0.0/8) with the pod's default route: the SYN is sent, nobody answers."""
     _agree(_world("ipv4"), Flow("app", "0.0.0.7", 9001))
 
 

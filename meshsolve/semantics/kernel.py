@@ -15,13 +15,15 @@ Connections ("legs")
 A connection opened in the pod (an app, or the proxy)
     ``connect()`` first: a destination of 0.0.0.0 / ``::`` means loopback; multicast and broadcast
     destinations fail with ENETUNREACH, an IPv6 link-local one without a scope with EINVAL (the
-    table ``CONNECT_RULES``). The source is the bound one (the proxy's passthrough source) or the
-    kernel's choice: 127.0.0.1 for a 127/8 destination, ::1 for ::1, the destination itself for
+    table ``CONNECT_RULES``); a 0.0.0.0/8 destination is sent (the default route covers it) but no
+    host answers it (``UNANSWERED``). The source is the bound one (the proxy's passthrough source)
+    or the kernel's choice: 127.0.0.1 for a 127/8 destination, ::1 for ::1, the destination itself for
     another local IPv6 address, otherwise the pod IP. A source bound to a loopback address cannot
     reach a remote destination (EINVAL). OUTPUT runs with the output interface routed for the
     original destination (fixed for the whole hook, even after nat rewrote the destination); a
-    rewritten destination is routed again (a loopback source that now leads out of the pod is
-    dropped there); POSTROUTING sees the new route. A local destination re-enters through ``lo``:
+    rewritten destination is routed again (IPv4 does it right after the nat / mangle OUTPUT stage
+    that changed it: a loopback source that now leads out of the pod is dropped there, before
+    filter OUTPUT); POSTROUTING sees the new route. A local destination re-enters through ``lo``:
     PREROUTING and INPUT without nat (the connection's NAT binding exists). A remote one leaves the
     pod; it *completes* only when its source is an address the network can answer, i.e. the pod's
     address on its interface — a source that exists only on ``lo`` (``::6``) is never answered.
@@ -100,6 +102,7 @@ __all__ = [
     "OUTCOME_CODES",
     "REJECT",
     "TPROXY",
+    "UNANSWERED",
     "UNK",
     "Decision",
     "Effect",
@@ -133,7 +136,6 @@ NO_SOCKET = 0xFFFF
 CONNECT_RULES: dict[Family, tuple[tuple[IPNetwork, str], ...]] = {
     "ipv4": (
         (ipaddress.IPv4Network("0.0.0.0/32"), "loopback"),
-        (ipaddress.IPv4Network("0.0.0.0/8"), "ENETUNREACH"),
         (ipaddress.IPv4Network("224.0.0.0/4"), "ENETUNREACH"),
         (ipaddress.IPv4Network("255.255.255.255/32"), "ENETUNREACH"),
         (ipaddress.IPv4Network("127.255.255.255/32"), "ENETUNREACH"),
@@ -144,6 +146,13 @@ CONNECT_RULES: dict[Family, tuple[tuple[IPNetwork, str], ...]] = {
         (ipaddress.IPv6Network("fe80::/10"), "EINVAL"),
         (ipaddress.IPv6Network("::ffff:0:0/96"), "an IPv4 connection"),
     ),
+}
+# Destinations a SYN is sent to but that no host answers: 0.0.0.0/8 ("this network") is no connect()
+# error when a route covers it (the pod's default route does), yet every host and router drops a
+# packet to it as a martian, so the client waits in vain.
+UNANSWERED: dict[Family, tuple[IPNetwork, ...]] = {
+    "ipv4": (ipaddress.IPv4Network("0.0.0.0/8"),),
+    "ipv6": (),
 }
 
 
@@ -673,8 +682,11 @@ def _after_syn(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: 
             return Leg(d.kind(UNDET), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport,
                        why=_text(d, lambda: f"{hostport(p.dst, p.dport)} is not an address of the pod: forwarding "
                                             "is not modelled"))
-        # only the pod's interface address can be answered by a remote host
-        answered = d.eq(p.src, d.addr(env.pod_ip)) if env.pod_ip is not None else d.const(False)
+        # only the pod's interface address can be answered by a remote host, and no host answers
+        # a destination in UNANSWERED
+        from_pod = d.eq(p.src, d.addr(env.pod_ip)) if env.pod_ip is not None else d.const(False)
+        nobody = d.or_(*[d.in_net(p.dst, n) for n in UNANSWERED[env.family]])
+        answered = d.and_(from_pod, d.not_(nobody))
 
         def out() -> Leg:
             d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)}")
@@ -683,11 +695,17 @@ def _after_syn(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: 
                               Leg(d.kind(EGRESS), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport))
 
         def unanswerable() -> Leg:
-            d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)} from {p.src}, "
-                                    "an address only the pod's lo has: no answer can come back")
-            return Leg(d.kind(FAILED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport,
-                       why=_text(d, lambda: f"the source {p.src} exists only on lo: the remote host's answer "
-                                            "cannot come back"))
+            if d.is_true(nobody):
+                d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)}, an address "
+                                        "no host answers for: no answer comes back")
+                why = _text(d, lambda: f"no host answers for {p.dst}: the SYN leaves the pod and is dropped on "
+                                       "the way")
+            else:
+                d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)} from {p.src}, "
+                                        "an address only the pod's lo has: no answer can come back")
+                why = _text(d, lambda: f"the source {p.src} exists only on lo: the remote host's answer "
+                                       "cannot come back")
+            return Leg(d.kind(FAILED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport, why=why)
 
         return d.branch(answered, out, unanswerable)
 
