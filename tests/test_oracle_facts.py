@@ -357,16 +357,19 @@ def test_class07_conntrack_zones(name: str) -> None:
         not_proved(kw, Observation("peer", POD4, 9003, sides=("in",)), got)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "observed sides: with CT --zone 5 in raw PREROUTING and OUTPUT and nat PREROUTING '-p tcp --dport "
-    "9003 -j REDIRECT --to-ports 15006', flow peer -> 192.0.2.10:9003 (and [2001:db8::10]:9003): the "
-    "proxy accepts the connection on its inbound listener and, without SO_ORIGINAL_DST (ENOENT), "
-    "closes it: kernel 'in, refused'; interpreter 'refused' with no side observed (the semantics' "
-    "closed connection is not an observation, unlike a blackholed one)"))
 def test_class07_the_proxy_cannot_read_the_destination_in_a_zone() -> None:
+    """Both directions in zone 5: the REDIRECTed connection completes and the proxy's inbound side
+    accepts it (an observation), but SO_ORIGINAL_DST fails (ENOENT), so the proxy closes it: the
+    client is refused. Reachability and inbound capture of port 9003 are not proved; the solver's
+    observation of the inbound side is."""
+    flows = [Flow("peer", pod, 9003) for pod, _ in PODS]
     with KernelWorld(_zone_world("zone 5 both ways")) as kw:
-        got = run(kw, [Flow("peer", pod, 9003) for pod, _ in PODS])
-        assert all(r.outcome == Refused() for r in got.values())
+        got = run(kw, flows)
+        for flow in flows:
+            for res in (got[flow], interpret(kw.world, flow)):
+                assert res.outcome == Refused() and res.observed == ("in",), res
+        not_proved(kw, Reachable("peer", 9003), got)
+        proved(kw, Observation("peer", POD4, 9003, sides=("in",), delivered=False), flows[:1])
 
 
 # -------------------------------------------------------------------------------------------- class 8

@@ -54,7 +54,8 @@ The proxy
     outbound side (``out``), unless ``virtual_inbound_dispatch`` hands one whose original
     destination is a pod IP and an inbound port to the inbound side. Outbound: a service VIP:port
     goes to the chosen endpoint; anything else passes through to the original destination, or is
-    closed (``blackhole``). Inbound: to 127.0.0.1/::1 at the original port (``localhost``) or to the
+    closed (``blackhole``). A connection whose original destination the proxy cannot read
+    (``SO_ORIGINAL_DST`` looks only in conntrack zone 0) is accepted, then closed. Inbound: to 127.0.0.1/::1 at the original port (``localhost``) or to the
     original destination, from ``inbound_source_*`` when set. The proxy's connections carry its
     uid/gid. The same (side, original destination) seen twice in one flow is a loop; so is a flow
     longer than the hop bound.
@@ -498,7 +499,9 @@ class Leg:
     """How one connection (leg) ends: ``cls`` (DELIV/REFUSED/.../OUT/IN), the app socket index for
     DELIV, the original destination the proxy reads back for OUT/IN, the source the accepting socket
     sees, and the destination after NAT (where an egress goes). ``rule``/``why`` are the concrete
-    account of an ending (the deciding rule; why undetermined or failed)."""
+    account of an ending (the deciding rule; why undetermined or failed). ``blind``: the proxy
+    accepted the connection but cannot read its original destination (another conntrack zone), so
+    it closes it instead of opening an upstream."""
 
     cls: Any
     sock: Any
@@ -507,6 +510,7 @@ class Leg:
     seen_src: Any
     dst: Any
     dport: Any
+    blind: Any = False
     rule: Any = attrs.field(default=None, metadata=_META)
     why: Any = attrs.field(default=None, metadata=_META)
 
@@ -765,12 +769,10 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         def by_proxy() -> Leg:
             leg = _proxy_leg(d, env, side, p.dport, p, orig)
 
-            def blind() -> Leg:
+            def blind() -> Leg:  # the proxy accepted it (an observation) and closes it: proxy_upstream
                 d.note("proxy", lambda: f"the proxy cannot read the original destination: SO_ORIGINAL_DST looks "
                                         f"only in conntrack zone 0, this connection is in zone {p.zone}")
-                return Leg(d.kind(REFUSED), d.port(NO_SOCKET), leg.odst, leg.odport, leg.seen_src, leg.dst,
-                           leg.dport, why=_text(d, lambda: f"conntrack zone {p.zone}: the proxy cannot read the "
-                                                           "original destination and closes the connection"))
+                return attrs.evolve(leg, blind=d.const(True))
 
             return accepted(d.branch(d.eq(p.zone, 0), lambda: leg, blind))
 
@@ -946,7 +948,8 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
         if not d.symbolic and is_svc is True:
             chosen = (svc.name, endpoint, svc.endpoints[endpoint])
     service = d.or_(*any_svc)
-    closed = d.and_(d.not_(is_in), d.not_(service), d.const(p.outbound == "blackhole"))
+    blackhole = d.and_(d.not_(is_in), d.not_(service), d.const(p.outbound == "blackhole"))
+    closed = d.or_(leg.blind, blackhole)
     # inbound side: localhost at the original port, or the original destination
     loop = d.addr(env.loopback)
     if knobs.inbound_localhost is not None:
@@ -969,7 +972,9 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
         bound = is_in
     why = ""
     if not d.symbolic:
-        if is_in:
+        if leg.blind:
+            d.note("proxy", lambda: "the proxy has no original destination to forward to: it closes the connection")
+        elif is_in:
             via = f" from {src}" if bound else ""
             d.note("proxy", lambda: f"proxy inbound side: forwards to {hostport(dst, dport)}{via} "
                                     f"({p.inbound_endpoint})")
