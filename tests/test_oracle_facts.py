@@ -518,16 +518,22 @@ def test_class11_rules_on_the_reply_and_the_handshake_ack() -> None:
         not_proved(kw, Reachable("peer", 9003), got)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flow space: a client socket cannot have a source port a wildcard listener holds (bind() and the "
-    "kernel's own port choice both refuse it: EADDRINUSE); meshsolve's flows and the solver's "
-    "witnesses may use one. World: filter OUTPUT '-p tcp --sport 9001 -j DROP' (+ the INPUT rule), "
-    "app 'any' listening on 0.0.0.0:9001; flow any -> 127.0.0.1:9002 from source port 9001: "
-    "interpreter Dropped by filter::OUTPUT#1, kernel Failed (EADDRINUSE). check(Reachable('any', 9002, "
-    "dst='127.0.0.1')) has returned this witness (sport 9001) as well as a realisable one (sport 9003)"))
 def test_class11_a_source_port_a_listener_holds_is_no_witness() -> None:
+    """A client cannot bind a source port a listener of the pod holds (here the wildcard 9001 and
+    the proxy's 15001; 9002 only on loopback, so the pod IP's port 9002 is free): bind() fails
+    with EADDRINUSE, on the kernel and in the interpreter. Such a flow is outside every question's
+    scope, so the solver's witness for ``Reachable`` uses a port the kernel lets it bind."""
+    held = [Flow("any", lo, 9002, sport=p) for _, lo in PODS for p in (9001, 15001)]
+    free = [Flow("any", POD4, 9001, sport=9002), Flow("any", "127.0.0.1", 9002, sport=9003)]
     with KernelWorld(same(REPLY_RULES), ACK_CONFIG) as kw:
-        run(kw, [Flow("any", "127.0.0.1", 9002, sport=9001)])
+        got = run(kw, held + free)
+        for flow in held:
+            assert isinstance(got[flow].outcome, Failed) and errno_of(got[flow].outcome) == "EADDRINUSE", got[flow]
+        for flow in free:
+            assert errno_of(got[flow].outcome) is None, got[flow]
+        verdict = not_proved(kw, Reachable("any", 9002, dst="127.0.0.1"), got)
+        assert isinstance(verdict, Refuted)
+        assert errno_of(verdict.result.outcome) != "EADDRINUSE", verdict
 
 
 # ------------------------------------------------------------------------------------------- class 12

@@ -13,7 +13,8 @@ Connections ("legs")
     tables in each hook, come from ``meshsolve.model.path``.
 
 A connection opened in the pod (an app, or the proxy)
-    ``connect()`` first: a destination of 0.0.0.0 / ``::`` means loopback; multicast and broadcast
+    A client that binds its own source port fails with EADDRINUSE where a listener of the pod holds
+    that port. ``connect()`` first: a destination of 0.0.0.0 / ``::`` means loopback; multicast and broadcast
     destinations fail with ENETUNREACH, an IPv6 link-local one without a scope with EINVAL (the
     table ``CONNECT_RULES``); a 0.0.0.0/8 destination is sent (the default route covers it) but no
     host answers it (``UNANSWERED``). The source is the bound one (the proxy's passthrough source)
@@ -75,7 +76,7 @@ from meshsolve.model.path import Hook, Stage
 from meshsolve.model.routing import LOCAL_TABLE, MAIN_TABLE
 from meshsolve.model.world import Socket
 from meshsolve.semantics.domain import Domain, merge_records
-from meshsolve.semantics.env import Env, Pkt, SockView, is_local, is_loopback, lookup
+from meshsolve.semantics.env import Env, Pkt, SockView, is_local, is_loopback, lookup, port_held
 from meshsolve.semantics.tables import (
     CONT,
     DROP,
@@ -119,6 +120,7 @@ __all__ = [
     "match",
     "merge_decision",
     "run_flow",
+    "sport_held",
 ]
 
 _LO4 = ipaddress.IPv4Address("127.0.0.1")
@@ -588,6 +590,15 @@ def connect_dst(d: Domain, env: Env, dst: Any) -> Any:
     return dst
 
 
+def sport_held(d: Domain, env: Env, dst: Any, sport: Any, protocol: str = "tcp") -> Any:
+    """Whether a client in the pod that binds source port ``sport`` (0 / None: none, the kernel
+    picks) for a connection to ``dst`` fails with EADDRINUSE: a listener of the pod holds the port
+    on the source the kernel picks for ``dst``, or on a wildcard. Such a flow is no connection."""
+    if sport is None or protocol != "tcp":
+        return d.const(False)
+    return port_held(d, env, source_for(d, env, connect_dst(d, env, dst)), sport, protocol)
+
+
 def _rewritten(d: Domain) -> Callable[[Pkt, Decision], None]:
     def note(p: Pkt, dec: Decision) -> None:
         d.note("rewrite", lambda: f"dst {hostport(p.dst, p.dport)} -> {hostport(dec.addr, dec.port)}", dec.rule)
@@ -595,12 +606,24 @@ def _rewritten(d: Domain) -> Callable[[Pkt, Decision], None]:
     return note
 
 
-def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = False) -> Leg:
-    """A connection opened in the pod (see the module docstring)."""
+def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = False, binds: bool = False) -> Leg:
+    """A connection opened in the pod (see the module docstring). ``binds``: the client binds its
+    source port ``h.sport`` itself (a flow's first connection), which fails with EADDRINUSE where a
+    listener of the pod holds that port (``port_held``)."""
     if h.closed is not None and d.is_true(h.closed):
         return _end(d, env, REFUSED, h)
     if h.closed is not None and not d.is_false(h.closed):
         return merge_records(d, h.closed, _end(d, env, REFUSED, h), local_leg(d, env, tr, attrs.evolve(h, closed=None)))
+    if binds:
+        held = sport_held(d, env, h.dst, h.sport, h.protocol)
+        if not d.is_false(held):
+            def in_use() -> Leg:
+                d.note("open", lambda: f"{h.who} (uid {h.uid}, gid {h.gid}) binds source port {h.sport}: a listening "
+                                       "socket holds it, bind() fails (EADDRINUSE)")
+                return _end(d, env, FAILED, h, why=_text(d, lambda: f"bind() to source port {h.sport} fails "
+                                                                    "(EADDRINUSE): a listening socket holds it"))
+
+            return d.branch(held, in_use, lambda: local_leg(d, env, tr, h))
     errors = connect_error(d, env, h.dst)
     refused = d.or_(*[holds for holds, _ in errors])
     if not checked and not d.is_false(refused):
@@ -1058,7 +1081,7 @@ def run_flow(d: Domain, env: Env, tr: Traverse, first: First, *, hops: int, knob
                 return remote_leg(d, env, tr, h, d.addr(peer_ip))
 
             def local(h: Hop = hop) -> Leg:
-                return local_leg(d, env, tr, h)
+                return local_leg(d, env, tr, h, binds=True)
 
             if paths == "peer" or (paths == "any" and d.is_true(first.peer)):
                 leg = remote()
