@@ -56,10 +56,10 @@ The proxy
     destination is a pod IP and an inbound port to the inbound side. Outbound: a service VIP:port
     goes to the chosen endpoint; anything else passes through to the original destination, or is
     closed (``blackhole``). A connection whose original destination the proxy cannot read
-    (``SO_ORIGINAL_DST`` looks only in conntrack zone 0) is accepted, then closed. Inbound: to 127.0.0.1/::1 at the original port (``localhost``) or to the
-    original destination, from ``inbound_source_*`` when set. The proxy's connections carry its
-    uid/gid. The same (side, original destination) seen twice in one flow is a loop; so is a flow
-    longer than the hop bound.
+    (``SO_ORIGINAL_DST`` looks only in conntrack zone 0) is accepted, then closed. Inbound: to
+    127.0.0.1/::1 at the original port (``localhost``) or to the original destination, from
+    ``inbound_source_*`` when set. The proxy's connections carry its uid/gid. The same (side,
+    original destination) seen twice in one flow is a loop; so is a flow longer than the hop bound.
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
     after = Run(new_pkt, ends, end, d.or_(run.tproxied, tp_here), d.ite(tp_here, dec.addr, run.tp_addr),
                 d.ite(tp_here, dec.port, run.tp_port), rule=dec.rule, why=dec.reason,
                 tp_rule=dec.rule if d.is_true(tp_here) else run.tp_rule)
-    if stage.hook == "OUTPUT" and stage.kind in ("nat", "mangle") and env.family == "ipv4":
+    if stage.hook == "OUTPUT" and stage.nat and env.family == "ipv4":
         after = _rerouted(d, env, p, after)
     if not d.symbolic:
         return after
@@ -308,12 +308,14 @@ def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
 
 
 def _rerouted(d: Domain, env: Env, before: Pkt, after: Run) -> Run:
-    """IPv4 routes a locally generated packet again right after the nat OUTPUT stage (and the
-    mangle one, a route chain) when the stage changed its destination address or mark. A loopback
-    source whose new route leads out of the pod cannot be routed: the packet is dropped right
-    there, and the stages after it (filter OUTPUT) never see it."""
+    """IPv4 routes a locally generated packet again right after the nat OUTPUT stage when the stage
+    changed its destination address. A loopback source whose new route leads out of the pod cannot
+    be routed: the packet is dropped right there, and the stages after it (filter OUTPUT) never see
+    it. (The mangle stage's re-route after a mark change is taken after the hook, with the rest of
+    the re-route in ``_send_local_routed``: following it per stage cost the TPROXY set-ups' proofs
+    several times their time.)"""
     q = after.pkt
-    changed = d.or_(d.not_(d.eq(q.dst, before.dst)), d.not_(d.eq(q.mark, before.mark)))
+    changed = d.not_(d.eq(q.dst, before.dst))
     if d.is_false(changed):
         return after
     r = route(d, env, q.dst, q.mark)

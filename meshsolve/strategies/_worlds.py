@@ -288,7 +288,8 @@ _SYN_EXTRAS: tuple[tuple[str, ...], ...] = (
 def world_palette(family: Family) -> Palette:
     """The values the extra rules of :func:`worlds` name (``WORLD_ADDRS``: the CIDRs capture rules
     use, the pod, loopback, the passthrough source, the VIP, the outside address, the peer; the app,
-    service and proxy ports; the ids of ``worlds``' apps; two marks), deciding only what the model
+    service and proxy ports; the ids of ``worlds``' apps; two marks; two conntrack zones for
+    ``CT --zone``), deciding only what the model
     decides (the flows are compared with the kernel outcome for outcome)."""
     a = WORLD_ADDRS[family]
     plen = _plen(family)
@@ -298,7 +299,7 @@ def world_palette(family: Family) -> Palette:
         ports=(*WORLD_APP_PORTS, WORLD_SERVICE_PORT, _OUTBOUND, _INBOUND),
         ranges=((9001, 9003), (9002, 9003), (_OUTBOUND, _INBOUND)),
         ids=tuple(str(i) for i in WORLD_IDS), marks=(0x539, 0x53A), masks=(0xFFFFFFFF, 0xFF),
-        ifaces=("lo", "eth0"), tcp_extras=_SYN_EXTRAS, protos=("tcp",), decided=True,
+        ifaces=("lo", "eth0"), tcp_extras=_SYN_EXTRAS, protos=("tcp",), decided=True, zones=(5, 6),
     )
 
 
@@ -390,7 +391,7 @@ def worlds(draw: st.DrawFn, families: tuple[Family, ...] = ("ipv4", "ipv6"), *, 
 
     Besides the capture rules, rules of every kind the model decides sit in every table at every
     hook a connection meets (``world_palette`` values: DNAT to loopback, port ranges, REJECT,
-    ``-m socket``, raw-table conntrack states, ``--tcp-flags``, TPROXY with its policy route and
+    ``-m socket``, raw-table conntrack states and ``CT --zone``, ``--tcp-flags``, TPROXY with its policy route and
     transparent listeners). ``extended`` also draws policy routing of its own, transparent
     listeners without TPROXY, the inbound side's original-source upstream and an upstream mark."""
     choices: list[tuple[Family, ...]] = [(f,) for f in families]
