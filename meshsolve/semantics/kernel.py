@@ -238,7 +238,9 @@ class Binding:
 @attrs.define
 class Run:
     """A packet on its way through a hook's stages: ``ended`` (a stage dropped, rejected or left it
-    undetermined: ``end`` says how), ``tproxied`` (a TPROXY verdict assigned it to ``tp_addr:tp_port``)."""
+    undetermined: ``end`` says how), ``tproxied`` (a TPROXY verdict assigned it to ``tp_addr:tp_port``);
+    ``stuck``: the re-route right after nat OUTPUT dropped it, where that is not decided while the
+    stages run (see ``_rerouted``)."""
 
     pkt: Pkt
     ended: Any
@@ -246,6 +248,7 @@ class Run:
     tproxied: Any
     tp_addr: Any
     tp_port: Any
+    stuck: Any = False
     rule: Any = attrs.field(default=None, metadata=_META)
     why: Any = attrs.field(default=None, metadata=_META)
     tp_rule: Any = attrs.field(default=None, metadata=_META)
@@ -298,7 +301,7 @@ def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
     ends = d.or_(d.eq(k, DROP), d.eq(k, REJECT), d.eq(k, UNK))
     end = d.ite(d.eq(k, DROP), d.kind(DROPPED), d.ite(d.eq(k, REJECT), d.kind(REJECTED), d.kind(UNDET)))
     after = Run(new_pkt, ends, end, d.or_(run.tproxied, tp_here), d.ite(tp_here, dec.addr, run.tp_addr),
-                d.ite(tp_here, dec.port, run.tp_port), rule=dec.rule, why=dec.reason,
+                d.ite(tp_here, dec.port, run.tp_port), run.stuck, rule=dec.rule, why=dec.reason,
                 tp_rule=dec.rule if d.is_true(tp_here) else run.tp_rule)
     if stage.hook == "OUTPUT" and stage.nat and env.family == "ipv4":
         after = _rerouted(d, env, p, after)
@@ -311,15 +314,17 @@ def _rerouted(d: Domain, env: Env, before: Pkt, after: Run) -> Run:
     """IPv4 routes a locally generated packet again right after the nat OUTPUT stage when the stage
     changed its destination address. A loopback source whose new route leads out of the pod cannot
     be routed: the packet is dropped right there, and the stages after it (filter OUTPUT) never see
-    it. (The mangle stage's re-route after a mark change is taken after the hook, with the rest of
-    the re-route in ``_send_local_routed``: following it per stage cost the TPROXY set-ups' proofs
-    several times their time.)"""
+    it. Where that is decided (the interpreter) the run ends here; where it is not (the solver), the
+    run goes on with ``stuck`` set, and ``_send_local_routed`` ends it as stuck after the hook,
+    whatever the later stages said: the same ending, without making every later stage's merge
+    depend on it (that made the TPROXY set-ups' proofs time out). (The mangle stage's re-route
+    after a mark change is taken after the hook, with the rest of the re-route.)"""
     q = after.pkt
-    changed = d.not_(d.eq(q.dst, before.dst))
-    if d.is_false(changed):
+    could = d.and_(d.not_(d.eq(q.dst, before.dst)), is_loopback(d, env, q.src))
+    if d.is_false(could):
         return after
     r = route(d, env, q.dst, q.mark)
-    stuck = d.and_(d.not_(after.ended), changed, is_loopback(d, env, q.src), d.not_(r.local), d.not_(r.fail))
+    stuck = d.and_(d.not_(after.ended), could, d.not_(r.local), d.not_(r.fail))
     if d.is_false(stuck):
         return after
     if d.is_true(stuck):
@@ -328,7 +333,7 @@ def _rerouted(d: Domain, env: Env, before: Pkt, after: Run) -> Run:
         return attrs.evolve(after, ended=d.const(True), end=d.kind(FAILED), rule=None,
                             why=_text(d, lambda: f"re-routed to {hostport(q.dst, q.dport)} from the loopback "
                                                  f"source {q.src}: dropped by the kernel"))
-    return attrs.evolve(after, ended=d.or_(after.ended, stuck), end=d.ite(stuck, d.kind(FAILED), after.end))
+    return attrs.evolve(after, stuck=d.or_(after.stuck, stuck))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -454,8 +459,9 @@ def _send_local_routed(d: Domain, env: Env, tr: Traverse, run: Run, r1: RouteRes
         return d.branch(out.ended, lambda: _journey(d, out, d.const(False)),
                         lambda: d.branch(r2.local, back_in, leaves))
 
-    return d.branch(run.ended, lambda: _journey(d, run, d.const(False)),
-                    lambda: d.branch(d.and_(d.not_(r2.fail), strand), stranded, onward))
+    # a run ``stuck`` at the re-route right after nat ends so, whatever the stages after nat said
+    return d.branch(d.and_(run.ended, d.not_(run.stuck)), lambda: _journey(d, run, d.const(False)),
+                    lambda: d.branch(d.or_(run.stuck, d.and_(d.not_(r2.fail), strand)), stranded, onward))
 
 
 def send_remote(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind: Binding | None = None,
