@@ -9,10 +9,10 @@ A first packet is the SYN of a connection (flags ``SYN``). Conntrack state: befo
 looked the packet up (``raw``) a first packet has no entry and shows ``INVALID``, unless it carries
 the entry of its OUTPUT pass (the loopback re-entry: ``NEW``); after, ``NEW``, plus ``DNAT`` once nat
 rewrote its destination. ``-m connmark`` (negated too) and ``CONNMARK`` need an entry to read:
-they never act in ``raw`` on a packet without one (``has_entry``). ``-m owner`` sees the socket of the process that opened the connection; a
-packet without a local socket matches only an all-negated owner match, as ``xt_owner`` does. A
-match the model cannot decide is ``opaque`` in the domain (undetermined for the interpreter, a free
-choice for the solver).
+they never act in ``raw`` on a packet without one (``has_entry``). ``-m owner`` sees the socket of
+the process that opened the connection; a packet without a local socket matches only an
+all-negated owner match, as ``xt_owner`` does. A match the model cannot decide is ``opaque`` in the
+domain (undetermined for the interpreter, a free choice for the solver).
 """
 
 from __future__ import annotations
