@@ -385,6 +385,8 @@ def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int
     s = configure(z3.SolverFor("QF_BV"), timeout_ms, rlimit)
     s.add(*ea.constraints, *eb.constraints)
     s.add(*_scope(scope, world_a, ea, h0, client))
+    if scope.client != "peer":  # a connection in both worlds: no source port either one's listeners hold
+        s.add(z3.Not(K.sport_held(eb.ctx.d, eb.ctx.env, h0.dst, h0.sport)))
     s.add(differ)
     r = run_check(s)
     opaque = tuple(why for why, _ in (*ea.ctx.opaque, *eb.ctx.opaque))
