@@ -787,7 +787,11 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
 
     def lookup_socket() -> Leg:
         cls, idx, owner, _sk = lookup(d, env, p.dst, p.dport, p.protocol)
-        side = _side_for(d, env, cls, orig[0], orig[1])
+        # the original destination as the proxy reads it: SO_ORIGINAL_DST looks only in conntrack zone
+        # 0; without it the proxy has only its own local address (which its dispatch then goes by)
+        readable = d.eq(p.zone, 0)
+        known = (d.ite(readable, orig[0], p.dst), d.ite(readable, orig[1], p.dport))
+        side = _side_for(d, env, cls, known[0], known[1])
         proxied = d.or_(d.eq(side, OUT), d.eq(side, IN))
         # the proxy's sockets (its capture listeners and its own) carry its mark
         owned = d.or_(proxied, *[d.eq(idx, i) for i, (who, _s) in enumerate(env.sockets) if who == "proxy"])
@@ -798,14 +802,14 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
             return _handshake(d, env, tr, j, c, orig, server, leg)
 
         def by_proxy() -> Leg:
-            leg = _proxy_leg(d, env, side, p.dport, p, orig)
+            leg = _proxy_leg(d, env, side, p.dport, p, known)
 
             def blind() -> Leg:  # the proxy accepted it (an observation) and closes it: proxy_upstream
                 d.note("proxy", lambda: f"the proxy cannot read the original destination: SO_ORIGINAL_DST looks "
                                         f"only in conntrack zone 0, this connection is in zone {p.zone}")
                 return attrs.evolve(leg, blind=d.const(True))
 
-            return accepted(d.branch(d.eq(p.zone, 0), lambda: leg, blind))
+            return accepted(d.branch(readable, lambda: leg, blind))
 
         def by_socket() -> Leg:
             def delivered() -> Leg:
