@@ -394,6 +394,23 @@ def test_class07_the_proxy_cannot_read_the_destination_in_a_zone() -> None:
         proved(kw, Observation("peer", POD4, 9003, sides=("in",), delivered=False), flows[:1])
 
 
+def test_class07_a_blind_proxy_dispatches_by_its_own_address() -> None:
+    """Zone 5 both ways, the peer's connection REDIRECTed to the outbound listener with the 1.0-1.2
+    virtual inbound dispatch for port 9003: without SO_ORIGINAL_DST the proxy has only its local
+    address (port 15001, not an inbound port), so the outbound side takes it, then closes it. (Found by the kernel
+    campaign: the model dispatched by the destination the proxy could not read.)"""
+    raw = "*raw\n-A PREROUTING -p tcp -j CT --zone 5\n-A OUTPUT -p tcp -j CT --zone 5\nCOMMIT\n"
+    nat = "*nat\n-A PREROUTING -p tcp --dport 9003 -j REDIRECT --to-ports 15001\nCOMMIT\n"
+    w = same(raw + nat)
+    w = attrs.evolve(w, proxy=attrs.evolve(w.proxy, virtual_inbound_dispatch=True, inbound_ports=(9003,)))
+    flows = [Flow("peer", pod, 9003) for pod, _ in PODS]
+    with KernelWorld(w) as kw:
+        got = run(kw, flows)
+        for flow in flows:
+            assert got[flow].outcome == Refused() and got[flow].observed == ("out",), got[flow]
+        not_proved(kw, Observation("peer", POD4, 9003, sides=("in",), delivered=False), got)
+
+
 # -------------------------------------------------------------------------------------------- class 8
 @attrs.frozen
 class _Unchecked(World):
