@@ -154,3 +154,18 @@ def test_a_later_packet_in_another_zone_meets_nat() -> None:
     tables = (Table("raw", (Chain("OUTPUT", (Rule((TCP, PortMatch("tcp", dport=9001)), CtTarget(5)),), "ACCEPT"),)),
               Table("nat", (Chain("PREROUTING", (Rule((TCP,), Accept()),), "ACCEPT"),)))
     _agree(_world("ipv4", tables, socks=(Socket("0.0.0.0", 9001),)), Flow("app", "127.0.0.1", 9001))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "semantics: nat PREROUTING REDIRECTs the peer's connection to port 9002 to the inbound listener; "
+    "mangle PREROUTING '-p tcp -m socket --nowildcard --dport 9002 -j DROP' meets the handshake's ACK "
+    "(still to port 9002 there, before nat): the kernel's socket lookup does not find the connection's "
+    "socket for it, so the ACK passes and the proxy accepts ('in', then refused: nothing listens on "
+    "9002); the model finds the socket and drops the ACK. IPv4 and IPv6 alike"))
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_socket_match_on_the_ack_of_a_redirected_connection(family: str) -> None:
+    mangle = Table("mangle", (Chain("PREROUTING", (Rule((TCP, SocketMatch(("--nowildcard",)), PortMatch("tcp", dport=9002)),
+                                                         Drop()),), "ACCEPT"),))
+    nat = Table("nat", (Chain("PREROUTING", (Rule((TCP, PortMatch("tcp", dport=9002)), Redirect(15006)),), "ACCEPT"),))
+    pod = "192.0.2.10" if family == "ipv4" else "2001:db8::10"
+    _agree(_world(family, (mangle, nat)), Flow("peer", pod, 9002))
