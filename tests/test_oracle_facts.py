@@ -285,10 +285,11 @@ def test_class04_connmark_needs_an_entry() -> None:
     """``-m connmark`` reads the packet's conntrack entry: in raw a first packet has none, so even
     ``! --mark 0x1`` does not match (raw OUTPUT, and raw PREROUTING for the peer's SYN); the
     loopback re-entry carries its entry, and a ``CT --zone`` target gives a template (mark 0), and
-    there it matches. (Found by the kernel campaign once it drew CT zones: a raw OUTPUT
+    there it matches; the template's state is NEW, not INVALID. (Found by the kernel campaign once it drew CT zones: a raw OUTPUT
     ``-m connmark ! --mark ... -j CT --zone 6`` never fires.)"""
     rules = ("*raw\n-A OUTPUT -p tcp --dport 9001 -m connmark ! --mark 0x1 -j DROP\n"
              "-A OUTPUT -p tcp --dport 9003 -j CT --zone 5\n"
+             "-A OUTPUT -p tcp --dport 9003 -m state --state INVALID -j DROP\n"
              "-A OUTPUT -p tcp --dport 9003 -m connmark ! --mark 0x1 -j DROP\n"
              "-A PREROUTING -p tcp --dport 9002 -m connmark ! --mark 0x1 -j DROP\nCOMMIT\n")
     flows = [f for pod, lo in PODS for f in (Flow("any", pod, 9001), Flow("peer", pod, 9001), Flow("any", lo, 9002),
@@ -299,7 +300,7 @@ def test_class04_connmark_needs_an_entry() -> None:
             for flow in (Flow("any", pod, 9001), Flow("peer", pod, 9001), Flow("peer", pod, 9003)):
                 assert isinstance(got[flow].outcome, Delivered), got[flow]
             assert got[Flow("any", lo, 9002)].outcome == Dropped(RuleRef("raw", "PREROUTING", 1))
-            assert got[Flow("any", pod, 9003)].outcome == Dropped(RuleRef("raw", "OUTPUT", 3))
+            assert got[Flow("any", pod, 9003)].outcome == Dropped(RuleRef("raw", "OUTPUT", 4))
         not_proved(kw, Reachable("any", 9003), got)
 
 

@@ -245,11 +245,14 @@ def has_entry(d: Domain, p: Pkt) -> Any:
 
 def ct_states(d: Domain, p: Pkt) -> dict[str, Any]:
     """The conntrack states a packet shows at the current stage: none looked up yet (before
-    conntrack, without the entry of an earlier pass): ``INVALID``; else its state, plus ``DNAT`` —
+    conntrack, without the entry of an earlier pass): ``INVALID``, or ``NEW`` after a ``CT --zone``
+    target gave it a template; else its state, plus ``DNAT`` —
     unless a later packet was looked up in another zone than its connection's, where conntrack finds
     nothing it belongs to (``INVALID``)."""
     if p.before_ct and not p.entry:
-        return {"INVALID": d.const(True)}
+        # a CT target's template (a zone) is conntrack's NEW already; nothing at all is INVALID
+        template = d.not_(d.eq(p.zone, 0))
+        return {"INVALID": d.not_(template), "NEW": template}
     found = found_in_zone(d, p)
     return {p.state: found, "INVALID": d.not_(found), "DNAT": d.and_(found, p.natted)}
 
