@@ -294,6 +294,9 @@ def flow_in_scope(world: World, scope: Scope, flow: Flow) -> bool:
             return False
     if scope.vip_only and world.service_at(flow.dst, flow.dport) is None:
         return False
+    if flow.client != "peer" and flow.sport is not None and world.pod_ip(scope.family) is not None \
+            and K.sport_held(Concrete(), K.Env.of(world, scope.family), flow.dst, flow.sport, flow.protocol) is True:
+        return False  # bind() to that source port fails (EADDRINUSE): not a connection
     return _in_scope_dst(flow.dst, scope, world) and _in_scope_port(flow.dport, scope)
 
 

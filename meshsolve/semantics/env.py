@@ -24,7 +24,7 @@ from meshsolve.model.path import Hook, Stage
 from meshsolve.model.world import Socket, World
 from meshsolve.semantics.domain import Domain
 
-__all__ = ["EPHEMERAL", "Env", "Pkt", "SockView", "is_local", "is_loopback", "lookup"]
+__all__ = ["EPHEMERAL", "Env", "Pkt", "SockView", "is_local", "is_loopback", "lookup", "port_held"]
 
 _LO4 = ipaddress.IPv4Address("127.0.0.1")
 _LO6 = ipaddress.IPv6Address("::1")
@@ -219,4 +219,25 @@ def lookup(d: Domain, env: Env, dst: Any, dport: Any, protocol: str = "tcp") -> 
                 break
     return cls, idx, owner, SockView(d.not_(d.eq(cls, REFUSED)), wild, transp)
 
+
+def port_held(d: Domain, env: Env, src: Any, sport: Any, protocol: str = "tcp") -> Any:
+    """Whether a client socket of the pod cannot bind ``src:sport`` because a listening socket holds
+    it (``bind()`` fails with EADDRINUSE): a listener on that port bound to ``src`` itself or to a
+    wildcard that covers ``src``'s family (``0.0.0.0`` for IPv4, ``::`` for IPv6 and, without
+    V6ONLY, IPv4 too); the proxy's capture listeners are such wildcards. ``sport`` 0 (or None) is no
+    bind: the kernel picks a free port. The client is taken to set no SO_REUSEPORT."""
+    if sport is None or protocol != "tcp":
+        return d.const(False)
+    fam = env.family
+    held: list[Any] = []
+    for _owner, s in env.sockets:
+        b = s.bind
+        if b.is_unspecified:
+            if (b.version == 4 and fam != "ipv4") or (b.version == 6 and fam == "ipv4" and s.v6only):
+                continue
+            held.append(d.eq(sport, d.port(s.port)))
+        elif (b.version == 4) == (fam == "ipv4"):
+            held.append(d.and_(d.eq(sport, d.port(s.port)), d.eq(src, d.addr(b))))
+    held += [d.eq(sport, d.port(port)) for port, _side in env.listeners()]
+    return d.and_(d.not_(d.eq(sport, d.port(0))), d.or_(*held))
 

@@ -13,15 +13,18 @@ Connections ("legs")
     tables in each hook, come from ``meshsolve.model.path``.
 
 A connection opened in the pod (an app, or the proxy)
-    ``connect()`` first: a destination of 0.0.0.0 / ``::`` means loopback; multicast and broadcast
+    A client that binds its own source port fails with EADDRINUSE where a listener of the pod holds
+    that port. ``connect()`` first: a destination of 0.0.0.0 / ``::`` means loopback; multicast and broadcast
     destinations fail with ENETUNREACH, an IPv6 link-local one without a scope with EINVAL (the
-    table ``CONNECT_RULES``). The source is the bound one (the proxy's passthrough source) or the
-    kernel's choice: 127.0.0.1 for a 127/8 destination, ::1 for ::1, the destination itself for
+    table ``CONNECT_RULES``); a 0.0.0.0/8 destination is sent (the default route covers it) but no
+    host answers it (``UNANSWERED``). The source is the bound one (the proxy's passthrough source)
+    or the kernel's choice: 127.0.0.1 for a 127/8 destination, ::1 for ::1, the destination itself for
     another local IPv6 address, otherwise the pod IP. A source bound to a loopback address cannot
     reach a remote destination (EINVAL). OUTPUT runs with the output interface routed for the
     original destination (fixed for the whole hook, even after nat rewrote the destination); a
-    rewritten destination is routed again (a loopback source that now leads out of the pod is
-    dropped there); POSTROUTING sees the new route. A local destination re-enters through ``lo``:
+    rewritten destination is routed again (IPv4 does it right after the nat / mangle OUTPUT stage
+    that changed it: a loopback source that now leads out of the pod is dropped there, before
+    filter OUTPUT); POSTROUTING sees the new route. A local destination re-enters through ``lo``:
     PREROUTING and INPUT without nat (the connection's NAT binding exists). A remote one leaves the
     pod; it *completes* only when its source is an address the network can answer, i.e. the pod's
     address on its interface — a source that exists only on ``lo`` (``::6``) is never answered.
@@ -52,10 +55,11 @@ The proxy
     outbound side (``out``), unless ``virtual_inbound_dispatch`` hands one whose original
     destination is a pod IP and an inbound port to the inbound side. Outbound: a service VIP:port
     goes to the chosen endpoint; anything else passes through to the original destination, or is
-    closed (``blackhole``). Inbound: to 127.0.0.1/::1 at the original port (``localhost``) or to the
-    original destination, from ``inbound_source_*`` when set. The proxy's connections carry its
-    uid/gid. The same (side, original destination) seen twice in one flow is a loop; so is a flow
-    longer than the hop bound.
+    closed (``blackhole``). A connection whose original destination the proxy cannot read
+    (``SO_ORIGINAL_DST`` looks only in conntrack zone 0) is accepted, then closed. Inbound: to
+    127.0.0.1/::1 at the original port (``localhost``) or to the original destination, from
+    ``inbound_source_*`` when set. The proxy's connections carry its uid/gid. The same (side,
+    original destination) seen twice in one flow is a loop; so is a flow longer than the hop bound.
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ from meshsolve.model.path import Hook, Stage
 from meshsolve.model.routing import LOCAL_TABLE, MAIN_TABLE
 from meshsolve.model.world import Socket
 from meshsolve.semantics.domain import Domain, merge_records
-from meshsolve.semantics.env import Env, Pkt, SockView, is_local, is_loopback, lookup
+from meshsolve.semantics.env import Env, Pkt, SockView, is_local, is_loopback, lookup, port_held
 from meshsolve.semantics.tables import (
     CONT,
     DROP,
@@ -100,6 +104,7 @@ __all__ = [
     "OUTCOME_CODES",
     "REJECT",
     "TPROXY",
+    "UNANSWERED",
     "UNK",
     "Decision",
     "Effect",
@@ -115,6 +120,7 @@ __all__ = [
     "match",
     "merge_decision",
     "run_flow",
+    "sport_held",
 ]
 
 _LO4 = ipaddress.IPv4Address("127.0.0.1")
@@ -133,7 +139,6 @@ NO_SOCKET = 0xFFFF
 CONNECT_RULES: dict[Family, tuple[tuple[IPNetwork, str], ...]] = {
     "ipv4": (
         (ipaddress.IPv4Network("0.0.0.0/32"), "loopback"),
-        (ipaddress.IPv4Network("0.0.0.0/8"), "ENETUNREACH"),
         (ipaddress.IPv4Network("224.0.0.0/4"), "ENETUNREACH"),
         (ipaddress.IPv4Network("255.255.255.255/32"), "ENETUNREACH"),
         (ipaddress.IPv4Network("127.255.255.255/32"), "ENETUNREACH"),
@@ -144,6 +149,13 @@ CONNECT_RULES: dict[Family, tuple[tuple[IPNetwork, str], ...]] = {
         (ipaddress.IPv6Network("fe80::/10"), "EINVAL"),
         (ipaddress.IPv6Network("::ffff:0:0/96"), "an IPv4 connection"),
     ),
+}
+# Destinations a SYN is sent to but that no host answers: 0.0.0.0/8 ("this network") is no connect()
+# error when a route covers it (the pod's default route does), yet every host and router drops a
+# packet to it as a martian, so the client waits in vain.
+UNANSWERED: dict[Family, tuple[IPNetwork, ...]] = {
+    "ipv4": (ipaddress.IPv4Network("0.0.0.0/8"),),
+    "ipv6": (),
 }
 
 
@@ -226,7 +238,9 @@ class Binding:
 @attrs.define
 class Run:
     """A packet on its way through a hook's stages: ``ended`` (a stage dropped, rejected or left it
-    undetermined: ``end`` says how), ``tproxied`` (a TPROXY verdict assigned it to ``tp_addr:tp_port``)."""
+    undetermined: ``end`` says how), ``tproxied`` (a TPROXY verdict assigned it to ``tp_addr:tp_port``);
+    ``stuck``: the re-route right after nat OUTPUT dropped it, where that is not decided while the
+    stages run (see ``_rerouted``)."""
 
     pkt: Pkt
     ended: Any
@@ -234,6 +248,7 @@ class Run:
     tproxied: Any
     tp_addr: Any
     tp_port: Any
+    stuck: Any = False
     rule: Any = attrs.field(default=None, metadata=_META)
     why: Any = attrs.field(default=None, metadata=_META)
     tp_rule: Any = attrs.field(default=None, metadata=_META)
@@ -297,11 +312,39 @@ def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
     ends = d.or_(d.eq(k, DROP), d.eq(k, REJECT), d.eq(k, UNK))
     end = d.ite(d.eq(k, DROP), d.kind(DROPPED), d.ite(d.eq(k, REJECT), d.kind(REJECTED), d.kind(UNDET)))
     after = Run(new_pkt, ends, end, d.or_(run.tproxied, tp_here), d.ite(tp_here, dec.addr, run.tp_addr),
-                d.ite(tp_here, dec.port, run.tp_port), rule=dec.rule, why=dec.reason,
+                d.ite(tp_here, dec.port, run.tp_port), run.stuck, rule=dec.rule, why=dec.reason,
                 tp_rule=dec.rule if d.is_true(tp_here) else run.tp_rule)
+    if stage.hook == "OUTPUT" and stage.nat and env.family == "ipv4":
+        after = _rerouted(d, env, p, after)
     if not d.symbolic:
         return after, nat_here
     return merge_records(d, run.ended if skip is None else d.or_(run.ended, skip), run, after), nat_here
+
+
+def _rerouted(d: Domain, env: Env, before: Pkt, after: Run) -> Run:
+    """IPv4 routes a locally generated packet again right after the nat OUTPUT stage when the stage
+    changed its destination address. A loopback source whose new route leads out of the pod cannot
+    be routed: the packet is dropped right there, and the stages after it (filter OUTPUT) never see
+    it. Where that is decided (the interpreter) the run ends here; where it is not (the solver), the
+    run goes on with ``stuck`` set, and ``_send_local_routed`` ends it as stuck after the hook,
+    whatever the later stages said: the same ending, without making every later stage's merge
+    depend on it (that made the TPROXY set-ups' proofs time out). (The mangle stage's re-route
+    after a mark change is taken after the hook, with the rest of the re-route.)"""
+    q = after.pkt
+    could = d.and_(d.not_(d.eq(q.dst, before.dst)), is_loopback(d, env, q.src))
+    if d.is_false(could):
+        return after
+    r = route(d, env, q.dst, q.mark)
+    stuck = d.and_(d.not_(after.ended), could, d.not_(r.local), d.not_(r.fail))
+    if d.is_false(stuck):
+        return after
+    if d.is_true(stuck):
+        d.note("route", lambda: f"re-routed to {hostport(q.dst, q.dport)} from the loopback source {q.src}: "
+                                "the kernel drops it")
+        return attrs.evolve(after, ended=d.const(True), end=d.kind(FAILED), rule=None,
+                            why=_text(d, lambda: f"re-routed to {hostport(q.dst, q.dport)} from the loopback "
+                                                 f"source {q.src}: dropped by the kernel"))
+    return attrs.evolve(after, stuck=d.or_(after.stuck, stuck))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -427,8 +470,9 @@ def _send_local_routed(d: Domain, env: Env, tr: Traverse, run: Run, r1: RouteRes
         return d.branch(out.ended, lambda: _journey(d, out, d.const(False)),
                         lambda: d.branch(r2.local, back_in, leaves))
 
-    return d.branch(run.ended, lambda: _journey(d, run, d.const(False)),
-                    lambda: d.branch(d.and_(d.not_(r2.fail), strand), stranded, onward))
+    # a run ``stuck`` at the re-route right after nat ends so, whatever the stages after nat said
+    return d.branch(d.and_(run.ended, d.not_(run.stuck)), lambda: _journey(d, run, d.const(False)),
+                    lambda: d.branch(d.or_(run.stuck, d.and_(d.not_(r2.fail), strand)), stranded, onward))
 
 
 def send_remote(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind: Binding | None = None,
@@ -476,7 +520,9 @@ class Leg:
     """How one connection (leg) ends: ``cls`` (DELIV/REFUSED/.../OUT/IN), the app socket index for
     DELIV, the original destination the proxy reads back for OUT/IN, the source the accepting socket
     sees, and the destination after NAT (where an egress goes). ``rule``/``why`` are the concrete
-    account of an ending (the deciding rule; why undetermined or failed)."""
+    account of an ending (the deciding rule; why undetermined or failed). ``blind``: the proxy
+    accepted the connection but cannot read its original destination (another conntrack zone), so
+    it closes it instead of opening an upstream."""
 
     cls: Any
     sock: Any
@@ -485,6 +531,7 @@ class Leg:
     seen_src: Any
     dst: Any
     dport: Any
+    blind: Any = False
     rule: Any = attrs.field(default=None, metadata=_META)
     why: Any = attrs.field(default=None, metadata=_META)
 
@@ -562,6 +609,15 @@ def connect_dst(d: Domain, env: Env, dst: Any) -> Any:
     return dst
 
 
+def sport_held(d: Domain, env: Env, dst: Any, sport: Any, protocol: str = "tcp") -> Any:
+    """Whether a client in the pod that binds source port ``sport`` (0 / None: none, the kernel
+    picks) for a connection to ``dst`` fails with EADDRINUSE: a listener of the pod holds the port
+    on the source the kernel picks for ``dst``, or on a wildcard. Such a flow is no connection."""
+    if sport is None or protocol != "tcp":
+        return d.const(False)
+    return port_held(d, env, source_for(d, env, connect_dst(d, env, dst)), sport, protocol)
+
+
 def _rewritten(d: Domain) -> Callable[[Pkt, Decision], None]:
     def note(p: Pkt, dec: Decision) -> None:
         d.note("rewrite", lambda: f"dst {hostport(p.dst, p.dport)} -> {hostport(dec.addr, dec.port)}", dec.rule)
@@ -569,12 +625,24 @@ def _rewritten(d: Domain) -> Callable[[Pkt, Decision], None]:
     return note
 
 
-def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = False) -> Leg:
-    """A connection opened in the pod (see the module docstring)."""
+def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = False, binds: bool = False) -> Leg:
+    """A connection opened in the pod (see the module docstring). ``binds``: the client binds its
+    source port ``h.sport`` itself (a flow's first connection), which fails with EADDRINUSE where a
+    listener of the pod holds that port (``port_held``)."""
     if h.closed is not None and d.is_true(h.closed):
         return _end(d, env, REFUSED, h)
     if h.closed is not None and not d.is_false(h.closed):
         return merge_records(d, h.closed, _end(d, env, REFUSED, h), local_leg(d, env, tr, attrs.evolve(h, closed=None)))
+    if binds:
+        held = sport_held(d, env, h.dst, h.sport, h.protocol)
+        if not d.is_false(held):
+            def in_use() -> Leg:
+                d.note("open", lambda: f"{h.who} (uid {h.uid}, gid {h.gid}) binds source port {h.sport}: a listening "
+                                       "socket holds it, bind() fails (EADDRINUSE)")
+                return _end(d, env, FAILED, h, why=_text(d, lambda: f"bind() to source port {h.sport} fails "
+                                                                    "(EADDRINUSE): a listening socket holds it"))
+
+            return d.branch(held, in_use, lambda: local_leg(d, env, tr, h))
     errors = connect_error(d, env, h.dst)
     refused = d.or_(*[holds for holds, _ in errors])
     if not checked and not d.is_false(refused):
@@ -660,8 +728,11 @@ def _after_syn(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: 
             return Leg(d.kind(UNDET), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport,
                        why=_text(d, lambda: f"{hostport(p.dst, p.dport)} is not an address of the pod: forwarding "
                                             "is not modelled"))
-        # only the pod's interface address can be answered by a remote host
-        answered = d.eq(p.src, d.addr(env.pod_ip)) if env.pod_ip is not None else d.const(False)
+        # only the pod's interface address can be answered by a remote host, and no host answers
+        # a destination in UNANSWERED
+        from_pod = d.eq(p.src, d.addr(env.pod_ip)) if env.pod_ip is not None else d.const(False)
+        nobody = d.or_(*[d.in_net(p.dst, n) for n in UNANSWERED[env.family]])
+        answered = d.and_(from_pod, d.not_(nobody))
 
         def out() -> Leg:
             d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)}")
@@ -670,11 +741,17 @@ def _after_syn(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: 
                               Leg(d.kind(EGRESS), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport))
 
         def unanswerable() -> Leg:
-            d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)} from {p.src}, "
-                                    "an address only the pod's lo has: no answer can come back")
-            return Leg(d.kind(FAILED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport,
-                       why=_text(d, lambda: f"the source {p.src} exists only on lo: the remote host's answer "
-                                            "cannot come back"))
+            if d.is_true(nobody):
+                d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)}, an address "
+                                        "no host answers for: no answer comes back")
+                why = _text(d, lambda: f"no host answers for {p.dst}: the SYN leaves the pod and is dropped on "
+                                       "the way")
+            else:
+                d.note("route", lambda: f"leaves through {env.iface} to {hostport(p.dst, p.dport)} from {p.src}, "
+                                        "an address only the pod's lo has: no answer can come back")
+                why = _text(d, lambda: f"the source {p.src} exists only on lo: the remote host's answer "
+                                       "cannot come back")
+            return Leg(d.kind(FAILED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport, why=why)
 
         return d.branch(answered, out, unanswerable)
 
@@ -721,7 +798,11 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
 
     def lookup_socket() -> Leg:
         cls, idx, owner, _sk = lookup(d, env, p.dst, p.dport, p.protocol)
-        side = _side_for(d, env, cls, orig[0], orig[1])
+        # the original destination as the proxy reads it: SO_ORIGINAL_DST looks only in conntrack zone
+        # 0; without it the proxy has only its own local address (which its dispatch then goes by)
+        readable = d.eq(p.zone, 0)
+        known = (d.ite(readable, orig[0], p.dst), d.ite(readable, orig[1], p.dport))
+        side = _side_for(d, env, cls, known[0], known[1])
         proxied = d.or_(d.eq(side, OUT), d.eq(side, IN))
         # the proxy's sockets (its capture listeners and its own) carry its mark
         owned = d.or_(proxied, *[d.eq(idx, i) for i, (who, _s) in enumerate(env.sockets) if who == "proxy"])
@@ -732,16 +813,14 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
             return _handshake(d, env, tr, j, c, orig, server, leg)
 
         def by_proxy() -> Leg:
-            leg = _proxy_leg(d, env, side, p.dport, p, orig)
+            leg = _proxy_leg(d, env, side, p.dport, p, known)
 
-            def blind() -> Leg:
+            def blind() -> Leg:  # the proxy accepted it (an observation) and closes it: proxy_upstream
                 d.note("proxy", lambda: f"the proxy cannot read the original destination: SO_ORIGINAL_DST looks "
                                         f"only in conntrack zone 0, this connection is in zone {p.zone}")
-                return Leg(d.kind(REFUSED), d.port(NO_SOCKET), leg.odst, leg.odport, leg.seen_src, leg.dst,
-                           leg.dport, why=_text(d, lambda: f"conntrack zone {p.zone}: the proxy cannot read the "
-                                                           "original destination and closes the connection"))
+                return attrs.evolve(leg, blind=d.const(True))
 
-            return accepted(d.branch(d.eq(p.zone, 0), lambda: leg, blind))
+            return accepted(d.branch(readable, lambda: leg, blind))
 
         def by_socket() -> Leg:
             def delivered() -> Leg:
@@ -915,7 +994,8 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
         if not d.symbolic and is_svc is True:
             chosen = (svc.name, endpoint, svc.endpoints[endpoint])
     service = d.or_(*any_svc)
-    closed = d.and_(d.not_(is_in), d.not_(service), d.const(p.outbound == "blackhole"))
+    blackhole = d.and_(d.not_(is_in), d.not_(service), d.const(p.outbound == "blackhole"))
+    closed = d.or_(leg.blind, blackhole)
     # inbound side: localhost at the original port, or the original destination
     loop = d.addr(env.loopback)
     if knobs.inbound_localhost is not None:
@@ -938,7 +1018,9 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
         bound = is_in
     why = ""
     if not d.symbolic:
-        if is_in:
+        if leg.blind:
+            d.note("proxy", lambda: "the proxy has no original destination to forward to: it closes the connection")
+        elif is_in:
             via = f" from {src}" if bound else ""
             d.note("proxy", lambda: f"proxy inbound side: forwards to {hostport(dst, dport)}{via} "
                                     f"({p.inbound_endpoint})")
@@ -1022,7 +1104,7 @@ def run_flow(d: Domain, env: Env, tr: Traverse, first: First, *, hops: int, knob
                 return remote_leg(d, env, tr, h, d.addr(peer_ip))
 
             def local(h: Hop = hop) -> Leg:
-                return local_leg(d, env, tr, h)
+                return local_leg(d, env, tr, h, binds=True)
 
             if paths == "peer" or (paths == "any" and d.is_true(first.peer)):
                 leg = remote()

@@ -8,12 +8,14 @@ functions over a domain (``meshsolve.semantics.domain``): the interpreter's chai
 A first packet is the SYN of a connection (flags ``SYN``). Conntrack state: before conntrack has
 looked the packet up (``raw``) a first packet has no entry and shows ``INVALID``, unless it carries
 the entry of its OUTPUT pass (the loopback re-entry: ``NEW``); after, ``NEW``, plus ``DNAT`` once nat
-rewrote its destination. ``-m owner`` sees the socket of the process that opened the connection; a
-packet without a local socket matches only an all-negated owner match, as ``xt_owner`` does; its
-ids come decoded from the model (``OwnerMatch.uid_range``), names resolved by the world. A match
-the model cannot decide is ``opaque`` in the domain (undetermined for the interpreter, a free
-choice for the solver), and a target it cannot decide ends the table undetermined: each such case
-is looked up in ``COARSENINGS`` (``meshsolve.model.kinds``), which must declare it.
+rewrote its destination. ``-m connmark`` (negated too) and ``CONNMARK`` need an entry to read:
+they never act in ``raw`` on a packet without one (``has_entry``). ``-m owner`` sees the socket of
+the process that opened the connection; a packet without a local socket matches only an
+all-negated owner match, as ``xt_owner`` does; its ids come decoded from the model
+(``OwnerMatch.uid_range``), names resolved by the world. A match the model cannot decide is
+``opaque`` in the domain (undetermined for the interpreter, a free choice for the solver), and a
+target it cannot decide ends the table undetermined: each such case is looked up in
+``COARSENINGS`` (``meshsolve.model.kinds``), which must declare it.
 """
 
 from __future__ import annotations
@@ -243,16 +245,30 @@ def _m_mark(d: Domain, m: MarkMatch, p: Pkt, env: Env) -> Any:
 
 
 def _m_connmark(d: Domain, m: ConnmarkMatch, p: Pkt, env: Env) -> Any:
-    return _neg(d, d.eq(p.ctmark & m.mask, d.u32(m.value & m.mask)), m.negated)
+    # without a conntrack entry the match fails, negated or not
+    return d.and_(has_entry(d, p), _neg(d, d.eq(p.ctmark & m.mask, d.u32(m.value & m.mask)), m.negated))
+
+
+def has_entry(d: Domain, p: Pkt) -> Any:
+    """Whether the packet carries a conntrack entry a connmark match or target can read: none before
+    conntrack looked it up (``raw``), unless it re-enters with its earlier pass's entry or a ``CT``
+    target of this pass gave it a template (a zone); after, unless conntrack found nothing
+    (``INVALID``: a later packet in another zone than its connection's)."""
+    if p.before_ct and not p.entry:
+        return d.not_(d.eq(p.zone, 0))
+    return found_in_zone(d, p)
 
 
 def ct_states(d: Domain, p: Pkt) -> dict[str, Any]:
     """The conntrack states a packet shows at the current stage: none looked up yet (before
-    conntrack, without the entry of an earlier pass): ``INVALID``; else its state, plus ``DNAT`` —
+    conntrack, without the entry of an earlier pass): ``INVALID``, or ``NEW`` after a ``CT --zone``
+    target gave it a template; else its state, plus ``DNAT`` —
     unless a later packet was looked up in another zone than its connection's, where conntrack finds
     nothing it belongs to (``INVALID``)."""
     if p.before_ct and not p.entry:
-        return {"INVALID": d.const(True)}
+        # a CT target's template (a zone) is conntrack's NEW already; nothing at all is INVALID
+        template = d.not_(d.eq(p.zone, 0))
+        return {"INVALID": d.not_(template), "NEW": template}
     found = found_in_zone(d, p)
     return {p.state: found, "INVALID": d.not_(found), "DNAT": d.and_(found, p.natted)}
 
@@ -396,7 +412,9 @@ def _m_socket_owner(d: Domain, m: SocketOwner, p: Pkt, env: Env) -> Any:
 def _m_mark_ranges(d: Domain, m: MarkRanges, p: Pkt, env: Env) -> Any:
     x = (p.mark if m.source == "meta" else p.ctmark) & m.mask
     hits = [d.eq(x, d.u32(lo)) if lo == hi else d.and_(_u32_ge(d, x, lo), _u32_le(d, x, hi)) for lo, hi in m.ranges]
-    return _neg(d, d.or_(*hits), m.negated)
+    if m.source == "meta":
+        return _neg(d, d.or_(*hits), m.negated)
+    return d.and_(has_entry(d, p), _neg(d, d.or_(*hits), m.negated))
 
 
 def _u32_ge(d: Domain, x: Any, v: int) -> Any:
@@ -572,13 +590,15 @@ def _t_setmark(d: Domain, t: SetMark, p: Pkt, env: Env, stage: Stage) -> Effect:
 
 
 def _t_connmark(d: Domain, t: ConnmarkTarget, p: Pkt, env: Env, stage: Stage) -> Effect:
+    """``CONNMARK``: without a conntrack entry (``has_entry``) it changes nothing."""
     if t.action == "save-mark":
-        return Effect("marks", mark=p.mark, ctmark=(p.ctmark & (~t.ctmask & _M32)) ^ (p.mark & t.nfmask),
-                      zone=p.zone)
-    if t.action == "restore-mark":
-        return Effect("marks", mark=(p.mark & (~t.nfmask & _M32)) ^ (p.ctmark & t.ctmask), ctmark=p.ctmark,
-                      zone=p.zone)
-    return Effect("marks", mark=p.mark, ctmark=(p.ctmark & (~t.mask & _M32)) ^ d.u32(t.value), zone=p.zone)
+        mark, ctmark = p.mark, (p.ctmark & (~t.ctmask & _M32)) ^ (p.mark & t.nfmask)
+    elif t.action == "restore-mark":
+        mark, ctmark = (p.mark & (~t.nfmask & _M32)) ^ (p.ctmark & t.ctmask), p.ctmark
+    else:
+        mark, ctmark = p.mark, (p.ctmark & (~t.mask & _M32)) ^ d.u32(t.value)
+    has = has_entry(d, p)
+    return Effect("marks", mark=d.ite(has, mark, p.mark), ctmark=d.ite(has, ctmark, p.ctmark), zone=p.zone)
 
 
 def _t_ct(d: Domain, t: CtTarget, p: Pkt, env: Env, stage: Stage) -> Effect:

@@ -136,6 +136,8 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
         out.append(client == 1)
         # a destination connect() refuses outright is not a connection (v4-mapped IPv6 is IPv4)
         out.append(z3.Not(K.connect_refused(enc.ctx.d, enc.ctx.env, h0.dst)))
+        # nor is one from a source port a listener of the pod holds (bind() fails: EADDRINUSE)
+        out.append(z3.Not(K.sport_held(enc.ctx.d, enc.ctx.env, h0.dst, h0.sport)))
         if fam == "ipv6":
             out.append(z3.Not(E.in_net(h0.dst, ipaddress.ip_network("::ffff:0:0/96"))))
         if s.client == "app":
@@ -383,6 +385,8 @@ def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int
     s = configure(z3.SolverFor("QF_BV"), timeout_ms, rlimit)
     s.add(*ea.constraints, *eb.constraints)
     s.add(*_scope(scope, world_a, ea, h0, client))
+    if scope.client != "peer":  # a connection in both worlds: no source port either one's listeners hold
+        s.add(z3.Not(K.sport_held(eb.ctx.d, eb.ctx.env, h0.dst, h0.sport)))
     s.add(differ)
     r = run_check(s)
     opaque = tuple(why for why, _ in (*ea.ctx.opaque, *eb.ctx.opaque))

@@ -211,8 +211,11 @@ class SlotSearch:
                                         share_hop0=False, setup=self._setup)
         w = enc.ctx.w
         peer = ex.flow.src or self.world.peer_ip(ex.family)
+        # the example's own source port (0: the kernel's choice), not one the search may pick (a port a
+        # listener holds would end the example in connect() and satisfy the goal for nothing)
         fixed = [client == (0 if ex.peer else 1), h0.dst == z3.BitVecVal(int(ex.flow.dst), w),
-                 h0.dport == z3.BitVecVal(ex.flow.dport, 16), enc.endpoint == ex.flow.endpoint]
+                 h0.dport == z3.BitVecVal(ex.flow.dport, 16), enc.endpoint == ex.flow.endpoint,
+                 h0.sport == z3.BitVecVal(ex.flow.sport or 0, 16)]
         if not ex.peer:
             fixed += [h0.uid == z3.BitVecVal(ex.uid, 32), h0.gid == z3.BitVecVal(ex.gid, 32)]
         elif peer is not None:

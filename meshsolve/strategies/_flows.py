@@ -12,10 +12,9 @@ from meshsolve.strategies._worlds import WORLD_APP_PORTS, WORLD_SERVICE_PORT, wo
 
 __all__ = ["flows", "world_flows", "worlds_and_flows"]
 
-# Special destinations the bind matrix leaves out: the model and the kernel disagree on 0.0.0.0,
-# 0.0.0.0/8 and :: (tests/test_oracle_open_disagreements.py), and 169.254.1.1 is no address of the kernel
-# oracle's remote server (it owns only the addresses a world names).
-_NOT_ON_THE_KERNEL = frozenset({"0.0.0.0", "0.0.0.7", "::", "169.254.1.1"})
+# Special destinations the bind matrix leaves out: 169.254.1.1 is no address of the kernel oracle's
+# remote server (it owns only the addresses a world names).
+_NOT_ON_THE_KERNEL = frozenset({"169.254.1.1"})
 
 # the sidecar's listeners and admin ports: a flow to one of them is worth drawing
 _PROXY_PORTS = (defaults.PROXY_OUTBOUND_PORT, defaults.PROXY_INBOUND_PORT, 15008, 15020, 15021, 15090)

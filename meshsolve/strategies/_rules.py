@@ -134,6 +134,8 @@ class Palette:
     # only what the model decides: no kind or option it leaves undetermined (the kernel oracle's
     # worlds, whose flows are compared outcome for outcome)
     decided: bool = False
+    # conntrack zones ``CT --zone`` puts packets in (raw table); none: CT is one of the rare kinds
+    zones: tuple[int, ...] = ()
 
     def port_ranges(self) -> st.SearchStrategy[PortRange]:
         singles = st.sampled_from(self.ports).map(PortRange.single)
@@ -348,6 +350,14 @@ def _reject(place: Place) -> st.SearchStrategy[Reject]:
     return st.builds(Reject, st.none() | st.sampled_from(types))
 
 
+def _ct(place: Place) -> st.SearchStrategy[CtTarget]:
+    """``CT --zone N`` (from the palette's zones when it has some: what the model decides), else
+    any zone or ``--notrack``."""
+    if _zones(place):
+        return st.sampled_from(_zones(place)).map(CtTarget)
+    return st.one_of(st.builds(CtTarget, st.integers(1, 65535)), st.just(CtTarget(None, True)))
+
+
 def _redirect(place: Place) -> st.SearchStrategy[Redirect]:
     """``REDIRECT [--to-ports R] [--random]``: iptables refuses --to-ports unless -p tcp/udp/sctp/dccp
     comes before the target; ``--random`` (a port the kernel picks at random) only where the palette
@@ -471,7 +481,7 @@ TARGETS: dict[type, Draw] = {
     Snat: Draw(lambda p: st.builds(Snat, _nat_to(p)), _kernel_or(lambda p: p.builtin)),
     Masquerade: Draw(lambda p: st.builds(Masquerade, st.none() | (_ranges(p) if p.ports else st.nothing())),
                      _kernel_or(lambda p: p.builtin)),
-    CtTarget: Draw(lambda p: st.one_of(st.builds(CtTarget, st.integers(1, 65535)), st.just(CtTarget(None, True)))),
+    CtTarget: Draw(_ct),
     Trace: Draw(lambda p: st.just(Trace())),
     Reject: Draw(_reject),
     OpaqueTarget: Draw(lambda p: st.builds(OpaqueTarget, st.just("NFLOG"),
@@ -496,7 +506,12 @@ _RARE: frozenset[type] = frozenset({OpaqueMatch, OpaqueTarget, CtTarget, Snat, M
 
 
 def _one_of_common(table: dict[type, Draw], place: Place) -> list[st.SearchStrategy[Any]]:
-    return [d.build(place) for kind, d in table.items() if kind not in _RARE and _fits(kind, d, place)]
+    return [d.build(place) for kind, d in table.items()
+            if (kind not in _RARE or (kind is CtTarget and _zones(place))) and _fits(kind, d, place)]
+
+
+def _zones(place: Place) -> tuple[int, ...]:
+    return place.palette.zones if place.palette is not None else ()
 
 
 @functools.cache
