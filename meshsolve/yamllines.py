@@ -4,6 +4,9 @@ meshsolve finds line numbers in them, for errors and for findings that point at 
 :func:`yaml_documents` reads a stream's documents (libyaml's loader when PyYAML has it) with the
 line each starts on; every failure of the reader is a ``SpecError`` with a line.
 
+:func:`yaml_tree` composes one document into its node graph, for a reader that walks it node by
+node (spec files), and :func:`node_line` gives a node's line: the composer's own mark, exact.
+
 :class:`YamlLines` reads the text once (a 1 MB ``kubectl get pods -A -o yaml`` in well under a second)
 and answers: the line of each object's ``metadata.name`` (in order, so the n-th pod of a List named
 ``x`` is found even when names repeat), and the first line at or after a given line where a key (or
@@ -23,7 +26,8 @@ import yaml
 
 from meshsolve.errors import SpecError
 
-__all__ = ["LOADER", "YamlLines", "document_starts", "yaml_documents", "yaml_lines", "yaml_value"]
+__all__ = ["LOADER", "YamlLines", "document_starts", "node_line", "yaml_documents", "yaml_lines", "yaml_tree",
+           "yaml_value"]
 
 #: libyaml's safe loader when PyYAML has it (about 10x faster than the pure-Python one; same resolver)
 LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -173,3 +177,24 @@ def yaml_documents(text: str, source: str) -> tuple[tuple[Any, int], ...]:
     finally:
         loader.dispose()
     return tuple((d, n) for d, n in docs if d is not None)
+
+
+def node_line(node: yaml.Node) -> int:
+    """The 1-based line a node of :func:`yaml_tree` starts on."""
+    return int(node.start_mark.line) + 1
+
+
+def yaml_tree(text: str, source: str) -> yaml.Node | None:
+    """One document's node graph (None for an empty text), for a reader that needs each value's
+    line (:func:`node_line`); every failure of the composer is a ``SpecError`` with a line."""
+    try:
+        return yaml.compose(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: say which line
+        raise SpecError(f"not valid YAML: character {exc.character!r} is not allowed", source=source,
+                        lineno=text.count("\n", 0, max(exc.position, 0)) + 1) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=source,
+                        lineno=None if mark is None else mark.line + 1) from None
+    except RecursionError:
+        raise SpecError("not valid here: the YAML nests too deeply", source=source, lineno=1) from None

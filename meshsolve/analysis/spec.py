@@ -77,6 +77,7 @@ from meshsolve.model.routing import Route, Routing, RoutingRule
 from meshsolve.model.rules import Rulesets, Target
 from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
 from meshsolve.smt.query import Condition
+from meshsolve.yamllines import node_line, yaml_tree
 
 __all__ = ["Goal", "SearchSpace", "Spec", "load_spec", "parse_spec"]
 
@@ -135,7 +136,7 @@ class _Node:
 
     @property
     def line(self) -> int:
-        return int(self.node.start_mark.line) + 1
+        return node_line(self.node)
 
     def fail(self, message: str) -> SpecError:
         return SpecError(f"{self.path}: {message}", source=self.source, lineno=self.line)
@@ -361,18 +362,7 @@ def _targets(n: _Node, rules: Rulesets, family: Family, table: str) -> tuple[tup
 
 def parse_spec(text: str, source: str = "<spec>") -> Spec:
     """Parse a spec from YAML text; every error is a ``SpecError`` naming the line."""
-    try:
-        root_node = yaml.compose(text)
-    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: say which line
-        line = text.count("\n", 0, max(exc.position, 0)) + 1
-        raise SpecError(f"not valid YAML: character {exc.character!r} is not allowed", source=source,
-                        lineno=line) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=source,
-                        lineno=None if mark is None else mark.line + 1) from None
-    except RecursionError:
-        raise SpecError("not valid here: the YAML nests too deeply", source=source, lineno=1) from None
+    root_node = yaml_tree(text, source)
     if root_node is None:
         raise SpecError("the spec is empty", source=source, lineno=1)
     root = _Node(root_node, source, "")
