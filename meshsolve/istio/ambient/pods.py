@@ -20,7 +20,8 @@ from typing import Any
 import attrs
 
 from meshsolve.istio.ambient.config import AmbientConfig, Backend, DnsOverride
-from meshsolve.model.net import IPAddress, to_address
+from meshsolve.istio.pod import pod_ips_of
+from meshsolve.model.net import IPAddress
 
 __all__ = ["BYPASS_INBOUND", "DATAPLANE_MODE", "DNS_CAPTURE", "REDIRECTION", "VIRTUAL_INTERFACES", "AmbientPod",
            "ambient_enrollment", "ambient_pod", "has_sidecar", "namespace_labels", "namespaces_in"]
@@ -131,14 +132,9 @@ def _bool(annotations: Mapping[str, str], key: str, notes: list[str]) -> bool | 
 
 
 def _pod_ips(pod: Mapping[str, Any]) -> tuple[IPAddress, ...]:
-    status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
-    assert isinstance(status, Mapping)
-    texts = [str(p.get("ip")) for p in status.get("podIPs") or () if isinstance(p, Mapping) and p.get("ip")]
-    if not texts and status.get("podIP"):
-        texts = [str(status["podIP"])]
+    """The pod's addresses (``pod_ips_of``, the one reader), the first of each family."""
     out: list[IPAddress] = []
-    for t in texts:
-        a = to_address(t)
+    for a in pod_ips_of(pod):
         if all(x.version != a.version for x in out):
             out.append(a)
     return tuple(out)
