@@ -91,6 +91,18 @@ def test_the_routing_option_gives_the_world_this_routing(tmp_path: Path) -> None
     assert any(p.kind == "routing" and str(f) in str(p.provenance) for p in loaded.parts)
 
 
+
+def test_the_routing_option_is_kept_with_a_built_in_set_up(tmp_path: Path) -> None:
+    """``--setup E --routing FILE``: the built-in pod with the file's routing (it was dropped)."""
+    from meshsolve.inputs import load
+
+    f = tmp_path / "routing.txt"
+    f.write_text(_text("tproxy-ip-rule-show.txt", "tproxy-ip-route-show-table-all.txt"), encoding="utf-8")
+    loaded = load(setup="E", routing=str(f))
+    assert loaded.world is not None and loaded.world.routing == parse_routing(f.read_text(encoding="utf-8"))
+    assert any(p.kind == "routing" for p in loaded.parts)
+    assert load(setup="E").world.routing != loaded.world.routing  # type: ignore[union-attr]
+
 @pytest.mark.kernel
 def test_ip_on_this_machine_still_prints_the_stored_text(tmp_path: Path) -> None:
     """The generator run again (its own namespaces, deleted on exit) prints the same bytes."""

@@ -282,17 +282,6 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
     rules and proxy to use; without it a pod's own mesh is used, and a dump's: Linkerd, Kuma and
     Consul go through ``meshsolve.inputs.meshes``."""
     b = load_binds(binds) if binds is not None else Binds()
-    if setup is not None:
-        if pod or rules or istio or flags or mesh:
-            raise SpecError("--setup is a complete pod: it cannot be combined with --pod, --rules, --istio "
-                            "or --mesh", source="--setup")
-        world = _override(setup_world(setup, "ipv6" if family == "ipv6" else "ipv4"), b)
-        setup_parts = (Part("rules", f"the built-in set-up {setup.upper()}", Given("--setup")), *b.parts)
-        return Loaded(world, f"built-in set-up {setup.upper()} ({family or 'ipv4'})", b.notes, parts=setup_parts)
-    if pod is None and rules is None and istio is None and not flags and mesh is None:
-        raise SpecError("nothing to check: give --setup, --istio, --mesh, --pod or --rules", source="usage")
-    if pod is not None and flags:
-        raise SpecError("give istio-iptables flags or --pod, not both", source="usage")
     acc = _Acc(list(b.notes), list(b.parts))
     route: Routing | None = None
     if routing is not None:
@@ -302,6 +291,20 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
             raise SpecError(f"cannot read routing: {exc.strerror}", source=routing) from None
         route = parse_routing(route_text, family="ipv6" if family == "ipv6" else "ipv4", source=routing)
         acc.parts.append(Part("routing", "the pod's policy routing", Given(routing)))
+    if setup is not None:
+        if pod or rules or istio or flags or mesh:
+            raise SpecError("--setup is a complete pod: it cannot be combined with --pod, --rules, --istio "
+                            "or --mesh", source="--setup")
+        world = _override(setup_world(setup, "ipv6" if family == "ipv6" else "ipv4"), b)
+        if route is not None:
+            world = attrs.evolve(world, routing=route)
+        setup_parts = (Part("rules", f"the built-in set-up {setup.upper()}", Given("--setup")), *acc.parts)
+        return Loaded(world, f"built-in set-up {setup.upper()} ({family or 'ipv4'})", tuple(acc.notes),
+                      parts=setup_parts)
+    if pod is None and rules is None and istio is None and not flags and mesh is None:
+        raise SpecError("nothing to check: give --setup, --istio, --mesh, --pod or --rules", source="usage")
+    if pod is not None and flags:
+        raise SpecError("give istio-iptables flags or --pod, not both", source="usage")
     ip_prov: Provenance | None = Given(binds) if b.pod_ips is not None and binds else None
     read: PodRead | None = None
     if pod is not None:
