@@ -164,11 +164,11 @@ def test_a_real_so_mark_spoofer_ends_as_the_stand_in_says() -> None:
     c = _documented(pod_config("default", enable_ipv6=True))
     w = _world(c)
     name, uid = SPOOFER
-    real = attrs.evolve(w, apps=(*w.apps, App(name, uid=uid, gid=uid)))
+    real = attrs.evolve(w, apps=(*w.apps, App(name, uid=uid, gid=uid, mark=0x539)))
     model = with_spoofer(w, 0x539)
     for fam in ("ipv4", "ipv6"):
         flows = (Flow(name, REMOTE[fam], 80), Flow(name, REMOTE[fam], 53), Flow(name, POD[fam], 8080))
-        with KernelWorld(real, CONFIG, app_marks={name: 0x539}) as k:
+        with KernelWorld(real, CONFIG) as k:
             for flow in flows:
                 expected, actual = interpret(model, flow), k.run(flow)
                 assert actual.observed == expected.observed
