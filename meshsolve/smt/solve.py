@@ -322,9 +322,10 @@ def _canonical(s: Any, world: World, scope: Scope, h0: E.HopVars, enc: E.FlowEnc
             smallest(h0.dport)
     if scope.client == "any-app" and h0.uid is not None:
         first([z3.And(h0.uid == a.uid, h0.gid == a.gid) for a in world.apps])
-    if scope.any_mark and h0.mark is not None:  # no mark, else one of the apps', else the smallest
-        if not first([h0.mark == m for m in dict.fromkeys([0, *(a.mark for a in world.apps if a.mark)])]):
-            smallest(h0.mark)
+    # a mark: none, else one of the apps', else the smallest
+    marks = [h0.mark == m for m in dict.fromkeys([0, *(a.mark for a in world.apps if a.mark)])]
+    if scope.any_mark and h0.mark is not None and not first(marks):
+        smallest(h0.mark)
     smallest(enc.endpoint)
     assert run_check(s) == z3.sat
     m = s.model()
