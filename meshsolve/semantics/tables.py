@@ -224,11 +224,13 @@ def _m_owner(d: Domain, m: OwnerMatch, p: Pkt, env: Env) -> Any:
 
 
 def _m_mark(d: Domain, m: MarkMatch, p: Pkt, env: Env) -> Any:
-    return _neg(d, d.eq(p.mark & m.mask, d.u32(m.value & m.mask)), m.negated)
+    # xt_mark compares the masked mark with the value as given: a value with bits outside the mask
+    # never matches (seen on the kernel: --mark 0x539/0xff does not match mark 0x539)
+    return _neg(d, d.eq(p.mark & m.mask, d.u32(m.value)), m.negated)
 
 
 def _m_connmark(d: Domain, m: ConnmarkMatch, p: Pkt, env: Env) -> Any:
-    return _neg(d, d.eq(p.ctmark & m.mask, d.u32(m.value & m.mask)), m.negated)
+    return _neg(d, d.eq(p.ctmark & m.mask, d.u32(m.value)), m.negated)
 
 
 def ct_states(d: Domain, p: Pkt) -> dict[str, Any]:
