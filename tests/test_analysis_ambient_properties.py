@@ -210,4 +210,6 @@ def test_variant_worlds_only_append_rules() -> None:
                 for chain in table.chains:
                     mine = new.chain(table.name, chain.name)
                     assert mine is not None and mine.rules[:len(chain.rules)] == chain.rules
-    assert with_spoofer(w, 0x539).app(SPOOFER[0]).uid == SPOOFER[1]
+    spoofer = with_spoofer(w, 0x539)
+    assert spoofer.rules == w.rules  # no stand-in rule: the process's own socket mark
+    assert spoofer.app(SPOOFER[0]).uid == SPOOFER[1] and spoofer.app(SPOOFER[0]).mark == 0x539

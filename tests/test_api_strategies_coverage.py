@@ -1,7 +1,8 @@
 """What the differential tests' world strategies draw, counted over as many worlds as the CI profile
 draws: every registered match and target kind (``meshsolve.model.kinds``), every table, and every
 table at every hook a connection meets (``meshsolve.model.path``) must be drawn, and so must the
-world features the semantics has (policy routing, transparent proxies, SO_REUSEPORT pairs...).
+world features the semantics has (policy routing, transparent proxies, SO_REUSEPORT pairs, apps'
+socket marks...).
 
 A kind added to the registry without a strategy entry, or an entry that never fits anywhere the
 worlds put rules, fails here."""
@@ -57,6 +58,7 @@ def _count(worlds: list[World]) -> Counter[object]:
             ("upstream mark", p.upstream_mark is not None), ("blackhole", p.outbound == "blackhole"),
             ("reuseport pair", sum(s.reuseport for a in w.apps for s in a.sockets) >= 2),
             ("ipv6", "ipv6" in w.families), ("no rules", not any(True for _ in _rules(w))),
+            ("app mark", any(a.mark is not None for a in w.apps)),
         ) if on)
     return seen
 
@@ -107,7 +109,7 @@ def test_every_table_and_hook_is_drawn(drawn: Counter[object]) -> None:
 
 def test_every_world_feature_is_drawn(drawn: Counter[object]) -> None:
     features = ("routing rule", "local route", "unicast route", "fwmark rule", "transparent proxy",
-                "original source", "upstream mark", "blackhole", "reuseport pair", "ipv6")
+                "original source", "upstream mark", "blackhole", "reuseport pair", "ipv6", "app mark")
     missing = [f for f in features if not drawn[f]]
     assert not missing, f"never drawn in {CI_WORLDS} worlds: {missing}"
 

@@ -1,6 +1,7 @@
 """The kernel oracle on ambient pods: every mode's flows (and the worlds the properties ask about)
 agree with the interpreter; the refutations' witnesses replay on the kernel, Istio's #58546 among
-them; a real ``SO_MARK`` spoofer ends as the model's stand-in predicts; random ambient worlds agree.
+them; the ``SO_MARK`` spoofer (an app with ztunnel's mark) ends as the interpreter says; random
+ambient worlds agree.
 
 Addresses are documentation addresses; the node's probe SNAT address is set to one too
 (``HOST_PROBE_SNAT_ADDRESS`` is a setting)."""
@@ -158,24 +159,26 @@ def test_every_witness_replays_on_the_kernel(name: str) -> None:
         assert not _differences(v.result, actual), explain(world, v.flow, v.result, actual, replay_command(v.flow))
 
 
-def test_a_real_so_mark_spoofer_ends_as_the_stand_in_says() -> None:
-    """The mark spoofer for real: an app with CAP_NET_ADMIN that sets SO_MARK 0x539 on its socket, in
-    the pod without the stand-in rule, ends as the interpreter says of the stand-in world."""
+def test_the_so_mark_spoofer_ends_as_the_interpreter_says() -> None:
+    """The mark spoofer for real: an app with CAP_NET_ADMIN that sets SO_MARK 0x539 on its sockets
+    (``with_spoofer``) ends on the kernel as the interpreter says; the same process without the
+    mark is captured."""
     c = _documented(pod_config("default", enable_ipv6=True))
     w = _world(c)
     name, uid = SPOOFER
-    real = attrs.evolve(w, apps=(*w.apps, App(name, uid=uid, gid=uid)))
-    model = with_spoofer(w, 0x539)
+    spoofer = with_spoofer(w, 0x539)
+    unmarked = attrs.evolve(w, apps=(*w.apps, App(name, uid=uid, gid=uid)))
     for fam in ("ipv4", "ipv6"):
         flows = (Flow(name, REMOTE[fam], 80), Flow(name, REMOTE[fam], 53), Flow(name, POD[fam], 8080))
-        with KernelWorld(real, CONFIG, app_marks={name: 0x539}) as k:
-            for flow in flows:
-                expected, actual = interpret(model, flow), k.run(flow)
-                assert actual.observed == expected.observed
-                assert not differences(expected, actual), explain(real, flow, expected, actual, replay_command(flow))
-        unmarked = interpret(real, flows[0])
-        assert unmarked.observed == ("out",) and not interpret(model, flows[0]).observed
-    assert isinstance(interpret(model, Flow(name, REMOTE["ipv4"], 80)).outcome, Egress)
+        for world in (spoofer, unmarked):
+            with KernelWorld(world, CONFIG) as k:
+                for flow in flows:
+                    expected, actual = interpret(world, flow), k.run(flow)
+                    assert actual.observed == expected.observed
+                    assert not differences(expected, actual), explain(world, flow, expected, actual,
+                                                                      replay_command(flow))
+        assert interpret(unmarked, flows[0]).observed == ("out",) and not interpret(spoofer, flows[0]).observed
+    assert isinstance(interpret(spoofer, Flow(name, REMOTE["ipv4"], 80)).outcome, Egress)
 
 
 _stats = {"worlds": 0, "flows": 0, "seconds": 0.0}

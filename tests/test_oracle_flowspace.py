@@ -62,3 +62,13 @@ def test_flow_space_covers_every_client_kind_destination_and_endpoint() -> None:
     vip = [f for f in flows if f.client == "web" and f.dst == to_address("198.51.100.1") and f.dport == 80]
     assert sorted(f.endpoint for f in vip) == [0, 1]
     assert len(flows) == len(set(flows))
+
+
+def test_a_socket_mark_is_a_client_class_of_its_own() -> None:
+    """Two apps with one uid/gid are one client class, unless their sockets carry different marks."""
+    w = _world()
+    clients = {f.client for f in flow_space(w)}
+    assert "web" in clients and "db" not in clients
+    marked = World(pod_ips=w.pod_ips, peer_ips=w.peer_ips, apps=(*w.apps[:1], App("db", 1000, 1000, mark=0x10),
+                                                                  *w.apps[2:]), proxy=w.proxy, rules=w.rules)
+    assert {"web", "db"} <= {f.client for f in flow_space(marked)}

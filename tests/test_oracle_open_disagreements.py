@@ -26,6 +26,7 @@ from meshsolve.model.rules import (
     PortMatch,
     Protocol,
     Redirect,
+    Reject,
     Rule,
     Ruleset,
     Rulesets,
@@ -169,3 +170,19 @@ def test_socket_match_on_the_ack_of_a_redirected_connection(family: str) -> None
     nat = Table("nat", (Chain("PREROUTING", (Rule((TCP, PortMatch("tcp", dport=9002)), Redirect(15006)),), "ACCEPT"),))
     pod = "192.0.2.10" if family == "ipv4" else "2001:db8::10"
     _agree(_world(family, (mangle, nat)), Flow("peer", pod, 9002))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "semantics: TPROXY to a port where no transparent socket listens (an app's ordinary listener) drops "
+    "the packet at the TPROXY rule itself, in mangle PREROUTING; the model lets it go on and ends it at "
+    "socket delivery, so a later rule (a filter INPUT REJECT) decides in the model, not on the kernel"))
+def test_tproxy_without_a_transparent_listener_drops_at_the_rule() -> None:
+    import attrs
+
+    tproxy = Rule((TCP, PortMatch("tcp", dport=8080)), Tproxy(9003, None, 0x53A))
+    mangle = Table("mangle", (Chain("PREROUTING", (tproxy,), "ACCEPT"),))
+    filt = Table("filter", (Chain("INPUT", (Rule((TCP, PortMatch("tcp", dport=8080)), Reject()),), "ACCEPT"),))
+    world = _world("ipv4", (mangle, filt), socks=(Socket("0.0.0.0", 9003),))
+    world = attrs.evolve(world, proxy=attrs.evolve(world.proxy, transparent=True),
+                         routing=Routing.tproxy(0x53A, families=("ipv4",)))
+    _agree(world, Flow("peer", "192.0.2.10", 8080))

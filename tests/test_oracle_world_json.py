@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 
+import attrs
 from hypothesis import HealthCheck, given, settings
 from nft_worlds import nft_worlds_and_flows
 
 from meshsolve.analysis.worlds import world_from_config
 from meshsolve.istio.config import CaptureConfig
 from meshsolve.model.rules import BaseChain, NftTable
-from meshsolve.model.world import Flow, World
+from meshsolve.model.world import App, Flow, World
 from meshsolve.oracle.worldio import dump_world, world_from_json
 from meshsolve.strategies import worlds
 
@@ -47,3 +48,11 @@ def test_every_base_chain_type_keeps_its_type() -> None:
     back = world_from_json(dump_world(world))
     assert all(isinstance(t, NftTable) and all(isinstance(b, BaseChain) for b in t.bases)
                for t in back.rules.ipv4.nft)
+
+
+def test_an_apps_mark_round_trips() -> None:
+    world = world_from_config(CaptureConfig())
+    marked = attrs.evolve(world, apps=(*world.apps, App("marked", uid=4242, gid=4242, mark=0x539)))
+    _round_trip(marked)
+    assert world_from_json(dump_world(marked)).app("marked").mark == 0x539
+    assert '"mark": 1337' in dump_world(marked) and world_from_json(dump_world(world)).apps[0].mark is None

@@ -155,3 +155,15 @@ def test_world_errors_are_meshsolve_and_value_errors() -> None:
         world(services=(Service("svc", "198.51.100.1", 80),))
     with pytest.raises(ValueError):
         world(services=(Service("svc", "198.51.100.1", 80),))
+
+
+@pytest.mark.parametrize(("given", "mark"), [(None, None), (0, None), ("0", None), (0x539, 0x539), ("0x539", 0x539),
+                                             ("1337", 1337), (0xFFFFFFFF, 0xFFFFFFFF)])
+def test_an_apps_mark_is_a_32_bit_value_and_0_is_none(given: int | str | None, mark: int | None) -> None:
+    assert App("a", mark=given).mark == mark  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("given", [-1, 1 << 32, "x10", True])
+def test_a_bad_mark_names_itself(given: object) -> None:
+    with pytest.raises(WorldError, match="socket mark"):
+        App("a", mark=given)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """The solver against exhaustive concrete enumeration on generated worlds.
 
-For a finite scope (a few destinations, a few ports, a few process ids) the solver's verdict —
+For a finite scope (a few destinations, a few ports, a few process ids; in one scope any socket mark
+but none, enumerated as the palette's marks) the solver's verdict —
 no counterexample, or a counterexample that replays — must equal what interpreting every flow of
 the scope says. ``check`` already raises ``InternalError`` when a witness does not replay; here we
 also catch the other direction: a proof where enumeration finds a violation.
@@ -52,7 +53,7 @@ from meshsolve.smt.query import (
 from meshsolve.smt.solve import Candidate, NoWitness, SolverGaveUp, search
 from meshsolve.strategies import SMALL_WORLD_ADDRS as FAM
 from meshsolve.strategies import SMALL_WORLD_PORTS as PORTS
-from meshsolve.strategies import SPECIAL_DESTINATIONS
+from meshsolve.strategies import SPECIAL_DESTINATIONS, small_world_palette
 from meshsolve.strategies import small_worlds as worlds
 
 EXAMPLES = int(os.environ.get("MESHSOLVE_DIFF_EXAMPLES", "40"))
@@ -82,7 +83,16 @@ def scopes(w: World, dsts: list[IPAddress], ports: tuple[int, ...] = DPORTS) -> 
         Scope(family=fam, client="app", app="app", dst=nets, dports=pr),
         Scope(family=fam, client="proxy", dst=nets, dports=pr),
         Scope(family=fam, client="any-app", ids=((1000, 1000), (1337, 1000), (1000, 1337)), dst=nets, dports=pr),
+        # any socket mark but none (scope 3 has the unmarked processes)
+        Scope(family=fam, client="any-app", ids=((1000, 1000), (1337, 1337)), dst=nets, dports=pr, any_mark=True,
+              mark_not=(0,)),
     ]
+
+
+def marks(w: World) -> tuple[int, ...]:
+    """The socket marks enumeration tries for a scope over every mark: none, and the palette's (the
+    values the worlds' mark rules, routes and apps are drawn from)."""
+    return (0, *small_world_palette(w.families[0]).marks)
 
 
 def _show(world: World, flow: Flow, r: Result) -> str:
@@ -97,8 +107,9 @@ def compare(world: World, pred: Pred, scope: Scope, dsts: list[IPAddress], ports
     raises on a disagreement, else says how they agreed (``proved``, ``refuted``, ``unknown``: an
     opaque rule decides, ``gave-up``: the solver hit its resource limit, which ``check`` answers
     ``Unknown``)."""
-    violations = [(f, w, r) for f, w, r in enumerate_scope(world, scope, dsts=dsts, dports=ports, hops=HOPS)
-                  if not holds(pred, r)]
+    tried = marks(world)
+    violations = [(f, w, r) for f, w, r in enumerate_scope(world, scope, dsts=dsts, dports=ports, marks=tried,
+                                                          hops=HOPS) if not holds(pred, r)]
     ans = search(world, scope, pred, hops=HOPS)
     if isinstance(ans, NoWitness):
         # a proof holds for every choice of an opaque rule: an undetermined violation does not refute it
@@ -117,6 +128,10 @@ def compare(world: World, pred: Pred, scope: Scope, dsts: list[IPAddress], ports
                                 f"{_show(ans.world, ans.flow, r)}")
     if violations:
         return "refuted"
+    # enumeration tries the palette's marks; the solver any 32-bit one: a witness with another mark is
+    # a flow enumeration never tried
+    if scope.any_mark and (ans.world.app(ans.flow.client).mark or 0) not in tried:
+        return "refuted"
     # enumeration tries the kernel's choice of source port (the ephemeral range); the solver may
     # pick any port a client can bind: a witness outside that range is a flow enumeration never tried
     lo, hi = EPHEMERAL_PORTS
@@ -128,7 +143,7 @@ def compare(world: World, pred: Pred, scope: Scope, dsts: list[IPAddress], ports
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
-@given(worlds(), st.sampled_from(PREDS), st.integers(0, 3))
+@given(worlds(), st.sampled_from(PREDS), st.integers(0, 4))
 def test_solver_agrees_with_enumeration(world: World, pred: Pred, which: int) -> None:
     fam = world.families[0]
     dsts = destinations(fam)
@@ -192,7 +207,7 @@ def test_solver_agrees_with_enumeration_campaign() -> None:
     t0 = time.monotonic()
 
     @settings(max_examples=CAMPAIGN, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    @given(worlds(), st.sampled_from(PREDS), st.integers(0, 3), st.data())
+    @given(worlds(), st.sampled_from(PREDS), st.integers(0, 4), st.data())
     def one(world: World, pred: Pred, which: int, data: st.DataObject) -> None:
         count[0] += 1
         fam = world.families[0]

@@ -37,13 +37,11 @@ from meshsolve.model.net import Family, IPAddress, family_of, to_address
 from meshsolve.model.rules import (
     Chain,
     InInterface,
-    OwnerMatch,
     Protocol,
     Redirect,
     Rule,
     Ruleset,
     Rulesets,
-    SetMark,
     Source,
     Table,
 )
@@ -70,8 +68,8 @@ def _of(addrs: tuple[IPAddress, ...], fam: Family) -> tuple[IPAddress, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The worlds a property is asked about, when not the pod's own. Each only appends rules, so the
-# pod's own rules keep their names (``nat::ISTIO_PRERT#2``) in traces and findings.
+# The worlds a property is asked about, when not the pod's own. Each only appends (rules, or an
+# app), so the pod's own rules keep their names (``nat::ISTIO_PRERT#2``) in traces and findings.
 
 #: The process of ``with_spoofer``: its name and uid.
 SPOOFER = ("mark-spoofer", 4242)
@@ -84,14 +82,6 @@ def _append(rs: Ruleset, table: str, chain: str, rule: Rule) -> Ruleset:
     chains[chain] = attrs.evolve(old, rules=(*old.rules, rule))
     new = Table(table, tuple(chains.values()))
     return attrs.evolve(rs, tables=(*(x for x in rs.tables if x.name != table), new))
-
-
-def _with_rule(world: World, table: str, chain: str, rule: Rule) -> World:
-    rules = world.rules
-    for fam in world.families:
-        rs = _append(rules.for_family(fam), table, chain, rule)
-        rules = _with_family(rules, fam, rs)
-    return attrs.evolve(world, rules=rules)
 
 
 def _with_family(rules: Rulesets, fam: Family, rs: Ruleset) -> Rulesets:
@@ -117,14 +107,10 @@ def hbone_inner(world: World) -> World:
 
 
 def with_spoofer(world: World, mark: int) -> World:
-    """The pod with one more process (``SPOOFER``) whose packets carry ``mark`` from the start, as
-    ``setsockopt(SO_MARK)`` (which needs ``CAP_NET_ADMIN``) gives them: until the semantics has an
-    app-level socket mark, a rule appended to raw ``OUTPUT`` — the first table an outgoing packet
-    meets — marks every packet of the process's uid."""
+    """The pod with one more process (``SPOOFER``) that sets ``SO_MARK`` ``mark`` on its sockets
+    (which needs ``CAP_NET_ADMIN``): an app with that ``mark``; the pod's rules are its own."""
     name, uid = SPOOFER
-    rule = Rule((OwnerMatch(uid=str(uid)),), SetMark(mark, 0xFFFFFFFF))
-    marked = _with_rule(world, "raw", "OUTPUT", rule)
-    return attrs.evolve(marked, apps=(*world.apps, App(name, uid=uid, gid=uid)))
+    return attrs.evolve(world, apps=(*world.apps, App(name, uid=uid, gid=uid, mark=mark)))
 
 
 def property_world(prop: Any, world: World) -> World:

@@ -228,8 +228,11 @@ def interesting_addresses(world: World, scope: Scope) -> list[IPAddress]:
 
 def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | None = None,
                     dports: Iterable[int] | None = None, ids: Iterable[tuple[int, int]] | None = None,
+                    marks: Iterable[int] | None = None,
                     hops: int = defaults.HOPS) -> Iterator[tuple[Flow, World, Result]]:
-    """Interpret every concrete first connection of a finite version of ``scope``."""
+    """Interpret every concrete first connection of a finite version of ``scope``. For ``any-app``
+    with ``any_mark``, ``marks`` are the socket marks tried (default: none and the apps' own), less
+    ``mark_not``; without it a process has no mark."""
     if scope.client == "peer":
         pod = world.pod_ip(scope.family)
         dst_list: list[IPAddress] = [pod] if pod is not None else []
@@ -248,16 +251,20 @@ def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | N
         if scope.uid_is is not None or scope.gid_is is not None:
             pairs = [(scope.uid_is if scope.uid_is is not None else u, scope.gid_is if scope.gid_is is not None else g)
                      for u, g in pairs] or pairs
-        for uid, gid in dict.fromkeys(pairs):
+        tried = [0]
+        if scope.any_mark:
+            tried = list(marks) if marks is not None else [0, *(a.mark for a in world.apps if a.mark)]
+            tried = [m for m in dict.fromkeys(tried) if m not in scope.mark_not]
+        for (uid, gid), mark in itertools.product(dict.fromkeys(pairs), tried):
             if uid in scope.uid_not or gid in scope.gid_not:
                 continue
-            app = next((a for a in world.apps if a.uid == uid and a.gid == gid), None)
+            app = next((a for a in world.apps if a.uid == uid and a.gid == gid and (a.mark or 0) == mark), None)
             if app is not None:
                 clients.append((app.name, world))
             else:
                 from meshsolve.model.world import App
 
-                extra: tuple[App, ...] = (App("witness-app", uid=uid, gid=gid),)
+                extra: tuple[App, ...] = (App("witness-app", uid=uid, gid=gid, mark=mark or None),)
                 clients.append(("witness-app", attrs.evolve(world, apps=cast(Any, world.apps + extra))))
     for (client, w), dst, port in itertools.product(clients, dst_list, port_list):
         service = w.service_at(dst, port)
@@ -271,8 +278,8 @@ def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | N
 
 
 def flow_in_scope(world: World, scope: Scope, flow: Flow) -> bool:
-    """Whether ``flow`` is one of the first connections ``scope`` ranges over (client, ids,
-    destination, port, service VIP)."""
+    """Whether ``flow`` is one of the first connections ``scope`` ranges over (client, ids, socket
+    mark, destination, port, service VIP)."""
     if flow.family != scope.family:
         return False
     if scope.client in ("peer", "proxy"):
@@ -291,6 +298,8 @@ def flow_in_scope(world: World, scope: Scope, flow: Flow) -> bool:
             return False
         if (scope.uid_is is not None and app.uid != scope.uid_is) or \
                 (scope.gid_is is not None and app.gid != scope.gid_is):
+            return False
+        if (app.mark or 0) in scope.mark_not or (app.mark is not None and not scope.any_mark):
             return False
     if scope.vip_only and world.service_at(flow.dst, flow.dport) is None:
         return False

@@ -25,12 +25,13 @@ CNI plugin, a second iptables backend, native nftables tables. Given the pod's d
    until nothing foreign changes an answer;
 5. proves or refutes "capture holds for every uid/mark except the proxy's" (``CaptureExceptProxy``):
    every outbound TCP connection to a remote address of any process whose uid is not one the mesh
-   exempts (the proxy's; its gid too where the mesh's rules exempt it, as Istio's do) lands on the
-   proxy's outbound side, the mesh's own exemptions (ports, CIDRs, excluded uids) aside; and that
-   every connection from a peer to the apps' ports lands on its inbound side. Sockets carry no mark
-   of their own in the model (an app needs CAP_NET_ADMIN for ``SO_MARK``, and a flow's first
-   connection has no mark variable); marks that rules set (``MARK``/``CONNMARK``, also a foreign
-   tool's) are followed.
+   exempts (the proxy's; its gid too where the mesh's rules exempt it, as Istio's do), with any
+   socket mark (``SO_MARK``, which an app with CAP_NET_ADMIN may set) but the proxy's own (its
+   ``socket_mark`` and ``upstream_mark``), lands on the proxy's outbound side, the mesh's own
+   exemptions (ports, CIDRs, excluded uids) aside; and that every connection from a peer to the
+   apps' ports lands on its inbound side. A witness that needs a mark names it (its made-up process
+   has it). Marks that rules set (``MARK``/``CONNMARK``, also a foreign tool's) are followed. The
+   comparison of step 4 ranges over the same marks.
 """
 
 from __future__ import annotations
@@ -310,11 +311,19 @@ def _ids(values: Iterable[int]) -> tuple[int, ...]:
 class CaptureExceptProxy(CaptureOutbound):
     """Every outbound TCP connection to a remote address of any process — any uid but ``uids``, any
     gid but ``gids`` (the proxy's ids as the mesh's rules exempt them; ``uids`` empty: the proxy's
-    uid) — lands on the proxy's outbound side, minus the excluded ports and CIDRs (the mesh's own
-    exemptions)."""
+    uid), any socket mark but ``marks`` (empty: the proxy's own, ``socket_mark`` and
+    ``upstream_mark``, where it has them; no mark at all is in the range) — lands on the proxy's
+    outbound side, minus the excluded ports and CIDRs (the mesh's own exemptions)."""
 
     uids: tuple[int, ...] = attrs.field(default=(), converter=_ids)
     gids: tuple[int, ...] = attrs.field(default=(), converter=_ids)
+    marks: tuple[int, ...] = attrs.field(default=(), converter=_ids)
+
+    def proxy_marks(self, world: World) -> tuple[int, ...]:
+        """The marks left out: ``marks``, else the proxy's own."""
+        if self.marks:
+            return self.marks
+        return tuple(dict.fromkeys(m for m in (world.proxy.socket_mark, world.proxy.upstream_mark) if m))
 
     def title(self) -> str:
         if self.name:
@@ -327,7 +336,8 @@ class CaptureExceptProxy(CaptureOutbound):
     def checks(self, world: World) -> list[tuple[Scope, Pred]]:
         return [(Scope(family=fam, client="any-app", uid_not=self.uids or (world.proxy.uid,), gid_not=self.gids,
                        local=False, dst_not=tuple(c for c in self.exclude_cidrs if (":" in c) == (fam == "ipv6")),
-                       dports_not=tuple(str(x) for x in self.exclude_ports)), Captured("out"))
+                       dports_not=tuple(str(x) for x in self.exclude_ports), any_mark=True,
+                       mark_not=self.proxy_marks(world)), Captured("out"))
                 for fam in world.families]
 
 
@@ -470,12 +480,12 @@ def _noop(rs: Rulesets, family: Family, refs: Iterable[RuleRef]) -> Rulesets:
     return attrs.evolve(rs, ipv4=new) if family == "ipv4" else attrs.evolve(rs, ipv6=new)
 
 
-def _scopes(world: World) -> list[Scope]:
+def _scopes(world: World, marks: tuple[int, ...]) -> list[Scope]:
     out = []
     for fam in world.families:
         if world.peer_ip(fam) is not None:
             out.append(Scope(family=fam, client="peer"))
-        out.append(Scope(family=fam, client="any-app", uid_not=(world.proxy.uid,)))
+        out.append(Scope(family=fam, client="any-app", uid_not=(world.proxy.uid,), any_mark=True, mark_not=marks))
         out.append(Scope(family=fam, client="proxy"))
     return out
 
@@ -485,7 +495,9 @@ def _made_up(world: World, witness_world: World, flow: Flow) -> str:
     if flow.client in ("peer", "proxy") or flow.client in {a.name for a in world.apps}:
         return ""
     app = next((a for a in witness_world.apps if a.name == flow.client), None)
-    return "" if app is None else f"a process with uid {app.uid}, gid {app.gid}"
+    if app is None:
+        return ""
+    return f"a process with uid {app.uid}, gid {app.gid}" + (f", socket mark {app.mark:#x}" if app.mark else "")
 
 
 def _rule_text(rule: Rule) -> str:
@@ -508,7 +520,7 @@ def _audit_order(order: str, world: World, foreign: Foreign, prop: CaptureExcept
     done: set[str] = set()
     for _round in range(MAX_ROUNDS):
         found_any = False
-        for scope in _scopes(world):
+        for scope in _scopes(world, prop.proxy_marks(world)):
             if str(scope) in done:
                 continue
             ans = search_difference(mesh_only, current, scope, hops=hops)

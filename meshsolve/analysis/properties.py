@@ -95,7 +95,8 @@ class Reachable:
 @attrs.frozen
 class CaptureOutbound:
     """Every outbound TCP connection of a non-proxy process to a remote address (minus the
-    excluded ports/CIDRs) lands on the proxy's outbound listener."""
+    excluded ports/CIDRs) lands on the proxy's outbound listener: any process without a socket mark,
+    and each app of the pod that has one (with its mark)."""
 
     exclude_ports: tuple[int, ...] = attrs.field(default=(), converter=_ints)
     exclude_cidrs: tuple[str, ...] = attrs.field(default=(), converter=_strs)
@@ -106,10 +107,16 @@ class CaptureOutbound:
 
     def checks(self, world: World) -> list[tuple[Scope, Pred]]:
         p = world.proxy
-        return [(Scope(family=fam, client="any-app", uid_not=(p.uid,), gid_not=(p.gid,), local=False,
-                       dst_not=tuple(c for c in self.exclude_cidrs if (":" in c) == (fam == "ipv6")),
-                       dports_not=tuple(str(x) for x in self.exclude_ports)),
-                 Captured("out")) for fam in world.families]
+        out: list[tuple[Scope, Pred]] = []
+        for fam in world.families:
+            dst_not = tuple(c for c in self.exclude_cidrs if (":" in c) == (fam == "ipv6"))
+            dports_not = tuple(str(x) for x in self.exclude_ports)
+            out.append((Scope(family=fam, client="any-app", uid_not=(p.uid,), gid_not=(p.gid,), local=False,
+                              dst_not=dst_not, dports_not=dports_not), Captured("out")))
+            out += [(Scope(family=fam, client="app", app=a.name, local=False, dst_not=dst_not, dports_not=dports_not),
+                     Captured("out")) for a in world.apps
+                    if a.mark is not None and a.uid != p.uid and a.gid != p.gid]
+        return out
 
 
 @attrs.frozen

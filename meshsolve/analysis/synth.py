@@ -113,7 +113,7 @@ def _example(goal_index: int, pred: Pred, family: Family, flow: Flow, world: Wor
     if flow.client == "proxy":
         return Example(goal_index, pred, family, flow, False, world.proxy.uid, world.proxy.gid)
     app = world.app(flow.client)
-    return Example(goal_index, pred, family, flow, False, app.uid, app.gid)
+    return Example(goal_index, pred, family, flow, False, app.uid, app.gid, app.mark or 0)
 
 
 def _seed_examples(spec: Spec, goals: Sequence[int]) -> list[Example]:

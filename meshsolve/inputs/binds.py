@@ -1,6 +1,6 @@
 """The apps' listeners (``--binds``): meshsolve's binds YAML, or what ``ss``/``netstat`` print.
 
-* The YAML (``apps`` with uid/gid and listen addresses, ``services``, ``pod_ips``): see
+* The YAML (``apps`` with uid/gid, socket mark and listen addresses, ``services``, ``pod_ips``): see
   :func:`load_binds`; every part is *given* with its line.
 * A socket listing: ``ss -ltnp`` / ``ss -tanp`` (``LISTEN`` rows, ``users:(("nginx",pid=..))``,
   ``uid:N`` with ``-e``) or ``netstat -ntlp`` / ``-pln`` / ``-a`` (``PID/Program``, ``-`` for another
@@ -78,6 +78,7 @@ def load_binds(path: str | Path) -> Binds:
           - name: reviews
             uid: 1000                     # default 1000
             gid: 1000                     # default = uid
+            mark: 0x539                   # optional: SO_MARK on its sockets (needs CAP_NET_ADMIN)
             listen: ["0.0.0.0:9080", "127.0.0.1:9081", "pod:9082"]   # pod = the pod IP
         services:
           - name: reviews
@@ -133,7 +134,12 @@ def read_binds(text: str, source: str = "<binds>") -> Binds:
             uid = int(a.get("uid", defaults.APP_UID))
             socks = tuple(Socket(*_hostport(t, known, f"apps[{i}].listen", source, at))
                           for t in a.get("listen") or ())
-            app = App(str(a["name"]), uid=uid, gid=int(a.get("gid", uid)), sockets=socks)
+            mark_at = (lines.key_line("mark", at) if at and "mark" in a else None) or at
+            try:
+                app = App(str(a["name"]), uid=uid, gid=int(a.get("gid", uid)), sockets=socks, mark=a.get("mark"))
+            except WorldError as exc:
+                raise SpecError(f"apps[{i}].mark: {exc} (expected SO_MARK as a number, e.g. 0x539)", source=source,
+                                lineno=mark_at) from None
             out.append(app)
             parts.append(Part("app", f"app {app.name} runs as uid {app.uid}, gid {app.gid}",
                               Given(source, at) if "uid" in a else
@@ -141,6 +147,10 @@ def read_binds(text: str, source: str = "<binds>") -> Binds:
                               (f"uid {app.uid}",)))
             parts.extend(Part("listener", f"app {app.name} listens on {s}", Given(source, at), (str(s),))
                          for s in socks)
+            if app.mark is not None:
+                parts.append(Part("app", f"app {app.name} sets socket mark {app.mark:#x} (SO_MARK)",
+                                  Given(source, mark_at),
+                                  (f"mark {app.mark:#x}",)))
         apps = tuple(out)
     services: tuple[Service, ...] | None = None
     if doc.get("services") is not None:

@@ -82,14 +82,30 @@ def _sockets(values: Iterable[Socket]) -> tuple[Socket, ...]:
     return tuple(values)
 
 
+def _mark(value: int | str | None) -> int | None:
+    """A socket mark: an int (or its text, ``0x539``) in 0..0xffffffff; 0 is no mark (None)."""
+    if value is None:
+        return None
+    try:
+        mark = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value), 0)
+    except ValueError:
+        raise WorldError(f"socket mark {value!r} is not a number") from None
+    if not 0 <= mark <= 0xFFFFFFFF:
+        raise WorldError(f"socket mark {value!r} is not a 32-bit value (0..0xffffffff)")
+    return mark or None
+
+
 @attrs.frozen
 class App:
-    """An application process in the pod: its ids and its listening sockets."""
+    """An application process in the pod: its ids, its listening sockets and ``mark``, the
+    ``SO_MARK`` on every socket it opens (its connections and its listeners; setting it needs
+    ``CAP_NET_ADMIN``), or None for none (0 is no mark too, and reads as None)."""
 
     name: str
     uid: int = defaults.APP_UID
     gid: int = defaults.APP_GID
     sockets: tuple[Socket, ...] = attrs.field(default=(), converter=_sockets)
+    mark: int | None = attrs.field(default=None, converter=_mark)
 
 
 @attrs.frozen

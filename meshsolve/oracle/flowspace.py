@@ -3,11 +3,11 @@
 Rules and the proxy can only tell connections apart by what they name: an address or CIDR in a
 ``-s``/``-d`` match, a DNAT target, a service VIP or endpoint, the pod's and the peer's addresses,
 loopback, a port or port range in a match, a REDIRECT/TPROXY port, a listening socket, the proxy's
-listeners, the owner ids of a process. Two connections that agree on all of these classes end the
-same way, so one representative per class covers the whole space:
+listeners, the owner ids and the socket mark of a process. Two connections that agree on all of
+these classes end the same way, so one representative per class covers the whole space:
 
-* clients: the peer (when the family has a peer address), one app per distinct (uid, gid) pair, the
-  proxy;
+* clients: the peer (when the family has a peer address), one app per distinct (uid, gid, socket
+  mark), the proxy;
 * destinations: for the peer, each pod IP of the family (a remote host can only reach the pod's own
   addresses over the pod's interface); for a process in the pod, loopback (``127.0.0.1`` / ``::1``),
   another loopback address (IPv4), the pod IP, every address the world names (one host of each
@@ -153,10 +153,10 @@ def named_ports(world: World) -> tuple[int, ...]:
 
 def _clients(world: World, family: Family) -> list[str]:
     out = ["peer"] if world.peer_ip(family) is not None else []
-    ids: set[tuple[int, int]] = set()
+    ids: set[tuple[int, int, int | None]] = set()
     for app in world.apps:
-        if (app.uid, app.gid) not in ids:
-            ids.add((app.uid, app.gid))
+        if (app.uid, app.gid, app.mark) not in ids:
+            ids.add((app.uid, app.gid, app.mark))
             out.append(app.name)
     out.append("proxy")
     return out

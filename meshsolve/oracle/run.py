@@ -18,8 +18,8 @@
    connection from an address only the pod's ``lo`` has (``::6``) is never answered, as on a real
    network,
 5. starts one worker process per app (its uid/gid, its listening sockets, ``SO_REUSEPORT`` where a
-   socket asks for it; ``SO_MARK`` on its connections and ``CAP_NET_ADMIN`` when ``app_marks`` gives
-   it a mark), one proxy stand-in (the proxy's uid/gid, ``IP_TRANSPARENT`` listeners when the
+   socket asks for it; ``SO_MARK`` on its listeners and its connections, and ``CAP_NET_ADMIN`` to set
+   it, when the app has a ``mark``), one proxy stand-in (the proxy's uid/gid, ``IP_TRANSPARENT`` listeners when the
    proxy is transparent, ``SO_MARK`` on every socket when the proxy has a ``socket_mark``, its own
    listeners, behaving as ``world.proxy`` says) and the peer (see :mod:`meshsolve.oracle.worker`).
    A peer flow from another address (``Flow.src``, e.g. the node's probe SNAT) is opened from that
@@ -282,10 +282,8 @@ class KernelWorld:
 
     def __init__(self, world: World, config: OracleConfig | None = None, *,
                  renderer: RestoreRenderer | None = None,
-                 restore_text: dict[Family, str] | None = None,
-                 app_marks: dict[str, int] | None = None) -> None:
+                 restore_text: dict[Family, str] | None = None) -> None:
         self.world = world
-        self.app_marks = dict(app_marks or {})
         self.config = config or OracleConfig()
         self.renderer = renderer or _default_renderer
         self.restore_text = restore_text
@@ -456,7 +454,7 @@ class KernelWorld:
         for app in w.apps:
             socks = [{"bind": str(s.bind), "port": s.port, "v6only": s.v6only, "reuseport": s.reuseport,
                       "index": i} for i, s in enumerate(app.sockets)]
-            mark = self.app_marks.get(app.name)
+            mark = app.mark
             self._spawn("app:" + app.name, self.pair.pod, "app",
                         {"name": app.name, "uid": app.uid, "gid": app.gid, "sockets": socks, "mark": mark,
                          "net_admin": mark is not None})

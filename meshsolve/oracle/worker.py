@@ -16,7 +16,8 @@ from its own upstream ones (a NATed connection's source port may be remapped by 
 
 Roles
 -----
-``app``   listens on the app's sockets (``SO_REUSEPORT`` where the socket asks for it); answers
+``app``   listens on the app's sockets (``SO_REUSEPORT`` where the socket asks for it, ``SO_MARK`` when
+          the app has a ``mark``: it keeps ``CAP_NET_ADMIN`` for it); answers
           ``{"kind": "app", "app": NAME, "sock": INDEX, "peer": ADDR, "local": ADDR, "token": T}``.
 ``proxy`` the sidecar stand-in: listens on the outbound/inbound ports (``IP_TRANSPARENT`` when the
           proxy is transparent), reads the original destination (the local address of a connection
@@ -306,7 +307,7 @@ def run_app(cfg: dict[str, Any]) -> Server:
     server = Server()
     for sk in cfg["sockets"]:
         server.add(_listener(_family(sk["bind"]), sk["bind"], sk["port"], v6only=sk["v6only"],
-                             reuseport=sk.get("reuseport", False)), sk["index"])
+                             reuseport=sk.get("reuseport", False), mark=cfg.get("mark")), sk["index"])
 
     def handle(conn: socket.socket, peer: Any, index: int) -> None:
         token = read_line(conn, cfg.get("request_timeout", 5.0))

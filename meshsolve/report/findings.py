@@ -274,7 +274,8 @@ def _flow_text(world: World, v: Refuted) -> str:
     app = next((a for a in v.world.apps if a.name == flow.client), None)
     if app is None:
         return str(flow)
-    return str(flow).replace(flow.client, f"a process with uid {app.uid}, gid {app.gid}", 1)
+    mark = f", socket mark {app.mark:#x}" if app.mark else ""
+    return str(flow).replace(flow.client, f"a process with uid {app.uid}, gid {app.gid}{mark}", 1)
 
 
 def _proxy_step(res: Result) -> str | None:

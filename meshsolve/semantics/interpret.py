@@ -142,6 +142,7 @@ def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Res
                 rec.note("rule", f"{step.ref} {rule_text(step.rule)}", step.ref)
         return dec
 
+    mark = 0
     if flow.client == "peer":
         uid = gid = None
         who = "peer"
@@ -149,11 +150,11 @@ def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Res
         uid, gid, who = world.proxy.uid, world.proxy.gid, "proxy"
     else:
         app = world.app(flow.client)
-        uid, gid, who = app.uid, app.gid, app.name
+        uid, gid, who, mark = app.uid, app.gid, app.name, app.mark or 0
     if flow.src is not None and (flow.client != "peer" or flow.src.version != flow.dst.version):
         raise WorldError(f"flow {flow}: only a peer's connection names its source, of the flow's family")
     first = K.First(flow.client == "peer", flow.dst, flow.dport, flow.sport, uid, gid, flow.endpoint,
-                    flow.protocol, who, flow.src)
+                    flow.protocol, who, flow.src, mark)
     records = K.run_flow(d, env, tr, first, hops=max_hops, on_leg=rec.set_leg)
     observed: list[Side] = [("in" if r.leg.cls == K.IN else "out") for r in records
                             if r.leg.cls in (K.OUT, K.IN) and r.repeat is not True]

@@ -659,7 +659,8 @@ def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = Fals
     r0 = route(d, env, dst, d.u32(h.mark) if isinstance(h.mark, int) else h.mark)
     if not d.symbolic:
         why = f" ({h.why})" if h.why else ""
-        d.note("open", lambda: f"{h.who} (uid {h.uid}, gid {h.gid}) connects {src} -> "
+        marked = f", mark {h.mark:#x}" if h.who != "proxy" and isinstance(h.mark, int) and h.mark else ""
+        d.note("open", lambda: f"{h.who} (uid {h.uid}, gid {h.gid}{marked}) connects {src} -> "
                                f"{hostport(dst, h.dport)}/{h.protocol} via {'lo' if r0.local else env.iface}{why}")
     # connect() from a loopback address (127.0.0.6) to a remote destination fails with EINVAL
     # (::6 is an ordinary address on lo and connects anywhere)
@@ -804,10 +805,15 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         known = (d.ite(readable, orig[0], p.dst), d.ite(readable, orig[1], p.dport))
         side = _side_for(d, env, cls, known[0], known[1])
         proxied = d.or_(d.eq(side, OUT), d.eq(side, IN))
-        # the proxy's sockets (its capture listeners and its own) carry its mark
+        # the proxy's sockets (its capture listeners and its own) carry its mark, an app's its own
         owned = d.or_(proxied, *[d.eq(idx, i) for i, (who, _s) in enumerate(env.sockets) if who == "proxy"])
+        app_mark: Any = d.u32(0)
+        for i, (who, _s) in enumerate(env.sockets):
+            m = env.world.app(who).mark if who != "proxy" else None
+            if m is not None:
+                app_mark = d.ite(d.eq(idx, i), d.u32(m), app_mark)
         server = _Server(d.const(True), p.dst, p.dport, d.and_(proxied, transparent),
-                         d.ite(owned, listener_mark, d.u32(0)))
+                         d.ite(owned, listener_mark, app_mark))
 
         def accepted(leg: Leg) -> Leg:
             return _handshake(d, env, tr, j, c, orig, server, leg)
@@ -1051,7 +1057,8 @@ def proxy_upstream(d: Domain, env: Env, leg: Leg, sport: Any, endpoint: Any, kno
 class First:
     """The flow's first connection: ``peer`` (a domain Boolean: from the remote peer, else opened in
     the pod by a process with ``uid``/``gid``), destination, ports and the endpoint choice;
-    ``peer_src``: the address a peer's connection comes from (None: the world's peer address)."""
+    ``peer_src``: the address a peer's connection comes from (None: the world's peer address);
+    ``mark``: the ``SO_MARK`` of the process's socket (0: none)."""
 
     peer: Any
     dst: Any
@@ -1063,6 +1070,7 @@ class First:
     protocol: str = "tcp"
     who: str = ""
     peer_src: Any = None
+    mark: Any = 0
 
 
 @attrs.define
@@ -1091,7 +1099,8 @@ def run_flow(d: Domain, env: Env, tr: Traverse, first: First, *, hops: int, knob
     peer_ip = env.world.peer_ip(env.family)
     records: list[LegRecord] = []
     active: Any = d.const(True)
-    hop = Hop(first.dst, first.dport, first.sport, first.uid, first.gid, first.protocol, who=first.who)
+    hop = Hop(first.dst, first.dport, first.sport, first.uid, first.gid, first.protocol, who=first.who,
+              mark=first.mark)
     for n in range(hops):
         if on_leg is not None:
             on_leg(n + 1)

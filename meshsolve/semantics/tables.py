@@ -241,12 +241,15 @@ def _m_owner(d: Domain, m: OwnerMatch, p: Pkt, env: Env) -> Any:
 
 
 def _m_mark(d: Domain, m: MarkMatch, p: Pkt, env: Env) -> Any:
-    return _neg(d, d.eq(p.mark & m.mask, d.u32(m.value & m.mask)), m.negated)
+    # xt_mark compares the masked mark with the value as given: a value with bits outside the mask
+    # never matches (seen on the kernel: --mark 0x539/0xff does not match mark 0x539)
+    return _neg(d, d.eq(p.mark & m.mask, d.u32(m.value)), m.negated)
 
 
 def _m_connmark(d: Domain, m: ConnmarkMatch, p: Pkt, env: Env) -> Any:
-    # without a conntrack entry the match fails, negated or not
-    return d.and_(has_entry(d, p), _neg(d, d.eq(p.ctmark & m.mask, d.u32(m.value & m.mask)), m.negated))
+    # without a conntrack entry the match fails, negated or not; a value with bits outside the mask
+    # never equals (xt_connmark compares (ctmark & mask) == value)
+    return d.and_(has_entry(d, p), _neg(d, d.eq(p.ctmark & m.mask, d.u32(m.value)), m.negated))
 
 
 def has_entry(d: Domain, p: Pkt) -> Any:

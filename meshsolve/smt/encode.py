@@ -6,8 +6,9 @@ Exactly what the interpreter models, because it is the same code: the kernel sem
 ``meshsolve.semantics.kernel`` — every match and target, every hook and table of the kernel path
 (``meshsolve.model.path``), the sockets, the proxy's hops — run over the Z3 domain
 (``meshsolve.smt.domain``) instead of concrete values. A *flow* is a first connection (hop 0, its
-destination, ports, ids and client kind free) plus the connections the sidecar opens because of
-it (hops 1..K-1); each hop's SYN is a symbolic packet.
+destination, ports, ids and client kind free, and its socket mark when the question ranges over
+marks) plus the connections the sidecar opens because of it (hops 1..K-1); each hop's SYN is a
+symbolic packet.
 
 What this module adds is the symbolic way of walking a chain. A chain is first-match: a rule's
 matches are a conjunction of terms, and the chain's result is an if-then-else cascade built back
@@ -330,6 +331,7 @@ class HopVars:
     odst: Any = None  # original destination (pre-NAT) for a proxy hop
     odport: Any = None
     seen_src: Any = None  # source address the accepting socket sees
+    mark: Any = None  # BV32 SO_MARK of the client's socket (hop 0 of an encoding with ``marks``), else None
 
 
 @attrs.define
@@ -355,20 +357,22 @@ _CACHE_SIZE = 8
 
 def encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
                 names: dict[str, int] | None = None, tag: str = "", share_hop0: bool = True,
-                setup: Callable[[Ctx], None] | None = None, first: str = "any"
+                setup: Callable[[Ctx], None] | None = None, first: str = "any", marks: bool = False
                 ) -> tuple[FlowEncoding, HopVars, Any]:
     """Encode a flow whose hop 0 is free; see ``_encode_flow``. Encodings are reused for the same
     world object (questions about one world share one encoding: building it is most of the work).
     ``first`` limits the first connection to one that arrives from the ``"peer"`` or is opened
-    ``"local"``ly (only that path is encoded), or leaves both (``"any"``)."""
+    ``"local"``ly (only that path is encoded), or leaves both (``"any"``). ``marks``: the first
+    connection's socket mark is free (``HopVars.mark``, for the scope to constrain); else it has none."""
     if setup is not None:
         return _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, setup=setup,
-                            first=first)
-    key = (family, hops, tuple(sorted((names or {}).items())), tag, share_hop0, first)
+                            first=first, marks=marks)
+    key = (family, hops, tuple(sorted((names or {}).items())), tag, share_hop0, first, marks)
     for w, k, enc in _CACHE:
         if w is world and k == key:
             return enc
-    enc = _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, first=first)
+    enc = _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, first=first,
+                       marks=marks)
     _CACHE.insert(0, (world, key, enc))
     del _CACHE[_CACHE_SIZE:]
     return enc
@@ -376,7 +380,7 @@ def encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
 
 def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
                  names: dict[str, int] | None = None, tag: str = "", share_hop0: bool = True,
-                 setup: Callable[[Ctx], None] | None = None, first: str = "any"
+                 setup: Callable[[Ctx], None] | None = None, first: str = "any", marks: bool = False
                  ) -> tuple[FlowEncoding, HopVars, Any]:
     """Encode a flow whose hop 0 is free (the caller constrains it with a ``Scope``).
 
@@ -401,7 +405,8 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
     cons.append(z3.ULE(client, 1))
     endpoint = z3.BitVec(f"{v0}endpoint", 16)
     h0 = HopVars(src=z3.BitVec(f"{v0}src0", w), dst=z3.BitVec(f"{v0}dst0", w), sport=z3.BitVec(f"{v0}sport0", 16),
-                 dport=z3.BitVec(f"{v0}dport0", 16), uid=z3.BitVec(f"{v0}uid0", 32), gid=z3.BitVec(f"{v0}gid0", 32))
+                 dport=z3.BitVec(f"{v0}dport0", 16), uid=z3.BitVec(f"{v0}uid0", 32), gid=z3.BitVec(f"{v0}gid0", 32),
+                 mark=z3.BitVec(f"{v0}mark0", 32) if marks else None)
     is_peer = client == 0
     if world.peer_ip(family) is None:
         cons.append(z3.Not(is_peer))
@@ -416,7 +421,8 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
         return table_decision(ctx, rs, stage, pkt)
 
     # a peer connects from ``src0``: the question's scope says which address (the world's peer by default)
-    start = K.First(is_peer, h0.dst, h0.dport, h0.sport, h0.uid, h0.gid, endpoint, peer_src=h0.src)
+    start = K.First(is_peer, h0.dst, h0.dport, h0.sport, h0.uid, h0.gid, endpoint, peer_src=h0.src,
+                    mark=0 if h0.mark is None else h0.mark)
     knobs = K.Knobs(ctx.knob_localhost, ctx.knob_source)
     def sport(n: int) -> Any:  # the proxy's upstream source ports: the kernel picks them
         v = z3.BitVec(f"{tag}sport{n}", 16)
@@ -429,7 +435,7 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
         leg = r.leg
         hv.append(HopVars(src=None, dst=leg.dst, sport=None, dport=leg.dport, uid=None, gid=None, cls=leg.cls,
                           sock=leg.sock, odst=leg.odst, odport=leg.odport, seen_src=leg.seen_src))
-    hv[0].src, hv[0].sport, hv[0].uid, hv[0].gid = h0.src, h0.sport, h0.uid, h0.gid
+    hv[0].src, hv[0].sport, hv[0].uid, hv[0].gid, hv[0].mark = h0.src, h0.sport, h0.uid, h0.gid, h0.mark
     hv[0].dst, hv[0].dport = h0.dst, h0.dport
     active = [r.active for r in records]
     loop_at = [r.loop for r in records]

@@ -13,6 +13,7 @@ from typing import Literal, TypeAlias
 
 import attrs
 
+from meshsolve.errors import UnsupportedError
 from meshsolve.model.net import Family, IPAddress, IPNetwork, PortRange, to_network
 from meshsolve.model.rules import Match
 
@@ -89,6 +90,10 @@ class Scope:
     - ``vip_only``: only service VIP:port destinations (any endpoint choice).
     - ``ids``: for ``any-app``, only these (uid, gid) pairs (``None``: any pair); ``uid_is`` /
       ``gid_is``: only processes with this uid / gid.
+    - ``any_mark``: for ``any-app``, the process's sockets may carry any ``SO_MARK`` (a free 32-bit
+      value; 0 is no mark) but those in ``mark_not``; without it (the default) they carry none. An
+      ``app`` client carries its own mark (``App.mark``); a peer's and the proxy's first connections
+      carry none.
     """
 
     family: Family
@@ -106,6 +111,17 @@ class Scope:
     uid_is: int | None = None  # any-app: only processes running as this uid
     gid_is: int | None = None  # any-app: only processes running as this gid
     peer_src: IPAddress | None = None  # peer: the address it connects from (None: the world's peer)
+    any_mark: bool = False  # any-app: any socket mark but ``mark_not`` (else: no mark)
+    mark_not: tuple[int, ...] = attrs.field(default=(), converter=_ints)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.any_mark or self.mark_not) and self.client != "any-app":
+            raise UnsupportedError(f"a scope ranges over socket marks for client 'any-app' only, not {self.client!r}")
+        if self.mark_not and not self.any_mark:
+            raise UnsupportedError("mark_not excludes marks from any_mark: set any_mark too")
+        for m in self.mark_not:
+            if not 0 <= m <= 0xFFFFFFFF:
+                raise UnsupportedError(f"mark_not: {m:#x} is not a 32-bit mark")
 
     def __str__(self) -> str:
         anyone = "any non-proxy process" if self.uid_not or self.gid_not else "any process in the pod"
@@ -113,6 +129,9 @@ class Scope:
             anyone = f"any process with uid {self.uid_is}"
         elif self.gid_is is not None:
             anyone = f"any process with gid {self.gid_is}"
+        if self.any_mark:
+            but = f" but {','.join(f'{m:#x}' for m in self.mark_not)}" if self.mark_not else ""
+            anyone += f" with any socket mark{but}"
         who = {"peer": "a remote peer", "proxy": "the proxy", "app": f"app {self.app}",
                "any-app": anyone}[self.client]
         parts = [who]

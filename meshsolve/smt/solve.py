@@ -109,6 +109,12 @@ def _pred(p: Pred, enc: E.FlowEncoding) -> Any:
     raise TypeError(p)  # pragma: no cover
 
 
+def _marked(world: World, scope: Scope) -> bool:
+    """Whether the first connection's socket mark is a variable: the scope ranges over marks, or its
+    app has one (else it is 0, and the encoding is the one without marks)."""
+    return scope.any_mark or (scope.client == "app" and world.app(scope.app or "").mark is not None)
+
+
 def _first_hop_only(p: Pred) -> bool:
     match p:
         case Captured():
@@ -143,9 +149,13 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
         if s.client == "app":
             app = world.app(s.app or "")
             out += [h0.uid == u(app.uid), h0.gid == u(app.gid)]
+            if h0.mark is not None:
+                out.append(h0.mark == u(app.mark or 0))
         elif s.client == "proxy":
             out += [h0.uid == u(world.proxy.uid), h0.gid == u(world.proxy.gid)]
         else:
+            if h0.mark is not None:  # any socket mark but the excluded ones, or none
+                out += [h0.mark != u(m) for m in s.mark_not] if s.any_mark else [h0.mark == u(0)]
             out += [h0.uid != u(x) for x in s.uid_not] + [h0.gid != u(x) for x in s.gid_not]
             if s.uid_is is not None:
                 out.append(h0.uid == u(s.uid_is))
@@ -207,7 +217,8 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = defaults.HOPS,
     if _first_hop_only(pred):
         hops = 1  # the predicate looks at the first connection only: later hops are not encoded
     first = "peer" if scope.client == "peer" else "local"
-    enc, h0, client = E.encode_flow(world, scope.family, hops=hops, names=names, first=first)
+    enc, h0, client = E.encode_flow(world, scope.family, hops=hops, names=names, first=first,
+                                    marks=_marked(world, scope))
     s = configure(z3.SolverFor("QF_BV"), timeout_ms, rlimit)
     s.add(*enc.constraints)
     s.add(*_scope(scope, world, enc, h0, client))
@@ -243,12 +254,13 @@ def _flow_from_model(m: Any, world: World, scope: Scope, h0: E.HopVars,
         name = scope.app or ""
     else:
         uid, gid = val(h0.uid), val(h0.gid)
-        existing = next((a for a in world.apps if a.uid == uid and a.gid == gid), None)
+        mark = val(h0.mark) if h0.mark is not None else 0
+        existing = next((a for a in world.apps if a.uid == uid and a.gid == gid and (a.mark or 0) == mark), None)
         if existing is not None:
             name = existing.name
         else:
             name = WITNESS_APP
-            extra: tuple[App, ...] = (App(WITNESS_APP, uid=uid, gid=gid),)
+            extra: tuple[App, ...] = (App(WITNESS_APP, uid=uid, gid=gid, mark=mark or None),)
             w = attrs.evolve(world, apps=cast(Any, world.apps + extra))
     # endpoint index only matters for VIPs; keep it in range of the largest service
     n_ep = max((len(s_.endpoints) for s_ in world.services), default=1)
@@ -312,6 +324,10 @@ def _canonical(s: Any, world: World, scope: Scope, h0: E.HopVars, enc: E.FlowEnc
             smallest(h0.dport)
     if scope.client == "any-app" and h0.uid is not None:
         first([z3.And(h0.uid == a.uid, h0.gid == a.gid) for a in world.apps])
+    # a mark: none, else one of the apps', else the smallest
+    marks = [h0.mark == m for m in dict.fromkeys([0, *(a.mark for a in world.apps if a.mark)])]
+    if scope.any_mark and h0.mark is not None and not first(marks):
+        smallest(h0.mark)
     smallest(enc.endpoint)
     assert run_check(s) == z3.sat
     m = s.model()
@@ -371,8 +387,9 @@ def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int
                       names: dict[str, int] | None = None) -> Answer | Difference:
     """Find a first connection in ``scope`` whose end differs between the two worlds: outcome, the
     app socket it reaches, the source the app sees, or the proxy sides that observe it."""
-    ea, h0, client = E.encode_flow(world_a, scope.family, hops=hops, names=names, tag="a.")
-    eb, _h0b, _client_b = E.encode_flow(world_b, scope.family, hops=hops, names=names, tag="b.")
+    marks = _marked(world_a, scope) or _marked(world_b, scope)
+    ea, h0, client = E.encode_flow(world_a, scope.family, hops=hops, names=names, tag="a.", marks=marks)
+    eb, _h0b, _client_b = E.encode_flow(world_b, scope.family, hops=hops, names=names, tag="b.", marks=marks)
     keys: list[tuple[str, Any, int]] = []
     for app, s in [*ea.sockets, *eb.sockets]:
         if (app, s.bind, s.port) not in keys:

@@ -71,7 +71,8 @@ _BASIC = (Source, Destination, InInterface, OutInterface, Protocol)
 
 @attrs.frozen
 class Example:
-    """A concrete first connection a goal must handle: hop-0 values (client kind and ids)."""
+    """A concrete first connection a goal must handle: hop-0 values (client kind, ids and the
+    socket mark, 0 for none)."""
 
     goal: int
     pred: Pred
@@ -80,6 +81,7 @@ class Example:
     peer: bool
     uid: int
     gid: int
+    mark: int = 0
 
 
 @attrs.frozen
@@ -208,7 +210,7 @@ class SlotSearch:
         n = len(self.examples)
         self.examples.append(ex)
         enc, h0, client = E.encode_flow(self.sym_world, ex.family, hops=self.hops, tag=f"x{n}.",
-                                        share_hop0=False, setup=self._setup)
+                                        share_hop0=False, setup=self._setup, marks=bool(ex.mark))
         w = enc.ctx.w
         peer = ex.flow.src or self.world.peer_ip(ex.family)
         # the example's own source port (0: the kernel's choice), not one the search may pick (a port a
@@ -218,6 +220,8 @@ class SlotSearch:
                  h0.sport == z3.BitVecVal(ex.flow.sport or 0, 16)]
         if not ex.peer:
             fixed += [h0.uid == z3.BitVecVal(ex.uid, 32), h0.gid == z3.BitVecVal(ex.gid, 32)]
+            if h0.mark is not None:
+                fixed.append(h0.mark == z3.BitVecVal(ex.mark, 32))
         elif peer is not None:
             fixed.append(h0.src == z3.BitVecVal(int(peer), w))
         self.hard.extend(enc.constraints)

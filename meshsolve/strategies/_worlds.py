@@ -1,7 +1,7 @@
 """Pod worlds: sockets, proxy behaviours, istio-init-shaped capture rules, and whole worlds.
 
 ``worlds()`` are the kernel oracle's worlds: one address family or both, one to three apps
-(uids/gids around the app and proxy defaults) with sockets on ports 9001-9003 bound to the
+(uids/gids around the app and proxy defaults, sometimes a socket mark) with sockets on ports 9001-9003 bound to the
 wildcard, loopback or pod address, a proxy with random knobs (inbound port or none, virtual
 dispatch, inbound port list, endpoint, inbound source, passthrough or blackhole), one service VIP
 per family with endpoints in the pod and outside it, and ``capture_rulesets()``: a nat table in the
@@ -368,6 +368,10 @@ def _extra_rules(draw: st.DrawFn, rules_: Rulesets, fams: tuple[Family, ...]) ->
                     # tests/test_oracle_open_disagreements.py (the model finds a socket the kernel does not)
                     extra = attrs.evolve(extra, matches=tuple(m for m in extra.matches
                                                               if not isinstance(m, SocketMatch)))
+                if isinstance(extra.target, Tproxy) and extra.target.on_port != _OUTBOUND:
+                    # a transparent listener takes it: TPROXY to an ordinary listener drops at the rule,
+                    # which the model does not know (tests/test_oracle_open_disagreements.py)
+                    extra = attrs.evolve(extra, target=attrs.evolve(extra.target, on_port=_OUTBOUND))
                 here.insert(draw(st.integers(0, len(here))), _spares_kernel_packets(draw, extra, pal))
             chains[hook] = attrs.evolve(old, rules=tuple(here))
         out[fam] = Ruleset(fam, tuple(Table(t, tuple(cs.values())) for t, cs in tables.items()))
@@ -455,12 +459,20 @@ def worlds(draw: st.DrawFn, families: tuple[Family, ...] = ("ipv4", "ipv6"), *, 
                              upstream_mark=draw(st.none() | st.sampled_from((0x539, 0x53A))))
     else:
         proxy = attrs.evolve(proxy, transparent=transparent)
+    apps = draw(_apps(fams))
+    # drawn last, so the rest of a world is what it was before apps had marks
+    apps = tuple(attrs.evolve(a, mark=draw(_app_marks(world_palette(fams[0]).marks))) for a in apps)
     return World(
         pod_ips=tuple(WORLD_ADDRS[f]["pod"] for f in fams),
         peer_ips=tuple(WORLD_ADDRS[f]["peer"] for f in fams),
-        apps=draw(_apps(fams)), proxy=proxy, services=tuple(services),
+        apps=apps, proxy=proxy, services=tuple(services),
         rules=rules_, routing=routing,
     )
+
+
+def _app_marks(marks: tuple[int, ...]) -> st.SearchStrategy[int | None]:
+    """An app's socket mark: none three times in four, else one of ``marks`` (a world's palette)."""
+    return st.integers(0, 3).flatmap(lambda n: st.sampled_from(marks) if n == 0 else st.none())
 
 
 def small_world_palette(family: Family) -> Palette:
@@ -538,8 +550,9 @@ def _tproxy_mangle(draw: st.DrawFn, a: dict[str, str], mark: int) -> tuple[Rule,
 
 @st.composite
 def small_worlds(draw: st.DrawFn) -> World:
-    """A one-family pod (IPv4 twice as often) with one app ``app`` (uid/gid 1000) whose sockets bind
-    the wildcard, loopback or pod address on 9001-9003 (an overlapping pair with SO_REUSEPORT), a
+    """A one-family pod (IPv4 twice as often) with one app ``app`` (uid/gid 1000, sometimes a socket
+    mark of the palette) whose sockets bind the wildcard, loopback or pod address on 9001-9003 (an
+    overlapping pair with SO_REUSEPORT), a
     proxy with random knobs (inbound port or shared listener, dispatch, endpoint, passthrough source,
     blackhole, transparent listeners, the client's original source, an upstream mark), a service
     VIP on 9001 whose endpoints are this pod (and maybe a remote host), policy routing (none,
@@ -639,5 +652,6 @@ def small_worlds(draw: st.DrawFn) -> World:
             tables.append(Table(tname, (*built, *user.get(tname, ()))))
     rs = Ruleset(fam, tuple(tables))
     rules_ = Rulesets(ipv4=rs) if fam == "ipv4" else Rulesets(ipv6=rs)
+    app = attrs.evolve(app, mark=draw(_app_marks(pal.marks)))  # drawn last: the rest is as before marks
     return World(pod_ips=(a["pod"],), peer_ips=(a["peer"],), apps=(app,), proxy=proxy, services=(svc,),
                  rules=rules_, routing=routing)
