@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import yaml
 
+import meshsolve.defaults as defaults
 from meshsolve.analysis.check import Verdict, check
 from meshsolve.analysis.properties import Bypass, CaptureOutbound, NoLoops, Property
 from meshsolve.analysis.worlds import world_from_config
@@ -69,9 +70,12 @@ def golden_entries(directory: Path | None = None) -> list[GoldenEntry]:
     return out
 
 
-def check_golden(entry: GoldenEntry, props: tuple[Property, ...] = GOLDEN_PROPERTIES) -> GoldenRow:
+def check_golden(entry: GoldenEntry, props: tuple[Property, ...] = GOLDEN_PROPERTIES, *,
+                 timeout_ms: int = defaults.TIMEOUT_MS) -> GoldenRow:
+    """The golden's row; ``timeout_ms`` is each solver call's wall limit (its resource limit, which
+    does not depend on the machine's load, stays ``defaults.RLIMIT``)."""
     world = world_from_config(entry.config, rules=parse_file(entry.path))
-    return GoldenRow(entry.file, tuple(check(world, p) for p in props), entry.note)
+    return GoldenRow(entry.file, tuple(check(world, p, timeout_ms=timeout_ms) for p in props), entry.note)
 
 
 def _cell(v: Verdict) -> str:
