@@ -9,38 +9,22 @@ import re
 from pathlib import Path
 
 import pytest
-from test_meshes_goldens import CONTAINER, MULTIPLE, _no_empty_tables
+from test_meshes_goldens import CONTAINER_SAVES, MULTIPLE, _family_of, _no_empty_tables, _read_save
 
-from meshsolve.iptables import parse_rule, parse_text, render_save
+from meshsolve.iptables import parse_rule, render_save
 from meshsolve.meshes import kuma, without_comments
 from meshsolve.model import Ruleset
 
 SAVES = Path(__file__).parent / "data" / "kuma-saves"
-ALL = sorted([*SAVES.glob("*.golden"), *(p for p in CONTAINER.glob("*.golden") if p.stat().st_size > 100)])
-_NAME = re.compile(r"^(?P<distro>[a-z]+(?:-[a-z]+)?-[0-9]+(?:-[0-9]+)?)(?:-(?P<flags>default|with-multiple-flags))?"
-                   r"\.(?P<tool>ip6?tables(?:-nft|-legacy)?)\.golden$")
-
-
-def _parts(path: Path) -> tuple[str, str, str]:
-    m = _NAME.match(path.name)
-    assert m, f"{path.name}: not <distro>[-<flags>].<tool>.golden"
-    return m["distro"], m["flags"] or "default", m["tool"]
-
-
-def _family(path: Path) -> str:
-    return "ipv6" if _parts(path)[2].startswith("ip6") else "ipv4"
+MULTIPLE_FLAGS = [p for p in CONTAINER_SAVES if "-with-multiple-flags." in p.name]
 
 
 def _save(path: Path) -> Ruleset:
-    text = path.read_text(encoding="utf-8").replace("ifPlaceholder", "lo")
-    family = _family(path)
-    parsed = parse_text(("# ipv6\n" if family == "ipv6" else "") + text, source=str(path))
-    return _no_empty_tables(without_comments(parsed)).for_family(family)  # type: ignore[arg-type]
+    return _no_empty_tables(without_comments(_read_save(path, "lo"))).for_family(_family_of(path))  # type: ignore[arg-type]
 
 
 def _generated(path: Path) -> Ruleset:
-    flags = MULTIPLE if _parts(path)[1] == "with-multiple-flags" else []
-    return kuma.generate(kuma.parse_args(flags)).for_family(_family(path))  # type: ignore[arg-type]
+    return kuma.generate(kuma.parse_args(MULTIPLE)).for_family(_family_of(path))  # type: ignore[arg-type]
 
 
 _DNS = re.compile(r"(?<![0-9:])(53|15053)(?![0-9:])")
@@ -53,7 +37,7 @@ def _without_dns_rules(rs: Ruleset) -> list[str]:
     return [line.replace(_NOT_DNS, "") for line in render_save(rs).splitlines() if not _DNS.search(line.replace(_NOT_DNS, ""))]
 
 
-@pytest.mark.parametrize("path", [p for p in ALL if _parts(p)[1] == "with-multiple-flags"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MULTIPLE_FLAGS, ids=lambda p: p.name)
 def test_a_multiple_flags_save_differs_at_most_in_the_dns_rules(path: Path) -> None:
     """Kuma's DNS rules changed between the releases these saves come from (``! --dport 53`` on the
     loopback rules, a TCP port-53 redirect); every other rule is what the profile generates."""
