@@ -149,6 +149,18 @@ class DocumentParser(CommandReplay):
                 raise self.err("packet/byte counter out of range (more than 20 digits)", ln)
             counters = (int(m.group(1)), int(m.group(2)))
             s = s[m.end():]
+        if s.startswith("-A ") and self.fast is not None and self.table is not None:
+            # the common case, an iptables-save rule line: its text straight to the segment cache
+            chain, sep, body = s[3:].partition(" ")
+            c = self.table.chains.get(chain)
+            if c is not None and sep:
+                quick = self.fast.parse_text(body, counters, Origin(self.source, ln.lineno))
+                if quick is not None:
+                    rule, jump = quick
+                    if jump is not None:
+                        c.jumps.append((jump, ln.lineno, ln.text))
+                    c.rules.append(rule)
+                    return
         if s.startswith("-"):
             if self.table is None:
                 raise self.err("a rule/command line outside a *table ... COMMIT block", ln)

@@ -4,21 +4,33 @@ Large dumps (kube-proxy's, Istio's) repeat the same pieces over and over: ``-p t
 --dport 443``, ``-m comment --comment "ns/svc cluster IP"`` shared by a service's rules, ``-j
 KUBE-MARK-MASQ``. A rule's arguments fall into *segments* that iptables reads independently of
 each other: a basic option (``[!] -s/-d/-i/-o/-p VALUE``), a module (``-m NAME`` and its options)
-and the target (``-j/-g NAME`` and its options, last). :class:`FastRules` cuts the words into
-those segments with the full parser's own scanners (``scan_options`` for a module meshsolve knows,
-``collect_raw`` for one it does not), reads each *distinct* segment once with the full parser's own
-builders (``basic_match``, ``build_port``, ``build_module``, ``target_of``), and puts the rule
-together from the cached pieces; ``Rule`` orders the matches as the full parser's rule has them.
+and the target (``-j/-g NAME`` and its options, last). :class:`FastRules` reads each *distinct*
+segment once with the full parser's own scanners and builders (``scan_options`` for a module
+meshsolve knows, ``collect_raw`` for one it does not, ``basic_match``, ``build_port``,
+``build_module``, ``target_of``), and puts the rule together from the cached pieces; ``Rule``
+orders the matches as the full parser's rule has them.
+
+Two doors: :meth:`FastRules.parse` takes the words of a rule; :meth:`FastRules.parse_text` takes
+the text of an iptables-save rule line after ``-A CHAIN`` and cuts it into segments with one regular
+expression, before any word splitting, so a segment seen before costs one dictionary look-up. A
+segment is cached by its text only after its words were read alone with the word door's logic and
+used up exactly; the cut is taken only when the segments, joined by single spaces, give back the
+whole text (nothing skipped, no other white space). What may follow a segment (another segment's
+first word: ``-s -d -i -o -p -m -j -g !``) ends every module's options, as it ends them for the full
+parser (``tests/test_iptables_fastrule.py`` checks that against ``MODULE_OPTS``).
 
 Only shapes where that is exactly the full parser's answer are taken. Anything else returns None
 and the caller runs the full parser, which also words the error: ``-c`` counters, a port option of
 the implicit protocol module (``-p tcp --dport 80`` without ``-m tcp``), ``sctp``/``dccp``
 modules, a basic option given twice, a target followed by more options, a segment a builder
-refuses. The pieces are frozen values, so sharing them between rules is safe.
-``tests/test_iptables_fastrule.py`` checks the two ways against each other on generated rulesets.
+refuses, and for the text door anything its expression does not cut (long option names, tabs,
+escapes in quotes). The pieces are frozen values, so sharing them between rules is safe.
+``tests/test_iptables_fastrule.py`` checks the two ways against each other.
 """
 
 from __future__ import annotations
+
+import re
 
 from meshsolve.errors import MeshsolveError
 from meshsolve.iptables.matches import MODULE_OPTS, PortBuilder, build_module, build_port
@@ -28,18 +40,34 @@ from meshsolve.iptables.options import (
     JUMP_OPTS,
     MATCH_OPTS,
     PORT_PROTOCOLS,
+    STRING_OPTS,
     TERMINATORS,
     collect_raw,
     scan_options,
 )
 from meshsolve.iptables.rule import basic_match, target_of
-from meshsolve.iptables.tokens import LineError
+from meshsolve.iptables.tokens import LineError, restore_words
 from meshsolve.model.rules import Match, OpaqueMatch, Origin, Rule, Target
 
-__all__ = ["FastRules"]
+__all__ = ["SEGMENT_STARTS", "FastRules"]
 
 _MISSING = object()
 _TARGET_OPTS = frozenset([*JUMP_OPTS, *GOTO_OPTS])
+
+#: The first words of the segments the text door cuts (what ends a module's options there).
+SEGMENT_STARTS = ("-s", "-d", "-i", "-o", "-p", "-m", "-j", "-g", "!")
+
+# One segment of an iptables-save rule line: a basic option with its value; a module with its
+# ``[!] --option value...`` items (a value is quoted without backslashes, or a plain word that
+# starts with neither '-' nor '!'); the target and everything after it.
+_SEGMENT = re.compile(
+    r'(?:! )?-[sdiop] [^ "]+'
+    r'|-m [^ "!-][^ "]*(?: (?:! )?--[^ "]+(?: (?:"[^"\\]*"|[^ "!\\-][^ "\\]*))*)*'
+    r"|-[jg] .*")
+
+# A segment's piece: (kind, basic option key, match, words): ("b", "s".."p", match or None, (value,))
+# for a basic option, ("m", "", match or None, ()) for a module, ("t", "", None, words) for the target.
+_Piece = tuple[str, str, Match | None, tuple[str, ...]]
 
 
 class FastRules:
@@ -49,6 +77,7 @@ class FastRules:
         self._basic: dict[tuple[str, str, bool], Match | None] = {}
         self._modules: dict[tuple[str, ...], Match | None] = {}
         self._targets: dict[tuple[str, str, str | None, tuple[str, ...]], tuple[Target, str | None]] = {}
+        self._pieces: dict[str, _Piece | None | object] = {}  # segment text -> its piece (None: not taken)
 
     def parse(self, toks: list[str], counters: tuple[int, int] | None = None, origin: Origin | None = None
               ) -> tuple[Rule, str | None] | None:
@@ -62,71 +91,135 @@ class FastRules:
         i, n = 0, len(toks)
         try:
             while i < n:
-                t = toks[i]
-                neg = t == "!"
-                if neg:
-                    i += 1
-                    if i >= n:
-                        return None
-                    t = toks[i]
-                key = BASIC.get(t)
-                if key is not None:
-                    if i + 1 >= n or key in seen:
-                        return None
-                    val = toks[i + 1]
-                    if val == "!" or val in TERMINATORS:
+                got = self._segment(toks, i)
+                if got is None:
+                    return None
+                (kind, key, match, words), i = got
+                if kind == "b":
+                    if key in seen:
                         return None
                     seen.append(key)
                     if key == "p":
-                        protocol = val
-                    bkey = (key, val, neg)
-                    got = self._basic.get(bkey, _MISSING)
-                    if got is _MISSING:
-                        got = self._basic[bkey] = basic_match(key, val, neg)
-                    if got is not None:
-                        matches.append(got)  # type: ignore[arg-type]
-                    i += 2
-                    continue
-                if neg:
-                    return None
-                if t in MATCH_OPTS:
-                    if i + 1 >= n or toks[i + 1].startswith("-"):
-                        return None
-                    mod = toks[i + 1].lower()
-                    spec = MODULE_OPTS.get(mod)
-                    if spec is None:
-                        if mod in PORT_PROTOCOLS:
-                            return None  # sctp / dccp: their own scan in the full parser
-                        raw, end = collect_raw(toks, i + 2)
-                    else:
-                        opts, end = scan_options(toks, i + 2, spec, f"-m {mod}")
-                    mkey = (mod, *toks[i + 2:end])
-                    got = self._modules.get(mkey, _MISSING)
-                    if got is _MISSING:
-                        if spec is None:
-                            got = OpaqueMatch(mod, tuple(raw))
-                        elif mod in PORT_PROTOCOLS:
-                            got = build_port(PortBuilder(mod, opts))
-                        else:
-                            got = build_module(mod, opts)
-                        self._modules[mkey] = got
-                    if got is not None:
-                        matches.append(got)  # type: ignore[arg-type]
-                    i = end
-                    continue
-                if t in _TARGET_OPTS:
-                    if i + 1 >= n or toks[i + 1].startswith("-"):
-                        return None
-                    raw, end = collect_raw(toks, i + 2)
-                    if end != n:
+                        protocol = words[0]
+                elif kind == "t":
+                    if i != n:
                         return None  # the target is not last: left to the full parser
-                    tkey = (t, toks[i + 1], protocol, tuple(raw))
-                    hit = self._targets.get(tkey)
-                    if hit is None:
-                        hit = self._targets[tkey] = target_of(t, toks[i + 1], raw, protocol)
-                    target, jump = hit
-                    break
-                return None
+                    target, jump = self._target(words, protocol)
+                if match is not None:
+                    matches.append(match)
             return Rule(tuple(matches), target, counters, origin), jump
         except (LineError, MeshsolveError):
             return None  # the full parser words the error
+
+    def parse_text(self, text: str, counters: tuple[int, int] | None = None, origin: Origin | None = None
+                   ) -> tuple[Rule, str | None] | None:
+        """:meth:`parse` of ``restore_words(text)``, for the text of a save/restore rule line after
+        ``-A CHAIN``; None when this shape is left to the word door (or the full parser)."""
+        segs = _SEGMENT.findall(text)
+        if " ".join(segs) != text:
+            return None
+        pieces = self._pieces
+        matches: list[Match] = []
+        seen: set[str] = set()
+        protocol: str | None = None
+        target: Target | None = None
+        jump: str | None = None
+        try:
+            for seg in segs:
+                piece = pieces.get(seg, _MISSING)
+                if piece is _MISSING:
+                    piece = pieces[seg] = self._piece(seg)
+                if piece is None:
+                    return None
+                kind, key, match, words = piece  # type: ignore[misc]
+                if kind == "b":
+                    if key in seen:
+                        return None
+                    seen.add(key)
+                    if key == "p":
+                        protocol = words[0]
+                elif kind == "t":  # the expression makes the target the last segment
+                    target, jump = self._target(words, protocol)
+                if match is not None:
+                    matches.append(match)
+            return Rule(tuple(matches), target, counters, origin), jump
+        except (LineError, MeshsolveError):
+            return None
+
+    # -- segments ----------------------------------------------------------------------------
+    def _piece(self, seg: str) -> _Piece | None:
+        """The piece of one segment's text, read with the word door's logic; None unless its words
+        make exactly one segment of the kind the text promises."""
+        try:
+            toks = restore_words(seg)
+            got = self._segment(toks, 0)
+        except (LineError, MeshsolveError):
+            return None
+        if got is None or got[1] != len(toks):
+            return None
+        piece = got[0]
+        if piece[0] == "m" and toks[-1] in STRING_OPTS:
+            return None  # its value would be the next segment's first word
+        return piece
+
+    def _segment(self, toks: list[str], i: int) -> tuple[_Piece, int] | None:
+        """The segment starting at ``toks[i]`` and the index after it; None for a shape left to
+        the full parser. A target segment's piece holds its words (its reading needs the -p value)."""
+        n = len(toks)
+        t = toks[i]
+        neg = t == "!"
+        if neg:
+            i += 1
+            if i >= n:
+                return None
+            t = toks[i]
+        key = BASIC.get(t)
+        if key is not None:
+            if i + 1 >= n:
+                return None
+            val = toks[i + 1]
+            if val == "!" or val in TERMINATORS:
+                return None
+            bkey = (key, val, neg)
+            got = self._basic.get(bkey, _MISSING)
+            if got is _MISSING:
+                got = self._basic[bkey] = basic_match(key, val, neg)
+            return ("b", key, got, (val,)), i + 2  # type: ignore[return-value]
+        if neg:
+            return None
+        if t in MATCH_OPTS:
+            if i + 1 >= n or toks[i + 1].startswith("-"):
+                return None
+            mod = toks[i + 1].lower()
+            spec = MODULE_OPTS.get(mod)
+            if spec is None:
+                if mod in PORT_PROTOCOLS:
+                    return None  # sctp / dccp: their own scan in the full parser
+                raw, end = collect_raw(toks, i + 2)
+            else:
+                opts, end = scan_options(toks, i + 2, spec, f"-m {mod}")
+            mkey = (mod, *toks[i + 2:end])
+            got = self._modules.get(mkey, _MISSING)
+            if got is _MISSING:
+                if spec is None:
+                    got = OpaqueMatch(mod, tuple(raw))
+                elif mod in PORT_PROTOCOLS:
+                    got = build_port(PortBuilder(mod, opts))
+                else:
+                    got = build_module(mod, opts)
+                self._modules[mkey] = got
+            return ("m", "", got, ()), end  # type: ignore[return-value]
+        if t in _TARGET_OPTS:
+            if i + 1 >= n or toks[i + 1].startswith("-"):
+                return None
+            _, end = collect_raw(toks, i + 2)
+            return ("t", "", None, tuple(toks[i:end])), end
+        return None
+
+    def _target(self, words: tuple[str, ...], protocol: str | None) -> tuple[Target, str | None]:
+        """``-j/-g NAME options...`` read as the full parser reads it after ``-p protocol``."""
+        tkey = (words[0], words[1], protocol, words[2:])
+        hit = self._targets.get(tkey)
+        if hit is None:
+            hit = self._targets[tkey] = target_of(words[0], words[1], list(words[2:]), protocol)
+        return hit

@@ -27,6 +27,11 @@ _RULE_OPTIONS = frozenset({"-p", "--protocol", "-s", "--source", "--src", "-d", 
                            "-f", "--fragment", "-c", "--set-counters"})
 
 
+_COMMAND_ALIASES = {"--append": "-A", "--insert": "-I", "--new-chain": "-N", "--new": "-N",
+                    "--delete-chain": "-X", "--flush": "-F", "--policy": "-P", "--delete": "-D",
+                    "--check": "-C"}
+
+
 class CommandFailed(ParseError):
     """A well-formed command that the current state refuses (``-N`` of an existing chain...).
 
@@ -123,10 +128,7 @@ class CommandReplay:
                 restore: bool) -> None:
         cmd = toks[0]
         rest = toks[1:]
-        aliases = {"--append": "-A", "--insert": "-I", "--new-chain": "-N", "--new": "-N",
-                   "--delete-chain": "-X", "--flush": "-F", "--policy": "-P", "--delete": "-D",
-                   "--check": "-C"}
-        cmd = aliases.get(cmd, cmd)
+        cmd = _COMMAND_ALIASES.get(cmd, cmd)
         if cmd in ("-A", "-I", "-D", "-C"):
             if not rest or rest[0].startswith("-"):
                 raise self.err(f"{cmd} needs a chain name", ln)
