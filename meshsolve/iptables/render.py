@@ -382,6 +382,39 @@ def rule_text(rule: Rule, family: Family = "ipv4") -> str:
     return " ".join(parts)
 
 
+_UNSEEN = object()
+
+
+class _RuleTexts:
+    """``rule_text`` for the rules of one ruleset, each match and target rendered once however
+    many rules share it (the parser shares equal pieces); keyed by identity, the ruleset keeping
+    them alive while this lives."""
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+        self.pieces: dict[int, str | None] = {}  # None: the piece renders to no words
+
+    def text(self, rule: Rule) -> str:
+        pieces = self.pieces
+        parts: list[str] = []
+        for m in rule.matches:
+            s = pieces.get(id(m), _UNSEEN)
+            if s is _UNSEEN:
+                args = _match_args(m)
+                s = pieces[id(m)] = " ".join(args) if args else None
+            if s is not None:
+                parts.append(s)  # type: ignore[arg-type]
+        t = rule.target
+        if t is not None:
+            s = pieces.get(id(t), _UNSEEN)
+            if s is _UNSEEN:
+                args = _target_args(t, self.family)
+                s = pieces[id(t)] = " ".join(args) if args else None
+            if s is not None:
+                parts.append(s)  # type: ignore[arg-type]
+        return " ".join(parts)
+
+
 def _tables(rs: Ruleset) -> list[tuple[str, tuple[Chain, ...]]]:
     def key(name: str) -> tuple[int, str]:
         return (TABLE_SAVE_ORDER.index(name), "") if name in TABLE_SAVE_ORDER else (99, name)
@@ -395,21 +428,24 @@ def _counter(c: tuple[int, int] | None, on: bool) -> str:
 
 def _ruleset_save(rs: Ruleset, counters: bool) -> list[str]:
     lines: list[str] = []
+    texts = _RuleTexts(rs.family)
     for name, chains in _tables(rs):
         lines.append(f"*{name}")
         for c in chains:
             lines.append(f":{c.name} {c.policy or '-'} {_counter(c.counters, counters)}")
         for c in chains:
+            head = f"-A {c.name}"
             for r in c.rules:
-                text = rule_text(r, rs.family)
+                text = texts.text(r)
                 prefix = f"{_counter(r.counters, True)} " if counters else ""
-                lines.append(f"{prefix}-A {c.name}" + (f" {text}" if text else ""))
+                lines.append(f"{prefix}{head} {text}" if text else f"{prefix}{head}")
         lines.append("COMMIT")
     return lines
 
 
 def _ruleset_restore(rs: Ruleset) -> list[str]:
     lines: list[str] = []
+    texts = _RuleTexts(rs.family)
     # alphabetical, like Istio's restore input
     for name, chains in sorted(_tables(rs)):
         lines.append(f"*{name}")
@@ -421,9 +457,10 @@ def _ruleset_restore(rs: Ruleset) -> list[str]:
             elif c.policy != "ACCEPT" or bare:
                 lines.append(f":{c.name} {c.policy} [0:0]")
         for c in chains:
+            head = f"-A {c.name}"
             for r in c.rules:
-                text = rule_text(r, rs.family)
-                lines.append(f"-A {c.name}" + (f" {text}" if text else ""))
+                text = texts.text(r)
+                lines.append(f"{head} {text}" if text else head)
         lines.append("COMMIT")
     return lines
 

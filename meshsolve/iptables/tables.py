@@ -27,6 +27,7 @@ _RULE_OPTIONS = frozenset({"-p", "--protocol", "-s", "--source", "--src", "-d", 
                            "-f", "--fragment", "-c", "--set-counters"})
 
 
+_CHAIN_NAME = re.compile(r"[^\s!'\"-][^\s'\"]*")
 _COMMAND_ALIASES = {"--append": "-A", "--insert": "-I", "--new-chain": "-N", "--new": "-N",
                     "--delete-chain": "-X", "--flush": "-F", "--policy": "-P", "--delete": "-D",
                     "--check": "-C"}
@@ -100,7 +101,7 @@ class CommandReplay:
 
     def check_chain_name(self, name: str, ln: Line) -> None:
         """A user chain name iptables accepts: at most 28 characters, not an option or a target."""
-        if len(name) > 28 or not re.fullmatch(r"[^\s!'\"-][^\s'\"]*", name) or name.startswith("-"):
+        if len(name) > 28 or not _CHAIN_NAME.fullmatch(name) or name.startswith("-"):
             raise self.err(f"bad chain name {name!r}", ln)
         if name in KNOWN_TARGETS or name in OTHER_TARGET_EXTENSIONS:
             raise self.err(f"chain name {name!r} is a target name", ln)

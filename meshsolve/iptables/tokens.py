@@ -41,16 +41,23 @@ class Line:
     mark: str = ""  # what an unwrapped line was marked as: "trace" (bash -x), ":;" / ">" / "<" (Linkerd)
 
 
+_BAD_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+
+
 def split_lines(text: str, source: str) -> list[Line]:
     """``text`` → numbered logical lines; ParseError for over-long lines and binary data."""
+    raws = text.split("\n")
+    if "\\" not in text and _BAD_CHAR.search(text) is None and max(map(len, raws)) <= MAX_LINE_CHARS:
+        # the common case, checked on the whole text at once: no continuation, nothing to refuse
+        return [Line(k, raw.rstrip("\r")) for k, raw in enumerate(raws, start=1)]
     lines: list[Line] = []
     pending: list[str] = []
     start = 1
-    for k, raw in enumerate(text.split("\n"), start=1):
+    for k, raw in enumerate(raws, start=1):
         if len(raw) > MAX_LINE_CHARS:
             raise ParseError(f"line longer than {MAX_LINE_CHARS} characters ({len(raw)})", source=source,
                              lineno=k, line=raw[:120])
-        bad = re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]", raw)
+        bad = _BAD_CHAR.search(raw)
         if bad:
             raise ParseError(f"binary data (character {bad.group()!r} at column {bad.start() + 1}); "
                              "expected iptables text", source=source, lineno=k, line=raw[:120])
