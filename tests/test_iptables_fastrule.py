@@ -173,3 +173,201 @@ def test_restore_words_shortcuts_match_the_general_split(line: str) -> None:
             restore_words(line)
         return
     assert restore_words(line) == want
+
+
+# --- the text door (``FastRules.parse_text``) and the other shortcuts of a whole read ---------------
+
+_TEXT_SUFFIXES = {".golden", ".txt", ".log", ".sh", ".iptables-save", ".iptables-nft-save", ".expected"}
+
+
+def _text_inputs() -> list[Path]:
+    """Every text input the repository and the shared reference hold (read both ways below)."""
+    roots = [ROOT / "tests" / "data", GOLDENS.parent]
+    return sorted(p for r in roots if r.is_dir() for p in r.rglob("*")
+                  if p.is_file() and p.suffix in _TEXT_SUFFIXES)
+
+
+def _reading_both_ways(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
+    """``read_text`` with the fast paths on and off: the Reading's parts, or the error's."""
+    from meshsolve.errors import ParseError
+    from meshsolve.iptables import read_text
+
+    out = []
+    for fast in (True, False):
+        with monkeypatch.context() as m:
+            m.setattr(tables, "FAST_RULES", fast)
+            try:
+                r = read_text(text, "in.txt")
+            except ParseError as exc:
+                out.append(("error", str(exc), exc.lineno, exc.line))
+                continue
+        rs = r.rulesets
+        out.append(("read", r.form, r.notes, r.state, rs, _details(rs) if rs is not None else None,
+                    None if r.incomplete is None else str(r.incomplete)))
+    return out[0], out[1]
+
+
+def test_inputs_found() -> None:
+    assert len(_text_inputs()) > 100  # the goldens and tests/data are where conftest says
+
+
+@pytest.mark.parametrize("path", _text_inputs(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_stored_input_reads_the_same_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same rules, counters, origins, notes — or the same error, word for word, at the same line."""
+    fast, full = _reading_both_ways(path.read_text(errors="replace"), monkeypatch)
+    assert fast == full
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 150, 2500])
+def test_kube_dumps_of_several_sizes_read_the_same_and_take_the_text_door(
+        n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = kube_dump(n)
+    fast, full = _reading_both_ways(text, monkeypatch)
+    assert fast == full and fast[0] == "read"
+    door = FastRules()
+    bodies = [s[3:].partition(" ")[2] for s in text.splitlines() if s.startswith("-A ")]
+    assert bodies and all(door.parse_text(b) is not None for b in bodies)
+    # and the same with iptables-save -c counters on every line
+    counted = "\n".join(f"[3:4] {s}" if s.startswith("-A ") else s for s in text.splitlines()) + "\n"
+    fast, full = _reading_both_ways(counted, monkeypatch)
+    assert fast == full and fast[0] == "read"
+
+
+def _check_text(text: str) -> bool:
+    """The text door against the full parser on one rule's text; True if the door answered."""
+    got = FastRules().parse_text(text)
+    try:
+        want, jump, counters = parse_rule_tokens(restore_words(text))
+    except LineError:
+        assert got is None, f"text door accepted what the full parser refuses: {text!r}"
+        return False
+    if got is None:
+        return False
+    assert counters is None
+    assert got == (want, jump), text
+    return True
+
+
+@_SETTINGS
+@given(st.sampled_from(["ipv4", "ipv6"]).flatmap(lambda f: st.tuples(st.just(f), rules(f))),
+       st.randoms(use_true_random=False))
+def test_rule_text_shuffled_and_damaged(fr: tuple[str, Rule], rnd: random.Random) -> None:
+    family, r = fr
+    text = rule_text(r, family)  # type: ignore[arg-type]
+    _check_text(text)
+    words = text.split(" ")
+    if len(words) > 1:
+        k = rnd.randrange(len(words))
+        _check_text(" ".join(words[:k] + words[k + 1:]))  # a word dropped
+        _check_text(" ".join([*words[:k], words[k], *words[k:]]))  # a word doubled
+        _check_text(" ".join(words[:k]) + "  " + " ".join(words[k:]))  # two spaces
+        _check_text(" ".join(words[:k]) + ' "' + " ".join(words[k:]))  # a stray quote
+        cuts = [k for k, w in enumerate(words) if w in ("-s", "-d", "-i", "-o", "-p", "-m", "-j", "-g")]
+        pieces = [" ".join(words[a:b]) for a, b in zip([0, *cuts], [*cuts, len(words)], strict=True) if a < b]
+        rnd.shuffle(pieces)
+        _check_text(" ".join(pieces))
+
+
+@pytest.mark.parametrize("args", [
+    "--source 192.0.2.1 -j ACCEPT",  # a long option name: left to the word door
+    "-s  192.0.2.1 -j ACCEPT",  # two spaces
+    "-s\t192.0.2.1 -j ACCEPT",
+    "-p tcp --dport 80 -j ACCEPT",  # the implicit tcp module
+    '-m comment --comment "a \\"b\\" c" -j ACCEPT',  # an escape inside quotes
+    '-m comment --comment a"b" -j ACCEPT',
+    "-j ACCEPT -p tcp",  # the target not last
+    "-s 192.0.2.1 -s 192.0.2.2 -j ACCEPT",  # a basic option twice
+    "! -m tcp --dport 1 -j ACCEPT",
+    "-m tcp --dport",
+    "-m comment --comment",
+    "-m foo --log-prefix -j ACCEPT",  # a free-text option's value is the next word, whatever it is
+    "-m tcp --dport 80 extra -j ACCEPT",
+    "-j",
+    "-s ! -j ACCEPT",
+    "-c 1 2 -j ACCEPT",
+])
+def test_text_door_leaves_what_it_does_not_cut(args: str) -> None:
+    assert FastRules().parse_text(args) is None
+    _check_text(args)  # and whatever the full parser says stands
+
+
+def test_text_door_takes_the_common_shapes() -> None:
+    for args in ("-p tcp -m tcp --dport 80 -j ACCEPT", "! -s 10.244.0.0/16 -d 10.96.0.1/32 -p tcp -m comment "
+                 '--comment "ns0/svc0:p80 cluster IP" -m tcp --dport 443 -j KUBE-MARK-MASQ',
+                 "-o lo -m owner --uid-owner 1337 -j RETURN", "-m mark ! --mark 0x4000/0x4000 -j RETURN",
+                 "-p tcp -m comment --comment ns0/svc0:p80 -m tcp -j DNAT --to-destination 10.244.0.1:8000",
+                 "-m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-X",
+                 "-j MARK --set-xmark 0x4000/0x4000", "! -d 127.0.0.1/32 -o lo -p tcp -m tcp ! --dport 15008 "
+                 "-m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT"):
+        assert _check_text(args), args
+
+
+def test_segment_starts_end_every_module() -> None:
+    """What follows a segment in the text door ends a module's options for the full parser too."""
+    from meshsolve.iptables.fastrule import SEGMENT_STARTS
+    from meshsolve.iptables.matches import MODULE_OPTS
+    from meshsolve.iptables.options import TERMINATORS, resolve_long
+
+    for word in SEGMENT_STARTS:
+        assert word == "!" or word in TERMINATORS
+        for mod, spec in MODULE_OPTS.items():
+            assert resolve_long(word, spec) is None, (word, mod)
+
+
+def test_one_door_cache_serves_both_doors() -> None:
+    door = FastRules()
+    words = "-p tcp -m tcp --dport 80 -j ACCEPT"
+    a = door.parse_text(words)
+    b = door.parse(words.split())
+    assert a is not None and b is not None and a == b
+    assert a[0].matches[1] is b[0].matches[1]  # the piece is shared, not rebuilt
+
+
+@_SETTINGS
+@given(rulesets_pair())
+def test_render_of_shared_pieces_is_rule_text(r: Rulesets) -> None:
+    """``render_save``/``render_restore`` render a shared match once: each line is still rule_text."""
+    for rs in (r.ipv4, r.ipv6):
+        want = [f"-A {c.name} {rule_text(x, rs.family)}".rstrip() for t in rs.tables for c in t.chains
+                for x in c.rules]
+        for text in (render_save(rs), render_restore(rs)):
+            got = [s for s in text.splitlines() if s.startswith("-A ")]
+            assert sorted(got) == sorted(want)
+        got = [s.split(" ", 1)[1] for s in render_save(rs, counters=True).splitlines() if s.startswith("[")]
+        assert sorted(got) == sorted(want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", " ", "\n", "\r\n", "\\", "\\\n", "#", "\x01", "\ufffd", "x" * 40]),
+                max_size=20).map("".join))
+def test_split_lines_shortcut_matches_the_general_split(text: str) -> None:
+    from meshsolve.errors import ParseError
+    from meshsolve.iptables.tokens import split_lines, split_lines_general
+
+    try:
+        want = split_lines_general(text, "in.txt")
+    except ParseError as exc:
+        with pytest.raises(ParseError) as got:
+            split_lines(text, "in.txt")
+        assert (str(got.value), got.value.lineno) == (str(exc), exc.lineno)
+        return
+    assert split_lines(text, "in.txt") == want
+
+
+def test_gc_paused_restores_the_collector() -> None:
+    import gc
+
+    from meshsolve.iptables.reading import gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()

@@ -50,10 +50,15 @@ def split_lines(text: str, source: str) -> list[Line]:
     if "\\" not in text and _BAD_CHAR.search(text) is None and max(map(len, raws)) <= MAX_LINE_CHARS:
         # the common case, checked on the whole text at once: no continuation, nothing to refuse
         return [Line(k, raw.rstrip("\r")) for k, raw in enumerate(raws, start=1)]
+    return split_lines_general(text, source)
+
+
+def split_lines_general(text: str, source: str) -> list[Line]:
+    """:func:`split_lines` line by line, without its shortcut (the tests compare the two)."""
     lines: list[Line] = []
     pending: list[str] = []
     start = 1
-    for k, raw in enumerate(raws, start=1):
+    for k, raw in enumerate(text.split("\n"), start=1):
         if len(raw) > MAX_LINE_CHARS:
             raise ParseError(f"line longer than {MAX_LINE_CHARS} characters ({len(raw)})", source=source,
                              lineno=k, line=raw[:120])
