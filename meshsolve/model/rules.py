@@ -13,6 +13,7 @@ the order the kernel keeps and iptables-save prints. Anything the parser does no
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Literal, TypeAlias
 
@@ -497,6 +498,7 @@ class NatSpec:
     port_hi: int | None = None
 
 
+@functools.lru_cache(maxsize=1024)  # a Dnat/Snat decodes its text twice: as given, then canonical
 def decode_nat(text: str) -> NatSpec | None:
     """``--to-destination`` / ``--to-source`` text as a ``NatSpec``; None when it is not one."""
     t = text.strip()
@@ -632,6 +634,14 @@ Target: TypeAlias = (
 
 def _order_matches(matches: Iterable[Match]) -> tuple[Match, ...]:
     items = tuple(matches)
+    last = -1  # the common case first: the basic matches already in order, each once, before the rest
+    for m in items:
+        rank = _BASIC_ORDER.get(type(m), 5)
+        if rank <= last and rank != 5:
+            break
+        last = rank
+    else:
+        return items
     basic = sorted((m for m in items if type(m) in _BASIC_ORDER), key=lambda m: _BASIC_ORDER[type(m)])
     seen: set[type] = set()
     for m in basic:
