@@ -371,3 +371,25 @@ def test_gc_paused_restores_the_collector() -> None:
         assert not gc.isenabled()  # left as it was found
     finally:
         gc.enable()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.tuples(st.ip_addresses(v=4), st.integers(0, 40)).map(lambda t: f"{t[0]}/{t[1]}"),
+    st.lists(st.sampled_from(["0", "1", "01", "255", "256", "999", ".", "/", "32", "033", " ", "a"]),
+             max_size=9).map("".join)))
+def test_parse_net_shortcut_is_ip_network(value: str) -> None:
+    """Dotted quads skip ``ip_network``'s parser; the network (or the refusal) is the same."""
+    import ipaddress
+
+    from meshsolve.iptables.options import parse_net
+
+    try:
+        want = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        with pytest.raises(LineError):
+            parse_net.__wrapped__(value, "-s")
+        return
+    got = parse_net.__wrapped__(value, "-s")
+    assert (got, str(got), got.prefixlen, type(got)) == (want, str(want), want.prefixlen, type(want))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from meshsolve.errors import MeshsolveError
@@ -111,11 +112,21 @@ def parse_port(value: str, what: str) -> int:
     return p
 
 
+_OCTET = r"(0|[1-9][0-9]{0,2})"
+_DOTTED = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/([0-9]|[12][0-9]|3[0-2]))?")
+
+
 @functools.lru_cache(maxsize=4096)
 def parse_net(value: str, what: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if "," in value:
         raise LineError(f"{what}: several addresses in one rule ({value!r}) are not supported; "
                         "write one rule per address")
+    m = _DOTTED.fullmatch(value)
+    if m is not None:  # the common case, a plain dotted quad: what ip_network would make of it, sooner
+        a, b, c, d, prefix = m.groups()
+        if max(int(a), int(b), int(c), int(d)) <= 255:
+            return ipaddress.IPv4Network(((int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d),
+                                          32 if prefix is None else int(prefix)), strict=False)
     try:
         return ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
