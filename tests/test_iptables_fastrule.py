@@ -287,6 +287,7 @@ def test_rule_text_shuffled_and_damaged(fr: tuple[str, Rule], rnd: random.Random
     "-j",
     "-s ! -j ACCEPT",
     "-c 1 2 -j ACCEPT",
+    '-m comment --comment "--comment" -j ACCEPT',  # a free-text option's name as its value
 ])
 def test_text_door_leaves_what_it_does_not_cut(args: str) -> None:
     assert FastRules().parse_text(args) is None
@@ -302,6 +303,18 @@ def test_text_door_takes_the_common_shapes() -> None:
                  "-j MARK --set-xmark 0x4000/0x4000", "! -d 127.0.0.1/32 -o lo -p tcp -m tcp ! --dport 15008 "
                  "-m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT"):
         assert _check_text(args), args
+
+
+@pytest.mark.parametrize("args", [
+    '-m comment --comment "" -j ACCEPT',
+    '-m comment --comment "a  b\t c" -j ACCEPT',
+    '-m comment --comment "-j DROP" -j ACCEPT',
+    '-m comment --comment "x" -m comment --comment "x" -j ACCEPT',
+    '-m comment --comment "' + "y" * 300 + '" -j ACCEPT',  # longer than the kernel keeps
+    "-m comment --comment plain -j ACCEPT",
+])
+def test_text_door_comments(args: str) -> None:
+    _check_text(args)
 
 
 def test_segment_starts_end_every_module() -> None:

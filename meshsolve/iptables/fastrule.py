@@ -40,6 +40,7 @@ from meshsolve.iptables.options import (
     JUMP_OPTS,
     MATCH_OPTS,
     PORT_PROTOCOLS,
+    Opt,
     STRING_OPTS,
     TERMINATORS,
     collect_raw,
@@ -64,6 +65,9 @@ _SEGMENT = re.compile(
     r'(?:! )?-[sdiop] [^ "]+'
     r'|-m [^ "!-][^ "]*(?: (?:! )?--[^ "]+(?: (?:"[^"\\]*"|[^ "!\\-][^ "\\]*))*)*'
     r"|-[jg] .*")
+
+# ``-m comment --comment "TEXT"`` (no quote or backslash inside): its words are these three and TEXT.
+_COMMENT = re.compile(r'-m comment --comment "([^"\\]*)"')
 
 # A segment's piece: (kind, basic option key, match, words): ("b", "s".."p", match or None, (value,))
 # for a basic option, ("m", "", match or None, ()) for a module, ("t", "", None, words) for the target.
@@ -150,6 +154,18 @@ class FastRules:
     def _piece(self, seg: str) -> _Piece | None:
         """The piece of one segment's text, read with the word door's logic; None unless its words
         make exactly one segment of the kind the text promises."""
+        c = _COMMENT.fullmatch(seg)
+        if c is not None and c.group(1) not in STRING_OPTS:
+            # kube-proxy's many distinct comments: the words and the option scan are known here
+            mkey = ("comment", "--comment", c.group(1))
+            got = self._modules.get(mkey, _MISSING)
+            if got is _MISSING:
+                try:
+                    got = build_module("comment", [Opt("--comment", False, [c.group(1)])])
+                except (LineError, MeshsolveError):
+                    return None
+                self._modules[mkey] = got
+            return ("m", "", got, ())  # type: ignore[return-value]
         try:
             toks = restore_words(seg)
             got = self._segment(toks, 0)
