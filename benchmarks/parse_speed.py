@@ -6,8 +6,11 @@ For each size it writes ``kube_dump(N)`` to a file and times, alternating, whole
 ``meshsolve parse FILE`` (output to /dev/null) and, when run as root with iptables-restore
 installed, ``iptables-restore --test < FILE`` inside a scratch network namespace (made here and
 deleted afterwards, also on failure). ``--tree DIR`` adds a third column: ``meshsolve parse`` from
-another copy of the package. It also times ``read_text`` in this process with the rule fast path on
-and off (CPU time). Medians, with the min and max; lines/s from the medians.
+another copy of the package. Each process is timed by the wall clock and by its CPU time (user +
+system, its children included, from ``getrusage``), and the load average is printed with each
+size: on a shared machine CPU time is the steadier figure. It also times ``read_text`` in this
+process with the rule fast path on and off (CPU time). Medians, with the min and max; lines/s
+from the medians.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,15 +41,27 @@ def _env(path: str) -> dict[str, str]:
     return env
 
 
-def _timed(cmd: list[str], stdin: Path | None = None, env: dict[str, str] | None = None) -> float:
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _timed(cmd: list[str], stdin: Path | None = None, env: dict[str, str] | None = None
+           ) -> tuple[float, float]:
+    """(wall, CPU) seconds of one whole process, its children included (user + system)."""
     with open(stdin or os.devnull, "rb") as fin:
+        c = _children_cpu()
         t = time.perf_counter()
         subprocess.run(cmd, stdin=fin, stdout=subprocess.DEVNULL, check=True, env=env, cwd="/")
-        return time.perf_counter() - t
+        return time.perf_counter() - t, _children_cpu() - c
 
 
 def _stats(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f}, n={len(xs)})"
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -58,7 +74,7 @@ def main() -> None:
     restore = shutil.which("iptables-restore") if os.geteuid() == 0 else None
     here = str(Path(__file__).resolve().parent.parent)
     print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, {platform.node()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}")
+          f"Python {platform.python_version()}, {_load()}")
     if restore:
         subprocess.run(["ip", "netns", "add", NETNS], check=True)
         ver = subprocess.run([restore, "--version"], capture_output=True, text=True).stdout.strip()
@@ -69,7 +85,7 @@ def main() -> None:
                 path = Path(tmp) / f"kube{n}.txt"
                 path.write_text(kube_dump(n))
                 lines = path.read_text().count("\n")
-                cols: dict[str, list[float]] = {"meshsolve parse": []}
+                cols: dict[str, list[tuple[float, float]]] = {"meshsolve parse": []}
                 if args.tree:
                     cols["meshsolve parse (--tree)"] = []
                 if restore:
@@ -88,13 +104,16 @@ def main() -> None:
                         t = _timed(["ip", "netns", "exec", NETNS, restore, "--test"], stdin=path)
                         if k:
                             cols["iptables-restore --test"].append(t)
-                print(f"\n## kube_dump({n}): {lines} lines")
+                print(f"\n## kube_dump({n}): {lines} lines ({_load()})")
                 for name, xs in cols.items():
-                    print(f"{name:28s} {_stats(xs)}  {lines / statistics.median(xs):,.0f} lines/s")
+                    wall, cpu = [x[0] for x in xs], [x[1] for x in xs]
+                    print(f"{name:28s} wall {_stats(wall)}  {lines / statistics.median(wall):,.0f} lines/s")
+                    print(f"{'':28s} CPU  {_stats(cpu)}  {lines / statistics.median(cpu):,.0f} lines/s")
                 if restore:
-                    ratio = statistics.median(cols["meshsolve parse"]) / statistics.median(
-                        cols["iptables-restore --test"])
-                    print(f"meshsolve parse / iptables-restore --test: {ratio:.1f}x")
+                    for k, what in ((0, "wall"), (1, "CPU")):
+                        ratio = statistics.median(x[k] for x in cols["meshsolve parse"]) / statistics.median(
+                            x[k] for x in cols["iptables-restore --test"])
+                        print(f"meshsolve parse / iptables-restore --test, {what}: {ratio:.1f}x")
                 _in_process(path.read_text(), lines, args.repeat)
     finally:
         if restore:
