@@ -115,6 +115,8 @@ def save_string(value: str) -> str:
     """Quote like libxtables' ``xtables_save_string``."""
     if _PLAIN.fullmatch(value):
         return value
+    if '"' not in value and "\\" not in value and "'" not in value:
+        return f'"{value}"'  # nothing to escape
     escaped = "".join("\\" + c if c in "\"\\'" else c for c in value)
     return f'"{escaped}"'
 
