@@ -40,9 +40,9 @@ from meshsolve.iptables.options import (
     JUMP_OPTS,
     MATCH_OPTS,
     PORT_PROTOCOLS,
-    Opt,
     STRING_OPTS,
     TERMINATORS,
+    Opt,
     collect_raw,
     scan_options,
 )
@@ -74,6 +74,9 @@ _COMMENT = re.compile(r'-m comment --comment "([^"\\]*)"')
 _Piece = tuple[str, str, Match | None, tuple[str, ...]]
 
 
+_UNSEEN: _Piece = ("", "", None, ())  # a segment text not read yet
+
+
 class FastRules:
     """One input's cache of rule segments (keep one per parse, so it is freed with it)."""
 
@@ -81,7 +84,7 @@ class FastRules:
         self._basic: dict[tuple[str, str, bool], Match | None] = {}
         self._modules: dict[tuple[str, ...], Match | None] = {}
         self._targets: dict[tuple[str, str, str | None, tuple[str, ...]], tuple[Target, str | None]] = {}
-        self._pieces: dict[str, _Piece | None | object] = {}  # segment text -> its piece (None: not taken)
+        self._pieces: dict[str, _Piece | None] = {}  # segment text -> its piece (None: not taken)
 
     def parse(self, toks: list[str], counters: tuple[int, int] | None = None, origin: Origin | None = None
               ) -> tuple[Rule, str | None] | None:
@@ -130,12 +133,12 @@ class FastRules:
         jump: str | None = None
         try:
             for seg in segs:
-                piece = pieces.get(seg, _MISSING)
-                if piece is _MISSING:
+                piece = pieces.get(seg, _UNSEEN)
+                if piece is _UNSEEN:
                     piece = pieces[seg] = self._piece(seg)
                 if piece is None:
                     return None
-                kind, key, match, words = piece  # type: ignore[misc]
+                kind, key, match, words = piece
                 if kind == "b":
                     if key in seen:
                         return None
