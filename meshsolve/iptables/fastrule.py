@@ -85,6 +85,7 @@ class FastRules:
         self._modules: dict[tuple[str, ...], Match | None] = {}
         self._targets: dict[tuple[str, str, str | None, tuple[str, ...]], tuple[Target, str | None]] = {}
         self._pieces: dict[str, _Piece | None] = {}  # segment text -> its piece (None: not taken)
+        self._text_targets: dict[tuple[str, str | None], tuple[Target, str | None]] = {}  # (text, -p)
 
     def parse(self, toks: list[str], counters: tuple[int, int] | None = None, origin: Origin | None = None
               ) -> tuple[Rule, str | None] | None:
@@ -126,6 +127,7 @@ class FastRules:
         if " ".join(segs) != text:
             return None
         pieces = self._pieces
+        by_text = self._text_targets
         matches: list[Match] = []
         seen: set[str] = set()
         protocol: str | None = None
@@ -146,7 +148,10 @@ class FastRules:
                     if key == "p":
                         protocol = words[0]
                 elif kind == "t":  # the expression makes the target the last segment
-                    target, jump = self._target(words, protocol)
+                    hit = by_text.get((seg, protocol))
+                    if hit is None:
+                        hit = by_text[(seg, protocol)] = self._target(words, protocol)
+                    target, jump = hit
                 if match is not None:
                     matches.append(match)
             return Rule(tuple(matches), target, counters, origin), jump
