@@ -82,8 +82,7 @@ def ambient_cases(draw: Any) -> tuple[AmbientConfig, World, tuple[Flow, ...]]:
     pod, ports = POD[fam], sorted({s.port for s in apps[0].sockets})
     lo = "127.0.0.1" if fam == "ipv4" else "::1"
     probe = PROBE_V4 if fam == "ipv4" else PROBE_V6
-    peer_ports = [*ports, 15008, 15006, 12345] if not c.is_tproxy else [*ports, 12345]  # TPROXY to 15008: below
-    candidates = [Flow("peer", pod, p) for p in peer_ports]
+    candidates = [Flow("peer", pod, p) for p in (*ports, 15008, 15006, 12345)]
     candidates += [Flow("peer", pod, p, src=probe) for p in ports]
     candidates += [Flow("peer", pod, p, src=NEAR[fam]) for p in ports]
     candidates += [Flow("app", REMOTE[fam], p) for p in (80, 53, 15008)]

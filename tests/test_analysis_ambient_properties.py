@@ -8,7 +8,7 @@ import attrs
 import pytest
 from ambient_vectors import IPTABLES, LOCAL, POD_GOLDENS, pod_config, read_golden
 
-from meshsolve.analysis.ambient import TPROXY_OWN_LISTENER, ambient_properties, check_ambient, probe_neighbours
+from meshsolve.analysis.ambient import ambient_properties, check_ambient, probe_neighbours
 from meshsolve.analysis.ambient_properties import (
     SPOOFER,
     AmbientNoBypass,
@@ -19,7 +19,7 @@ from meshsolve.analysis.ambient_properties import (
     hbone_inner,
     with_spoofer,
 )
-from meshsolve.analysis.check import Proved, Refuted, Unknown, check
+from meshsolve.analysis.check import Proved, Refuted, check
 from meshsolve.iptables import parse_file, parse_text
 from meshsolve.istio.ambient import AmbientConfig, inpod_text
 from meshsolve.istio.ambient.profile import ambient_routing, ambient_world, ztunnel_behavior
@@ -28,7 +28,7 @@ from meshsolve.model.routing import Routing
 from meshsolve.model.world import World
 from meshsolve.report.catalog import CATALOG
 from meshsolve.report.findings import findings_for
-from meshsolve.semantics.trace import Delivered, Egress, Failed
+from meshsolve.semantics.trace import Delivered, Dropped, Egress, Failed
 
 
 def _golden_world(name: str) -> World:
@@ -103,10 +103,14 @@ def test_tproxy_eras(version: str) -> None:
     c = AmbientConfig(version=version, tproxy=True if version == "1.24" else None, redirect_dns=True)
     rows = check_ambient(c)
     assert _kinds(rows) == [("A1", "proved"), ("A2", "proved"), ("A2", "refuted"), ("A3", "proved"),
-                            ("A4", "proved"), ("A5", "unknown")]
-    a5 = rows[-1].verdict
-    assert isinstance(a5, Unknown) and a5.reason == TPROXY_OWN_LISTENER
-    assert "15008 left out" in rows[0].prop.title()
+                            ("A4", "proved"), ("A5", "proved")]
+    assert "left out" not in rows[0].prop.title() and "left out" not in rows[4].prop.title()
+    # ztunnel's listeners without IP_TRANSPARENT: TPROXY drops HBONE (kernel-facts.md, fact 13c)
+    w = ambient_world(c)
+    opaque = attrs.evolve(w, proxy=attrs.evolve(w.proxy, transparent=False))
+    a5 = check(opaque, rows[-1].prop)
+    assert isinstance(a5, Refuted) and a5.flow.dport == 15008
+    assert isinstance(a5.result.outcome, Dropped) and "no transparent listener" in str(a5.result)
 
 
 def test_the_properties_of_a_mode() -> None:

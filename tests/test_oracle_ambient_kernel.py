@@ -28,7 +28,7 @@ from meshsolve.model.world import App, Flow, World
 from meshsolve.oracle.compare import differences, explain, nat_hits, replay_command
 from meshsolve.oracle.run import KernelWorld, OracleConfig
 from meshsolve.semantics.interpret import interpret
-from meshsolve.semantics.trace import Delivered, Egress, Failed, Result
+from meshsolve.semantics.trace import Delivered, Dropped, Egress, Failed, Result
 
 pytestmark = pytest.mark.kernel
 
@@ -82,11 +82,10 @@ def _matrix(world: World) -> tuple[Flow, ...]:
     flows: list[Flow] = []
     app = world.apps[0].name
     ports = sorted({s.port for s in world.apps[0].sockets})
-    tproxy = world.proxy.transparent
     for fam in world.families:
         pod, lo = POD[fam], "127.0.0.1" if fam == "ipv4" else "::1"
         probe = PROBE_V4 if fam == "ipv4" else PROBE_V6
-        flows += [Flow("peer", pod, p) for p in (*ports, *(() if tproxy else (15008,)), 15006, 12345)]
+        flows += [Flow("peer", pod, p) for p in (*ports, 15008, 15006, 12345)]
         flows += [Flow("peer", pod, ports[0], src=probe), Flow("peer", pod, ports[0], src=NEAR[fam])]
         flows += [Flow(app, REMOTE[fam], p) for p in (80, 53, 15008)]
         flows += [Flow(app, pod, ports[0]), Flow(app, lo, ports[0]), Flow(app, probe, 80)]
@@ -118,12 +117,20 @@ def test_tproxy_eras_agree_with_the_kernel(version: str) -> None:
     assert not (bad := _run(w, _matrix(w))), "\n\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="semantics: TPROXY to one of the proxy's own transparent listeners "
-                                       "(ztunnel's 15008 in the TPROXY era) is a drop in the model, the kernel "
-                                       "hands the connection to that listener")
-def test_tproxy_era_hbone_reaches_ztunnel() -> None:
-    w = _world(_documented(AmbientConfig(version="1.21")))
-    assert not (bad := _run(w, (Flow("peer", POD["ipv4"], 15008),))), "\n\n".join(bad)
+@pytest.mark.parametrize("version", ["1.21", "1.24"])
+def test_tproxy_era_hbone_reaches_ztunnel(version: str) -> None:
+    """In the TPROXY eras the kernel hands HBONE (TPROXY --on-port 15008) to ztunnel's own transparent
+    listener on 15008 (kernel-facts.md, fact 13c), and so does the interpreter; with listeners that
+    are not transparent the same rule drops it, on both."""
+    c = _documented(AmbientConfig(version=version, tproxy=version == "1.24" or None, enable_ipv6=True))
+    w = _world(c)
+    flows = tuple(Flow("peer", POD[fam], 15008) for fam in w.families)
+    for f in flows:
+        assert isinstance(interpret(w, f).outcome, Delivered)
+    opaque = attrs.evolve(w, proxy=attrs.evolve(w.proxy, transparent=False))
+    for f in flows:
+        assert isinstance(interpret(opaque, f).outcome, Dropped)
+    assert not (bad := _run(w, flows) + _run(opaque, flows)), "\n\n".join(bad)
 
 
 def test_58546_witness_replays_on_the_kernel() -> None:
