@@ -1,8 +1,9 @@
 """Random ambient pods for the kernel oracle: a configuration of any era and mode, apps with random
 binds, sometimes a mark spoofer or HBONE's inner connection, and flows over what ambient capture
 tells apart (the probe source and its neighbours, HBONE's port, ztunnel's listeners, DNS, the pod's
-own address, loopback, remote addresses). Documentation addresses only; the node's probe SNAT
-address is a documentation address too (it is a setting: ``HOST_PROBE_SNAT_ADDRESS``)."""
+own address, loopback, remote addresses, ztunnel's own connections). Documentation addresses only;
+the node's probe SNAT address is a documentation address too (it is a setting:
+``HOST_PROBE_SNAT_ADDRESS``)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def ambient_cases(draw: Any) -> tuple[AmbientConfig, World, tuple[Flow, ...]]:
     candidates += [Flow("peer", pod, p, src=NEAR[fam]) for p in ports]
     candidates += [Flow("app", REMOTE[fam], p) for p in (80, 53, 15008)]
     candidates += [Flow("app", pod, p) for p in ports] + [Flow("app", lo, p) for p in ports]
-    candidates += [Flow("app", probe, 80)]
+    candidates += [Flow("app", probe, 80), Flow("proxy", REMOTE[fam], 80), Flow("proxy", pod, ports[0])]
     if any(a.name == SPOOFER[0] for a in world.apps):
         candidates += [Flow(SPOOFER[0], REMOTE[fam], 80), Flow(SPOOFER[0], REMOTE[fam], 53)]
     flows = draw(st.lists(st.sampled_from(candidates), min_size=3, max_size=6, unique=True))

@@ -28,7 +28,10 @@ from meshsolve.model.routing import Routing
 from meshsolve.model.world import World
 from meshsolve.report.catalog import CATALOG
 from meshsolve.report.findings import findings_for
+from meshsolve.semantics.interpret import interpret
 from meshsolve.semantics.trace import Delivered, Dropped, Egress, Failed
+from meshsolve.smt.query import Captured, Not, Scope
+from meshsolve.smt.solve import Candidate, NoWitness, search
 
 
 def _golden_world(name: str) -> World:
@@ -57,6 +60,22 @@ def test_ztunnel_model() -> None:
     assert [str(x) for x in r.rules] == ["32764: from all fwmark 0x111/0xfff lookup 100"] * 2
     assert [str(x) for x in r.routes] == ["local 0.0.0.0/0 dev lo table 100", "local ::/0 dev lo table 100"]
     assert ambient_routing(AmbientConfig(enable_ipv6=True), ("ipv4",)).rules[0].family == "ipv4"
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_ztunnels_own_connections_start_with_its_mark(family: str) -> None:
+    """A connection ztunnel opens itself carries ``SO_MARK`` 0x539 from its first packet, in the
+    interpreter and in the solver: capture never takes it. Without the mark the solver finds one
+    that the outbound listener takes, and the interpreter agrees."""
+    c = pod_config("default", enable_ipv6=True)
+    w = ambient_world(c)
+    scope = Scope(family=family, client="proxy", local=False)
+    assert isinstance(search(w, scope, Not(Captured())), NoWitness)
+    unmarked = attrs.evolve(w, proxy=attrs.evolve(w.proxy, socket_mark=None))
+    ans = search(unmarked, scope, Not(Captured()))
+    assert isinstance(ans, Candidate) and ans.flow.client == "proxy"
+    assert interpret(unmarked, ans.flow).observed[:1] == ("out",)
+    assert interpret(w, ans.flow).observed == ()
 
 
 @pytest.mark.parametrize("name", sorted(POD_GOLDENS))

@@ -78,7 +78,8 @@ def _run(world: World, flows: tuple[Flow, ...], **kw: object) -> list[str]:
 def _matrix(world: World) -> tuple[Flow, ...]:
     """Per family: the peer to each app port, HBONE's port, ztunnel's inbound port and a port nobody
     listens on; from the probe address and its neighbour; an app to remote addresses (a web port,
-    DNS, HBONE's port), to its own pod address, to loopback and to the probe address."""
+    DNS, HBONE's port), to its own pod address, to loopback and to the probe address; ztunnel's own
+    connections to a remote address and to the app."""
     flows: list[Flow] = []
     app = world.apps[0].name
     ports = sorted({s.port for s in world.apps[0].sockets})
@@ -89,6 +90,7 @@ def _matrix(world: World) -> tuple[Flow, ...]:
         flows += [Flow("peer", pod, ports[0], src=probe), Flow("peer", pod, ports[0], src=NEAR[fam])]
         flows += [Flow(app, REMOTE[fam], p) for p in (80, 53, 15008)]
         flows += [Flow(app, pod, ports[0]), Flow(app, lo, ports[0]), Flow(app, probe, 80)]
+        flows += [Flow("proxy", REMOTE[fam], 80), Flow("proxy", pod, ports[0])]
     return tuple(flows)
 
 
@@ -131,6 +133,21 @@ def test_tproxy_era_hbone_reaches_ztunnel(version: str) -> None:
     for f in flows:
         assert isinstance(interpret(opaque, f).outcome, Dropped)
     assert not (bad := _run(w, flows) + _run(opaque, flows)), "\n\n".join(bad)
+
+
+def test_ztunnels_own_connections_carry_its_mark() -> None:
+    """A connection ztunnel opens on its own (client ``proxy``) carries its ``SO_MARK`` 0x539 from
+    the first packet: capture leaves it alone and it leaves the pod. The same process without the
+    mark is REDIRECTed to 15001 like any other. The kernel and the interpreter agree on both."""
+    w = _world(_documented(pod_config("default", enable_ipv6=True)))
+    unmarked = attrs.evolve(w, proxy=attrs.evolve(w.proxy, socket_mark=None))
+    flows = tuple(Flow("proxy", addr[fam], port) for fam in w.families
+                  for addr, port in ((REMOTE, 80), (REMOTE, 15008), (POD, 8080)))
+    for f in flows[:2]:
+        marked = interpret(w, f)
+        assert isinstance(marked.outcome, Egress) and marked.observed == (), str(marked)
+        assert interpret(unmarked, f).observed[:1] == ("out",)
+    assert not (bad := _run(w, flows) + _run(unmarked, flows)), "\n\n".join(bad)
 
 
 def test_58546_witness_replays_on_the_kernel() -> None:

@@ -52,6 +52,7 @@ from meshsolve.smt.query import (
 )
 from meshsolve.smt.solve import Candidate, NoWitness, SolverGaveUp, search
 from meshsolve.strategies import SMALL_WORLD_ADDRS as FAM
+from meshsolve.strategies import SMALL_WORLD_OWN_PORT as OWN_PORT
 from meshsolve.strategies import SMALL_WORLD_PORTS as PORTS
 from meshsolve.strategies import SPECIAL_DESTINATIONS, small_world_palette
 from meshsolve.strategies import small_worlds as worlds
@@ -64,9 +65,10 @@ HOPS = 4
 
 PREDS = [Not(EndsAs({"loop"})), EndsAs({"delivered"}), Observed("out"), Observed("in"), Captured(),
          Captured("out"), DeliveredTo(port=9001), Not(EndsAs({"refused", "dropped"})),
-         EndsAs({"egress", "delivered"}), Not(EndsAs({"rejected", "failed"})), EndsAs({"dropped", "rejected"})]
+         EndsAs({"egress", "delivered"}), Not(EndsAs({"rejected", "failed"})), EndsAs({"dropped", "rejected"}),
+         Not(DeliveredTo(app="proxy"))]
 DST_KEYS = ("pod", "lo", "vip", "remote", "src6")
-DPORTS = (*PORTS, 15001, 15006, 80)
+DPORTS = (*PORTS, 15001, 15006, OWN_PORT, 80)
 
 
 def destinations(fam: str) -> list[IPAddress]:

@@ -36,7 +36,8 @@ Roles
           (``seen`` returns the log).
 
 Every role also answers ``connect`` (open a client connection with this process's ids, from ``src``
-when given, with ``SO_MARK`` ``mark`` when given: an app allowed ``CAP_NET_ADMIN``) and ``ping``.
+when given, with ``SO_MARK`` ``mark`` when given: an app allowed ``CAP_NET_ADMIN``, or the proxy's
+``socket_mark``: a proxy that marks every socket marks the connections it opens itself too) and ``ping``.
 """
 
 from __future__ import annotations
@@ -511,7 +512,8 @@ def main(argv: list[str]) -> int:
         elif op == "connect":
             _reply(client_connect(cmd["dst"], cmd["port"], timeout=cmd["timeout"], request=cmd.get("token", ""),
                                   src=cmd.get("src"), sport=cmd.get("sport") or 0,
-                                  read_timeout=cmd.get("read_timeout"), mark=cmd.get("mark") or cfg.get("mark")))
+                                  read_timeout=cmd.get("read_timeout"),
+                                  mark=cmd.get("mark") or cfg.get("mark") or cfg.get("socket_mark")))
         elif op == "reset" and proxy is not None:
             proxy.reset(cmd["flow"], cmd["endpoint"], cmd.get("timeout"))
             _reply({"ok": True})

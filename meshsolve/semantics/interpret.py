@@ -142,7 +142,6 @@ def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Res
                 rec.note("rule", f"{step.ref} {rule_text(step.rule)}", step.ref)
         return dec
 
-    mark = 0
     if flow.client == "peer":
         uid = gid = None
         who = "peer"
@@ -150,7 +149,8 @@ def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Res
         uid, gid, who = world.proxy.uid, world.proxy.gid, "proxy"
     else:
         app = world.app(flow.client)
-        uid, gid, who, mark = app.uid, app.gid, app.name, app.mark or 0
+        uid, gid, who = app.uid, app.gid, app.name
+    mark = K.first_mark(world, flow.client)
     if flow.src is not None and (flow.client != "peer" or flow.src.version != flow.dst.version):
         raise WorldError(f"flow {flow}: only a peer's connection names its source, of the flow's family")
     first = K.First(flow.client == "peer", flow.dst, flow.dport, flow.sport, uid, gid, flow.endpoint,

@@ -74,7 +74,7 @@ from meshsolve.errors import WorldError
 from meshsolve.model.net import Family, IPNetwork, family_of, to_address
 from meshsolve.model.path import Hook, Stage
 from meshsolve.model.routing import LOCAL_TABLE, MAIN_TABLE
-from meshsolve.model.world import Socket
+from meshsolve.model.world import Socket, World
 from meshsolve.semantics.domain import Domain, merge_records
 from meshsolve.semantics.env import Env, Pkt, SockView, is_local, is_loopback, lookup, port_held
 from meshsolve.semantics.tables import (
@@ -115,6 +115,7 @@ __all__ = [
     "LegRecord",
     "Pkt",
     "effect",
+    "first_mark",
     "is_local",
     "lookup",
     "match",
@@ -1087,6 +1088,17 @@ class First:
     who: str = ""
     peer_src: Any = None
     mark: Any = 0
+
+
+def first_mark(world: World, client: str) -> int:
+    """The ``SO_MARK`` a flow's first connection starts with (0: none): an app's ``mark``; the
+    proxy's ``socket_mark`` (a proxy that marks every socket, as ztunnel does, marks the
+    connections it opens on its own too); the peer's packets carry none."""
+    if client == "peer":
+        return 0
+    if client == "proxy":
+        return world.proxy.socket_mark or 0
+    return world.app(client).mark or 0
 
 
 @attrs.define
