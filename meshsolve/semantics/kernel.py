@@ -58,8 +58,12 @@ The proxy
     closed (``blackhole``). A connection whose original destination the proxy cannot read
     (``SO_ORIGINAL_DST`` looks only in conntrack zone 0) is accepted, then closed. Inbound: to
     127.0.0.1/::1 at the original port (``localhost``) or to the original destination, from
-    ``inbound_source_*`` when set. The proxy's connections carry its uid/gid. The same (side,
-    original destination) seen twice in one flow is a loop; so is a flow longer than the hop bound.
+    ``inbound_source_*`` when set. The proxy's connections carry its uid/gid and, when it marks
+    every socket (``socket_mark``: ztunnel), that mark: its upstreams, its listeners' SYN-ACKs and
+    the connections it opens on its own. Its own listeners (``own_listeners``) end a connection
+    there (delivered to ``proxy``), whether the socket lookup or a TPROXY rule (to a transparent
+    proxy) hands it over. The same (side, original destination) seen twice in one flow is a loop;
+    so is a flow longer than the hop bound.
 """
 
 from __future__ import annotations
