@@ -1,9 +1,9 @@
 """Random ambient pods for the kernel oracle: a configuration of any era and mode, apps with random
-binds, sometimes a mark spoofer or HBONE's inner connection, and flows over what ambient capture
-tells apart (the probe source and its neighbours, HBONE's port, ztunnel's listeners, DNS, the pod's
-own address, loopback, remote addresses, ztunnel's own connections). Documentation addresses only;
-the node's probe SNAT address is a documentation address too (it is a setting:
-``HOST_PROBE_SNAT_ADDRESS``)."""
+binds, sometimes a mark spoofer or HBONE's inner connection as a variant, and flows over what
+ambient capture tells apart (the probe source and its neighbours, HBONE's port and its tunnel,
+ztunnel's listeners, DNS, the pod's own address, loopback, remote addresses, ztunnel's own
+connections). Documentation addresses only; the node's probe SNAT address is a documentation
+address too (it is a setting: ``HOST_PROBE_SNAT_ADDRESS``)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,7 @@ def ambient_cases(draw: Any) -> tuple[AmbientConfig, World, tuple[Flow, ...]]:
     lo = "127.0.0.1" if fam == "ipv4" else "::1"
     probe = PROBE_V4 if fam == "ipv4" else PROBE_V6
     candidates = [Flow("peer", pod, p) for p in (*ports, 15008, 15006, 12345)]
+    candidates += [Flow("peer", pod, 15008, inner=p) for p in (*ports, 12345)]  # HBONE's tunnel
     candidates += [Flow("peer", pod, p, src=probe) for p in ports]
     candidates += [Flow("peer", pod, p, src=NEAR[fam]) for p in ports]
     candidates += [Flow("app", REMOTE[fam], p) for p in (80, 53, 15008)]

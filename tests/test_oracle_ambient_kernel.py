@@ -77,7 +77,7 @@ def _run(world: World, flows: tuple[Flow, ...], **kw: object) -> list[str]:
 
 def _matrix(world: World) -> tuple[Flow, ...]:
     """Per family: the peer to each app port, HBONE's port, ztunnel's inbound port and a port nobody
-    listens on; from the probe address and its neighbour; an app to remote addresses (a web port,
+    listens on, and through HBONE's tunnel to each app port and to that port; from the probe address and its neighbour; an app to remote addresses (a web port,
     DNS, HBONE's port), to its own pod address, to loopback and to the probe address; ztunnel's own
     connections to a remote address and to the app."""
     flows: list[Flow] = []
@@ -87,6 +87,7 @@ def _matrix(world: World) -> tuple[Flow, ...]:
         pod, lo = POD[fam], "127.0.0.1" if fam == "ipv4" else "::1"
         probe = PROBE_V4 if fam == "ipv4" else PROBE_V6
         flows += [Flow("peer", pod, p) for p in (*ports, 15008, 15006, 12345)]
+        flows += [Flow("peer", pod, 15008, inner=p) for p in (*ports, 12345)]  # HBONE to each port
         flows += [Flow("peer", pod, ports[0], src=probe), Flow("peer", pod, ports[0], src=NEAR[fam])]
         flows += [Flow(app, REMOTE[fam], p) for p in (80, 53, 15008)]
         flows += [Flow(app, pod, ports[0]), Flow(app, lo, ports[0]), Flow(app, probe, 80)]
@@ -105,7 +106,7 @@ def test_every_mode_agrees_with_the_kernel(name: str) -> None:
     c = _documented(pod_config(name))
     w = _world(c)
     bad = _run(w, _matrix(w))
-    bad += _run(hbone_inner(w), tuple(f for f in _matrix(w) if f.client == "peer" and f.src is None))
+    bad += _run(hbone_inner(w), tuple(f for f in _matrix(w) if f.client == "peer" and f.src is None and f.inner is None))
     for nic in c.virtual_interfaces[:1]:  # a peer arriving on a virtual interface
         v = _world(c, nic)
         bad += _run(v, tuple(f for f in _matrix(v) if f.client == "peer"))
@@ -151,23 +152,26 @@ def test_ztunnels_own_connections_carry_its_mark() -> None:
 
 
 def test_58546_witness_replays_on_the_kernel() -> None:
-    """The refutation of A3 on ingress mode before the fix: the kernel loses the connection the same
-    way (ztunnel's connection to the app never completes), and the fixed rules deliver it."""
+    """The refutation of A3 on ingress mode before the fix, an HBONE connection to ztunnel's tunnel
+    listener naming the app's port: the kernel loses it the same way (ztunnel's connection to the
+    app never completes), and the fixed rules deliver it, on both."""
     text = read_golden(LOCAL / "ingress-before-1.29.iptables.golden").replace("169.254.7.127", PROBE_V4)
     c = _documented(pod_config("ingress", version="1.28"))
     before = attrs.evolve(_world(c), rules=parse_text(text))
     rows = check_ambient(c, before)
     (a3,) = [r.verdict for r in rows if r.key == "A3"]
     assert isinstance(a3, Refuted)
-    world = property_world(a3.prop, before)
-    with KernelWorld(world, CONFIG) as k:
+    assert a3.flow.dport == 15008 and a3.flow.inner == 8080  # HBONE itself, through the tunnel listener
+    assert property_world(a3.prop, before) is before
+    with KernelWorld(before, CONFIG) as k:
         actual = k.run(a3.flow)
     assert isinstance(actual.outcome, Failed) and actual.observed == ("in",)
     assert not _differences(a3.result, actual)
     fixed = _world(_documented(pod_config("ingress")))
-    with KernelWorld(hbone_inner(fixed), CONFIG) as k:
+    with KernelWorld(fixed, CONFIG) as k:
         ok = k.run(a3.flow)
-    assert isinstance(ok.outcome, Delivered) and str(ok.outcome.source) == PEER["ipv4"]
+    assert isinstance(ok.outcome, Delivered) and str(ok.outcome.source) == PEER["ipv4"] and ok.observed == ("in",)
+    assert not _differences(interpret(fixed, a3.flow), ok)
 
 
 @pytest.mark.parametrize("name", ["default", "ingress_and_virtual_interfaces_ipv6"])

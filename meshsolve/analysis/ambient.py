@@ -9,9 +9,9 @@ ambient goldens (``docs/ambient.md``).
 
 In the TPROXY era (1.21–1.23, 1.24's option) HBONE's port is TPROXYed to ztunnel's own
 transparent 15008 listener, which takes it as the kernel does (``kernel-facts.md``, fact 13c), so
-A1, A4 and A5 are asked there as in the REDIRECT eras. HBONE's inner connection (``hbone_inner``)
-is checked in the REDIRECT eras; with TPROXY it is the very connection ztunnel opens for a
-plaintext inbound one (TPROXY keeps the destination), which A3 checks.
+A1, A4 and A5 are asked there as in the REDIRECT eras. A3 asks HBONE natively in every era: a
+peer's connection to the tunnel listener naming the app's port (``Flow.inner``) is ztunnel's
+inbound side, which connects to the app from the peer's address.
 """
 
 from __future__ import annotations
@@ -86,8 +86,7 @@ def ambient_properties(c: AmbientConfig, world: World) -> tuple[tuple[str, Prope
     if ports:
         if inbound:
             out.append(("A3", ReturnPath(ports)))
-        if not c.is_tproxy:  # (TPROXY: HBONE's inner connection is the plaintext one's, above)
-            out.append(("A3", ReturnPath(ports, tunnel=True)))
+        out.append(("A3", ReturnPath(ports, tunnel=True)))
     if inbound and ports:
         others = tuple(a for f in world.families for a in (world.peer_ip(f),) if a is not None)
         others += tuple(n for p in probes for n in probe_neighbours(p))

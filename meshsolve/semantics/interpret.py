@@ -154,7 +154,7 @@ def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Res
     if flow.src is not None and (flow.client != "peer" or flow.src.version != flow.dst.version):
         raise WorldError(f"flow {flow}: only a peer's connection names its source, of the flow's family")
     first = K.First(flow.client == "peer", flow.dst, flow.dport, flow.sport, uid, gid, flow.endpoint,
-                    flow.protocol, who, flow.src, mark)
+                    flow.protocol, who, flow.src, mark, flow.inner or 0)
     records = K.run_flow(d, env, tr, first, hops=max_hops, on_leg=rec.set_leg)
     observed: list[Side] = [("in" if r.leg.cls == K.IN else "out") for r in records
                             if r.leg.cls in (K.OUT, K.IN) and r.repeat is not True]

@@ -547,7 +547,8 @@ class Hop:
     process with ``uid``/``gid``; ``bound`` (a domain Boolean) says whether the process binds the
     source ``src`` first (else the kernel picks it), ``transparent`` whether that socket is
     ``IP_TRANSPARENT``, ``mark`` its ``SO_MARK``; ``closed``: the proxy closes the client's
-    connection instead of opening this one (blackhole)."""
+    connection instead of opening this one (blackhole); ``inner``: the port it names as a tunnel's
+    inner target (0: none)."""
 
     dst: Any
     dport: Any
@@ -562,6 +563,7 @@ class Hop:
     why: str = ""
     transparent: Any = False
     mark: Any = 0
+    inner: Any = 0
 
 
 def _end(d: Domain, env: Env, cls: int, h: Hop, rule: Any = None, why: Any = None) -> Leg:
@@ -685,7 +687,7 @@ def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = Fals
         syn = Pkt(h.protocol, src, dst, h.sport, h.dport, None, None, h.uid, h.gid, mark, d.u32(0), d.const(False),
                   zone=d.port(0))
         j = send_local(d, env, tr, syn, first=True, on_nat=_rewritten(d))
-        client = _Client(True, src, h.sport, h.uid, h.gid, mark, h.transparent)
+        client = _Client(True, src, h.sport, h.uid, h.gid, mark, h.transparent, h.inner)
         return _after_syn(d, env, tr, j, client, (dst, h.dport))  # what connect() sent to (:: is ::1)
 
     return d.branch(einval, fails, lambda: d.branch(r0.fail, unroutable, sent))
@@ -699,14 +701,14 @@ def remote_leg(d: Domain, env: Env, tr: Traverse, h: Hop, peer: Any) -> Leg:
     syn = Pkt(h.protocol, peer, h.dst, h.sport, h.dport, env.iface, None, None, None, zero, zero, d.const(False),
               zone=d.port(0))
     j = send_remote(d, env, tr, syn, first=True, on_nat=_rewritten(d))
-    client = _Client(False, peer, h.sport, None, None, zero, d.const(False))
+    client = _Client(False, peer, h.sport, None, None, zero, d.const(False), h.inner)
     return _after_syn(d, env, tr, j, client, (h.dst, h.dport))
 
 
 @attrs.frozen
 class _Client:
     """The client end of a connection: in the pod (``local``) or the peer; its address, port, ids,
-    socket mark and whether its socket is transparent."""
+    socket mark, whether its socket is transparent, and the tunnel target it names (0: none)."""
 
     local: bool
     src: Any
@@ -715,6 +717,7 @@ class _Client:
     gid: Any
     mark: Any
     transparent: Any
+    inner: Any = 0
 
 
 def _ended_leg(d: Domain, j: Journey) -> Leg:
@@ -808,8 +811,8 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         def to_own() -> Leg:
             d.note("socket", lambda: f"proxy socket {env.sockets[own_idx][1]} (transparent) accepts, "
                                      f"source {p.src}")
-            return _handshake(d, env, tr, j, c, orig, server,
-                              Leg(d.kind(DELIV), own_idx, p.dst, p.dport, p.src, p.dst, p.dport))
+            return _handshake(d, env, tr, j, c, orig, server, _tunnelled(
+                d, env, c, orig, own_idx, Leg(d.kind(DELIV), own_idx, p.dst, p.dport, p.src, p.dst, p.dport)))
 
         def to_proxy() -> Leg:
             leg = _proxy_leg(d, env, side, j.tp_port, p, (p.dst, p.dport))
@@ -852,7 +855,8 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         def by_socket() -> Leg:
             def delivered() -> Leg:
                 d.note("socket", lambda: f"{owner[0]} socket {owner[1]} accepts, source {p.src}")
-                return accepted(Leg(d.kind(DELIV), idx, p.dst, p.dport, p.src, p.dst, p.dport))
+                return accepted(_tunnelled(d, env, c, orig, idx,
+                                           Leg(d.kind(DELIV), idx, p.dst, p.dport, p.src, p.dst, p.dport)))
 
             def refused() -> Leg:
                 d.note("socket", lambda: f"nothing listens on {hostport(p.dst, p.dport)}/{p.protocol}: refused")
@@ -863,6 +867,28 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         return d.branch(proxied, by_proxy, by_socket)
 
     return d.branch(j.tproxied, with_tproxy, lookup_socket)
+
+
+def _tunnelled(d: Domain, env: Env, c: _Client, orig: tuple[Any, Any], idx: Any, plain: Leg) -> Leg:
+    """A connection the proxy's tunnel listener (``tunnel_port``, one of ``own_listeners``) accepted
+    whose client names an inner target (``c.inner``): the proxy's inbound side takes it, with the
+    address the client connected to at that port as its original destination and the tunnel's
+    source as the client's (HBONE: ztunnel connects to the target itself). Else ``plain``: the
+    proxy ends the connection, or an app's socket took it."""
+    p = env.world.proxy
+    tunnel = next((i for i, (who, s) in enumerate(env.sockets) if who == "proxy" and s.port == p.tunnel_port), None)
+    if tunnel is None:
+        return plain
+    named = d.and_(d.eq(idx, d.port(tunnel)), d.not_(d.eq(c.inner, d.port(0))))
+    if d.is_false(named):
+        return plain
+
+    def inner() -> Leg:
+        d.note("proxy", lambda: f"tunnel listener: the client names {hostport(orig[0], c.inner)} as the inner target: "
+                                "the proxy's inbound side")
+        return Leg(d.kind(IN), d.port(NO_SOCKET), orig[0], c.inner, plain.seen_src, plain.dst, plain.dport)
+
+    return d.branch(named, inner, lambda: plain)
 
 
 def _proxy_leg(d: Domain, env: Env, side: Any, port: Any, q: Pkt, orig: tuple[Any, Any]) -> Leg:
@@ -1079,7 +1105,8 @@ class First:
     """The flow's first connection: ``peer`` (a domain Boolean: from the remote peer, else opened in
     the pod by a process with ``uid``/``gid``), destination, ports and the endpoint choice;
     ``peer_src``: the address a peer's connection comes from (None: the world's peer address);
-    ``mark``: the ``SO_MARK`` of the process's socket (0: none)."""
+    ``mark``: the ``SO_MARK`` of the process's socket (0: none); ``inner``: the port it names as
+    a tunnel's inner target (0: none)."""
 
     peer: Any
     dst: Any
@@ -1092,6 +1119,7 @@ class First:
     who: str = ""
     peer_src: Any = None
     mark: Any = 0
+    inner: Any = 0
 
 
 def first_mark(world: World, client: str) -> int:
@@ -1132,7 +1160,7 @@ def run_flow(d: Domain, env: Env, tr: Traverse, first: First, *, hops: int, knob
     records: list[LegRecord] = []
     active: Any = d.const(True)
     hop = Hop(first.dst, first.dport, first.sport, first.uid, first.gid, first.protocol, who=first.who,
-              mark=first.mark)
+              mark=first.mark, inner=first.inner)
     for n in range(hops):
         if on_leg is not None:
             on_leg(n + 1)

@@ -137,6 +137,10 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
     def u(v: int) -> Any:
         return z3.BitVecVal(v, 32)
 
+    if h0.inner is not None:  # the proxy has a tunnel listener: the connection names a target, or none
+        out.append(h0.inner == z3.BitVecVal(s.inner or 0, 16))
+    elif s.inner is not None:
+        raise UnsupportedError(f"scope {s}: the proxy has no tunnel listener (tunnel_port among own_listeners)")
     if s.client == "peer":
         out.append(client == 0)
         src = s.peer_src if s.peer_src is not None else world.peer_ip(fam)
@@ -272,7 +276,7 @@ def _flow_from_model(m: Any, world: World, scope: Scope, h0: E.HopVars,
     n_ep = max((len(s_.endpoints) for s_ in world.services), default=1)
     endpoint = endpoint if endpoint < max(n_ep, 1) else 0
     flow = Flow(client=name, dst=dst, dport=dport, sport=sport or None, endpoint=endpoint,
-                src=scope.peer_src if scope.client == "peer" else None)
+                src=scope.peer_src if scope.client == "peer" else None, inner=scope.inner)
     return flow, w
 
 
