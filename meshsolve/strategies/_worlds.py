@@ -558,7 +558,8 @@ def small_worlds(draw: st.DrawFn) -> World:
     proxy with random knobs (inbound port or shared listener, dispatch, endpoint, passthrough source,
     blackhole, transparent listeners, the client's original source, an upstream mark; in one world
     of four ztunnel's shape: a listener of its own on ``SMALL_WORLD_OWN_PORT``, where TPROXY capture
-    also sends that port, and maybe a mark on every socket), a service
+    also sends that port, maybe its tunnel listener (which nat PREROUTING then leaves alone), and
+    maybe a mark on every socket), a service
     VIP on 9001 whose endpoints are this pod (and maybe a remote host), policy routing (none,
     Istio's TPROXY route, or an fwmark rule with a table of routes), and rules:
 
@@ -652,7 +653,11 @@ def small_worlds(draw: st.DrawFn) -> World:
     app = attrs.evolve(app, mark=draw(_app_marks(pal.marks)))  # drawn late: the rest is as before marks
     if draw(st.integers(0, 3)) == 0:  # drawn last: ztunnel's shape, a listener of its own and a mark on every socket
         proxy = attrs.evolve(proxy, own_listeners=(SMALL_WORLD_OWN_PORT,),
-                             socket_mark=draw(st.none() | st.sampled_from(pal.marks)))
+                             socket_mark=draw(st.none() | st.sampled_from(pal.marks)),
+                             tunnel_port=SMALL_WORLD_OWN_PORT if draw(st.booleans()) else None)
+        if proxy.tunnel_port is not None:  # inbound capture leaves the tunnel port alone, as ambient's does
+            chains.setdefault(("nat", "PREROUTING"), []).insert(
+                0, Rule((Protocol("tcp"), PortMatch("tcp", dport=SMALL_WORLD_OWN_PORT)), Accept()))
         if tproxy_mode:  # the TPROXY era's HBONE: TPROXY to the proxy's own (transparent) listener
             here = chains[("mangle", "PREROUTING")]
             here.insert(0, Rule((Protocol("tcp"), PortMatch("tcp", dport=SMALL_WORLD_OWN_PORT)),
