@@ -793,16 +793,18 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         # HBONE listener); only the proxy's wildcard sockets can be transparent, and no app socket
         # shares their ports, so the port alone decides (kernel-facts.md, fact 13c)
         side: Any = d.kind(DROPPED)
-        own_idx: Any = d.port(NO_SOCKET)
-        for i, (who, sock) in reversed(list(enumerate(env.sockets))):
-            if who == "proxy":
-                here = d.and_(transparent, d.eq(j.tp_port, sock.port))
-                side = d.ite(here, d.kind(DELIV), side)
-                own_idx = d.ite(here, d.port(i), own_idx)
+        owns = [(i, sock) for i, (who, sock) in enumerate(env.sockets) if who == "proxy"]
+        own_idx: Any = d.port(NO_SOCKET) if owns else None
+        for i, sock in reversed(owns):
+            here = d.and_(transparent, d.eq(j.tp_port, sock.port))
+            side = d.ite(here, d.kind(DELIV), side)
+            own_idx = d.ite(here, d.port(i), own_idx)
         for port, s in reversed(env.listeners()):
             side = d.ite(d.and_(transparent, d.eq(j.tp_port, port)), d.kind(s), side)
         side = _side_for(d, env, side, p.dst, p.dport)
-        server = _Server(d.const(True), p.dst, p.dport, transparent, listener_mark)
+
+        def server() -> _Server:
+            return _Server(d.const(True), p.dst, p.dport, transparent, listener_mark)
 
         def no_listener() -> Leg:
             d.note("socket", lambda: f"no transparent listener on {hostport(j.tp_addr, j.tp_port)}: dropped")
@@ -811,13 +813,15 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         def to_own() -> Leg:
             d.note("socket", lambda: f"proxy socket {env.sockets[own_idx][1]} (transparent) accepts, "
                                      f"source {p.src}")
-            return _handshake(d, env, tr, j, c, orig, server, _tunnelled(
+            return _handshake(d, env, tr, j, c, orig, server(), _tunnelled(
                 d, env, c, orig, own_idx, Leg(d.kind(DELIV), own_idx, p.dst, p.dport, p.src, p.dst, p.dport)))
 
         def to_proxy() -> Leg:
             leg = _proxy_leg(d, env, side, j.tp_port, p, (p.dst, p.dport))
-            return _handshake(d, env, tr, j, c, orig, server, leg)
+            return _handshake(d, env, tr, j, c, orig, server(), leg)
 
+        if not owns:  # (the formula of a proxy without listeners of its own stays as it was)
+            return d.branch(d.eq(side, DROPPED), no_listener, to_proxy)
         return d.branch(d.eq(side, DROPPED), no_listener,
                         lambda: d.branch(d.eq(side, DELIV), to_own, to_proxy))
 
