@@ -62,8 +62,10 @@ The proxy
     every socket (``socket_mark``: ztunnel), that mark: its upstreams, its listeners' SYN-ACKs and
     the connections it opens on its own. Its own listeners (``own_listeners``) end a connection
     there (delivered to ``proxy``), whether the socket lookup or a TPROXY rule (to a transparent
-    proxy) hands it over. The same (side, original destination) seen twice in one flow is a loop;
-    so is a flow longer than the hop bound.
+    proxy) hands it over; on its tunnel listener (``tunnel_port`` among them) a connection that
+    names an inner port (HBONE) is its inbound side for the address it was sent to at that port,
+    from the connection's source. The same (side, original destination) seen twice in one flow is
+    a loop; so is a flow longer than the hop bound.
 """
 
 from __future__ import annotations
