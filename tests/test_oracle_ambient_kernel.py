@@ -151,6 +151,19 @@ def test_ztunnels_own_connections_carry_its_mark() -> None:
     assert not (bad := _run(w, flows) + _run(unmarked, flows)), "\n\n".join(bad)
 
 
+@pytest.mark.xfail(strict=True, reason="semantics: a refused connection's RST is not followed. In ingress mode "
+                                       "before the connmark fix, ztunnel's inner connection to a port nobody "
+                                       "listens on gets a RST towards the client's address that leaves the pod "
+                                       "(no connmark, no fwmark route): the kernel's ztunnel times out, the "
+                                       "model says refused")
+def test_a_refused_inner_connection_whose_reset_leaves_the_pod() -> None:
+    c = _documented(pod_config("ingress", version="1.28"))
+    w = _world(c)
+    assert not c.ingress_connmark
+    flows = (Flow("peer", POD["ipv4"], 15008, inner=12345),)
+    assert not (bad := _run(w, flows)), "\n\n".join(bad)
+
+
 def test_58546_witness_replays_on_the_kernel() -> None:
     """The refutation of A3 on ingress mode before the fix, an HBONE connection to ztunnel's tunnel
     listener naming the app's port: the kernel loses it the same way (ztunnel's connection to the
