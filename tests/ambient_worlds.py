@@ -1,8 +1,9 @@
 """Random ambient pods for the kernel oracle: a configuration of any era and mode, apps with random
-binds, sometimes a mark spoofer or HBONE's inner connection, and flows over what ambient capture
-tells apart (the probe source and its neighbours, HBONE's port, ztunnel's listeners, DNS, the pod's
-own address, loopback, remote addresses). Documentation addresses only; the node's probe SNAT
-address is a documentation address too (it is a setting: ``HOST_PROBE_SNAT_ADDRESS``)."""
+binds, sometimes a mark spoofer or HBONE's inner connection as a variant, and flows over what
+ambient capture tells apart (the probe source and its neighbours, HBONE's port and its tunnel,
+ztunnel's listeners, DNS, the pod's own address, loopback, remote addresses, ztunnel's own
+connections). Documentation addresses only; the node's probe SNAT address is a documentation
+address too (it is a setting: ``HOST_PROBE_SNAT_ADDRESS``)."""
 
 from __future__ import annotations
 
@@ -82,13 +83,18 @@ def ambient_cases(draw: Any) -> tuple[AmbientConfig, World, tuple[Flow, ...]]:
     pod, ports = POD[fam], sorted({s.port for s in apps[0].sockets})
     lo = "127.0.0.1" if fam == "ipv4" else "::1"
     probe = PROBE_V4 if fam == "ipv4" else PROBE_V6
-    peer_ports = [*ports, 15008, 15006, 12345] if not c.is_tproxy else [*ports, 12345]  # TPROXY to 15008: below
-    candidates = [Flow("peer", pod, p) for p in peer_ports]
+    # (ztunnel's inbound connection to a port nobody listens on in ingress mode before the connmark
+    # fix: its RST leaves the pod, which the model does not follow: a strict xfail in the kernel tests)
+    lost_reset = c.ingress and not c.ingress_connmark
+    answered = [p for p in ports if any(s.port == p and not s.bind.is_loopback for s in apps[0].sockets)]
+    inbound = answered if lost_reset else [*ports, 12345]  # the ports ztunnel's inbound side may connect to
+    candidates = [Flow("peer", pod, p) for p in (*(inbound if variant == "hbone" else [*ports, 12345]), 15008, 15006)]
+    candidates += [Flow("peer", pod, 15008, inner=p) for p in inbound]
     candidates += [Flow("peer", pod, p, src=probe) for p in ports]
     candidates += [Flow("peer", pod, p, src=NEAR[fam]) for p in ports]
     candidates += [Flow("app", REMOTE[fam], p) for p in (80, 53, 15008)]
     candidates += [Flow("app", pod, p) for p in ports] + [Flow("app", lo, p) for p in ports]
-    candidates += [Flow("app", probe, 80)]
+    candidates += [Flow("app", probe, 80), Flow("proxy", REMOTE[fam], 80), Flow("proxy", pod, ports[0])]
     if any(a.name == SPOOFER[0] for a in world.apps):
         candidates += [Flow(SPOOFER[0], REMOTE[fam], 80), Flow(SPOOFER[0], REMOTE[fam], 53)]
     flows = draw(st.lists(st.sampled_from(candidates), min_size=3, max_size=6, unique=True))

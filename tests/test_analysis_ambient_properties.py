@@ -8,7 +8,7 @@ import attrs
 import pytest
 from ambient_vectors import IPTABLES, LOCAL, POD_GOLDENS, pod_config, read_golden
 
-from meshsolve.analysis.ambient import TPROXY_OWN_LISTENER, ambient_properties, check_ambient, probe_neighbours
+from meshsolve.analysis.ambient import ambient_properties, check_ambient, probe_neighbours
 from meshsolve.analysis.ambient_properties import (
     SPOOFER,
     AmbientNoBypass,
@@ -19,16 +19,20 @@ from meshsolve.analysis.ambient_properties import (
     hbone_inner,
     with_spoofer,
 )
-from meshsolve.analysis.check import Proved, Refuted, Unknown, check
+from meshsolve.analysis.check import Proved, Refuted, check
+from meshsolve.errors import UnsupportedError, WorldError
 from meshsolve.iptables import parse_file, parse_text
 from meshsolve.istio.ambient import AmbientConfig, inpod_text
 from meshsolve.istio.ambient.profile import ambient_routing, ambient_world, ztunnel_behavior
 from meshsolve.model.net import to_address
 from meshsolve.model.routing import Routing
-from meshsolve.model.world import World
+from meshsolve.model.world import Flow, World
 from meshsolve.report.catalog import CATALOG
 from meshsolve.report.findings import findings_for
-from meshsolve.semantics.trace import Delivered, Egress, Failed
+from meshsolve.semantics.interpret import interpret
+from meshsolve.semantics.trace import Delivered, Dropped, Egress, Failed
+from meshsolve.smt.query import Captured, EndsAs, Not, Scope
+from meshsolve.smt.solve import Candidate, NoWitness, search
 
 
 def _golden_world(name: str) -> World:
@@ -59,6 +63,22 @@ def test_ztunnel_model() -> None:
     assert ambient_routing(AmbientConfig(enable_ipv6=True), ("ipv4",)).rules[0].family == "ipv4"
 
 
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_ztunnels_own_connections_start_with_its_mark(family: str) -> None:
+    """A connection ztunnel opens itself carries ``SO_MARK`` 0x539 from its first packet, in the
+    interpreter and in the solver: capture never takes it. Without the mark the solver finds one
+    that the outbound listener takes, and the interpreter agrees."""
+    c = pod_config("default", enable_ipv6=True)
+    w = ambient_world(c)
+    scope = Scope(family=family, client="proxy", local=False)
+    assert isinstance(search(w, scope, Not(Captured())), NoWitness)
+    unmarked = attrs.evolve(w, proxy=attrs.evolve(w.proxy, socket_mark=None))
+    ans = search(unmarked, scope, Not(Captured()))
+    assert isinstance(ans, Candidate) and ans.flow.client == "proxy"
+    assert interpret(unmarked, ans.flow).observed[:1] == ("out",)
+    assert interpret(w, ans.flow).observed == ()
+
+
 @pytest.mark.parametrize("name", sorted(POD_GOLDENS))
 def test_golden_properties(name: str) -> None:
     c = pod_config(name)
@@ -80,15 +100,18 @@ def test_golden_properties(name: str) -> None:
 def test_58546_rediscovered_on_the_rules_before_the_fix() -> None:
     """Ingress mode before 1.29: without the connmark rule the app's SYN-ACK to the client's address
     leaves the pod, the tunnel's inner connection never completes (HBONE timed out); the fixed rules
-    prove the same property."""
+    prove the same property. The witness is HBONE itself: a connection to ztunnel's tunnel listener
+    naming the app's port, in the pod's own world (no variant)."""
     before = attrs.evolve(ambient_world(pod_config("ingress", version="1.28")),
                           rules=parse_text(read_golden(LOCAL / "ingress-before-1.29.iptables.golden")))
     prop = ReturnPath((8080,), tunnel=True)
     v = check(before, prop)
     assert isinstance(v, Refuted), v
-    assert str(v.flow) == "peer -> 192.0.2.10:8080/tcp"
+    assert str(v.flow) == "peer -> 192.0.2.10:15008/tcp (tunnel to port 8080)"
     assert isinstance(v.result.outcome, Failed) and v.result.observed == ("in",)
+    assert v.world.rules == before.rules  # no stand-in rule
     text = str(v.result)
+    assert "tunnel listener: the client names 192.0.2.10:8080 as the inner target" in text
     assert "SYN-ACK 192.0.2.10:8080 -> 192.0.2.20:*: leaves the pod" in text
     assert "mangle::ISTIO_PRERT" not in text  # nothing marks ztunnel's connection
     (f,) = findings_for(before, v)
@@ -103,10 +126,15 @@ def test_tproxy_eras(version: str) -> None:
     c = AmbientConfig(version=version, tproxy=True if version == "1.24" else None, redirect_dns=True)
     rows = check_ambient(c)
     assert _kinds(rows) == [("A1", "proved"), ("A2", "proved"), ("A2", "refuted"), ("A3", "proved"),
-                            ("A4", "proved"), ("A5", "unknown")]
-    a5 = rows[-1].verdict
-    assert isinstance(a5, Unknown) and a5.reason == TPROXY_OWN_LISTENER
-    assert "15008 left out" in rows[0].prop.title()
+                            ("A3", "proved"), ("A4", "proved"), ("A5", "proved")]
+    assert [r.prop.tunnel for r in rows if r.key == "A3"] == [False, True]  # type: ignore[attr-defined]
+    assert "left out" not in rows[0].prop.title() and "left out" not in rows[5].prop.title()
+    # ztunnel's listeners without IP_TRANSPARENT: TPROXY drops HBONE (kernel-facts.md, fact 13c)
+    w = ambient_world(c)
+    opaque = attrs.evolve(w, proxy=attrs.evolve(w.proxy, transparent=False))
+    a5 = check(opaque, rows[-1].prop)
+    assert isinstance(a5, Refuted) and a5.flow.dport == 15008
+    assert isinstance(a5.result.outcome, Dropped) and "no transparent listener" in str(a5.result)
 
 
 def test_the_properties_of_a_mode() -> None:
@@ -171,8 +199,32 @@ def test_a3_refuted_without_the_restore_or_the_route(broken: str) -> None:
                        "0xffffffff --ctmask 0xffffffff\n", "")
     else:
         w = attrs.evolve(ambient_world(c), routing=Routing())
-    v = _refuted(w, ReturnPath((8080,)), "MSH0163")
-    assert isinstance(v.result.outcome, Failed) and v.result.observed == ("in",)
+    for prop in (ReturnPath((8080,)), ReturnPath((8080,), tunnel=True)):
+        v = _refuted(w, prop, "MSH0163")
+        assert isinstance(v.result.outcome, Failed) and v.result.observed == ("in",)
+        assert v.flow.inner == (8080 if prop.tunnel else None)
+
+
+def test_hbone_through_the_tunnel_listener() -> None:
+    """A connection to ztunnel's tunnel listener naming a port is its inbound side for the pod's
+    address at that port, from the tunnel's source; naming none, ztunnel ends it itself. The
+    solver finds the same (a refusal where nothing listens on the named port) and asks about the
+    tunnel only where the proxy has a tunnel listener."""
+    w = ambient_world(pod_config("default"))
+    hbone = interpret(w, Flow("peer", "192.0.2.10", 15008, inner=8080))
+    assert hbone.observed == ("in",) and hbone.summary == "in, app<-192.0.2.20"
+    assert interpret(w, Flow("peer", "192.0.2.10", 15008)).summary == "proxy<-192.0.2.20"
+    nobody = interpret(w, Flow("peer", "192.0.2.10", 15008, inner=9999))
+    assert nobody.observed == ("in",) and nobody.outcome.token == "refused"
+    scope = Scope(family="ipv4", client="peer", dports=("15008",), inner=9999)
+    ans = search(w, scope, EndsAs({"delivered"}))
+    assert isinstance(ans, Candidate) and ans.flow.inner == 9999
+    assert interpret(ans.world, ans.flow).summary == nobody.summary
+    sidecar = attrs.evolve(w, proxy=attrs.evolve(w.proxy, own_listeners=()))
+    with pytest.raises(UnsupportedError, match="tunnel listener"):
+        check(sidecar, ReturnPath((8080,), tunnel=True))
+    with pytest.raises(WorldError, match="inner port"):
+        Flow("peer", "192.0.2.10", 15008, inner=0)
 
 
 def test_a4_refuted_by_a_wider_probe_exemption() -> None:

@@ -28,7 +28,7 @@ from meshsolve.model.world import App, Flow, World
 from meshsolve.oracle.compare import differences, explain, nat_hits, replay_command
 from meshsolve.oracle.run import KernelWorld, OracleConfig
 from meshsolve.semantics.interpret import interpret
-from meshsolve.semantics.trace import Delivered, Egress, Failed, Result
+from meshsolve.semantics.trace import Delivered, Dropped, Egress, Failed, Result
 
 pytestmark = pytest.mark.kernel
 
@@ -77,19 +77,21 @@ def _run(world: World, flows: tuple[Flow, ...], **kw: object) -> list[str]:
 
 def _matrix(world: World) -> tuple[Flow, ...]:
     """Per family: the peer to each app port, HBONE's port, ztunnel's inbound port and a port nobody
-    listens on; from the probe address and its neighbour; an app to remote addresses (a web port,
-    DNS, HBONE's port), to its own pod address, to loopback and to the probe address."""
+    listens on, and through HBONE's tunnel to each app port and to that port; from the probe address and its neighbour; an app to remote addresses (a web port,
+    DNS, HBONE's port), to its own pod address, to loopback and to the probe address; ztunnel's own
+    connections to a remote address and to the app."""
     flows: list[Flow] = []
     app = world.apps[0].name
     ports = sorted({s.port for s in world.apps[0].sockets})
-    tproxy = world.proxy.transparent
     for fam in world.families:
         pod, lo = POD[fam], "127.0.0.1" if fam == "ipv4" else "::1"
         probe = PROBE_V4 if fam == "ipv4" else PROBE_V6
-        flows += [Flow("peer", pod, p) for p in (*ports, *(() if tproxy else (15008,)), 15006, 12345)]
+        flows += [Flow("peer", pod, p) for p in (*ports, 15008, 15006, 12345)]
+        flows += [Flow("peer", pod, 15008, inner=p) for p in (*ports, 12345)]  # HBONE to each port
         flows += [Flow("peer", pod, ports[0], src=probe), Flow("peer", pod, ports[0], src=NEAR[fam])]
         flows += [Flow(app, REMOTE[fam], p) for p in (80, 53, 15008)]
         flows += [Flow(app, pod, ports[0]), Flow(app, lo, ports[0]), Flow(app, probe, 80)]
+        flows += [Flow("proxy", REMOTE[fam], 80), Flow("proxy", pod, ports[0])]
     return tuple(flows)
 
 
@@ -104,7 +106,7 @@ def test_every_mode_agrees_with_the_kernel(name: str) -> None:
     c = _documented(pod_config(name))
     w = _world(c)
     bad = _run(w, _matrix(w))
-    bad += _run(hbone_inner(w), tuple(f for f in _matrix(w) if f.client == "peer" and f.src is None))
+    bad += _run(hbone_inner(w), tuple(f for f in _matrix(w) if f.client == "peer" and f.src is None and f.inner is None))
     for nic in c.virtual_interfaces[:1]:  # a peer arriving on a virtual interface
         v = _world(c, nic)
         bad += _run(v, tuple(f for f in _matrix(v) if f.client == "peer"))
@@ -118,32 +120,71 @@ def test_tproxy_eras_agree_with_the_kernel(version: str) -> None:
     assert not (bad := _run(w, _matrix(w))), "\n\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="semantics: TPROXY to one of the proxy's own transparent listeners "
-                                       "(ztunnel's 15008 in the TPROXY era) is a drop in the model, the kernel "
-                                       "hands the connection to that listener")
-def test_tproxy_era_hbone_reaches_ztunnel() -> None:
-    w = _world(_documented(AmbientConfig(version="1.21")))
-    assert not (bad := _run(w, (Flow("peer", POD["ipv4"], 15008),))), "\n\n".join(bad)
+@pytest.mark.parametrize("version", ["1.21", "1.24"])
+def test_tproxy_era_hbone_reaches_ztunnel(version: str) -> None:
+    """In the TPROXY eras the kernel hands HBONE (TPROXY --on-port 15008) to ztunnel's own transparent
+    listener on 15008 (kernel-facts.md, fact 13c), and so does the interpreter; with listeners that
+    are not transparent the same rule drops it, on both."""
+    c = _documented(AmbientConfig(version=version, tproxy=version == "1.24" or None, enable_ipv6=True))
+    w = _world(c)
+    flows = tuple(Flow("peer", POD[fam], 15008) for fam in w.families)
+    for f in flows:
+        assert isinstance(interpret(w, f).outcome, Delivered)
+    opaque = attrs.evolve(w, proxy=attrs.evolve(w.proxy, transparent=False))
+    for f in flows:
+        assert isinstance(interpret(opaque, f).outcome, Dropped)
+    assert not (bad := _run(w, flows) + _run(opaque, flows)), "\n\n".join(bad)
+
+
+def test_ztunnels_own_connections_carry_its_mark() -> None:
+    """A connection ztunnel opens on its own (client ``proxy``) carries its ``SO_MARK`` 0x539 from
+    the first packet: capture leaves it alone and it leaves the pod. The same process without the
+    mark is REDIRECTed to 15001 like any other. The kernel and the interpreter agree on both."""
+    w = _world(_documented(pod_config("default", enable_ipv6=True)))
+    unmarked = attrs.evolve(w, proxy=attrs.evolve(w.proxy, socket_mark=None))
+    flows = tuple(Flow("proxy", addr[fam], port) for fam in w.families
+                  for addr, port in ((REMOTE, 80), (REMOTE, 15008), (POD, 8080)))
+    for f in flows[:2]:
+        marked = interpret(w, f)
+        assert isinstance(marked.outcome, Egress) and marked.observed == (), str(marked)
+        assert interpret(unmarked, f).observed[:1] == ("out",)
+    assert not (bad := _run(w, flows) + _run(unmarked, flows)), "\n\n".join(bad)
+
+
+@pytest.mark.xfail(strict=True, reason="semantics: a refused connection's RST is not followed. In ingress mode "
+                                       "before the connmark fix, ztunnel's inner connection to a port nobody "
+                                       "listens on gets a RST towards the client's address that leaves the pod "
+                                       "(no connmark, no fwmark route): the kernel's ztunnel times out, the "
+                                       "model says refused")
+def test_a_refused_inner_connection_whose_reset_leaves_the_pod() -> None:
+    c = _documented(pod_config("ingress", version="1.28"))
+    w = _world(c)
+    assert not c.ingress_connmark
+    flows = (Flow("peer", POD["ipv4"], 15008, inner=12345),)
+    assert not (bad := _run(w, flows)), "\n\n".join(bad)
 
 
 def test_58546_witness_replays_on_the_kernel() -> None:
-    """The refutation of A3 on ingress mode before the fix: the kernel loses the connection the same
-    way (ztunnel's connection to the app never completes), and the fixed rules deliver it."""
+    """The refutation of A3 on ingress mode before the fix, an HBONE connection to ztunnel's tunnel
+    listener naming the app's port: the kernel loses it the same way (ztunnel's connection to the
+    app never completes), and the fixed rules deliver it, on both."""
     text = read_golden(LOCAL / "ingress-before-1.29.iptables.golden").replace("169.254.7.127", PROBE_V4)
     c = _documented(pod_config("ingress", version="1.28"))
     before = attrs.evolve(_world(c), rules=parse_text(text))
     rows = check_ambient(c, before)
     (a3,) = [r.verdict for r in rows if r.key == "A3"]
     assert isinstance(a3, Refuted)
-    world = property_world(a3.prop, before)
-    with KernelWorld(world, CONFIG) as k:
+    assert a3.flow.dport == 15008 and a3.flow.inner == 8080  # HBONE itself, through the tunnel listener
+    assert property_world(a3.prop, before) is before
+    with KernelWorld(before, CONFIG) as k:
         actual = k.run(a3.flow)
     assert isinstance(actual.outcome, Failed) and actual.observed == ("in",)
     assert not _differences(a3.result, actual)
     fixed = _world(_documented(pod_config("ingress")))
-    with KernelWorld(hbone_inner(fixed), CONFIG) as k:
+    with KernelWorld(fixed, CONFIG) as k:
         ok = k.run(a3.flow)
-    assert isinstance(ok.outcome, Delivered) and str(ok.outcome.source) == PEER["ipv4"]
+    assert isinstance(ok.outcome, Delivered) and str(ok.outcome.source) == PEER["ipv4"] and ok.observed == ("in",)
+    assert not _differences(interpret(fixed, a3.flow), ok)
 
 
 @pytest.mark.parametrize("name", ["default", "ingress_and_virtual_interfaces_ipv6"])

@@ -782,3 +782,42 @@ def test_fact13b_socket_match_on_first_and_later_packets() -> None:
                 assert c[f"{port}:syn:marked"] == (1 if kind == "pod IP" else 0)
                 assert c[f"{port}:later:marked"] == later - 1  # all but the handshake's ACK
     per_family(check)
+
+
+# TPROXY --on-port P to the destination's own port P: which listener on P takes the SYN
+_TPROXY_OWN = {  # port -> (bind: wildcard / pod / loopback, IP_TRANSPARENT, completes)
+    9001: ("wildcard", True, True),
+    9002: ("pod", True, True),
+    9003: ("loopback", True, False),
+    9004: ("wildcard", False, False),
+}
+
+
+def test_fact13c_tproxy_to_the_port_a_listener_holds() -> None:
+    """mangle PREROUTING ``--dport P -j TPROXY --on-port P`` (no --on-ip): the SYN goes to a
+    listener on P only when that listener is IP_TRANSPARENT and bound to the wildcard or to the
+    receiving interface's address (the pod IP); a transparent listener on loopback, or a wildcard
+    one without IP_TRANSPARENT, gets nothing: the rule counts and the SYN is dropped (the client
+    times out). The accepted socket's local address is the original destination."""
+    def check(v6: bool) -> None:
+        with lab() as L:
+            L.ip(L.pod, "rule add fwmark 0x539 lookup 133", "route add local default dev lo table 133", v6=v6)
+            L.restore(L.pod, table("mangle", "PREROUTING", *[
+                f"-A PREROUTING -p tcp --dport {port} -m comment --comment tproxy-{port} "
+                f"-j TPROXY --on-port {port} --tproxy-mark 0x539/0xffffffff" for port in _TPROXY_OWN]), v6=v6)
+            binds = {"wildcard": wildcard(v6), "pod": pod(v6), "loopback": loopback(v6)}
+            listeners = {port: L.listen(L.pod, binds[how], port, transparent=transparent)
+                         for port, (how, transparent, _ok) in _TPROXY_OWN.items()}
+            attempts = L.concurrently(*[lambda p=port: L.connect(L.peer, pod(v6), p) for port in _TPROXY_OWN])
+            c = L.counters(L.pod, v6=v6)
+            for (port, (how, transparent, ok)), attempt in zip(_TPROXY_OWN.items(), attempts, strict=True):
+                assert c[f"tproxy-{port}"] >= 1, port
+                if ok:
+                    done = L.completion(attempt, listeners[port])
+                    assert done.completes and done.server is not None, (port, how, transparent)
+                    assert done.server.getsockname()[:2] == (pod(v6), port)
+                    assert done.server.getpeername()[0] == peer(v6)
+                else:
+                    assert attempt.outcome == "timeout", (port, how, transparent, attempt)
+                    assert L.accept(listeners[port], 0.05) is None
+    per_family(check)

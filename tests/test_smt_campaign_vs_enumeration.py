@@ -52,6 +52,7 @@ from meshsolve.smt.query import (
 )
 from meshsolve.smt.solve import Candidate, NoWitness, SolverGaveUp, search
 from meshsolve.strategies import SMALL_WORLD_ADDRS as FAM
+from meshsolve.strategies import SMALL_WORLD_OWN_PORT as OWN_PORT
 from meshsolve.strategies import SMALL_WORLD_PORTS as PORTS
 from meshsolve.strategies import SPECIAL_DESTINATIONS, small_world_palette
 from meshsolve.strategies import small_worlds as worlds
@@ -64,9 +65,10 @@ HOPS = 4
 
 PREDS = [Not(EndsAs({"loop"})), EndsAs({"delivered"}), Observed("out"), Observed("in"), Captured(),
          Captured("out"), DeliveredTo(port=9001), Not(EndsAs({"refused", "dropped"})),
-         EndsAs({"egress", "delivered"}), Not(EndsAs({"rejected", "failed"})), EndsAs({"dropped", "rejected"})]
+         EndsAs({"egress", "delivered"}), Not(EndsAs({"rejected", "failed"})), EndsAs({"dropped", "rejected"}),
+         Not(DeliveredTo(app="proxy"))]
 DST_KEYS = ("pod", "lo", "vip", "remote", "src6")
-DPORTS = (*PORTS, 15001, 15006, 80)
+DPORTS = (*PORTS, 15001, 15006, OWN_PORT, 80)
 
 
 def destinations(fam: str) -> list[IPAddress]:
@@ -86,6 +88,8 @@ def scopes(w: World, dsts: list[IPAddress], ports: tuple[int, ...] = DPORTS) -> 
         # any socket mark but none (scope 3 has the unmarked processes)
         Scope(family=fam, client="any-app", ids=((1000, 1000), (1337, 1337)), dst=nets, dports=pr, any_mark=True,
               mark_not=(0,)),
+        # a peer's connections naming an app port as a tunnel's inner target (a proxy with a tunnel listener)
+        *([Scope(family=fam, client="peer", dports=pr, inner=PORTS[0])] if _tunnelled(w) else []),
     ]
 
 
@@ -143,11 +147,30 @@ def compare(world: World, pred: Pred, scope: Scope, dsts: list[IPAddress], ports
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
-@given(worlds(), st.sampled_from(PREDS), st.integers(0, 4))
+@given(worlds(), st.sampled_from(PREDS), st.integers(0, 5))
 def test_solver_agrees_with_enumeration(world: World, pred: Pred, which: int) -> None:
     fam = world.families[0]
     dsts = destinations(fam)
-    compare(world, pred, scopes(world, dsts)[which], dsts, DPORTS)
+    here = scopes(world, dsts)
+    compare(world, pred, here[which % len(here)], dsts, DPORTS)
+
+
+def _tunnelled(w: World) -> bool:
+    return w.proxy.tunnel_port is not None and w.proxy.tunnel_port in w.proxy.own_listeners
+
+
+@settings(max_examples=max(EXAMPLES // 5, 1), deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(worlds().filter(_tunnelled))
+def test_solver_agrees_with_enumeration_through_the_tunnel(world: World) -> None:
+    """Worlds whose proxy has a tunnel listener, asked every question about a peer's connections
+    that name an app port as the tunnel's inner target (the last scope: a peer's few flows)."""
+    fam = world.families[0]
+    dsts = destinations(fam)
+    scope = scopes(world, dsts)[-1]
+    assert scope.inner == PORTS[0]
+    for pred in PREDS:
+        compare(world, pred, scope, dsts, DPORTS)
 
 
 def signature(r: Result) -> Pred:
@@ -165,7 +188,7 @@ def reproduce(world: World, flow: Flow) -> None:
     r = interpret(world, flow, max_hops=HOPS)
     scope = Scope(family=fam, client=flow.client if flow.client in ("peer", "proxy") else "app",  # type: ignore[arg-type]
                   app=flow.client if flow.client not in ("peer", "proxy") else None, dst=(flow.dst,),
-                  dports=(str(flow.dport),))
+                  dports=(str(flow.dport),), inner=flow.inner)
     ans = search(world, scope, signature(r), hops=HOPS)
     if isinstance(ans, Candidate):
         other = interpret(ans.world, ans.flow, max_hops=HOPS)
@@ -191,7 +214,9 @@ def test_solver_reproduces_each_flow_exactly(world: World, data: st.DataObject) 
     for _ in range(3):
         client = data.draw(st.sampled_from(["peer", "app", "proxy"]))
         dst = a["pod"] if client == "peer" else data.draw(st.sampled_from(destinations(world.families[0])))
-        reproduce(world, Flow(client, dst, data.draw(st.sampled_from(DPORTS))))
+        tunnel = client == "peer" and _tunnelled(world)
+        inner = data.draw(st.sampled_from((None, PORTS[0]))) if tunnel else None
+        reproduce(world, Flow(client, dst, data.draw(st.sampled_from(DPORTS)), inner=inner))
 
 
 @pytest.mark.slow
@@ -207,7 +232,7 @@ def test_solver_agrees_with_enumeration_campaign() -> None:
     t0 = time.monotonic()
 
     @settings(max_examples=CAMPAIGN, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    @given(worlds(), st.sampled_from(PREDS), st.integers(0, 4), st.data())
+    @given(worlds(), st.sampled_from(PREDS), st.integers(0, 5), st.data())
     def one(world: World, pred: Pred, which: int, data: st.DataObject) -> None:
         count[0] += 1
         fam = world.families[0]
@@ -218,7 +243,8 @@ def test_solver_agrees_with_enumeration_campaign() -> None:
                 f.write(f"PROGRESS: {count[0] - 1} examples in {time.monotonic() - t0:.0f} s, {len(found)} "
                         f"disagreements; agreed: {', '.join(f'{k} {v}' for k, v in sorted(how.items()))}\n")
         try:
-            how[compare(world, pred, scopes(world, dsts, ports)[which], dsts, ports)] += 1
+            here = scopes(world, dsts, ports)
+            how[compare(world, pred, here[which % len(here)], dsts, ports)] += 1
         except Exception as exc:  # every kind of disagreement is collected
             found.append(f"{type(exc).__name__}: {exc}")
             if log:

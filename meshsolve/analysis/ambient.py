@@ -7,12 +7,11 @@ treated as outbound, HBONE's port. ``check_ambient`` proves each one (``AmbientR
 A1…A5, the verdict). ``python -m meshsolve.analysis.ambient`` prints the table for Istio's
 ambient goldens (``docs/ambient.md``).
 
-What the model cannot say yet is stated, not guessed: in the TPROXY era (1.21–1.23) HBONE's
-port is TPROXYed to ztunnel's own transparent 15008 listener, which the semantics does not hand
-TPROXY connections to (it only knows the capture listeners), so A5 is answered Unknown there and
-A1 and A4 leave port 15008 out. HBONE's inner connection (``hbone_inner``) is checked in the
-REDIRECT eras; with TPROXY it is the very connection ztunnel opens for a plaintext inbound one
-(TPROXY keeps the destination), which A3 checks.
+In the TPROXY era (1.21–1.23, 1.24's option) HBONE's port is TPROXYed to ztunnel's own
+transparent 15008 listener, which takes it as the kernel does (``kernel-facts.md``, fact 13c), so
+A1, A4 and A5 are asked there as in the REDIRECT eras. A3 asks HBONE natively in every era: a
+peer's connection to the tunnel listener naming the app's port (``Flow.inner``) is ztunnel's
+inbound side, which connects to the app from the peer's address.
 """
 
 from __future__ import annotations
@@ -32,16 +31,12 @@ from meshsolve.analysis.ambient_properties import (
     ProbeExemption,
     ReturnPath,
 )
-from meshsolve.analysis.check import Refuted, Unknown, Verdict, check
+from meshsolve.analysis.check import Refuted, Verdict, check
 from meshsolve.analysis.properties import Property
 from meshsolve.istio.ambient.config import HBONE_PORT, INBOUND_PLAINTEXT_PORT, INPOD_MARK, OUTBOUND_PORT, AmbientConfig
 from meshsolve.istio.ambient.profile import ambient_world
 from meshsolve.model.net import IPAddress
 from meshsolve.model.world import World
-
-#: Why A5 is not answered in the TPROXY era.
-TPROXY_OWN_LISTENER = ("TPROXY to ztunnel's own HBONE listener is not modelled: the semantics hands TPROXYed "
-                       "connections to the capture listeners only")
 
 __all__ = ["AmbientRow", "ambient_properties", "app_ports", "check_ambient", "golden_table", "probe_neighbours",
            "standard_cases"]
@@ -81,9 +76,8 @@ def ambient_properties(c: AmbientConfig, world: World) -> tuple[tuple[str, Prope
     probes = tuple(c.probe_snat(f) for f in world.families)
     ports = app_ports(world)
     inbound = not c.ingress
-    skip = (HBONE_PORT,) if c.is_tproxy else ()
     out: list[tuple[str, Property]] = [
-        ("A1", AmbientNoBypass(exempt_dsts=probes, inbound=inbound, skip_ports=skip)),
+        ("A1", AmbientNoBypass(exempt_dsts=probes, inbound=inbound)),
     ]
     for nic in c.virtual_interfaces:
         out.append(("A1", AmbientNoBypass(outbound=False, interface=nic)))
@@ -92,12 +86,11 @@ def ambient_properties(c: AmbientConfig, world: World) -> tuple[tuple[str, Prope
     if ports:
         if inbound:
             out.append(("A3", ReturnPath(ports)))
-        if not c.is_tproxy:  # (TPROXY: HBONE's inner connection is the plaintext one's, above)
-            out.append(("A3", ReturnPath(ports, tunnel=True)))
+        out.append(("A3", ReturnPath(ports, tunnel=True)))
     if inbound and ports:
         others = tuple(a for f in world.families for a in (world.peer_ip(f),) if a is not None)
         others += tuple(n for p in probes for n in probe_neighbours(p))
-        out.append(("A4", ProbeExemption(probes, others, ports, skip_ports=skip)))
+        out.append(("A4", ProbeExemption(probes, others, ports)))
     out.append(("A5", HboneSplit(HBONE_PORT, plaintext=inbound)))
     return tuple(out)
 
@@ -108,9 +101,6 @@ def check_ambient(c: AmbientConfig, world: World | None = None, *, hops: int = d
     w = world if world is not None else ambient_world(c)
     rows: list[AmbientRow] = []
     for key, prop in ambient_properties(c, w):
-        if isinstance(prop, HboneSplit) and c.is_tproxy:
-            rows.append(AmbientRow(key, prop, Unknown(prop, TPROXY_OWN_LISTENER)))
-            continue
         rows.append(AmbientRow(key, prop, check(w, prop, hops=hops)))
     return tuple(rows)
 

@@ -19,7 +19,9 @@ only — a proof with one connection is the proof with any bound.
   (with ``CAP_NET_ADMIN``) is still captured — expected to be *refuted*: the mark is all the rules
   look at, the ambient twin of the sidecar's uid-1337 bypass.
 * A3 ``ReturnPath``: a peer's connection that ztunnel's inbound side takes reaches the app — the
-  upstream from the client's own address completes, so the app's replies came back to ztunnel.
+  upstream from the client's own address completes, so the app's replies came back to ztunnel:
+  plaintext inbound, and HBONE (a connection to ztunnel's tunnel listener naming the app's port
+  as its inner target, ``Flow.inner``).
 * A4 ``ProbeExemption``: connections from the probe address reach the app without ztunnel;
   connections from any other listed source (a NodePort or load balancer client keeps its own)
   reach ztunnel.
@@ -33,6 +35,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from meshsolve.errors import UnsupportedError
 from meshsolve.model.net import Family, IPAddress, family_of, to_address
 from meshsolve.model.rules import (
     Chain,
@@ -89,7 +92,8 @@ def _with_family(rules: Rulesets, fam: Family, rs: Ruleset) -> Rulesets:
 
 
 def hbone_inner(world: World) -> World:
-    """The pod with the peer's connections standing for HBONE tunnels to the port they name: a rule
+    """The pod with the peer's plain connections standing for HBONE tunnels to the port they name
+    (a variant the kernel oracle compares too; A3 asks the tunnel listener itself): a rule
     appended to nat ``PREROUTING`` sends them to ztunnel's inbound side (15006), which connects to
     the app from the peer's address with its mark — what ztunnel does with a tunnel's inner
     connection. Only the client's first leg differs from real HBONE (plaintext instead of mTLS on
@@ -211,7 +215,7 @@ class ReturnPath:
     on that port: the upstream ztunnel opens from the client's address completes."""
 
     ports: tuple[int, ...] = attrs.field(converter=_ints)
-    tunnel: bool = False  # the HBONE tunnel's inner connection (``hbone_inner``), not plaintext inbound
+    tunnel: bool = False  # HBONE: a connection to the tunnel listener naming the port, not plaintext inbound
     name: str = ""
     code: ClassVar[str] = "MSH0163"
 
@@ -219,11 +223,12 @@ class ReturnPath:
         how = "HBONE's inner connections" if self.tunnel else "ztunnel's inbound connections"
         return self.name or (f"replies to {how} to port {','.join(map(str, self.ports))} come back to ztunnel")
 
-    def world_for(self, world: World) -> World:
-        return hbone_inner(world) if self.tunnel else world
-
     def checks(self, world: World) -> list[tuple[Scope, Pred]]:
-        return [(Scope(family=fam, client="peer", dports=(str(p),)), AllOf((Observed("in"), DeliveredTo(port=p))))
+        tunnel = world.proxy.tunnel_port
+        if self.tunnel and (tunnel is None or tunnel not in world.proxy.own_listeners):
+            raise UnsupportedError("A3 over HBONE needs the proxy's tunnel listener (tunnel_port among own_listeners)")
+        return [(Scope(family=fam, client="peer", dports=(str(tunnel if self.tunnel else p),),
+                       inner=p if self.tunnel else None), AllOf((Observed("in"), DeliveredTo(port=p))))
                 for fam in world.families if world.peer_ip(fam) is not None for p in self.ports]
 
 

@@ -273,14 +273,14 @@ def enumerate_scope(world: World, scope: Scope, *, dsts: Iterable[IPAddress] | N
         n_ep = len(service.endpoints) if service is not None else 1
         for e in range(max(n_ep, 1)):
             flow = Flow(client=client, dst=dst, dport=port, endpoint=e,
-                        src=scope.peer_src if client == "peer" else None)
+                        src=scope.peer_src if client == "peer" else None, inner=scope.inner)
             yield flow, w, interpret(w, flow, max_hops=hops)
 
 
 def flow_in_scope(world: World, scope: Scope, flow: Flow) -> bool:
     """Whether ``flow`` is one of the first connections ``scope`` ranges over (client, ids, socket
-    mark, destination, port, service VIP)."""
-    if flow.family != scope.family:
+    mark, destination, port, service VIP, tunnel target)."""
+    if flow.family != scope.family or flow.inner != scope.inner:
         return False
     if scope.client in ("peer", "proxy"):
         if flow.client != scope.client:

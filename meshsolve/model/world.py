@@ -463,7 +463,9 @@ class Flow:
     itself) or the name of an app in the pod. ``endpoint`` picks which backend the proxy's outbound
     side chooses when the destination is a service VIP (an index into its endpoints). ``src`` is the
     address a peer's connection comes from (default: the world's peer address), e.g. the node's
-    probe address after its SNAT.
+    probe address after its SNAT. ``inner`` is the port the connection names as a tunnel's inner
+    target (HBONE's CONNECT to the pod's address at that port), or None for a plain connection: a
+    proxy whose tunnel listener accepts it connects there itself.
     """
 
     client: str
@@ -473,6 +475,12 @@ class Flow:
     sport: int | None = None
     endpoint: int = 0
     src: IPAddress | None = attrs.field(default=None, converter=attrs.converters.optional(_addr))
+    inner: int | None = attrs.field(default=None, converter=attrs.converters.optional(to_port))
+
+    @inner.validator
+    def _inner_port(self, _attr: object, value: int | None) -> None:
+        if value == 0:
+            raise WorldError(f"flow to {self.dst} port {self.dport}: a tunnel's inner port is 1..65535, not 0")
 
     @property
     def family(self) -> Family:
@@ -482,4 +490,5 @@ class Flow:
         host = f"[{self.dst}]" if self.dst.version == 6 else str(self.dst)
         via = f" (endpoint #{self.endpoint})" if self.endpoint else ""
         src = f" from {self.src}" if self.src is not None else ""
-        return f"{self.client}{src} -> {host}:{self.dport}/{self.protocol}{via}"
+        tunnel = f" (tunnel to port {self.inner})" if self.inner is not None else ""
+        return f"{self.client}{src} -> {host}:{self.dport}/{self.protocol}{via}{tunnel}"

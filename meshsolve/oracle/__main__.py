@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--port", required=True, type=int)
     rp.add_argument("--endpoint", default=0, type=int)
     rp.add_argument("--src", default=None, help="the address a peer connects from (default: the world's peer)")
+    rp.add_argument("--inner", default=None, type=int,
+                    help="the port the connection names as a tunnel's inner target (HBONE to the tunnel listener)")
     rp.add_argument("--loop-limit", default=4, type=int)
     args = parser.parse_args(argv)
 
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         world = _world(args)
-        flow = Flow(args.client, args.dst, args.port, endpoint=args.endpoint, src=args.src)
+        flow = Flow(args.client, args.dst, args.port, endpoint=args.endpoint, src=args.src, inner=args.inner)
         expected = interpret(world, flow)
         with KernelWorld(world, OracleConfig(loop_limit=args.loop_limit)) as kw:
             actual = kw.run(flow)

@@ -123,6 +123,8 @@ def replay_command(flow: Flow, *, setup: str | None = None, family: str | None =
         argv += ["--endpoint", str(flow.endpoint)]
     if flow.src is not None:
         argv += ["--src", str(flow.src)]
+    if flow.inner is not None:
+        argv += ["--inner", str(flow.inner)]
     return shlex.join(argv)
 
 

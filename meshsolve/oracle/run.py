@@ -86,6 +86,7 @@ from meshsolve.model.world import Flow, Socket, World
 from meshsolve.oracle.flowspace import remote_addresses, unroutable
 from meshsolve.oracle.netns import NamespacePair, ip_batch, run
 from meshsolve.oracle.nft import load_text, parse_nft_counters
+from meshsolve.oracle.worker import TUNNEL
 from meshsolve.semantics.trace import (
     Delivered,
     Dropped,
@@ -468,6 +469,7 @@ class KernelWorld:
                                                        ("ipv6", p.inbound_source_v6)) if a is not None},
             "inbound_original_source": p.inbound_original_source, "upstream_mark": p.upstream_mark,
             "transparent": p.transparent, "socket_mark": p.socket_mark, "own_listeners": list(p.own_listeners),
+            "tunnel_port": p.tunnel_port,
             "needs_net_admin": p.transparent or p.inbound_original_source or p.upstream_mark is not None
             or p.socket_mark is not None,
             "outbound": p.outbound, "pod_ips": [str(a) for a in w.pod_ips],
@@ -562,7 +564,8 @@ class KernelWorld:
             before.update(self._nft_before(fam))
         read_timeout = c.read_timeout + 2 * upstream_timeout
         src = str(flow.src) if flow.client == "peer" and flow.src is not None else None
-        reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport, "token": token,
+        request = token if flow.inner is None else f"{token} {TUNNEL} {flow.inner}"  # HBONE's CONNECT, in short
+        reply = client.call({"op": "connect", "dst": str(flow.dst), "port": flow.dport, "token": request,
                              "timeout": connect_timeout, "read_timeout": read_timeout,
                              "sport": flow.sport, "src": src}, connect_timeout + read_timeout + 5)
         events = proxy.call({"op": "events"}, c.start_timeout)["events"]

@@ -30,13 +30,18 @@ Roles
           When the pod puts connections in conntrack zones (``zones``) and ``SO_ORIGINAL_DST``
           finds nothing, the connection lives outside the default zone, the only one that option
           reads: the stand-in closes it (``no-original-dst``) rather than forward it to itself.
+          On its own listeners (``own_listeners``) it answers for itself (``{"kind": "own", ...}``),
+          except on its tunnel listener (``tunnel_port``) for a request ``TOKEN CONNECT PORT``
+          (HBONE's CONNECT, in short): that is its inbound side for the address the client
+          connected to at PORT (``listener`` ``tunnel`` in its record).
 ``peer``  the remote host and "the outside world": answers every connection to an address it owns
           (its own, and every remote address the world names: local routes on its ``lo``) with
           ``{"kind": "egress", "dst": ADDR, "port": P, "peer": SOURCE, "token": T}`` and logs it
           (``seen`` returns the log).
 
 Every role also answers ``connect`` (open a client connection with this process's ids, from ``src``
-when given, with ``SO_MARK`` ``mark`` when given: an app allowed ``CAP_NET_ADMIN``) and ``ping``.
+when given, with ``SO_MARK`` ``mark`` when given: an app allowed ``CAP_NET_ADMIN``, or the proxy's
+``socket_mark``: a proxy that marks every socket marks the connections it opens itself too) and ``ping``.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ PR_SET_KEEPCAPS = 8
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 _CAP_VERSION_3 = 0x20080522
 REQUEST_LIMIT = 4096
+TUNNEL = "CONNECT"  # a request "TOKEN CONNECT PORT" to the tunnel listener names the tunnel's inner target
 PROXIED = " +proxy"  # the stand-in appends this to a request it forwards: which legs are the client's own
 
 _out_lock = threading.Lock()
@@ -357,12 +363,26 @@ class Proxy:
         listener, listener_port = tag
         if listener == "own":
             token = read_line(conn, self.cfg["read_timeout"])
+            words = (token or "").split(" ")
+            if listener_port == self.cfg.get("tunnel_port") and len(words) == 3 and words[1] == TUNNEL:
+                # the tunnel's inner target: this address (the one the client connected to) at the port named
+                self.relay(conn, peer, "tunnel", _norm(conn.getsockname()[0]), int(words[2]), "in", "tunnel",
+                           words[0])
+                return
             _send_close(conn, {"kind": "own", "port": listener_port, "peer": _norm(peer[0]), "peer_port": peer[1],
                                "token": token})
             return
         try:
             dst, port, how = original_dst(conn, listener_port)
-            side = self.side_of(listener, dst, port)
+            self.relay(conn, peer, listener, dst, port, self.side_of(listener, dst, port), how, None)
+        except Exception as exc:  # keep serving; report the failure to the client
+            _send_close(conn, {"kind": "proxy-error", "error": "internal", "detail": repr(exc)})
+
+    def relay(self, conn: socket.socket, peer: Any, listener: str, dst: str, port: int, side: str, how: str,
+              request: str | None) -> None:
+        """The proxy's side ``side`` took ``conn`` for the original destination ``dst:port``: connect
+        there (or to the service's endpoint) and relay ``request`` (None: read it from ``conn``)."""
+        try:
             with self.lock:
                 key = (side, dst, port)
                 self.counts[key] = self.counts.get(key, 0) + 1
@@ -376,13 +396,14 @@ class Proxy:
             if repeats > self.cfg["loop_limit"]:
                 _send_close(conn, {"kind": "proxy-error", "error": "loop", "side": side})
                 return
-            if how == "no so_original_dst" and self.cfg.get("zones"):
+            if request is None and how == "no so_original_dst" and self.cfg.get("zones"):
                 # the pod tracks connections (a CT --zone rule), so the entry exists, in another zone
                 # than the default one SO_ORIGINAL_DST looks in: the proxy cannot learn the
                 # destination and closes the connection (it does not forward to its own listener)
                 _send_close(conn, {"kind": "proxy-error", "error": "no-original-dst", "side": side})
                 return
-            request = read_line(conn, self.cfg["read_timeout"])
+            if request is None:
+                request = read_line(conn, self.cfg["read_timeout"])
             with self.lock:
                 event["direct"] = request is not None and not request.endswith(PROXIED)
             if request is None:
@@ -511,7 +532,8 @@ def main(argv: list[str]) -> int:
         elif op == "connect":
             _reply(client_connect(cmd["dst"], cmd["port"], timeout=cmd["timeout"], request=cmd.get("token", ""),
                                   src=cmd.get("src"), sport=cmd.get("sport") or 0,
-                                  read_timeout=cmd.get("read_timeout"), mark=cmd.get("mark") or cfg.get("mark")))
+                                  read_timeout=cmd.get("read_timeout"),
+                                  mark=cmd.get("mark") or cfg.get("mark") or cfg.get("socket_mark")))
         elif op == "reset" and proxy is not None:
             proxy.reset(cmd["flow"], cmd["endpoint"], cmd.get("timeout"))
             _reply({"ok": True})

@@ -142,7 +142,6 @@ def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Res
                 rec.note("rule", f"{step.ref} {rule_text(step.rule)}", step.ref)
         return dec
 
-    mark = 0
     if flow.client == "peer":
         uid = gid = None
         who = "peer"
@@ -150,11 +149,12 @@ def interpret(world: World, flow: Flow, *, max_hops: int = defaults.HOPS) -> Res
         uid, gid, who = world.proxy.uid, world.proxy.gid, "proxy"
     else:
         app = world.app(flow.client)
-        uid, gid, who, mark = app.uid, app.gid, app.name, app.mark or 0
+        uid, gid, who = app.uid, app.gid, app.name
+    mark = K.first_mark(world, flow.client)
     if flow.src is not None and (flow.client != "peer" or flow.src.version != flow.dst.version):
         raise WorldError(f"flow {flow}: only a peer's connection names its source, of the flow's family")
     first = K.First(flow.client == "peer", flow.dst, flow.dport, flow.sport, uid, gid, flow.endpoint,
-                    flow.protocol, who, flow.src, mark)
+                    flow.protocol, who, flow.src, mark, flow.inner or 0)
     records = K.run_flow(d, env, tr, first, hops=max_hops, on_leg=rec.set_leg)
     observed: list[Side] = [("in" if r.leg.cls == K.IN else "out") for r in records
                             if r.leg.cls in (K.OUT, K.IN) and r.repeat is not True]

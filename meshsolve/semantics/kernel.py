@@ -58,8 +58,14 @@ The proxy
     closed (``blackhole``). A connection whose original destination the proxy cannot read
     (``SO_ORIGINAL_DST`` looks only in conntrack zone 0) is accepted, then closed. Inbound: to
     127.0.0.1/::1 at the original port (``localhost``) or to the original destination, from
-    ``inbound_source_*`` when set. The proxy's connections carry its uid/gid. The same (side,
-    original destination) seen twice in one flow is a loop; so is a flow longer than the hop bound.
+    ``inbound_source_*`` when set. The proxy's connections carry its uid/gid and, when it marks
+    every socket (``socket_mark``: ztunnel), that mark: its upstreams, its listeners' SYN-ACKs and
+    the connections it opens on its own. Its own listeners (``own_listeners``) end a connection
+    there (delivered to ``proxy``), whether the socket lookup or a TPROXY rule (to a transparent
+    proxy) hands it over; on its tunnel listener (``tunnel_port`` among them) a connection that
+    names an inner port (HBONE) is its inbound side for the address it was sent to at that port,
+    from the connection's source. The same (side, original destination) seen twice in one flow is
+    a loop; so is a flow longer than the hop bound.
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ from meshsolve.errors import WorldError
 from meshsolve.model.net import Family, IPNetwork, family_of, to_address
 from meshsolve.model.path import Hook, Stage
 from meshsolve.model.routing import LOCAL_TABLE, MAIN_TABLE
-from meshsolve.model.world import Socket
+from meshsolve.model.world import Socket, World
 from meshsolve.semantics.domain import Domain, merge_records
 from meshsolve.semantics.env import Env, Pkt, SockView, is_local, is_loopback, lookup, port_held
 from meshsolve.semantics.tables import (
@@ -115,6 +121,7 @@ __all__ = [
     "LegRecord",
     "Pkt",
     "effect",
+    "first_mark",
     "is_local",
     "lookup",
     "match",
@@ -542,7 +549,8 @@ class Hop:
     process with ``uid``/``gid``; ``bound`` (a domain Boolean) says whether the process binds the
     source ``src`` first (else the kernel picks it), ``transparent`` whether that socket is
     ``IP_TRANSPARENT``, ``mark`` its ``SO_MARK``; ``closed``: the proxy closes the client's
-    connection instead of opening this one (blackhole)."""
+    connection instead of opening this one (blackhole); ``inner``: the port it names as a tunnel's
+    inner target (0: none)."""
 
     dst: Any
     dport: Any
@@ -557,6 +565,7 @@ class Hop:
     why: str = ""
     transparent: Any = False
     mark: Any = 0
+    inner: Any = 0
 
 
 def _end(d: Domain, env: Env, cls: int, h: Hop, rule: Any = None, why: Any = None) -> Leg:
@@ -680,7 +689,7 @@ def local_leg(d: Domain, env: Env, tr: Traverse, h: Hop, *, checked: bool = Fals
         syn = Pkt(h.protocol, src, dst, h.sport, h.dport, None, None, h.uid, h.gid, mark, d.u32(0), d.const(False),
                   zone=d.port(0))
         j = send_local(d, env, tr, syn, first=True, on_nat=_rewritten(d))
-        client = _Client(True, src, h.sport, h.uid, h.gid, mark, h.transparent)
+        client = _Client(True, src, h.sport, h.uid, h.gid, mark, h.transparent, h.inner)
         return _after_syn(d, env, tr, j, client, (dst, h.dport))  # what connect() sent to (:: is ::1)
 
     return d.branch(einval, fails, lambda: d.branch(r0.fail, unroutable, sent))
@@ -694,14 +703,14 @@ def remote_leg(d: Domain, env: Env, tr: Traverse, h: Hop, peer: Any) -> Leg:
     syn = Pkt(h.protocol, peer, h.dst, h.sport, h.dport, env.iface, None, None, None, zero, zero, d.const(False),
               zone=d.port(0))
     j = send_remote(d, env, tr, syn, first=True, on_nat=_rewritten(d))
-    client = _Client(False, peer, h.sport, None, None, zero, d.const(False))
+    client = _Client(False, peer, h.sport, None, None, zero, d.const(False), h.inner)
     return _after_syn(d, env, tr, j, client, (h.dst, h.dport))
 
 
 @attrs.frozen
 class _Client:
     """The client end of a connection: in the pod (``local``) or the peer; its address, port, ids,
-    socket mark and whether its socket is transparent."""
+    socket mark, whether its socket is transparent, and the tunnel target it names (0: none)."""
 
     local: bool
     src: Any
@@ -710,6 +719,7 @@ class _Client:
     gid: Any
     mark: Any
     transparent: Any
+    inner: Any = 0
 
 
 def _ended_leg(d: Domain, j: Journey) -> Leg:
@@ -780,22 +790,42 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
     def with_tproxy() -> Leg:
         d.note("rewrite", lambda: f"TPROXY to {hostport(j.tp_addr, j.tp_port)}, destination kept "
                                   f"{hostport(p.dst, p.dport)}, mark {p.mark:#x}", j.tp_rule)
-        # xt_TPROXY needs a transparent listener on its port (else the SYN is dropped)
+        # xt_TPROXY needs a transparent listener on its port (else the SYN is dropped): one of the
+        # proxy's capture listeners, or one where it ends the connection itself (the TPROXY era's
+        # HBONE listener); only the proxy's wildcard sockets can be transparent, and no app socket
+        # shares their ports, so the port alone decides (kernel-facts.md, fact 13c)
         side: Any = d.kind(DROPPED)
+        owns = [(i, sock) for i, (who, sock) in enumerate(env.sockets) if who == "proxy"]
+        own_idx: Any = d.port(NO_SOCKET) if owns else None
+        for i, sock in reversed(owns):
+            here = d.and_(transparent, d.eq(j.tp_port, sock.port))
+            side = d.ite(here, d.kind(DELIV), side)
+            own_idx = d.ite(here, d.port(i), own_idx)
         for port, s in reversed(env.listeners()):
             side = d.ite(d.and_(transparent, d.eq(j.tp_port, port)), d.kind(s), side)
         side = _side_for(d, env, side, p.dst, p.dport)
+
+        def server() -> _Server:
+            return _Server(d.const(True), p.dst, p.dport, transparent, listener_mark)
 
         def no_listener() -> Leg:
             d.note("socket", lambda: f"no transparent listener on {hostport(j.tp_addr, j.tp_port)}: dropped")
             return Leg(d.kind(DROPPED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport, rule=j.tp_rule)
 
+        def to_own() -> Leg:
+            d.note("socket", lambda: f"proxy socket {env.sockets[own_idx][1]} (transparent) accepts, "
+                                     f"source {p.src}")
+            return _handshake(d, env, tr, j, c, orig, server(), _tunnelled(
+                d, env, c, orig, own_idx, Leg(d.kind(DELIV), own_idx, p.dst, p.dport, p.src, p.dst, p.dport)))
+
         def to_proxy() -> Leg:
             leg = _proxy_leg(d, env, side, j.tp_port, p, (p.dst, p.dport))
-            return _handshake(d, env, tr, j, c, orig,
-                              _Server(d.const(True), p.dst, p.dport, transparent, listener_mark), leg)
+            return _handshake(d, env, tr, j, c, orig, server(), leg)
 
-        return d.branch(d.eq(side, DROPPED), no_listener, to_proxy)
+        if not owns:  # (the formula of a proxy without listeners of its own stays as it was)
+            return d.branch(d.eq(side, DROPPED), no_listener, to_proxy)
+        return d.branch(d.eq(side, DROPPED), no_listener,
+                        lambda: d.branch(d.eq(side, DELIV), to_own, to_proxy))
 
     def lookup_socket() -> Leg:
         cls, idx, owner, _sk = lookup(d, env, p.dst, p.dport, p.protocol)
@@ -831,7 +861,8 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         def by_socket() -> Leg:
             def delivered() -> Leg:
                 d.note("socket", lambda: f"{owner[0]} socket {owner[1]} accepts, source {p.src}")
-                return accepted(Leg(d.kind(DELIV), idx, p.dst, p.dport, p.src, p.dst, p.dport))
+                return accepted(_tunnelled(d, env, c, orig, idx,
+                                           Leg(d.kind(DELIV), idx, p.dst, p.dport, p.src, p.dst, p.dport)))
 
             def refused() -> Leg:
                 d.note("socket", lambda: f"nothing listens on {hostport(p.dst, p.dport)}/{p.protocol}: refused")
@@ -842,6 +873,28 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
         return d.branch(proxied, by_proxy, by_socket)
 
     return d.branch(j.tproxied, with_tproxy, lookup_socket)
+
+
+def _tunnelled(d: Domain, env: Env, c: _Client, orig: tuple[Any, Any], idx: Any, plain: Leg) -> Leg:
+    """A connection the proxy's tunnel listener (``tunnel_port``, one of ``own_listeners``) accepted
+    whose client names an inner target (``c.inner``): the proxy's inbound side takes it, with the
+    address the client connected to at that port as its original destination and the tunnel's
+    source as the client's (HBONE: ztunnel connects to the target itself). Else ``plain``: the
+    proxy ends the connection, or an app's socket took it."""
+    p = env.world.proxy
+    tunnel = next((i for i, (who, s) in enumerate(env.sockets) if who == "proxy" and s.port == p.tunnel_port), None)
+    if tunnel is None:
+        return plain
+    named = d.and_(d.eq(idx, d.port(tunnel)), d.not_(d.eq(c.inner, d.port(0))))
+    if d.is_false(named):
+        return plain
+
+    def inner() -> Leg:
+        d.note("proxy", lambda: f"tunnel listener: the client names {hostport(orig[0], c.inner)} as the inner target: "
+                                "the proxy's inbound side")
+        return Leg(d.kind(IN), d.port(NO_SOCKET), orig[0], c.inner, plain.seen_src, plain.dst, plain.dport)
+
+    return d.branch(named, inner, lambda: plain)
 
 
 def _proxy_leg(d: Domain, env: Env, side: Any, port: Any, q: Pkt, orig: tuple[Any, Any]) -> Leg:
@@ -1058,7 +1111,8 @@ class First:
     """The flow's first connection: ``peer`` (a domain Boolean: from the remote peer, else opened in
     the pod by a process with ``uid``/``gid``), destination, ports and the endpoint choice;
     ``peer_src``: the address a peer's connection comes from (None: the world's peer address);
-    ``mark``: the ``SO_MARK`` of the process's socket (0: none)."""
+    ``mark``: the ``SO_MARK`` of the process's socket (0: none); ``inner``: the port it names as
+    a tunnel's inner target (0: none)."""
 
     peer: Any
     dst: Any
@@ -1071,6 +1125,18 @@ class First:
     who: str = ""
     peer_src: Any = None
     mark: Any = 0
+    inner: Any = 0
+
+
+def first_mark(world: World, client: str) -> int:
+    """The ``SO_MARK`` a flow's first connection starts with (0: none): an app's ``mark``; the
+    proxy's ``socket_mark`` (a proxy that marks every socket, as ztunnel does, marks the
+    connections it opens on its own too); the peer's packets carry none."""
+    if client == "peer":
+        return 0
+    if client == "proxy":
+        return world.proxy.socket_mark or 0
+    return world.app(client).mark or 0
 
 
 @attrs.define
@@ -1100,7 +1166,7 @@ def run_flow(d: Domain, env: Env, tr: Traverse, first: First, *, hops: int, knob
     records: list[LegRecord] = []
     active: Any = d.const(True)
     hop = Hop(first.dst, first.dport, first.sport, first.uid, first.gid, first.protocol, who=first.who,
-              mark=first.mark)
+              mark=first.mark, inner=first.inner)
     for n in range(hops):
         if on_leg is not None:
             on_leg(n + 1)

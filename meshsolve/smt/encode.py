@@ -332,6 +332,7 @@ class HopVars:
     odport: Any = None
     seen_src: Any = None  # source address the accepting socket sees
     mark: Any = None  # BV32 SO_MARK of the client's socket (hop 0 of an encoding with ``marks``), else None
+    inner: Any = None  # BV16 tunnel target port hop 0 names (0: none) where the proxy has a tunnel listener
 
 
 @attrs.define
@@ -406,7 +407,8 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
     endpoint = z3.BitVec(f"{v0}endpoint", 16)
     h0 = HopVars(src=z3.BitVec(f"{v0}src0", w), dst=z3.BitVec(f"{v0}dst0", w), sport=z3.BitVec(f"{v0}sport0", 16),
                  dport=z3.BitVec(f"{v0}dport0", 16), uid=z3.BitVec(f"{v0}uid0", 32), gid=z3.BitVec(f"{v0}gid0", 32),
-                 mark=z3.BitVec(f"{v0}mark0", 32) if marks else None)
+                 mark=z3.BitVec(f"{v0}mark0", 32) if marks else None,
+                 inner=z3.BitVec(f"{v0}inner0", 16) if world.proxy.tunnel_port in world.proxy.own_listeners else None)
     is_peer = client == 0
     if world.peer_ip(family) is None:
         cons.append(z3.Not(is_peer))
@@ -422,7 +424,7 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
 
     # a peer connects from ``src0``: the question's scope says which address (the world's peer by default)
     start = K.First(is_peer, h0.dst, h0.dport, h0.sport, h0.uid, h0.gid, endpoint, peer_src=h0.src,
-                    mark=0 if h0.mark is None else h0.mark)
+                    mark=0 if h0.mark is None else h0.mark, inner=0 if h0.inner is None else h0.inner)
     knobs = K.Knobs(ctx.knob_localhost, ctx.knob_source)
     def sport(n: int) -> Any:  # the proxy's upstream source ports: the kernel picks them
         v = z3.BitVec(f"{tag}sport{n}", 16)
@@ -436,6 +438,7 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
         hv.append(HopVars(src=None, dst=leg.dst, sport=None, dport=leg.dport, uid=None, gid=None, cls=leg.cls,
                           sock=leg.sock, odst=leg.odst, odport=leg.odport, seen_src=leg.seen_src))
     hv[0].src, hv[0].sport, hv[0].uid, hv[0].gid, hv[0].mark = h0.src, h0.sport, h0.uid, h0.gid, h0.mark
+    hv[0].inner = h0.inner
     hv[0].dst, hv[0].dport = h0.dst, h0.dport
     active = [r.active for r in records]
     loop_at = [r.loop for r in records]

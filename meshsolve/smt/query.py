@@ -92,8 +92,10 @@ class Scope:
       ``gid_is``: only processes with this uid / gid.
     - ``any_mark``: for ``any-app``, the process's sockets may carry any ``SO_MARK`` (a free 32-bit
       value; 0 is no mark) but those in ``mark_not``; without it (the default) they carry none. An
-      ``app`` client carries its own mark (``App.mark``); a peer's and the proxy's first connections
-      carry none.
+      ``app`` client carries its own mark (``App.mark``), the proxy its ``socket_mark``; a peer's
+      first connection carries none.
+    - ``inner``: the port the first connection names as a tunnel's inner target (``Flow.inner``:
+      HBONE to the proxy's tunnel listener), or None for plain connections.
     """
 
     family: Family
@@ -113,6 +115,7 @@ class Scope:
     peer_src: IPAddress | None = None  # peer: the address it connects from (None: the world's peer)
     any_mark: bool = False  # any-app: any socket mark but ``mark_not`` (else: no mark)
     mark_not: tuple[int, ...] = attrs.field(default=(), converter=_ints)
+    inner: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if (self.any_mark or self.mark_not) and self.client != "any-app":
@@ -122,6 +125,8 @@ class Scope:
         for m in self.mark_not:
             if not 0 <= m <= 0xFFFFFFFF:
                 raise UnsupportedError(f"mark_not: {m:#x} is not a 32-bit mark")
+        if self.inner is not None and not 1 <= self.inner <= 65535:
+            raise UnsupportedError(f"inner: {self.inner} is not a port (1..65535)")
 
     def __str__(self) -> str:
         anyone = "any non-proxy process" if self.uid_not or self.gid_not else "any process in the pod"
@@ -149,6 +154,8 @@ class Scope:
             parts.append("port " + ",".join(map(str, self.dports)))
         if self.dports_not:
             parts.append("port not " + ",".join(map(str, self.dports_not)))
+        if self.inner is not None:
+            parts.append(f"tunnelled to port {self.inner}")
         parts.append(f"({self.family})")
         return " ".join(parts)
 

@@ -111,8 +111,12 @@ def _pred(p: Pred, enc: E.FlowEncoding) -> Any:
 
 def _marked(world: World, scope: Scope) -> bool:
     """Whether the first connection's socket mark is a variable: the scope ranges over marks, or its
-    app has one (else it is 0, and the encoding is the one without marks)."""
-    return scope.any_mark or (scope.client == "app" and world.app(scope.app or "").mark is not None)
+    app (or the proxy) has one (else it is 0, and the encoding is the one without marks)."""
+    if scope.any_mark:
+        return True
+    if scope.client == "app":
+        return K.first_mark(world, scope.app or "") != 0
+    return scope.client == "proxy" and K.first_mark(world, "proxy") != 0
 
 
 def _first_hop_only(p: Pred) -> bool:
@@ -133,6 +137,10 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
     def u(v: int) -> Any:
         return z3.BitVecVal(v, 32)
 
+    if h0.inner is not None:  # the proxy has a tunnel listener: the connection names a target, or none
+        out.append(h0.inner == z3.BitVecVal(s.inner or 0, 16))
+    elif s.inner is not None:
+        raise UnsupportedError(f"scope {s}: the proxy has no tunnel listener (tunnel_port among own_listeners)")
     if s.client == "peer":
         out.append(client == 0)
         src = s.peer_src if s.peer_src is not None else world.peer_ip(fam)
@@ -150,9 +158,11 @@ def _scope(s: Scope, world: World, enc: E.FlowEncoding, h0: E.HopVars, client: A
             app = world.app(s.app or "")
             out += [h0.uid == u(app.uid), h0.gid == u(app.gid)]
             if h0.mark is not None:
-                out.append(h0.mark == u(app.mark or 0))
+                out.append(h0.mark == u(K.first_mark(world, app.name)))
         elif s.client == "proxy":
             out += [h0.uid == u(world.proxy.uid), h0.gid == u(world.proxy.gid)]
+            if h0.mark is not None:
+                out.append(h0.mark == u(K.first_mark(world, "proxy")))
         else:
             if h0.mark is not None:  # any socket mark but the excluded ones, or none
                 out += [h0.mark != u(m) for m in s.mark_not] if s.any_mark else [h0.mark == u(0)]
@@ -266,7 +276,7 @@ def _flow_from_model(m: Any, world: World, scope: Scope, h0: E.HopVars,
     n_ep = max((len(s_.endpoints) for s_ in world.services), default=1)
     endpoint = endpoint if endpoint < max(n_ep, 1) else 0
     flow = Flow(client=name, dst=dst, dport=dport, sport=sport or None, endpoint=endpoint,
-                src=scope.peer_src if scope.client == "peer" else None)
+                src=scope.peer_src if scope.client == "peer" else None, inner=scope.inner)
     return flow, w
 
 

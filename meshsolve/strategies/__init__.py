@@ -12,7 +12,8 @@ Everything public, by what it draws (all addresses are documentation or loopback
   (istio-init-shaped nat tables);
 * worlds: ``worlds()`` (the kernel oracle's: one to three apps, dual-stack possible, addresses from
   ``WORLD_ADDRS``), ``small_worlds()`` (one app, one family: the solver differential test's,
-  addresses ``SMALL_WORLD_ADDRS``, app ports ``SMALL_WORLD_PORTS``, rules of every kind in every
+  addresses ``SMALL_WORLD_ADDRS``, app ports ``SMALL_WORLD_PORTS``, the proxy's own listener
+  ``SMALL_WORLD_OWN_PORT``, rules of every kind in every
   table at every hook, ``SMALL_WORLD_CHAINS``, with values from ``small_world_palette(family)``),
   ``proxy_behaviors()``, ``sockets(family)``;
 * flows: ``flows(world)`` (any flow that can start in a given world), ``world_flows(world)`` (the
@@ -58,6 +59,7 @@ from meshsolve.strategies._rules import (
 )
 from meshsolve.strategies._worlds import (
     SMALL_WORLD_CHAINS,
+    SMALL_WORLD_OWN_PORT,
     SMALL_WORLD_PORTS,
     capture_rulesets,
     proxy_behaviors,
@@ -74,7 +76,8 @@ __all__ = [
     "capture_rulesets", "chain_names", "chains", "matches", "rules", "rulesets", "rulesets_pair", "tables",
     "targets",
     # worlds
-    "SMALL_WORLD_ADDRS", "SMALL_WORLD_CHAINS", "SMALL_WORLD_PORTS", "SPECIAL_DESTINATIONS", "WORLD_ADDRS",
+    "SMALL_WORLD_ADDRS", "SMALL_WORLD_CHAINS", "SMALL_WORLD_OWN_PORT", "SMALL_WORLD_PORTS", "SPECIAL_DESTINATIONS",
+    "WORLD_ADDRS",
     "proxy_behaviors", "small_world_palette", "small_worlds", "sockets", "worlds",
     # flows
     "flows", "world_flows", "worlds_and_flows",

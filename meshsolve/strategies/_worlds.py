@@ -57,13 +57,15 @@ from meshsolve.model.world import App, Endpoint, ProxyBehavior, Service, Socket,
 from meshsolve.strategies._addresses import SMALL_WORLD_ADDRS, WORLD_ADDRS, binds
 from meshsolve.strategies._rules import BASIC_MATCHES, MODULE_MATCHES, TARGETS, Palette, kind_fits, rules, rules_of_kind
 
-__all__ = ["SMALL_WORLD_CHAINS", "SMALL_WORLD_PORTS", "capture_rulesets", "proxy_behaviors", "small_world_palette",
-           "small_worlds", "sockets", "world_palette", "worlds"]
+__all__ = ["SMALL_WORLD_CHAINS", "SMALL_WORLD_OWN_PORT", "SMALL_WORLD_PORTS", "capture_rulesets", "proxy_behaviors",
+           "small_world_palette", "small_worlds", "sockets", "world_palette", "worlds"]
 
 WORLD_APP_PORTS = (9001, 9002, 9003)
 WORLD_SERVICE_PORT = 80
 WORLD_IDS = (defaults.APP_UID, defaults.APP_UID + 1, defaults.PROXY_UID)
 SMALL_WORLD_PORTS: tuple[int, ...] = (9001, 9002, 9003)
+#: The port of the small worlds' proxy's own listener, where it ends connections itself (ztunnel's HBONE).
+SMALL_WORLD_OWN_PORT = 15008
 
 _PROXY_UID, _PROXY_GID = defaults.PROXY_UID, defaults.PROXY_GID
 _OUTBOUND, _INBOUND = defaults.PROXY_OUTBOUND_PORT, defaults.PROXY_INBOUND_PORT
@@ -554,7 +556,10 @@ def small_worlds(draw: st.DrawFn) -> World:
     mark of the palette) whose sockets bind the wildcard, loopback or pod address on 9001-9003 (an
     overlapping pair with SO_REUSEPORT), a
     proxy with random knobs (inbound port or shared listener, dispatch, endpoint, passthrough source,
-    blackhole, transparent listeners, the client's original source, an upstream mark), a service
+    blackhole, transparent listeners, the client's original source, an upstream mark; in one world
+    of four ztunnel's shape: a listener of its own on ``SMALL_WORLD_OWN_PORT``, where TPROXY capture
+    also sends that port, maybe its tunnel listener (which nat PREROUTING then leaves alone), and
+    maybe a mark on every socket), a service
     VIP on 9001 whose endpoints are this pod (and maybe a remote host), policy routing (none,
     Istio's TPROXY route, or an fwmark rule with a table of routes), and rules:
 
@@ -645,6 +650,18 @@ def small_worlds(draw: st.DrawFn) -> World:
         if jumpable and not any(c.name == jumpable[0] for c in user.get(table, ())):
             body = draw(st.lists(rules(fam, table, jumpable[0], kernel=True, palette=pal), max_size=2))
             user.setdefault(table, []).append(Chain(jumpable[0], tuple(body)))
+    app = attrs.evolve(app, mark=draw(_app_marks(pal.marks)))  # drawn late: the rest is as before marks
+    if draw(st.integers(0, 3)) == 0:  # drawn last: ztunnel's shape, a listener of its own and a mark on every socket
+        proxy = attrs.evolve(proxy, own_listeners=(SMALL_WORLD_OWN_PORT,),
+                             socket_mark=draw(st.none() | st.sampled_from(pal.marks)),
+                             tunnel_port=SMALL_WORLD_OWN_PORT if draw(st.booleans()) else None)
+        if proxy.tunnel_port is not None:  # inbound capture leaves the tunnel port alone, as ambient's does
+            chains.setdefault(("nat", "PREROUTING"), []).insert(
+                0, Rule((Protocol("tcp"), PortMatch("tcp", dport=SMALL_WORLD_OWN_PORT)), Accept()))
+        if tproxy_mode:  # the TPROXY era's HBONE: TPROXY to the proxy's own (transparent) listener
+            here = chains[("mangle", "PREROUTING")]
+            here.insert(0, Rule((Protocol("tcp"), PortMatch("tcp", dport=SMALL_WORLD_OWN_PORT)),
+                                Tproxy(SMALL_WORLD_OWN_PORT, None, mark, 0xFFFFFFFF)))
     tables = []
     for tname in TABLE_ORDER:
         built = [Chain(h, tuple(chains[(tname, h)]), "ACCEPT") for h in TABLE_HOOKS[tname] if (tname, h) in chains]
@@ -652,6 +669,5 @@ def small_worlds(draw: st.DrawFn) -> World:
             tables.append(Table(tname, (*built, *user.get(tname, ()))))
     rs = Ruleset(fam, tuple(tables))
     rules_ = Rulesets(ipv4=rs) if fam == "ipv4" else Rulesets(ipv6=rs)
-    app = attrs.evolve(app, mark=draw(_app_marks(pal.marks)))  # drawn last: the rest is as before marks
     return World(pod_ips=(a["pod"],), peer_ips=(a["peer"],), apps=(app,), proxy=proxy, services=(svc,),
                  rules=rules_, routing=routing)
