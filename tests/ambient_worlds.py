@@ -1,4 +1,4 @@
-"""Random ambient pods for the kernel oracle: a configuration of any era and mode, apps with random
+"""Random ambient pods for the kernel oracle: a configuration of any era, mode and backend, apps with random
 binds, sometimes a mark spoofer or HBONE's inner connection, and flows over what ambient capture
 tells apart (the probe source and its neighbours, HBONE's port, ztunnel's listeners, DNS, the pod's
 own address, loopback, remote addresses). Documentation addresses only; the node's probe SNAT
@@ -40,6 +40,8 @@ def ambient_configs(draw: Any) -> AmbientConfig:
         if version != "1.24":
             kw["dns_override"] = draw(st.sampled_from(["unset", "enabled", "disabled"]))
             kw["virtual_interfaces"] = draw(st.sampled_from([(), (VIRTUAL,)]))
+        if version in ("1.28", "current"):  # istio-cni's native nftables backend (1.28 on)
+            kw["backend"] = draw(st.sampled_from(["iptables", "nftables"]))
     return AmbientConfig(**kw)
 
 

@@ -1,4 +1,4 @@
-"""The kernel oracle on ambient pods: every mode's flows (and the worlds the properties ask about)
+"""The kernel oracle on ambient pods: every mode's flows, in both backends, (and the worlds the properties ask about)
 agree with the interpreter; the refutations' witnesses replay on the kernel, Istio's #58546 among
 them; the ``SO_MARK`` spoofer (an app with ztunnel's mark) ends as the interpreter says; random
 ambient worlds agree.
@@ -99,9 +99,11 @@ def _world(c: AmbientConfig, interface: str = "eth0") -> World:
                          interface=interface)
 
 
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
 @pytest.mark.parametrize("name", sorted(POD_GOLDENS))
-def test_every_mode_agrees_with_the_kernel(name: str) -> None:
-    c = _documented(pod_config(name))
+def test_every_mode_agrees_with_the_kernel(name: str, backend: str) -> None:
+    """Every pod mode, with its iptables rules and with its native nftables rules (``nft -f``)."""
+    c = _documented(pod_config(name, backend))
     w = _world(c)
     bad = _run(w, _matrix(w))
     bad += _run(hbone_inner(w), tuple(f for f in _matrix(w) if f.client == "peer" and f.src is None))

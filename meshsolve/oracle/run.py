@@ -408,10 +408,11 @@ class KernelWorld:
         return f"route add local {addr}/{_plen(addr)} dev lo table {LOCAL_TABLE}"
 
     def _own(self, addr: IPAddress) -> None:
-        """Make the outside world answer for ``addr`` (a remote destination of a flow)."""
+        """Make the outside world answer for ``addr`` (a remote destination of a flow; an address the
+        peer already has as a source it answers for already)."""
         fam = family_of(addr)
-        if addr in self._owned or unroutable(addr) or self.world.is_local(addr) or addr.is_loopback \
-                or self.world.peer_ip(fam) is None:
+        if addr in self._owned or addr in self._sources or unroutable(addr) or self.world.is_local(addr) \
+                or addr.is_loopback or self.world.peer_ip(fam) is None:
             return
         ip_batch(self.pair.peer, [self._own_command(addr)], what=f"let the peer answer for {addr}",
                  options=("-6" if fam == "ipv6" else "-4",))
