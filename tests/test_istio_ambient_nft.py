@@ -1,7 +1,8 @@
 """Ambient's native nftables rules beyond text and syntax: they load on the kernel as generated for
 any mode; lowered into the rule model (``meshsolve.nftables.lower``) they prove and refute A1–A5 as
-the iptables rules do. The probe exemption's backend difference still waits for source NAT and set
-lookups in the semantics (a strict xfail)."""
+the iptables rules do. The probe exemption differs by backend (A4 as a semantic difference): with
+source NAT and the probe sets' members in the semantics, ``diff`` finds the node agent's connection
+that iptables gives the probe source and nft does not."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from meshsolve.errors import UnsupportedError
 from meshsolve.istio.ambient import AmbientConfig
 from meshsolve.istio.ambient.nft import host_nft_text, inpod_nft_ruleset, inpod_nft_text
 from meshsolve.istio.ambient.profile import ambient_world
+from meshsolve.model.world import App, Flow, IpSet, World
 from meshsolve.nftables import kernel_form, parse_text
+from meshsolve.semantics.interpret import interpret
+from meshsolve.semantics.trace import Egress, Undetermined
 
 _CONFIGS = [
     pod_config("default", "nftables", probe_snat_v4="203.0.113.127"),
@@ -80,27 +84,64 @@ def test_nft_properties_match_the_iptables_ones(name: str) -> None:
             assert interpret(property_world(row.prop, wi), flow).outcome == row.verdict.result.outcome
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="needs the nftables lowering, source NAT in the semantics (a coarsening today) and "
-                          "-m set / nft set lookups with the probe set's members")
-def test_probe_exemption_differs_by_backend() -> None:
+#: the node's probe sets: the pod the node probes (its address in each family)
+PROBED = {"ipv4": "192.0.2.10", "ipv6": "2001:db8::10"}
+
+
+def node_world(c: AmbientConfig, backend: str, *, sets: bool = True) -> World:
+    """The node (kubelet, uid 1000, and a node agent running as root) with the host probe rule of
+    ``c`` in ``backend``; its peer is the probed pod, a member of the probe sets (``sets``)."""
+    from meshsolve.istio.ambient import host_rules
+    from meshsolve.istio.ambient.config import PROBE_SET
+    from meshsolve.istio.ambient.nft import host_nft_ruleset
+    from meshsolve.nftables.lower import lower
+
+    fams = c.families
+    apps = (App("kubelet", uid=1000, gid=1000), App("node-agent", uid=0, gid=0))
+    given = tuple(IpSet(f"{PROBE_SET}-{'v4' if f == 'ipv4' else 'v6'}", f, (PROBED[f],)) for f in fams)
+    rules = host_rules(c) if backend == "iptables" else lower(host_nft_ruleset(c.evolve(backend="nftables")))
+    return World(pod_ips=tuple(NODE[f] for f in fams), peer_ips=tuple(PROBED[f] for f in fams), apps=apps,
+                 rules=rules, ip_sets=given if sets else ())
+
+
+NODE = {"ipv4": "198.51.100.1", "ipv6": "2001:db8:1::1"}
+HOST = AmbientConfig(probe_snat_v4="203.0.113.127", probe_snat_v6="2001:db8:7127::1", kubelet_uid=1000)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["hostprobe", "hostprobe_ipv6"])
+def test_probe_exemption_differs_by_backend(v6: bool) -> None:
     """A4 as a semantic difference: on the node, iptables gives the probe source to a connection from
     any socket of the node (--socket-exists), nft only to kubelet's (skuid). A node agent running as
     root (not kubelet) connecting to the pod is exempt from capture with iptables, captured with nft."""
-    import attrs
-
     from meshsolve.analysis.diff import Different, diff
-    from meshsolve.istio.ambient import host_rules
-    from meshsolve.istio.ambient.nft import host_nft_ruleset
-    from meshsolve.model.world import App, World
-    from meshsolve.nftables.lower import lower
 
-    c = AmbientConfig(probe_snat_v4="203.0.113.127", kubelet_uid=1000)
-    apps = (App("kubelet", uid=1000, gid=1000), App("node-agent", uid=0, gid=0))
-    node = World(pod_ips=("198.51.100.1",), peer_ips=("192.0.2.10",), apps=apps, rules=host_rules(c))
-    nft = attrs.evolve(node, rules=lower(host_nft_ruleset(c.evolve(backend="nftables"))))
-    results = diff(node, nft)
+    c = HOST.evolve(enable_ipv6=v6)
+    results = diff(node_world(c, "iptables"), node_world(c, "nftables"))
     witness = [r for r in results if isinstance(r, Different)]
-    assert witness and witness[0].flow.client == "node-agent"
-    assert str(getattr(witness[0].a.outcome, "source", "")) == "203.0.113.127"
+    assert [w.scope.family for w in witness] == list(c.families)
+    for w in witness:
+        fam = w.scope.family
+        assert w.flow.client == "node-agent" and str(w.flow.dst) == PROBED[fam]
+        assert isinstance(w.a.outcome, Egress) and isinstance(w.b.outcome, Egress)
+        assert w.a.outcome.source == c.probe_snat(fam) and str(w.b.outcome.source) == NODE[fam]
+    kubelet = Flow("kubelet", PROBED["ipv4"], 8080)
+    for backend in ("iptables", "nftables"):  # kubelet's probe gets the probe source in both
+        got = interpret(node_world(c, backend), kubelet).outcome
+        assert isinstance(got, Egress) and got.source == c.probe_snat_v4
 
+
+def test_probe_set_members_are_the_world_s() -> None:
+    """The probe rule's set lookup reads the members the world gives: another pod is not SNATed, and
+    without the members the rule is left undecided (never guessed)."""
+    from meshsolve.model.kinds import coarsening
+    from meshsolve.model.rules import SetMatch
+
+    for backend in ("iptables", "nftables"):
+        w = node_world(HOST, backend)
+        assert any(isinstance(m, SetMatch) for t in w.rules.ipv4.all_tables()
+                   for ch in t.chains for r in ch.rules for m in r.matches)
+        other = interpret(w, Flow("kubelet", "192.0.2.11", 8080)).outcome
+        assert isinstance(other, Egress) and str(other.source) == NODE["ipv4"]
+        unknown = interpret(node_world(HOST, backend, sets=False), Flow("kubelet", PROBED["ipv4"], 8080)).outcome
+        assert isinstance(unknown, Undetermined) and "istio-inpod-probes-v4" in unknown.reason
+    assert coarsening(SetMatch, "members")
