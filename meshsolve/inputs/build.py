@@ -397,10 +397,11 @@ def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<
                      env: Mapping[str, str] | None = None) -> Loaded | None:
     """The world of a pod that ambient mode captures, with the ambient properties as its
     ``defaults``; None for any other pod. ``env``: istio-cni's environment (``NATIVE_NFTABLES``,
-    the chart's ``values.global.nativeNftables``, selects the nftables rules). The namespaces' labels come from the same manifest
-    (``text``) when it has them; ``rules``: a dump from the pod instead of the generated rules;
-    ``nth``: which of the pods with this name it is (``apps_of_pod``); ``namespaces``: the
-    manifest's namespaces' labels when the caller has read them (else read from ``text``)."""
+    the chart's ``values.global.nativeNftables``, selects the nftables rules). The namespaces'
+    labels come from the same manifest (``text``) when it has them; ``rules``: a dump from the pod
+    instead of the generated rules; ``nth``: which of the pods with this name it is
+    (``apps_of_pod``); ``namespaces``: the manifest's namespaces' labels when the caller has read
+    them (else read from ``text``)."""
     from meshsolve.analysis.ambient import ambient_properties
     from meshsolve.istio.ambient.config import ZTUNNEL_PORTS, backend_from_env
     from meshsolve.istio.ambient.pods import ambient_pod, namespaces_in

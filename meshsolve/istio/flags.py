@@ -53,7 +53,8 @@ from meshsolve.istio.config import (
     validate_value,
 )
 
-__all__ = ["FlagSpec", "FlagsRead", "MODERN_FLAGS", "parse_bool", "parse_flags", "read_flags", "script_flags", "to_flags"]
+__all__ = ["FlagSpec", "FlagsRead", "MODERN_FLAGS", "parse_bool", "parse_flags", "read_flags", "script_flags",
+           "to_flags"]
 
 
 @attrs.frozen

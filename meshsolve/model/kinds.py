@@ -228,7 +228,7 @@ COARSENINGS: tuple[Coarsening, ...] = (
                "a user or group name the world does not resolve to an id"),
     Coarsening(OpaqueTarget, "", "-j TARGET (a target meshsolve does not model: NFQUEUE, NFLOG, ...)",
                "what it does to the packet is not known"),
-    Coarsening(SetMatch, "members", "-m set --match-set NAME src|dst / ip saddr|daddr @NAME (a set whose members "
+    Coarsening(SetMatch, "members", "-m set --match-set NAME src/dst, ip saddr/daddr @NAME (a set whose members "
                                    "the input does not give)",
                "a set's members are the host's state at run time: where the input does not give them, they are "
                "not guessed"),

@@ -267,8 +267,8 @@ def ct_states(d: Domain, p: Pkt) -> dict[str, Any]:
     """The conntrack states a packet shows at the current stage: none looked up yet (before
     conntrack, without the entry of an earlier pass): ``INVALID``, or ``NEW`` after a ``CT --zone``
     target gave it a template; else its state, plus ``DNAT`` (``SNAT``) once nat rewrote its
-    destination (source) — unless a later packet was looked up in another zone than its connection's, where conntrack finds
-    nothing it belongs to (``INVALID``)."""
+    destination (source) — unless a later packet was looked up in another zone than its
+    connection's, where conntrack finds nothing it belongs to (``INVALID``)."""
     if p.before_ct and not p.entry:
         # a CT target's template (a zone) is conntrack's NEW already; nothing at all is INVALID
         template = d.not_(d.eq(p.zone, 0))
