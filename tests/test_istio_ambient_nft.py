@@ -6,6 +6,8 @@ that iptables gives the probe source and nft does not."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from ambient_vectors import POD_GOLDENS, pod_config
 from nft_kernel import kernel_load, nft_unavailable_reason
@@ -145,3 +147,30 @@ def test_probe_set_members_are_the_world_s() -> None:
         unknown = interpret(node_world(HOST, backend, sets=False), Flow("kubelet", PROBED["ipv4"], 8080)).outcome
         assert isinstance(unknown, Undetermined) and "istio-inpod-probes-v4" in unknown.reason
     assert coarsening(SetMatch, "members")
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(_reason is not None, reason=f"kernel test skipped: {_reason}")
+@pytest.mark.skipif(shutil.which("ipset") is None, reason="kernel test skipped: ipset is not installed")
+@pytest.mark.parametrize("v6", [False, True], ids=["hostprobe", "hostprobe_ipv6"])
+def test_probe_difference_replays_on_the_kernel(v6: bool) -> None:
+    """The A4 witness on the kernel: the node's rules in a namespace (the probe set an ipset, or an
+    nft set, with the probed pod in it), the node agent's and kubelet's connections to the pod end as
+    the interpreter says — the peer sees the probe source exactly where the interpreter gives it."""
+    from meshsolve.analysis.diff import Different, diff
+    from meshsolve.oracle.compare import differences, explain, replay_command
+    from meshsolve.oracle.run import KernelWorld, OracleConfig
+
+    c = HOST.evolve(enable_ipv6=v6)
+    worlds = {b: node_world(c, b) for b in ("iptables", "nftables")}
+    witness = [r for r in diff(worlds["iptables"], worlds["nftables"]) if isinstance(r, Different)]
+    assert witness
+    flows = [w.flow for w in witness] + [Flow("kubelet", PROBED[f], w.flow.dport)
+                                         for w in witness for f in (w.scope.family,)]
+    for backend, world in worlds.items():
+        with KernelWorld(world, OracleConfig(connect_timeout=0.5, upstream_timeout=0.5)) as k:
+            for flow in flows:
+                expected, actual = interpret(world, flow), k.run(flow)
+                assert isinstance(actual.outcome, Egress), (backend, flow, actual.outcome)
+                assert actual.outcome.source == expected.outcome.source, (backend, flow, actual.outcome)  # type: ignore[union-attr]
+                assert not differences(expected, actual), explain(world, flow, expected, actual, replay_command(flow))
