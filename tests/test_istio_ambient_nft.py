@@ -165,8 +165,9 @@ def test_probe_difference_replays_on_the_kernel(v6: bool) -> None:
     worlds = {b: node_world(c, b) for b in ("iptables", "nftables")}
     witness = [r for r in diff(worlds["iptables"], worlds["nftables"]) if isinstance(r, Different)]
     assert witness
-    flows = [w.flow for w in witness] + [Flow("kubelet", PROBED[f], w.flow.dport)
-                                         for w in witness for f in (w.scope.family,)]
+    others = {"ipv4": "192.0.2.11", "ipv6": "2001:db8::11"}  # not in the probe set: no SNAT
+    flows = [w.flow for w in witness] + [Flow("kubelet", a[w.scope.family], w.flow.dport)
+                                         for w in witness for a in (PROBED, others)]
     for backend, world in worlds.items():
         with KernelWorld(world, OracleConfig(connect_timeout=0.5, upstream_timeout=0.5)) as k:
             for flow in flows:
@@ -174,3 +175,45 @@ def test_probe_difference_replays_on_the_kernel(v6: bool) -> None:
                 assert isinstance(actual.outcome, Egress), (backend, flow, actual.outcome)
                 assert actual.outcome.source == expected.outcome.source, (backend, flow, actual.outcome)  # type: ignore[union-attr]
                 assert not differences(expected, actual), explain(world, flow, expected, actual, replay_command(flow))
+
+
+_SNAT_RULES = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -d 198.51.100.7/32 -p tcp -j SNAT --to-source 203.0.113.5
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+{extra}COMMIT
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(_reason is not None, reason=f"kernel test skipped: {_reason}")
+@pytest.mark.parametrize("extra", ["", "-A INPUT -m conntrack --ctstate SNAT -j DROP\n",
+                                   "-A INPUT -p tcp -s 198.51.100.7/32 -d 192.0.2.10/32 -j DROP\n"],
+                         ids=["snat", "ctstate-snat-reply", "reply-un-natted"])
+def test_snat_on_the_kernel(extra: str) -> None:
+    """The kernel facts source NAT rests on: SNAT in nat POSTROUTING gives the connection's first
+    packet the new source (the remote host sees it); conntrack turns the replies' destination back
+    into the client's before filter INPUT sees them (a rule on the client's own address drops them);
+    the replies show conntrack state SNAT. Interpreter and kernel agree on each."""
+    from meshsolve.iptables import parse_text as parse_iptables
+    from meshsolve.oracle.compare import differences, explain, replay_command
+    from meshsolve.oracle.run import KernelWorld, OracleConfig
+
+    world = World(pod_ips=("192.0.2.10",), peer_ips=("192.0.2.20",), apps=(App("app", uid=1000, gid=1000),),
+                  rules=parse_iptables(_SNAT_RULES.format(extra=extra)))
+    flow = Flow("app", "198.51.100.7", 80)
+    expected = interpret(world, flow)
+    if extra:
+        assert not isinstance(expected.outcome, Egress)
+    else:
+        assert isinstance(expected.outcome, Egress) and str(expected.outcome.source) == "203.0.113.5"
+    with KernelWorld(world, OracleConfig(connect_timeout=0.5, upstream_timeout=0.5)) as k:
+        actual = k.run(flow)
+    assert not differences(expected, actual), explain(world, flow, expected, actual, replay_command(flow))
