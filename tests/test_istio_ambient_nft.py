@@ -126,6 +126,7 @@ def test_probe_exemption_differs_by_backend(v6: bool) -> None:
         assert w.flow.client == "node-agent" and str(w.flow.dst) == PROBED[fam]
         assert isinstance(w.a.outcome, Egress) and isinstance(w.b.outcome, Egress)
         assert w.a.outcome.source == c.probe_snat(fam) and str(w.b.outcome.source) == NODE[fam]
+        assert f"from {c.probe_snat(fam)}  vs  " in str(w) and str(w).endswith(f"from {NODE[fam]}")
     kubelet = Flow("kubelet", PROBED["ipv4"], 8080)
     for backend in ("iptables", "nftables"):  # kubelet's probe gets the probe source in both
         got = interpret(node_world(c, backend), kubelet).outcome
