@@ -730,7 +730,7 @@ def snat_addresses(world: World) -> tuple[IPAddress, ...]:
     """The addresses the world's SNAT rules give a connection's source."""
     out: list[IPAddress] = []
     for fam in ("ipv4", "ipv6"):
-        for t in world.rules.for_family(fam).all_tables():  # type: ignore[arg-type]
+        for t in world.rules.for_family(fam).all_tables():
             for c in t.chains:
                 for r in c.rules:
                     if isinstance(r.target, Snat) and r.target.spec is not None and r.target.spec.addr is not None:
