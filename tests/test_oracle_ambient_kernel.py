@@ -33,6 +33,7 @@ from meshsolve.semantics.trace import Delivered, Egress, Failed, Result
 pytestmark = pytest.mark.kernel
 
 WORLDS = int(os.environ.get("MESHSOLVE_AMBIENT_WORLDS", "100"))
+NFT_WORLDS = int(os.environ.get("MESHSOLVE_AMBIENT_NFT_WORLDS", "30"))  # the nftables backend's campaign
 CONFIG = OracleConfig(connect_timeout=0.3, upstream_timeout=0.3)
 
 
@@ -199,10 +200,32 @@ def test_random_ambient_worlds_agree_with_the_kernel(case: tuple[AmbientConfig, 
     assert not bad, f"{len(bad)} of {len(flows)} flows disagree\n\n" + "\n\n".join(bad)
 
 
+_nft_stats = {"worlds": 0, "flows": 0, "seconds": 0.0}
+
+
+@settings(max_examples=NFT_WORLDS, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(ambient_cases("nftables"))
+def test_random_nft_ambient_worlds_agree_with_the_kernel(case: tuple[AmbientConfig, World, tuple[Flow, ...]]) -> None:
+    """The same campaign with istio-cni's native nftables rules (1.28 and current, loaded with ``nft -f``)."""
+    _c, world, flows = case
+    assert world.rules.ipv4.nft and not world.rules.ipv4.tables
+    t0 = time.monotonic()
+    bad = _run(world, flows)
+    _nft_stats["worlds"] += 1
+    _nft_stats["flows"] += len(flows)
+    _nft_stats["seconds"] += time.monotonic() - t0
+    assert not bad, f"{len(bad)} of {len(flows)} flows disagree\n\n" + "\n\n".join(bad)
+
+
 def test_random_campaign_ran() -> None:
-    """Runs after the campaign (file order): it ran the worlds it was asked for."""
-    if _stats["worlds"] == 0:
-        pytest.skip("the random campaign did not run in this session")
-    assert _stats["worlds"] >= min(WORLDS, 100)
+    """Runs after the campaigns (file order): they ran the worlds they were asked for."""
+    if _stats["worlds"] == 0 and _nft_stats["worlds"] == 0:
+        pytest.skip("the random campaigns did not run in this session")
+    if _stats["worlds"]:
+        assert _stats["worlds"] >= min(WORLDS, 100)
+    if _nft_stats["worlds"]:
+        assert _nft_stats["worlds"] >= min(NFT_WORLDS, 30)
     print(f"\nambient kernel campaign: {_stats['worlds']} worlds, {_stats['flows']} flows, "
-          f"{_stats['seconds']:.0f} s")
+          f"{_stats['seconds']:.0f} s; nft: {_nft_stats['worlds']} worlds, {_nft_stats['flows']} flows, "
+          f"{_nft_stats['seconds']:.0f} s")
