@@ -24,7 +24,7 @@ from meshsolve.analysis.check import Refuted
 from meshsolve.iptables import parse_text
 from meshsolve.istio.ambient import AmbientConfig
 from meshsolve.istio.ambient.profile import ambient_world
-from meshsolve.model.world import App, Flow, World
+from meshsolve.model.world import App, Flow, Socket, World
 from meshsolve.oracle.compare import differences, explain, nat_hits, replay_command
 from meshsolve.oracle.run import KernelWorld, OracleConfig
 from meshsolve.semantics.interpret import interpret
@@ -127,6 +127,20 @@ def test_tproxy_eras_agree_with_the_kernel(version: str) -> None:
 def test_tproxy_era_hbone_reaches_ztunnel() -> None:
     w = _world(_documented(AmbientConfig(version="1.21")))
     assert not (bad := _run(w, (Flow("peer", POD["ipv4"], 15008),))), "\n\n".join(bad)
+
+
+@pytest.mark.xfail(strict=True, reason="semantics: a connection nothing listens for is refused at once in the model; "
+                                       "on the kernel the RST goes back along the reply path, and in ingress mode "
+                                       "before 1.29 (no connmark rule) it is routed to the peer instead of ztunnel's "
+                                       "transparent socket: ztunnel's upstream times out")
+def test_refused_upstream_s_reset_follows_the_return_path() -> None:
+    """HBONE's inner connection to an app that listens on loopback only, in 1.24's ingress mode: ztunnel
+    connects from the peer's address to the pod's, nothing listens there, and the kernel's RST has no
+    mark to bring it back to ztunnel (found by the random campaign; main's rules and semantics)."""
+    c = _documented(AmbientConfig(version="1.24", ingress=True, redirect_dns=False))
+    app = App("app", uid=1000, gid=1000, sockets=(Socket("127.0.0.1", 8080),))
+    w = hbone_inner(ambient_world(c, apps=(app,), pod_ips=(POD["ipv4"],), peer_ips=(PEER["ipv4"],)))
+    assert not (bad := _run(w, (Flow("peer", POD["ipv4"], 8080),))), "\n\n".join(bad)
 
 
 def test_58546_witness_replays_on_the_kernel() -> None:
