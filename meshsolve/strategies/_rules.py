@@ -447,7 +447,8 @@ MODULE_MATCHES: dict[type, Draw] = {
     SocketMatch: Draw(_socket, _kernel_or(lambda p: p.hook("PREROUTING", "INPUT"))),
     # an ipset lookup: its members are the world's (none given here: undecided), so never in decided rules
     SetMatch: Draw(lambda p: st.builds(SetMatch, st.sampled_from(["probes", "allow-v4"]),
-                                       st.sampled_from(["src", "dst"]), st.booleans())),
+                                       st.sampled_from(["src", "dst"]), st.booleans()),
+                   lambda p: not p.kernel),  # the kernel cannot load a lookup of a set that does not exist
     # nftables only
     FamilyMatch: Draw(lambda p: st.builds(FamilyMatch, st.sampled_from(["ipv4", "ipv6"]), st.booleans()),
                       _nft_only),
