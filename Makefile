@@ -14,11 +14,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Debian's iptables and nftables (and iproute2) for the kernel tests, only as root and only when missing.
+# Debian's iptables, nftables and ipset (and iproute2) for the kernel tests, only as root and only when missing.
 system-deps:
-	@if [ "$$(id -u)" = 0 ] && { ! command -v iptables-restore >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1; }; then \
-	  echo "installing Debian's iptables, nftables and iproute2"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables nftables iproute2 >/dev/null; \
+	@if [ "$$(id -u)" = 0 ] && { ! command -v iptables-restore >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1 \
+	    || ! command -v ipset >/dev/null 2>&1; }; then \
+	  echo "installing Debian's iptables, nftables, ipset and iproute2"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables nftables ipset iproute2 \
+	    >/dev/null; \
 	fi
 
 setup: $(STAMP) system-deps

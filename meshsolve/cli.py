@@ -462,7 +462,8 @@ def _input_options(f: _F) -> _F:
         click.option("--routing", "routing_file", type=click.Path(dir_okay=False), default=None,
                      help="the pod's policy routing: `ip rule` / `ip route` output or commands"),
         click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
-                     help="environment of istio-init, with --istio FLAGS; repeatable"),
+                     help="environment of istio-init, with --istio FLAGS, or of istio-cni for an ambient pod "
+                          "(NATIVE_NFTABLES=true: the chart's values.global.nativeNftables); repeatable"),
         click.option("--mesh", type=click.Choice(["istio", "linkerd", "kuma", "consul"], case_sensitive=False),
                      default=None, help="the mesh whose rules and proxy to use [default: the pod's, or the dump's]"),
     ]

@@ -1,7 +1,7 @@
-"""Random ambient pods for the kernel oracle: a configuration of any era and mode, apps with random
-binds, sometimes a mark spoofer or HBONE's inner connection as a variant, and flows over what
-ambient capture tells apart (the probe source and its neighbours, HBONE's port and its tunnel,
-ztunnel's listeners, DNS, the pod's own address, loopback, remote addresses, ztunnel's own
+"""Random ambient pods for the kernel oracle: a configuration of any era and mode (either backend),
+apps with random binds, sometimes a mark spoofer or HBONE's inner connection as a variant, and flows
+over what ambient capture tells apart (the probe source and its neighbours, HBONE's port and its
+tunnel, ztunnel's listeners, DNS, the pod's own address, loopback, remote addresses, ztunnel's own
 connections). Documentation addresses only; the node's probe SNAT address is a documentation
 address too (it is a setting: ``HOST_PROBE_SNAT_ADDRESS``)."""
 
@@ -28,8 +28,11 @@ VIRTUAL = "vnet0"
 
 
 @st.composite
-def ambient_configs(draw: Any) -> AmbientConfig:
-    version = draw(st.sampled_from(["1.21", "1.24", "1.24-tproxy", "1.26", "1.28", "current"]))
+def ambient_configs(draw: Any, backend: str = "iptables") -> AmbientConfig:
+    """A configuration of any era and mode; ``backend="nftables"``: of the releases that have istio-cni's
+    native nftables backend (1.28 on)."""
+    eras = ["1.28", "current"] if backend == "nftables" else ["1.21", "1.24", "1.24-tproxy", "1.26", "1.28", "current"]
+    version = draw(st.sampled_from(eras))
     tproxy = version == "1.24-tproxy"
     version = version.removesuffix("-tproxy")
     kw: dict[str, Any] = {"version": version, "probe_snat_v4": PROBE_V4, "probe_snat_v6": PROBE_V6,
@@ -41,7 +44,7 @@ def ambient_configs(draw: Any) -> AmbientConfig:
         if version != "1.24":
             kw["dns_override"] = draw(st.sampled_from(["unset", "enabled", "disabled"]))
             kw["virtual_interfaces"] = draw(st.sampled_from([(), (VIRTUAL,)]))
-    return AmbientConfig(**kw)
+    return AmbientConfig(backend=backend, **kw)  # type: ignore[arg-type]
 
 
 def _sockets(draw: Any, fams: tuple[str, ...]) -> tuple[Socket, ...]:
@@ -60,9 +63,9 @@ def _sockets(draw: Any, fams: tuple[str, ...]) -> tuple[Socket, ...]:
 
 
 @st.composite
-def ambient_cases(draw: Any) -> tuple[AmbientConfig, World, tuple[Flow, ...]]:
-    """A configuration, its pod (or a variant of it) and 3–6 flows."""
-    c = draw(ambient_configs())
+def ambient_cases(draw: Any, backend: str = "iptables") -> tuple[AmbientConfig, World, tuple[Flow, ...]]:
+    """A configuration of ``backend``, its pod (or a variant of it) and 3–6 flows."""
+    c = draw(ambient_configs(backend))
     fams: tuple[str, ...] = ("ipv4", "ipv6") if c.enable_ipv6 else ("ipv4",)
     if c.enable_ipv6 and draw(st.booleans()):
         fams = ("ipv6",)

@@ -112,6 +112,31 @@ def test_cli_check_pod_selects_the_ambient_profile(capsys: pytest.CaptureFixture
     capsys.readouterr()
 
 
+def test_cli_check_pod_on_an_nft_chart(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--env NATIVE_NFTABLES=true`` (istio-cni's setting for the chart's values.global.nativeNftables):
+    the ambient pod's world has the lowered nft in-pod rules, and the properties end as with iptables."""
+    from meshsolve.cli import main
+    from meshsolve.errors import UnsupportedError
+    from meshsolve.istio.ambient.nft import inpod_nft_ruleset
+    from meshsolve.nftables.lower import lower
+
+    pod = str(LOCAL / "ambient-pod.yaml")
+    ipt = load_configuration(pod=pod)
+    nft = load_configuration(pod=pod, env={"NATIVE_NFTABLES": "true"})
+    assert nft.world is not None and ipt.world is not None
+    assert nft.world.rules == lower(inpod_nft_ruleset(AmbientConfig(backend="nftables", redirect_dns=True)))
+    assert not nft.world.rules.ipv4.tables and nft.defaults == ipt.defaults and "nftables" in nft.label
+    off = load_configuration(pod=pod, env={"NATIVE_NFTABLES": "false"})
+    assert off.world is not None and off.world.rules == ipt.world.rules
+    with pytest.raises(UnsupportedError, match="nftables"):
+        load_configuration(pod=pod, istio="1.27", env={"NATIVE_NFTABLES": "1"})
+    code = main(["check", "--pod", pod, "--env", "NATIVE_NFTABLES=true", "-o", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 79 and [f["code"] for f in out["findings"]] == ["MSH0162"]
+    assert "nftables" in out["configuration"]
+    assert all(c["verdict"] == "proved" for c in out["checked"] if "SO_MARK" not in c["property"])
+
+
 def test_audit_of_a_mixed_fleet(tmp_path: Path) -> None:
     from meshsolve.fleet import audit, load_fleet
 

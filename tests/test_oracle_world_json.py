@@ -56,3 +56,22 @@ def test_an_apps_mark_round_trips() -> None:
     _round_trip(marked)
     assert world_from_json(dump_world(marked)).app("marked").mark == 0x539
     assert '"mark": 1337' in dump_world(marked) and world_from_json(dump_world(world)).apps[0].mark is None
+
+
+def test_address_sets_and_set_lookups_round_trip() -> None:
+    """A world's address sets (``ip_sets``) and the rules that look them up (``-m set``, nft ``@NAME``)
+    come back from JSON as they were."""
+    from meshsolve.iptables import parse_text
+    from meshsolve.model.world import IpSet
+    from meshsolve.nftables import parse_text as parse_nft
+    from meshsolve.nftables.lower import lower
+
+    sets = (IpSet("probes-v4", "ipv4", ("192.0.2.10", "198.51.100.0/24")), IpSet("probes-v6", "ipv6", ("2001:db8::10",)))
+    ipt = parse_text("*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -p tcp -m set --match-set probes-v4 dst "
+                     "-j SNAT --to-source 203.0.113.127\nCOMMIT\n")
+    nft = lower(parse_nft("table inet t {\n chain p {\n  type nat hook postrouting priority 100;\n"
+                          "  ip6 daddr != @probes-v6 snat ip6 to 2001:db8:7127::1\n }\n}\n"))
+    for rules in (ipt, nft):
+        w = World(pod_ips=("192.0.2.1", "2001:db8::1"), peer_ips=(), rules=rules, ip_sets=sets)
+        back = world_from_json(dump_world(w))
+        assert back == w and back.ip_sets == sets

@@ -15,6 +15,7 @@ from meshsolve.model import (
     Chain,
     Endpoint,
     Flow,
+    Masquerade,
     OpaqueMatch,
     ProxyBehavior,
     Redirect,
@@ -210,9 +211,17 @@ def test_opaque_and_snat_are_undetermined_not_guessed() -> None:
     res = interpret(t_world(rules=opaque), Flow("app", VIP, 80))
     assert isinstance(res.outcome, Undetermined) and str(res.outcome.rule) == "nat::OUTPUT#1"
     snat = Rulesets(Ruleset("ipv4", (Table("nat", (
-        Chain("POSTROUTING", (Rule((), Snat("192.0.2.5")),), "ACCEPT"),)),)))
-    res = interpret(t_world(rules=snat), Flow("app", OTHER, 80))
+        Chain("POSTROUTING", (Rule((), Snat("192.0.2.5-192.0.2.6")),), "ACCEPT"),)),)))
+    res = interpret(t_world(rules=snat), Flow("app", OTHER, 80))  # a range: the kernel picks an address
     assert isinstance(res.outcome, Undetermined) and "SNAT" in res.outcome.reason
+    masq = Rulesets(Ruleset("ipv4", (Table("nat", (Chain("POSTROUTING", (Rule((), Masquerade()),), "ACCEPT"),)),)))
+    res = interpret(t_world(rules=masq), Flow("app", OTHER, 80))
+    assert isinstance(res.outcome, Undetermined) and "MASQUERADE" in res.outcome.reason
+    one = Rulesets(Ruleset("ipv4", (Table("nat", (
+        Chain("POSTROUTING", (Rule((), Snat("192.0.2.5")),), "ACCEPT"),)),)))
+    res = interpret(t_world(rules=one), Flow("app", OTHER, 80))  # one address: decided, the source changes
+    assert isinstance(res.outcome, Egress) and str(res.outcome.source) == "192.0.2.5"
+    assert f"src {POD}:* -> 192.0.2.5:*" in texts(res)
 
 
 def test_tproxy_golden_inbound_and_self_call() -> None:

@@ -1,5 +1,5 @@
-"""Soundness under the unknown: a rule meshsolve does not model (``-m bpf``, ``-m set``,
-``-m statistic``, ``-j NFQUEUE``, any ``OpaqueMatch``/``OpaqueTarget``) never yields ``Proved`` for a
+"""Soundness under the unknown: a rule meshsolve does not model (``-m bpf``, ``-m set`` of a set whose
+members the world does not give, ``-m statistic``, ``-j NFQUEUE``, any ``OpaqueMatch``/``OpaqueTarget``) never yields ``Proved`` for a
 property it could affect.
 
 Set-up E gets one opaque rule at a position; each default property is checked. The test does not
@@ -34,7 +34,18 @@ from meshsolve.analysis.properties import (
     default_properties,
 )
 from meshsolve.iptables import parse_rule, parse_text, render_save
-from meshsolve.model.rules import Accept, Chain, Drop, OpaqueMatch, OpaqueTarget, Return, Rule, RuleRef, Table
+from meshsolve.model.rules import (
+    Accept,
+    Chain,
+    Drop,
+    OpaqueMatch,
+    OpaqueTarget,
+    Return,
+    Rule,
+    RuleRef,
+    SetMatch,
+    Table,
+)
 from meshsolve.model.world import World
 from meshsolve.semantics.setups import setup_world
 
@@ -65,7 +76,7 @@ def insert(world: World, table: str, chain: str, pos: int, rule: Rule) -> tuple[
 def concretisations(rule: Rule, table: str = "filter") -> list[Rule | None]:
     """Fully modelled stand-ins for ``rule``: None (never matches), and always-matching versions
     (no DROP in nat, where the kernel's loader refuses it)."""
-    matches = tuple(m for m in rule.matches if not isinstance(m, OpaqueMatch))
+    matches = tuple(m for m in rule.matches if not isinstance(m, OpaqueMatch | SetMatch))  # (no set members)
     if isinstance(rule.target, OpaqueTarget):
         verdicts = (Accept(), Return()) if table == "nat" else (Accept(), Drop(), Return())
         return [None, *(Rule(matches, t) for t in verdicts)]

@@ -52,7 +52,10 @@ class Different:
         return "different"
 
     def __str__(self) -> str:
-        return f"DIFFERENT   {self.flow}: {self.a.summary}  vs  {self.b.summary}"
+        a, b = self.a.summary, self.b.summary
+        if a == b:  # the same ending, from another source (SNAT): say it in full
+            a, b = str(self.a.outcome), str(self.b.outcome)
+        return f"DIFFERENT   {self.flow}: {a}  vs  {b}"
 
 
 @attrs.frozen

@@ -70,6 +70,8 @@ from meshsolve.model.rules import (
     Reject,
     Return,
     SetMark,
+    SetMatch,
+    Snat,
     SocketMatch,
     SocketOwner,
     Source,
@@ -284,6 +286,8 @@ NOT_PROPOSED_MATCHES: dict[type, str] = {
     CommentMatch: "holds for every packet: it tells nothing apart",
     SocketMatch: "for a first connection it says whether a listener is bound to its destination, which the "
                  "world fixes, not the rules; TPROXY set-ups give it in their mangle chains",
+    SetMatch: "a set's members are the host's state, not the rules': the pod's addresses are proposed one by one "
+              "(-d ADDR)",
     FamilyMatch: _NFT_ONLY,
     AddressSet: _NFT_ONLY,
     InterfaceSet: _NFT_ONLY,
@@ -328,6 +332,8 @@ NOT_PROPOSED_TARGETS: dict[type, str] = {
     Redirect: "proposed as a jump to the spec's chain that holds it, so its port is the spec's, not a guess",
     Dnat: "proposed as a jump to the spec's chain that holds it, so its address is the spec's",
     Tproxy: "proposed as a jump to the spec's chain that holds it, with its port and mark",
+    Snat: "source NAT changes the source a remote host sees, not where a connection goes; a spec may list a "
+          "chain that rewrites the source",
     SetMark: "a mark acts through rules and routing the search does not write; a spec may list a chain "
              "that marks",
     ConnmarkTarget: "as MARK: it acts through rules the search does not write",

@@ -316,7 +316,7 @@ def load(*, setup: str | None = None, family: str | None = None, istio: str | No
         read = PodRead(pod, pods[0][0], pods[0][1], text)
         if mesh is None or mesh.strip().lower() == "istio":
             ambient = from_ambient_pod(read.doc, text=text, source=pod, istio=istio, family=family, binds=b,
-                                       binds_source=binds, rules=rules, routing=route, acc=acc)
+                                       binds_source=binds, rules=rules, routing=route, acc=acc, env=env)
             if ambient is not None:
                 return ambient
     dump: tuple[str, str] | None = None
@@ -393,14 +393,17 @@ def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<
                      istio: str | None = None, family: str | None = None, binds: Binds | None = None,
                      binds_source: str | None = None, rules: str | None = None, routing: Routing | None = None,
                      acc: _Acc | None = None, nth: int = 0,
-                     namespaces: Mapping[str, Mapping[str, str]] | None = None) -> Loaded | None:
+                     namespaces: Mapping[str, Mapping[str, str]] | None = None,
+                     env: Mapping[str, str] | None = None) -> Loaded | None:
     """The world of a pod that ambient mode captures, with the ambient properties as its
-    ``defaults``; None for any other pod. The namespaces' labels come from the same manifest
-    (``text``) when it has them; ``rules``: a dump from the pod instead of the generated rules;
-    ``nth``: which of the pods with this name it is (``apps_of_pod``); ``namespaces``: the
-    manifest's namespaces' labels when the caller has read them (else read from ``text``)."""
+    ``defaults``; None for any other pod. ``env``: istio-cni's environment (``NATIVE_NFTABLES``,
+    the chart's ``values.global.nativeNftables``, selects the nftables rules). The namespaces'
+    labels come from the same manifest (``text``) when it has them; ``rules``: a dump from the pod
+    instead of the generated rules; ``nth``: which of the pods with this name it is
+    (``apps_of_pod``); ``namespaces``: the manifest's namespaces' labels when the caller has read
+    them (else read from ``text``)."""
     from meshsolve.analysis.ambient import ambient_properties
-    from meshsolve.istio.ambient.config import ZTUNNEL_PORTS
+    from meshsolve.istio.ambient.config import ZTUNNEL_PORTS, backend_from_env
     from meshsolve.istio.ambient.pods import ambient_pod, namespaces_in
     from meshsolve.istio.ambient.profile import ambient_world
 
@@ -414,6 +417,9 @@ def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<
     acc = acc or _Acc()
     acc.notes.extend(found.notes)
     config = found.config
+    backend = backend_from_env(env or {})
+    if backend is not None:
+        config = config.evolve(backend=backend)
     pod_ips = b.pod_ips or found.pod_ips or None
     ip_prov: Provenance | None = None
     if b.pod_ips:
@@ -437,8 +443,10 @@ def from_ambient_pod(pod: Mapping[str, Any], *, text: str = "", source: str = "<
                           namespace=found.namespace)
     who = f"ambient pod {found.namespace}/{found.name}"
     label = f"{who} from {source} ({config.describe()})"
-    rules_part = Part("rules", f"istio-cni's in-pod rules of Istio {config.version}",
-                      Inferred(f"what istio-cni writes in the pod's netns ({found.reason})"))
+    backend_said = "NATIVE_NFTABLES in --env" if backend is not None else \
+        "the iptables backend, the chart's default (values.global.nativeNftables: --env NATIVE_NFTABLES=true)"
+    rules_part = Part("rules", f"istio-cni's in-pod {config.backend} rules of Istio {config.version}",
+                      Inferred(f"what istio-cni writes in the pod's netns ({found.reason}; {backend_said})"))
     route_part = Part("routing", "istio-cni's policy routing (fwmark 0x111/0xfff lookup 100, local route in "
                                  "table 100)", Inferred("ambient mode"))
     if rules is not None:

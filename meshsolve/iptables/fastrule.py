@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 
 from meshsolve.errors import MeshsolveError
-from meshsolve.iptables.matches import MODULE_OPTS, PortBuilder, build_module, build_port
+from meshsolve.iptables.matches import MODULE_OPTS, PortBuilder, build_module, build_port, unmodelled_module
 from meshsolve.iptables.options import (
     BASIC,
     GOTO_OPTS,
@@ -48,7 +48,7 @@ from meshsolve.iptables.options import (
 )
 from meshsolve.iptables.rule import basic_match, target_of
 from meshsolve.iptables.tokens import LineError, restore_words
-from meshsolve.model.rules import Match, OpaqueMatch, Origin, Rule, Target
+from meshsolve.model.rules import Match, Origin, Rule, Target
 
 __all__ = ["SEGMENT_STARTS", "FastRules"]
 
@@ -226,7 +226,7 @@ class FastRules:
             got = self._modules.get(mkey, _MISSING)
             if got is _MISSING:
                 if spec is None:
-                    got = OpaqueMatch(mod, tuple(raw))
+                    got = unmodelled_module(mod, tuple(raw))
                 elif mod in PORT_PROTOCOLS:
                     got = build_port(PortBuilder(mod, opts))
                 else:

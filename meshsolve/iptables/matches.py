@@ -35,6 +35,7 @@ from meshsolve.model.rules import (
     OpaqueMatch,
     OwnerMatch,
     PortMatch,
+    SetMatch,
     SocketMatch,
     StateMatch,
 )
@@ -144,6 +145,18 @@ def build_port(pb: PortBuilder) -> PortMatch | None:
         return None
     module = cast(Literal["tcp", "udp", "sctp", "udplite", "dccp"], pb.module)
     return PortMatch(module, sport, dport, sneg, dneg, tuple(extra))
+
+
+def unmodelled_module(name: str, raw: tuple[str, ...]) -> Match:
+    """A module without a builder of its own: ``-m set [!] --match-set NAME src|dst`` (one
+    dimension, no other option) is a ``SetMatch``; anything else an ``OpaqueMatch`` of its words."""
+    words = list(raw)
+    negated = bool(words) and words[0] == "!"
+    if negated:
+        words = words[1:]
+    if name == "set" and len(words) == 3 and words[0] == "--match-set" and words[2] in ("src", "dst"):
+        return SetMatch(words[1], "src" if words[2] == "src" else "dst", negated)
+    return OpaqueMatch(name, raw)
 
 
 def build_module(name: str, opts: list[Opt]) -> Match:

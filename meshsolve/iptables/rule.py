@@ -13,7 +13,14 @@ from __future__ import annotations
 from typing import cast
 
 from meshsolve.errors import MeshsolveError, ParseError
-from meshsolve.iptables.matches import MODULE_OPTS, TCP_EXTRA, PortBuilder, build_module, build_port
+from meshsolve.iptables.matches import (
+    MODULE_OPTS,
+    TCP_EXTRA,
+    PortBuilder,
+    build_module,
+    build_port,
+    unmodelled_module,
+)
 from meshsolve.iptables.options import (
     BASIC,
     COUNTER_OPTS,
@@ -43,6 +50,7 @@ from meshsolve.model.rules import (
     OutInterface,
     Protocol,
     Rule,
+    SetMatch,
     Source,
     Target,
 )
@@ -119,7 +127,7 @@ def parse_rule_tokens(toks: list[str]) -> tuple[Rule, str | None, tuple[int, int
                     modules.append((mod, opts))
             else:
                 raw, i = collect_raw(toks, i)
-                modules.append((mod, OpaqueMatch(mod, tuple(raw))))
+                modules.append((mod, unmodelled_module(mod, tuple(raw))))
             continue
         if t in JUMP_OPTS or t in GOTO_OPTS:
             if neg:
@@ -229,7 +237,7 @@ def module_match(mod: str, b: object) -> Match | None:
     match, or the module's options)."""
     if isinstance(b, PortBuilder):
         return build_port(b)
-    if isinstance(b, OpaqueMatch):
+    if isinstance(b, OpaqueMatch | SetMatch):
         return b
     return build_module(mod, cast(list[Opt], b))
 

@@ -53,7 +53,8 @@ from meshsolve.istio.config import (
     validate_value,
 )
 
-__all__ = ["FlagSpec", "FlagsRead", "MODERN_FLAGS", "parse_flags", "read_flags", "script_flags", "to_flags"]
+__all__ = ["FlagSpec", "FlagsRead", "MODERN_FLAGS", "parse_bool", "parse_flags", "read_flags", "script_flags",
+           "to_flags"]
 
 
 @attrs.frozen
@@ -161,6 +162,9 @@ def _bool(text: str, *, what: str, source: str) -> bool:
     if t in _FALSE:
         return False
     raise SpecError(f"{what}: {text!r} is not a boolean (true/false)", source=source)
+
+
+parse_bool = _bool
 
 
 @attrs.frozen

@@ -57,6 +57,7 @@ from meshsolve.model.rules import (
     Return,
     Ruleset,
     SetMark,
+    SetMatch,
     Snat,
     SocketMatch,
     SocketOwner,
@@ -152,6 +153,7 @@ MATCH_KINDS: dict[type, Kind] = {k.cls: k for k in (
     _k(AddrtypeMatch, "addrtype"),
     _k(CommentMatch, "comment"),
     _k(SocketMatch, "socket", hooks="PREROUTING INPUT", nft_hooks="PREROUTING INPUT OUTPUT"),
+    _k(SetMatch, "set"),
     _k(OpaqueMatch, "(unmodelled module)"),
     # nftables only (meshsolve.model.nftrules): iptables cannot load them
     _k(FamilyMatch, "meta nfproto"),
@@ -226,8 +228,15 @@ COARSENINGS: tuple[Coarsening, ...] = (
                "a user or group name the world does not resolve to an id"),
     Coarsening(OpaqueTarget, "", "-j TARGET (a target meshsolve does not model: NFQUEUE, NFLOG, ...)",
                "what it does to the packet is not known"),
-    Coarsening(Snat, "", "-j SNAT", "source NAT of the first packet is not modelled"),
-    Coarsening(Masquerade, "", "-j MASQUERADE", "source NAT of the first packet is not modelled"),
+    Coarsening(SetMatch, "members", "-m set --match-set NAME src/dst, ip saddr/daddr @NAME (a set whose members "
+                                   "the input does not give)",
+               "a set's members are the host's state at run time: where the input does not give them, they are "
+               "not guessed"),
+    Coarsening(Snat, "options", "-j SNAT --to-source ADDR-ADDR / :PORT-PORT / --random / --persistent, or a "
+                                "--to-source that does not decode",
+               "which address and port the kernel picks is not modelled"),
+    Coarsening(Masquerade, "", "-j MASQUERADE", "the source the kernel picks for the output interface is not "
+                                                "modelled"),
     Coarsening(Dnat, "ADDR-ADDR", "-j DNAT --to-destination ADDR-ADDR",
                "the kernel picks one address of the range per connection"),
     Coarsening(Dnat, "options", "-j DNAT --random / --persistent, or a --to-destination that does not decode",

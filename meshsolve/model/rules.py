@@ -95,6 +95,7 @@ __all__ = [
     "Ruleset",
     "Rulesets",
     "SetMark",
+    "SetMatch",
     "Snat",
     "SocketMatch",
     "SocketOwner",
@@ -376,6 +377,18 @@ class SocketMatch:
 
 
 @attrs.frozen
+class SetMatch:
+    """``-m set [!] --match-set NAME src|dst`` (an ipset of addresses), and nft's ``ip saddr|daddr
+    [!=] @NAME`` for a set whose members the ruleset does not list: the members are the world's
+    state (``World.ip_sets``), looked up by ``name``."""
+
+    name: str
+    direction: Literal["src", "dst"]
+    negated: bool = False
+    module: Literal["set"] = "set"
+
+
+@attrs.frozen
 class OpaqueMatch:
     """Any module meshsolve does not model, with its raw argument tokens (``!`` included).
 
@@ -388,7 +401,7 @@ class OpaqueMatch:
 
 ModuleMatch: TypeAlias = (
     PortMatch | MultiportMatch | OwnerMatch | MarkMatch | ConnmarkMatch | ConntrackMatch | StateMatch
-    | AddrtypeMatch | CommentMatch | SocketMatch | OpaqueMatch
+    | AddrtypeMatch | CommentMatch | SocketMatch | SetMatch | OpaqueMatch
 )
 # What only native nftables rules lower to (``meshsolve.model.nftrules``).
 NftMatch: TypeAlias = (

@@ -31,6 +31,7 @@ __all__ = [
     "App",
     "Endpoint",
     "Flow",
+    "IpSet",
     "ProxyBehavior",
     "Service",
     "Socket",
@@ -188,6 +189,32 @@ class ProxyBehavior:
         return self.inbound_source_v4 if family == "ipv4" else self.inbound_source_v6
 
 
+def _nets(values: Iterable[str | IPNetwork | IPAddress]) -> tuple[IPNetwork, ...]:
+    return tuple(sorted({ipaddress.ip_network(v, strict=False) for v in values}, key=lambda n: (n.version, n)))
+
+
+@attrs.frozen
+class IpSet:
+    """The members of a set of addresses the rules look up by name (an ipset ``hash:ip``/``hash:net``,
+    or an nft set filled at run time): state of the host, given by the input, never guessed. An
+    ``-m set``/``@NAME`` lookup of a set the world does not give is left undecided."""
+
+    name: str
+    family: Family
+    members: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_nets)
+
+    def __attrs_post_init__(self) -> None:
+        if self.family not in ("ipv4", "ipv6"):
+            raise WorldError(f"set {self.name!r}: family {self.family!r} is not ipv4 or ipv6")
+        for n in self.members:
+            if (n.version == 4) != (self.family == "ipv4"):
+                raise WorldError(f"set {self.name!r} of {self.family} addresses holds {n}")
+
+
+def _ip_sets(values: Iterable[IpSet]) -> tuple[IpSet, ...]:
+    return tuple(values)
+
+
 def _apps(values: Iterable[App]) -> tuple[App, ...]:
     return tuple(values)
 
@@ -201,7 +228,8 @@ class World:
     """One pod and its surroundings.
 
     ``pod_ips`` are the addresses of the pod interface ``interface`` (v4 and/or v6); ``peer_ips``
-    are the addresses a remote client connects from (one per family).
+    are the addresses a remote client connects from (one per family); ``ip_sets``: the members of
+    the address sets the rules look up by name (``-m set``, nft ``@NAME``), where the input gives them.
     """
 
     pod_ips: tuple[IPAddress, ...] = attrs.field(converter=_addrs)
@@ -214,6 +242,11 @@ class World:
     interface: str = "eth0"
     name: str = "pod"
     namespace: str = "default"
+    ip_sets: tuple[IpSet, ...] = attrs.field(default=(), converter=_ip_sets)
+
+    def ip_set(self, name: str) -> IpSet | None:
+        """The set named ``name`` (None: the world does not give its members)."""
+        return next((s for s in self.ip_sets if s.name == name), None)
 
     def pod_ip(self, family: Family) -> IPAddress | None:
         return next((a for a in self.pod_ips if family_of(a) == family), None)
@@ -291,10 +324,13 @@ def validate_world(world: World) -> None:
     no two sockets on the same address and port (also across apps); no ``::`` (without V6ONLY) and
     ``0.0.0.0`` on the same port; no app socket on a proxy listener port; distinct proxy ports; the
     proxy's inbound source is local (IPv4: inside 127/8 or a pod IP); every service has endpoints;
-    and the rulesets pass ``validate_rulesets``.
+    set names unique; and the rulesets pass ``validate_rulesets``.
     """
     if not world.pod_ips:
         raise WorldError(f"world {world.name!r} has no pod IP")
+    set_names = [s.name for s in world.ip_sets]
+    if len(set(set_names)) != len(set_names):
+        raise WorldError(f"world {world.name!r} gives a set twice: {', '.join(sorted(set_names))}")
     for what, addrs in (("pod IP", world.pod_ips), ("peer IP", world.peer_ips)):
         fams = [family_of(a) for a in addrs]
         for fam in ("ipv4", "ipv6"):

@@ -18,6 +18,8 @@ l4proto`` → ``Protocol``); nft's own meanings lower to the kinds of ``meshsolv
 * sets (anonymous, named — resolved from the table's set, ranges, compares with ``<``/``>``) lower to
   ``AddressSet``/``InterfaceSet``/``ProtocolSet``/``MarkRanges``, a port set to ``PortMatch`` (the
   protocol) + ``MultiportMatch``; a second match on a field the rule already tests lowers the same way;
+  an address set the ruleset does not fill (not declared here, or declared without elements: filled
+  at run time, like ambient's probe sets) is a ``SetMatch``, its members the world's (``World.ip_sets``);
 * ``meta skuid``/``skgid`` → ``SocketOwner`` (no socket: no match, ``!=`` included);
 * ``tproxy [ip|ip6] to [ADDR]:PORT [meta mark set M] accept`` → a ``TproxySocket`` guard and a
   ``Tproxy`` target: without a transparent socket nft ends the rule and the chain goes on.
@@ -293,6 +295,12 @@ class _Builder:
     def address(self, x: Match) -> None:
         fam = _L3_FAMILY[x.selector.base]
         self.family(fam)
+        src = x.selector.key == "saddr"
+        if isinstance(x.value, SetRef) and x.op in ("==", "in", "!="):
+            s = self.table.named_set(x.value.name)
+            if s is None or (s.kind == "set" and not s.elements):  # members filled at run time: the world's
+                self.add(m.SetMatch(x.value.name, "src" if src else "dst", x.op == "!="))
+                return
         els, neg = self.elements(x)
         nets: list[IPNetwork] = []
         for e in els:
@@ -302,7 +310,6 @@ class _Builder:
                 nets.extend(ipaddress.summarize_address_range(e.lo, e.hi))
             else:
                 raise _Opaque(f"{x.selector} {e} is not modelled")
-        src = x.selector.key == "saddr"
         if not nets:
             self.add(_never())
             return

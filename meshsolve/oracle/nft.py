@@ -20,10 +20,12 @@ from typing import Any
 import attrs
 
 from meshsolve.errors import OracleError
-from meshsolve.model.rules import NftTable, RuleRef
+from meshsolve.model.rules import NftTable, RuleRef, SetMatch
+from meshsolve.model.rules import Ruleset as Ruleset_
+from meshsolve.model.world import IpSet
 from meshsolve.nftables import Counter, Item, Nat, Redirect, Reject, Rule, Ruleset, Verdict, parse_text, render
 
-__all__ = ["POLICY_COMMENT", "load_text", "parse_nft_counters"]
+__all__ = ["POLICY_COMMENT", "ipset_restore", "load_text", "parse_nft_counters", "set_lines"]
 
 #: The comment of the rule that stands for a drop policy.
 POLICY_COMMENT = "meshsolve: policy drop"
@@ -39,9 +41,32 @@ def _counted(rule: Rule) -> Rule:
     return attrs.evolve(rule, items=tuple(items))
 
 
-def load_text(tables: Iterable[NftTable]) -> str:
+def set_lines(table: NftTable, sets: Iterable[IpSet]) -> list[str]:
+    """The sets ``table``'s rules look up without listing their members (``SetMatch``), declared
+    with the members the world gives (``add set`` / ``add element``); ``OracleError`` for a set the
+    world does not give (nft cannot load a rule whose set does not exist)."""
+    given = {s.name: s for s in sets}
+    family, name = table.key.split(" ", 1)
+    out: list[str] = []
+    for ref in dict.fromkeys(m.name for c in table.table.chains for r in c.rules for m in r.matches
+                             if isinstance(m, SetMatch)):
+        s = given.get(ref)
+        if s is None:
+            raise OracleError(f"nft table {table.key} looks up set @{ref}, whose members the world does not give")
+        kind = "ipv4_addr" if s.family == "ipv4" else "ipv6_addr"
+        out.append(f"add set {family} {name} {ref} {{ type {kind} ; flags interval ; }}")
+        if s.members:
+            out.append(f"add element {family} {name} {ref} {{ {', '.join(str(n) for n in s.members)} }}")
+    if out:
+        out.insert(0, f"add table {family} {name}")
+    return out
+
+
+def load_text(tables: Iterable[NftTable], sets: Iterable[IpSet] = ()) -> str:
     """The ``nft -f`` text the oracle loads for ``tables`` (each once, in order; see the module
-    docstring). ``OracleError`` for a table without nft text (built in code, not read)."""
+    docstring), with the sets they look up filled from ``sets`` (the world's ``ip_sets``).
+    ``OracleError`` for a table without nft text (built in code, not read)."""
+    sets = tuple(sets)
     out: list[str] = []
     seen: set[str] = set()
     for t in tables:
@@ -60,8 +85,25 @@ def load_text(tables: Iterable[NftTable]) -> str:
                     rules.append(Rule((Counter(), Verdict("drop")), POLICY_COMMENT))
                 chains.append(attrs.evolve(c, rules=tuple(rules)))
             tables_out.append(attrs.evolve(table, chains=tuple(chains)))
+        out.extend(line + "\n" for line in set_lines(t, sets))
         out.append(render(Ruleset(tuple(tables_out))))
     return "".join(out)
+
+
+def ipset_restore(rulesets: Iterable[Ruleset_], sets: Iterable[IpSet]) -> str:
+    """``ipset restore`` input for the sets the iptables rules look up (``-m set``): each a
+    ``hash:net`` of its family with the members the world gives; ``OracleError`` for a set the world
+    does not give (iptables cannot load a rule whose set does not exist)."""
+    given = {s.name: s for s in sets}
+    out: list[str] = []
+    for ref in dict.fromkeys(m.name for rs in rulesets for t in rs.tables for c in t.chains for r in c.rules
+                             for m in r.matches if isinstance(m, SetMatch)):
+        s = given.get(ref)
+        if s is None:
+            raise OracleError(f"the rules look up ipset {ref}, whose members the world does not give")
+        out.append(f"create {ref} hash:net family {'inet' if s.family == 'ipv4' else 'inet6'}")
+        out += [f"add {ref} {n}" for n in s.members]
+    return "".join(line + "\n" for line in out)
 
 
 def parse_nft_counters(text: str) -> dict[RuleRef, int]:

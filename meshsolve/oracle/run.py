@@ -81,11 +81,11 @@ import attrs
 from meshsolve.errors import MeshsolveError, OracleError, UnsupportedError
 from meshsolve.model.net import Family, IPAddress, family_of, to_address
 from meshsolve.model.routing import LOCAL_TABLE, Route
-from meshsolve.model.rules import CtTarget, Drop, Reject, RuleRef, Ruleset, Tproxy
+from meshsolve.model.rules import CtTarget, Drop, Reject, RuleRef, Ruleset, Snat, Tproxy
 from meshsolve.model.world import Flow, Socket, World
 from meshsolve.oracle.flowspace import remote_addresses, unroutable
 from meshsolve.oracle.netns import NamespacePair, ip_batch, run
-from meshsolve.oracle.nft import load_text, parse_nft_counters
+from meshsolve.oracle.nft import ipset_restore, load_text, parse_nft_counters
 from meshsolve.oracle.worker import TUNNEL
 from meshsolve.semantics.trace import (
     Delivered,
@@ -391,6 +391,14 @@ class KernelWorld:
                 pod_cmds[fam].append(f"addr add {src}/{_plen(src)} dev lo{nodad}")
         for fam in ("ipv4", "ipv6"):
             pod_cmds[fam] += routing_commands(w, fam, interface=iface)
+        # a source the pod's SNAT gives: the outside world routes it back to the pod (the semantics
+        # takes such a connection as answered)
+        snat = snat_addresses(w)
+        for a in snat:
+            fam = family_of(a)
+            if fam in w.families and a not in self._owned and not w.is_local(a):
+                peer_cmds[fam].append(f"route add {a}/{_plen(a)} via {w.pod_ip(fam)} dev {peer_if}")
+                self._owned.add(a)  # the peer routes it back, so it never owns it
         for a in remote_addresses(w):
             if a not in self._owned and w.peer_ip(family_of(a)) is not None:
                 peer_cmds[family_of(a)].append(self._own_command(a))
@@ -409,10 +417,11 @@ class KernelWorld:
         return f"route add local {addr}/{_plen(addr)} dev lo table {LOCAL_TABLE}"
 
     def _own(self, addr: IPAddress) -> None:
-        """Make the outside world answer for ``addr`` (a remote destination of a flow)."""
+        """Make the outside world answer for ``addr`` (a remote destination of a flow; an address the
+        peer already has as a source it answers for already)."""
         fam = family_of(addr)
-        if addr in self._owned or unroutable(addr) or self.world.is_local(addr) or addr.is_loopback \
-                or self.world.peer_ip(fam) is None:
+        if addr in self._owned or addr in self._sources or unroutable(addr) or self.world.is_local(addr) \
+                or addr.is_loopback or self.world.peer_ip(fam) is None:
             return
         ip_batch(self.pair.peer, [self._own_command(addr)], what=f"let the peer answer for {addr}",
                  options=("-6" if fam == "ipv6" else "-4",))
@@ -425,6 +434,10 @@ class KernelWorld:
         return "" if rs.empty else self.renderer(rs)
 
     def _rules(self) -> None:
+        sets = ipset_restore((self.world.rules.ipv4, self.world.rules.ipv6), self.world.ip_sets)
+        if sets:  # the ipsets -m set looks up, before the rules that name them
+            run(self.pair.exec_argv(self.pair.pod, ["ipset", "restore"]), input_text=sets,
+                what=f"ipset restore in the pod namespace (input:\n{sets})")
         for fam, tool in (("ipv4", "iptables-restore"), ("ipv6", "ip6tables-restore")):
             text = self._restore_input(fam)  # type: ignore[arg-type]
             self._loaded[fam] = bool(text.strip())
@@ -433,7 +446,7 @@ class KernelWorld:
                     what=f"{tool} in the pod namespace (input:\n{text})")
         tables = self.world.rules.nft_load_order()  # after iptables': the registration order the model assumes
         if tables:
-            text = load_text(tables)
+            text = load_text(tables, self.world.ip_sets)
             run(self.pair.exec_argv(self.pair.pod, ["nft", "-f", "-"]), input_text=text,
                 what=f"nft -f in the pod namespace (input:\n{text})")
             self._nft_loaded = True
@@ -714,6 +727,18 @@ class KernelWorld:
                 return Loop("the stand-in saw an original destination again")
             return Rejected(reject) if reject is not None else Refused()
         return Undetermined(f"client error: {e.status}{errno_text}")
+
+
+def snat_addresses(world: World) -> tuple[IPAddress, ...]:
+    """The addresses the world's SNAT rules give a connection's source."""
+    out: list[IPAddress] = []
+    for fam in ("ipv4", "ipv6"):
+        for t in world.rules.for_family(fam).all_tables():
+            for c in t.chains:
+                for r in c.rules:
+                    if isinstance(r.target, Snat) and r.target.spec is not None and r.target.spec.addr is not None:
+                        out.append(r.target.spec.addr)
+    return tuple(dict.fromkeys(out))
 
 
 def _has_zone(ruleset: Ruleset) -> bool:

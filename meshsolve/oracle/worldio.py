@@ -1,7 +1,7 @@
 """A ``World`` as JSON and back, so a random world that disagrees can be replayed from a file.
 
 The rulesets use the rule model's JSON (:mod:`meshsolve.iptables.jsonio`); the world's own values
-(apps, sockets, proxy, services, routing) are objects with a ``"type"`` key and their fields.
+(apps, sockets, proxy, services, routing, address sets) are objects with a ``"type"`` key and their fields.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from meshsolve.errors import ParseError
 from meshsolve.iptables import from_json, json_key, to_jsonable
 from meshsolve.model.routing import Route, Routing, RoutingRule
 from meshsolve.model.rules import Rulesets
-from meshsolve.model.world import App, Endpoint, ProxyBehavior, Service, Socket, World
+from meshsolve.model.world import App, Endpoint, IpSet, ProxyBehavior, Service, Socket, World
 
 __all__ = ["dump_world", "load_world", "world_from_json"]
 
-_CLASSES: dict[str, type] = {c.__name__: c for c in (App, Endpoint, ProxyBehavior, Route, Routing, RoutingRule,
-                                                     Service, Socket, World)}
+_CLASSES: dict[str, type] = {c.__name__: c for c in (App, Endpoint, IpSet, ProxyBehavior, Route, Routing,
+                                                     RoutingRule, Service, Socket, World)}
 
 
 def dump_world(world: World) -> str:

@@ -144,7 +144,8 @@ class Pkt:
     state it shows once looked up (``NEW`` for the first packet, ``ESTABLISHED`` after); ``flags``:
     its TCP flags; ``sk``: the socket it belongs to (None for a first packet: the listener its
     destination finds); ``zone``: the conntrack zone the raw table put it in; ``conn_zone``: its
-    connection's zone (None for a first packet, which creates the connection)."""
+    connection's zone (None for a first packet, which creates the connection); ``snatted``: nat
+    rewrote the connection's source (SNAT at INPUT / POSTROUTING)."""
 
     protocol: str
     src: Any
@@ -165,6 +166,7 @@ class Pkt:
     sk: SockView | None = None
     zone: Any = 0
     conn_zone: Any = None
+    snatted: Any = False
 
 
 

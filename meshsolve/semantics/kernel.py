@@ -242,6 +242,12 @@ class Binding:
     port: Any
 
 
+# the bindings a later packet gets at the nat hooks (one, several, or none)
+Bindings: TypeAlias = Binding | tuple[Binding, ...] | None
+# the hooks whose nat rewrites the source (SNAT); REDIRECT / DNAT rewrite the destination at the others
+SOURCE_NAT_HOOKS = ("INPUT", "POSTROUTING")
+
+
 @attrs.define
 class Run:
     """A packet on its way through a hook's stages: ``ended`` (a stage dropped, rejected or left it
@@ -262,7 +268,7 @@ class Run:
 
 
 def run_hook(d: Domain, env: Env, tr: Traverse, hook: Hook, run: Run, *, nat: bool,
-             bind: Binding | None = None, on_nat: Callable[[Pkt, Decision], None] | None = None) -> Run:
+             bind: Bindings = None, on_nat: Callable[[Pkt, Decision, bool], None] | None = None) -> Run:
     """Run every stage of ``hook`` in kernel order, stopping at the first that ends the packet. The
     nat stages (together, at the nat hook's place) are one nat hook: ``nat``: they are consulted
     (the first packet of a new connection), each only while none before it bound the connection
@@ -289,20 +295,21 @@ def run_hook(d: Domain, env: Env, tr: Traverse, hook: Hook, run: Run, *, nat: bo
     return run
 
 
-def _apply_binding(d: Domain, run: Run, stage: Stage, bind: Binding) -> Run:
+def _apply_binding(d: Domain, run: Run, stage: Stage, binds: Bindings) -> Run:
     p = run.pkt
-    on = d.and_(bind.on, found_in_zone(d, p))  # a packet conntrack does not find gets no NAT
-    if bind.kind == "dst" and stage.hook in ("PREROUTING", "OUTPUT"):
-        p = attrs.evolve(p, dst=d.ite(on, bind.addr, p.dst), dport=d.ite(on, bind.port, p.dport))
-    elif bind.kind == "src" and stage.hook in ("INPUT", "POSTROUTING"):
-        p = attrs.evolve(p, src=d.ite(on, bind.addr, p.src), sport=d.ite(on, bind.port, p.sport))
-    else:
-        return run
+    for bind in (binds,) if isinstance(binds, Binding) else binds or ():
+        if d.is_false(bind.on):
+            continue
+        on = d.and_(bind.on, found_in_zone(d, p))  # a packet conntrack does not find gets no NAT
+        if bind.kind == "dst" and stage.hook in ("PREROUTING", "OUTPUT"):
+            p = attrs.evolve(p, dst=d.ite(on, bind.addr, p.dst), dport=d.ite(on, bind.port, p.dport))
+        elif bind.kind == "src" and stage.hook in SOURCE_NAT_HOOKS:
+            p = attrs.evolve(p, src=d.ite(on, bind.addr, p.src), sport=d.ite(on, bind.port, p.sport))
     return attrs.evolve(run, pkt=p)
 
 
 def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
-           on_nat: Callable[[Pkt, Decision], None] | None, *, skip: Any = None) -> tuple[Run, Any]:
+           on_nat: Callable[[Pkt, Decision, bool], None] | None, *, skip: Any = None) -> tuple[Run, Any]:
     """One stage's traversal (left out where the run has ended or ``skip`` holds), and whether it
     bound the connection (a NAT verdict at a nat stage)."""
     p = run.pkt
@@ -310,12 +317,17 @@ def _stage(d: Domain, env: Env, tr: Traverse, stage: Stage, run: Run,
     dec = tr(stage, view)
     k = dec.kind
     nat_here = d.eq(k, NAT) if stage.nat else d.const(False)
+    source_nat = stage.hook in SOURCE_NAT_HOOKS  # SNAT; at the other hooks REDIRECT / DNAT
     if on_nat is not None and d.is_true(nat_here):
-        on_nat(p, dec)
+        on_nat(p, dec, source_nat)
     # a TPROXY verdict on a later packet hands it to its own connection's socket: only its mark counts
     tp_here = d.eq(k, TPROXY) if p.state == "NEW" else d.const(False)
-    new_pkt = attrs.evolve(p, dst=d.ite(nat_here, dec.addr, p.dst), dport=d.ite(nat_here, dec.port, p.dport),
-                           natted=d.or_(p.natted, nat_here), mark=dec.mark, ctmark=dec.ctmark, zone=dec.zone)
+    if source_nat:
+        new_pkt = attrs.evolve(p, src=d.ite(nat_here, dec.addr, p.src), sport=d.ite(nat_here, dec.port, p.sport),
+                               snatted=d.or_(p.snatted, nat_here), mark=dec.mark, ctmark=dec.ctmark, zone=dec.zone)
+    else:
+        new_pkt = attrs.evolve(p, dst=d.ite(nat_here, dec.addr, p.dst), dport=d.ite(nat_here, dec.port, p.dport),
+                               natted=d.or_(p.natted, nat_here), mark=dec.mark, ctmark=dec.ctmark, zone=dec.zone)
     ends = d.or_(d.eq(k, DROP), d.eq(k, REJECT), d.eq(k, UNK))
     end = d.ite(d.eq(k, DROP), d.kind(DROPPED), d.ite(d.eq(k, REJECT), d.kind(REJECTED), d.kind(UNDET)))
     after = Run(new_pkt, ends, end, d.or_(run.tproxied, tp_here), d.ite(tp_here, dec.addr, run.tp_addr),
@@ -410,8 +422,8 @@ def _start(d: Domain, env: Env, pkt: Pkt) -> Run:
     return Run(pkt, d.const(False), d.kind(UNDET), d.const(False), d.addr(env.loopback), d.port(0))
 
 
-def send_local(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind: Binding | None = None,
-               on_nat: Callable[[Pkt, Decision], None] | None = None) -> Journey:
+def send_local(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind: Bindings = None,
+               on_nat: Callable[[Pkt, Decision, bool], None] | None = None) -> Journey:
     if not first:  # the trace says where a handshake packet went in one line (see _handshake)
         d = _Quiet(d)
     """A packet a socket of the pod sends: OUTPUT (its interface routed for the original destination
@@ -447,7 +459,7 @@ def send_local(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind
 
 
 def _send_local_routed(d: Domain, env: Env, tr: Traverse, run: Run, r1: RouteResult, first: bool,
-                       bind: Binding | None, on_nat: Callable[[Pkt, Decision], None] | None) -> Journey:
+                       bind: Bindings, on_nat: Callable[[Pkt, Decision, bool], None] | None) -> Journey:
     run = run_hook(d, env, tr, "OUTPUT", run, nat=first, bind=bind, on_nat=on_nat)
     p = run.pkt
     r2 = route(d, env, p.dst, p.mark)
@@ -482,8 +494,8 @@ def _send_local_routed(d: Domain, env: Env, tr: Traverse, run: Run, r1: RouteRes
                     lambda: d.branch(d.or_(run.stuck, d.and_(d.not_(r2.fail), strand)), stranded, onward))
 
 
-def send_remote(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind: Binding | None = None,
-                on_nat: Callable[[Pkt, Decision], None] | None = None) -> Journey:
+def send_remote(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bind: Bindings = None,
+                on_nat: Callable[[Pkt, Decision, bool], None] | None = None) -> Journey:
     if not first:
         d = _Quiet(d)
     """A packet arriving on the pod interface from another host: PREROUTING, input routing, INPUT."""
@@ -493,7 +505,7 @@ def send_remote(d: Domain, env: Env, tr: Traverse, pkt: Pkt, *, first: bool, bin
                     lambda: _deliver(d, env, tr, run, nat=first, bind=bind))
 
 
-def _deliver(d: Domain, env: Env, tr: Traverse, run: Run, *, nat: bool, bind: Binding | None) -> Journey:
+def _deliver(d: Domain, env: Env, tr: Traverse, run: Run, *, nat: bool, bind: Bindings) -> Journey:
     """Input routing after PREROUTING, then INPUT for a local route."""
     p = run.pkt
     # a loopback destination arriving on another interface is a martian (IPv4: dropped; IPv6: the
@@ -627,8 +639,11 @@ def sport_held(d: Domain, env: Env, dst: Any, sport: Any, protocol: str = "tcp")
     return port_held(d, env, source_for(d, env, connect_dst(d, env, dst)), sport, protocol)
 
 
-def _rewritten(d: Domain) -> Callable[[Pkt, Decision], None]:
-    def note(p: Pkt, dec: Decision) -> None:
+def _rewritten(d: Domain) -> Callable[[Pkt, Decision, bool], None]:
+    def note(p: Pkt, dec: Decision, source: bool) -> None:
+        if source:
+            d.note("rewrite", lambda: f"src {hostport(p.src, p.sport)} -> {hostport(dec.addr, dec.port)}", dec.rule)
+            return
         d.note("rewrite", lambda: f"dst {hostport(p.dst, p.dport)} -> {hostport(dec.addr, dec.port)}", dec.rule)
 
     return note
@@ -742,6 +757,9 @@ def _after_syn(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: 
         # only the pod's interface address can be answered by a remote host, and no host answers
         # a destination in UNANSWERED
         from_pod = d.eq(p.src, d.addr(env.pod_ip)) if env.pod_ip is not None else d.const(False)
+        # a source the pod's own SNAT gave is taken as answered: the network routes it back to the
+        # pod (the node's probe address: the pod's default route leads to the node)
+        from_pod = d.or_(from_pod, p.snatted)
         nobody = d.or_(*[d.in_net(p.dst, n) for n in UNANSWERED[env.family]])
         answered = d.and_(from_pod, d.not_(nobody))
 
@@ -915,13 +933,21 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
     if env.replies_free:
         return leg
     p = syn.pkt
-    natted = p.natted
+    natted, snatted = p.natted, p.snatted
+    # SNAT: the server answers the source it saw, which conntrack turns back into the client's at
+    # the destination-NAT stage (and the client's later packets get that source at the SNAT stage)
+    source_natted = not d.is_false(snatted)
+    tracked = d.or_(natted, snatted)
+    reply_to = (d.ite(snatted, p.src, c.src), d.ite(snatted, p.sport, c.sport)) if source_natted else (c.src, c.sport)
     # SYN-ACK: from the accepting socket (a request socket: no owner yet, the listener's mark)
     mark = d.u32(s.mark) if isinstance(s.mark, int) else s.mark
-    synack = Pkt(p.protocol, s.addr, c.src, s.port, c.sport, None, None, None, None, mark, p.ctmark, natted,
-                 state="ESTABLISHED", flags=frozenset({"SYN", "ACK"}),
-                 sk=SockView(d.const(True), d.const(False), c.transparent), zone=d.port(0), conn_zone=p.zone)
-    un_nat = Binding("src", natted, orig[0], orig[1])
+    synack = Pkt(p.protocol, s.addr, reply_to[0], s.port, reply_to[1], None, None, None, None, mark, p.ctmark,
+                 natted, state="ESTABLISHED", flags=frozenset({"SYN", "ACK"}),
+                 sk=SockView(d.const(True), d.const(False), c.transparent), zone=d.port(0), conn_zone=p.zone,
+                 snatted=snatted)
+    un_nat: Bindings = Binding("src", natted, orig[0], orig[1])
+    if source_natted:
+        un_nat = (Binding("src", natted, orig[0], orig[1]), Binding("dst", snatted, c.src, c.sport))
 
     def from_pod() -> Journey:
         return send_local(d, env, tr, synack, first=False, bind=un_nat)
@@ -937,25 +963,28 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
     # connection's reply must be found by conntrack (same zone), else it keeps the address the
     # client never connected to
     back_ok = d.and_(d.not_(back.ended), back.local if c.local else d.not_(back.local),
-                     d.or_(d.not_(natted), found_in_zone(d, back.pkt)))
+                     d.or_(d.not_(tracked), found_in_zone(d, back.pkt)))
 
     def ack_leg() -> Leg:
         ack = Pkt(p.protocol, c.src, orig[0], c.sport, orig[1], None, None, c.uid, c.gid, c.mark,
                   back.pkt.ctmark, natted, state="ESTABLISHED", flags=frozenset({"ACK"}),
-                  sk=SockView(d.const(True), d.const(False), s.transparent), zone=d.port(0), conn_zone=p.zone)
-        to_server = Binding("dst", natted, s.addr, s.port)
+                  sk=SockView(d.const(True), d.const(False), s.transparent), zone=d.port(0), conn_zone=p.zone,
+                  snatted=snatted)
+        to_server: Bindings = Binding("dst", natted, s.addr, s.port)
+        if source_natted:
+            to_server = (Binding("dst", natted, s.addr, s.port), Binding("src", snatted, p.src, p.sport))
         d.note("packet", lambda: "ACK")
         fwd = send_local(d, env, tr, ack, first=False, bind=to_server) if c.local else \
             send_remote(d, env, tr, ack, first=False, bind=to_server)
         d.note("reply", lambda: f"ACK {hostport(c.src, c.sport)} -> {hostport(orig[0], orig[1])}{_where(fwd)}")
         fwd_ok = d.and_(d.not_(fwd.ended), d.ite(s.local, fwd.local, d.not_(fwd.local)),
-                        d.or_(d.not_(natted), found_in_zone(d, fwd.pkt)))
-        ended = d.branch(fwd_ok, lambda: leg, lambda: _lost(d, fwd, "ACK", leg, natted))
+                        d.or_(d.not_(tracked), found_in_zone(d, fwd.pkt)))
+        ended = d.branch(fwd_ok, lambda: leg, lambda: _lost(d, fwd, "ACK", leg, tracked))
         d.note("packet", lambda: "SYN")
         return ended
 
     def lost() -> Leg:
-        ended = _lost(d, back, "SYN-ACK", leg, natted)
+        ended = _lost(d, back, "SYN-ACK", leg, tracked)
         d.note("packet", lambda: "SYN")
         return ended
 

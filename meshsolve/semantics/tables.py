@@ -7,8 +7,8 @@ functions over a domain (``meshsolve.semantics.domain``): the interpreter's chai
 
 A first packet is the SYN of a connection (flags ``SYN``). Conntrack state: before conntrack has
 looked the packet up (``raw``) a first packet has no entry and shows ``INVALID``, unless it carries
-the entry of its OUTPUT pass (the loopback re-entry: ``NEW``); after, ``NEW``, plus ``DNAT`` once nat
-rewrote its destination. ``-m connmark`` (negated too) and ``CONNMARK`` need an entry to read:
+the entry of its OUTPUT pass (the loopback re-entry: ``NEW``); after, ``NEW``, plus ``DNAT`` (``SNAT``) once nat
+rewrote its destination (source). ``-m connmark`` (negated too) and ``CONNMARK`` need an entry to read:
 they never act in ``raw`` on a packet without one (``has_entry``). ``-m owner`` sees the socket of
 the process that opened the connection; a packet without a local socket matches only an
 all-negated owner match, as ``xt_owner`` does; its ids come decoded from the model
@@ -65,6 +65,7 @@ from meshsolve.model.rules import (
     Reject,
     Return,
     SetMark,
+    SetMatch,
     Snat,
     SocketMatch,
     SocketOwner,
@@ -265,15 +266,16 @@ def has_entry(d: Domain, p: Pkt) -> Any:
 def ct_states(d: Domain, p: Pkt) -> dict[str, Any]:
     """The conntrack states a packet shows at the current stage: none looked up yet (before
     conntrack, without the entry of an earlier pass): ``INVALID``, or ``NEW`` after a ``CT --zone``
-    target gave it a template; else its state, plus ``DNAT`` —
-    unless a later packet was looked up in another zone than its connection's, where conntrack finds
-    nothing it belongs to (``INVALID``)."""
+    target gave it a template; else its state, plus ``DNAT`` (``SNAT``) once nat rewrote its
+    destination (source) — unless a later packet was looked up in another zone than its
+    connection's, where conntrack finds nothing it belongs to (``INVALID``)."""
     if p.before_ct and not p.entry:
         # a CT target's template (a zone) is conntrack's NEW already; nothing at all is INVALID
         template = d.not_(d.eq(p.zone, 0))
         return {"INVALID": d.not_(template), "NEW": template}
     found = found_in_zone(d, p)
-    return {p.state: found, "INVALID": d.not_(found), "DNAT": d.and_(found, p.natted)}
+    return {p.state: found, "INVALID": d.not_(found), "DNAT": d.and_(found, p.natted),
+            "SNAT": d.and_(found, p.snatted)}
 
 
 def found_in_zone(d: Domain, p: Pkt) -> Any:
@@ -347,6 +349,18 @@ def _m_socket(d: Domain, m: SocketMatch, p: Pkt, env: Env) -> Any:
     if "--transparent" in opts:
         hit = d.and_(hit, sk.transparent)
     return hit
+
+
+def _m_set(d: Domain, m: SetMatch, p: Pkt, env: Env) -> Any:
+    """``-m set`` / nft ``@NAME``: the address is one of the set's members, as the world gives them
+    (a set of the other family holds none of the packet's); a set the world does not give is
+    undecided (its members are never guessed)."""
+    given = env.world.ip_set(m.name)
+    if given is None:
+        return _undecided(d, SetMatch, "members", f"the members of set {m.name} are not given")
+    x = p.src if m.direction == "src" else p.dst
+    fam = 4 if env.family == "ipv4" else 6
+    return _neg(d, d.or_(*[d.in_net(x, n) for n in given.members if n.version == fam]), m.negated)
 
 
 def _m_opaque(d: Domain, m: OpaqueMatch, p: Pkt, env: Env) -> Any:
@@ -468,6 +482,7 @@ MATCHES: dict[type, Callable[[Domain, Any, Pkt, Env], Any]] = {
     AddrtypeMatch: _m_addrtype,
     CommentMatch: _m_comment,
     SocketMatch: _m_socket,
+    SetMatch: _m_set,
     OpaqueMatch: _m_opaque,
     FamilyMatch: _m_family,
     AddressSet: _m_address_set,
@@ -628,8 +643,23 @@ def _t_mark_statements(d: Domain, t: MarkStatements, p: Pkt, env: Env, stage: St
     return Effect("marks", mark=mark, ctmark=ctmark, zone=p.zone)
 
 
-def _t_snat(d: Domain, t: Snat | Masquerade, p: Pkt, env: Env, stage: Stage) -> Effect:
-    return _unknown(type(t), "", f"source NAT ({type(t).__name__.upper()}) is not modelled")
+def _t_snat(d: Domain, t: Snat, p: Pkt, env: Env, stage: Stage) -> Effect:
+    """``SNAT --to-source ADDR[:PORT]``: the connection's source becomes ``ADDR`` (its port ``PORT``,
+    else the client's own, which one connection keeps); the nat hook (INPUT / POSTROUTING) makes it
+    a source rewrite (``kernel._stage``), conntrack undoes it on the replies."""
+    spec = t.spec
+    if spec is None or t.extra or spec.addr is None or spec.addr_hi not in (None, spec.addr) \
+            or spec.port_hi not in (None, spec.port_lo):
+        return _unknown(Snat, "options", f"SNAT --to-source {t.to} {' '.join(t.extra)}".rstrip() + " picks an "
+                                         "address or port the model does not decide")
+    if spec.addr.version != (4 if env.family == "ipv4" else 6):
+        raise WorldError(f"SNAT to {spec.addr} in the {env.family} ruleset")
+    port = p.sport if spec.port_lo is None else d.port(spec.port_lo)
+    return Effect("verdict", NAT, addr=d.addr(spec.addr), port=port)
+
+
+def _t_masquerade(d: Domain, t: Masquerade, p: Pkt, env: Env, stage: Stage) -> Effect:
+    return _unknown(Masquerade, "", "MASQUERADE (the output interface's address) is not modelled")
 
 
 def _t_opaque(d: Domain, t: OpaqueTarget, p: Pkt, env: Env, stage: Stage) -> Effect:
@@ -646,7 +676,7 @@ EFFECTS: dict[type, Callable[[Domain, Any, Pkt, Env, Stage], Effect]] = {
     Redirect: _t_redirect,
     Dnat: _t_dnat,
     Snat: _t_snat,
-    Masquerade: _t_snat,
+    Masquerade: _t_masquerade,
     Tproxy: _t_tproxy,
     SetMark: _t_setmark,
     ConnmarkTarget: _t_connmark,

@@ -396,7 +396,8 @@ def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int
                       timeout_ms: int = defaults.TIMEOUT_MS, rlimit: int = defaults.RLIMIT,
                       names: dict[str, int] | None = None) -> Answer | Difference:
     """Find a first connection in ``scope`` whose end differs between the two worlds: outcome, the
-    app socket it reaches, the source the app sees, or the proxy sides that observe it."""
+    app socket it reaches, the source the app (or, leaving the pod, the remote host) sees, or the
+    proxy sides that observe it."""
     marks = _marked(world_a, scope) or _marked(world_b, scope)
     ea, h0, client = E.encode_flow(world_a, scope.family, hops=hops, names=names, tag="a.", marks=marks)
     eb, _h0b, _client_b = E.encode_flow(world_b, scope.family, hops=hops, names=names, tag="b.", marks=marks)
@@ -407,8 +408,10 @@ def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int
     oa, ka, ca, cla = _signature_terms(ea, keys)
     ob, kb, cb, clb = _signature_terms(eb, keys)
     deliv = z3.And(oa == E.DELIV, ob == E.DELIV)
+    egress = z3.And(oa == E.EGRESS, ob == E.EGRESS)  # leaving the pod, from another source (SNAT)
     seq = [z3.Or(x != y, z3.And(x, p != q)) for x, y, p, q in zip(ca, cb, cla, clb, strict=True)]
-    differ = z3.Or(oa != ob, z3.And(deliv, z3.Or(ka != kb, ea.final_src != eb.final_src)), *seq)
+    differ = z3.Or(oa != ob, z3.And(deliv, z3.Or(ka != kb, ea.final_src != eb.final_src)),
+                   z3.And(egress, ea.final_src != eb.final_src), *seq)
     s = configure(z3.SolverFor("QF_BV"), timeout_ms, rlimit)
     s.add(*ea.constraints, *eb.constraints)
     s.add(*_scope(scope, world_a, ea, h0, client))

@@ -76,6 +76,7 @@ from meshsolve.model.rules import (
     Ruleset,
     Rulesets,
     SetMark,
+    SetMatch,
     Snat,
     SocketMatch,
     SocketOwner,
@@ -444,6 +445,10 @@ MODULE_MATCHES: dict[type, Draw] = {
     MultiportMatch: Draw(_multiport, lambda p: p.ports),
     OwnerMatch: Draw(_owner, _kernel_or(lambda p: p.hook("OUTPUT", "POSTROUTING"))),
     SocketMatch: Draw(_socket, _kernel_or(lambda p: p.hook("PREROUTING", "INPUT"))),
+    # an ipset lookup: its members are the world's (none given here: undecided), so never in decided rules
+    SetMatch: Draw(lambda p: st.builds(SetMatch, st.sampled_from(["probes", "allow-v4"]),
+                                       st.sampled_from(["src", "dst"]), st.booleans()),
+                   lambda p: not p.kernel),  # the kernel cannot load a lookup of a set that does not exist
     # nftables only
     FamilyMatch: Draw(lambda p: st.builds(FamilyMatch, st.sampled_from(["ipv4", "ipv6"]), st.booleans()),
                       _nft_only),
@@ -502,7 +507,7 @@ def _one_of(table: dict[type, Draw], place: Place) -> list[st.SearchStrategy[Any
 
 
 # kinds whose meaning the model leaves open (an undetermined end): a palette draws them rarely
-_RARE: frozenset[type] = frozenset({OpaqueMatch, OpaqueTarget, CtTarget, Snat, Masquerade})
+_RARE: frozenset[type] = frozenset({OpaqueMatch, SetMatch, OpaqueTarget, CtTarget, Snat, Masquerade})
 
 
 def _one_of_common(table: dict[type, Draw], place: Place) -> list[st.SearchStrategy[Any]]:

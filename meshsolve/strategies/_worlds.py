@@ -46,6 +46,7 @@ from meshsolve.model.rules import (
     Ruleset,
     Rulesets,
     SetMark,
+    SetMatch,
     SocketMatch,
     Source,
     Table,
@@ -277,7 +278,10 @@ def capture_rulesets(draw: st.DrawFn, fams: tuple[Family, ...], proxy: ProxyBeha
 ALL_KINDS: tuple[type, ...] = (*BASIC_MATCHES, *MODULE_MATCHES, *TARGETS)
 # The kinds only native nftables rules have (``meshsolve.model.nftrules``): iptables worlds never hold them
 NFT_ONLY_KINDS: tuple[type, ...] = tuple(k for k in ALL_KINDS if k.__module__ == "meshsolve.model.nftrules")
-IPTABLES_KINDS: tuple[type, ...] = tuple(k for k in ALL_KINDS if k not in NFT_ONLY_KINDS)
+# A set lookup needs its set in the kernel (and its members in the world): the random worlds give
+# none, so they never hold one (``rules()`` draws it where no kernel must load it)
+SET_KINDS: tuple[type, ...] = (SetMatch,)
+IPTABLES_KINDS: tuple[type, ...] = tuple(k for k in ALL_KINDS if k not in NFT_ONLY_KINDS and k not in SET_KINDS)
 
 # Where the solver differential's extra rules may go: every table at every hook a connection meets.
 SMALL_WORLD_CHAINS: tuple[tuple[str, str], ...] = tuple(

@@ -30,6 +30,7 @@ host-probe rule HEAD's form from 1.24.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, TypeAlias
 
 import attrs
@@ -46,6 +47,7 @@ __all__ = [
     "INBOUND_PLAINTEXT_PORT",
     "INPOD_MARK",
     "INPOD_MASK",
+    "NATIVE_NFTABLES_ENV",
     "OUTBOUND_PORT",
     "PROBE_SET",
     "PROBE_SNAT_V4",
@@ -56,6 +58,7 @@ __all__ = [
     "AmbientConfig",
     "Backend",
     "DnsOverride",
+    "backend_from_env",
 ]
 
 INPOD_MARK = 0x539  # ztunnel's SO_MARK on every socket (1337)
@@ -85,8 +88,22 @@ DNS_DEFAULT_MINOR = 25  # cni.ambient.dnsCapture defaults to true (the 1.29 note
 NFT_MINOR = 28
 INGRESS_FIX_MINOR = 29
 
+#: istio-cni's environment variable for the chart's ``values.global.nativeNftables``
+NATIVE_NFTABLES_ENV = "NATIVE_NFTABLES"
+
 Backend: TypeAlias = Literal["iptables", "nftables"]
 DnsOverride: TypeAlias = Literal["unset", "enabled", "disabled"]
+
+
+def backend_from_env(env: Mapping[str, str], *, source: str = "--env") -> Backend | None:
+    """The backend istio-cni's environment names (``NATIVE_NFTABLES``, set by the chart's
+    ``values.global.nativeNftables``); None when it is not set."""
+    from meshsolve.istio.flags import parse_bool
+
+    if NATIVE_NFTABLES_ENV not in env:
+        return None
+    on = parse_bool(env[NATIVE_NFTABLES_ENV], what=NATIVE_NFTABLES_ENV, source=source)
+    return "nftables" if on else "iptables"
 
 
 def _version(value: str) -> str:

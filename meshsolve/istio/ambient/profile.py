@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import meshsolve.defaults as defaults
-from meshsolve.errors import UnsupportedError
 from meshsolve.istio.ambient.config import (
     CONNMARK,
     CONNMARK_MASK,
@@ -40,11 +39,14 @@ from meshsolve.istio.ambient.config import (
     AmbientConfig,
 )
 from meshsolve.istio.ambient.iptables import inpod_rules
+from meshsolve.istio.ambient.nft import inpod_nft_ruleset
 from meshsolve.model.net import IPAddress, family_of, to_address
 from meshsolve.model.routing import Route, Routing, RoutingRule
+from meshsolve.model.rules import Rulesets
 from meshsolve.model.world import App, ProxyBehavior, Service, Socket, World
+from meshsolve.nftables.lower import lower
 
-__all__ = ["ZTUNNEL_GID", "ZTUNNEL_UID", "ambient_routing", "ambient_world", "ztunnel_behavior"]
+__all__ = ["ZTUNNEL_GID", "ZTUNNEL_UID", "ambient_routing", "ambient_world", "inpod_model_rules", "ztunnel_behavior"]
 
 ZTUNNEL_UID = 0
 ZTUNNEL_GID = 0
@@ -70,6 +72,13 @@ def ambient_routing(c: AmbientConfig, families: Iterable[str] = ("ipv4", "ipv6")
     return Routing(tuple(rules), tuple(routes))
 
 
+def inpod_model_rules(c: AmbientConfig) -> Rulesets:
+    """The in-pod rules of ``c``'s backend in the rule model."""
+    if c.backend == "nftables":
+        return lower(inpod_nft_ruleset(c))
+    return inpod_rules(c)
+
+
 def _default_apps(pod_ips: tuple[IPAddress, ...], ports: Iterable[int]) -> tuple[App, ...]:
     bind = "::" if any(a.version == 6 for a in pod_ips) else "0.0.0.0"
     return (App("app", uid=defaults.APP_UID, gid=defaults.APP_GID,
@@ -83,12 +92,8 @@ def ambient_world(c: AmbientConfig, *, apps: tuple[App, ...] | None = None, pod_
     gives are meshsolve's defaults (documentation addresses): IPv4, and IPv6 too when ``c`` enables
     it; one app listening on 8080 on the wildcard address.
 
-    The nftables backend's rules need the lowering of native nftables into the rule model, which
-    this module does not have: ``UnsupportedError`` (the nft text and syntax are in ``nft.py``)."""
-    if c.backend == "nftables":
-        raise UnsupportedError("an ambient pod with the nftables backend needs the lowering of native nftables "
-                               "rules into the rule model (meshsolve.nftables.lower), not available here; "
-                               "meshsolve.istio.ambient.nft gives the rules as nft text and syntax")
+    The rules are ``c``'s backend's: the iptables rules, or the nft transaction (``nft.py``) lowered
+    into the rule model (``meshsolve.nftables.lower``), one ``inet`` table set for both families."""
     ips = tuple(to_address(a) for a in pod_ips) or tuple(
         to_address(defaults.POD_IP[f]) for f in c.families)
     fams = {family_of(a) for a in ips}
@@ -97,5 +102,5 @@ def ambient_world(c: AmbientConfig, *, apps: tuple[App, ...] | None = None, pod_
     if apps is None:
         apps = _default_apps(ips, (defaults.APP_PORT,))
     return World(pod_ips=ips, peer_ips=peers, apps=apps, proxy=ztunnel_behavior(c), services=services,
-                 rules=inpod_rules(c), routing=ambient_routing(c, fams), interface=interface, name=name,
+                 rules=inpod_model_rules(c), routing=ambient_routing(c, fams), interface=interface, name=name,
                  namespace=namespace)
