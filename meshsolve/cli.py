@@ -685,6 +685,8 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None,
               help="worker processes [default: the machine's cores]")
 @click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
+@click.option("--progress/--no-progress", default=None,
+              help="pods read and set-ups proven on stderr [default: when stderr is a terminal, unless -q]")
 @click.option("--failure-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True)
 @click.option("--output-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True)
 @click.option("-S", "--suppress", multiple=True, metavar="CODE[=Kind ns/name]",
@@ -692,7 +694,7 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 @click.pass_context
 def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, ...], pod_file: str | None,
                   mesh: str | None, binds_file: str | None, version: str | None, props: tuple[str, ...],
-                  output: str, jobs: int | None, quiet: bool, failure_threshold: str,
+                  output: str, jobs: int | None, quiet: bool, progress: bool | None, failure_threshold: str,
                   output_threshold: str, suppress: tuple[str, ...]) -> None:
     """Check every pod of a List (kubectl get pods -A -o yaml), each capture set-up proven once;
     or, with --rules, one pod's dumps against its mesh's rules.
@@ -704,10 +706,11 @@ def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, .
     populated, a mesh chain whose hook jump is missing, and whether capture holds for every
     uid except the proxy's. Exit codes as for check.
     """
+    import time
     from typing import cast
 
-    from meshsolve.fleet import audit
-    from meshsolve.report import Level, Progress, colour_enabled, render_json, render_text
+    from meshsolve.fleet import FleetProgress, audit
+    from meshsolve.report import Level, colour_enabled, render_json, render_text
 
     if dumps:
         if pods_file is not None:
@@ -731,20 +734,26 @@ def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, .
     if pod_file or mesh or binds_file:
         raise click.UsageError("--pod, --mesh and --binds go with --rules")
 
-    bar: Progress | None = None
+    show = progress if progress is not None else (not quiet and sys.stderr.isatty())
+    started = time.monotonic()
+    drawn: list[float] = [0.0, 0]  # when the line was last drawn, and its width
 
-    def on_group(done: int, total: int) -> None:
-        nonlocal bar
-        if quiet:
+    def on_progress(p: FleetProgress) -> None:
+        now = time.monotonic()
+        if not show or (now - drawn[0] < 0.1 and p.reading):
             return
-        if bar is None:
-            bar = Progress(total, "proving capture set-ups")
-        bar.step()
+        drawn[0] = now
+        share = f" ({100 * p.read // p.size}%)" if p.reading and p.size else ""
+        line = (f"read {p.pods} pods{share}, {p.groups} capture set-ups; proved {p.proven}/{p.groups} "
+                f"({now - started:.1f} s)")
+        sys.stderr.write("\r" + line.ljust(int(drawn[1])))
+        sys.stderr.flush()
+        drawn[1] = len(line)
 
     res = audit(pods_file, version=version, properties=props, jobs=jobs,
-                failure_threshold=cast(Level, _level(failure_threshold)), on_group=on_group)
-    if bar is not None:
-        bar.done()
+                failure_threshold=cast(Level, _level(failure_threshold)), progress=on_progress)
+    if show and drawn[1]:
+        sys.stderr.write("\n")
     report = res.report.suppress(suppress)
     out_level = cast(Level, _level(output_threshold))
     if output == "json":

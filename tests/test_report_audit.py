@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from meshsolve.fleet import _item_chunks, audit, group_pods, load_fleet
+from meshsolve.fleet import audit, group_pods, load_fleet
 from meshsolve.yamllines import YamlLines
 
 ROOT = Path(__file__).resolve().parent.parent
