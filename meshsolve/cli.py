@@ -711,6 +711,7 @@ def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, .
 
     from meshsolve.fleet import FleetProgress, audit
     from meshsolve.report import Level, colour_enabled, render_json, render_text
+    from meshsolve.report.render import json_chunks
 
     if dumps:
         if pods_file is not None:
@@ -756,9 +757,16 @@ def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, .
         sys.stderr.write("\n")
     report = res.report.suppress(suppress)
     out_level = cast(Level, _level(output_threshold))
-    if output == "json":
-        click.echo(render_json(report, output_threshold=out_level,
-                               extra={"pods": res.pods, "groups": res.groups}), nl=False)
+    if output == "json":  # written a piece at a time: a fleet's checks are hundreds of thousands
+        stdout = sys.stdout
+        pieces: list[str] = []
+        for piece in json_chunks(report, output_threshold=out_level, extra={"pods": res.pods, "groups": res.groups}):
+            pieces.append(piece)
+            if len(pieces) >= 4096:
+                stdout.write("".join(pieces))
+                pieces.clear()
+        stdout.write("".join(pieces))
+        stdout.flush()
     else:
         text = render_text(report, colour=colour_enabled(sys.stdout), output_threshold=out_level)
         lines = text.splitlines()

@@ -33,7 +33,6 @@ import ipaddress
 import json
 import multiprocessing
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -102,12 +101,29 @@ class AuditResult:
     groups: int
 
 
+_SCALARS = (str, int, float, type(None))
+
+
+_COMPARED: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _compared(cls: type[Any]) -> tuple[str, ...]:
+    """The fields of an attrs class that take part in equality (provenance, ``eq=False``, holds no
+    address the kernel compares); ``()`` for other classes."""
+    names = _COMPARED.get(cls)
+    if names is None:
+        names = _COMPARED[cls] = tuple(f.name for f in attrs.fields(cls) if f.eq) if attrs.has(cls) else ()
+    return names
+
+
 def _networks(rules: Rulesets) -> tuple[IPNetwork, ...]:
     """Every address range the rules name (in matches, targets and native sets)."""
     found: dict[IPNetwork, None] = {}
     seen: set[int] = set()
 
     def walk(value: Any) -> None:
+        if isinstance(value, _SCALARS):
+            return
         if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
             found[value] = None
         elif isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
@@ -118,11 +134,10 @@ def _networks(rules: Rulesets) -> tuple[IPNetwork, ...]:
         elif isinstance(value, Mapping):
             for v in value.values():
                 walk(v)
-        elif attrs.has(type(value)) and id(value) not in seen:
+        elif id(value) not in seen and (names := _compared(type(value))):
             seen.add(id(value))
-            for f in attrs.fields(type(value)):
-                if f.eq:  # provenance (eq=False) holds no address the kernel compares
-                    walk(getattr(value, f.name))
+            for name in names:
+                walk(getattr(value, name))
 
     walk(rules)
     return tuple(found)
@@ -169,15 +184,13 @@ def load_fleet(path: str | Path, *, version: str | None = None) -> list[FleetPod
 #: its world, built by the one door from its own text.
 Read = tuple[FleetPod, Listed, Loaded | None]
 
-_SPEC = re.compile(r'^\s*-?\s*"?spec"?\s*:', re.M)
-
-
 def _name_line(item: Listed, name: str, nth: int) -> int | None:
     """The file's line of the pod's ``metadata.name`` (``nth``: which pod named so it is)."""
     if item.whole:
         return yaml_lines(item.text).object_line(name, nth)
-    head = _SPEC.search(item.text)  # metadata comes before spec: most of the time, its lines suffice
-    at = YamlLines(item.text[:head.start()]).object_line(name) if head is not None else None
+    # kubectl writes metadata before spec: the lines before the first "spec" most often hold the name
+    cut = item.text.find("spec")
+    at = YamlLines(item.text[:cut]).object_line(name) if cut > 0 else None
     if at is None:
         at = YamlLines(item.text).object_line(name)
     return None if at is None else at + item.line - 1

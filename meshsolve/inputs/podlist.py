@@ -36,7 +36,7 @@ CHUNK = 1 << 20
 YAML_BATCH = 256
 
 _WS = re.compile(r"[ \t\n\r]*")
-_NAMESPACE_KIND = re.compile(r'"kind"\s*:\s*"Namespace"|^\s*-?\s*kind:\s*["\']?Namespace\b', re.M)
+_NAMESPACE_KIND = re.compile(r'"kind"[ \t]*:[ \t]*"Namespace"|^[ \t]*-?[ \t]*kind:[ \t]*["\']?Namespace\b', re.M)
 
 
 @attrs.frozen
@@ -100,7 +100,8 @@ class PodListing:
         tail = ""
         with self._open() as f:
             while chunk := f.read(CHUNK):
-                if _NAMESPACE_KIND.search(tail + chunk):
+                text = tail + chunk
+                if "Namespace" in text and _NAMESPACE_KIND.search(text):
                     return True
                 tail = chunk[-200:]
         return False
