@@ -9,7 +9,8 @@ The audit runs as the command line does (``meshsolve audit FILE -o json -q``), i
 once per tree (``--tree``: another checkout's package, e.g. the previous commit's, side by side;
 default this one). For each run it prints the wall time, the CPU time of the whole process tree
 (the audit, its fork server and every worker: this process is their subreaper, so every descendant's
-CPU is collected when it is reaped) and the peak of the tree's summed resident memory (sampled
+CPU is collected when it is reaped) and of the audit's own process (reading, grouping, output: its
+last value sampled from ``/proc``) and the peak of the tree's summed resident memory (sampled
 every 20 ms from ``/proc``), with the load average before the run.
 """
 
@@ -122,11 +123,19 @@ def run_audit(path: Path, tree: Path, jobs: int | None) -> dict[str, object]:
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
+    own = [0.0]  # the audit process's own CPU (reading, grouping, output), last seen
     stop = threading.Event()
+    tick = os.sysconf("SC_CLK_TCK")
 
     def sample() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], sum(_rss(p) for p in _tree(proc.pid)))
+            try:
+                with open(f"/proc/{proc.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                own[0] = (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                pass
             stop.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -145,9 +154,10 @@ def run_audit(path: Path, tree: Path, jobs: int | None) -> dict[str, object]:
     if proc.returncode not in (0, 79, 80):  # findings at a level over the threshold are not failures here
         raise SystemExit(f"audit failed ({proc.returncode}): {err[-2000:]}")
     doc = json.loads(out)
-    return {"wall": wall, "cpu": cpu, "rss": peak[0] / 2**20, "pods": doc["pods"], "groups": doc["groups"],
+    return {"wall": wall, "cpu": cpu, "main": own[0], "rss": peak[0] / 2**20, "pods": doc["pods"],
+            "groups": doc["groups"],
             "findings": len(doc["findings"]), "checked": len(doc["checked"]), "code": proc.returncode,
-            "digest": hashlib.sha256(out.encode()).hexdigest()[:12]}
+            "digest": hashlib.sha256(out.encode()).hexdigest()[:12], "output": out}
 
 
 def main() -> None:
@@ -161,6 +171,7 @@ def main() -> None:
     ap.add_argument("--tree", type=Path, action="append", default=None,
                     help="a checkout whose meshsolve package is run (repeatable) [default: this one]")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--save", type=Path, default=None, help="keep each run's JSON output in this directory")
     args = ap.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphaned descendants are reaped (and counted) here
@@ -170,13 +181,17 @@ def main() -> None:
     print(f"generated {args.pods} pods, {args.setups} set-ups ({size / 1e6:.1f} MB {args.format}) "
           f"in {time.monotonic() - t0:.1f} s")
     try:
-        for tree in args.tree or [ROOT]:
-            for _ in range(args.repeat):
+        for t, tree in enumerate(args.tree or [ROOT]):
+            for n in range(args.repeat):
                 load = os.getloadavg()[0]
                 r = run_audit(path, tree.resolve(), args.jobs)
+                if args.save is not None:
+                    args.save.mkdir(parents=True, exist_ok=True)
+                    (args.save / f"tree{t}-run{n}.json").write_text(str(r.pop("output")), encoding="utf-8")
                 print(f"{tree}: {r['pods']} pods, {r['groups']} set-ups, {r['findings']} findings, "
                       f"{r['checked']} checked, exit {r['code']}, output {r['digest']}: {r['wall']:.1f} s wall, "
-                      f"{r['cpu']:.1f} s CPU, peak RSS {r['rss']:.0f} MB ({os.cpu_count()} cores, "
+                      f"{r['cpu']:.1f} s CPU ({r['main']:.1f} s in the audit's own process), "
+                      f"peak RSS {r['rss']:.0f} MB ({os.cpu_count()} cores, "
                       f"load {load:.1f} before)", flush=True)
     finally:
         if args.keep is None:

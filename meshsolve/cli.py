@@ -696,12 +696,12 @@ def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, .
                   mesh: str | None, binds_file: str | None, version: str | None, props: tuple[str, ...],
                   output: str, jobs: int | None, quiet: bool, progress: bool | None, failure_threshold: str,
                   output_threshold: str, suppress: tuple[str, ...]) -> None:
-    """Check every pod of a List (kubectl get pods -A -o yaml), each capture set-up proven once;
-    or, with --rules, one pod's dumps against its mesh's rules.
+    """Check every pod of a List (kubectl get pods -A -o json, or -o yaml), each capture set-up
+    proven once; or, with --rules, one pod's dumps against its mesh's rules.
 
-    Pods are grouped by effective capture set-up (Istio version, annotations or istio-init
-    arguments, container ports and ids, address families); each group is proven in a worker
-    process and its findings are reported for each of its pods. With --rules: every rule outside
+    The List is streamed. Pods are grouped by effective capture set-up (Istio version, annotations
+    or istio-init arguments, container ports and ids, address families); each group is proven in a
+    worker process while the List is still read, and its findings are reported for each of its pods. With --rules: every rule outside
     the mesh's own that changes how a connection ends (with the witness), both iptables backends
     populated, a mesh chain whose hook jump is missing, and whether capture holds for every
     uid except the proxy's. Exit codes as for check.
