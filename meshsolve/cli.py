@@ -701,10 +701,10 @@ def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, .
 
     The List is streamed. Pods are grouped by effective capture set-up (Istio version, annotations
     or istio-init arguments, container ports and ids, address families); each group is proven in a
-    worker process while the List is still read, and its findings are reported for each of its pods. With --rules: every rule outside
-    the mesh's own that changes how a connection ends (with the witness), both iptables backends
-    populated, a mesh chain whose hook jump is missing, and whether capture holds for every
-    uid except the proxy's. Exit codes as for check.
+    worker process while the List is still read, and its findings are reported for each of its pods.
+    With --rules: every rule outside the mesh's own that changes how a connection ends (with the
+    witness), both iptables backends populated, a mesh chain whose hook jump is missing, and
+    whether capture holds for every uid except the proxy's. Exit codes as for check.
     """
     import time
     from typing import cast
