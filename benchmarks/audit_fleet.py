@@ -160,6 +160,22 @@ def run_audit(path: Path, tree: Path, jobs: int | None) -> dict[str, object]:
             "digest": hashlib.sha256(out.encode()).hexdigest()[:12], "output": out}
 
 
+def read_only(path: Path, fmt: str) -> None:
+    """Read and group the List as ``audit`` does, building each group's world, and prove nothing."""
+    from meshsolve.fleet import _fleet
+    from meshsolve.inputs.podlist import PodListing
+
+    load = os.getloadavg()[0]
+    cpu, wall = time.process_time(), time.monotonic()
+    pods = groups = 0
+    for _pod, _item, loaded in _fleet(PodListing(path), None, worlds=True):
+        pods += 1
+        groups += loaded is not None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"read {pods} pods ({fmt}), {groups} groups' worlds built: {time.process_time() - cpu:.1f} s CPU, "
+          f"{time.monotonic() - wall:.1f} s wall, peak RSS {peak:.0f} MB (load {load:.1f} before)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=10_000)
@@ -172,6 +188,8 @@ def main() -> None:
                     help="a checkout whose meshsolve package is run (repeatable) [default: this one]")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--save", type=Path, default=None, help="keep each run's JSON output in this directory")
+    ap.add_argument("--read-only", action="store_true",
+                    help="time only reading and grouping the List (and each group's world), in this process")
     args = ap.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphaned descendants are reaped (and counted) here
@@ -181,6 +199,9 @@ def main() -> None:
     print(f"generated {args.pods} pods, {args.setups} set-ups ({size / 1e6:.1f} MB {args.format}) "
           f"in {time.monotonic() - t0:.1f} s")
     try:
+        if args.read_only:
+            read_only(path, args.format)
+            return
         for t, tree in enumerate(args.tree or [ROOT]):
             for n in range(args.repeat):
                 load = os.getloadavg()[0]
