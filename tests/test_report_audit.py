@@ -231,3 +231,22 @@ def test_audit_reports_a_version_the_pods_own_fields_contradict(tmp_path: Path) 
     assert ref is not None and "proxyImage" in path.read_text().splitlines()[int(ref.rsplit(":", 1)[1]) - 1]
     given = audit(path, jobs=1, version="1.10")  # --istio contradicts both pods' images (and b's annotation)
     assert sorted(f.subject.name for f in given.report.findings if f.code == "MSH0113") == ["a", "a", "b", "b", "b"]
+
+
+def test_json_written_in_pieces_is_json_dumps_of_the_whole() -> None:
+    """``audit -o json`` writes a finding or a check at a time; joined, the pieces are the document
+    ``json.dumps(..., indent=2)`` makes (findings with traces, quotes and non-ASCII names, none)."""
+    from meshsolve.report.findings import Subject
+    from meshsolve.report.render import SCHEMA_VERSION, Checked, Report, json_chunks
+
+    found = audit(FLEET, jobs=1).report
+    odd = Report((), tuple(Checked(Subject("Pod", "ns", f'caf\u00e9-"{n}"'), "p\\q", "proved") for n in range(3)))
+    for report in (found, found.suppress(["*"]), odd):
+        for extra in (None, {"pods": 4, "groups": 3}):
+            doc = {"schemaVersion": SCHEMA_VERSION, **(extra or {}),
+                   "findings": [f.to_dict() for f in report.findings],
+                   "checked": [{"origin": str(c.subject), "property": c.property, "verdict": c.verdict}
+                               for c in report.checked],
+                   "summary": {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
+                               "suppressed": report.suppressed, "exitCode": report.exit_code}}
+            assert "".join(json_chunks(report, extra=extra)) == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

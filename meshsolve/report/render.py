@@ -165,14 +165,17 @@ def json_chunks(report: Report, *, output_threshold: Level = "Info",
     for key, value in head.items():
         yield ("{\n  " if key == "schemaVersion" else ",\n  ") + f"{json.dumps(key)}: " + \
             json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-    for key, entries in (("findings", (f.to_dict() for f in report.filtered(output_threshold))),
-                         ("checked", ({"origin": str(c.subject), "property": c.property, "verdict": c.verdict}
-                                      for c in report.checked))):
+    def text(value: str) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    for key, entries in (("findings", (json.dumps(f.to_dict(), indent=2, ensure_ascii=False)
+                                       for f in report.filtered(output_threshold))),
+                         ("checked", ('{\n  "origin": ' + text(str(c.subject)) + ',\n  "property": ' + text(c.property)
+                                      + ',\n  "verdict": ' + text(c.verdict) + "\n}" for c in report.checked))):
         yield f',\n  "{key}": ['
         first = True
-        for entry in entries:
-            yield ("\n    " if first else ",\n    ") + \
-                json.dumps(entry, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+        for entry in entries:  # each as json.dumps(entry, indent=2) writes it, two levels down
+            yield ("\n    " if first else ",\n    ") + entry.replace("\n", "\n    ")
             first = False
         yield "]" if first else "\n  ]"
     yield ',\n  "summary": ' + json.dumps(summary, indent=2, ensure_ascii=False).replace("\n", "\n  ") + "\n}\n"
