@@ -114,11 +114,11 @@ def _rss(pid: int) -> int:
 
 def run_audit(path: Path, tree: Path, jobs: int | None) -> dict[str, object]:
     """One ``meshsolve audit`` of ``path`` with the package of ``tree``: wall, CPU, peak RSS, exit code."""
-    cmd = [sys.executable, "-c", "import sys; from meshsolve.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-P", "-c", "import sys; from meshsolve.cli import main; sys.exit(main())",
            "audit", str(path), "-o", "json", "-q"]
     if jobs is not None:
         cmd += ["-j", str(jobs)]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree)}  # and -P: not the current directory's package before it
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
