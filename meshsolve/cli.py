@@ -686,6 +686,8 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None,
               help="worker processes [default: the machine's cores]")
 @click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
+@click.option("--progress/--no-progress", default=None,
+              help="pods read and set-ups proven on stderr [default: when stderr is a terminal, unless -q]")
 @click.option("--failure-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True)
 @click.option("--output-threshold", type=_LEVEL_CHOICE, default="Info", show_default=True)
 @click.option("-S", "--suppress", multiple=True, metavar="CODE[=Kind ns/name]",
@@ -693,22 +695,24 @@ def diff_command(ctx: click.Context, a: str, b: str, family: str | None, pod_fil
 @click.pass_context
 def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, ...], pod_file: str | None,
                   mesh: str | None, binds_file: str | None, version: str | None, props: tuple[str, ...],
-                  output: str, jobs: int | None, quiet: bool, failure_threshold: str,
+                  output: str, jobs: int | None, quiet: bool, progress: bool | None, failure_threshold: str,
                   output_threshold: str, suppress: tuple[str, ...]) -> None:
-    """Check every pod of a List (kubectl get pods -A -o yaml), each capture set-up proven once;
-    or, with --rules, one pod's dumps against its mesh's rules.
+    """Check every pod of a List (kubectl get pods -A -o json, or -o yaml), each capture set-up
+    proven once; or, with --rules, one pod's dumps against its mesh's rules.
 
-    Pods are grouped by effective capture set-up (Istio version, annotations or istio-init
-    arguments, container ports and ids, address families); each group is proven in a worker
-    process and its findings are reported for each of its pods. With --rules: every rule outside
-    the mesh's own that changes how a connection ends (with the witness), both iptables backends
-    populated, a mesh chain whose hook jump is missing, and whether capture holds for every
-    uid except the proxy's. Exit codes as for check.
+    The List is streamed. Pods are grouped by effective capture set-up (Istio version, annotations
+    or istio-init arguments, container ports and ids, address families); each group is proven in a
+    worker process while the List is still read, and its findings are reported for each of its pods.
+    With --rules: every rule outside the mesh's own that changes how a connection ends (with the
+    witness), both iptables backends populated, a mesh chain whose hook jump is missing, and
+    whether capture holds for every uid except the proxy's. Exit codes as for check.
     """
+    import time
     from typing import cast
 
-    from meshsolve.fleet import audit
-    from meshsolve.report import Level, Progress, colour_enabled, render_json, render_text
+    from meshsolve.fleet import FleetProgress, audit
+    from meshsolve.report import Level, colour_enabled, render_json, render_text
+    from meshsolve.report.render import json_chunks
 
     if dumps:
         if pods_file is not None:
@@ -732,25 +736,38 @@ def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, .
     if pod_file or mesh or binds_file:
         raise click.UsageError("--pod, --mesh and --binds go with --rules")
 
-    bar: Progress | None = None
+    show = progress if progress is not None else (not quiet and sys.stderr.isatty())
+    started = time.monotonic()
+    drawn: list[float] = [0.0, 0]  # when the line was last drawn, and its width
 
-    def on_group(done: int, total: int) -> None:
-        nonlocal bar
-        if quiet:
+    def on_progress(p: FleetProgress) -> None:
+        now = time.monotonic()
+        if not show or (now - drawn[0] < 0.1 and p.reading):
             return
-        if bar is None:
-            bar = Progress(total, "proving capture set-ups")
-        bar.step()
+        drawn[0] = now
+        share = f" ({100 * p.read // p.size}%)" if p.reading and p.size else ""
+        line = (f"read {p.pods} pods{share}, {p.groups} capture set-ups; proved {p.proven}/{p.groups} "
+                f"({now - started:.1f} s)")
+        sys.stderr.write("\r" + line.ljust(int(drawn[1])))
+        sys.stderr.flush()
+        drawn[1] = len(line)
 
     res = audit(pods_file, version=version, properties=props, jobs=jobs,
-                failure_threshold=cast(Level, _level(failure_threshold)), on_group=on_group)
-    if bar is not None:
-        bar.done()
+                failure_threshold=cast(Level, _level(failure_threshold)), progress=on_progress)
+    if show and drawn[1]:
+        sys.stderr.write("\n")
     report = res.report.suppress(suppress)
     out_level = cast(Level, _level(output_threshold))
-    if output == "json":
-        click.echo(render_json(report, output_threshold=out_level,
-                               extra={"pods": res.pods, "groups": res.groups}), nl=False)
+    if output == "json":  # written a piece at a time: a fleet's checks are hundreds of thousands
+        stdout = sys.stdout
+        pieces: list[str] = []
+        for piece in json_chunks(report, output_threshold=out_level, extra={"pods": res.pods, "groups": res.groups}):
+            pieces.append(piece)
+            if len(pieces) >= 4096:
+                stdout.write("".join(pieces))
+                pieces.clear()
+        stdout.write("".join(pieces))
+        stdout.flush()
     else:
         text = render_text(report, colour=colour_enabled(sys.stdout), output_threshold=out_level)
         lines = text.splitlines()

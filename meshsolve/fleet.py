@@ -12,8 +12,15 @@ group is proven once — in a process pool over the machine's cores — and its 
 for every pod of the group, each pointing at the pod's ``name:`` line in the manifest; a witness
 shown on the first pod's address says so on the other pods' findings.
 
-The manifest is read by ``meshsolve.yamllines`` (libyaml when PyYAML has it), and pods that share
-their capture-relevant fields share one ``pod_capture`` call, so a 10,000-pod list is read in seconds.
+The listing is streamed (``meshsolve.inputs.podlist``): a pod is reduced to its group key and a
+small record (name, line, addresses) as it is read, and only a group's first pod keeps its document
+and its own text, from which its world is built with the file's line numbers. Pods that share their
+capture-relevant fields share one ``pod_capture`` call. Groups are handed to the worker processes
+in slices as they are found, so proving overlaps reading.
+
+A fleet larger than one machine splits the same way (``docs/cli.md``): the unit of work is one
+group's ``Work`` (a world, its parts, the properties), and the results merge by group, in the order
+the groups were found.
 
 Like the command line, this module uses the layers rather than being one: it reads manifests
 (``meshsolve.istio``, ``meshsolve.inputs``), proves (``meshsolve.analysis``) and reports
@@ -23,12 +30,11 @@ Like the command line, this module uses the layers rather than being one: it rea
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import json
 import multiprocessing
 import os
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +43,13 @@ import attrs
 from meshsolve.analysis.properties import Property
 from meshsolve.errors import SpecError
 from meshsolve.inputs import Loaded, Problem, apps_of_pod, parse_properties, world_of_pod
+from meshsolve.inputs.podlist import Listed, PodListing, Reread, padded
 from meshsolve.istio import CaptureConfig, proxy_behavior
 from meshsolve.istio.ambient import AmbientConfig
 from meshsolve.istio.ambient.config import ZTUNNEL_PORTS
 from meshsolve.istio.ambient.pods import DATAPLANE_MODE, ambient_pod, namespace_labels
 from meshsolve.istio.pod import (
+    L_REVISION,
     PodCapture,
     VersionClaim,
     load_workloads,
@@ -57,9 +65,9 @@ from meshsolve.report.catalog import Level
 from meshsolve.report.findings import Finding, Subject, input_finding
 from meshsolve.report.render import Checked, Report
 from meshsolve.report.run import check_world
-from meshsolve.yamllines import yaml_documents, yaml_lines
+from meshsolve.yamllines import YamlLines, yaml_lines
 
-__all__ = ["AuditResult", "FleetPod", "audit", "group_pods", "load_fleet"]
+__all__ = ["AuditResult", "FleetPod", "FleetProgress", "audit", "group_pods", "load_fleet"]
 
 
 #: Where a pod's addresses are, as the rules see them: per address, its family and the ranges that
@@ -81,7 +89,7 @@ class FleetPod:
     pod_ips: tuple[IPAddress, ...] = ()  # from status.podIPs / podIP; () when the manifest has none
     place: Place = ()  # where the rules see its addresses (see ``Place``)
     doc: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False, repr=False)  # the pod itself
-    capture: PodCapture | None = attrs.field(default=None, eq=False, repr=False)  # a sidecar pod's set-up
+    capture: PodCapture | None = attrs.field(default=None, eq=False, repr=False)  # its key's sidecar set-up
     nth: int = attrs.field(default=0, eq=False)  # which of the pods with its name it is
     contradicts: tuple[VersionClaim, ...] = ()  # its own fields that the version used contradicts
 
@@ -93,68 +101,19 @@ class AuditResult:
     groups: int
 
 
-def _parse_chunk(args: tuple[str, str]) -> list[Any]:
-    text, source = args
-    return [i for d, _line in yaml_documents(text, source) for i in (d if isinstance(d, list) else ())]
+_SCALARS = (str, int, float, type(None))
 
 
-def _item_chunks(text: str, parts: int) -> list[str] | None:
-    """Split a ``kubectl ... -o yaml`` List into ``parts`` texts of whole items (a YAML sequence
-    each), or None when the text is not in that shape."""
-    lines = text.splitlines(keepends=True)
-    try:
-        start = lines.index("items:\n") + 1
-    except ValueError:
-        return None
-    starts: list[int] = []
-    end = len(lines)
-    for n in range(start, len(lines)):
-        line = lines[n]
-        if line.startswith("- "):
-            starts.append(n)
-        elif line[:1] not in (" ", "\n", "#", ""):
-            end = n
-            break
-    if not starts or starts[0] != start:
-        return None
-    per = max(1, -(-len(starts) // parts))
-    bounds = [*starts[::per], end]
-    return ["".join(lines[a:b]) for a, b in itertools.pairwise(bounds)]
+_COMPARED: dict[type[Any], tuple[str, ...]] = {}
 
 
-def _documents(text: str, source: str, pool: ProcessPoolExecutor | None, workers: int) -> list[Any]:
-    """The YAML (or JSON) documents; a big List is parsed in chunks across the pool."""
-    chunks = _item_chunks(text, workers * 4) if pool is not None and len(text) > 1_000_000 else None
-    if chunks is not None and pool is not None:
-        items: list[Any] = []
-        try:
-            for part in pool.map(_parse_chunk, [(c, source) for c in chunks]):
-                items.extend(part)
-            return [{"apiVersion": "v1", "kind": "List", "items": items}]
-        except SpecError:  # e.g. an alias to an anchor in another chunk: parse it whole
-            pass
-    return [d for d, _line in yaml_documents(text, source)]
-
-
-def _pods(text: str, source: str, pool: ProcessPoolExecutor | None = None,
-          workers: int = 1) -> tuple[list[Mapping[str, Any]], dict[str, dict[str, str]]]:
-    """The pods of the manifest, and its namespaces' labels (which may enroll pods in ambient mode)."""
-    docs = _documents(text, source, pool, workers)
-    namespaces = namespace_labels(docs) if "Namespace" in text else {}
-    out: list[Mapping[str, Any]] = []
-    for d in docs:
-        if isinstance(d, Mapping) and d.get("kind") == "Pod":
-            out.append(d)
-        elif isinstance(d, Mapping) and d.get("kind") == "List" and all(
-                isinstance(i, Mapping) and i.get("kind") in ("Pod", "Namespace") for i in d.get("items") or ()):
-            out.extend(i for i in d.get("items") or () if i.get("kind") == "Pod")
-        elif isinstance(d, Mapping) and d.get("kind") == "Namespace":
-            continue
-        else:  # workloads and other shapes: the general loader (documents without a pod skipped)
-            return list(load_workloads(text, source)[0]), namespaces
-    if not out:
-        raise SpecError("no pod in the manifest", source=source)
-    return out, namespaces
+def _compared(cls: type[Any]) -> tuple[str, ...]:
+    """The fields of an attrs class that take part in equality (provenance, ``eq=False``, holds no
+    address the kernel compares); ``()`` for other classes."""
+    names = _COMPARED.get(cls)
+    if names is None:
+        names = _COMPARED[cls] = tuple(f.name for f in attrs.fields(cls) if f.eq) if attrs.has(cls) else ()
+    return names
 
 
 def _networks(rules: Rulesets) -> tuple[IPNetwork, ...]:
@@ -163,6 +122,8 @@ def _networks(rules: Rulesets) -> tuple[IPNetwork, ...]:
     seen: set[int] = set()
 
     def walk(value: Any) -> None:
+        if isinstance(value, _SCALARS):
+            return
         if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
             found[value] = None
         elif isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
@@ -173,11 +134,10 @@ def _networks(rules: Rulesets) -> tuple[IPNetwork, ...]:
         elif isinstance(value, Mapping):
             for v in value.values():
                 walk(v)
-        elif attrs.has(type(value)) and id(value) not in seen:
+        elif id(value) not in seen and (names := _compared(type(value))):
             seen.add(id(value))
-            for f in attrs.fields(type(value)):
-                if f.eq:  # provenance (eq=False) holds no address the kernel compares
-                    walk(getattr(value, f.name))
+            for name in names:
+                walk(getattr(value, name))
 
     walk(rules)
     return tuple(found)
@@ -200,7 +160,8 @@ def _key(pod: Mapping[str, Any], namespace_mode: str | None = None) -> str:
     ips = [str(p.get("ip", "")) for p in status.get("podIPs") or () if isinstance(p, Mapping)] or \
         ([str(status["podIP"])] if status.get("podIP") else [])
     fams = sorted({"ipv6" if ":" in ip else "ipv4" for ip in ips})
-    return json.dumps({"a": meta.get("annotations") or {}, "l": (meta.get("labels") or {}).get(DATAPLANE_MODE),
+    labels = meta.get("labels") or {}
+    return json.dumps({"a": meta.get("annotations") or {}, "l": labels.get(DATAPLANE_MODE), "r": labels.get(L_REVISION),
                        "n": namespace_mode, "i": spec.get("initContainers") or [],
                        "c": [{k: c.get(k) for k in ("name", "ports", "securityContext", "env", "image")}
                              for c in spec.get("containers") or () if isinstance(c, Mapping)],
@@ -208,73 +169,180 @@ def _key(pod: Mapping[str, Any], namespace_mode: str | None = None) -> str:
                       sort_keys=True, default=str)
 
 
-def load_fleet(path: str | Path, *, version: str | None = None, pool: ProcessPoolExecutor | None = None,
-               workers: int = 1) -> list[FleetPod]:
-    """Every pod of the manifest with its capture configuration, apps, address families and the
-    place of its pod IPs."""
-    return _load_fleet(path, version, pool, workers)[0]
+def load_fleet(path: str | Path, *, version: str | None = None) -> list[FleetPod]:
+    """Every pod of the listing with its capture configuration, apps, address families and the
+    place of its pod IPs (each with its document)."""
+    listing = PodListing(path)
+    while True:
+        try:
+            return [p for p, _item, _loaded in _fleet(listing, version)]
+        except Reread:  # not a List after all: read whole
+            continue
 
 
-Read = tuple[list["FleetPod"], str, str, dict[str, dict[str, str]]]
+#: A pod as read: the pod, the listing item it came from, and (for the first pod of its set-up key)
+#: its world, built by the one door from its own text.
+Read = tuple[FleetPod, Listed, Loaded | None]
+
+def _name_line(item: Listed, name: str, nth: int) -> int | None:
+    """The file's line of the pod's ``metadata.name`` (``nth``: which pod named so it is)."""
+    if item.whole:
+        return yaml_lines(item.text).object_line(name, nth)
+    # kubectl writes metadata before spec: the lines before the first "spec" most often hold the name
+    cut = item.text.find("spec")
+    at = YamlLines(item.text[:cut]).object_line(name) if cut > 0 else None
+    if at is None:
+        at = YamlLines(item.text).object_line(name)
+    return None if at is None else at + item.line - 1
 
 
-def _load_fleet(path: str | Path, version: str | None, pool: ProcessPoolExecutor | None, workers: int) -> Read:
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read manifest: {exc.strerror}", source=source) from None
-    pods, namespaces = _pods(text, source, pool, workers)
-    lines = yaml_lines(text)
+def _pods(listing: PodListing) -> tuple[Iterator[tuple[Mapping[str, Any], Listed]], dict[str, dict[str, str]]]:
+    """The pods of the listing with the item each came from, and its namespaces' labels (which may
+    enroll pods in ambient mode). A streamed List is read twice only when it holds namespaces."""
+    if listing.whole:
+        return _whole_pods(listing)
+    namespaces: dict[str, dict[str, str]] = {}
+    if listing.has_namespaces():
+        namespaces = namespace_labels([i.doc for i in listing if _kind(i.doc) == "Namespace"])
+        if listing.whole:  # read whole while looking for them
+            return _whole_pods(listing)
+
+    def pods() -> Iterator[tuple[Mapping[str, Any], Listed]]:
+        found = False
+        for item in listing:
+            if item.whole:  # not a List: the documents as the general reader takes them
+                listing.whole = True
+                raise Reread
+            kind = _kind(item.doc)
+            if kind == "Pod":
+                found = True
+                yield item.doc, item
+            elif kind != "Namespace":  # workloads and other shapes: the general loader
+                listing.whole = True
+                raise Reread
+        if not found:
+            raise SpecError("no pod in the manifest", source=listing.source)
+
+    return pods(), namespaces
+
+
+def _kind(doc: Any) -> Any:
+    return doc.get("kind") if isinstance(doc, Mapping) else None
+
+
+def _whole_pods(listing: PodListing) -> tuple[Iterator[tuple[Mapping[str, Any], Listed]], dict[str, dict[str, str]]]:
+    """The pods of a manifest read whole: a List's, single pods', or the general loader's (workloads)."""
+    items = list(listing)
+    text = items[0].text if items else listing.text()
+    whole = Listed(None, text, 1, True)
+    docs = [i.doc for i in items]
+    namespaces = namespace_labels(docs) if "Namespace" in text else {}
+    out: list[Mapping[str, Any]] = []
+    for d in docs:
+        if isinstance(d, Mapping) and d.get("kind") == "Pod":
+            out.append(d)
+        elif isinstance(d, Mapping) and d.get("kind") == "List" and all(
+                isinstance(i, Mapping) and i.get("kind") in ("Pod", "Namespace") for i in d.get("items") or ()):
+            out.extend(i for i in d.get("items") or () if i.get("kind") == "Pod")
+        elif isinstance(d, Mapping) and d.get("kind") == "Namespace":
+            continue
+        else:  # workloads and other shapes: the general loader (documents without a pod skipped)
+            out = list(load_workloads(text, listing.source)[0])
+            break
+    if not out:
+        raise SpecError("no pod in the manifest", source=listing.source)
+    return ((p, whole) for p in out), namespaces
+
+
+def _fleet(listing: PodListing, version: str | None, worlds: bool = False) -> Iterator[Read]:
+    """The pods of the listing, read one by one; pods that share their capture-relevant fields (the
+    key) share one ``pod_capture`` call and the ranges their rules name. A key's first pod comes with
+    its world, and with ``worlds`` so does the first pod of every group (see :func:`group_pods`)."""
+    source = listing.source
+    pods, namespaces = _pods(listing)
     used: dict[str, int] = {}
     cache: dict[str, tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], str, tuple[Part, ...],
-                           PodCapture | None]] = {}
+                           PodCapture | None, tuple[VersionClaim, ...]]] = {}
     seen_by: dict[str, tuple[tuple[IPNetwork, ...], tuple[IPAddress, ...]]] = {}  # the ranges the key's rules name
-    out: list[FleetPod] = []
-    for pod in pods:
+    firsts: set[GroupKey] = set()
+    for pod, item in pods:
         meta = pod.get("metadata") or {}
         name, ns = str(meta.get("name", "pod")), str(meta.get("namespace", "default"))
         nth = used.get(name, 0)
         used[name] = nth + 1
         ns_labels = namespaces.get(ns)
         key = _key(pod, None if ns_labels is None else ns_labels.get(DATAPLANE_MODE))
-        ambient = ambient_pod(pod, version=version, namespace=ns_labels) if key not in cache else None
-        if ambient is not None:
-            fams = tuple(sorted({"ipv6" if a.version == 6 else "ipv4" for a in ambient.pod_ips})) or \
-                ambient.config.families
-            pa = apps_of_pod(pod, ipv6="ipv6" in fams, proxy_ports=ZTUNNEL_PORTS, source=source)
-            cache[key] = (ambient.config, pa.apps, fams, "ambient", pa.parts, None)
         if key not in cache:
-            try:
-                pc = pod_capture(pod, version=version, source=source)
-            except SpecError:
-                pod_capture(pod, version=version, source=source, text=text)  # the error with its line
-                raise
-            fams = tuple(sorted({"ipv6" if a.version == 6 else "ipv4" for a in pc.pod_ips})) or (
-                ("ipv4", "ipv6") if pc.config.enable_ipv6 else ("ipv4",))
-            pb = proxy_behavior(pc.config.version, pc.config)
-            ports = [p for p in (pb.outbound_port, pb.inbound_port) if p is not None]
-            pa = apps_of_pod(pod, ipv6="ipv6" in fams, proxy_ports=ports, source=source)
-            cache[key] = (pc.config, pa.apps, fams, pc.basis, pa.parts, pc)
-        config, apps, fams, basis, parts, capture = cache[key]
+            cache[key] = _set_up(pod, item, nth, version, source, ns_labels)
+        config, apps, fams, basis, parts, capture, contra = cache[key]
         try:
             ips = pod_ips_of(pod)
         except SpecError as exc:
-            raise SpecError(exc.message, source=source, lineno=lines.object_line(name, nth)) from None
-        if capture is not None:  # the set-up its key shares, with this pod's own name and addresses
-            capture = attrs.evolve(capture, name=name, namespace=ns, pod_ips=ips)
-        if key not in seen_by:  # the key's rules: the first pod's world, built by the door
-            world = world_of_pod(pod, capture, source=source, version=version, namespaces=namespaces).world
-            assert world is not None
-            seen_by[key] = (_networks(world.rules), world.peer_ips)
+            raise SpecError(exc.message, source=source, lineno=_name_line(item, name, nth)) from None
+        loaded: Loaded | None = None
+        if key not in seen_by:  # the key's rules: its first pod's world, built by the door
+            loaded = _world(pod, capture, item, nth, name, ns, ips, source, version, namespaces)
+            assert loaded.world is not None
+            seen_by[key] = (_networks(loaded.world.rules), loaded.world.peer_ips)
         nets, peers = seen_by[key]
-        at = lines.object_line(name, nth)
+        place = _place(ips, nets, peers)
+        if worlds and loaded is None and (config, apps, fams, place, contra) not in firsts:
+            loaded = _world(pod, capture, item, nth, name, ns, ips, source, version, namespaces)
+        if loaded is not None:
+            firsts.add((config, apps, fams, place, contra))
+        at = _name_line(item, name, nth)
         ref = f"{source}:{at}" if at is not None else None
-        contra = version_contradictions(pod, capture.config.version) if capture is not None and \
-            capture.config.mode != "NONE" else ()
-        out.append(FleetPod(Subject("Pod", ns, name), ref, config, apps, fams, basis, parts, ips,
-                            _place(ips, nets, peers), pod, capture, nth, contra))
-    return out, text, source, namespaces
+        yield (FleetPod(Subject("Pod", ns, name), ref, config, apps, fams, basis, parts, ips,
+                        place, pod, capture, nth, contra), item, loaded)
+
+
+SetUp = tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], str, tuple[Part, ...],
+              PodCapture | None, tuple[VersionClaim, ...]]
+
+
+def _set_up(pod: Mapping[str, Any], item: Listed, nth: int, version: str | None, source: str,
+            ns_labels: Mapping[str, str] | None) -> SetUp:
+    """What a key's pods share: the capture configuration, apps, families, basis, the apps' assumed
+    parts, the sidecar's set-up and what of the pods' own fields the version used contradicts."""
+    ambient = ambient_pod(pod, version=version, namespace=ns_labels)
+    if ambient is not None:
+        fams = tuple(sorted({"ipv6" if a.version == 6 else "ipv4" for a in ambient.pod_ips})) or \
+            ambient.config.families
+        pa = apps_of_pod(pod, ipv6="ipv6" in fams, proxy_ports=ZTUNNEL_PORTS, source=source)
+        return ambient.config, pa.apps, fams, "ambient", pa.parts, None, ()
+    try:
+        pc = pod_capture(pod, version=version, source=source)
+    except SpecError:
+        text, _ = _text_of(item, nth)
+        pod_capture(pod, version=version, source=source, text=text)  # the error with its line
+        raise
+    fams = tuple(sorted({"ipv6" if a.version == 6 else "ipv4" for a in pc.pod_ips})) or (
+        ("ipv4", "ipv6") if pc.config.enable_ipv6 else ("ipv4",))
+    pb = proxy_behavior(pc.config.version, pc.config)
+    ports = [p for p in (pb.outbound_port, pb.inbound_port) if p is not None]
+    pa = apps_of_pod(pod, ipv6="ipv6" in fams, proxy_ports=ports, source=source)
+    contra = version_contradictions(pod, pc.config.version) if pc.config.mode != "NONE" else ()
+    return pc.config, pa.apps, fams, pc.basis, pa.parts, pc, contra
+
+
+def _text_of(item: Listed, nth: int) -> tuple[str, int]:
+    """The text a pod's lines are found in (its own lines at their place, or the whole file) and
+    which of the pods with its name it is there."""
+    return padded(item), (nth if item.whole else 0)
+
+
+def _world(pod: Mapping[str, Any], capture: PodCapture | None, item: Listed, nth: int, name: str, ns: str,
+           ips: tuple[IPAddress, ...], source: str, version: str | None,
+           namespaces: Mapping[str, Mapping[str, str]]) -> Loaded:
+    """A pod's world, built by the one door from its text (``capture``: its key's set-up, given this
+    pod's name and addresses)."""
+    if capture is not None:
+        capture = attrs.evolve(capture, name=name, namespace=ns, pod_ips=ips)
+    text, at = _text_of(item, nth)
+    loaded = world_of_pod(pod, capture, text=text, source=source, version=version, nth=at, namespaces=namespaces)
+    if loaded.world is None:
+        raise SpecError(f"no world for Pod {ns}/{name}", source=source)
+    return loaded
 
 
 GroupKey = tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], Place, tuple[VersionClaim, ...]]
@@ -299,19 +367,10 @@ def _prove(args: Work) -> Report:
     return check_world(world, parse_properties(specs, world, defaults=own), parts=parts)
 
 
-def _group_world(first: FleetPod, text: str, source: str, version: str | None,
-                 namespaces: Mapping[str, Mapping[str, str]]) -> Loaded:
-    """The world of a group: its first pod's, built by the one door."""
-    loaded = world_of_pod(first.doc, first.capture, text=text, source=source, version=version, nth=first.nth,
-                          namespaces=namespaces)
-    if loaded.world is None:
-        raise SpecError(f"no world for {first.subject}", source=source)
-    return loaded
-
-
-def _shown_on(finding: Finding, first: FleetPod, pod: FleetPod) -> Finding:
-    """``finding`` (proven on ``first``) for ``pod``: a witness that shows ``first``'s address says so."""
-    if pod.pod_ips == first.pod_ips:
+def _shown_on(finding: Finding, first: FleetPod, pod_ips: tuple[IPAddress, ...]) -> Finding:
+    """``finding`` (proven on ``first``) for a pod of its group with ``pod_ips``: a witness that shows
+    ``first``'s address says so."""
+    if pod_ips == first.pod_ips:
         return finding
     texts = [finding.message, finding.witness or ""]
     if finding.result is not None:
@@ -320,7 +379,7 @@ def _shown_on(finding: Finding, first: FleetPod, pod: FleetPod) -> Finding:
     shown = [str(a) for a in first.pod_ips if str(a) in blob]
     if not shown:
         return finding
-    own = ", ".join(str(a) for a in pod.pod_ips)
+    own = ", ".join(str(a) for a in pod_ips)
     note = (f"shown on the pod IP {', '.join(shown)} of {first.subject} (its group's first pod); this pod's IP "
             f"{own} lies in the same address ranges of every rule")
     return attrs.evolve(finding, assumes=(*finding.assumes, note))
@@ -345,51 +404,99 @@ def _prove_slice(work: list[Work]) -> list[Report]:
     return [_prove(w) for w in work]
 
 
+@attrs.frozen
+class FleetProgress:
+    """How far an audit is: pods read (and how much of the file), set-ups found, set-ups proven."""
+
+    pods: int
+    read: int
+    size: int
+    groups: int
+    proven: int
+    reading: bool
+
+
+@attrs.define
+class _Group:
+    """A group as the audit keeps it: its first pod, what that pod's manifest shows (MSH0113), and
+    its pods (subject, reference, addresses): never their documents."""
+
+    first: FleetPod
+    problems: tuple[Problem, ...]
+    pods: list[tuple[Subject, str | None, tuple[IPAddress, ...]]] = attrs.Factory(list)
+
+
 def audit(path: str | Path, *, version: str | None = None, properties: Sequence[str] = (),
           jobs: int | None = None, failure_threshold: Level = "Info",
-          on_group: Callable[[int, int], None] | None = None) -> AuditResult:
-    """Audit every pod of ``path``; ``on_group(done, total)`` is called as groups finish.
+          progress: Callable[[FleetProgress], None] | None = None) -> AuditResult:
+    """Audit every pod of ``path``, read as a stream; ``progress`` is called as pods are read and
+    groups proven.
 
-    The output does not depend on ``jobs``: groups are proven in slices of ``SLICE``, each in a
-    fresh worker process (``jobs`` of them at a time, default the machine's cores)."""
+    The output does not depend on ``jobs``: groups are proven in slices of ``SLICE`` in the order
+    they are found, each slice in a fresh worker process (``jobs`` of them at a time, default the
+    machine's cores), while the listing is still being read."""
     workers = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
-    if workers == 1:
-        return _audit(path, version, properties, None, 1, failure_threshold, on_group)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return _audit(path, version, properties, pool, workers, failure_threshold, on_group)
+    listing = PodListing(path)
+    while True:
+        try:
+            return _audit(listing, version, tuple(properties), workers, failure_threshold, progress)
+        except Reread:  # not a List after all: read whole, from the start
+            continue
 
 
-def _audit(path: str | Path, version: str | None, properties: Sequence[str], pool: ProcessPoolExecutor | None,
-           workers: int, failure_threshold: Level, on_group: Callable[[int, int], None] | None) -> AuditResult:
-    pods, text, source, namespaces = _load_fleet(path, version, pool, workers)
-    groups = group_pods(pods)
-    keys = list(groups)
-    work: list[Work] = []
-    problems: list[tuple[Problem, ...]] = []  # what each group's pods show of themselves (MSH0113)
-    for k in keys:
-        loaded = _group_world(groups[k][0], text, source, version, namespaces)
-        assert loaded.world is not None
-        work.append((loaded.world, loaded.parts, loaded.defaults, tuple(properties)))
-        problems.append(loaded.problems)
-    slices = [work[i:i + SLICE] for i in range(0, len(work), SLICE)]
-    reports: list[Report] = []
-    with ProcessPoolExecutor(max_workers=min(workers, len(slices)), max_tasks_per_child=1,
-                             mp_context=_fresh_context()) as provers:
-        for part in provers.map(_prove_slice, slices):
-            for r in part:
-                reports.append(r)
-                if on_group:
-                    on_group(len(reports), len(work))
+def _audit(listing: PodListing, version: str | None, properties: tuple[str, ...], workers: int,
+           failure_threshold: Level, progress: Callable[[FleetProgress], None] | None) -> AuditResult:
+    groups: dict[GroupKey, _Group] = {}
+    order: dict[Subject, int] = {}  # where each pod is in the listing (the last of a name and namespace)
+    pending: list[Work] = []
+    futures: list[Future[list[Report]]] = []
+    sizes: list[int] = []
+    provers = ProcessPoolExecutor(max_workers=workers, max_tasks_per_child=1, mp_context=_fresh_context())
+
+    def tell(reading: bool) -> None:
+        if progress is not None:
+            proven = sum(n for f, n in zip(futures, sizes, strict=True) if f.done())
+            progress(FleetProgress(len(order), listing.read, listing.size, len(groups), proven, reading))
+
+    def submit() -> None:
+        nonlocal pending
+        futures.append(provers.submit(_prove_slice, pending))
+        sizes.append(len(pending))
+        pending = []
+
+    try:
+        n = 0
+        for pod, _item, loaded in _fleet(listing, version, worlds=True):
+            key = (pod.config, pod.apps, pod.families, pod.place, pod.contradicts)
+            group = groups.get(key)
+            if group is None:
+                assert loaded is not None and loaded.world is not None
+                group = groups[key] = _Group(attrs.evolve(pod, doc={}, capture=None), loaded.problems)
+                pending.append((loaded.world, loaded.parts, loaded.defaults, properties))
+                if len(pending) == SLICE:
+                    submit()
+            group.pods.append((pod.subject, pod.reference, pod.pod_ips))
+            order[pod.subject] = n
+            n += 1
+            if progress is not None and (n % 1000 == 0 or group.first.subject == pod.subject):
+                tell(True)
+        if pending:
+            submit()
+        tell(False)
+        for _ in as_completed(futures):
+            tell(False)
+        reports = [r for f in futures for r in f.result()]
+    finally:
+        provers.shutdown(cancel_futures=True)
     findings: list[Finding] = []
     checked: list[Checked] = []
-    for key, report, shown in zip(keys, reports, problems, strict=True):
-        first = groups[key][0]
-        for pod in groups[key]:
-            findings.extend(input_finding(p.code, p.message, pod.subject,
-                                          p.reference if pod is first else pod.reference) for p in shown)
-            findings.extend(_shown_on(f, first, pod).for_subject(pod.subject, f.reference or pod.reference)
+    for group, report in zip(groups.values(), reports, strict=True):
+        first = group.first
+        for i, (subject, reference, ips) in enumerate(group.pods):
+            findings.extend(input_finding(p.code, p.message, subject, p.reference if i == 0 else reference)
+                            for p in group.problems)
+            findings.extend(_shown_on(f, first, ips).for_subject(subject, f.reference or reference)
                             for f in report.findings)
-            checked.extend(Checked(pod.subject, c.property, c.verdict) for c in report.checked)
-    order = {p.subject: i for i, p in enumerate(pods)}
+            checked.extend(Checked(subject, c.property, c.verdict) for c in report.checked)
     findings.sort(key=lambda f: order[f.subject])
-    return AuditResult(Report(tuple(findings), tuple(checked), failure_threshold), len(pods), len(groups))
+    return AuditResult(Report(tuple(findings), tuple(checked), failure_threshold), n, len(groups))

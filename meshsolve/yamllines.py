@@ -38,12 +38,20 @@ _DOC_END = re.compile(r"^\.\.\.(?:\s|$)")
 _KEY = re.compile(r"""^(\s*)(-\s+)?(?:"([^"]*)"|'([^']*)'|([^\s:'"#-][^:#]*?))\s*:(?:\s+(.*)|\s*)$""")
 
 
+def _blank_head(text: str) -> tuple[int, str]:
+    """The empty lines ``text`` starts with (how many), and the rest: a fleet's pod is read as its own
+    lines after as many empty ones as come before it in the file, so its lines are the file's."""
+    body = text.lstrip("\n")
+    return len(text) - len(body), body
+
+
 def document_starts(text: str) -> list[int]:
     """The line each document of a YAML stream starts on: its first line with content (not a
     comment, a directive or a ``---``/``...`` marker), or a ``--- content`` line itself."""
     out: list[int] = []
     open_doc = True  # a document may start (at the top, after ``---`` or ``...``)
-    for n, line in enumerate(text.splitlines(), 1):
+    skipped, body = _blank_head(text)
+    for n, line in enumerate(body.splitlines(), skipped + 1):
         if line.startswith("---") and _DOC_START.match(line):
             rest = line[3:].strip()
             open_doc = not rest or rest.startswith("#")
@@ -68,7 +76,8 @@ class YamlLines:
         self._docs = document_starts(text)
         meta_indent: int | None = None  # column of an open ``metadata:`` key
         child_indent: int | None = None
-        for n, line in enumerate(text.splitlines(), 1):
+        skipped, body = _blank_head(text)
+        for n, line in enumerate(body.splitlines(), skipped + 1):
             m = _KEY.match(line)
             if not m:
                 if meta_indent is not None and line.strip() and not line.strip().startswith(("#", "}", "]")) \

@@ -127,3 +127,16 @@ def test_colour_only_on_the_level_word_and_never_with_no_color() -> None:
                           cwd=ROOT, capture_output=True, text=True,
                           env={k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")})
     assert "\x1b[" not in proc.stdout
+
+
+def test_audit_progress_goes_to_stderr_only_when_asked() -> None:
+    """A pipe is not a terminal: no progress unless ``--progress``, and then only on stderr (the JSON
+    on stdout is the golden's, byte for byte)."""
+    args = ["audit", f"{EX}/fleet.yaml", "-p", "no-exposure", "-p", "capture-in:9080", "-j", "1", "-o", "json"]
+    quiet = run(*args)
+    shown = run(*args, "--progress")
+    assert quiet.stderr == "" and quiet.stdout == shown.stdout == (GOLDEN / "audit-fleet.json").read_text()
+    drawn = shown.stderr.splitlines()  # "\r" redraws; text mode reads them as line ends
+    assert drawn[-1].startswith("read 4 pods, 3 capture set-ups; proved 3/3 (") and shown.stderr.endswith("\n")
+    assert any("proved 0/" in d for d in drawn)
+    assert run(*args, "--no-progress").stderr == ""

@@ -1,15 +1,18 @@
-"""Fleet audit: grouping by effective capture set-up, per-pod findings, fast list parsing."""
+"""Fleet audit: grouping by effective capture set-up, per-pod findings, the listing streamed with its lines."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pytest
 import yaml
 
-from meshsolve.fleet import _item_chunks, audit, group_pods, load_fleet
+from meshsolve.errors import SpecError
+from meshsolve.fleet import FleetProgress, audit, group_pods, load_fleet
+from meshsolve.inputs import podlist
+from meshsolve.inputs.podlist import PodListing
 from meshsolve.yamllines import YamlLines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,23 +48,95 @@ def test_findings_per_pod_with_and_without_a_pool() -> None:
         assert len(res.report.checked) == 4 * 6  # the default set plus reach of the one app port
 
 
-def test_json_input_and_chunked_yaml_parse(tmp_path: Path) -> None:
+def _listing(items: list[dict[str, object]], fmt: str) -> str:
+    """A List laid out as ``kubectl get pods -A -o json|yaml`` writes it (items before kind in JSON)."""
+    if fmt == "json":
+        return json.dumps({"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}},
+                          indent=4) + "\n"
+    return yaml.safe_dump({"apiVersion": "v1", "items": items, "kind": "List"}, sort_keys=False)
+
+
+def test_listings_are_streamed_with_the_files_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items read one by one (JSON refilled 64 characters at a time, YAML in batches of 3) give the
+    pods, and the name lines, that reading the whole file gives."""
+    monkeypatch.setattr(podlist, "CHUNK", 64)
+    monkeypatch.setattr(podlist, "YAML_BATCH", 3)
     doc = yaml.safe_load(FLEET.read_text())
-    j = tmp_path / "fleet.json"
-    j.write_text(json.dumps(doc))
-    assert [p.config for p in load_fleet(j)] == [p.config for p in load_fleet(FLEET)]
-    text = FLEET.read_text()
-    chunks = _item_chunks(text, 3)
-    assert chunks is not None and len(chunks) == 2  # 4 items, 2 per chunk
-    items = [i for c in chunks for i in yaml.safe_load(c)]
-    assert items == doc["items"]
-    assert _item_chunks("kind: Pod\n", 2) is None
-    big = tmp_path / "big.yaml"
-    doc["items"] = doc["items"] * 2000  # > 1 MB: parsed in chunks across the pool
-    big.write_text(yaml.safe_dump(doc, sort_keys=False))
-    with ProcessPoolExecutor(2) as pool:
-        pods = load_fleet(big, pool=pool, workers=2)
-    assert len(pods) == 8000 and len(group_pods(pods)) == 3
+    items = [json.loads(json.dumps(dict(i, metadata={**i["metadata"], "namespace": f"ns-{n}"})))  # no YAML aliases
+             for n in range(3) for i in doc["items"]]
+    for fmt in ("json", "yaml"):
+        path = tmp_path / f"fleet.{fmt}"
+        text = _listing(items, fmt)
+        path.write_text(text)
+        listed = list(PodListing(path))
+        assert not any(i.whole for i in listed) and [i.doc for i in listed] == items
+        pods = load_fleet(path)
+        assert [p.config for p in pods] == [p.config for p in load_fleet(FLEET)] * 3
+        whole = YamlLines(text)  # the index of the whole text: the n-th pod of a name
+        assert [p.reference for p in pods] == [f"{path}:{whole.object_line(p.subject.name, p.nth)}" for p in pods]
+        lines = text.splitlines()
+        for p in pods:
+            assert p.subject.name in lines[int(str(p.reference).rsplit(":", 1)[1]) - 1]
+    compact = tmp_path / "compact.json"  # one line: every pod on line 1, no name line found
+    compact.write_text(json.dumps({"kind": "List", "items": items}))
+    assert [p.config for p in load_fleet(compact)] == [p.config for p in load_fleet(FLEET)] * 3
+
+
+def test_other_shapes_are_read_whole(tmp_path: Path) -> None:
+    """Several documents, a List holding a workload after its pods (read again, whole), a single pod."""
+    doc = yaml.safe_load(FLEET.read_text())
+    docs = tmp_path / "docs.yaml"
+    docs.write_text(yaml.safe_dump_all(doc["items"], sort_keys=False))
+    assert all(i.whole for i in PodListing(docs))
+    index = YamlLines(docs.read_text())
+    assert [p.reference for p in load_fleet(docs)] == [f"{docs}:{index.object_line(i['metadata']['name'])}"
+                                                       for i in doc["items"]]
+    assert index.object_line("reviews-v1") == 4
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                  "spec": {"template": {"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web"}]}}}}
+    for fmt in ("json", "yaml"):
+        mixed = tmp_path / f"mixed.{fmt}"
+        mixed.write_text(_listing([*doc["items"], deployment], fmt))
+        assert [p.subject.name for p in load_fleet(mixed)] == [*(i["metadata"]["name"] for i in doc["items"]), "web"]
+    dashes = tmp_path / "dashes.yaml"  # an item written ``-`` with its keys below: not kubectl's layout
+    dashes.write_text("kind: List\nitems:\n- kind: Pod\n  metadata:\n    name: a\n-\n  kind: Pod\n  metadata:\n    name: b\n")
+    assert [(i.whole, len(i.doc["items"])) for i in PodListing(dashes)] == [(True, 2)]
+    assert [p.reference for p in load_fleet(dashes)] == [f"{dashes}:5", f"{dashes}:9"]
+    one = tmp_path / "pod.json"
+    one.write_text(json.dumps(doc["items"][0], indent=2))
+    assert [p.reference for p in load_fleet(one)] == [f"{one}:5"]  # {, apiVersion, kind, metadata, name
+    with pytest.raises(SpecError, match="no pod in the manifest"):
+        empty = tmp_path / "empty.json"
+        empty.write_text(json.dumps({"apiVersion": "v1", "items": [], "kind": "List"}))
+        load_fleet(empty)
+
+
+def test_a_bad_pod_deep_in_a_streamed_listing_is_named_by_its_line(tmp_path: Path) -> None:
+    items = [_pod(f"p{n}", f"192.0.2.{n + 1}") for n in range(40)]
+    items[33]["status"] = {"podIP": "not-an-address"}
+    for fmt in ("json", "yaml"):
+        path = tmp_path / f"bad.{fmt}"
+        path.write_text(_listing(items, fmt))
+        with pytest.raises(SpecError) as exc:
+            audit(path, jobs=1)
+        assert exc.value.lineno is not None and "p33" in path.read_text().splitlines()[exc.value.lineno - 1]
+
+
+def test_output_does_not_depend_on_jobs_and_progress_is_told(tmp_path: Path) -> None:
+    """Eleven groups (two slices of the provers), proven with one worker and with two: the same
+    findings in the same order; progress counts every pod read and every group proven."""
+    items = [_pod(f"p{n}", f"203.0.113.{n + 1}", exclude=f"198.51.100.{n % 11}/32") for n in range(22)]
+    path = tmp_path / "pods.json"
+    path.write_text(_listing(items, "json"))
+    told: list[FleetProgress] = []
+    one = audit(path, jobs=1, progress=told.append)
+    two = audit(path, jobs=2)
+    assert (one.pods, one.groups) == (two.pods, two.groups) == (22, 11)
+    assert [f.line() for f in one.report.findings] == [f.line() for f in two.report.findings]
+    assert one.report.checked == two.report.checked and len(one.report.checked) == 22 * 6
+    assert [f.subject.name for f in one.report.findings if f.code == "MSH0104"] == [f"p{n}" for n in range(22)]
+    assert told[-1].pods == 22 and told[-1].groups == told[-1].proven == 11 and not told[-1].reading
+    assert any(t.reading for t in told) and told[-1].read == told[-1].size == path.stat().st_size
 
 
 def test_name_lines_index_only_metadata_names() -> None:
@@ -156,3 +231,22 @@ def test_audit_reports_a_version_the_pods_own_fields_contradict(tmp_path: Path) 
     assert ref is not None and "proxyImage" in path.read_text().splitlines()[int(ref.rsplit(":", 1)[1]) - 1]
     given = audit(path, jobs=1, version="1.10")  # --istio contradicts both pods' images (and b's annotation)
     assert sorted(f.subject.name for f in given.report.findings if f.code == "MSH0113") == ["a", "a", "b", "b", "b"]
+
+
+def test_json_written_in_pieces_is_json_dumps_of_the_whole() -> None:
+    """``audit -o json`` writes a finding or a check at a time; joined, the pieces are the document
+    ``json.dumps(..., indent=2)`` makes (findings with traces, quotes and non-ASCII names, none)."""
+    from meshsolve.report.findings import Subject
+    from meshsolve.report.render import SCHEMA_VERSION, Checked, Report, json_chunks
+
+    found = audit(FLEET, jobs=1).report
+    odd = Report((), tuple(Checked(Subject("Pod", "ns", f'caf\u00e9-"{n}"'), "p\\q", "proved") for n in range(3)))
+    for report in (found, found.suppress(["*"]), odd):
+        for extra in (None, {"pods": 4, "groups": 3}):
+            doc = {"schemaVersion": SCHEMA_VERSION, **(extra or {}),
+                   "findings": [f.to_dict() for f in report.findings],
+                   "checked": [{"origin": str(c.subject), "property": c.property, "verdict": c.verdict}
+                               for c in report.checked],
+                   "summary": {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
+                               "suppressed": report.suppressed, "exitCode": report.exit_code}}
+            assert "".join(json_chunks(report, extra=extra)) == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

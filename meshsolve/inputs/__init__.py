@@ -11,6 +11,8 @@ part (``build.py``), for the API, the command line, ``audit`` and the pytest plu
 - ``properties.py``: the ``--property`` syntax and ``diff`` sides;
 - ``meshes.py``: pods and dumps of Linkerd, Kuma and Consul (``--mesh``, or the pod's or dump's own
   mesh) and the cohabitation audit's dumps (:func:`load_cohabitation`);
+- ``podlist.py``: a pod listing (``kubectl get pods -A -o json|yaml``) read item by item, each item
+  with its own lines (``audit``);
 - ``values.py``: :class:`Loaded` and :class:`Problem`.
 """
 

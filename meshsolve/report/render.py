@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import attrs
@@ -25,7 +25,7 @@ from meshsolve.report.catalog import LEVELS, Level
 from meshsolve.report.findings import Finding, Subject
 
 __all__ = ["EXIT_FINDINGS", "EXIT_OK", "EXIT_UNKNOWN", "SCHEMA_VERSION", "Checked", "Report",
-           "colour_enabled", "render_json", "render_text"]
+           "colour_enabled", "json_chunks", "render_json", "render_text"]
 
 SCHEMA_VERSION = 1
 
@@ -149,15 +149,36 @@ def render_text(report: Report, *, colour: bool = False, explain: bool = False,
 def render_json(report: Report, *, output_threshold: Level = "Info",
                 extra: Mapping[str, Any] | None = None) -> str:
     """``{"schemaVersion": 1, "findings": [...], "checked": [...], "summary": {...}}``."""
-    doc: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION}
+    return "".join(json_chunks(report, output_threshold=output_threshold, extra=extra))
+
+
+def json_chunks(report: Report, *, output_threshold: Level = "Info",
+                extra: Mapping[str, Any] | None = None) -> Iterator[str]:
+    """:func:`render_json`'s text in pieces, a finding or a check at a time, for a report too big to
+    hold as one document and one string (a fleet's hundreds of thousands of checks); the pieces
+    joined are ``json.dumps`` of the whole document with ``indent=2``."""
+    head: dict[str, Any] = {"schemaVersion": SCHEMA_VERSION}
     if extra:
-        doc.update(extra)
-    doc["findings"] = [f.to_dict() for f in report.filtered(output_threshold)]
-    doc["checked"] = [{"origin": str(c.subject), "property": c.property, "verdict": c.verdict}
-                      for c in report.checked]
-    doc["summary"] = {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
-                      "suppressed": report.suppressed, "exitCode": report.exit_code}
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+        head.update(extra)
+    summary = {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
+               "suppressed": report.suppressed, "exitCode": report.exit_code}
+    for key, value in head.items():
+        yield ("{\n  " if key == "schemaVersion" else ",\n  ") + f"{json.dumps(key)}: " + \
+            json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+    def text(value: str) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    for key, entries in (("findings", (json.dumps(f.to_dict(), indent=2, ensure_ascii=False)
+                                       for f in report.filtered(output_threshold))),
+                         ("checked", ('{\n  "origin": ' + text(str(c.subject)) + ',\n  "property": ' + text(c.property)
+                                      + ',\n  "verdict": ' + text(c.verdict) + "\n}" for c in report.checked))):
+        yield f',\n  "{key}": ['
+        first = True
+        for entry in entries:  # each as json.dumps(entry, indent=2) writes it, two levels down
+            yield ("\n    " if first else ",\n    ") + entry.replace("\n", "\n    ")
+            first = False
+        yield "]" if first else "\n  ]"
+    yield ',\n  "summary": ' + json.dumps(summary, indent=2, ensure_ascii=False).replace("\n", "\n  ") + "\n}\n"
 
 
 def merge(reports: Iterable[Report], failure_threshold: Level = "Info") -> Report:
