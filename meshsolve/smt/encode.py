@@ -148,24 +148,44 @@ class Traversal:
         self.pkt = pkt
         self.memo: dict[tuple[str, int, int, int, int, int], K.Decision] = {}
         self.views: dict[tuple[int, int, int], K.Pkt] = {}
+        # a rule's condition and effect depend only on the rule and the packet's state, not on
+        # the continuation: a chain jumped to from many places (KUBE-MARK-MASQ) is evaluated once
+        # per state, and a MARK gives the same (simplified) next state each time. A condition with
+        # a fresh term (an opaque match or choice) is not kept: each pass through the rule decides it
+        # anew (-m statistic)
+        self.conds: dict[tuple[str, int, int, int, int], Any] = {}
+        self.effects: dict[tuple[str, int, int, int, int, int], K.Effect] = {}
+        self.nexts: dict[tuple[str, int, int, int, int, int], State] = {}
         self._conts: list[Cont] = []
         self._cid_of: dict[int, int] = {}
-        # the states the memo is keyed on, kept alive: Z3 reuses the id of a freed term, and a memo
+        # the states the memos are keyed on, kept alive: Z3 reuses the id of a freed term, and a memo
         # key of a freed state's ids would then answer for another state
         self._states: list[State] = []
-        self.zero_port = z3.BitVecVal(0, 16)
-        self.zero_addr = z3.BitVecVal(0, ctx.w)
+        self.zero_port = self.d.port(0)
+        self.zero_addr = self.d.addr_bits(0)
 
     def dec(self, kind: int, st: State, port: Any = None, addr: Any = None) -> K.Decision:
-        return K.Decision(z3.BitVecVal(kind, 8), self.zero_addr if addr is None else addr,
+        return K.Decision(self.d.kind(kind), self.zero_addr if addr is None else addr,
                           self.zero_port if port is None else port, *st)
 
     def view(self, st: State) -> K.Pkt:
         key = st.key
         v = self.views.get(key)
         if v is None:
+            self._states.append(st)
             v = self.views[key] = attrs.evolve(self.pkt, mark=st[0], ctmark=st[1], zone=st[2])
         return v
+
+    def effect(self, t: Any, chain: Chain, i: int, st: State) -> K.Effect:
+        key = (chain.name, i, id(t), *st.key)  # a slot's choices are targets of one position
+        eff = self.effects.get(key)
+        if eff is None:
+            self.d.where = f"{self.table.name}::{chain.name}#{i + 1}"
+            before = self.d.made
+            eff = K.effect(self.d, t, self.view(st), self.ctx.env, self.stage)
+            if self.d.made == before:  # an effect with a fresh choice is made anew at each pass
+                self.effects[key] = eff
+        return eff
 
     def _cid(self, k: Cont) -> int:
         hit = self._cid_of.get(id(k))
@@ -189,6 +209,16 @@ class Traversal:
         return end
 
     def condition(self, rule: Rule, chain: Chain, i: int, st: State) -> Any:
+        key = (chain.name, i, *st.key)
+        hit = self.conds.get(key)
+        if hit is None:
+            before = self.d.made
+            hit = self._condition(rule, chain, i, st)
+            if self.d.made == before:  # an opaque match is a new choice at each pass: not kept
+                self.conds[key] = hit
+        return hit
+
+    def _condition(self, rule: Rule, chain: Chain, i: int, st: State) -> Any:
         p = self.view(st)
         self.d.where = f"{self.table.name}::{chain.name}#{i + 1}"
         parts = []
@@ -224,7 +254,7 @@ class Traversal:
             rule = chain.rules[j]
             c = self.condition(rule, chain, j, st)
             cond_of[j] = c
-            if self.d.is_true(c) and self.always_acts(rule, st):
+            if self.d.is_true(c) and self.always_acts(rule, chain, j, st):
                 end = j + 1
                 break
         if acc is None:
@@ -246,11 +276,11 @@ class Traversal:
         self.memo[key] = acc
         return acc
 
-    def always_acts(self, rule: Rule, st: State) -> bool:
+    def always_acts(self, rule: Rule, chain: Chain, i: int, st: State) -> bool:
         t = rule.target
         if isinstance(t, OpaqueTarget) and t.name == SLOT_TARGET:
             return False
-        return K.effect(self.d, t, self.view(st), self.ctx.env, self.stage).kind != "next"
+        return self.effect(t, chain, i, st).kind != "next"
 
     def target(self, t: Any, chain: Chain, i: int, st: State, k: Cont, rest: K.Decision | None) -> K.Decision | None:
         if isinstance(t, OpaqueTarget) and t.name == SLOT_TARGET and self.ctx.slots:
@@ -261,12 +291,16 @@ class Traversal:
             for j in range(len(decs) - 2, -1, -1):
                 out = K.merge_decision(self.d, slot.target == j, decs[j], out)
             return out
-        eff = K.effect(self.d, t, self.view(st), self.ctx.env, self.stage)
+        eff = self.effect(t, chain, i, st)
         match eff.kind:
             case "next":
                 return None
             case "marks":  # simplified, so equal marks are one term and the rest of the chain is memoised
-                after = State(_simple(eff.mark, st[0]), _simple(eff.ctmark, st[1]), _simple(eff.zone, st[2]))
+                nkey = (chain.name, i, id(t), *st.key)
+                after = self.nexts.get(nkey)
+                if after is None:
+                    after = self.nexts[nkey] = State(_simple(eff.mark, st[0]), _simple(eff.ctmark, st[1]),
+                                                     _simple(eff.zone, st[2]))
                 return self.run(chain, i + 1, after, k)
             case "verdict":
                 after = State(eff.mark, st[1], st[2]) if eff.code == TPROXY else st
