@@ -279,6 +279,12 @@ class Z3Domain:
         self.choices.append((f"{self.where}: {why}" if self.where else why, b))
         return b
 
+    def renew(self, why: str, sort: Any) -> Any:
+        """A new opaque choice for the same reason as another (``why`` as ``choices`` lists it)."""
+        b = self.fresh("opaque", sort)
+        self.choices.append((why, b))
+        return b
+
     def require(self, c: Any) -> None:
         if _const_bool(c) is not True:
             self.constraints.append(_lift(c))

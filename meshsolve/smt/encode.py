@@ -107,6 +107,8 @@ class Ctx:
         self.env = K.Env.of(world, family, self.names)
         self.pod_ip = world.pod_ip(family)
         self.slots: dict[int, Any] = {}
+        self.templates = Templates()
+        self.eager = False  # build a traversal's template at its key's first packet (see ``Templates``)
         self.knob_localhost: Any = None  # Bool: the inbound side forwards to localhost (else original dst)
         self.knob_source: Any = None  # Bool: the inbound side binds the passthrough source (127.0.0.6 / ::6)
 
@@ -343,7 +345,129 @@ def table_decision(ctx: Ctx, ruleset: Ruleset, stage: Stage, pkt: K.Pkt) -> K.De
         return K.Decision(z3.BitVecVal(CONT, 8), z3.BitVecVal(0, ctx.w), z3.BitVecVal(0, 16), pkt.mark, pkt.ctmark,
                           pkt.zone)
     zone = pkt.zone if not isinstance(pkt.zone, int) else z3.BitVecVal(pkt.zone, 16)
-    return Traversal(ctx, t, stage, pkt).chain(c, State(pkt.mark, pkt.ctmark, zone))
+    return ctx.templates.decision(ctx, t, c, stage, attrs.evolve(pkt, zone=zone))
+
+
+# ------------------------------------------------------------------------------------------------
+# Traversals built once, substituted per hop
+
+#: The packet fields that hold terms (a socket's view holds three more).
+_TERM_FIELDS = ("src", "dst", "sport", "dport", "oif_lo", "uid", "gid", "mark", "ctmark", "natted", "zone",
+                "conn_zone")
+_SK_FIELDS = ("exists", "wildcard", "transparent")
+_DEC_FIELDS = ("kind", "addr", "port", "mark", "ctmark", "zone")
+
+Template = tuple[Any, list[Any], list[tuple[str, Any]]]
+
+
+def _value_key(v: Any) -> tuple[Any, ...] | None:
+    """What a field's value contributes to a template's key: the value itself when it is a Python
+    value or a Z3 constant (folded when the traversal is built), None for any other term (a
+    template variable stands for it)."""
+    if v is None or isinstance(v, (bool, int)):
+        return ("py", v)
+    if z3.is_true(v) or z3.is_false(v):
+        return ("bool", z3.is_true(v))
+    if z3.is_bv_value(v):
+        return ("bv", v.size(), v.as_long())
+    return None
+
+
+class Templates:
+    """Traversals of a table's built-in chain built once over *template* variables for the
+    packet's non-constant terms, then instantiated per packet with ``z3.substitute``: the hops of a
+    flow traverse the same chains with packets that differ only in their terms (a proxy's upstream
+    connection to another destination), and so do the encodings of one world's properties; building
+    a large chain is most of an encoding's time.
+
+    A template's key is the table, chain and stage, the packet's Python values and constants (a
+    constant folds while the chain is built, so a packet with another constant gets its own
+    template) and which fields are terms. A key's first packet is built directly, as without
+    templates, unless the encoding is ``eager`` (several hops, or not the world's first encoding:
+    more packets of the key are likely); later packets substitute into the template. The fresh
+    constants a traversal makes (the opaque choices of matches meshsolve does not decide) are
+    replaced by new ones at each instance, with the same reasons: hops stay independent. A
+    traversal that made a fresh constant that is not a choice is never templated (built directly
+    each time). One ``Templates`` serves encodings of one world, family and owner names without
+    synthesis slots or knobs (``shared_templates``)."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[Any, ...]] = set()
+        self.built: dict[tuple[Any, ...], Template | None] = {}
+        self.encodings = 0
+        self._n = 0
+
+    def decision(self, ctx: Ctx, t: Table, c: Chain, stage: Stage, pkt: K.Pkt) -> K.Decision:
+        key: list[Any] = [t.name, c.name, stage, pkt.protocol, pkt.iif, pkt.entry, pkt.before_ct, pkt.state,
+                          pkt.flags, pkt.sk is None]
+        terms: list[tuple[str, Any]] = []
+        fields = [(f, getattr(pkt, f)) for f in _TERM_FIELDS]
+        if pkt.sk is not None:
+            fields += [("sk." + f, getattr(pkt.sk, f)) for f in _SK_FIELDS]
+        for f, v in fields:
+            vk = _value_key(v)
+            key.append(vk if vk is not None else ("term", f, v.sort().sexpr()))
+            if vk is None:
+                terms.append((f, v))
+        k = tuple(key)
+        if not terms or not (ctx.eager or k in self.seen):
+            self.seen.add(k)
+            return _direct(ctx, t, c, stage, pkt)
+        if k not in self.built:
+            self.built[k] = self._build(ctx, t, c, stage, pkt, terms)
+        tpl = self.built[k]
+        if tpl is None:
+            return _direct(ctx, t, c, stage, pkt)
+        return _instance(ctx, tpl, [v for _f, v in terms])
+
+    def _build(self, ctx: Ctx, t: Table, c: Chain, stage: Stage, pkt: K.Pkt, terms: list[tuple[str, Any]]
+               ) -> Template | None:
+        d = ctx.d
+        self._n += 1
+        tvars = [z3.Const(f"template!{self._n}!{f}", v.sort()) for f, v in terms]
+        plain = {f: tv for (f, _v), tv in zip(terms, tvars, strict=True) if not f.startswith("sk.")}
+        sk = pkt.sk
+        if sk is not None:
+            sk = attrs.evolve(sk, **{f[3:]: tv for (f, _v), tv in zip(terms, tvars, strict=True)
+                                     if f.startswith("sk.")})
+        made, chosen = d.made, len(d.choices)
+        dec = _direct(ctx, t, c, stage, attrs.evolve(pkt, sk=sk, **plain))
+        fresh = d.choices[chosen:]
+        del d.choices[chosen:]  # the template's own choices belong to no packet: each instance renews them
+        if d.made - made != len(fresh):
+            return None
+        # one term holds the whole decision, so that one substitution shares its work across fields
+        sorts = [getattr(dec, f).sort() for f in _DEC_FIELDS]
+        whole = z3.Function(f"decision!{self._n}", *sorts, z3.BoolSort())(*(getattr(dec, f) for f in _DEC_FIELDS))
+        return whole, tvars, fresh
+
+
+def _direct(ctx: Ctx, t: Table, c: Chain, stage: Stage, pkt: K.Pkt) -> K.Decision:
+    return Traversal(ctx, t, stage, pkt).chain(c, State(pkt.mark, pkt.ctmark, pkt.zone))
+
+
+def _instance(ctx: Ctx, tpl: Template, values: list[Any]) -> K.Decision:
+    whole, tvars, fresh = tpl
+    pairs = list(zip(tvars, values, strict=True))
+    for why, old in fresh:
+        pairs.append((old, ctx.d.renew(why, old.sort())))
+    got = z3.substitute(whole, *pairs)
+    return K.Decision(*(got.arg(i) for i in range(len(_DEC_FIELDS))))
+
+
+_TEMPLATES: list[tuple[World, tuple[Any, ...], Templates]] = []
+_TEMPLATES_SIZE = 4
+
+
+def shared_templates(world: World, key: tuple[Any, ...]) -> Templates:
+    """The templates of ``world``'s encodings with ``key`` (family and owner names)."""
+    for w, k, tpl in _TEMPLATES:
+        if w is world and k == key:
+            return tpl
+    tpl = Templates()
+    _TEMPLATES.insert(0, (world, key, tpl))
+    del _TEMPLATES[_TEMPLATES_SIZE:]
+    return tpl
 
 
 # ------------------------------------------------------------------------------------------------
@@ -423,6 +547,10 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
     internal variables apart) of two worlds talk about the same first connection.
     """
     ctx = Ctx(world, family, names=names, tag=tag)
+    if setup is None:
+        ctx.templates = shared_templates(world, (family, tuple(sorted((names or {}).items()))))
+    ctx.eager = hops > 1 or ctx.templates.encodings > 0
+    ctx.templates.encodings += 1
     if setup is not None:
         setup(ctx)
         if ctx.knob_source is not None and family == "ipv6" and world.proxy.inbound_source_v6 is None:
