@@ -361,6 +361,9 @@ _DEC_FIELDS = ("kind", "addr", "port", "mark", "ctmark", "zone")
 
 Template = tuple[Any, list[Any], list[tuple[str, Any]]]
 
+#: Whether traversals are templated (the tests compare with building every one directly).
+TEMPLATED = True
+
 
 def _value_key(v: Any) -> tuple[Any, ...] | None:
     """What a field's value contributes to a template's key: the value itself when it is a Python
@@ -412,7 +415,7 @@ class Templates:
             if vk is None:
                 terms.append((f, v))
         k = tuple(key)
-        if not terms or not (ctx.eager or k in self.seen):
+        if not TEMPLATED or not terms or not (ctx.eager or k in self.seen):
             self.seen.add(k)
             return _direct(ctx, t, c, stage, pkt)
         if k not in self.built:
