@@ -16,7 +16,9 @@ to front, so a 50,000-rule chain is one pass and one term DAG. Jumps build the c
 of the caller as its continuation; ``-g`` builds it with the caller's own continuation; ``RETURN``
 and falling off a user chain continue the caller; a built-in chain ends in its policy. ``MARK``/
 ``CONNMARK`` do not end the traversal: the rest of the chain is rebuilt with the new mark (memoised
-on the mark term). Suffixes are memoised on (chain, position, marks, continuation).
+on the mark term). Suffixes are memoised on (chain, position, marks, continuation). A traversal
+met again with other packet terms (a later hop, another property of the same world) is not built
+again: it is built once over template variables and substituted (``Templates``).
 
 Why it is sound
 ---------------
