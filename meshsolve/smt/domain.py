@@ -25,17 +25,31 @@ def _lift(x: Any) -> Any:
     return z3.BoolVal(x) if isinstance(x, bool) else x
 
 
-_GET_BOOL = z3.Z3_get_bool_value
-_IS_NUMERAL = z3.Z3_is_numeral_ast
+# Z3's C library directly (z3-solver is pinned): the Python wrappers (z3.If, z3.And, ==) check and
+# coerce their arguments and ask Z3 for its error code after every call, which was most of an
+# encoding's time. Here the sorts are right by construction; a constructor that fails anyway
+# returns a null term, and then the checked wrapper is called again so that Z3's error is raised.
+
+
+def _raw(checked: Any) -> Any:
+    """The C function a ``z3core`` wrapper calls (it keeps it with its error check as a default)."""
+    return checked.__defaults__[0].f
+
+
+_GET_BOOL = _raw(z3.Z3_get_bool_value)
+_IS_NUMERAL = _raw(z3.Z3_is_numeral_ast)
+_IS_EQ = _raw(z3.Z3_is_eq_ast)
+_INC_REF = _raw(z3.Z3_inc_ref)
 _L_TRUE, _L_FALSE = z3.Z3_L_TRUE, z3.Z3_L_FALSE
+_BoolRef, _BitVecRef = z3.BoolRef, z3.BitVecRef
 
 
 def _const_bool(x: Any) -> bool | None:
     """True/False for a Python bool or a Z3 ``true``/``false`` constant, else None (one C call)."""
     if x is True or x is False:
         return bool(x)
-    if isinstance(x, z3.BoolRef):
-        v = _GET_BOOL(x.ctx_ref(), x.as_ast())
+    if isinstance(x, _BoolRef):
+        v = _GET_BOOL(x.ctx.ref(), x.ast)
         if v == _L_TRUE:
             return True
         if v == _L_FALSE:
@@ -44,22 +58,57 @@ def _const_bool(x: Any) -> bool | None:
 
 
 def _numeral(x: Any) -> bool:
-    return isinstance(x, z3.BitVecRef) and bool(_IS_NUMERAL(x.ctx_ref(), x.as_ast()))
+    return isinstance(x, _BitVecRef) and bool(_IS_NUMERAL(x.ctx.ref(), x.ast))
 
 
-# Z3's C API directly: the Python wrappers (z3.If, z3.And, ==) check and coerce their arguments,
-# which is most of an encoding's time; here the sorts are right by construction.
+def _same(a: Any, b: Any) -> bool:
+    """The same Z3 term (hash-consed: structurally equal terms are one)."""
+    return bool(_IS_EQ(a.ctx.ref(), a.ast, b.ast))
+
+
+def _wrap(cls: Any, ast: Any, ctx: Any, checked: Callable[[], Any]) -> Any:
+    """``cls(ast, ctx)`` without the wrapper's checks; ``checked`` rebuilds it through the checked
+    API when Z3 gave no term (so that Z3's error is raised)."""
+    if not ast:
+        checked()
+        raise AssertionError("Z3 returned no term and no error")  # pragma: no cover
+    r = cls.__new__(cls)
+    r.ast = ast
+    r.ctx = ctx
+    _INC_REF(ctx.ref(), ast)
+    return r
+
+
 _ast_array = z3.z3._to_ast_array
+_MK_ITE, _MK_EQ, _MK_NOT = _raw(z3.Z3_mk_ite), _raw(z3.Z3_mk_eq), _raw(z3.Z3_mk_not)
 
 
 def _mk_ite(c: Any, a: Any, b: Any) -> Any:
     ctx = c.ctx
-    return type(a)(z3.Z3_mk_ite(ctx.ref(), c.as_ast(), a.as_ast(), b.as_ast()), ctx)
+    return _wrap(type(a), _MK_ITE(ctx.ref(), c.ast, a.ast, b.ast), ctx,
+                 lambda: z3.Z3_mk_ite(ctx.ref(), c.ast, a.ast, b.ast))
 
 
 def _mk_eq(a: Any, b: Any) -> Any:
     ctx = a.ctx
-    return z3.BoolRef(z3.Z3_mk_eq(ctx.ref(), a.as_ast(), b.as_ast()), ctx)
+    return _wrap(_BoolRef, _MK_EQ(ctx.ref(), a.ast, b.ast), ctx, lambda: z3.Z3_mk_eq(ctx.ref(), a.ast, b.ast))
+
+
+def _mk_not(x: Any) -> Any:
+    ctx = x.ctx
+    return _wrap(_BoolRef, _MK_NOT(ctx.ref(), x.ast), ctx, lambda: z3.Z3_mk_not(ctx.ref(), x.ast))
+
+
+def _mk_bv2(fn: Any, a: Any, b: Any) -> Any:
+    """A bit-vector operation of two same-width bit-vectors (``fn`` from the C API)."""
+    ctx = a.ctx
+    return z3.BitVecRef(fn(ctx.ref(), a.as_ast(), b.as_ast()), ctx)
+
+
+def _mk_cmp(fn: Any, a: Any, b: Any) -> Any:
+    """A bit-vector comparison (``fn`` from the C API)."""
+    ctx = a.ctx
+    return z3.BoolRef(fn(ctx.ref(), a.as_ast(), b.as_ast()), ctx)
 
 
 def _mk_bool(fn: Any, parts: list[Any]) -> Any:
@@ -83,7 +132,14 @@ class Z3Domain:
         self.constraints: list[Any] = []
         self._n = 0
         self._vals: dict[tuple[int, int], Any] = {}
+        self._open: Any = None  # the last condition ``ite`` found undecided
         self.where = ""  # the rule being encoded (named in the reasons of its opaque choices)
+
+    @property
+    def made(self) -> int:
+        """How many fresh constants this domain has made (a term built without making one is
+        the same term each time it is built again)."""
+        return self._n
 
     def fresh(self, prefix: str, sort: Any) -> Any:
         self._n += 1
@@ -127,12 +183,16 @@ class Z3Domain:
 
     def not_(self, x: Any) -> Any:
         c = _const_bool(x)
-        return (not c) if c is not None else z3.Not(x)
+        return (not c) if c is not None else _mk_not(x)
 
     def ite(self, c: Any, a: Any, b: Any) -> Any:
-        k = _const_bool(c)
-        if k is not None:
-            return a if k else b
+        if c is self._open:  # a record merges field by field on one condition: asked once
+            k = None
+        else:
+            k = _const_bool(c)
+            if k is not None:
+                return a if k else b
+            self._open = c
         if a is b:
             return a
         if isinstance(a, bool) or isinstance(b, bool):
@@ -140,13 +200,13 @@ class Z3Domain:
             if ka is True and kb is False:
                 return c
             if ka is False and kb is True:
-                return z3.Not(c)
+                return _mk_not(c)
             return z3.If(c, _lift(a), _lift(b))
         if isinstance(a, int):
             a = self._bv(a, b.size())
         elif isinstance(b, int):
             b = self._bv(b, a.size())
-        if a.eq(b):
+        if _same(a, b):
             return a
         return _mk_ite(c, a, b)
 
@@ -179,7 +239,8 @@ class Z3Domain:
             return self.eq(x, lo)
         if _numeral(x):
             return lo <= x.as_long() <= hi
-        return z3.And(z3.UGE(x, self._bv(lo, w)), z3.ULE(x, self._bv(hi, w)))
+        return _mk_bool(z3.Z3_mk_and, [_mk_cmp(z3.Z3_mk_bvuge, x, self._bv(lo, w)),
+                                       _mk_cmp(z3.Z3_mk_bvule, x, self._bv(hi, w))])
 
     def in_net(self, x: Any, net: IPNetwork) -> Any:
         if (32 if net.version == 4 else 128) != self.w:
@@ -190,13 +251,17 @@ class Z3Domain:
         if _numeral(x):
             return (x.as_long() & mask) == int(net.network_address)
         if net.prefixlen == self.w:
-            return x == self._bv(int(net.network_address), self.w)
-        return (x & self._bv(mask, self.w)) == self._bv(int(net.network_address), self.w)
+            return _mk_eq(x, self._bv(int(net.network_address), self.w))
+        return _mk_eq(_mk_bv2(z3.Z3_mk_bvand, x, self._bv(mask, self.w)), self._bv(int(net.network_address), self.w))
 
     def addr(self, a: IPAddress) -> Any:
         if (32 if a.version == 4 else 128) != self.w:
             raise ValueError(f"{a} is not an address of this {self.w}-bit family")
         return self._bv(int(a), self.w)
+
+    def addr_bits(self, v: int) -> Any:
+        """The address whose bits are ``v`` (a cached constant)."""
+        return self._bv(v, self.w)
 
     def port(self, p: int) -> Any:
         return self._bv(p, 16)
@@ -212,6 +277,12 @@ class Z3Domain:
     def opaque(self, why: str) -> Any:
         b = self.fresh("opaque", z3.BoolSort())
         self.choices.append((f"{self.where}: {why}" if self.where else why, b))
+        return b
+
+    def renew(self, why: str, sort: Any) -> Any:
+        """A new opaque choice for the same reason as another (``why`` as ``choices`` lists it)."""
+        b = self.fresh("opaque", sort)
+        self.choices.append((why, b))
         return b
 
     def require(self, c: Any) -> None:

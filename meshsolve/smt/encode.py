@@ -16,7 +16,9 @@ to front, so a 50,000-rule chain is one pass and one term DAG. Jumps build the c
 of the caller as its continuation; ``-g`` builds it with the caller's own continuation; ``RETURN``
 and falling off a user chain continue the caller; a built-in chain ends in its policy. ``MARK``/
 ``CONNMARK`` do not end the traversal: the rest of the chain is rebuilt with the new mark (memoised
-on the mark term). Suffixes are memoised on (chain, position, marks, continuation).
+on the mark term). Suffixes are memoised on (chain, position, marks, continuation). A traversal
+met again with other packet terms (a later hop, another property of the same world) is not built
+again: it is built once over template variables and substituted (``Templates``).
 
 Why it is sound
 ---------------
@@ -37,8 +39,10 @@ given meaning by the same ``match``) and its chosen target (each given meaning b
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -107,6 +111,8 @@ class Ctx:
         self.env = K.Env.of(world, family, self.names)
         self.pod_ip = world.pod_ip(family)
         self.slots: dict[int, Any] = {}
+        self.templates = Templates()
+        self.eager = False  # build a traversal's template at its key's first packet (see ``Templates``)
         self.knob_localhost: Any = None  # Bool: the inbound side forwards to localhost (else original dst)
         self.knob_source: Any = None  # Bool: the inbound side binds the passthrough source (127.0.0.6 / ::6)
 
@@ -148,24 +154,44 @@ class Traversal:
         self.pkt = pkt
         self.memo: dict[tuple[str, int, int, int, int, int], K.Decision] = {}
         self.views: dict[tuple[int, int, int], K.Pkt] = {}
+        # a rule's condition and effect depend only on the rule and the packet's state, not on
+        # the continuation: a chain jumped to from many places (KUBE-MARK-MASQ) is evaluated once
+        # per state, and a MARK gives the same (simplified) next state each time. A condition with
+        # a fresh term (an opaque match or choice) is not kept: each pass through the rule decides it
+        # anew (-m statistic)
+        self.conds: dict[tuple[str, int, int, int, int], Any] = {}
+        self.effects: dict[tuple[str, int, int, int, int, int], K.Effect] = {}
+        self.nexts: dict[tuple[str, int, int, int, int, int], State] = {}
         self._conts: list[Cont] = []
         self._cid_of: dict[int, int] = {}
-        # the states the memo is keyed on, kept alive: Z3 reuses the id of a freed term, and a memo
+        # the states the memos are keyed on, kept alive: Z3 reuses the id of a freed term, and a memo
         # key of a freed state's ids would then answer for another state
         self._states: list[State] = []
-        self.zero_port = z3.BitVecVal(0, 16)
-        self.zero_addr = z3.BitVecVal(0, ctx.w)
+        self.zero_port = self.d.port(0)
+        self.zero_addr = self.d.addr_bits(0)
 
     def dec(self, kind: int, st: State, port: Any = None, addr: Any = None) -> K.Decision:
-        return K.Decision(z3.BitVecVal(kind, 8), self.zero_addr if addr is None else addr,
+        return K.Decision(self.d.kind(kind), self.zero_addr if addr is None else addr,
                           self.zero_port if port is None else port, *st)
 
     def view(self, st: State) -> K.Pkt:
         key = st.key
         v = self.views.get(key)
         if v is None:
+            self._states.append(st)
             v = self.views[key] = attrs.evolve(self.pkt, mark=st[0], ctmark=st[1], zone=st[2])
         return v
+
+    def effect(self, t: Any, chain: Chain, i: int, st: State) -> K.Effect:
+        key = (chain.name, i, id(t), *st.key)  # a slot's choices are targets of one position
+        eff = self.effects.get(key)
+        if eff is None:
+            self.d.where = f"{self.table.name}::{chain.name}#{i + 1}"
+            before = self.d.made
+            eff = K.effect(self.d, t, self.view(st), self.ctx.env, self.stage)
+            if self.d.made == before:  # an effect with a fresh choice is made anew at each pass
+                self.effects[key] = eff
+        return eff
 
     def _cid(self, k: Cont) -> int:
         hit = self._cid_of.get(id(k))
@@ -189,6 +215,16 @@ class Traversal:
         return end
 
     def condition(self, rule: Rule, chain: Chain, i: int, st: State) -> Any:
+        key = (chain.name, i, *st.key)
+        hit = self.conds.get(key)
+        if hit is None:
+            before = self.d.made
+            hit = self._condition(rule, chain, i, st)
+            if self.d.made == before:  # an opaque match is a new choice at each pass: not kept
+                self.conds[key] = hit
+        return hit
+
+    def _condition(self, rule: Rule, chain: Chain, i: int, st: State) -> Any:
         p = self.view(st)
         self.d.where = f"{self.table.name}::{chain.name}#{i + 1}"
         parts = []
@@ -224,7 +260,7 @@ class Traversal:
             rule = chain.rules[j]
             c = self.condition(rule, chain, j, st)
             cond_of[j] = c
-            if self.d.is_true(c) and self.always_acts(rule, st):
+            if self.d.is_true(c) and self.always_acts(rule, chain, j, st):
                 end = j + 1
                 break
         if acc is None:
@@ -246,11 +282,11 @@ class Traversal:
         self.memo[key] = acc
         return acc
 
-    def always_acts(self, rule: Rule, st: State) -> bool:
+    def always_acts(self, rule: Rule, chain: Chain, i: int, st: State) -> bool:
         t = rule.target
         if isinstance(t, OpaqueTarget) and t.name == SLOT_TARGET:
             return False
-        return K.effect(self.d, t, self.view(st), self.ctx.env, self.stage).kind != "next"
+        return self.effect(t, chain, i, st).kind != "next"
 
     def target(self, t: Any, chain: Chain, i: int, st: State, k: Cont, rest: K.Decision | None) -> K.Decision | None:
         if isinstance(t, OpaqueTarget) and t.name == SLOT_TARGET and self.ctx.slots:
@@ -261,12 +297,16 @@ class Traversal:
             for j in range(len(decs) - 2, -1, -1):
                 out = K.merge_decision(self.d, slot.target == j, decs[j], out)
             return out
-        eff = K.effect(self.d, t, self.view(st), self.ctx.env, self.stage)
+        eff = self.effect(t, chain, i, st)
         match eff.kind:
             case "next":
                 return None
             case "marks":  # simplified, so equal marks are one term and the rest of the chain is memoised
-                after = State(_simple(eff.mark, st[0]), _simple(eff.ctmark, st[1]), _simple(eff.zone, st[2]))
+                nkey = (chain.name, i, id(t), *st.key)
+                after = self.nexts.get(nkey)
+                if after is None:
+                    after = self.nexts[nkey] = State(_simple(eff.mark, st[0]), _simple(eff.ctmark, st[1]),
+                                                     _simple(eff.zone, st[2]))
                 return self.run(chain, i + 1, after, k)
             case "verdict":
                 after = State(eff.mark, st[1], st[2]) if eff.code == TPROXY else st
@@ -309,7 +349,132 @@ def table_decision(ctx: Ctx, ruleset: Ruleset, stage: Stage, pkt: K.Pkt) -> K.De
         return K.Decision(z3.BitVecVal(CONT, 8), z3.BitVecVal(0, ctx.w), z3.BitVecVal(0, 16), pkt.mark, pkt.ctmark,
                           pkt.zone)
     zone = pkt.zone if not isinstance(pkt.zone, int) else z3.BitVecVal(pkt.zone, 16)
-    return Traversal(ctx, t, stage, pkt).chain(c, State(pkt.mark, pkt.ctmark, zone))
+    return ctx.templates.decision(ctx, t, c, stage, attrs.evolve(pkt, zone=zone))
+
+
+# ------------------------------------------------------------------------------------------------
+# Traversals built once, substituted per hop
+
+#: The packet fields that hold terms (a socket's view holds three more).
+_TERM_FIELDS = ("src", "dst", "sport", "dport", "oif_lo", "uid", "gid", "mark", "ctmark", "natted", "zone",
+                "conn_zone")
+_SK_FIELDS = ("exists", "wildcard", "transparent")
+_DEC_FIELDS = ("kind", "addr", "port", "mark", "ctmark", "zone")
+
+Template = tuple[Any, list[Any], list[tuple[str, Any]]]
+
+#: Whether traversals are templated (the tests compare with building every one directly).
+TEMPLATED = True
+
+
+def _value_key(v: Any) -> tuple[Any, ...] | None:
+    """What a field's value contributes to a template's key: the value itself when it is a Python
+    value or a Z3 constant (folded when the traversal is built), None for any other term (a
+    template variable stands for it)."""
+    if v is None or isinstance(v, (bool, int)):
+        return ("py", v)
+    if z3.is_true(v) or z3.is_false(v):
+        return ("bool", z3.is_true(v))
+    if z3.is_bv_value(v):
+        return ("bv", v.size(), v.as_long())
+    return None
+
+
+class Templates:
+    """Traversals of a table's built-in chain built once over *template* variables for the
+    packet's non-constant terms, then instantiated per packet with ``z3.substitute``: the hops of a
+    flow traverse the same chains with packets that differ only in their terms (a proxy's upstream
+    connection to another destination), and so do the encodings of one world's properties; building
+    a large chain is most of an encoding's time.
+
+    A template's key is the table, chain and stage, the packet's Python values and constants (a
+    constant folds while the chain is built, so a packet with another constant gets its own
+    template) and which fields are terms. A key's first packet is built directly, as without
+    templates, unless the encoding is ``eager`` (several hops, or not the world's first encoding:
+    more packets of the key are likely); later packets substitute into the template. The fresh
+    constants a traversal makes (the opaque choices of matches meshsolve does not decide) are
+    replaced by new ones at each instance, with the same reasons: hops stay independent. A
+    traversal that made a fresh constant that is not a choice is never templated (built directly
+    each time). One ``Templates`` serves encodings of one world, family and owner names without
+    synthesis slots or knobs (``shared_templates``)."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[Any, ...]] = set()
+        self.built: dict[tuple[Any, ...], Template | None] = {}
+        self.encodings = 0
+        self._n = 0
+
+    def decision(self, ctx: Ctx, t: Table, c: Chain, stage: Stage, pkt: K.Pkt) -> K.Decision:
+        key: list[Any] = [t.name, c.name, stage, pkt.protocol, pkt.iif, pkt.entry, pkt.before_ct, pkt.state,
+                          pkt.flags, pkt.sk is None]
+        terms: list[tuple[str, Any]] = []
+        fields = [(f, getattr(pkt, f)) for f in _TERM_FIELDS]
+        if pkt.sk is not None:
+            fields += [("sk." + f, getattr(pkt.sk, f)) for f in _SK_FIELDS]
+        for f, v in fields:
+            vk = _value_key(v)
+            key.append(vk if vk is not None else ("term", f, v.sort().sexpr()))
+            if vk is None:
+                terms.append((f, v))
+        k = tuple(key)
+        if not TEMPLATED or not terms or not (ctx.eager or k in self.seen):
+            self.seen.add(k)
+            return _direct(ctx, t, c, stage, pkt)
+        if k not in self.built:
+            self.built[k] = self._build(ctx, t, c, stage, pkt, terms)
+        tpl = self.built[k]
+        if tpl is None:
+            return _direct(ctx, t, c, stage, pkt)
+        return _instance(ctx, tpl, [v for _f, v in terms])
+
+    def _build(self, ctx: Ctx, t: Table, c: Chain, stage: Stage, pkt: K.Pkt, terms: list[tuple[str, Any]]
+               ) -> Template | None:
+        d = ctx.d
+        self._n += 1
+        tvars = [z3.Const(f"template!{self._n}!{f}", v.sort()) for f, v in terms]
+        plain = {f: tv for (f, _v), tv in zip(terms, tvars, strict=True) if not f.startswith("sk.")}
+        sk = pkt.sk
+        if sk is not None:
+            sk = attrs.evolve(sk, **{f[3:]: tv for (f, _v), tv in zip(terms, tvars, strict=True)
+                                     if f.startswith("sk.")})
+        made, chosen = d.made, len(d.choices)
+        dec = _direct(ctx, t, c, stage, attrs.evolve(pkt, sk=sk, **plain))
+        fresh = d.choices[chosen:]
+        del d.choices[chosen:]  # the template's own choices belong to no packet: each instance renews them
+        if d.made - made != len(fresh):
+            return None
+        # one term holds the whole decision, so that one substitution shares its work across fields
+        sorts = [getattr(dec, f).sort() for f in _DEC_FIELDS]
+        whole = z3.Function(f"decision!{self._n}", *sorts, z3.BoolSort())(*(getattr(dec, f) for f in _DEC_FIELDS))
+        return whole, tvars, fresh
+
+
+def _direct(ctx: Ctx, t: Table, c: Chain, stage: Stage, pkt: K.Pkt) -> K.Decision:
+    return Traversal(ctx, t, stage, pkt).chain(c, State(pkt.mark, pkt.ctmark, pkt.zone))
+
+
+def _instance(ctx: Ctx, tpl: Template, values: list[Any]) -> K.Decision:
+    whole, tvars, fresh = tpl
+    pairs = list(zip(tvars, values, strict=True))
+    for why, old in fresh:
+        pairs.append((old, ctx.d.renew(why, old.sort())))
+    got = z3.substitute(whole, *pairs)
+    return K.Decision(*(got.arg(i) for i in range(len(_DEC_FIELDS))))
+
+
+_TEMPLATES: list[tuple[World, tuple[Any, ...], Templates]] = []
+_TEMPLATES_SIZE = 4
+
+
+def shared_templates(world: World, key: tuple[Any, ...]) -> Templates:
+    """The templates of ``world``'s encodings with ``key`` (family and owner names)."""
+    for w, k, tpl in _TEMPLATES:
+        if w is world and k == key:
+            return tpl
+    tpl = Templates()
+    _TEMPLATES.insert(0, (world, key, tpl))
+    del _TEMPLATES[_TEMPLATES_SIZE:]
+    return tpl
 
 
 # ------------------------------------------------------------------------------------------------
@@ -366,17 +531,34 @@ def encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
     ``"local"``ly (only that path is encoded), or leaves both (``"any"``). ``marks``: the first
     connection's socket mark is free (``HopVars.mark``, for the scope to constrain); else it has none."""
     if setup is not None:
-        return _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, setup=setup,
-                            first=first, marks=marks)
+        with _no_collection():
+            return _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0,
+                                setup=setup, first=first, marks=marks)
     key = (family, hops, tuple(sorted((names or {}).items())), tag, share_hop0, first, marks)
     for w, k, enc in _CACHE:
         if w is world and k == key:
             return enc
-    enc = _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, first=first,
-                       marks=marks)
+    with _no_collection():
+        enc = _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, first=first,
+                           marks=marks)
     _CACHE.insert(0, (world, key, enc))
     del _CACHE[_CACHE_SIZE:]
     return enc
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector paused: an encoding makes hundreds of thousands of small
+    objects (Z3 term wrappers, memo entries) and no cycles worth collecting, and the collector's
+    passes over them were about 40 % of a large encoding's time. Reference counting still frees
+    every term as it is dropped."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
@@ -390,6 +572,10 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
     internal variables apart) of two worlds talk about the same first connection.
     """
     ctx = Ctx(world, family, names=names, tag=tag)
+    if setup is None:
+        ctx.templates = shared_templates(world, (family, tuple(sorted((names or {}).items()))))
+    ctx.eager = hops > 1 or ctx.templates.encodings > 0
+    ctx.templates.encodings += 1
     if setup is not None:
         setup(ctx)
         if ctx.knob_source is not None and family == "ipv6" and world.proxy.inbound_source_v6 is None:
