@@ -4,8 +4,8 @@ The public API, in the order a user needs it (every name below is in ``__all__``
 
 * **Model values** (frozen, hashable): ``World`` (one pod: addresses, ``App``\\ s with their listening
   ``Socket``\\ s, the sidecar's ``ProxyBehavior``, ``Service``\\ s with ``Endpoint``\\ s, the iptables
-  ``Rulesets``), ``Flow`` (one first TCP connection: client, destination, port), and the rule
-  containers ``Ruleset``/``Table``/``Chain``/``Rule``/``RuleRef``; the types their fields use:
+  ``Rulesets``, the ``IpSet``\\ s its rules look up), ``Flow`` (one first TCP connection: client,
+  destination, port), and the rule containers ``Ruleset``/``Table``/``Chain``/``Rule``/``RuleRef``; the types their fields use:
   ``Family``, ``IPAddress``, ``IPNetwork``, ``PortRange``, ``Match``, ``Target``, ``Origin``.
 * **Loading**: ``parse_text``/``parse_file`` (any iptables text form → ``Rulesets``);
   ``CaptureConfig``/``parse_flags`` (istio-iptables flags of an Istio version), ``pods_from_file``/
@@ -118,7 +118,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs (kept in sync by
         Table,
         Target,
     )
-    from meshsolve.model.world import App, Endpoint, Flow, ProxyBehavior, Service, Socket, World
+    from meshsolve.model.world import App, Endpoint, Flow, IpSet, ProxyBehavior, Service, Socket, World
     from meshsolve.semantics.setups import setup_world
     from meshsolve.semantics.trace import (
         Delivered,
@@ -141,7 +141,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it (loaded on first attribute access)
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(["App", "Endpoint", "Flow", "ProxyBehavior", "Service", "Socket", "World"],
+    **dict.fromkeys(["App", "Endpoint", "Flow", "IpSet", "ProxyBehavior", "Service", "Socket", "World"],
                     "meshsolve.model.world"),
     **dict.fromkeys(["Family", "IPAddress", "IPNetwork", "PortRange"], "meshsolve.model.net"),
     **dict.fromkeys(["Assumed", "Given", "Inferred", "Part", "Provenance"], "meshsolve.model.provenance"),
@@ -173,7 +173,8 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     # model values and the types of their fields
-    "App", "BaseChain", "Chain", "Endpoint", "Family", "Flow", "Hook", "IPAddress", "IPNetwork", "Match", "NftTable",
+    "App", "BaseChain", "Chain", "Endpoint", "Family", "Flow", "Hook", "IPAddress", "IPNetwork", "IpSet", "Match",
+    "NftTable",
     "Origin", "PortRange", "ProxyBehavior", "Route", "RouteKind", "Routing", "RoutingRule", "Rule", "RuleRef",
     "Ruleset", "Rulesets", "Service", "Socket", "Stage", "Table", "Target", "World",
     # loading

@@ -107,7 +107,7 @@ def test_every_table_entry_is_drawn_as_its_kind() -> None:
     iptables_place = attrs.evolve(place, nft=False)
     nft_only = {kind for kind, entry in entries if not entry.fits(iptables_place)}
     assert {k.__module__ for k in nft_only} == {"meshsolve.model.nftrules"}, nft_only
-    collect = settings(max_examples=300, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
+    collect = settings(max_examples=600, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
                        suppress_health_check=list(HealthCheck))
     reached: set[type] = set()
 
