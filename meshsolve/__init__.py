@@ -6,7 +6,8 @@ The public API, in the order a user needs it (every name below is in ``__all__``
   ``Socket``\\ s, the sidecar's ``ProxyBehavior``, ``Service``\\ s with ``Endpoint``\\ s, the iptables
   ``Rulesets``, the ``IpSet``\\ s its rules look up), ``Flow`` (one first TCP connection: client,
   destination, port), and the rule containers ``Ruleset``/``Table``/``Chain``/``Rule``/``RuleRef``;
-  the types their fields use: ``Family``, ``IPAddress``, ``IPNetwork``, ``PortRange``, ``Match``, ``Target``, ``Origin``.
+  the types their fields use: ``Family``, ``IPAddress``, ``IPNetwork``, ``PortRange``, ``Match``, ``Target``,
+  ``Origin``.
 * **Loading**: ``parse_text``/``parse_file`` (any iptables text form → ``Rulesets``);
   ``CaptureConfig``/``parse_flags`` (istio-iptables flags of an Istio version), ``pods_from_file``/
   ``pods_from_text`` (Kubernetes manifests), ``generate`` (config → the rules Istio installs),
