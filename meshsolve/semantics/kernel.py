@@ -883,8 +883,6 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
                                            Leg(d.kind(DELIV), idx, p.dst, p.dport, p.src, p.dst, p.dport)))
 
             def refused() -> Leg:
-                d.note("socket", lambda: f"nothing listens on {hostport(p.dst, p.dport)}/{p.protocol}: the "
-                                         "kernel answers with a RST")
                 return _refused(d, env, tr, j, c, orig, server,
                                 Leg(d.kind(REFUSED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport))
 
@@ -979,8 +977,12 @@ def _refused(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig: 
     """Nothing listens where the SYN arrived: the kernel answers with a RST (mark 0: no socket of the
     pod sends it) along the path a SYN-ACK takes. The client is refused (``leg``) when it arrives;
     else the client hears nothing and retries until it gives up (the RST stopped, or routed away)."""
-    if env.replies_free:
+    p = syn.pkt
+    if env.replies_free:  # nothing can stop or divert it
+        d.note("socket", lambda: f"nothing listens on {hostport(p.dst, p.dport)}/{p.protocol}: refused")
         return leg
+    d.note("socket", lambda: f"nothing listens on {hostport(p.dst, p.dport)}/{p.protocol}: the kernel answers "
+                             "with a RST")
     r = _reply(d, env, tr, syn, c, orig, s, "RST", frozenset({"RST", "ACK"}), 0)
 
     def lost() -> Leg:
