@@ -86,12 +86,8 @@ def ambient_cases(draw: Any, backend: str = "iptables") -> tuple[AmbientConfig, 
     pod, ports = POD[fam], sorted({s.port for s in apps[0].sockets})
     lo = "127.0.0.1" if fam == "ipv4" else "::1"
     probe = PROBE_V4 if fam == "ipv4" else PROBE_V6
-    # (ztunnel's inbound connection to a port nobody listens on in ingress mode before the connmark
-    # fix: its RST leaves the pod, which the model does not follow: a strict xfail in the kernel tests)
-    lost_reset = c.ingress and not c.ingress_connmark
-    answered = [p for p in ports if any(s.port == p and not s.bind.is_loopback for s in apps[0].sockets)]
-    inbound = answered if lost_reset else [*ports, 12345]  # the ports ztunnel's inbound side may connect to
-    candidates = [Flow("peer", pod, p) for p in (*(inbound if variant == "hbone" else [*ports, 12345]), 15008, 15006)]
+    inbound = [*ports, 12345]  # the ports ztunnel's inbound side may connect to, one nobody listens on
+    candidates = [Flow("peer", pod, p) for p in (*inbound, 15008, 15006)]
     candidates += [Flow("peer", pod, 15008, inner=p) for p in inbound]
     candidates += [Flow("peer", pod, p, src=probe) for p in ports]
     candidates += [Flow("peer", pod, p, src=NEAR[fam]) for p in ports]

@@ -28,7 +28,7 @@ from meshsolve.model.world import App, Flow, Socket, World
 from meshsolve.oracle.compare import differences, explain, nat_hits, replay_command
 from meshsolve.oracle.run import KernelWorld, OracleConfig
 from meshsolve.semantics.interpret import interpret
-from meshsolve.semantics.trace import Delivered, Dropped, Egress, Failed, Result
+from meshsolve.semantics.trace import Delivered, Dropped, Egress, Failed, Refused, Result
 
 pytestmark = pytest.mark.kernel
 
@@ -154,31 +154,34 @@ def test_ztunnels_own_connections_carry_its_mark() -> None:
     assert not (bad := _run(w, flows) + _run(unmarked, flows)), "\n\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="semantics: a refused connection's RST is not followed. In ingress mode "
-                                       "before the connmark fix, ztunnel's inner connection to a port nobody "
-                                       "listens on gets a RST towards the client's address that leaves the pod "
-                                       "(no connmark, no fwmark route): the kernel's ztunnel times out, the "
-                                       "model says refused")
 def test_a_refused_inner_connection_whose_reset_leaves_the_pod() -> None:
-    c = _documented(pod_config("ingress", version="1.28"))
-    w = _world(c)
-    assert not c.ingress_connmark
-    flows = (Flow("peer", POD["ipv4"], 15008, inner=12345),)
-    assert not (bad := _run(w, flows)), "\n\n".join(bad)
+    """HBONE's inner connection to a port nobody listens on: the pod's RST goes to the client's
+    address ztunnel connected from. In ingress mode before the connmark fix nothing marks it for
+    the local table, so it leaves the pod and ztunnel's upstream times out (failed); with the fix
+    it comes back to ztunnel (refused). Kernel-facts.md, fact 17."""
+    flow = Flow("peer", POD["ipv4"], 15008, inner=12345)
+    for version, ends in (("1.28", Failed), ("1.29", Refused)):
+        c = _documented(pod_config("ingress", version=version))
+        w = _world(c)
+        assert c.ingress_connmark == (version == "1.29")
+        got = interpret(w, flow)
+        assert isinstance(got.outcome, ends) and got.observed == ("in",), str(got)
+        assert not (bad := _run(w, (flow,))), "\n\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="semantics: a connection nothing listens for is refused at once in the model; "
-                                       "on the kernel the RST goes back along the reply path, and in ingress mode "
-                                       "before 1.29 (no connmark rule) it is routed to the peer instead of ztunnel's "
-                                       "transparent socket: ztunnel's upstream times out")
 def test_refused_upstream_s_reset_follows_the_return_path() -> None:
-    """HBONE's inner connection to an app that listens on loopback only, in 1.24's ingress mode: ztunnel
-    connects from the peer's address to the pod's, nothing listens there, and the kernel's RST has no
-    mark to bring it back to ztunnel (found by the random campaign; main's rules and semantics)."""
-    c = _documented(AmbientConfig(version="1.24", ingress=True, redirect_dns=False))
+    """HBONE's inner connection to an app that listens on loopback only, in ingress mode: ztunnel
+    connects from the peer's address to the pod's, nothing listens there, and in 1.24 the kernel's
+    RST has no mark to bring it back to ztunnel (failed); 1.29's connmark rule restores it (refused).
+    Found by the random campaign."""
     app = App("app", uid=1000, gid=1000, sockets=(Socket("127.0.0.1", 8080),))
-    w = hbone_inner(ambient_world(c, apps=(app,), pod_ips=(POD["ipv4"],), peer_ips=(PEER["ipv4"],)))
-    assert not (bad := _run(w, (Flow("peer", POD["ipv4"], 8080),))), "\n\n".join(bad)
+    flow = Flow("peer", POD["ipv4"], 8080)
+    for version, ends in (("1.24", Failed), ("1.29", Refused)):
+        c = _documented(AmbientConfig(version=version, ingress=True, redirect_dns=False))
+        w = hbone_inner(ambient_world(c, apps=(app,), pod_ips=(POD["ipv4"],), peer_ips=(PEER["ipv4"],)))
+        got = interpret(w, flow)
+        assert isinstance(got.outcome, ends) and got.observed == ("in",), str(got)
+        assert not (bad := _run(w, (flow,))), "\n\n".join(bad)
 
 
 def test_58546_witness_replays_on_the_kernel() -> None:
@@ -264,7 +267,8 @@ _nft_stats = {"worlds": 0, "flows": 0, "seconds": 0.0}
 def test_random_nft_ambient_worlds_agree_with_the_kernel(case: tuple[AmbientConfig, World, tuple[Flow, ...]]) -> None:
     """The same campaign with istio-cni's native nftables rules (1.28 and current, loaded with ``nft -f``)."""
     _c, world, flows = case
-    assert world.rules.ipv4.nft and not world.rules.ipv4.tables
+    # istio-cni's rules are native nft; only the hbone variant's stand-in rule (nat PREROUTING) is iptables'
+    assert world.rules.ipv4.nft and all(t.name == "nat" for t in world.rules.ipv4.tables)
     t0 = time.monotonic()
     bad = _run(world, flows)
     _nft_stats["worlds"] += 1

@@ -36,6 +36,7 @@ from meshsolve.analysis.properties import (
     Reachable,
 )
 from meshsolve.errors import OracleError, ParseError, WorldError
+from meshsolve.iproute import parse_routing
 from meshsolve.iptables import parse_text
 from meshsolve.model.net import to_address
 from meshsolve.model.rules import RuleRef
@@ -596,3 +597,24 @@ def test_class12_syn_and_tcp_flags() -> None:
             assert hit(got[Flow("any", lo, 9002)], "filter", "INPUT", 2)
         proved(kw, CaptureInbound(ports=(9001,)), [Flow("peer", POD4, 9001), Flow("peer", POD6, 9001)])
         not_proved(kw, Reachable("peer", 9003), got)
+
+
+# ------------------------------------------------------------------------------------------- class 17
+def test_class17_the_refusing_rst_is_a_reply_of_the_pod() -> None:
+    """The RST that refuses a connection nothing listens for passes filter OUTPUT: a DROP that matches
+    it leaves the client waiting (dropped by that rule), the same port without the rule is refused;
+    a connection whose ``CONNMARK --restore-mark`` marks its RST for the local table never gets it
+    back to the peer (the RST stays in the pod: the client waits too)."""
+    rules = ("*mangle\n-A PREROUTING -p tcp --dport 9010 -j CONNMARK --set-mark 0x111\n"
+             "-A OUTPUT -p tcp --tcp-flags RST RST -j CONNMARK --restore-mark\nCOMMIT\n"
+             "*filter\n-A OUTPUT -p tcp --sport 9008 --tcp-flags RST RST -j DROP\nCOMMIT\n")
+    routing = parse_routing("ip rule add fwmark 0x111/0xfff lookup 100\nip route add local 0.0.0.0/0 dev lo table 100\n"
+                            "ip -6 rule add fwmark 0x111/0xfff lookup 100\nip -6 route add local ::/0 dev lo table 100\n")
+    flows = [Flow("peer", pod, p) for pod, _ in PODS for p in (9008, 9009, 9010)]
+    with KernelWorld(world(rules, rules, routing=routing), ACK_CONFIG) as kw:
+        got = run(kw, flows)
+        for pod, _ in PODS:
+            assert got[Flow("peer", pod, 9008)].outcome == Dropped(RuleRef("filter", "OUTPUT", 1))
+            assert isinstance(got[Flow("peer", pod, 9009)].outcome, Refused)
+            assert isinstance(got[Flow("peer", pod, 9010)].outcome, Failed)
+        not_proved(kw, Reachable("peer", 9008), got)

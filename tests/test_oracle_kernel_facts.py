@@ -821,3 +821,42 @@ def test_fact13c_tproxy_to_the_port_a_listener_holds() -> None:
                     assert attempt.outcome == "timeout", (port, how, transparent, attempt)
                     assert L.accept(listeners[port], 0.05) is None
     per_family(check)
+
+
+# ----------------------------------------------------------------------------------------- fact 17
+def test_fact17_the_refusing_rst_is_a_reply_of_the_pod() -> None:
+    """A SYN to a port nobody listens on is answered by a RST the pod sends: it passes mangle and
+    filter OUTPUT as a reply of the SYN's conntrack entry (``--ctdir REPLY``, ``--ctstate
+    ESTABLISHED``), with mark 0 until a CONNMARK --restore-mark gives it the connection's mark; it
+    has no owner (``--uid-owner 0`` fails, ``! --uid-owner 0`` holds), yet ``--socket-exists``
+    holds for IPv4's and not for IPv6's; nat OUTPUT and nat POSTROUTING never see it; a DROP in
+    filter OUTPUT that matches it leaves the client without an answer (timeout), a port without
+    that rule is refused."""
+    def check(v6: bool) -> None:
+        rst = "-p tcp --tcp-flags RST RST"
+        text = (table("mangle", "PREROUTING OUTPUT",
+                      "-A PREROUTING -p tcp --dport 9009 -j CONNMARK --set-mark 0x111",
+                      f"-A OUTPUT {rst} -m mark --mark 0 -m comment --comment rst-mark0",
+                      f"-A OUTPUT {rst} -m conntrack --ctdir REPLY -m comment --comment rst-reply",
+                      f"-A OUTPUT {rst} -m conntrack --ctstate ESTABLISHED -m comment --comment rst-est",
+                      f"-A OUTPUT {rst} -m owner --socket-exists -m comment --comment rst-socket",
+                      f"-A OUTPUT {rst} -m owner --uid-owner 0 -m comment --comment rst-uid0",
+                      f"-A OUTPUT {rst} -m owner ! --uid-owner 0 -m comment --comment rst-not-uid0",
+                      f"-A OUTPUT {rst} -j CONNMARK --restore-mark",
+                      f"-A OUTPUT {rst} -m mark --mark 0x111 -m comment --comment rst-restored")
+                + table("nat", "OUTPUT POSTROUTING", ct_on(v6),
+                        f"-A OUTPUT {rst} -m comment --comment rst-nat-out",
+                        f"-A POSTROUTING {rst} -m comment --comment rst-nat-post")
+                + table("filter", "OUTPUT", f"-A OUTPUT {rst} --sport 9008 -m comment --comment rst-drop -j DROP"))
+        with lab() as L:
+            L.restore(L.pod, text, v6=v6)
+            dropped, refused = L.concurrently(lambda: L.connect(L.peer, pod(v6), 9008),
+                                              lambda: L.connect(L.peer, pod(v6), 9009))
+            assert (dropped.outcome, refused.outcome) == ("timeout", "ECONNREFUSED"), (dropped, refused)
+            c = L.counters(L.pod, v6=v6)
+            assert c["rst-drop"] >= 1 and c["rst-mark0"] >= 2 and c["rst-reply"] >= 2 and c["rst-restored"] >= 1, c
+            assert c["rst-est"] >= 2 and c["rst-not-uid0"] >= 2 and c["rst-uid0"] == 0, c
+            # IPv4 sends it from a per-namespace kernel socket (no file: no uid); IPv6 from none
+            assert (c["rst-socket"] >= 2) if not v6 else (c["rst-socket"] == 0), c
+            assert c["rst-nat-out"] == 0 and c["rst-nat-post"] == 0, c
+    per_family(check)

@@ -79,16 +79,6 @@ def test_ipv6_unspecified_destination_completes_its_handshake() -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "semantics: the RST that refuses a connection is a packet of the pod: it goes through OUTPUT and "
-    "POSTROUTING, where a DROP that matches it leaves the client without an answer (the kernel: dropped); "
-    "the model answers refused without sending it through the rules"))
-def test_the_refusing_rst_meets_the_output_rules() -> None:
-    drop_rst = Rule((TCP, PortMatch("tcp", extra=("--tcp-flags", "RST", "RST"))), Drop())
-    world = _world("ipv4", (Table("filter", (Chain("OUTPUT", (drop_rst,), "ACCEPT"),)),))
-    _agree(world, Flow("peer", "192.0.2.10", 9009))
-
-
-@pytest.mark.xfail(strict=True, reason=(
     "semantics: for IPv6, -m addrtype --dst-type UNICAST holds for every unicast address, the pod's own "
     "(::1) included (the kernel's ipv6_addr_type); the model calls a local address LOCAL only, so a nat "
     "POSTROUTING rule the kernel counts for a connection to ::1 does not match in the model"))

@@ -883,8 +883,8 @@ def _accept(d: Domain, env: Env, tr: Traverse, j: Journey, c: _Client, orig: tup
                                            Leg(d.kind(DELIV), idx, p.dst, p.dport, p.src, p.dst, p.dport)))
 
             def refused() -> Leg:
-                d.note("socket", lambda: f"nothing listens on {hostport(p.dst, p.dport)}/{p.protocol}: refused")
-                return Leg(d.kind(REFUSED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport)
+                return _refused(d, env, tr, j, c, orig, server,
+                                Leg(d.kind(REFUSED), d.port(NO_SOCKET), p.dst, p.dport, p.src, p.dst, p.dport))
 
             return d.branch(d.eq(cls, DELIV), delivered, refused)
 
@@ -921,6 +921,78 @@ def _proxy_leg(d: Domain, env: Env, side: Any, port: Any, q: Pkt, orig: tuple[An
     return Leg(side, d.port(NO_SOCKET), orig[0], orig[1], q.src, q.dst, q.dport)
 
 
+@attrs.frozen
+class _Reply:
+    """A reply of the server to the client's SYN as it went: where it ended (``back``), whether it
+    reached the client (``ok``), and whether the connection was NATed (its packets must be found by
+    conntrack)."""
+
+    back: Journey
+    ok: Any
+    tracked: Any
+
+
+def _reply(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig: tuple[Any, Any], s: _Server,
+           what: str, flags: frozenset[str], mark: Any) -> _Reply:
+    """The server's answer to the SYN (the SYN-ACK, or the RST that refuses it), sent from the
+    server's address back to the client: a reply of the SYN's conntrack entry, so nat skips it,
+    conntrack undoes the connection's NAT, and it is routed (and rerouted by its mark) like any
+    packet the pod sends. It has no owner: a SYN-ACK leaves before ``accept()``, a RST from the
+    kernel (kernel-facts.md, facts 9 and 17)."""
+    p = syn.pkt
+    natted, snatted = p.natted, p.snatted
+    # SNAT: the server answers the source it saw, which conntrack turns back into the client's at
+    # the destination-NAT stage (and the client's later packets get that source at the SNAT stage)
+    source_natted = not d.is_false(snatted)
+    tracked = d.or_(natted, snatted)
+    reply_to = (d.ite(snatted, p.src, c.src), d.ite(snatted, p.sport, c.sport)) if source_natted else (c.src, c.sport)
+    mark = d.u32(mark) if isinstance(mark, int) else mark
+    pkt = Pkt(p.protocol, s.addr, reply_to[0], s.port, reply_to[1], None, None, None, None, mark, p.ctmark,
+              natted, state="ESTABLISHED", flags=flags,
+              sk=SockView(d.const(True), d.const(False), c.transparent), zone=d.port(0), conn_zone=p.zone,
+              snatted=snatted)
+    un_nat: Bindings = Binding("src", natted, orig[0], orig[1])
+    if source_natted:
+        un_nat = (Binding("src", natted, orig[0], orig[1]), Binding("dst", snatted, c.src, c.sport))
+
+    def from_pod() -> Journey:
+        return send_local(d, env, tr, pkt, first=False, bind=un_nat)
+
+    def from_outside() -> Journey:
+        return send_remote(d, env, tr, pkt, first=False, bind=un_nat)
+
+    d.note("packet", lambda: what)
+    back = d.branch(s.local, from_pod, from_outside)
+    d.note("reply", lambda: f"{what} {hostport(s.addr, s.port)} -> {hostport(c.src, c.sport)}{_where(back)}")
+    # the reply must reach the client: in the pod, or out of its interface to the peer; and a NATed
+    # connection's reply must be found by conntrack (same zone), else it keeps the address the
+    # client never connected to
+    ok = d.and_(d.not_(back.ended), back.local if c.local else d.not_(back.local),
+                d.or_(d.not_(tracked), found_in_zone(d, back.pkt)))
+    return _Reply(back, ok, tracked)
+
+
+def _refused(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig: tuple[Any, Any], s: _Server,
+             leg: Leg) -> Leg:
+    """Nothing listens where the SYN arrived: the kernel answers with a RST (mark 0: no socket of the
+    pod sends it) along the path a SYN-ACK takes. The client is refused (``leg``) when it arrives;
+    else the client hears nothing and retries until it gives up (the RST stopped, or routed away)."""
+    p = syn.pkt
+    if env.replies_free:  # nothing can stop or divert it
+        d.note("socket", lambda: f"nothing listens on {hostport(p.dst, p.dport)}/{p.protocol}: refused")
+        return leg
+    d.note("socket", lambda: f"nothing listens on {hostport(p.dst, p.dport)}/{p.protocol}: the kernel answers "
+                             "with a RST")
+    r = _reply(d, env, tr, syn, c, orig, s, "RST", frozenset({"RST", "ACK"}), 0)
+
+    def lost() -> Leg:
+        return _lost(d, r.back, "RST", leg, r.tracked)
+
+    ended = d.branch(r.ok, lambda: leg, lost)
+    d.note("packet", lambda: "SYN")
+    return ended
+
+
 def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig: tuple[Any, Any], s: _Server,
                leg: Leg) -> Leg:
     """The rest of the TCP handshake: the server's SYN-ACK back to the client, then the client's ACK.
@@ -934,36 +1006,10 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
         return leg
     p = syn.pkt
     natted, snatted = p.natted, p.snatted
-    # SNAT: the server answers the source it saw, which conntrack turns back into the client's at
-    # the destination-NAT stage (and the client's later packets get that source at the SNAT stage)
     source_natted = not d.is_false(snatted)
-    tracked = d.or_(natted, snatted)
-    reply_to = (d.ite(snatted, p.src, c.src), d.ite(snatted, p.sport, c.sport)) if source_natted else (c.src, c.sport)
     # SYN-ACK: from the accepting socket (a request socket: no owner yet, the listener's mark)
-    mark = d.u32(s.mark) if isinstance(s.mark, int) else s.mark
-    synack = Pkt(p.protocol, s.addr, reply_to[0], s.port, reply_to[1], None, None, None, None, mark, p.ctmark,
-                 natted, state="ESTABLISHED", flags=frozenset({"SYN", "ACK"}),
-                 sk=SockView(d.const(True), d.const(False), c.transparent), zone=d.port(0), conn_zone=p.zone,
-                 snatted=snatted)
-    un_nat: Bindings = Binding("src", natted, orig[0], orig[1])
-    if source_natted:
-        un_nat = (Binding("src", natted, orig[0], orig[1]), Binding("dst", snatted, c.src, c.sport))
-
-    def from_pod() -> Journey:
-        return send_local(d, env, tr, synack, first=False, bind=un_nat)
-
-    def from_outside() -> Journey:
-        return send_remote(d, env, tr, synack, first=False, bind=un_nat)
-
-    d.note("packet", lambda: "SYN-ACK")
-    back = d.branch(s.local, from_pod, from_outside)
-    d.note("reply", lambda: f"SYN-ACK {hostport(s.addr, s.port)} -> {hostport(c.src, c.sport)}"
-                            f"{_where(back)}")
-    # the SYN-ACK must reach the client: in the pod, or out of its interface to the peer; and a NATed
-    # connection's reply must be found by conntrack (same zone), else it keeps the address the
-    # client never connected to
-    back_ok = d.and_(d.not_(back.ended), back.local if c.local else d.not_(back.local),
-                     d.or_(d.not_(tracked), found_in_zone(d, back.pkt)))
+    r = _reply(d, env, tr, syn, c, orig, s, "SYN-ACK", frozenset({"SYN", "ACK"}), s.mark)
+    back, tracked = r.back, r.tracked
 
     def ack_leg() -> Leg:
         ack = Pkt(p.protocol, c.src, orig[0], c.sport, orig[1], None, None, c.uid, c.gid, c.mark,
@@ -988,7 +1034,7 @@ def _handshake(d: Domain, env: Env, tr: Traverse, syn: Journey, c: _Client, orig
         d.note("packet", lambda: "SYN")
         return ended
 
-    return d.branch(back_ok, ack_leg, lost)
+    return d.branch(r.ok, ack_leg, lost)
 
 
 def _where(j: Journey) -> str:

@@ -315,9 +315,9 @@ _INERT = (Accept, Return, Log, Trace)
 
 def _spares_kernel_packets(draw: st.DrawFn, rule: Rule, pal: Palette) -> Rule:
     """``rule``, or when its target acts on packets, the rule restricted to a server port
-    (``--dport`` from the palette). The model follows a connection's handshake only: the RST that
-    refuses a connection and the kernel's ICMP errors go to the client's ephemeral port or are not
-    TCP, so they never meet such a rule (see tests/test_oracle_open_disagreements.py)."""
+    (``--dport`` from the palette). The model follows a connection's handshake and the RST that
+    refuses it, not the RST a REJECT sends nor the kernel's ICMP errors: those go to the client's
+    ephemeral port or are not TCP, so they never meet such a rule."""
     if rule.target is None or isinstance(rule.target, _INERT):
         return rule
     pm = next((m for m in rule.matches if isinstance(m, PortMatch)), None)
