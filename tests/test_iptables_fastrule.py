@@ -370,7 +370,7 @@ def test_split_lines_shortcut_matches_the_general_split(text: str) -> None:
 def test_gc_paused_restores_the_collector() -> None:
     import gc
 
-    from meshsolve.iptables.reading import gc_paused
+    from meshsolve.model.collector import gc_paused
 
     assert gc.isenabled()
     with pytest.raises(RuntimeError), gc_paused():

@@ -25,10 +25,7 @@ Nothing here knows which mesh wrote the rules; ``meshsolve.istio.fingerprint`` d
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import re
-from collections.abc import Iterator
 
 import attrs
 
@@ -37,6 +34,7 @@ from meshsolve.iptables.document import DocumentParser
 from meshsolve.iptables.logs import Failure, LogReading, looks_like_log, parse_log
 from meshsolve.iptables.tokens import Line, split_lines
 from meshsolve.iptables.unwrap import Unwrapped, unwrap
+from meshsolve.model.collector import gc_paused
 from meshsolve.model.rules import Rulesets
 
 __all__ = ["Failure", "Reading", "read_text", "read_unwrapped", "unwrap_text"]
@@ -340,17 +338,3 @@ def read_text(text: str, source: str = "<string>") -> Reading:
     with gc_paused():
         lines = split_lines(text.removeprefix("\ufeff"), source)  # a UTF-8 byte order mark is harmless
         return read_unwrapped(unwrap(lines), source)
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while one input becomes values (as it was before, after):
-    reading makes a great many small objects and no cycles worth collecting, and the collector's
-    passes over them took about a third of the time on a 96k-line dump."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()

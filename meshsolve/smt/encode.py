@@ -39,10 +39,8 @@ given meaning by the same ``match``) and its chosen target (each given meaning b
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -50,6 +48,7 @@ import z3
 
 import meshsolve.defaults as defaults
 from meshsolve.errors import UnsupportedError
+from meshsolve.model.collector import gc_paused
 from meshsolve.model.net import Family, IPAddress, IPNetwork
 from meshsolve.model.path import EPHEMERAL_PORTS, Stage
 from meshsolve.model.rules import Chain, OpaqueMatch, OpaqueTarget, Rule, Ruleset, Table
@@ -531,34 +530,19 @@ def encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
     ``"local"``ly (only that path is encoded), or leaves both (``"any"``). ``marks``: the first
     connection's socket mark is free (``HopVars.mark``, for the scope to constrain); else it has none."""
     if setup is not None:
-        with _no_collection():
+        with gc_paused():
             return _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0,
                                 setup=setup, first=first, marks=marks)
     key = (family, hops, tuple(sorted((names or {}).items())), tag, share_hop0, first, marks)
     for w, k, enc in _CACHE:
         if w is world and k == key:
             return enc
-    with _no_collection():
+    with gc_paused():
         enc = _encode_flow(world, family, hops=hops, names=names, tag=tag, share_hop0=share_hop0, first=first,
                            marks=marks)
     _CACHE.insert(0, (world, key, enc))
     del _CACHE[_CACHE_SIZE:]
     return enc
-
-
-@contextlib.contextmanager
-def _no_collection() -> Iterator[None]:
-    """Python's cyclic garbage collector paused: an encoding makes hundreds of thousands of small
-    objects (Z3 term wrappers, memo entries) and no cycles worth collecting, and the collector's
-    passes over them were about 40 % of a large encoding's time. Reference counting still frees
-    every term as it is dropped."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
