@@ -250,11 +250,16 @@ _stats = {"worlds": 0, "flows": 0, "seconds": 0.0}
 @given(ambient_cases())
 def test_random_ambient_worlds_agree_with_the_kernel(case: tuple[AmbientConfig, World, tuple[Flow, ...]]) -> None:
     _c, world, flows = case
+    _one_world(_stats, world, flows)
+
+
+def _one_world(stats: dict[str, float], world: World, flows: tuple[Flow, ...]) -> None:
+    """One campaign world on the kernel, counted in ``stats``; every flow must agree."""
     t0 = time.monotonic()
     bad = _run(world, flows)
-    _stats["worlds"] += 1
-    _stats["flows"] += len(flows)
-    _stats["seconds"] += time.monotonic() - t0
+    stats["worlds"] += 1
+    stats["flows"] += len(flows)
+    stats["seconds"] += time.monotonic() - t0
     assert not bad, f"{len(bad)} of {len(flows)} flows disagree\n\n" + "\n\n".join(bad)
 
 
@@ -269,12 +274,7 @@ def test_random_nft_ambient_worlds_agree_with_the_kernel(case: tuple[AmbientConf
     _c, world, flows = case
     # istio-cni's rules are native nft; only the hbone variant's stand-in rule (nat PREROUTING) is iptables'
     assert world.rules.ipv4.nft and all(t.name == "nat" for t in world.rules.ipv4.tables)
-    t0 = time.monotonic()
-    bad = _run(world, flows)
-    _nft_stats["worlds"] += 1
-    _nft_stats["flows"] += len(flows)
-    _nft_stats["seconds"] += time.monotonic() - t0
-    assert not bad, f"{len(bad)} of {len(flows)} flows disagree\n\n" + "\n\n".join(bad)
+    _one_world(_nft_stats, world, flows)
 
 
 def test_random_campaign_ran() -> None:
