@@ -63,12 +63,13 @@ def test_tiny_resource_limit_gives_solver_gave_up() -> None:
 
 
 def test_search_sets_timeout_and_rlimit_on_every_solver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Spy on the solver ``search`` creates: both bounds are set before ``check``."""
+    """Spy on the solvers ``search`` creates (the one-connection kind and the several-connections
+    kind): both bounds are set before ``check``."""
     seen: list[dict[str, Any]] = []
-    real = z3.SolverFor
+    real = solve_mod._solver
 
-    def spy(logic: str) -> Any:
-        s = real(logic)
+    def spy(hops: int) -> Any:
+        s = real(hops)
         params: dict[str, Any] = {}
         seen.append(params)
         orig_set = s.set
@@ -82,9 +83,11 @@ def test_search_sets_timeout_and_rlimit_on_every_solver(monkeypatch: pytest.Monk
         s.set = set_
         return s
 
-    monkeypatch.setattr(solve_mod.z3, "SolverFor", spy)
-    (scope, pred), = CaptureInbound().checks(E)
-    search(E, scope, pred, timeout_ms=1234, rlimit=5678)
+    monkeypatch.setattr(solve_mod, "_solver", spy)
+    for prop in (CaptureInbound(), NoLoops()):
+        for scope, pred in prop.checks(E):
+            search(E, scope, pred, timeout_ms=1234, rlimit=5678)
+    assert len(seen) >= 2
     assert seen and all(p.get("timeout") == 1234 and p.get("rlimit") == 5678 for p in seen), seen
 
 

@@ -111,3 +111,18 @@ def test_checks_answer_the_same_without_templates(prop: object, monkeypatch: pyt
     assert type(with_tpl) is type(without)
     assert str(with_tpl) == str(without)
     assert getattr(with_tpl, "assumes", None) == getattr(without, "assumes", None)
+
+
+def test_one_template_serves_a_constant_and_a_free_uid() -> None:
+    """The proxy's connection (uid 1337) and any process's (a free uid) traverse the same large
+    chains: one template serves both, and each instance is that packet's own traversal."""
+    world = _kube_world()
+    ctx, table, chain, stage = _nat_output(world)
+    ctx.eager = True
+    tpl = E.Templates()
+    fixed = tpl.decision(ctx, table, chain, stage, _pkt(1, 1337))  # type: ignore[arg-type]
+    free = tpl.decision(ctx, table, chain, stage, _pkt(2, None))  # type: ignore[arg-type]
+    assert len(tpl.built) == 1
+    names = {str(x) for x in _consts(free.kind)}
+    assert "uid2" in names and not any(n.startswith("template!") for n in names)
+    assert "uid2" not in {str(x) for x in _consts(fixed.kind)}

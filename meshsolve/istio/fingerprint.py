@@ -69,12 +69,17 @@ class Mesh:
         return self.kind == "istio"
 
 
-_MESH_TEXT: tuple[tuple[str, str, re.Pattern[str]], ...] = (
-    ("istio-ambient", "Istio's ambient mode (ztunnel's in-pod capture)", re.compile(r"\bISTIO_(?:PRERT|POSTRT)\b")),
-    ("linkerd", "Linkerd's proxy-init", re.compile(r"\bPROXY_INIT_(?:REDIRECT|OUTPUT)\b|\blinkerd-init\b")),
+#: (kind, name, pattern, needles): the pattern is searched only in a text holding one of the
+#: needles (plain substrings every match contains): a pattern with no literal start is tried at
+#: every position, which on a dump of 50,000 rules took a second.
+_MESH_TEXT: tuple[tuple[str, str, re.Pattern[str], tuple[str, ...]], ...] = (
+    ("istio-ambient", "Istio's ambient mode (ztunnel's in-pod capture)", re.compile(r"\bISTIO_(?:PRERT|POSTRT)\b"),
+     ("ISTIO_PRERT", "ISTIO_POSTRT")),
+    ("linkerd", "Linkerd's proxy-init", re.compile(r"\bPROXY_INIT_(?:REDIRECT|OUTPUT)\b|\blinkerd-init\b"),
+     ("PROXY_INIT_", "linkerd-init")),
     ("kuma", "Kuma's transparent proxy", re.compile(r"\b(?:KUMA_MESH_\w+|MESH_(?:INBOUND|OUTBOUND|OUTPUT|REDIRECT|"
-                                                    r"IN_REDIRECT)\w*)\b")),
-    ("consul", "Consul's transparent proxy", re.compile(r"\bCONSUL_(?:PROXY|DNS)_\w+\b")),
+                                                    r"IN_REDIRECT)\w*)\b"), ("MESH_",)),
+    ("consul", "Consul's transparent proxy", re.compile(r"\bCONSUL_(?:PROXY|DNS)_\w+\b"), ("CONSUL_",)),
 )
 _ISTIO_SIDECAR = re.compile(r"\bISTIO_(?:INBOUND|OUTPUT|REDIRECT|IN_REDIRECT)\b")
 
@@ -83,9 +88,9 @@ def mesh_of_text(text: str, numbered: Iterable[tuple[int, str]] = ()) -> Mesh | 
     """Another mesh (or Istio ambient) named by the chains in ``text``; ``None`` when the text shows
     Istio's sidecar chains or no mesh's chains at all. ``numbered`` (line number, text) lines let
     the evidence name the input's line."""
-    for kind, name, rx in _MESH_TEXT:
-        m = rx.search(text)
-        if m and (kind == "istio-ambient" or not _ISTIO_SIDECAR.search(text)):
+    for kind, name, rx, needles in _MESH_TEXT:
+        m = rx.search(text) if any(n in text for n in needles) else None
+        if m and (kind == "istio-ambient" or "ISTIO_" not in text or not _ISTIO_SIDECAR.search(text)):
             line = next((n for n, t in numbered if m.group(0) in t), None)
             return Mesh(kind, name, m.group(0) + ("" if line is None else f" (line {line})"))
     return None

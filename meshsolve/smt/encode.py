@@ -169,6 +169,15 @@ class Traversal:
         self.zero_port = self.d.port(0)
         self.zero_addr = self.d.addr_bits(0)
 
+    def close(self) -> None:
+        """Drop the memos: a traversal's continuations refer to it, so without this only Python's
+        cyclic collector would free it and the Z3 terms it holds, long after (a pass over every
+        object a large encoding made); once its decision is built nothing reads them."""
+        for m in (self.memo, self.views, self.conds, self.effects, self.nexts, self._cid_of):
+            m.clear()
+        self._conts.clear()
+        self._states.clear()
+
     def dec(self, kind: int, st: State, port: Any = None, addr: Any = None) -> K.Decision:
         return K.Decision(self.d.kind(kind), self.zero_addr if addr is None else addr,
                           self.zero_port if port is None else port, *st)
@@ -368,14 +377,12 @@ TEMPLATED = True
 
 def _value_key(v: Any) -> tuple[Any, ...] | None:
     """What a field's value contributes to a template's key: the value itself when it is a Python
-    value or a Z3 constant (folded when the traversal is built), None for any other term (a
-    template variable stands for it)."""
+    value (it decides the traversal's shape: no owner, no output interface), None for a Z3 term,
+    a constant included: a template variable stands for it. A constant is not folded into the
+    template, so that one template serves the packets that differ in it (the app's uid, the
+    proxy's, any uid): the chains that depend on it are small; the large ones are the same."""
     if v is None or isinstance(v, (bool, int)):
         return ("py", v)
-    if z3.is_true(v) or z3.is_false(v):
-        return ("bool", z3.is_true(v))
-    if z3.is_bv_value(v):
-        return ("bv", v.size(), v.as_long())
     return None
 
 
@@ -449,7 +456,11 @@ class Templates:
 
 
 def _direct(ctx: Ctx, t: Table, c: Chain, stage: Stage, pkt: K.Pkt) -> K.Decision:
-    return Traversal(ctx, t, stage, pkt).chain(c, State(pkt.mark, pkt.ctmark, pkt.zone))
+    tr = Traversal(ctx, t, stage, pkt)
+    try:
+        return tr.chain(c, State(pkt.mark, pkt.ctmark, pkt.zone))
+    finally:
+        tr.close()
 
 
 def _instance(ctx: Ctx, tpl: Template, values: list[Any]) -> K.Decision:

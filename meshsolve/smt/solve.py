@@ -213,6 +213,28 @@ def configure(s: Any, timeout_ms: int, rlimit: int) -> Any:
     return s
 
 
+def _gave_up(s: Any, rlimit: int) -> SolverGaveUp:
+    """Why Z3 answered unknown, in QF_BV's words: Z3's SMT core says "canceled" both when its
+    timer stopped it and when it ran out of resources (the resources it used tell which)."""
+    why = s.reason_unknown() or "unknown"
+    if why == "canceled":
+        st = s.statistics()
+        names = st.keys()  # Z3's statistics are not a mapping
+        used = st.get_key_value("rlimit count") if "rlimit count" in names else 0
+        why = "max. resource limit exceeded" if used >= rlimit else "timeout"
+    return SolverGaveUp(why)
+
+
+def _solver(hops: int) -> Any:
+    """The solver for a question whose flow is encoded for ``hops`` connections. One connection:
+    one traversal of the rules, whose conditions Z3's SMT core decides by lazy case splits;
+    QF_BV's preprocessing (propagating values, solving equations, bit-blasting) costs more than
+    it saves there, several times more on large rule sets. Several connections: copies of the
+    traversal tied by equalities, which that preprocessing folds (benchmarks/README.md, "Which
+    solver")."""
+    return z3.SimpleSolver() if hops == 1 else z3.SolverFor("QF_BV")
+
+
 def run_check(s: Any, *assumptions: Any) -> Any:
     """``s.check(*assumptions)``, recording the query in :data:`QUERY_LOG` when it is a list."""
     if QUERY_LOG is not None:
@@ -229,7 +251,7 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = defaults.HOPS,
     first = "peer" if scope.client == "peer" else "local"
     enc, h0, client = E.encode_flow(world, scope.family, hops=hops, names=names, first=first,
                                     marks=_marked(world, scope))
-    s = configure(z3.SolverFor("QF_BV"), timeout_ms, rlimit)
+    s = configure(_solver(hops), timeout_ms, rlimit)
     s.add(*enc.constraints)
     s.add(*_scope(scope, world, enc, h0, client))
     s.add(z3.Not(_pred(pred, enc)))
@@ -238,7 +260,7 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = defaults.HOPS,
     if r == z3.unsat:
         return NoWitness(hops, opaque)
     if r == z3.unknown:
-        return SolverGaveUp(s.reason_unknown() or "unknown")
+        return _gave_up(s, rlimit)
     m = _canonical(s, world, scope, h0, enc)
     flow, w = _flow_from_model(m, world, scope, h0, enc)
     return Candidate(flow, w, opaque)
@@ -332,8 +354,15 @@ def _canonical(s: Any, world: World, scope: Scope, h0: E.HopVars, enc: E.FlowEnc
         first([h0.dst == a for a in addrs])
         if not first([h0.dport == p for p in ports]):
             smallest(h0.dport)
-    if scope.client == "any-app" and h0.uid is not None:
-        first([z3.And(h0.uid == a.uid, h0.gid == a.gid) for a in world.apps])
+    if not pin(h0.sport == 0):  # no source port named, else the smallest that works
+        smallest(h0.sport)
+    # an app's ids together, else each id apart: an app's, root's, else the smallest (the
+    # witness does not depend on which model the solver found first)
+    if scope.client == "any-app" and h0.uid is not None and \
+            not first([z3.And(h0.uid == a.uid, h0.gid == a.gid) for a in world.apps]):
+        for var, ids in ((h0.uid, [a.uid for a in world.apps]), (h0.gid, [a.gid for a in world.apps])):
+            if not first([var == x for x in dict.fromkeys([*ids, 0])]):
+                smallest(var)
     # a mark: none, else one of the apps', else the smallest
     marks = [h0.mark == m for m in dict.fromkeys([0, *(a.mark for a in world.apps if a.mark)])]
     if scope.any_mark and h0.mark is not None and not first(marks):
@@ -423,7 +452,7 @@ def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int
     if r == z3.unsat:
         return NoWitness(hops, opaque)
     if r == z3.unknown:
-        return SolverGaveUp(s.reason_unknown() or "unknown")
+        return _gave_up(s, rlimit)
     m = _canonical(s, world_a, scope, h0, ea)
     flow, wa = _flow_from_model(m, world_a, scope, h0, ea)
     _flow_b, wb = _flow_from_model(m, world_b, scope, h0, eb)
