@@ -126,3 +126,24 @@ def test_one_template_serves_a_constant_and_a_free_uid() -> None:
     names = {str(x) for x in _consts(free.kind)}
     assert "uid2" in names and not any(n.startswith("template!") for n in names)
     assert "uid2" not in {str(x) for x in _consts(fixed.kind)}
+
+
+def test_a_set_of_properties_templates_from_its_first_encoding() -> None:
+    """A single question builds its one traversal directly; a set of questions (``check_all``)
+    builds the first as a template, which the next encodings instantiate, with the same verdicts."""
+    from meshsolve.analysis.check import check_all, check_each
+
+    def built(world: World) -> int:
+        return sum(len(t.built) for w, _k, t in E._TEMPLATES if w is world)
+
+    alone = _kube_world()
+    one = check(alone, CaptureOutbound())
+    assert built(alone) == 0
+    several = _kube_world()
+    each = check_each(several, [CaptureOutbound(), NoLoops()])
+    first = next(each)
+    assert built(several) >= 1  # before the second property is asked
+    assert str(first) == str(one)
+    assert str(next(each)) == str(check(_kube_world(), NoLoops()))
+    assert [str(v) for v in check_all(_kube_world(), [CaptureOutbound(), NoLoops()])] == \
+        [str(one), str(check(_kube_world(), NoLoops()))]

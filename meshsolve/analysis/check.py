@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import attrs
@@ -29,6 +29,7 @@ from meshsolve.semantics import kernel as K
 from meshsolve.semantics.domain import Concrete
 from meshsolve.semantics.interpret import interpret
 from meshsolve.semantics.trace import Delivered, Result, Undetermined
+from meshsolve.smt.encode import expect_several
 from meshsolve.smt.query import (
     AllOf,
     AnyOf,
@@ -52,6 +53,7 @@ __all__ = [
     "Verdict",
     "check",
     "check_all",
+    "check_each",
     "enumerate_scope",
     "flow_in_scope",
     "holds",
@@ -155,6 +157,15 @@ def _first_leg_captured(result: Result) -> bool:
     return bool(result.observed)
 
 
+def check_each(world: World, props: Sequence[Property], **kw: Any) -> Iterator[Verdict]:
+    """``check`` of each property in turn (``kw`` as ``check`` takes them); their encodings share
+    the traversals of the world's chains from the first one on (``smt.encode.expect_several``)."""
+    if len(props) > 1:
+        expect_several(world)
+    for p in props:
+        yield check(world, p, **kw)
+
+
 def check(world: World, prop: Property, *, hops: int = defaults.HOPS,
           timeout_ms: int = defaults.TIMEOUT_MS, rlimit: int = defaults.RLIMIT,
           names: dict[str, int] | None = None) -> Verdict:
@@ -202,7 +213,7 @@ def _whole(prop: Property, pred: Pred, ans: Candidate, result: Result, hops: int
 
 
 def check_all(world: World, props: Iterable[Property], **kw: Any) -> list[Verdict]:
-    return [check(world, p, **kw) for p in props]
+    return list(check_each(world, tuple(props), **kw))
 
 
 # ------------------------------------------------------------------------------------------------

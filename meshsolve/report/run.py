@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from meshsolve.analysis.check import check
+from meshsolve.analysis.check import check_each
 from meshsolve.analysis.properties import Property
 from meshsolve.model.provenance import Part
 from meshsolve.model.world import World
@@ -25,8 +25,7 @@ def check_world(world: World, props: Sequence[Property], *, app_references: Mapp
     findings: list[Finding] = list(lint_world(world, app_references=dict(app_references or {})))
     checked: list[Checked] = []
     subject = subject_of(world)
-    for p in props:
-        v = check(world, p)
+    for p, v in zip(props, check_each(world, props), strict=True):
         checked.append(Checked(subject, p.title(), v.kind))
         seen = {(f.code, f.subject, f.reference, f.message) for f in findings}
         # two properties refuted by the same witness (a loop is also an unreachable port) say it once

@@ -476,6 +476,19 @@ _TEMPLATES: list[tuple[World, tuple[Any, ...], Templates]] = []
 _TEMPLATES_SIZE = 4
 
 
+#: Worlds several encodings of which are coming (``expect_several``), the newest first.
+_SEVERAL: list[World] = []
+
+
+def expect_several(world: World) -> None:
+    """Say that several encodings of ``world`` will follow (a set of properties): then its first
+    encoding builds its traversals as templates too, and the later ones instantiate them rather
+    than build the large chains again."""
+    if not any(w is world for w in _SEVERAL):
+        _SEVERAL.insert(0, world)
+        del _SEVERAL[_TEMPLATES_SIZE:]
+
+
 def shared_templates(world: World, key: tuple[Any, ...]) -> Templates:
     """The templates of ``world``'s encodings with ``key`` (family and owner names)."""
     for w, k, tpl in _TEMPLATES:
@@ -569,7 +582,7 @@ def _encode_flow(world: World, family: Family, *, hops: int = defaults.HOPS,
     ctx = Ctx(world, family, names=names, tag=tag)
     if setup is None:
         ctx.templates = shared_templates(world, (family, tuple(sorted((names or {}).items()))))
-    ctx.eager = hops > 1 or ctx.templates.encodings > 0
+    ctx.eager = hops > 1 or ctx.templates.encodings > 0 or any(w is world for w in _SEVERAL)
     ctx.templates.encodings += 1
     if setup is not None:
         setup(ctx)
