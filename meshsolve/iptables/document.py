@@ -182,6 +182,16 @@ class DocumentParser(CommandReplay):
         its text straight to the segment cache; False when it is left to :meth:`command`."""
         if self.fast is None or self.table is None:
             return False
+        whole = self.fast.parse_line(s, counters, self.source, ln.lineno)
+        if whole is not None:
+            chain, rule, jump = whole
+            c = self.table.chains.get(chain)
+            if c is None:
+                return False
+            if jump is not None:
+                c.jumps.append((jump, ln.lineno, ln.text))
+            c.rules.append(rule)
+            return True
         chain, sep, body = s[3:].partition(" ")
         c = self.table.chains.get(chain)
         if c is None or not sep:
