@@ -38,6 +38,8 @@ _PRINTERS = re.compile(
     r"(?:\S*/)?(?:pilot-agent|istio-iptables(?:\.sh)?|kumactl|linkerd2-proxy-identity|proxy-init))(?:\s|$)")
 _PROMPT = re.compile(r"^(?:\$|#|>|\*|[\w.\-]+@[\w.\-]+(?::\S*)?\s*[#$]|\[[\w.\-]+@[\w.\-]+[^\]]*\][#$])\s+(\S.*)$")
 _TABLE_NAMES = frozenset({"nat", "filter", "mangle", "raw", "security"})
+# What a ``_PROMPT`` match starts with, unless the line holds an '@' (``user@host``): "" for a blank line.
+_PROMPT_STARTS = frozenset({"", "$", "#", ">", "*", "["})
 
 _DOCKER = re.compile(r'^\{"log":')
 _CRI = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:?\d\d) (?:stdout|stderr) ([FP]) ?")
@@ -140,10 +142,9 @@ def _prefixes(lines: list[Line], u: Unwrapped) -> list[Line]:
         return [Line(ln.lineno, _KPREFIX.sub("", ln.text, count=1)) for ln in body]
     if len(body) < 3:
         return lines
-    firsts = {ln.text.split(None, 1)[0] for ln in body}
-    if len(firsts) != 1:
-        return lines
-    token = firsts.pop()
+    token = body[0].text.split(None, 1)[0]
+    if any(ln.text.split(None, 1)[0] != token for ln in body):
+        return lines  # (not one first word on every line)
     if "-" not in token or not _POD_TOKEN.match(token) or token in ("-", "--"):
         return lines
     out = [Line(ln.lineno, ln.text.split(None, 1)[1] if len(ln.text.split(None, 1)) > 1 else "")
@@ -174,6 +175,9 @@ def _per_line(lines: list[Line], u: Unwrapped) -> list[Line]:
     seen: set[str] = set()
     for ln in lines:
         s = ln.text
+        if "msg=" not in s and "\\n" not in s and not s[:1].isdigit():
+            out.append(ln)  # (no logfmt message, escaped value or timestamp: ``_LINKERD``, ``_GO_LOG``)
+            continue
         if "msg=" in s and _LOGFMT.match(s.strip()):
             pairs = dict(_LOGFMT_PAIR.findall(s.strip()))
             raw = pairs.get("msg", "")
@@ -209,6 +213,9 @@ def _bold(lines: list[Line], u: Unwrapped) -> list[Line]:
     changed = False
     for ln in lines:
         s = ln.text
+        if "**" not in s:
+            out.append(ln)
+            continue
         t = s.strip()
         if t.startswith("**") or t.endswith("**"):
             core = t[2:] if t.startswith("**") else t
@@ -228,8 +235,8 @@ def _dedent(lines: list[Line], u: Unwrapped) -> list[Line]:
     body = _nonempty(lines)
     if len(body) > 1 and (_PROMPT.match(body[0].text) or _PRINTERS.match(body[0].text)):
         body = body[1:]  # '* kubectl logs ...' above an indented paste
-    if not body:
-        return lines
+    if not body or not body[0].text.startswith(" "):
+        return lines  # (no common indentation)
     indents = {len(ln.text) - len(ln.text.lstrip(" ")) for ln in body}
     common = min(indents)
     if common == 0:
@@ -242,6 +249,9 @@ def _prompts(lines: list[Line], u: Unwrapped) -> list[Line]:
     out: list[Line] = []
     first = True
     for ln in lines:
+        if not first and ln.text.lstrip()[:1] not in _PROMPT_STARTS and "@" not in ln.text:
+            out.append(ln)  # (no ``_PROMPT`` match can start here)
+            continue
         s = ln.text.strip()
         if not s:
             out.append(ln)
@@ -273,6 +283,9 @@ def _traces(lines: list[Line], u: Unwrapped) -> list[Line]:
     out = []
     traced = False
     for ln in lines:
+        if "+" not in ln.text:
+            out.append(ln)
+            continue
         m = _TRACE.match(ln.text.strip())
         if m and not ln.mark:
             out.append(Line(ln.lineno, m.group(1), "trace"))
