@@ -209,10 +209,13 @@ class FastRules:
             hit = self._text_targets.get((target_text, protocol))
             if hit is None:
                 words = tuple(target_text.split(" "))
-                if collect_raw(list(words), 2)[1] != len(words):
-                    return None  # (what the text door's cut would leave to the word door)
                 try:
-                    hit = self._target(words, protocol)
+                    if len(words) == 2:  # ``-j NAME``: no option for collect_raw to take
+                        hit = target_of(words[0], words[1], [], protocol)
+                    elif collect_raw(list(words), 2)[1] != len(words):
+                        return None  # (what the text door's cut would leave to the word door)
+                    else:
+                        hit = self._target(words, protocol)
                 except (LineError, MeshsolveError):
                     return None
                 self._text_targets[(target_text, protocol)] = hit
