@@ -76,7 +76,7 @@ _COMMENT = re.compile(r'-m comment --comment "([^"\\]*)"')
 # words hold no white space, quote or backslash, so they are its text split at single spaces.
 _WORD = r'[^\s"!-][^\s"]*'
 _LINE = re.compile(
-    r"-A ([^ ]+)(?= )"
+    r'-A ([^\s"]+)(?= )'
     rf"(?: ((?:! )?-s {_WORD}))?"
     rf"(?: ((?:! )?-d {_WORD}))?"
     rf"(?: ((?:! )?-i {_WORD}))?"
