@@ -65,14 +65,22 @@ class Unwrapped:
     command: tuple[int, str] | None = None  # (line, command) that printed the text, if shown
     prompts: list[tuple[int, str]] = field(default_factory=list)  # every prompt/command line taken out
     log_transport: bool = False  # a log transport was taken off (the text is a log)
+    nonempty: tuple[list[Line], list[Line]] | None = field(default=None, repr=False, compare=False)  # (see _nonempty)
 
     @property
     def text(self) -> str:
         return "\n".join(ln.text for ln in self.lines)
 
 
-def _nonempty(lines: list[Line]) -> list[Line]:
-    return [ln for ln in lines if ln.text.strip()]
+def _nonempty(lines: list[Line], u: Unwrapped) -> list[Line]:
+    """The non-blank lines of ``lines``; the steps that leave the lines as they are pass the same
+    list on, so it is computed once for them (``u.nonempty``, the list it was computed for kept)."""
+    last = u.nonempty
+    if last is not None and last[0] is lines:
+        return last[1]
+    body = [ln for ln in lines if ln.text.strip()]
+    u.nonempty = (lines, body)
+    return body
 
 
 def _unescape(value: str) -> str:
@@ -92,7 +100,7 @@ def _unescape(value: str) -> str:
 
 
 def _docker(lines: list[Line], u: Unwrapped) -> list[Line]:
-    body = _nonempty(lines)
+    body = _nonempty(lines, u)
     if not body or not all(_DOCKER.match(ln.text.strip()) for ln in body):
         return lines
     out: list[Line] = []
@@ -111,7 +119,7 @@ def _docker(lines: list[Line], u: Unwrapped) -> list[Line]:
 
 
 def _cri(lines: list[Line], u: Unwrapped) -> list[Line]:
-    body = _nonempty(lines)
+    body = _nonempty(lines, u)
     if not body or not all(_CRI.match(ln.text) for ln in body):
         return lines
     out: list[Line] = []
@@ -135,7 +143,7 @@ def _cri(lines: list[Line], u: Unwrapped) -> list[Line]:
 
 
 def _prefixes(lines: list[Line], u: Unwrapped) -> list[Line]:
-    body = _nonempty(lines)
+    body = _nonempty(lines, u)
     if len(body) >= 2 and all(_KPREFIX.match(ln.text) for ln in body):
         u.wrappers.append("kubectl logs --prefix ([pod/NAME/CONTAINER])")
         u.log_transport = True
@@ -161,7 +169,7 @@ def _prefixes(lines: list[Line], u: Unwrapped) -> list[Line]:
 
 
 def _journal(lines: list[Line], u: Unwrapped) -> list[Line]:
-    body = _nonempty(lines)
+    body = _nonempty(lines, u)
     hits = [ln for ln in body if _JOURNAL.match(ln.text)]
     if not hits or len(hits) < len(body) / 2:
         return lines
@@ -232,7 +240,7 @@ def _bold(lines: list[Line], u: Unwrapped) -> list[Line]:
 
 
 def _dedent(lines: list[Line], u: Unwrapped) -> list[Line]:
-    body = _nonempty(lines)
+    body = _nonempty(lines, u)
     if len(body) > 1 and (_PROMPT.match(body[0].text) or _PRINTERS.match(body[0].text)):
         body = body[1:]  # '* kubectl logs ...' above an indented paste
     if not body or not body[0].text.startswith(" "):
@@ -304,4 +312,5 @@ def unwrap(lines: list[Line]) -> Unwrapped:
     for step in (_docker, _cri, _prefixes, _journal, _dedent, _per_line, _bold, _prompts, _traces):
         cur = step(cur, u)
     u.lines = cur
+    u.nonempty = None
     return u
