@@ -4,7 +4,9 @@ Whole inputs are parsed twice, fast path on and off (``tables.FAST_RULES``), and
 compared, counters and origins included (they are not part of rule equality). Single rules are
 checked word list by word list, also after shuffling and damaging them: whenever the fast path
 answers, the full parser must give the same rule and jump; when the full parser refuses, the fast
-path must leave the words to it. The common shapes must actually take the fast path.
+path must leave the words to it. The common shapes must actually take the fast path. The same
+holds for the text door (a rule's text after ``-A CHAIN``) and the whole-line door (a whole ``-A``
+line), and for the shortcuts around them (the NAT address decoding, ``parse``'s nftables check).
 """
 
 from __future__ import annotations

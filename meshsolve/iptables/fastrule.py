@@ -10,9 +10,12 @@ meshsolve knows, ``collect_raw`` for one it does not, ``basic_match``, ``build_p
 ``build_module``, ``target_of``), and puts the rule together from the cached pieces; ``Rule``
 orders the matches as the full parser's rule has them.
 
-Two doors: :meth:`FastRules.parse` takes the words of a rule; :meth:`FastRules.parse_text` takes
+Three doors: :meth:`FastRules.parse` takes the words of a rule; :meth:`FastRules.parse_text` takes
 the text of an iptables-save rule line after ``-A CHAIN`` and cuts it into segments with one regular
-expression, before any word splitting, so a segment seen before costs one dictionary look-up. A
+expression, before any word splitting, so a segment seen before costs one dictionary look-up;
+:meth:`FastRules.parse_line` takes a whole ``-A CHAIN ...`` line written in iptables-save's own order
+(``_LINE``: the basic options once each, in the order -s -d -i -o -p, a comment, a run of other
+modules, the target) and looks each of those parts up whole, reading a new one as the text door does. A
 segment is cached by its text only after its words were read alone with the word door's logic and
 used up exactly; the cut is taken only when the segments, joined by single spaces, give back the
 whole text (nothing skipped, no other white space). What may follow a segment (another segment's
