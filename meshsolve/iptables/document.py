@@ -189,7 +189,8 @@ class DocumentParser(CommandReplay):
 
     def quick_rule(self, s: str, ln: Line, counters: tuple[int, int] | None) -> bool:
         """The common case, an iptables-save rule line ``s`` (``-A CHAIN ...``) of the open table,
-        its text straight to the segment cache; False when it is left to :meth:`command`."""
+        read by the fast path's whole-line door, else its text by the segment door; False when it is
+        left to :meth:`command`."""
         if self.fast is None or self.table is None:
             return False
         whole = self.fast.parse_line(s, counters, self.source, ln.lineno)
