@@ -9,8 +9,8 @@ deleted afterwards, also on failure). ``--tree DIR`` adds a third column: ``mesh
 another copy of the package. Each process is timed by the wall clock and by its CPU time (user +
 system, its children included, from ``getrusage``), and the load average is printed with each
 size: on a shared machine CPU time is the steadier figure. It also times ``read_text`` in this
-process with the rule fast path on and off (CPU time). Medians, with the min and max; lines/s
-from the medians.
+process with the rule fast path on and off, and ``render_save`` of what it read (CPU time).
+Medians, with the min and max; lines/s from the medians.
 """
 
 from __future__ import annotations
@@ -124,18 +124,22 @@ def _in_process(text: str, lines: int, repeat: int) -> None:
     import gc
 
     import meshsolve.iptables.tables as tables
-    from meshsolve.iptables import read_text
+    from meshsolve.iptables import read_text, render_save
 
     for fast in (True, False):
         tables.FAST_RULES = fast
-        xs = []
+        xs, rs = [], []
         for _ in range(repeat):
             gc.collect()
             t = time.process_time()
-            read_text(text, "kube.txt")
+            reading = read_text(text, "kube.txt")
             xs.append(time.process_time() - t)
+            t = time.process_time()
+            render_save(reading.require_rulesets())
+            rs.append(time.process_time() - t)
+            del reading
         print(f"read_text in-process, fast path {'on ' if fast else 'off'} CPU {_stats(xs)}  "
-              f"{lines / statistics.median(xs):,.0f} lines/s")
+              f"{lines / statistics.median(xs):,.0f} lines/s; render_save after it CPU {_stats(rs)}")
     tables.FAST_RULES = True
 
 

@@ -8,6 +8,7 @@ oracle cannot run here, 70 a meshsolve bug (``InternalError``), 79 some property
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -159,17 +160,32 @@ def parse_command(file: str, family: str | None, output: str, counters: bool) ->
     detected by itself and printed as canonical nft -f text (-o json: the rule model it lowers to).
     Bad input exits with 65 and a one-line message.
     """
-    from meshsolve.iptables import read_text, render_restore, render_save, to_json
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()  # (see _parse_output)
+    try:
+        _parse_output(file, family, output, counters)
+    finally:
+        if was:
+            gc.enable()
+
+
+def _parse_output(file: str, family: str | None, output: str, counters: bool) -> None:
+    """``parse``'s work, with the cyclic collector off: the rules it reads hold no cycles, and when
+    this returns they are freed by reference counting, before the collector is back; a collector
+    pass over a large ruleset's values (a quarter of a 96k-line parse) would find nothing."""
+    from meshsolve.iptables import file_text, read_text, render_restore, render_save, to_json
     from meshsolve.model.rules import Ruleset
-    from meshsolve.nftables import is_nft
-    from meshsolve.nftables import parse_text as nft_text
-    from meshsolve.nftables import render as nft_render
-    from meshsolve.nftables.lower import lower
-    from meshsolve.nftables.parse import read_input
 
     try:
-        raw, name = read_input(file, "<stdin>" if file == "-" else file)
-        if is_nft(raw):
+        name = "<stdin>" if file == "-" else file
+        raw = file_text(file, name)  # what nftables' read_input does, without importing nftables
+        if not _opens_iptables_text(raw) and _is_nft(raw):
+            from meshsolve.nftables import parse_text as nft_text
+            from meshsolve.nftables import render as nft_render
+            from meshsolve.nftables.lower import lower
+
             nft = nft_text(raw, name)
             if output == "json":
                 click.echo(to_json(lower(nft)))
@@ -199,6 +215,25 @@ def parse_command(file: str, family: str | None, output: str, counters: bool) ->
     if not rulesets.ipv6.empty:
         click.echo("# ipv6")
         click.echo(text(rulesets.ipv6), nl=False)
+
+
+# The start of text whose first significant line (after blank and ``#`` lines) opens iptables-save or
+# restore text: ``*table``, ``:CHAIN``, ``-A ...``, ``[packets:bytes]``. No nftables form starts so
+# (nft's detection looks at that same line: ``table ...``, ``{``, a command word or an ``nft`` prompt),
+# so such text is iptables without importing meshsolve.nftables. Only printable comment text is
+# skipped here; anything else is left to nftables' own detection.
+_IPTABLES_START = re.compile(r"\ufeff?(?:[ \t]*(?:#[^\x00-\x1f\x7f-\x9f\u2028\u2029]*)?\r?\n)*[ \t]*[*:\[-]")
+
+
+def _opens_iptables_text(text: str) -> bool:
+    """True when ``text`` surely is not nftables input (see ``_IPTABLES_START``)."""
+    return _IPTABLES_START.match(text) is not None
+
+
+def _is_nft(text: str) -> bool:
+    from meshsolve.nftables import is_nft
+
+    return is_nft(text)
 
 
 # --- matrix / explain (the concrete interpreter, meshsolve.semantics) ---------------------------

@@ -4,7 +4,9 @@ Whole inputs are parsed twice, fast path on and off (``tables.FAST_RULES``), and
 compared, counters and origins included (they are not part of rule equality). Single rules are
 checked word list by word list, also after shuffling and damaging them: whenever the fast path
 answers, the full parser must give the same rule and jump; when the full parser refuses, the fast
-path must leave the words to it. The common shapes must actually take the fast path.
+path must leave the words to it. The common shapes must actually take the fast path. The same
+holds for the text door (a rule's text after ``-A CHAIN``) and the whole-line door (a whole ``-A``
+line), and for the shortcuts around them (the NAT address decoding, ``parse``'s nftables check).
 """
 
 from __future__ import annotations
@@ -429,3 +431,194 @@ def test_bad_rule_lines_give_the_same_error_both_ways(bad: str, monkeypatch: pyt
     assert fast == full
     if "statistic" not in bad:  # (an opaque --probability value is kept, not refused)
         assert fast[0] == "error" and fast[2] == text.splitlines().index(bad) + 1
+
+
+# --- the whole-line door (``FastRules.parse_line``) ----------------------------------------------
+
+
+def _check_line(line: str) -> bool:
+    """The whole-line door against the full parser on one ``-A CHAIN ...`` line (stripped, as the
+    reader gives it); True if the door answered. Its origin is the one it was given."""
+    from meshsolve.model.rules import Origin
+
+    got = FastRules().parse_line(line, None, "in.txt", 7)
+    try:
+        words = restore_words(line)
+    except LineError:  # the reader refuses the line
+        assert got is None, line
+        return False
+    if got is not None:
+        chain, rule, jump = got
+        assert words[:2] == ["-A", chain], line
+        assert rule.origin == Origin("in.txt", 7) and rule.counters is None
+        got_pair: object = (rule, jump)
+    else:
+        got_pair = None
+    return _agrees(got_pair, lambda: words[2:] if len(words) > 2 else ["!"], line)
+
+
+def _rule_lines(text: str) -> list[str]:
+    return [s.strip() for s in text.splitlines() if s.strip().startswith("-A ")]
+
+
+@pytest.mark.parametrize("n", [1, 7, 150, 2500])
+def test_whole_line_door_takes_every_kube_proxy_and_istio_line(n: int) -> None:
+    lines = _rule_lines(kube_dump(n))
+    door = FastRules()
+    got = [door.parse_line(s, None, "in.txt", k) for k, s in enumerate(lines)]
+    assert lines and all(g is not None for g in got)
+    for s in lines[:: max(1, len(lines) // 300)]:  # and a sample of them against the full parser
+        assert _check_line(s), s
+
+
+def test_whole_line_door_on_every_stored_rule_line() -> None:
+    """Every ``-A`` line of the goldens and tests/data: the door's answer is the full parser's."""
+    seen: set[str] = set()
+    taken = 0
+    for path in _text_inputs():
+        for s in _rule_lines(path.read_text(errors="replace")):
+            if s not in seen:
+                seen.add(s)
+                taken += _check_line(s)
+    assert len(seen) > 250 and taken > 150  # (restore input in Istio's own order is left to the other doors)
+
+
+@_SETTINGS
+@given(st.sampled_from(["ipv4", "ipv6"]).flatmap(lambda f: st.tuples(st.just(f), rules(f))),
+       st.sampled_from(["ISTIO_OUTPUT", "KUBE-SEP-X", "a\tb", "c"]), st.randoms(use_true_random=False))
+def test_whole_line_door_on_rule_lines_shuffled_and_damaged(fr: tuple[str, Rule], chain: str,
+                                                            rnd: random.Random) -> None:
+    family, r = fr
+    text = rule_text(r, family)  # type: ignore[arg-type]
+    _check_line(f"-A {chain} {text}".strip())
+    words = text.split(" ")
+    if len(words) > 1:
+        k = rnd.randrange(len(words))
+        _check_line(f"-A {chain} " + " ".join(words[:k] + words[k + 1:]))  # a word dropped
+        _check_line(f"-A {chain} " + " ".join([*words[:k], words[k], *words[k:]]))  # a word doubled
+        _check_line(f"-A {chain} " + " ".join(words[:k]) + "  " + " ".join(words[k:]))  # two spaces
+        _check_line(f"-A {chain} " + " ".join(words[:k]) + ' "' + " ".join(words[k:]))  # a stray quote
+        cuts = [k for k, w in enumerate(words) if w in ("-s", "-d", "-i", "-o", "-p", "-m", "-j", "-g")]
+        pieces = [" ".join(words[a:b]) for a, b in zip([0, *cuts], [*cuts, len(words)], strict=True) if a < b]
+        rnd.shuffle(pieces)
+        _check_line(f"-A {chain} " + " ".join(pieces))
+
+
+@pytest.mark.parametrize("line", [
+    "-A X -d 10.0.0.1/32 -s 10.0.0.2/32 -j ACCEPT",  # not in iptables-save's order
+    "-A X -p tcp -s 10.0.0.2/32 -j ACCEPT",
+    "-A X -s 10.0.0.1/32 -s 10.0.0.2/32 -j ACCEPT",
+    "-A X -p tcp --dport 80 -j ACCEPT",  # the implicit tcp module
+    "-A X -j ACCEPT -p tcp",
+    "-A X -j LOG --log-prefix \"a b\"",
+    "-A X -m comment --comment \"a \\\" b\" -j ACCEPT",
+    "-A X -s -d -j ACCEPT",
+    "-A X -s ! -j ACCEPT",
+    "-A X",
+    "-A X -j",
+    "-A X -g Y --foo",
+    "-A X -j DNAT --to-destination 10.0.0.1:99999",
+    "-A X -j REDIRECT --to-ports 15001",  # no -p before a port: refused by the full parser
+    "-A X -p tcp -j REDIRECT --to-ports 15001",
+    "-A X ! -p all -j ACCEPT",
+    "-A X -s 0.0.0.0/0 -d 0.0.0.0/0 -p all -j ACCEPT",
+    "-A X -i eth0/1 -j ACCEPT",
+    "-A X -m comment --comment \"--comment\" -j ACCEPT",
+    "-A X -m comment --comment x -m tcp -p tcp -j ACCEPT",
+    "-A X -p tcp -m tcp --dport 80 -m comment --comment \"x y\" -j ACCEPT",
+    "-A X -j MARK --set-xmark 0x4000/0x4000",
+    "-A X -j MARK --set-xmark 0x4000/0x4000 extra",
+    "-A X -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053",
+    "-A X -c 1 2 -j ACCEPT",
+    "-A X -s 10.0.0.256/32 -j ACCEPT",
+    "-A X -m statistic --mode random --probability 0.5 -j KUBE-SEP-X",
+])
+def test_whole_line_door_edge_lines(line: str) -> None:
+    _check_line(line)
+
+
+def test_whole_line_door_takes_the_common_shapes() -> None:
+    for line in ('-A KUBE-SVC-X ! -s 10.244.0.0/16 -d 10.96.0.1/32 -p tcp -m comment --comment '
+                 '"ns0/svc0:p80 cluster IP" -m tcp --dport 443 -j KUBE-MARK-MASQ',
+                 '-A KUBE-SEP-X -p tcp -m comment --comment "ns0/svc0:p80" -m tcp -j DNAT --to-destination '
+                 '10.244.0.1:8000',
+                 "-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m tcp ! --dport 15008 -m owner --uid-owner 1337 "
+                 "-j ISTIO_IN_REDIRECT", "-A ISTIO_OUTPUT -j ISTIO_REDIRECT", "-A ISTIO_OUTPUT -o lo -j RETURN",
+                 "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001"):
+        assert _check_line(line), line
+
+
+# --- the NAT address shortcut (``model/rules.py``) --------------------------------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.tuples(st.ip_addresses(v=4), st.integers(0, 70000)).map(lambda t: f"{t[0]}:{t[1]}"),
+    st.lists(st.sampled_from(["0", "1", "01", "255", "256", "999", ".", ":", "80", "65535", "65536", "080",
+                              " ", "-", "[", "]", "a"]), max_size=10).map("".join)))
+def test_plain_nat_address_decodes_as_the_general_way(text: str) -> None:
+    """``A.B.C.D[:PORT]`` skips ``ipaddress``' parser; the spec, and the canonical text, are the same."""
+    from meshsolve.model import rules as model
+
+    got_spec = model.decode_nat.__wrapped__(text)
+    got_text = model.canonical_nat(text)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model, "_plain_nat", lambda _text: None)
+        mp.setattr(model, "_PLAIN_NAT", __import__("re").compile(r"(?!)"))
+        want_spec = model.decode_nat.__wrapped__(text)
+        model.decode_nat.cache_clear()
+        want_text = model.canonical_nat(text)
+    model.decode_nat.cache_clear()
+    assert got_spec == want_spec
+    assert got_text == want_text
+
+
+# --- the parse command's shortcuts (``cli.py``) ---------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["*nat", ":X - [0:0]", "-A X", "[1:2]", "#", "# c", " ", "\t", "\n", "\r\n",
+                                 "\x0b", "\ufeff", "table ip x {", "add table ip x", "nft list ruleset", "$ ",
+                                 "{", '{"nftables":', "x"]), max_size=8).map("".join))
+def test_iptables_start_is_never_nft(text: str) -> None:
+    """What ``parse`` reads as iptables without importing nftables is never nftables input."""
+    from meshsolve.cli import _opens_iptables_text
+    from meshsolve.nftables import is_nft
+
+    if _opens_iptables_text(text):
+        assert not is_nft(text)
+
+
+def test_iptables_start_on_stored_inputs() -> None:
+    from meshsolve.cli import _opens_iptables_text
+    from meshsolve.nftables import is_nft
+
+    paths = _text_inputs() + sorted(GOLDENS.parent.rglob("*.nft-list-ruleset.txt"))
+    opened = 0
+    for path in paths:
+        text = path.read_text(errors="replace")
+        if _opens_iptables_text(text):
+            opened += 1
+            assert not is_nft(text), path
+    assert opened > 30  # (the rest are logs, transcripts, listings: nftables detection decides them)
+
+
+def test_parse_command_reads_nft_and_restores_the_collector(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import gc
+
+    from meshsolve.cli import main
+    from meshsolve.nftables import parse_text as nft_parse
+    from meshsolve.nftables import render as nft_render
+
+    nft = ROOT / "tests" / "data" / "ambient" / "ingress-before-1.29.nft.golden"
+    assert gc.isenabled()
+    assert main(["parse", str(nft)]) == 0
+    out = capsys.readouterr().out
+    assert out == nft_render(nft_parse(nft.read_text()))
+    assert gc.isenabled()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("*nat\n-A NOPE -j ACCEPT\nCOMMIT\n")
+    assert main(["parse", str(bad)]) == 65  # an error on the way out: the collector is back too
+    assert gc.isenabled()

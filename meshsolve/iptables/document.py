@@ -63,6 +63,15 @@ KNOWN_TABLES = frozenset(BUILTIN_CHAINS)
 _ADDRESS_MATCHES = (Source, Destination)
 
 
+def _families(t: TableState) -> tuple[set[Family], set[Family]]:
+    """The families of a table's ``-s``/``-d`` addresses and of its TPROXY ``--on-ip`` addresses."""
+    rules = [r for c in t.chains.values() for r in c.rules]
+    nets = {family_of(m.net) for r in rules for m in r.matches if isinstance(m, _ADDRESS_MATCHES)}
+    on_ips = {family_of(r.target.on_ip) for r in rules
+              if isinstance(r.target, Tproxy) and r.target.on_ip is not None}
+    return nets, on_ips
+
+
 @dataclass
 class _Group:
     """One family's tables from save/restore blocks; ``family`` None until decided."""
@@ -90,6 +99,7 @@ class DocumentParser(CommandReplay):
         self.groups: list[_Group] = []
         self.table: TableState | None = None  # the open *table block
         self.shell: dict[Family, dict[str, TableState]] = {"ipv4": {}, "ipv6": {}}
+        self._families: dict[int, tuple[set[Family], set[Family]]] = {}  # id(table) -> its families
 
     # -- groups ------------------------------------------------------------------------------
     def group(self) -> _Group:
@@ -179,9 +189,20 @@ class DocumentParser(CommandReplay):
 
     def quick_rule(self, s: str, ln: Line, counters: tuple[int, int] | None) -> bool:
         """The common case, an iptables-save rule line ``s`` (``-A CHAIN ...``) of the open table,
-        its text straight to the segment cache; False when it is left to :meth:`command`."""
+        read by the fast path's whole-line door, else its text by the segment door; False when it is
+        left to :meth:`command`."""
         if self.fast is None or self.table is None:
             return False
+        whole = self.fast.parse_line(s, counters, self.source, ln.lineno)
+        if whole is not None:
+            chain, rule, jump = whole
+            c = self.table.chains.get(chain)
+            if c is None:
+                return False
+            if jump is not None:
+                c.jumps.append((jump, ln.lineno, ln.text))
+            c.rules.append(rule)
+            return True
         chain, sep, body = s[3:].partition(" ")
         c = self.table.chains.get(chain)
         if c is None or not sep:
@@ -342,6 +363,13 @@ class DocumentParser(CommandReplay):
                 by_family[f][name] = t
         return Rulesets(self.ruleset("ipv4", by_family["ipv4"]), self.ruleset("ipv6", by_family["ipv6"]))
 
+    def families(self, t: TableState) -> tuple[set[Family], set[Family]]:
+        """``_families(t)``, once per table."""
+        got = self._families.get(id(t))
+        if got is None:
+            got = self._families[id(t)] = _families(t)
+        return got
+
     def assign_families(self) -> list[tuple[Family, _Group]]:
         groups = [g for g in self.groups if g.tables]
         out: list[tuple[Family, _Group]] = []
@@ -349,8 +377,7 @@ class DocumentParser(CommandReplay):
         for g in groups:
             fam = g.family
             if fam is None:
-                fams = {family_of(m.net) for t in g.tables.values() for c in t.chains.values()
-                        for r in c.rules for m in r.matches if isinstance(m, _ADDRESS_MATCHES)}
+                fams = {f for t in g.tables.values() for f in self.families(t)[0]}
                 if fams == {"ipv6"}:
                     fam = "ipv6"
                 elif fams == {"ipv4"}:
@@ -370,8 +397,10 @@ class DocumentParser(CommandReplay):
         out = []
         for t in tables.values():
             chains = []
+            nets, on_ips = self.families(t)
+            checked = nets <= {family} and on_ips <= {family}  # else find the first rule that is not
             for c in t.chains.values():
-                for r in c.rules:
+                for r in () if checked else c.rules:
                     for m in r.matches:
                         if isinstance(m, _ADDRESS_MATCHES) and m.net.version != version:
                             o = r.origin

@@ -10,9 +10,12 @@ meshsolve knows, ``collect_raw`` for one it does not, ``basic_match``, ``build_p
 ``build_module``, ``target_of``), and puts the rule together from the cached pieces; ``Rule``
 orders the matches as the full parser's rule has them.
 
-Two doors: :meth:`FastRules.parse` takes the words of a rule; :meth:`FastRules.parse_text` takes
+Three doors: :meth:`FastRules.parse` takes the words of a rule; :meth:`FastRules.parse_text` takes
 the text of an iptables-save rule line after ``-A CHAIN`` and cuts it into segments with one regular
-expression, before any word splitting, so a segment seen before costs one dictionary look-up. A
+expression, before any word splitting, so a segment seen before costs one dictionary look-up;
+:meth:`FastRules.parse_line` takes a whole ``-A CHAIN ...`` line written in iptables-save's own order
+(``_LINE``: the basic options once each, in the order -s -d -i -o -p, a comment, a run of other
+modules, the target) and looks each of those parts up whole, reading a new one as the text door does. A
 segment is cached by its text only after its words were read alone with the word door's logic and
 used up exactly; the cut is taken only when the segments, joined by single spaces, give back the
 whole text (nothing skipped, no other white space). What may follow a segment (another segment's
@@ -69,6 +72,23 @@ _SEGMENT = re.compile(
 # ``-m comment --comment "TEXT"`` (no quote or backslash inside): its words are these three and TEXT.
 _COMMENT = re.compile(r'-m comment --comment "([^"\\]*)"')
 
+# A whole iptables-save rule line in the order iptables-save prints a rule: ``-A CHAIN``, the basic
+# options (each at most once, in the order -s -d -i -o -p), then a comment module, then the other
+# modules, then the target. Every group but the chain is one segment of ``_SEGMENT``'s cut (its text
+# without the space before it); a basic option's value holds no white space or quote, and a target's
+# words hold no white space, quote or backslash, so they are its text split at single spaces.
+_WORD = r'[^\s"!-][^\s"]*'
+_LINE = re.compile(
+    r'-A ([^\s"]+)(?= )'
+    rf"(?: ((?:! )?-s {_WORD}))?"
+    rf"(?: ((?:! )?-d {_WORD}))?"
+    rf"(?: ((?:! )?-i {_WORD}))?"
+    rf"(?: ((?:! )?-o {_WORD}))?"
+    rf"(?: ((?:! )?-p ({_WORD})))?"
+    r'(?: (-m comment --comment "[^"\\]*"))?'
+    r'((?: -m [^ "!-][^ "]*(?: (?:! )?--[^ "]+(?: (?:"[^"\\]*"|[^ "!\\-][^ "\\]*))*)*)*)'
+    r'(?: (-[jg] [^\s"!\\-][^\s"\\]*(?: [^\s"\\]+)*))?')
+
 # A segment's piece: (kind, basic option key, match, words): ("b", "s".."p", match or None, (value,))
 # for a basic option, ("m", "", match or None, ()) for a module, ("t", "", None, words) for the target.
 _Piece = tuple[str, str, Match | None, tuple[str, ...]]
@@ -86,6 +106,7 @@ class FastRules:
         self._targets: dict[tuple[str, str, str | None, tuple[str, ...]], tuple[Target, str | None]] = {}
         self._pieces: dict[str, _Piece | None] = {}  # segment text -> its piece (None: not taken)
         self._text_targets: dict[tuple[str, str | None], tuple[Target, str | None]] = {}  # (text, -p)
+        self._module_runs: dict[str, tuple[Match, ...] | None] = {}  # " -m A ... -m B ..." -> matches
 
     def parse(self, toks: list[str], counters: tuple[int, int] | None = None, origin: Origin | None = None
               ) -> tuple[Rule, str | None] | None:
@@ -157,6 +178,86 @@ class FastRules:
             return Rule(tuple(matches), target, counters, origin), jump
         except (LineError, MeshsolveError):
             return None
+
+    def parse_line(self, line: str, counters: tuple[int, int] | None, source: str, lineno: int
+                   ) -> tuple[str, Rule, str | None] | None:
+        """(chain, rule, jump chain name) of a whole iptables-save rule line (``-A CHAIN ...``, the
+        line stripped), as :meth:`parse_text` gives them for its text after ``-A CHAIN``; None when
+        the line is not in ``_LINE``'s order (then :meth:`parse_text` tries it)."""
+        m = _LINE.fullmatch(line)
+        if m is None:
+            return None
+        chain, s, d, i, o, p, protocol, comment, modules, target_text = m.groups()
+        pieces = self._pieces
+        matches: list[Match] = []
+        for key, seg in (("s", s), ("d", d), ("i", i), ("o", o), ("p", p), ("", comment)):
+            if seg is not None:
+                piece = pieces.get(seg, _UNSEEN)
+                if piece is _UNSEEN:
+                    piece = pieces[seg] = self._basic_piece(key, seg) if key else self._piece(seg)
+                if piece is None:
+                    return None
+                if piece[2] is not None:
+                    matches.append(piece[2])
+        if modules:
+            run = self._module_runs.get(modules, _MISSING)
+            if run is _MISSING:
+                run = self._module_runs[modules] = self._module_run(modules[1:])
+            if run is None:
+                return None
+            matches.extend(run)  # type: ignore[arg-type]
+        target: Target | None = None
+        jump: str | None = None
+        if target_text is not None:
+            hit = self._text_targets.get((target_text, protocol))
+            if hit is None:
+                words = tuple(target_text.split(" "))
+                try:
+                    if len(words) == 2:  # ``-j NAME``: no option for collect_raw to take
+                        hit = target_of(words[0], words[1], [], protocol)
+                    elif collect_raw(list(words), 2)[1] != len(words):
+                        return None  # (what the text door's cut would leave to the word door)
+                    else:
+                        hit = self._target(words, protocol)
+                except (LineError, MeshsolveError):
+                    return None
+                self._text_targets[(target_text, protocol)] = hit
+            target, jump = hit
+        return chain, Rule(tuple(matches), target, counters, Origin(source, lineno)), jump
+
+    def _basic_piece(self, key: str, seg: str) -> _Piece | None:
+        """:meth:`_piece` of a basic option's segment as ``_LINE`` cuts it (``[! ]-X VALUE``, the
+        value neither starting with '-' or '!' nor holding white space or quotes: its words are
+        these, and ``_segment`` would take them)."""
+        neg = seg[0] == "!"
+        val = seg[5:] if neg else seg[3:]
+        bkey = (key, val, neg)
+        got = self._basic.get(bkey, _MISSING)
+        if got is _MISSING:
+            try:
+                got = basic_match(key, val, neg)
+            except (LineError, MeshsolveError):
+                return None
+            self._basic[bkey] = got
+        return ("b", key, got, (val,))  # type: ignore[return-value]
+
+    def _module_run(self, text: str) -> tuple[Match, ...] | None:
+        """The matches of consecutive module segments (``-m A ... -m B ...``), each read as
+        :meth:`parse_text` reads it; None when one is not a module segment it takes."""
+        segs = _SEGMENT.findall(text)
+        if " ".join(segs) != text:
+            return None
+        pieces = self._pieces
+        out: list[Match] = []
+        for seg in segs:
+            piece = pieces.get(seg, _UNSEEN)
+            if piece is _UNSEEN:
+                piece = pieces[seg] = self._piece(seg)
+            if piece is None or piece[0] != "m":
+                return None
+            if piece[2] is not None:
+                out.append(piece[2])
+        return tuple(out)
 
     # -- segments ----------------------------------------------------------------------------
     def _piece(self, seg: str) -> _Piece | None:

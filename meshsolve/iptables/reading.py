@@ -93,7 +93,7 @@ def refusal(u: Unwrapped, source: str) -> ParseError | None:
     """A ``ParseError`` naming the form and the command to run, for forms meshsolve cannot read."""
     body = [ln for ln in u.lines if ln.text.strip()]
     for ln in body:
-        if _L_CHAIN.match(ln.text) and any(_L_HEADER.match(x.text) for x in body):
+        if ln.text.startswith("Chain ") and _L_CHAIN.match(ln.text) and any(_L_HEADER.match(x.text) for x in body):
             return ParseError(
                 "this is `iptables -L` output, which cannot be read back exactly (it prints names such "
                 "as `anywhere` and `localhost` instead of addresses, hides interfaces without -v, and "
@@ -108,7 +108,7 @@ def refusal(u: Unwrapped, source: str) -> ParseError | None:
             "init container's full arguments, the containers' ports and ids): run `kubectl get pod NAME "
             f"-o yaml` and give that to --pod{extra}", source=source, lineno=body[0].lineno, line=body[0].text)
     for ln in body:
-        if _NFT.match(ln.text.strip()):
+        if "table" in ln.text and _NFT.match(ln.text.strip()):
             return ParseError("this is an nftables ruleset (`nft list ruleset` or `nft -f` input); "
                               "meshsolve reads iptables rules only (Istio's --native-nftables mode is not "
                               "modelled yet)", source=source, lineno=ln.lineno, line=ln.text)
@@ -122,6 +122,11 @@ def refusal(u: Unwrapped, source: str) -> ParseError | None:
                               "to --binds (the apps' listeners)", source=source, lineno=ln.lineno,
                               line=ln.text)
     return None
+
+
+def _first_content(lines: list[Line]) -> Line | None:
+    """The first line that is neither blank nor a ``#`` comment."""
+    return next((ln for ln in lines if ln.text.strip() and not ln.text.strip().startswith("#")), None)
 
 
 # -- iptables -S listings ------------------------------------------------------------------------
@@ -155,6 +160,9 @@ def _command_table(command: str | None) -> str | None:
 
 def _listing(u: Unwrapped, source: str) -> tuple[list[Line], list[str]] | None:
     """An ``iptables -S`` listing as restore input (same line numbers), or None when not one."""
+    head = _first_content(u.lines)
+    if head is None or not _S_LINE.match(head.text.strip()):
+        return None  # (the test below, on its first line)
     body = [ln for ln in u.lines if ln.text.strip() and not ln.text.strip().startswith("#")]
     if not body or not all(_S_LINE.match(ln.text.strip()) for ln in body):
         return None
@@ -201,9 +209,10 @@ def _listing(u: Unwrapped, source: str) -> tuple[list[Line], list[str]] | None:
 
 def _tail_of_dump(u: Unwrapped) -> tuple[list[Line], str] | None:
     """A dump whose ``*table`` line is missing: its first content line is ``:CHAIN``."""
-    body = [ln for ln in u.lines if ln.text.strip() and not ln.text.strip().startswith("#")]
-    if not body or not body[0].text.strip().startswith(":"):
+    first = _first_content(u.lines)
+    if first is None or not first.text.strip().startswith(":"):
         return None
+    body = [ln for ln in u.lines if ln.text.strip() and not ln.text.strip().startswith("#")]
     decl = []
     for ln in body:
         s = ln.text.strip()
@@ -236,9 +245,10 @@ def _warnings(lines: list[Line]) -> list[str]:
 
 def _orphan_rules(lines: list[Line], source: str) -> None:
     """Rule lines with no table and no listing around them: say what is missing."""
-    body = [ln for ln in lines if ln.text.strip() and not ln.text.strip().startswith("#")]
-    if not body or not body[0].text.strip().startswith(("-A ", "-I ")):
+    first = _first_content(lines)
+    if first is None or not first.text.strip().startswith(("-A ", "-I ")):
         return
+    body = [ln for ln in lines if ln.text.strip() and not ln.text.strip().startswith("#")]
     if any(ln.text.strip().startswith(("*", ":", "-P ", "-N ")) for ln in body):
         return
     texts = [ln.text.strip() for ln in body]

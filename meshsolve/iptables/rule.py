@@ -10,6 +10,7 @@ is family-independent here: its addresses are checked against the ruleset it lan
 
 from __future__ import annotations
 
+import functools
 from typing import cast
 
 from meshsolve.errors import MeshsolveError, ParseError
@@ -242,6 +243,12 @@ def module_match(mod: str, b: object) -> Match | None:
     return build_module(mod, cast(list[Opt], b))
 
 
+@functools.lru_cache(maxsize=256)
+def _protocol_name(value: str) -> str:
+    """A ``-p`` value's name (``6`` is ``tcp``), as ``Protocol`` normalises it."""
+    return Protocol(value).name
+
+
 def target_of(opt: str, name: str, raw: list[str], protocol: str | None) -> tuple[Target, str | None]:
     """``-j NAME raw...`` / ``-g NAME`` → the target and the chain to check later (a jump or goto);
     ``protocol`` is the ``-p`` value given before it (a target extension sees it)."""
@@ -250,7 +257,7 @@ def target_of(opt: str, name: str, raw: list[str], protocol: str | None) -> tupl
             raise LineError(f"-g {name} takes no options")
         return Goto(name), name
     if name in KNOWN_TARGETS:
-        return build_target(name, raw, Protocol(protocol).name if protocol is not None else None), None
+        return build_target(name, raw, _protocol_name(protocol) if protocol is not None else None), None
     if name in OTHER_TARGET_EXTENSIONS or raw:
         return OpaqueTarget(name, tuple(raw)), None
     return Jump(name), name

@@ -40,7 +40,7 @@ class CommandFailed(ParseError):
     """
 
 
-@dataclass
+@dataclass(slots=True)
 class ChainState:
     """A chain being filled: its rules so far and the jumps to check when the table is complete."""
 

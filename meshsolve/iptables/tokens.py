@@ -32,7 +32,7 @@ class LineError(Exception):
     """Internal: a problem inside one line; turned into ParseError with the line's position."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Line:
     """One logical input line (continuations joined) and the number of its first physical line."""
 

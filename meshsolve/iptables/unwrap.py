@@ -38,6 +38,8 @@ _PRINTERS = re.compile(
     r"(?:\S*/)?(?:pilot-agent|istio-iptables(?:\.sh)?|kumactl|linkerd2-proxy-identity|proxy-init))(?:\s|$)")
 _PROMPT = re.compile(r"^(?:\$|#|>|\*|[\w.\-]+@[\w.\-]+(?::\S*)?\s*[#$]|\[[\w.\-]+@[\w.\-]+[^\]]*\][#$])\s+(\S.*)$")
 _TABLE_NAMES = frozenset({"nat", "filter", "mangle", "raw", "security"})
+# What a ``_PROMPT`` match starts with, unless the line holds an '@' (``user@host``): "" for a blank line.
+_PROMPT_STARTS = frozenset({"", "$", "#", ">", "*", "["})
 
 _DOCKER = re.compile(r'^\{"log":')
 _CRI = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:?\d\d) (?:stdout|stderr) ([FP]) ?")
@@ -63,14 +65,22 @@ class Unwrapped:
     command: tuple[int, str] | None = None  # (line, command) that printed the text, if shown
     prompts: list[tuple[int, str]] = field(default_factory=list)  # every prompt/command line taken out
     log_transport: bool = False  # a log transport was taken off (the text is a log)
+    nonempty: tuple[list[Line], list[Line]] | None = field(default=None, repr=False, compare=False)  # (see _nonempty)
 
     @property
     def text(self) -> str:
         return "\n".join(ln.text for ln in self.lines)
 
 
-def _nonempty(lines: list[Line]) -> list[Line]:
-    return [ln for ln in lines if ln.text.strip()]
+def _nonempty(lines: list[Line], u: Unwrapped) -> list[Line]:
+    """The non-blank lines of ``lines``; the steps that leave the lines as they are pass the same
+    list on, so it is computed once for them (``u.nonempty``, the list it was computed for kept)."""
+    last = u.nonempty
+    if last is not None and last[0] is lines:
+        return last[1]
+    body = [ln for ln in lines if ln.text.strip()]
+    u.nonempty = (lines, body)
+    return body
 
 
 def _unescape(value: str) -> str:
@@ -90,7 +100,7 @@ def _unescape(value: str) -> str:
 
 
 def _docker(lines: list[Line], u: Unwrapped) -> list[Line]:
-    body = _nonempty(lines)
+    body = _nonempty(lines, u)
     if not body or not all(_DOCKER.match(ln.text.strip()) for ln in body):
         return lines
     out: list[Line] = []
@@ -109,7 +119,7 @@ def _docker(lines: list[Line], u: Unwrapped) -> list[Line]:
 
 
 def _cri(lines: list[Line], u: Unwrapped) -> list[Line]:
-    body = _nonempty(lines)
+    body = _nonempty(lines, u)
     if not body or not all(_CRI.match(ln.text) for ln in body):
         return lines
     out: list[Line] = []
@@ -133,17 +143,16 @@ def _cri(lines: list[Line], u: Unwrapped) -> list[Line]:
 
 
 def _prefixes(lines: list[Line], u: Unwrapped) -> list[Line]:
-    body = _nonempty(lines)
+    body = _nonempty(lines, u)
     if len(body) >= 2 and all(_KPREFIX.match(ln.text) for ln in body):
         u.wrappers.append("kubectl logs --prefix ([pod/NAME/CONTAINER])")
         u.log_transport = True
         return [Line(ln.lineno, _KPREFIX.sub("", ln.text, count=1)) for ln in body]
     if len(body) < 3:
         return lines
-    firsts = {ln.text.split(None, 1)[0] for ln in body}
-    if len(firsts) != 1:
-        return lines
-    token = firsts.pop()
+    token = body[0].text.split(None, 1)[0]
+    if any(ln.text.split(None, 1)[0] != token for ln in body):
+        return lines  # (not one first word on every line)
     if "-" not in token or not _POD_TOKEN.match(token) or token in ("-", "--"):
         return lines
     out = [Line(ln.lineno, ln.text.split(None, 1)[1] if len(ln.text.split(None, 1)) > 1 else "")
@@ -160,7 +169,7 @@ def _prefixes(lines: list[Line], u: Unwrapped) -> list[Line]:
 
 
 def _journal(lines: list[Line], u: Unwrapped) -> list[Line]:
-    body = _nonempty(lines)
+    body = _nonempty(lines, u)
     hits = [ln for ln in body if _JOURNAL.match(ln.text)]
     if not hits or len(hits) < len(body) / 2:
         return lines
@@ -174,6 +183,9 @@ def _per_line(lines: list[Line], u: Unwrapped) -> list[Line]:
     seen: set[str] = set()
     for ln in lines:
         s = ln.text
+        if "msg=" not in s and "\\n" not in s and not s[:1].isdigit():
+            out.append(ln)  # (no logfmt message, escaped value or timestamp: ``_LINKERD``, ``_GO_LOG``)
+            continue
         if "msg=" in s and _LOGFMT.match(s.strip()):
             pairs = dict(_LOGFMT_PAIR.findall(s.strip()))
             raw = pairs.get("msg", "")
@@ -209,6 +221,9 @@ def _bold(lines: list[Line], u: Unwrapped) -> list[Line]:
     changed = False
     for ln in lines:
         s = ln.text
+        if "**" not in s:
+            out.append(ln)
+            continue
         t = s.strip()
         if t.startswith("**") or t.endswith("**"):
             core = t[2:] if t.startswith("**") else t
@@ -225,11 +240,11 @@ def _bold(lines: list[Line], u: Unwrapped) -> list[Line]:
 
 
 def _dedent(lines: list[Line], u: Unwrapped) -> list[Line]:
-    body = _nonempty(lines)
+    body = _nonempty(lines, u)
     if len(body) > 1 and (_PROMPT.match(body[0].text) or _PRINTERS.match(body[0].text)):
         body = body[1:]  # '* kubectl logs ...' above an indented paste
-    if not body:
-        return lines
+    if not body or not body[0].text.startswith(" "):
+        return lines  # (no common indentation)
     indents = {len(ln.text) - len(ln.text.lstrip(" ")) for ln in body}
     common = min(indents)
     if common == 0:
@@ -242,6 +257,9 @@ def _prompts(lines: list[Line], u: Unwrapped) -> list[Line]:
     out: list[Line] = []
     first = True
     for ln in lines:
+        if not first and ln.text.lstrip()[:1] not in _PROMPT_STARTS and "@" not in ln.text:
+            out.append(ln)  # (no ``_PROMPT`` match can start here)
+            continue
         s = ln.text.strip()
         if not s:
             out.append(ln)
@@ -273,6 +291,9 @@ def _traces(lines: list[Line], u: Unwrapped) -> list[Line]:
     out = []
     traced = False
     for ln in lines:
+        if "+" not in ln.text:
+            out.append(ln)
+            continue
         m = _TRACE.match(ln.text.strip())
         if m and not ln.mark:
             out.append(Line(ln.lineno, m.group(1), "trace"))
@@ -291,4 +312,5 @@ def unwrap(lines: list[Line]) -> Unwrapped:
     for step in (_docker, _cri, _prefixes, _journal, _dedent, _per_line, _bold, _prompts, _traces):
         cur = step(cur, u)
     u.lines = cur
+    u.nonempty = None
     return u

@@ -14,6 +14,8 @@ the order the kernel keeps and iptables-save prints. Anything the parser does no
 from __future__ import annotations
 
 import functools
+import ipaddress
+import re
 from collections.abc import Iterable, Iterator
 from typing import Literal, TypeAlias
 
@@ -511,9 +513,32 @@ class NatSpec:
     port_hi: int | None = None
 
 
+# ``A.B.C.D`` or ``A.B.C.D:PORT`` written as iptables-save writes them (no leading zeros): kube-proxy's
+# every DNAT. Such text decodes to one address and port, and is its own canonical form.
+_PLAIN_NAT = re.compile(r"(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})"
+                        r"(?::(0|[1-9][0-9]{0,4}))?")
+
+
+def _plain_nat(text: str) -> NatSpec | None:
+    """The spec of ``_PLAIN_NAT`` text (None: not such text, or an octet or port out of range):
+    what the general decoding below gives, without ``ipaddress``' string parser."""
+    m = _PLAIN_NAT.fullmatch(text)
+    if m is None:
+        return None
+    a, b, c, d, port = m.groups()
+    a_, b_, c_, d_ = int(a), int(b), int(c), int(d)
+    p = None if port is None else int(port)
+    if a_ > 255 or b_ > 255 or c_ > 255 or d_ > 255 or (p is not None and p > 65535):
+        return None
+    return NatSpec(ipaddress.IPv4Address((a_ << 24) | (b_ << 16) | (c_ << 8) | d_), None, p, None)
+
+
 @functools.lru_cache(maxsize=1024)  # a Dnat/Snat decodes its text twice: as given, then canonical
 def decode_nat(text: str) -> NatSpec | None:
     """``--to-destination`` / ``--to-source`` text as a ``NatSpec``; None when it is not one."""
+    plain = _plain_nat(text)
+    if plain is not None:
+        return plain
     t = text.strip()
     host, port_s = t, ""
     if t.startswith("["):
@@ -563,8 +588,8 @@ def canonical_nat(text: str) -> str:
     iptables 1.8.9, both backends: ``tests/test_iptables_parse.py``). Text that does not decode, and
     the ``[ADDR]-[ADDR]`` form ip6tables refuses, stay as written."""
     spec = decode_nat(text)
-    if spec is None or "]-[" in text:
-        return text
+    if spec is None or "]-[" in text or _PLAIN_NAT.fullmatch(text):
+        return text  # (``_PLAIN_NAT`` text is written as iptables-save writes it back)
     host = ""
     if spec.addr is not None:
         host = str(spec.addr)
