@@ -225,14 +225,18 @@ def _gave_up(s: Any, rlimit: int) -> SolverGaveUp:
     return SolverGaveUp(why)
 
 
+def solver_kind(hops: int) -> str:
+    """The kind of Z3 solver for a question whose flow is encoded for ``hops`` connections. One
+    connection (``"smt-core"``): one traversal of the rules, whose conditions Z3's SMT core
+    decides by lazy case splits; QF_BV's preprocessing (propagating values, solving equations,
+    bit-blasting) costs more than it saves there, several times more on large rule sets. Several
+    connections (``"qf_bv"``): copies of the traversal tied by equalities, which that
+    preprocessing folds (``python -m benchmarks.solvers``; benchmarks/README.md, "Which solver")."""
+    return "smt-core" if hops == 1 else "qf_bv"
+
+
 def _solver(hops: int) -> Any:
-    """The solver for a question whose flow is encoded for ``hops`` connections. One connection:
-    one traversal of the rules, whose conditions Z3's SMT core decides by lazy case splits;
-    QF_BV's preprocessing (propagating values, solving equations, bit-blasting) costs more than
-    it saves there, several times more on large rule sets. Several connections: copies of the
-    traversal tied by equalities, which that preprocessing folds (benchmarks/README.md, "Which
-    solver")."""
-    return z3.SimpleSolver() if hops == 1 else z3.SolverFor("QF_BV")
+    return z3.SimpleSolver() if solver_kind(hops) == "smt-core" else z3.SolverFor("QF_BV")
 
 
 def run_check(s: Any, *assumptions: Any) -> Any:
