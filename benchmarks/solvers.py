@@ -29,9 +29,9 @@ from meshsolve.analysis.worlds import world_from_rules
 from meshsolve.iptables import parse_text
 from meshsolve.istio import proxy_behavior
 
-KINDS: dict[str, Callable[[int], Any]] = {
-    "smt-core": lambda hops: z3.SimpleSolver(),
-    "qf_bv": lambda hops: z3.SolverFor("QF_BV"),
+KINDS: dict[str, Callable[[int, str], Any]] = {
+    "smt-core": lambda hops, client: z3.SimpleSolver(),
+    "qf_bv": lambda hops, client: z3.SolverFor("QF_BV"),
 }
 
 
@@ -55,7 +55,7 @@ def main() -> None:
             for prop in default_properties(world):
                 for scope, pred in prop.checks(world):
                     hops = 1 if S._first_hop_only(pred) else S.defaults.HOPS
-                    picked = S.solver_kind(hops)
+                    picked = S.solver_kind(hops, scope.client)
                     t = time.process_time()
                     S.search(world, scope, pred, rlimit=1)  # builds and caches the encoding; Z3 stops at once
                     enc = time.process_time() - t

@@ -68,8 +68,8 @@ def test_search_sets_timeout_and_rlimit_on_every_solver(monkeypatch: pytest.Monk
     seen: list[dict[str, Any]] = []
     real = solve_mod._solver
 
-    def spy(hops: int) -> Any:
-        s = real(hops)
+    def spy(hops: int, client: str) -> Any:
+        s = real(hops, client)
         params: dict[str, Any] = {}
         seen.append(params)
         orig_set = s.set
@@ -84,7 +84,7 @@ def test_search_sets_timeout_and_rlimit_on_every_solver(monkeypatch: pytest.Monk
         return s
 
     monkeypatch.setattr(solve_mod, "_solver", spy)
-    for prop in (CaptureInbound(), NoLoops()):
+    for prop in (CaptureInbound(), CaptureOutbound(), NoLoops()):
         for scope, pred in prop.checks(E):
             search(E, scope, pred, timeout_ms=1234, rlimit=5678)
     assert len(seen) >= 2

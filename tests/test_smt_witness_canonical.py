@@ -18,7 +18,7 @@ from meshsolve.model.world import World
 from meshsolve.semantics.setups import setup_world
 from meshsolve.smt import solve as solve_mod
 
-KINDS = {"qf_bv": lambda hops: z3.SolverFor("QF_BV"), "smt-core": lambda hops: z3.SimpleSolver()}
+KINDS = {"qf_bv": lambda hops, client: z3.SolverFor("QF_BV"), "smt-core": lambda hops, client: z3.SimpleSolver()}
 
 
 def _root_returns(uid: str) -> World:

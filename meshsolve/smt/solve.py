@@ -225,18 +225,21 @@ def _gave_up(s: Any, rlimit: int) -> SolverGaveUp:
     return SolverGaveUp(why)
 
 
-def solver_kind(hops: int) -> str:
-    """The kind of Z3 solver for a question whose flow is encoded for ``hops`` connections. One
-    connection (``"smt-core"``): one traversal of the rules, whose conditions Z3's SMT core
-    decides by lazy case splits; QF_BV's preprocessing (propagating values, solving equations,
-    bit-blasting) costs more than it saves there, several times more on large rule sets. Several
-    connections (``"qf_bv"``): copies of the traversal tied by equalities, which that
-    preprocessing folds (``python -m benchmarks.solvers``; benchmarks/README.md, "Which solver")."""
-    return "smt-core" if hops == 1 else "qf_bv"
+def solver_kind(hops: int, client: str) -> str:
+    """The kind of Z3 solver for a question whose flow is encoded for ``hops`` connections, the
+    first from ``client`` (a ``Scope``'s). One connection from any process to anywhere
+    (``"smt-core"``): one traversal of the rules in which nothing is fixed, whose conditions Z3's
+    SMT core decides by lazy case splits; QF_BV's preprocessing (propagating values, solving
+    equations, bit-blasting) folds nothing there and costs more than it saves, several times more
+    on large rule sets. Otherwise (``"qf_bv"``): a fixed destination (a peer's connects to the pod)
+    or user (the proxy's, an app's) folds most rules away in that preprocessing, and so do the
+    equalities that tie the copies of the traversal of several connections
+    (``python -m benchmarks.solvers``; benchmarks/README.md, "Which solver")."""
+    return "smt-core" if hops == 1 and client == "any-app" else "qf_bv"
 
 
-def _solver(hops: int) -> Any:
-    return z3.SimpleSolver() if solver_kind(hops) == "smt-core" else z3.SolverFor("QF_BV")
+def _solver(hops: int, client: str) -> Any:
+    return z3.SimpleSolver() if solver_kind(hops, client) == "smt-core" else z3.SolverFor("QF_BV")
 
 
 def run_check(s: Any, *assumptions: Any) -> Any:
@@ -255,7 +258,7 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = defaults.HOPS,
     first = "peer" if scope.client == "peer" else "local"
     enc, h0, client = E.encode_flow(world, scope.family, hops=hops, names=names, first=first,
                                     marks=_marked(world, scope))
-    s = configure(_solver(hops), timeout_ms, rlimit)
+    s = configure(_solver(hops, scope.client), timeout_ms, rlimit)
     s.add(*enc.constraints)
     s.add(*_scope(scope, world, enc, h0, client))
     s.add(z3.Not(_pred(pred, enc)))
