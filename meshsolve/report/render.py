@@ -16,6 +16,7 @@ import fnmatch
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from json.encoder import encode_basestring  # json.dumps(text, ensure_ascii=False) of a str
 from typing import IO, Any
 
 import attrs
@@ -165,13 +166,9 @@ def json_chunks(report: Report, *, output_threshold: Level = "Info",
     for key, value in head.items():
         yield ("{\n  " if key == "schemaVersion" else ",\n  ") + f"{json.dumps(key)}: " + \
             json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-    def text(value: str) -> str:
-        return json.dumps(value, ensure_ascii=False)
-
-    for key, entries in (("findings", (json.dumps(f.to_dict(), indent=2, ensure_ascii=False)
-                                       for f in report.filtered(output_threshold))),
-                         ("checked", ('{\n  "origin": ' + text(str(c.subject)) + ',\n  "property": ' + text(c.property)
-                                      + ',\n  "verdict": ' + text(c.verdict) + "\n}" for c in report.checked))):
+    shared: dict[int, dict[str, str]] = {}
+    for key, entries in (("findings", (_finding_json(f, shared) for f in report.filtered(output_threshold))),
+                         ("checked", _checked_json(report.checked))):
         yield f',\n  "{key}": ['
         first = True
         for entry in entries:  # each as json.dumps(entry, indent=2) writes it, two levels down
@@ -179,6 +176,43 @@ def json_chunks(report: Report, *, output_threshold: Level = "Info",
             first = False
         yield "]" if first else "\n  ]"
     yield ',\n  "summary": ' + json.dumps(summary, indent=2, ensure_ascii=False).replace("\n", "\n  ") + "\n}\n"
+
+
+def _nested(value: Any) -> str:
+    """``value`` as ``json.dumps(..., indent=2)`` writes it one level down in a document."""
+    return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+
+
+def _finding_json(f: Finding, shared: dict[int, dict[str, str]]) -> str:
+    """``json.dumps(f.to_dict(), indent=2, ensure_ascii=False)``; the trace and rule references
+    written once per witness (``shared``, by the ``Result``'s identity: a fleet's pods of one group
+    share it, and the report keeps it alive while it is written)."""
+    if f.result is None:
+        return json.dumps(f.to_dict(), indent=2, ensure_ascii=False)
+    texts = shared.get(id(f.result))
+    if texts is None:
+        texts = shared[id(f.result)] = {k: _nested(v) for k, v in f.evidence().items()}
+    fields = f.to_dict(evidence=dict.fromkeys(texts))
+    return "{\n  " + ",\n  ".join(f"{encode_basestring(k)}: {texts[k] if k in texts else _nested(v)}"
+                                  for k, v in fields.items()) + "\n}"
+
+
+def _checked_json(checked: Iterable[Checked]) -> Iterator[str]:
+    """Each check as ``json.dumps(..., indent=2, ensure_ascii=False)`` writes its three fields (a
+    fleet has hundreds of thousands: the strings are escaped once each)."""
+    texts: dict[str, str] = {}
+    last: Subject | None = None
+    origin = ""
+    for c in checked:
+        if c.subject is not last:
+            last, origin = c.subject, encode_basestring(str(c.subject))
+        prop = texts.get(c.property)
+        if prop is None:
+            prop = texts[c.property] = encode_basestring(c.property)
+        verdict = texts.get(c.verdict)
+        if verdict is None:
+            verdict = texts[c.verdict] = encode_basestring(c.verdict)
+        yield '{\n  "origin": ' + origin + ',\n  "property": ' + prop + ',\n  "verdict": ' + verdict + "\n}"
 
 
 def merge(reports: Iterable[Report], failure_threshold: Level = "Info") -> Report:
