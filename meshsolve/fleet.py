@@ -34,7 +34,7 @@ import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -188,9 +188,17 @@ def _name_line(item: Listed, name: str, nth: int) -> int | None:
     """The file's line of the pod's ``metadata.name`` (``nth``: which pod named so it is)."""
     if item.whole:
         return yaml_lines(item.text).object_line(name, nth)
-    # kubectl writes metadata before spec: the lines before the first "spec" most often hold the name
+    # kubectl writes metadata before spec: the lines up to the first that holds the name most often
+    # end with it (a line whose value is the name holds it, and lines are read one after the other,
+    # so the first such line found in a prefix is the first in the text); else the lines before
+    # the first "spec", else all
+    at = None
+    if (first := item.text.find(name)) >= 0:
+        end = item.text.find("\n", first)
+        at = YamlLines(item.text if end < 0 else item.text[:end]).object_line(name)
     cut = item.text.find("spec")
-    at = YamlLines(item.text[:cut]).object_line(name) if cut > 0 else None
+    if at is None and cut > 0:
+        at = YamlLines(item.text[:cut]).object_line(name)
     if at is None:
         at = YamlLines(item.text).object_line(name)
     return None if at is None else at + item.line - 1
@@ -367,16 +375,23 @@ def _prove(args: Work) -> Report:
     return check_world(world, parse_properties(specs, world, defaults=own), parts=parts)
 
 
-def _shown_on(finding: Finding, first: FleetPod, pod_ips: tuple[IPAddress, ...]) -> Finding:
-    """``finding`` (proven on ``first``) for a pod of its group with ``pod_ips``: a witness that shows
-    ``first``'s address says so."""
-    if pod_ips == first.pod_ips:
-        return finding
+def _shown(finding: Finding, first: FleetPod) -> tuple[str, ...]:
+    """The first pod's addresses that ``finding`` (proven on it) shows."""
     texts = [finding.message, finding.witness or ""]
     if finding.result is not None:
         texts.extend(h.text for h in finding.result.trace)
     blob = "\n".join(texts)
-    shown = [str(a) for a in first.pod_ips if str(a) in blob]
+    return tuple(str(a) for a in first.pod_ips if str(a) in blob)
+
+
+def _shown_on(finding: Finding, first: FleetPod, pod_ips: tuple[IPAddress, ...],
+              shown: tuple[str, ...] | None = None) -> Finding:
+    """``finding`` (proven on ``first``) for a pod of its group with ``pod_ips``: a witness that shows
+    ``first``'s address says so (``shown``: :func:`_shown`, when known)."""
+    if pod_ips == first.pod_ips:
+        return finding
+    if shown is None:
+        shown = _shown(finding, first)
     if not shown:
         return finding
     own = ", ".join(str(a) for a in pod_ips)
@@ -483,20 +498,28 @@ def _audit(listing: PodListing, version: str | None, properties: tuple[str, ...]
         if pending:
             submit()
         tell(False)
-        for _ in as_completed(futures):
+        # every pod is read, so each group's findings go onto its pods as its slice comes back (in
+        # the order the groups were found) while later slices are still being proven
+        findings: list[Finding] = []
+        checked: list[Checked] = []
+        found = iter(groups.values())
+        for future in futures:
+            for report in future.result():
+                _merge(next(found), report, findings, checked)
             tell(False)
-        reports = [r for f in futures for r in f.result()]
     finally:
         provers.shutdown(cancel_futures=True)
-    findings: list[Finding] = []
-    checked: list[Checked] = []
-    for group, report in zip(groups.values(), reports, strict=True):
-        first = group.first
-        for i, (subject, reference, ips) in enumerate(group.pods):
-            findings.extend(input_finding(p.code, p.message, subject, p.reference if i == 0 else reference)
-                            for p in group.problems)
-            findings.extend(_shown_on(f, first, ips).for_subject(subject, f.reference or reference)
-                            for f in report.findings)
-            checked.extend(Checked(subject, c.property, c.verdict) for c in report.checked)
     findings.sort(key=lambda f: order[f.subject])
     return AuditResult(Report(tuple(findings), tuple(checked), failure_threshold), n, len(groups))
+
+
+def _merge(group: _Group, report: Report, findings: list[Finding], checked: list[Checked]) -> None:
+    """A group's findings and checks, for each of its pods."""
+    first = group.first
+    shown = [_shown(f, first) for f in report.findings]
+    for i, (subject, reference, ips) in enumerate(group.pods):
+        findings.extend(input_finding(p.code, p.message, subject, p.reference if i == 0 else reference)
+                        for p in group.problems)
+        findings.extend(_shown_on(f, first, ips, s).for_subject(subject, f.reference or reference)
+                        for f, s in zip(report.findings, shown, strict=True))
+        checked.extend(Checked(subject, c.property, c.verdict) for c in report.checked)

@@ -82,6 +82,30 @@ def test_listings_are_streamed_with_the_files_lines(tmp_path: Path, monkeypatch:
     assert [p.config for p in load_fleet(compact)] == [p.config for p in load_fleet(FLEET)] * 3
 
 
+def test_a_name_written_before_the_pods_own_name_line_is_not_taken_for_it(tmp_path: Path) -> None:
+    """The name line is looked for first in the lines up to the first that holds the name: a label,
+    an annotation or a longer name holding it earlier leaves the pod's own ``metadata.name`` line."""
+    items = []
+    for n, (labels, annotations) in enumerate(([{"statefulset.kubernetes.io/pod-name": "web-0"}, {}],
+                                               [{}, {"note": "web-1 is the second"}],
+                                               [{"app": "web-22"}, {}],
+                                               [{}, {}])):
+        pod = _pod(f"web-{n}", f"203.0.113.{n + 1}")
+        pod["metadata"] = {"annotations": annotations, "labels": labels, "name": f"web-{n}", "namespace": "shop"}
+        items.append(pod)
+    for fmt in ("json", "yaml"):
+        path = tmp_path / f"sts.{fmt}"
+        text = _listing(items, fmt)
+        path.write_text(text)
+        whole = YamlLines(text)
+        pods = load_fleet(path)
+        assert [p.reference for p in pods] == [f"{path}:{whole.object_line(f'web-{n}')}" for n in range(4)]
+        lines = text.splitlines()
+        for n, p in enumerate(pods):
+            line = lines[int(str(p.reference).rsplit(":", 1)[1]) - 1].strip()
+            assert line in (f'"name": "web-{n}",', f"name: web-{n}")
+
+
 def test_other_shapes_are_read_whole(tmp_path: Path) -> None:
     """Several documents, a List holding a workload after its pods (read again, whole), a single pod."""
     doc = yaml.safe_load(FLEET.read_text())
