@@ -9,7 +9,7 @@ import pytest
 
 import meshsolve.smt.solve as S
 from meshsolve.analysis.check import check
-from meshsolve.analysis.properties import Reachable, default_properties
+from meshsolve.analysis.properties import NoLoops, Reachable, default_properties
 from meshsolve.semantics.setups import SETUPS, setup_world
 
 
@@ -50,3 +50,22 @@ def test_a_quick_try_out_of_budget_falls_back(monkeypatch: pytest.MonkeyPatch) -
     starved, decided = _answers(monkeypatch, QUICK_UNSAT=True, QUICK_RLIMIT=1)
     assert decided == 0
     assert starved == alone
+
+
+def test_large_rulesets_are_not_tried_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over ``QUICK_RULES`` rules the plain solver is slower than ``QF_BV``: no quick try at all."""
+    tried = [0]
+    quick = S._refuted_quickly
+
+    def counted(*args: Any) -> bool:
+        tried[0] += 1
+        return quick(*args)
+
+    monkeypatch.setattr(S, "_refuted_quickly", counted)
+    world = setup_world("A")
+    monkeypatch.setattr(S, "QUICK_RULES", world.rules.for_family("ipv4").rule_count() - 1)
+    check(world, NoLoops())
+    assert tried[0] == 0
+    monkeypatch.setattr(S, "QUICK_RULES", world.rules.for_family("ipv4").rule_count())
+    check(world, Reachable("peer", 9003))  # another question: no encoding of it is cached yet
+    assert tried[0] > 0
