@@ -274,3 +274,19 @@ def test_json_written_in_pieces_is_json_dumps_of_the_whole() -> None:
                    "summary": {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
                                "suppressed": report.suppressed, "exitCode": report.exit_code}}
             assert "".join(json_chunks(report, extra=extra)) == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_json_in_pieces_of_an_empty_report_and_of_checks_in_runs() -> None:
+    """No finding and no check; and checks whose subjects come back (runs of one subject)."""
+    from meshsolve.report.findings import Subject
+    from meshsolve.report.render import Checked, Report, json_chunks
+
+    a, b = Subject("Pod", "ns", "a"), Subject("Pod", "ns", "b")
+    for report in (Report((), ()), Report((), tuple(Checked(s, p, v) for s, p, v in (
+            (a, "p", "proved"), (a, "q", "refuted"), (b, "p", "proved"), (a, "p", "unknown"))))):
+        doc = {"schemaVersion": 1, "findings": [],
+               "checked": [{"origin": str(c.subject), "property": c.property, "verdict": c.verdict}
+                           for c in report.checked],
+               "summary": {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
+                           "suppressed": report.suppressed, "exitCode": report.exit_code}}
+        assert "".join(json_chunks(report)) == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -167,14 +167,18 @@ def json_chunks(report: Report, *, output_threshold: Level = "Info",
         yield ("{\n  " if key == "schemaVersion" else ",\n  ") + f"{json.dumps(key)}: " + \
             json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
     shared: dict[int, dict[str, str]] = {}
-    for key, entries in (("findings", (_finding_json(f, shared) for f in report.filtered(output_threshold))),
-                         ("checked", _checked_json(report.checked))):
-        yield f',\n  "{key}": ['
-        first = True
-        for entry in entries:  # each as json.dumps(entry, indent=2) writes it, two levels down
-            yield ("\n    " if first else ",\n    ") + entry.replace("\n", "\n    ")
-            first = False
-        yield "]" if first else "\n  ]"
+    yield ',\n  "findings": ['
+    first = True
+    for f in report.filtered(output_threshold):  # each as json.dumps(entry, indent=2) writes it, two levels down
+        yield ("\n    " if first else ",\n    ") + _finding_json(f, shared).replace("\n", "\n    ")
+        first = False
+    yield "]" if first else "\n  ]"
+    yield ',\n  "checked": ['
+    first = True
+    for piece in _checked_json(report.checked):
+        yield piece
+        first = False
+    yield "]" if first else "\n  ]"
     yield ',\n  "summary": ' + json.dumps(summary, indent=2, ensure_ascii=False).replace("\n", "\n  ") + "\n}\n"
 
 
@@ -198,21 +202,29 @@ def _finding_json(f: Finding, shared: dict[int, dict[str, str]]) -> str:
 
 
 def _checked_json(checked: Iterable[Checked]) -> Iterator[str]:
-    """Each check as ``json.dumps(..., indent=2, ensure_ascii=False)`` writes its three fields (a
-    fleet has hundreds of thousands: the strings are escaped once each)."""
-    texts: dict[str, str] = {}
+    """The checks as ``json.dumps(..., indent=2, ensure_ascii=False)`` writes them two levels down,
+    each after its separator, one piece per run of checks of one subject (a fleet has hundreds of
+    thousands: each string is escaped once)."""
+    tails: dict[tuple[str, str], str] = {}
     last: Subject | None = None
-    origin = ""
+    run: list[str] = []
+    head = ""
+    sep = "\n    "
     for c in checked:
         if c.subject is not last:
-            last, origin = c.subject, encode_basestring(str(c.subject))
-        prop = texts.get(c.property)
-        if prop is None:
-            prop = texts[c.property] = encode_basestring(c.property)
-        verdict = texts.get(c.verdict)
-        if verdict is None:
-            verdict = texts[c.verdict] = encode_basestring(c.verdict)
-        yield '{\n  "origin": ' + origin + ',\n  "property": ' + prop + ',\n  "verdict": ' + verdict + "\n}"
+            if run:
+                yield "".join(run)
+                run.clear()
+            last, head = c.subject, '{\n      "origin": ' + encode_basestring(str(c.subject))
+        tail = tails.get((c.property, c.verdict))
+        if tail is None:
+            tail = tails[(c.property, c.verdict)] = (
+                ',\n      "property": ' + encode_basestring(c.property)
+                + ',\n      "verdict": ' + encode_basestring(c.verdict) + "\n    }")
+        run.append(sep + head + tail)
+        sep = ",\n    "
+    if run:
+        yield "".join(run)
 
 
 def merge(reports: Iterable[Report], failure_threshold: Level = "Info") -> Report:
