@@ -92,6 +92,9 @@ class FleetPod:
     capture: PodCapture | None = attrs.field(default=None, eq=False, repr=False)  # its key's sidecar set-up
     nth: int = attrs.field(default=0, eq=False)  # which of the pods with its name it is
     contradicts: tuple[VersionClaim, ...] = ()  # its own fields that the version used contradicts
+    # which of the listing's distinct (config, apps, families, contradicts) it has, numbered as found:
+    # pods with the same one and the same place form a group (a small key, hashed once per pod)
+    setup: int = attrs.field(default=0, eq=False)
 
 
 @attrs.frozen
@@ -272,7 +275,9 @@ def _fleet(listing: PodListing, version: str | None, worlds: bool = False) -> It
     cache: dict[str, tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], str, tuple[Part, ...],
                            PodCapture | None, tuple[VersionClaim, ...]]] = {}
     seen_by: dict[str, tuple[tuple[IPNetwork, ...], tuple[IPAddress, ...]]] = {}  # the ranges the key's rules name
-    firsts: set[GroupKey] = set()
+    setups: dict[tuple[Any, ...], int] = {}  # (config, apps, families, contradicts) -> its number
+    setup_of: dict[str, int] = {}  # a key's
+    firsts: set[tuple[int, Place]] = set()
     for pod, item in pods:
         meta = pod.get("metadata") or {}
         name, ns = str(meta.get("name", "pod")), str(meta.get("namespace", "default"))
@@ -282,7 +287,10 @@ def _fleet(listing: PodListing, version: str | None, worlds: bool = False) -> It
         key = _key(pod, None if ns_labels is None else ns_labels.get(DATAPLANE_MODE))
         if key not in cache:
             cache[key] = _set_up(pod, item, nth, version, source, ns_labels)
+            config, apps, fams, _basis, _parts, _capture, contra = cache[key]
+            setup_of[key] = setups.setdefault((config, apps, fams, contra), len(setups))
         config, apps, fams, basis, parts, capture, contra = cache[key]
+        setup = setup_of[key]
         try:
             ips = pod_ips_of(pod)
         except SpecError as exc:
@@ -294,14 +302,14 @@ def _fleet(listing: PodListing, version: str | None, worlds: bool = False) -> It
             seen_by[key] = (_networks(loaded.world.rules), loaded.world.peer_ips)
         nets, peers = seen_by[key]
         place = _place(ips, nets, peers)
-        if worlds and loaded is None and (config, apps, fams, place, contra) not in firsts:
+        if worlds and loaded is None and (setup, place) not in firsts:
             loaded = _world(pod, capture, item, nth, name, ns, ips, source, version, namespaces)
         if loaded is not None:
-            firsts.add((config, apps, fams, place, contra))
+            firsts.add((setup, place))
         at = _name_line(item, name, nth)
         ref = f"{source}:{at}" if at is not None else None
         yield (FleetPod(Subject("Pod", ns, name), ref, config, apps, fams, basis, parts, ips,
-                        place, pod, capture, nth, contra), item, loaded)
+                        place, pod, capture, nth, contra, setup), item, loaded)
 
 
 SetUp = tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], str, tuple[Part, ...],
@@ -461,7 +469,7 @@ def audit(path: str | Path, *, version: str | None = None, properties: Sequence[
 
 def _audit(listing: PodListing, version: str | None, properties: tuple[str, ...], workers: int,
            failure_threshold: Level, progress: Callable[[FleetProgress], None] | None) -> AuditResult:
-    groups: dict[GroupKey, _Group] = {}
+    groups: dict[tuple[int, Place], _Group] = {}  # by set-up and place: the group key, as numbers
     order: dict[Subject, int] = {}  # where each pod is in the listing (the last of a name and namespace)
     pending: list[Work] = []
     futures: list[Future[list[Report]]] = []
@@ -482,7 +490,7 @@ def _audit(listing: PodListing, version: str | None, properties: tuple[str, ...]
     try:
         n = 0
         for pod, _item, loaded in _fleet(listing, version, worlds=True):
-            key = (pod.config, pod.apps, pod.families, pod.place, pod.contradicts)
+            key = (pod.setup, pod.place)
             group = groups.get(key)
             if group is None:
                 assert loaded is not None and loaded.world is not None

@@ -86,12 +86,12 @@ def test_a_name_written_before_the_pods_own_name_line_is_not_taken_for_it(tmp_pa
     """The name line is looked for first in the lines up to the first that holds the name: a label,
     an annotation or a longer name holding it earlier leaves the pod's own ``metadata.name`` line."""
     items = []
-    for n, (labels, annotations) in enumerate(([{"statefulset.kubernetes.io/pod-name": "web-0"}, {}],
+    for n, (labels, notes) in enumerate(([{"statefulset.kubernetes.io/pod-name": "web-0"}, {}],
                                                [{}, {"note": "web-1 is the second"}],
                                                [{"app": "web-22"}, {}],
                                                [{}, {}])):
         pod = _pod(f"web-{n}", f"203.0.113.{n + 1}")
-        pod["metadata"] = {"annotations": annotations, "labels": labels, "name": f"web-{n}", "namespace": "shop"}
+        pod["metadata"] = {"annotations": notes, "labels": labels, "name": f"web-{n}", "namespace": "shop"}
         items.append(pod)
     for fmt in ("json", "yaml"):
         path = tmp_path / f"sts.{fmt}"
@@ -290,3 +290,22 @@ def test_json_in_pieces_of_an_empty_report_and_of_checks_in_runs() -> None:
                "summary": {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
                            "suppressed": report.suppressed, "exitCode": report.exit_code}}
         assert "".join(json_chunks(report)) == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_set_ups_that_differ_in_one_argument_are_never_one_group(tmp_path: Path) -> None:
+    """Two pods alike but for the inbound ports their istio-init captures (``-b``): two set-ups,
+    proven apart, with different verdicts; a third pod like the first (another name and address in
+    the same ranges) joins the first's group."""
+    a, b, c = _pod("a", "203.0.113.5"), _pod("b", "203.0.113.6"), _pod("c", "203.0.113.7")
+    init = b["spec"]["initContainers"][0]  # type: ignore[index]
+    init["args"] = [x if x != "9080" else "9081" for x in init["args"]]
+    path = tmp_path / "pods.json"
+    path.write_text(_listing([a, b, c], "json"))
+    fleet = load_fleet(path)
+    assert [p.setup for p in fleet] == [0, 1, 0]
+    assert fleet[0].config != fleet[1].config and fleet[0].config == fleet[2].config
+    res = audit(path, jobs=1)
+    assert (res.pods, res.groups) == (3, 2)
+    verdicts = {(c.subject.name, c.property): c.verdict for c in res.report.checked}
+    inbound = "inbound traffic is captured"
+    assert {verdicts[(n, inbound)] for n in "ac"} == {"proved"} and verdicts[("b", inbound)] == "refuted"
