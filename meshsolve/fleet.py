@@ -16,7 +16,8 @@ The listing is streamed (``meshsolve.inputs.podlist``): a pod is reduced to its 
 small record (name, line, addresses) as it is read, and only a group's first pod keeps its document
 and its own text, from which its world is built with the file's line numbers. Pods that share their
 capture-relevant fields share one ``pod_capture`` call. Groups are handed to the worker processes
-in slices as they are found, so proving overlaps reading.
+in slices as they are found, so proving overlaps reading; once every pod is read, a slice's groups
+are copied onto their pods as it comes back, so that merging overlaps proving too.
 
 A fleet larger than one machine splits the same way (``docs/cli.md``): the unit of work is one
 group's ``Work`` (a world, its parts, the properties), and the results merge by group, in the order
