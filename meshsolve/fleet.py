@@ -16,7 +16,8 @@ The listing is streamed (``meshsolve.inputs.podlist``): a pod is reduced to its 
 small record (name, line, addresses) as it is read, and only a group's first pod keeps its document
 and its own text, from which its world is built with the file's line numbers. Pods that share their
 capture-relevant fields share one ``pod_capture`` call. Groups are handed to the worker processes
-in slices as they are found, so proving overlaps reading.
+in slices as they are found, so proving overlaps reading; once every pod is read, a slice's groups
+are copied onto their pods as it comes back, so that merging overlaps proving too.
 
 A fleet larger than one machine splits the same way (``docs/cli.md``): the unit of work is one
 group's ``Work`` (a world, its parts, the properties), and the results merge by group, in the order
@@ -34,7 +35,7 @@ import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,9 @@ class FleetPod:
     capture: PodCapture | None = attrs.field(default=None, eq=False, repr=False)  # its key's sidecar set-up
     nth: int = attrs.field(default=0, eq=False)  # which of the pods with its name it is
     contradicts: tuple[VersionClaim, ...] = ()  # its own fields that the version used contradicts
+    # which of the listing's distinct (config, apps, families, contradicts) it has, numbered as found:
+    # pods with the same one and the same place form a group (a small key, hashed once per pod)
+    setup: int = attrs.field(default=0, eq=False)
 
 
 @attrs.frozen
@@ -188,9 +192,17 @@ def _name_line(item: Listed, name: str, nth: int) -> int | None:
     """The file's line of the pod's ``metadata.name`` (``nth``: which pod named so it is)."""
     if item.whole:
         return yaml_lines(item.text).object_line(name, nth)
-    # kubectl writes metadata before spec: the lines before the first "spec" most often hold the name
+    # kubectl writes metadata before spec: the lines up to the first that holds the name most often
+    # end with it (a line whose value is the name holds it, and lines are read one after the other,
+    # so the first such line found in a prefix is the first in the text); else the lines before
+    # the first "spec", else all
+    at = None
+    if (first := item.text.find(name)) >= 0:
+        end = item.text.find("\n", first)
+        at = YamlLines(item.text if end < 0 else item.text[:end]).object_line(name)
     cut = item.text.find("spec")
-    at = YamlLines(item.text[:cut]).object_line(name) if cut > 0 else None
+    if at is None and cut > 0:
+        at = YamlLines(item.text[:cut]).object_line(name)
     if at is None:
         at = YamlLines(item.text).object_line(name)
     return None if at is None else at + item.line - 1
@@ -264,7 +276,9 @@ def _fleet(listing: PodListing, version: str | None, worlds: bool = False) -> It
     cache: dict[str, tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], str, tuple[Part, ...],
                            PodCapture | None, tuple[VersionClaim, ...]]] = {}
     seen_by: dict[str, tuple[tuple[IPNetwork, ...], tuple[IPAddress, ...]]] = {}  # the ranges the key's rules name
-    firsts: set[GroupKey] = set()
+    setups: dict[tuple[Any, ...], int] = {}  # (config, apps, families, contradicts) -> its number
+    setup_of: dict[str, int] = {}  # a key's
+    firsts: set[tuple[int, Place]] = set()
     for pod, item in pods:
         meta = pod.get("metadata") or {}
         name, ns = str(meta.get("name", "pod")), str(meta.get("namespace", "default"))
@@ -274,7 +288,10 @@ def _fleet(listing: PodListing, version: str | None, worlds: bool = False) -> It
         key = _key(pod, None if ns_labels is None else ns_labels.get(DATAPLANE_MODE))
         if key not in cache:
             cache[key] = _set_up(pod, item, nth, version, source, ns_labels)
+            config, apps, fams, _basis, _parts, _capture, contra = cache[key]
+            setup_of[key] = setups.setdefault((config, apps, fams, contra), len(setups))
         config, apps, fams, basis, parts, capture, contra = cache[key]
+        setup = setup_of[key]
         try:
             ips = pod_ips_of(pod)
         except SpecError as exc:
@@ -286,14 +303,14 @@ def _fleet(listing: PodListing, version: str | None, worlds: bool = False) -> It
             seen_by[key] = (_networks(loaded.world.rules), loaded.world.peer_ips)
         nets, peers = seen_by[key]
         place = _place(ips, nets, peers)
-        if worlds and loaded is None and (config, apps, fams, place, contra) not in firsts:
+        if worlds and loaded is None and (setup, place) not in firsts:
             loaded = _world(pod, capture, item, nth, name, ns, ips, source, version, namespaces)
         if loaded is not None:
-            firsts.add((config, apps, fams, place, contra))
+            firsts.add((setup, place))
         at = _name_line(item, name, nth)
         ref = f"{source}:{at}" if at is not None else None
         yield (FleetPod(Subject("Pod", ns, name), ref, config, apps, fams, basis, parts, ips,
-                        place, pod, capture, nth, contra), item, loaded)
+                        place, pod, capture, nth, contra, setup), item, loaded)
 
 
 SetUp = tuple[CaptureConfig | AmbientConfig, tuple[App, ...], tuple[str, ...], str, tuple[Part, ...],
@@ -367,16 +384,23 @@ def _prove(args: Work) -> Report:
     return check_world(world, parse_properties(specs, world, defaults=own), parts=parts)
 
 
-def _shown_on(finding: Finding, first: FleetPod, pod_ips: tuple[IPAddress, ...]) -> Finding:
-    """``finding`` (proven on ``first``) for a pod of its group with ``pod_ips``: a witness that shows
-    ``first``'s address says so."""
-    if pod_ips == first.pod_ips:
-        return finding
+def _shown(finding: Finding, first: FleetPod) -> tuple[str, ...]:
+    """The first pod's addresses that ``finding`` (proven on it) shows."""
     texts = [finding.message, finding.witness or ""]
     if finding.result is not None:
         texts.extend(h.text for h in finding.result.trace)
     blob = "\n".join(texts)
-    shown = [str(a) for a in first.pod_ips if str(a) in blob]
+    return tuple(str(a) for a in first.pod_ips if str(a) in blob)
+
+
+def _shown_on(finding: Finding, first: FleetPod, pod_ips: tuple[IPAddress, ...],
+              shown: tuple[str, ...] | None = None) -> Finding:
+    """``finding`` (proven on ``first``) for a pod of its group with ``pod_ips``: a witness that shows
+    ``first``'s address says so (``shown``: :func:`_shown`, when known)."""
+    if pod_ips == first.pod_ips:
+        return finding
+    if shown is None:
+        shown = _shown(finding, first)
     if not shown:
         return finding
     own = ", ".join(str(a) for a in pod_ips)
@@ -446,7 +470,7 @@ def audit(path: str | Path, *, version: str | None = None, properties: Sequence[
 
 def _audit(listing: PodListing, version: str | None, properties: tuple[str, ...], workers: int,
            failure_threshold: Level, progress: Callable[[FleetProgress], None] | None) -> AuditResult:
-    groups: dict[GroupKey, _Group] = {}
+    groups: dict[tuple[int, Place], _Group] = {}  # by set-up and place: the group key, as numbers
     order: dict[Subject, int] = {}  # where each pod is in the listing (the last of a name and namespace)
     pending: list[Work] = []
     futures: list[Future[list[Report]]] = []
@@ -467,7 +491,7 @@ def _audit(listing: PodListing, version: str | None, properties: tuple[str, ...]
     try:
         n = 0
         for pod, _item, loaded in _fleet(listing, version, worlds=True):
-            key = (pod.config, pod.apps, pod.families, pod.place, pod.contradicts)
+            key = (pod.setup, pod.place)
             group = groups.get(key)
             if group is None:
                 assert loaded is not None and loaded.world is not None
@@ -483,20 +507,28 @@ def _audit(listing: PodListing, version: str | None, properties: tuple[str, ...]
         if pending:
             submit()
         tell(False)
-        for _ in as_completed(futures):
+        # every pod is read, so each group's findings go onto its pods as its slice comes back (in
+        # the order the groups were found) while later slices are still being proven
+        findings: list[Finding] = []
+        checked: list[Checked] = []
+        found = iter(groups.values())
+        for future in futures:
+            for report in future.result():
+                _merge(next(found), report, findings, checked)
             tell(False)
-        reports = [r for f in futures for r in f.result()]
     finally:
         provers.shutdown(cancel_futures=True)
-    findings: list[Finding] = []
-    checked: list[Checked] = []
-    for group, report in zip(groups.values(), reports, strict=True):
-        first = group.first
-        for i, (subject, reference, ips) in enumerate(group.pods):
-            findings.extend(input_finding(p.code, p.message, subject, p.reference if i == 0 else reference)
-                            for p in group.problems)
-            findings.extend(_shown_on(f, first, ips).for_subject(subject, f.reference or reference)
-                            for f in report.findings)
-            checked.extend(Checked(subject, c.property, c.verdict) for c in report.checked)
     findings.sort(key=lambda f: order[f.subject])
     return AuditResult(Report(tuple(findings), tuple(checked), failure_threshold), n, len(groups))
+
+
+def _merge(group: _Group, report: Report, findings: list[Finding], checked: list[Checked]) -> None:
+    """A group's findings and checks, for each of its pods."""
+    first = group.first
+    shown = [_shown(f, first) for f in report.findings]
+    for i, (subject, reference, ips) in enumerate(group.pods):
+        findings.extend(input_finding(p.code, p.message, subject, p.reference if i == 0 else reference)
+                        for p in group.problems)
+        findings.extend(_shown_on(f, first, ips, s).for_subject(subject, f.reference or reference)
+                        for f, s in zip(report.findings, shown, strict=True))
+        checked.extend(Checked(subject, c.property, c.verdict) for c in report.checked)

@@ -82,6 +82,30 @@ def test_listings_are_streamed_with_the_files_lines(tmp_path: Path, monkeypatch:
     assert [p.config for p in load_fleet(compact)] == [p.config for p in load_fleet(FLEET)] * 3
 
 
+def test_a_name_written_before_the_pods_own_name_line_is_not_taken_for_it(tmp_path: Path) -> None:
+    """The name line is looked for first in the lines up to the first that holds the name: a label,
+    an annotation or a longer name holding it earlier leaves the pod's own ``metadata.name`` line."""
+    items = []
+    for n, (labels, notes) in enumerate(([{"statefulset.kubernetes.io/pod-name": "web-0"}, {}],
+                                               [{}, {"note": "web-1 is the second"}],
+                                               [{"app": "web-22"}, {}],
+                                               [{}, {}])):
+        pod = _pod(f"web-{n}", f"203.0.113.{n + 1}")
+        pod["metadata"] = {"annotations": notes, "labels": labels, "name": f"web-{n}", "namespace": "shop"}
+        items.append(pod)
+    for fmt in ("json", "yaml"):
+        path = tmp_path / f"sts.{fmt}"
+        text = _listing(items, fmt)
+        path.write_text(text)
+        whole = YamlLines(text)
+        pods = load_fleet(path)
+        assert [p.reference for p in pods] == [f"{path}:{whole.object_line(f'web-{n}')}" for n in range(4)]
+        lines = text.splitlines()
+        for n, p in enumerate(pods):
+            line = lines[int(str(p.reference).rsplit(":", 1)[1]) - 1].strip()
+            assert line in (f'"name": "web-{n}",', f"name: web-{n}")
+
+
 def test_other_shapes_are_read_whole(tmp_path: Path) -> None:
     """Several documents, a List holding a workload after its pods (read again, whole), a single pod."""
     doc = yaml.safe_load(FLEET.read_text())
@@ -250,3 +274,38 @@ def test_json_written_in_pieces_is_json_dumps_of_the_whole() -> None:
                    "summary": {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
                                "suppressed": report.suppressed, "exitCode": report.exit_code}}
             assert "".join(json_chunks(report, extra=extra)) == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_json_in_pieces_of_an_empty_report_and_of_checks_in_runs() -> None:
+    """No finding and no check; and checks whose subjects come back (runs of one subject)."""
+    from meshsolve.report.findings import Subject
+    from meshsolve.report.render import Checked, Report, json_chunks
+
+    a, b = Subject("Pod", "ns", "a"), Subject("Pod", "ns", "b")
+    for report in (Report((), ()), Report((), tuple(Checked(s, p, v) for s, p, v in (
+            (a, "p", "proved"), (a, "q", "refuted"), (b, "p", "proved"), (a, "p", "unknown"))))):
+        doc = {"schemaVersion": 1, "findings": [],
+               "checked": [{"origin": str(c.subject), "property": c.property, "verdict": c.verdict}
+                           for c in report.checked],
+               "summary": {**report.counts(), **{k.lower(): v for k, v in report.level_counts().items()},
+                           "suppressed": report.suppressed, "exitCode": report.exit_code}}
+        assert "".join(json_chunks(report)) == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_set_ups_that_differ_in_one_argument_are_never_one_group(tmp_path: Path) -> None:
+    """Two pods alike but for the inbound ports their istio-init captures (``-b``): two set-ups,
+    proven apart, with different verdicts; a third pod like the first (another name and address in
+    the same ranges) joins the first's group."""
+    a, b, c = _pod("a", "203.0.113.5"), _pod("b", "203.0.113.6"), _pod("c", "203.0.113.7")
+    init = b["spec"]["initContainers"][0]  # type: ignore[index]
+    init["args"] = [x if x != "9080" else "9081" for x in init["args"]]
+    path = tmp_path / "pods.json"
+    path.write_text(_listing([a, b, c], "json"))
+    fleet = load_fleet(path)
+    assert [p.setup for p in fleet] == [0, 1, 0]
+    assert fleet[0].config != fleet[1].config and fleet[0].config == fleet[2].config
+    res = audit(path, jobs=1)
+    assert (res.pods, res.groups) == (3, 2)
+    verdicts = {(c.subject.name, c.property): c.verdict for c in res.report.checked}
+    inbound = "inbound traffic is captured"
+    assert {verdicts[(n, inbound)] for n in "ac"} == {"proved"} and verdicts[("b", inbound)] == "refuted"

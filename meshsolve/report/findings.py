@@ -13,7 +13,7 @@ that went wrong, the last rule whose matches were more than ``-p tcp`` (see ``de
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -103,9 +103,15 @@ class Finding:
         rests = f" [assumes: {'; '.join(self.assumes)}]" if self.assumes else ""
         return f"{self.level} [{self.code}] ({self.origin}) {self.message}{rests}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def evidence(self) -> dict[str, Any]:
+        """The witness's trace and the rules it hit, JSON-ready (``to_dict``'s ``trace`` and ``rule_refs``)."""
+        return {"trace": None if self.result is None else self.result.to_dict()["trace"],
+                "rule_refs": [] if self.result is None else [str(r) for r in self.result.rule_hits]}
+
+    def to_dict(self, evidence: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """JSON-ready, keys stable: istioctl's (code, level, message, origin, reference,
-        documentationUrl) then meshsolve's (related, property, verdict, rule, witness, trace)."""
+        documentationUrl) then meshsolve's (related, property, verdict, rule, witness, trace);
+        ``evidence`` stands for :meth:`evidence` (a renderer that has it already)."""
         return {
             "code": self.code,
             "level": self.level,
@@ -118,8 +124,7 @@ class Finding:
             "verdict": self.verdict,
             "rule": self.rule,
             "witness": None if self.witness is None else {"flow": self.witness, "outcome": self.outcome},
-            "trace": None if self.result is None else self.result.to_dict()["trace"],
-            "rule_refs": [] if self.result is None else [str(r) for r in self.result.rule_hits],
+            **(self.evidence() if evidence is None else evidence),
             "assumes": list(self.assumes),
         }
 

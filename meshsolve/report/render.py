@@ -16,6 +16,7 @@ import fnmatch
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from json.encoder import encode_basestring  # json.dumps(text, ensure_ascii=False) of a str
 from typing import IO, Any
 
 import attrs
@@ -165,20 +166,65 @@ def json_chunks(report: Report, *, output_threshold: Level = "Info",
     for key, value in head.items():
         yield ("{\n  " if key == "schemaVersion" else ",\n  ") + f"{json.dumps(key)}: " + \
             json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-    def text(value: str) -> str:
-        return json.dumps(value, ensure_ascii=False)
-
-    for key, entries in (("findings", (json.dumps(f.to_dict(), indent=2, ensure_ascii=False)
-                                       for f in report.filtered(output_threshold))),
-                         ("checked", ('{\n  "origin": ' + text(str(c.subject)) + ',\n  "property": ' + text(c.property)
-                                      + ',\n  "verdict": ' + text(c.verdict) + "\n}" for c in report.checked))):
-        yield f',\n  "{key}": ['
-        first = True
-        for entry in entries:  # each as json.dumps(entry, indent=2) writes it, two levels down
-            yield ("\n    " if first else ",\n    ") + entry.replace("\n", "\n    ")
-            first = False
-        yield "]" if first else "\n  ]"
+    shared: dict[int, dict[str, str]] = {}
+    yield ',\n  "findings": ['
+    first = True
+    for f in report.filtered(output_threshold):  # each as json.dumps(entry, indent=2) writes it, two levels down
+        yield ("\n    " if first else ",\n    ") + _finding_json(f, shared).replace("\n", "\n    ")
+        first = False
+    yield "]" if first else "\n  ]"
+    yield ',\n  "checked": ['
+    first = True
+    for piece in _checked_json(report.checked):
+        yield piece
+        first = False
+    yield "]" if first else "\n  ]"
     yield ',\n  "summary": ' + json.dumps(summary, indent=2, ensure_ascii=False).replace("\n", "\n  ") + "\n}\n"
+
+
+def _nested(value: Any) -> str:
+    """``value`` as ``json.dumps(..., indent=2)`` writes it one level down in a document."""
+    return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+
+
+def _finding_json(f: Finding, shared: dict[int, dict[str, str]]) -> str:
+    """``json.dumps(f.to_dict(), indent=2, ensure_ascii=False)``; the trace and rule references
+    written once per witness (``shared``, by the ``Result``'s identity: a fleet's pods of one group
+    share it, and the report keeps it alive while it is written)."""
+    if f.result is None:
+        return json.dumps(f.to_dict(), indent=2, ensure_ascii=False)
+    texts = shared.get(id(f.result))
+    if texts is None:
+        texts = shared[id(f.result)] = {k: _nested(v) for k, v in f.evidence().items()}
+    fields = f.to_dict(evidence=dict.fromkeys(texts))
+    return "{\n  " + ",\n  ".join(f"{encode_basestring(k)}: {texts[k] if k in texts else _nested(v)}"
+                                  for k, v in fields.items()) + "\n}"
+
+
+def _checked_json(checked: Iterable[Checked]) -> Iterator[str]:
+    """The checks as ``json.dumps(..., indent=2, ensure_ascii=False)`` writes them two levels down,
+    each after its separator, one piece per run of checks of one subject (a fleet has hundreds of
+    thousands: each string is escaped once)."""
+    tails: dict[tuple[str, str], str] = {}
+    last: Subject | None = None
+    run: list[str] = []
+    head = ""
+    sep = "\n    "
+    for c in checked:
+        if c.subject is not last:
+            if run:
+                yield "".join(run)
+                run.clear()
+            last, head = c.subject, '{\n      "origin": ' + encode_basestring(str(c.subject))
+        tail = tails.get((c.property, c.verdict))
+        if tail is None:
+            tail = tails[(c.property, c.verdict)] = (
+                ',\n      "property": ' + encode_basestring(c.property)
+                + ',\n      "verdict": ' + encode_basestring(c.verdict) + "\n    }")
+        run.append(sep + head + tail)
+        sep = ",\n    "
+    if run:
+        yield "".join(run)
 
 
 def merge(reports: Iterable[Report], failure_threshold: Level = "Info") -> Report:

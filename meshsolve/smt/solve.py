@@ -249,6 +249,28 @@ def run_check(s: Any, *assumptions: Any) -> Any:
     return s.check(*assumptions)
 
 
+#: Whether ``search`` first asks Z3's plain incremental solver, which shows most queries
+#: unsatisfiable (no violating connection: the common answer) several times faster than the
+#: ``QF_BV`` tactic solver. Only its ``unsat`` is taken, and that answer is the same whichever solver
+#: gives it; any other answer asks the solver ``solver_kind`` names, whose model the witness comes
+#: from (and witnesses are canonical: ``_canonical``). Tried only where that kind is ``QF_BV``.
+QUICK_UNSAT = True
+#: Z3's resource units the quick try may use (a deterministic budget; a fleet group's queries take
+#: 100–40,000 each): a hard query costs a short failed try, then the ``QF_BV`` solver as before.
+QUICK_RLIMIT = 500_000
+#: The quick try is for small rulesets only (a pod's capture rules: tens): on thousands of rules the
+#: plain solver loses to ``QF_BV`` (measured: 10,000 kube-proxy rules, no-loops 17.1 s instead of
+#: 11.4 s CPU), most of it in taking the query in, which its resource budget does not bound.
+QUICK_RULES = 1_000
+
+
+def _refuted_quickly(query: list[Any], timeout_ms: int, rlimit: int) -> bool:
+    """Whether Z3's plain solver shows ``query`` unsatisfiable within its budget."""
+    quick = configure(z3.SimpleSolver(), timeout_ms, min(rlimit, QUICK_RLIMIT) if rlimit > 0 else QUICK_RLIMIT)
+    quick.add(*query)
+    return bool(run_check(quick) == z3.unsat)
+
+
 def search(world: World, scope: Scope, pred: Pred, *, hops: int = defaults.HOPS,
            timeout_ms: int = defaults.TIMEOUT_MS, rlimit: int = defaults.RLIMIT,
            names: dict[str, int] | None = None) -> Answer:
@@ -258,11 +280,14 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = defaults.HOPS,
     first = "peer" if scope.client == "peer" else "local"
     enc, h0, client = E.encode_flow(world, scope.family, hops=hops, names=names, first=first,
                                     marks=_marked(world, scope))
-    s = configure(_solver(hops, scope.client), timeout_ms, rlimit)
-    s.add(*enc.constraints)
-    s.add(*_scope(scope, world, enc, h0, client))
-    s.add(z3.Not(_pred(pred, enc)))
+    query = [*enc.constraints, *_scope(scope, world, enc, h0, client), z3.Not(_pred(pred, enc))]
     opaque = tuple(why for why, _ in enc.ctx.opaque)
+    kind = solver_kind(hops, scope.client)
+    if QUICK_UNSAT and kind == "qf_bv" and world.rules.for_family(scope.family).rule_count() <= QUICK_RULES and \
+            _refuted_quickly(query, timeout_ms, rlimit):
+        return NoWitness(hops, opaque)
+    s = configure(_solver(hops, scope.client), timeout_ms, rlimit)
+    s.add(*query)
     r = run_check(s)
     if r == z3.unsat:
         return NoWitness(hops, opaque)
