@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import Any, cast
 
 import attrs
@@ -213,15 +214,13 @@ def configure(s: Any, timeout_ms: int, rlimit: int) -> Any:
     return s
 
 
-def _gave_up(s: Any, rlimit: int) -> SolverGaveUp:
+def _gave_up(s: Any, timeout_ms: int, elapsed: float) -> SolverGaveUp:
     """Why Z3 answered unknown, in QF_BV's words: Z3's SMT core says "canceled" both when its
-    timer stopped it and when it ran out of resources (the resources it used tell which)."""
+    timer stopped it and when it ran out of resources (its resource count is the context's, not
+    the call's): a call that lasted its time limit was stopped by the timer."""
     why = s.reason_unknown() or "unknown"
     if why == "canceled":
-        st = s.statistics()
-        names = st.keys()  # Z3's statistics are not a mapping
-        used = st.get_key_value("rlimit count") if "rlimit count" in names else 0
-        why = "max. resource limit exceeded" if used >= rlimit else "timeout"
+        why = "timeout" if elapsed * 1000 >= timeout_ms else "max. resource limit exceeded"
     return SolverGaveUp(why)
 
 
@@ -288,11 +287,12 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = defaults.HOPS,
         return NoWitness(hops, opaque)
     s = configure(_solver(hops, scope.client), timeout_ms, rlimit)
     s.add(*query)
+    t = time.monotonic()
     r = run_check(s)
     if r == z3.unsat:
         return NoWitness(hops, opaque)
     if r == z3.unknown:
-        return _gave_up(s, rlimit)
+        return _gave_up(s, timeout_ms, time.monotonic() - t)
     m = _canonical(s, world, scope, h0, enc)
     flow, w = _flow_from_model(m, world, scope, h0, enc)
     return Candidate(flow, w, opaque)
@@ -479,12 +479,13 @@ def search_difference(world_a: World, world_b: World, scope: Scope, *, hops: int
     if scope.client != "peer":  # a connection in both worlds: no source port either one's listeners hold
         s.add(z3.Not(K.sport_held(eb.ctx.d, eb.ctx.env, h0.dst, h0.sport)))
     s.add(differ)
+    t = time.monotonic()
     r = run_check(s)
     opaque = tuple(why for why, _ in (*ea.ctx.opaque, *eb.ctx.opaque))
     if r == z3.unsat:
         return NoWitness(hops, opaque)
     if r == z3.unknown:
-        return _gave_up(s, rlimit)
+        return _gave_up(s, timeout_ms, time.monotonic() - t)
     m = _canonical(s, world_a, scope, h0, ea)
     flow, wa = _flow_from_model(m, world_a, scope, h0, ea)
     _flow_b, wb = _flow_from_model(m, world_b, scope, h0, eb)
