@@ -32,6 +32,7 @@ from meshsolve.istio import proxy_behavior
 KINDS: dict[str, Callable[[int, str], Any]] = {
     "smt-core": lambda hops, client: z3.SimpleSolver(),
     "qf_bv": lambda hops, client: z3.SolverFor("QF_BV"),
+    "propagate+smt": lambda hops, client: z3.Then("simplify", "propagate-values", "solve-eqs", "smt").solver(),
 }
 
 

@@ -226,19 +226,30 @@ def _gave_up(s: Any, timeout_ms: int, elapsed: float) -> SolverGaveUp:
 
 def solver_kind(hops: int, client: str) -> str:
     """The kind of Z3 solver for a question whose flow is encoded for ``hops`` connections, the
-    first from ``client`` (a ``Scope``'s). One connection from any process to anywhere
-    (``"smt-core"``): one traversal of the rules in which nothing is fixed, whose conditions Z3's
-    SMT core decides by lazy case splits; QF_BV's preprocessing (propagating values, solving
-    equations, bit-blasting) folds nothing there and costs more than it saves, several times more
-    on large rule sets. Otherwise (``"qf_bv"``): a fixed destination (a peer's connects to the pod)
-    or user (the proxy's, an app's) folds most rules away in that preprocessing, and so do the
-    equalities that tie the copies of the traversal of several connections
-    (``python -m benchmarks.solvers``; benchmarks/README.md, "Which solver")."""
-    return "smt-core" if hops == 1 and client == "any-app" else "qf_bv"
+    first from ``client`` (a ``Scope``'s).
+
+    - ``"qf_bv"``: Z3's QF_BV solver, whose preprocessing (propagating values, solving equations,
+      eliminating unconstrained terms, bit-blasting) folds most rules away where the destination
+      (a peer's connects to the pod) or the user (the proxy's, an app's) is fixed;
+    - where nothing is fixed (any process, to anywhere) that preprocessing costs more than it
+      saves, several times more on large rule sets: one connection (``"smt-core"``) goes to Z3's
+      SMT core, which decides the traversal's conditions by lazy case splits; several connections
+      (``"propagate+smt"``) are first simplified, their values propagated and equations solved
+      (the equalities that tie the copies of the traversal), then given to the SMT core.
+
+    ``python -m benchmarks.solvers``; benchmarks/README.md, "Which solver"."""
+    if client != "any-app":
+        return "qf_bv"
+    return "smt-core" if hops == 1 else "propagate+smt"
 
 
 def _solver(hops: int, client: str) -> Any:
-    return z3.SimpleSolver() if solver_kind(hops, client) == "smt-core" else z3.SolverFor("QF_BV")
+    kind = solver_kind(hops, client)
+    if kind == "smt-core":
+        return z3.SimpleSolver()
+    if kind == "propagate+smt":
+        return z3.Then("simplify", "propagate-values", "solve-eqs", "smt").solver()
+    return z3.SolverFor("QF_BV")
 
 
 def run_check(s: Any, *assumptions: Any) -> Any:
@@ -252,7 +263,7 @@ def run_check(s: Any, *assumptions: Any) -> Any:
 #: unsatisfiable (no violating connection: the common answer) several times faster than the
 #: ``QF_BV`` tactic solver. Only its ``unsat`` is taken, and that answer is the same whichever solver
 #: gives it; any other answer asks the solver ``solver_kind`` names, whose model the witness comes
-#: from (and witnesses are canonical: ``_canonical``). Tried only where that kind is ``QF_BV``.
+#: from (and witnesses are canonical: ``_canonical``). Not tried where that kind is the SMT core itself.
 QUICK_UNSAT = True
 #: Z3's resource units the quick try may use (a deterministic budget; a fleet group's queries take
 #: 100–40,000 each): a hard query costs a short failed try, then the ``QF_BV`` solver as before.
@@ -282,7 +293,7 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = defaults.HOPS,
     query = [*enc.constraints, *_scope(scope, world, enc, h0, client), z3.Not(_pred(pred, enc))]
     opaque = tuple(why for why, _ in enc.ctx.opaque)
     kind = solver_kind(hops, scope.client)
-    if QUICK_UNSAT and kind == "qf_bv" and world.rules.for_family(scope.family).rule_count() <= QUICK_RULES and \
+    if QUICK_UNSAT and kind != "smt-core" and world.rules.for_family(scope.family).rule_count() <= QUICK_RULES and \
             _refuted_quickly(query, timeout_ms, rlimit):
         return NoWitness(hops, opaque)
     s = configure(_solver(hops, scope.client), timeout_ms, rlimit)
