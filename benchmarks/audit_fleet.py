@@ -114,7 +114,7 @@ def _rss(pid: int) -> int:
 
 def run_audit(path: Path, tree: Path, jobs: int | None) -> dict[str, object]:
     """One ``meshsolve audit`` of ``path`` with the package of ``tree``: wall, CPU, peak RSS, exit code."""
-    cmd = [sys.executable, "-P", "-c", "import sys; from meshsolve.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-P", "-c", "import sys, meshsolve.cli as c; e = getattr(c, 'entry', None); sys.exit(e() if e else c.main(sys.argv[1:]))",
            "audit", str(path), "-o", "json", "-q"]
     if jobs is not None:
         cmd += ["-j", str(jobs)]

@@ -30,7 +30,8 @@ from pathlib import Path
 from benchmarks.kubeproxy import kube_dump
 
 NETNS = f"msbench-parse-{os.getpid()}"
-_MAIN = "import sys; from meshsolve.cli import main; sys.exit(main(sys.argv[1:]))"
+#: the ``meshsolve`` command as its console script runs it (``cli.entry``; ``cli.main`` in older trees)
+_MAIN = "import sys, meshsolve.cli as c; e = getattr(c, 'entry', None); sys.exit(e() if e else c.main(sys.argv[1:]))"
 
 
 def _env(path: str) -> dict[str, str]:

@@ -812,6 +812,16 @@ def audit_command(ctx: click.Context, pods_file: str | None, dumps: tuple[str, .
     ctx.exit(report.exit_code)
 
 
+def entry() -> None:
+    """The ``meshsolve`` command: ``main`` on the process's arguments, in a process that exits when
+    it is done (so what it parses and encodes is kept from the collector's passes:
+    ``model.collector.freeze_after_pauses``)."""
+    from meshsolve.model.collector import freeze_after_pauses
+
+    freeze_after_pauses()
+    sys.exit(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: maps meshsolve errors to one-line messages and sysexits codes."""
     try:

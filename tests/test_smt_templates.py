@@ -147,3 +147,4 @@ def test_a_set_of_properties_templates_from_its_first_encoding() -> None:
     assert str(next(each)) == str(check(_kube_world(), NoLoops()))
     assert [str(v) for v in check_all(_kube_world(), [CaptureOutbound(), NoLoops()])] == \
         [str(one), str(check(_kube_world(), NoLoops()))]
+
