@@ -206,22 +206,25 @@ class _JsonItems:
                 else:
                     while True:
                         yield self._item()
-                        nxt = self._peek()
-                        self.pos += 1
-                        if nxt == "]":
+                        if self._after("]"):
                             break
-                        if nxt != ",":
-                            raise _Whole
             else:
                 self._value()
-            nxt = self._peek()
-            self.pos += 1
-            if nxt == "}":
+            if self._after("}"):
                 break
-            if nxt != ",":
-                raise _Whole
         if not seen_items or self._peek() != "":
             raise _Whole  # one pod, or text after the object: read whole
+
+    def _after(self, close: str) -> bool:
+        """Past the separator after a value: True at ``close`` (the end of its array or object),
+        False at a comma; anything else is not kubectl's layout."""
+        nxt = self._peek()
+        self.pos += 1
+        if nxt == close:
+            return True
+        if nxt != ",":
+            raise _Whole
+        return False
 
     def _item(self) -> Listed:
         doc, start, end = self._value()
