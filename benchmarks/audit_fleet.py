@@ -34,6 +34,11 @@ import yaml
 
 from meshsolve.istio.pod import injector_args
 
+try:  # run as a script (python benchmarks/audit_fleet.py) or as a module
+    from benchmarks.command import MAIN
+except ImportError:
+    from command import MAIN  # type: ignore[no-redef]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -114,8 +119,7 @@ def _rss(pid: int) -> int:
 
 def run_audit(path: Path, tree: Path, jobs: int | None) -> dict[str, object]:
     """One ``meshsolve audit`` of ``path`` with the package of ``tree``: wall, CPU, peak RSS, exit code."""
-    cmd = [sys.executable, "-P", "-c", "import sys, meshsolve.cli as c; e = getattr(c, 'entry', None); sys.exit(e() if e else c.main(sys.argv[1:]))",
-           "audit", str(path), "-o", "json", "-q"]
+    cmd = [sys.executable, "-P", "-c", MAIN, "audit", str(path), "-o", "json", "-q"]
     if jobs is not None:
         cmd += ["-j", str(jobs)]
     env = {**os.environ, "PYTHONPATH": str(tree)}  # and -P: not the current directory's package before it

@@ -27,11 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.command import MAIN
 from benchmarks.kubeproxy import kube_dump
 
 NETNS = f"msbench-parse-{os.getpid()}"
-#: the ``meshsolve`` command as its console script runs it (``cli.entry``; ``cli.main`` in older trees)
-_MAIN = "import sys, meshsolve.cli as c; e = getattr(c, 'entry', None); sys.exit(e() if e else c.main(sys.argv[1:]))"
+
 
 
 def _env(path: str) -> dict[str, str]:
@@ -93,12 +93,12 @@ def main() -> None:
                     cols["iptables-restore --test"] = []
                 for k in range(args.repeat + 1):  # the first round is a warm-up (not counted)
                     env = _env(here)
-                    t = _timed([sys.executable, "-c", _MAIN, "parse", str(path)], env=env)
+                    t = _timed([sys.executable, "-c", MAIN, "parse", str(path)], env=env)
                     if k:
                         cols["meshsolve parse"].append(t)
                     if args.tree:
                         env = _env(str(args.tree))
-                        t = _timed([sys.executable, "-c", _MAIN, "parse", str(path)], env=env)
+                        t = _timed([sys.executable, "-c", MAIN, "parse", str(path)], env=env)
                         if k:
                             cols["meshsolve parse (--tree)"].append(t)
                     if restore:

@@ -20,10 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.command import MAIN
 from benchmarks.kubeproxy import kube_dump
-
-#: the ``meshsolve`` command as its console script runs it (``cli.entry``; ``cli.main`` in older trees)
-_MAIN = "import sys, meshsolve.cli as c; e = getattr(c, 'entry', None); sys.exit(e() if e else c.main(sys.argv[1:]))"
 
 
 def main() -> None:
@@ -45,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"kube{args.rules}.txt"
         path.write_text(kube_dump(args.rules))
-        cmd = [sys.executable, "-c", _MAIN, "check", "--rules", str(path)]
+        cmd = [sys.executable, "-c", MAIN, "check", "--rules", str(path)]
         for p in args.props or ["capture-out"]:
             cmd += ["-p", p]
         print(f"# {path.read_text().count(chr(10))} lines; meshsolve {' '.join(cmd[3:])}")

@@ -9,7 +9,6 @@ from typing import Any
 
 import attrs
 import pytest
-import z3
 
 from meshsolve.analysis.check import Refuted, check
 from meshsolve.analysis.properties import Bypass, CaptureOutbound, NoExposure, NoLoops
@@ -18,8 +17,8 @@ from meshsolve.model.world import World
 from meshsolve.semantics.setups import setup_world
 from meshsolve.smt import solve as solve_mod
 
-KINDS = {"qf_bv": lambda hops, client: z3.SolverFor("QF_BV"), "smt-core": lambda hops, client: z3.SimpleSolver(),
-         "propagate+smt": lambda hops, client: z3.Then("simplify", "propagate-values", "solve-eqs", "smt").solver()}
+#: ``search``'s solver forced to one kind, whatever the question
+KINDS = {kind: (lambda hops, client, make=make: make()) for kind, make in solve_mod.SOLVERS.items()}
 
 
 def _root_returns(uid: str) -> World:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import attrs
@@ -243,13 +244,16 @@ def solver_kind(hops: int, client: str) -> str:
     return "smt-core" if hops == 1 else "propagate+smt"
 
 
+#: The Z3 solver each of ``solver_kind``'s kinds names, new at each call.
+SOLVERS: dict[str, Callable[[], Any]] = {
+    "smt-core": lambda: z3.SimpleSolver(),
+    "propagate+smt": lambda: z3.Then("simplify", "propagate-values", "solve-eqs", "smt").solver(),
+    "qf_bv": lambda: z3.SolverFor("QF_BV"),
+}
+
+
 def _solver(hops: int, client: str) -> Any:
-    kind = solver_kind(hops, client)
-    if kind == "smt-core":
-        return z3.SimpleSolver()
-    if kind == "propagate+smt":
-        return z3.Then("simplify", "propagate-values", "solve-eqs", "smt").solver()
-    return z3.SolverFor("QF_BV")
+    return SOLVERS[solver_kind(hops, client)]()
 
 
 def run_check(s: Any, *assumptions: Any) -> Any:
