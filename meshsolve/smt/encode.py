@@ -168,6 +168,7 @@ class Traversal:
         self._states: list[State] = []
         self.zero_port = self.d.port(0)
         self.zero_addr = self.d.addr_bits(0)
+        self._hide: list[tuple[Any, Any]] | None = None  # the packet's own non-atomic marks (``simple``)
 
     def close(self) -> None:
         """Drop the memos: a traversal's continuations refer to it, so without this only Python's
@@ -290,6 +291,23 @@ class Traversal:
         self.memo[key] = acc
         return acc
 
+    def simple(self, new: Any, old: Any) -> Any:
+        """A mark after a rule: the old term when unchanged, else simplified (equal marks, one term).
+        Only what the chain did to the packet is simplified: the marks the packet came in with stand
+        for themselves (a placeholder during the simplification). They may be large (the mark after
+        an earlier table's cascade of 50,000 rules), and simplifying them again at each MARK cost
+        seconds, for nothing the memo needs."""
+        if new is old:
+            return old
+        if self._hide is None:
+            self._hide = [(v, z3.Const(f"{self.d.tag}marks!in!{f}", v.sort()))
+                          for f, v in (("mark", self.pkt.mark), ("ctmark", self.pkt.ctmark), ("zone", self.pkt.zone))
+                          if isinstance(v, z3.ExprRef) and v.num_args() > 0]
+        if not self._hide:
+            return z3.simplify(new)
+        small = z3.simplify(z3.substitute(new, *self._hide))
+        return z3.substitute(small, *[(ph, v) for v, ph in self._hide])
+
     def always_acts(self, rule: Rule, chain: Chain, i: int, st: State) -> bool:
         t = rule.target
         if isinstance(t, OpaqueTarget) and t.name == SLOT_TARGET:
@@ -313,8 +331,8 @@ class Traversal:
                 nkey = (chain.name, i, id(t), *st.key)
                 after = self.nexts.get(nkey)
                 if after is None:
-                    after = self.nexts[nkey] = State(_simple(eff.mark, st[0]), _simple(eff.ctmark, st[1]),
-                                                     _simple(eff.zone, st[2]))
+                    after = self.nexts[nkey] = State(self.simple(eff.mark, st[0]), self.simple(eff.ctmark, st[1]),
+                                                     self.simple(eff.zone, st[2]))
                 return self.run(chain, i + 1, after, k)
             case "verdict":
                 after = State(eff.mark, st[1], st[2]) if eff.code == TPROXY else st
@@ -340,13 +358,6 @@ class Traversal:
                                            f"{eff.chain}")
                 return self.run(callee, 0, st, k)
         raise AssertionError(f"unknown effect {eff.kind}")  # pragma: no cover
-
-
-def _simple(new: Any, old: Any) -> Any:
-    """A mark after a rule: the old term when unchanged, else simplified (equal marks, one term)."""
-    if new is old:
-        return old
-    return z3.simplify(new)
 
 
 def table_decision(ctx: Ctx, ruleset: Ruleset, stage: Stage, pkt: K.Pkt) -> K.Decision:
