@@ -239,7 +239,11 @@ def solver_kind(hops: int, client: str) -> str:
       (``"propagate+smt"``) are first simplified, their values propagated and equations solved
       (the equalities that tie the copies of the traversal), then given to the SMT core.
 
-    ``python -m benchmarks.solvers``; benchmarks/README.md, "Which solver"."""
+    The SMT core runs without its own value propagation (``SOLVERS``) and with Z3's rewriter
+    settings of :data:`REWRITER` (``rewriting``).
+
+    ``python -m benchmarks.solvers``; benchmarks/README.md, "Which solver" and "One property on
+    50,020 rules"."""
     if client != "any-app":
         return "qf_bv"
     return "smt-core" if hops == 1 else "propagate+smt"
