@@ -201,3 +201,15 @@ def test_a_limit_while_choosing_the_witness_keeps_a_true_one(monkeypatch: pytest
         got = check(world, CaptureOutbound())
         assert isinstance(got, Refuted), (k, got)
         assert got.scope == want.scope and got.expected == want.expected  # the same question, refuted
+
+
+@pytest.mark.parametrize("kind", sorted(solve_mod.SOLVERS))
+def test_each_solver_kind_takes_its_settings_silently(kind: str, capfd: pytest.CaptureFixture[str]) -> None:
+    """Z3 accepts every setting of every kind: a setting it cannot use is a warning on the
+    process's standard error (and the setting is not used), which a user would see."""
+    x = z3.BitVec("x", 32)
+    s = solve_mod.configure(solve_mod.SOLVERS[kind](), 10_000, 1_000_000)
+    s.add(z3.ULT(x, 10), x != 3)
+    assert s.check() == z3.sat
+    out = capfd.readouterr()
+    assert "WARNING" not in out.err and "WARNING" not in out.out, out
