@@ -9,6 +9,8 @@ encoding is built once per question and reused: only the solver differs), and pr
 time of building the question's encoding, then of each kind's search with that encoding
 (``time.process_time``: asserting, preprocessing, search, canonical witness), the answer, and
 the kind ``search`` picks (``smt.solve.solver_kind``). A kind that gives up (Z3's limits) says so.
+``smt-core-activity`` is Z3's SMT core as it comes (case splits by activity, values propagated
+first), beside ``SOLVERS["smt-core"]`` as ``search`` sets it (``smt.solve._smt_core``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from meshsolve.analysis.worlds import world_from_rules
 from meshsolve.iptables import parse_text
 from meshsolve.istio import proxy_behavior
 
-#: ``search``'s solver forced to one kind (``smt.solve.SOLVERS``), whatever the question
+#: ``search``'s solver forced to one kind (``smt.solve.SOLVERS``), whatever the question; and the
+#: SMT core as Z3 makes it (case splits by activity), beside the one ``search`` uses
 KINDS: dict[str, Callable[[int, str], Any]] = {kind: (lambda hops, client, make=make: make())
                                               for kind, make in S.SOLVERS.items()}
+KINDS["smt-core-activity"] = lambda hops, client: z3.SimpleSolver()
 
 
 def main() -> None:

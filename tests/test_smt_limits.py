@@ -170,3 +170,46 @@ def test_synth_exits_80_when_its_solver_gives_up(monkeypatch: pytest.MonkeyPatch
     rc = main(["synth", str(spec)])
     capsys.readouterr()
     assert rc == EXIT_UNKNOWN
+
+
+def test_a_limit_while_choosing_the_witness_keeps_a_true_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search found a violation, then a limit stops the canonical choice of its witness, at
+    each of the choice's checks in turn: the witness is the model found so far, a real violation
+    (``check`` replays it in the interpreter), never a crash and never another verdict."""
+    world = big_world(60)
+    want = check(world, CaptureOutbound())
+    assert isinstance(want, Refuted)
+    real = solve_mod.run_check
+    pushed: list[int] = []  # the choice's checks so far (each of them pushed)
+    limit = [0]
+
+    def limited(s: Any, *assumptions: Any) -> Any:
+        if s.num_scopes() > 0:
+            pushed.append(s.num_scopes())
+            if len(pushed) > limit[0]:
+                return z3.unknown
+        return real(s, *assumptions)
+
+    monkeypatch.setattr(solve_mod, "run_check", limited)
+    limit[0] = 10**9
+    check(world, CaptureOutbound())
+    total = len(pushed)
+    assert total > 5, total
+    for k in range(total + 1):
+        pushed.clear()
+        limit[0] = k
+        got = check(world, CaptureOutbound())
+        assert isinstance(got, Refuted), (k, got)
+        assert got.scope == want.scope and got.expected == want.expected  # the same question, refuted
+
+
+@pytest.mark.parametrize("kind", sorted(solve_mod.SOLVERS))
+def test_each_solver_kind_takes_its_settings_silently(kind: str, capfd: pytest.CaptureFixture[str]) -> None:
+    """Z3 accepts every setting of every kind: a setting it cannot use is a warning on the
+    process's standard error (and the setting is not used), which a user would see."""
+    x = z3.BitVec("x", 32)
+    s = solve_mod.configure(solve_mod.SOLVERS[kind](), 10_000, 1_000_000)
+    s.add(z3.ULT(x, 10), x != 3)
+    assert s.check() == z3.sat
+    out = capfd.readouterr()
+    assert "WARNING" not in out.err and "WARNING" not in out.out, out
