@@ -49,9 +49,11 @@ from meshsolve.iptables.options import (
     collect_raw,
     scan_options,
 )
+from meshsolve.iptables.render import match_text
+from meshsolve.iptables.render import target_text as render_target
 from meshsolve.iptables.rule import basic_match, target_of
 from meshsolve.iptables.tokens import LineError, restore_words
-from meshsolve.model.rules import Match, Origin, Rule, Target
+from meshsolve.model.rules import Match, Origin, Rule, Target, with_text
 
 __all__ = ["SEGMENT_STARTS", "FastRules"]
 
@@ -106,7 +108,10 @@ class FastRules:
         self._targets: dict[tuple[str, str, str | None, tuple[str, ...]], tuple[Target, str | None]] = {}
         self._pieces: dict[str, _Piece | None] = {}  # segment text -> its piece (None: not taken)
         self._text_targets: dict[tuple[str, str | None], tuple[Target, str | None]] = {}  # (text, -p)
-        self._module_runs: dict[str, tuple[Match, ...] | None] = {}  # " -m A ... -m B ..." -> matches
+        # " -m A ... -m B ..." -> (matches, written as render writes them)
+        self._module_runs: dict[str, tuple[tuple[Match, ...], bool] | None] = {}
+        self._line_pieces: dict[str, tuple[Match | None, bool] | None] = {}  # _line_piece of a segment
+        self._line_targets: dict[tuple[str, str | None], tuple[Target, str | None, bool] | None] = {}
 
     def parse(self, toks: list[str], counters: tuple[int, int] | None = None, origin: Origin | None = None
               ) -> tuple[Rule, str | None] | None:
@@ -183,47 +188,82 @@ class FastRules:
                    ) -> tuple[str, Rule, str | None] | None:
         """(chain, rule, jump chain name) of a whole iptables-save rule line (``-A CHAIN ...``, the
         line stripped), as :meth:`parse_text` gives them for its text after ``-A CHAIN``; None when
-        the line is not in ``_LINE``'s order (then :meth:`parse_text` tries it)."""
+        the line is not in ``_LINE``'s order (then :meth:`parse_text` tries it).
+
+        When every part of the line is already written as ``render`` writes it (each part checked
+        once, :meth:`_line_piece`) and the rule keeps the line's order of matches, the rule carries
+        the line's text after ``-A CHAIN `` as its ``text`` (``Rule.text``)."""
         m = _LINE.fullmatch(line)
         if m is None:
             return None
         chain, s, d, i, o, p, protocol, comment, modules, target_text = m.groups()
-        pieces = self._pieces
+        pieces = self._line_pieces
         matches: list[Match] = []
-        for key, seg in (("s", s), ("d", d), ("i", i), ("o", o), ("p", p), ("", comment)):
+        plain = True
+        for seg in (s, d, i, o, p, comment):
             if seg is not None:
-                piece = pieces.get(seg, _UNSEEN)
-                if piece is _UNSEEN:
-                    piece = pieces[seg] = self._basic_piece(key, seg) if key else self._piece(seg)
+                piece = pieces.get(seg, _MISSING)
+                if piece is _MISSING:
+                    piece = pieces[seg] = self._line_piece(seg)
                 if piece is None:
                     return None
-                if piece[2] is not None:
-                    matches.append(piece[2])
+                match, canon = piece
+                if match is not None:
+                    matches.append(match)
+                if not canon:
+                    plain = False
         if modules:
             run = self._module_runs.get(modules, _MISSING)
             if run is _MISSING:
                 run = self._module_runs[modules] = self._module_run(modules[1:])
             if run is None:
                 return None
-            matches.extend(run)  # type: ignore[arg-type]
+            ms, canon = run  # type: ignore[misc]
+            matches.extend(ms)
+            if not canon:
+                plain = False
         target: Target | None = None
         jump: str | None = None
         if target_text is not None:
-            hit = self._text_targets.get((target_text, protocol))
+            hit = self._line_targets.get((target_text, protocol), _MISSING)
+            if hit is _MISSING:
+                hit = self._line_targets[(target_text, protocol)] = self._line_target(target_text, protocol)
             if hit is None:
-                words = tuple(target_text.split(" "))
-                try:
-                    if len(words) == 2:  # ``-j NAME``: no option for collect_raw to take
-                        hit = target_of(words[0], words[1], [], protocol)
-                    elif collect_raw(list(words), 2)[1] != len(words):
-                        return None  # (what the text door's cut would leave to the word door)
-                    else:
-                        hit = self._target(words, protocol)
-                except (LineError, MeshsolveError):
-                    return None
-                self._text_targets[(target_text, protocol)] = hit
-            target, jump = hit
-        return chain, Rule(tuple(matches), target, counters, Origin(source, lineno)), jump
+                return None
+            target, jump, canon = hit  # type: ignore[misc]
+            if not canon:
+                plain = False
+        got = tuple(matches)
+        rule = Rule(got, target, counters, Origin(source, lineno))
+        if plain and rule.matches is got:  # (``Rule`` keeps the tuple it was given when in order)
+            with_text(rule, line[len(chain) + 4:])
+        return chain, rule, jump
+
+    def _line_piece(self, seg: str) -> tuple[Match | None, bool] | None:
+        """(match, whether ``render`` writes it as ``seg``) of a basic option's or a comment's
+        segment as ``_LINE`` cuts it; None when it is left to the other doors."""
+        key = seg[4] if seg[0] == "!" else seg[1]
+        piece = self._basic_piece(key, seg) if key in "sdiop" else self._piece(seg)
+        if piece is None:
+            return None
+        match = piece[2]
+        return match, match is not None and match_text(match) == seg
+
+    def _line_target(self, text: str, protocol: str | None) -> tuple[Target, str | None, bool] | None:
+        """(target, jump chain name, whether ``render`` writes it as ``text`` in both families) of
+        the target segment ``_LINE`` cuts; None when it is left to the other doors."""
+        words = tuple(text.split(" "))
+        try:
+            if len(words) == 2:  # ``-j NAME``: no option for collect_raw to take
+                target, jump = target_of(words[0], words[1], [], protocol)
+            elif collect_raw(list(words), 2)[1] != len(words):
+                return None  # (what the text door's cut would leave to the word door)
+            else:
+                target, jump = self._target(words, protocol)
+        except (LineError, MeshsolveError):
+            return None
+        canon = render_target(target, "ipv4") == text == render_target(target, "ipv6")
+        return target, jump, canon
 
     def _basic_piece(self, key: str, seg: str) -> _Piece | None:
         """:meth:`_piece` of a basic option's segment as ``_LINE`` cuts it (``[! ]-X VALUE``, the
@@ -241,9 +281,10 @@ class FastRules:
             self._basic[bkey] = got
         return ("b", key, got, (val,))  # type: ignore[return-value]
 
-    def _module_run(self, text: str) -> tuple[Match, ...] | None:
+    def _module_run(self, text: str) -> tuple[tuple[Match, ...], bool] | None:
         """The matches of consecutive module segments (``-m A ... -m B ...``), each read as
-        :meth:`parse_text` reads it; None when one is not a module segment it takes."""
+        :meth:`parse_text` reads it, and whether ``render`` writes them as ``text``; None when one
+        is not a module segment it takes."""
         segs = _SEGMENT.findall(text)
         if " ".join(segs) != text:
             return None
@@ -257,7 +298,8 @@ class FastRules:
                 return None
             if piece[2] is not None:
                 out.append(piece[2])
-        return tuple(out)
+        canon = len(out) == len(segs) and " ".join(match_text(m) for m in out) == text
+        return tuple(out), canon
 
     # -- segments ----------------------------------------------------------------------------
     def _piece(self, seg: str) -> _Piece | None:
