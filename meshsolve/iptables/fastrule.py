@@ -34,6 +34,7 @@ escapes in quotes). The pieces are frozen values, so sharing them between rules 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from meshsolve.errors import MeshsolveError
 from meshsolve.iptables.matches import MODULE_OPTS, PortBuilder, build_module, build_port, unmodelled_module
@@ -58,6 +59,7 @@ from meshsolve.model.rules import Match, Origin, Rule, Target, with_text
 __all__ = ["SEGMENT_STARTS", "FastRules"]
 
 _MISSING = object()
+_NOT_READ: Any = object()  # (the same, typed so that a looked-up value keeps its type)
 _TARGET_OPTS = frozenset([*JUMP_OPTS, *GOTO_OPTS])
 
 #: The first words of the segments the text door cuts (what ends a module's options there).
@@ -202,8 +204,8 @@ class FastRules:
         plain = True
         for seg in (s, d, i, o, p, comment):
             if seg is not None:
-                piece = pieces.get(seg, _MISSING)
-                if piece is _MISSING:
+                piece = pieces.get(seg, _NOT_READ)
+                if piece is _NOT_READ:
                     piece = pieces[seg] = self._line_piece(seg)
                 if piece is None:
                     return None
@@ -213,24 +215,24 @@ class FastRules:
                 if not canon:
                     plain = False
         if modules:
-            run = self._module_runs.get(modules, _MISSING)
-            if run is _MISSING:
+            run = self._module_runs.get(modules, _NOT_READ)
+            if run is _NOT_READ:
                 run = self._module_runs[modules] = self._module_run(modules[1:])
             if run is None:
                 return None
-            ms, canon = run  # type: ignore[misc]
+            ms, canon = run
             matches.extend(ms)
             if not canon:
                 plain = False
         target: Target | None = None
         jump: str | None = None
         if target_text is not None:
-            hit = self._line_targets.get((target_text, protocol), _MISSING)
-            if hit is _MISSING:
+            hit = self._line_targets.get((target_text, protocol), _NOT_READ)
+            if hit is _NOT_READ:
                 hit = self._line_targets[(target_text, protocol)] = self._line_target(target_text, protocol)
             if hit is None:
                 return None
-            target, jump, canon = hit  # type: ignore[misc]
+            target, jump, canon = hit
             if not canon:
                 plain = False
         got = tuple(matches)
