@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import attrs
 import pytest
 from conftest import GOLDENS
 from hypothesis import HealthCheck, given, settings
@@ -227,8 +226,6 @@ def test_every_stored_input_reads_the_same_both_ways(path: Path, monkeypatch: py
     """Same rules, counters, origins, notes — or the same error, word for word, at the same line."""
     fast, full = _reading_both_ways(path.read_text(errors="replace"), monkeypatch)
     assert fast == full
-    if fast[0] == "read" and fast[4] is not None:
-        _texts_hold(fast[4])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 150, 2500])
@@ -454,24 +451,10 @@ def _check_line(line: str) -> bool:
         chain, rule, jump = got
         assert words[:2] == ["-A", chain], line
         assert rule.origin == Origin("in.txt", 7) and rule.counters is None
-        _text_holds(rule)
         got_pair: object = (rule, jump)
     else:
         got_pair = None
     return _agrees(got_pair, lambda: words[2:] if len(words) > 2 else ["!"], line)
-
-
-def _text_holds(rule: Rule) -> bool:
-    """A rule's kept ``text``, when it has one, is what ``rule_text`` prints for it in both families."""
-    if rule.text is None:
-        return False
-    assert rule_text(rule, "ipv4") == rule.text == rule_text(rule, "ipv6"), rule
-    return True
-
-
-def _texts_hold(r: Rulesets) -> int:
-    """:func:`_text_holds` for every rule; how many rules keep a text."""
-    return sum(_text_holds(x) for rs in (r.ipv4, r.ipv6) for t in rs.tables for c in t.chains for x in c.rules)
 
 
 def _rule_lines(text: str) -> list[str]:
@@ -639,37 +622,3 @@ def test_parse_command_reads_nft_and_restores_the_collector(tmp_path: Path,
     bad.write_text("*nat\n-A NOPE -j ACCEPT\nCOMMIT\n")
     assert main(["parse", str(bad)]) == 65  # an error on the way out: the collector is back too
     assert gc.isenabled()
-
-
-# --- a rule's kept text (``Rule.text``) ------------------------------------------------------------
-
-
-def test_kept_texts_render_as_rule_text_and_most_kube_rules_keep_one() -> None:
-    """The whole-line door keeps a rule's line when ``render`` would write it back unchanged, and
-    ``render_save`` prints the same with and without the kept texts."""
-    text = kube_dump(400)
-    r = parse_text(text, "in.txt")
-    kept = _texts_hold(r)
-    lines = [s for s in text.splitlines() if s.startswith("-A ")]
-    assert kept > len(lines) // 2  # (a bare ``-m tcp`` is dropped by render: such lines keep none)
-    bare = Rulesets(*(attrs.evolve(rs, tables=tuple(
-        attrs.evolve(t, chains=tuple(attrs.evolve(c, rules=tuple(attrs.evolve(x) for x in c.rules))
-                                     for c in t.chains)) for t in rs.tables)) for rs in (r.ipv4, r.ipv6)))
-    assert bare == r and _texts_hold(bare) == 0  # ``attrs.evolve`` keeps no text
-    assert render_save(bare) == render_save(r) and render_restore(bare) == render_restore(r)
-
-
-@pytest.mark.parametrize("line, kept", [
-    ("-A X -s 10.0.0.1/32 -j ACCEPT", True),
-    ("-A X -s 10.0.0.1 -j ACCEPT", False),  # render writes /32
-    ("-A X -s 10.0.0.0/8 -d 10.1.2.3/32 -p tcp -m tcp --dport 80 -j RETURN", True),
-    ("-A X -p tcp -m comment --comment \"a b\" -m tcp -j DNAT --to-destination 10.0.0.1:80", False),  # bare -m tcp
-    ("-A X -j REJECT --reject-with icmp-port-unreachable", False),  # written per family
-    ("-A X -m comment --comment abc -j ACCEPT", True),
-    ("-A X -m comment --comment \"abc\" -j ACCEPT", False),  # render quotes only what needs it
-    ("-A X -p 6 -j ACCEPT", False),  # render writes tcp
-])
-def test_kept_text_only_where_render_writes_the_line(line: str, kept: bool) -> None:
-    got = FastRules().parse_line(line, None, "in.txt", 1)
-    assert got is not None
-    assert _text_holds(got[1]) is kept

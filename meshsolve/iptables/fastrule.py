@@ -34,7 +34,6 @@ escapes in quotes). The pieces are frozen values, so sharing them between rules 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from meshsolve.errors import MeshsolveError
 from meshsolve.iptables.matches import MODULE_OPTS, PortBuilder, build_module, build_port, unmodelled_module
@@ -50,16 +49,13 @@ from meshsolve.iptables.options import (
     collect_raw,
     scan_options,
 )
-from meshsolve.iptables.render import match_text
-from meshsolve.iptables.render import target_text as render_target
 from meshsolve.iptables.rule import basic_match, target_of
 from meshsolve.iptables.tokens import LineError, restore_words
-from meshsolve.model.rules import Match, Origin, Rule, Target, with_text
+from meshsolve.model.rules import Match, Origin, Rule, Target
 
 __all__ = ["SEGMENT_STARTS", "FastRules"]
 
 _MISSING = object()
-_NOT_READ: Any = object()  # (the same, typed so that a looked-up value keeps its type)
 _TARGET_OPTS = frozenset([*JUMP_OPTS, *GOTO_OPTS])
 
 #: The first words of the segments the text door cuts (what ends a module's options there).
@@ -110,10 +106,7 @@ class FastRules:
         self._targets: dict[tuple[str, str, str | None, tuple[str, ...]], tuple[Target, str | None]] = {}
         self._pieces: dict[str, _Piece | None] = {}  # segment text -> its piece (None: not taken)
         self._text_targets: dict[tuple[str, str | None], tuple[Target, str | None]] = {}  # (text, -p)
-        # " -m A ... -m B ..." -> (matches, written as render writes them)
-        self._module_runs: dict[str, tuple[tuple[Match, ...], bool] | None] = {}
-        self._line_pieces: dict[str, tuple[Match | None, bool] | None] = {}  # _line_piece of a segment
-        self._line_targets: dict[tuple[str, str | None], tuple[Target, str | None, bool] | None] = {}
+        self._module_runs: dict[str, tuple[Match, ...] | None] = {}  # " -m A ... -m B ..." -> matches
 
     def parse(self, toks: list[str], counters: tuple[int, int] | None = None, origin: Origin | None = None
               ) -> tuple[Rule, str | None] | None:
@@ -190,82 +183,47 @@ class FastRules:
                    ) -> tuple[str, Rule, str | None] | None:
         """(chain, rule, jump chain name) of a whole iptables-save rule line (``-A CHAIN ...``, the
         line stripped), as :meth:`parse_text` gives them for its text after ``-A CHAIN``; None when
-        the line is not in ``_LINE``'s order (then :meth:`parse_text` tries it).
-
-        When every part of the line is already written as ``render`` writes it (each part checked
-        once, :meth:`_line_piece`) and the rule keeps the line's order of matches, the rule carries
-        the line's text after ``-A CHAIN `` as its ``text`` (``Rule.text``)."""
+        the line is not in ``_LINE``'s order (then :meth:`parse_text` tries it)."""
         m = _LINE.fullmatch(line)
         if m is None:
             return None
         chain, s, d, i, o, p, protocol, comment, modules, target_text = m.groups()
-        pieces = self._line_pieces
+        pieces = self._pieces
         matches: list[Match] = []
-        plain = True
-        for seg in (s, d, i, o, p, comment):
+        for key, seg in (("s", s), ("d", d), ("i", i), ("o", o), ("p", p), ("", comment)):
             if seg is not None:
-                piece = pieces.get(seg, _NOT_READ)
-                if piece is _NOT_READ:
-                    piece = pieces[seg] = self._line_piece(seg)
+                piece = pieces.get(seg, _UNSEEN)
+                if piece is _UNSEEN:
+                    piece = pieces[seg] = self._basic_piece(key, seg) if key else self._piece(seg)
                 if piece is None:
                     return None
-                match, canon = piece
-                if match is not None:
-                    matches.append(match)
-                if not canon:
-                    plain = False
+                if piece[2] is not None:
+                    matches.append(piece[2])
         if modules:
-            run = self._module_runs.get(modules, _NOT_READ)
-            if run is _NOT_READ:
+            run = self._module_runs.get(modules, _MISSING)
+            if run is _MISSING:
                 run = self._module_runs[modules] = self._module_run(modules[1:])
             if run is None:
                 return None
-            ms, canon = run
-            matches.extend(ms)
-            if not canon:
-                plain = False
+            matches.extend(run)  # type: ignore[arg-type]
         target: Target | None = None
         jump: str | None = None
         if target_text is not None:
-            hit = self._line_targets.get((target_text, protocol), _NOT_READ)
-            if hit is _NOT_READ:
-                hit = self._line_targets[(target_text, protocol)] = self._line_target(target_text, protocol)
+            hit = self._text_targets.get((target_text, protocol))
             if hit is None:
-                return None
-            target, jump, canon = hit
-            if not canon:
-                plain = False
-        got = tuple(matches)
-        rule = Rule(got, target, counters, Origin(source, lineno))
-        if plain and rule.matches is got:  # (``Rule`` keeps the tuple it was given when in order)
-            with_text(rule, line[len(chain) + 4:])
-        return chain, rule, jump
-
-    def _line_piece(self, seg: str) -> tuple[Match | None, bool] | None:
-        """(match, whether ``render`` writes it as ``seg``) of a basic option's or a comment's
-        segment as ``_LINE`` cuts it; None when it is left to the other doors."""
-        key = seg[4] if seg[0] == "!" else seg[1]
-        piece = self._basic_piece(key, seg) if key in "sdiop" else self._piece(seg)
-        if piece is None:
-            return None
-        match = piece[2]
-        return match, match is not None and match_text(match) == seg
-
-    def _line_target(self, text: str, protocol: str | None) -> tuple[Target, str | None, bool] | None:
-        """(target, jump chain name, whether ``render`` writes it as ``text`` in both families) of
-        the target segment ``_LINE`` cuts; None when it is left to the other doors."""
-        words = tuple(text.split(" "))
-        try:
-            if len(words) == 2:  # ``-j NAME``: no option for collect_raw to take
-                target, jump = target_of(words[0], words[1], [], protocol)
-            elif collect_raw(list(words), 2)[1] != len(words):
-                return None  # (what the text door's cut would leave to the word door)
-            else:
-                target, jump = self._target(words, protocol)
-        except (LineError, MeshsolveError):
-            return None
-        canon = render_target(target, "ipv4") == text == render_target(target, "ipv6")
-        return target, jump, canon
+                words = tuple(target_text.split(" "))
+                try:
+                    if len(words) == 2:  # ``-j NAME``: no option for collect_raw to take
+                        hit = target_of(words[0], words[1], [], protocol)
+                    elif collect_raw(list(words), 2)[1] != len(words):
+                        return None  # (what the text door's cut would leave to the word door)
+                    else:
+                        hit = self._target(words, protocol)
+                except (LineError, MeshsolveError):
+                    return None
+                self._text_targets[(target_text, protocol)] = hit
+            target, jump = hit
+        return chain, Rule(tuple(matches), target, counters, Origin(source, lineno)), jump
 
     def _basic_piece(self, key: str, seg: str) -> _Piece | None:
         """:meth:`_piece` of a basic option's segment as ``_LINE`` cuts it (``[! ]-X VALUE``, the
@@ -283,10 +241,9 @@ class FastRules:
             self._basic[bkey] = got
         return ("b", key, got, (val,))  # type: ignore[return-value]
 
-    def _module_run(self, text: str) -> tuple[tuple[Match, ...], bool] | None:
+    def _module_run(self, text: str) -> tuple[Match, ...] | None:
         """The matches of consecutive module segments (``-m A ... -m B ...``), each read as
-        :meth:`parse_text` reads it, and whether ``render`` writes them as ``text``; None when one
-        is not a module segment it takes."""
+        :meth:`parse_text` reads it; None when one is not a module segment it takes."""
         segs = _SEGMENT.findall(text)
         if " ".join(segs) != text:
             return None
@@ -300,8 +257,7 @@ class FastRules:
                 return None
             if piece[2] is not None:
                 out.append(piece[2])
-        canon = len(out) == len(segs) and " ".join(match_text(m) for m in out) == text
-        return tuple(out), canon
+        return tuple(out)
 
     # -- segments ----------------------------------------------------------------------------
     def _piece(self, seg: str) -> _Piece | None:

@@ -102,8 +102,8 @@ from meshsolve.model.rules import (
     Trace,
 )
 
-__all__ = ["TABLE_SAVE_ORDER", "addr_text", "match_text", "net_text", "render_restore", "render_save",
-           "rule_text", "save_string", "target_text"]
+__all__ = ["TABLE_SAVE_ORDER", "addr_text", "net_text", "render_restore", "render_save", "rule_text",
+           "save_string"]
 
 #: Table order of iptables-save 1.8.9 (nf_tables).
 TABLE_SAVE_ORDER: tuple[str, ...] = ("mangle", "security", "raw", "filter", "nat")
@@ -372,16 +372,6 @@ def _target_args(t: Target, family: Family) -> list[str]:
     return render(t, family)
 
 
-def match_text(m: Match) -> str:
-    """One match's canonical words, joined (``""`` when it prints none)."""
-    return " ".join(_match_args(m))
-
-
-def target_text(t: Target, family: Family) -> str:
-    """A target's canonical words (``-j NAME`` and its options), joined."""
-    return " ".join(_target_args(t, family))
-
-
 def rule_text(rule: Rule, family: Family = "ipv4") -> str:
     """A rule's canonical arguments without ``-A CHAIN``, e.g.
     ``! -d 127.0.0.1/32 -o lo -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT``.
@@ -409,8 +399,6 @@ class _RuleTexts:
         self.pieces: dict[int, str | None] = {}  # None: the piece renders to no words
 
     def text(self, rule: Rule) -> str:
-        if rule.text is not None:
-            return rule.text  # what this method gives, shown by the parser (``Rule.text``)
         pieces = self.pieces
         parts: list[str] = []
         for m in rule.matches:

@@ -108,7 +108,6 @@ __all__ = [
     "Tproxy",
     "TproxySocket",
     "Trace",
-    "with_text",
 ]
 
 # Built-in chains of each table, in the order iptables-save lists them (the hooks it registers).
@@ -693,19 +692,12 @@ def _order_matches(matches: Iterable[Match]) -> tuple[Match, ...]:
 
 @attrs.frozen
 class Rule:
-    """One rule: its matches (all must hold) and an optional target (no target = count only).
-
-    ``text`` is derived, never compared, copied by ``attrs.evolve`` or written to JSON: the rule's
-    canonical iptables-save arguments (what ``iptables.render.rule_text`` prints for it in either
-    family), kept by the parser when it has shown that its input line already was that text
-    (:func:`with_text`); None otherwise, and for every rule built any other way.
-    """
+    """One rule: its matches (all must hold) and an optional target (no target = count only)."""
 
     matches: tuple[Match, ...] = attrs.field(default=(), converter=_order_matches)
     target: Target | None = None
     counters: tuple[int, int] | None = attrs.field(default=None, eq=False, repr=False)
     origin: Origin | None = attrs.field(default=None, eq=False, repr=False)
-    text: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     def find(self, kind: type) -> Match | None:
         """The first match of the given class, or None."""
@@ -713,13 +705,6 @@ class Rule:
             if isinstance(m, kind):
                 return m
         return None
-
-
-def with_text(rule: Rule, text: str) -> Rule:
-    """``rule`` with its ``text`` set: only for a rule just built, by a caller that has shown that
-    ``text`` is what ``rule_text`` prints for it in both families (``iptables.fastrule``)."""
-    object.__setattr__(rule, "text", text)
-    return rule
 
 
 def _rule_tuple(values: Iterable[Rule]) -> tuple[Rule, ...]:
