@@ -119,20 +119,7 @@ class DocumentParser(CommandReplay):
     def feed(self, lines: list[Line], family_hint: Family | None = None, shell_ok: bool = True) -> None:
         if family_hint is not None:
             self.new_group(family_hint)
-        fast, source = self.fast, self.source
         for ln in lines:
-            t = self.table
-            if fast is not None and t is not None and ln.text.startswith("-A "):
-                # what ``line`` does first for an iptables-save rule line, without its other tests:
-                # a line the whole-line door takes has no white space around it to strip
-                got = fast.parse_line(ln.text, None, source, ln.lineno)
-                if got is not None:
-                    c = t.chains.get(got[0])
-                    if c is not None:
-                        if got[2] is not None:
-                            c.jumps.append((got[2], ln.lineno, ln.text))
-                        c.rules.append(got[1])
-                        continue
             self.line(ln, shell_ok)
         if self.table is not None:
             last = next((ln for ln in reversed(lines) if ln.text.strip()), None)
