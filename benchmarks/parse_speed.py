@@ -11,6 +11,14 @@ system, its children included, from ``getrusage``), and the load average is prin
 size: on a shared machine CPU time is the steadier figure. It also times ``read_text`` in this
 process with the rule fast path on and off, and ``render_save`` of what it read (CPU time).
 Medians, with the min and max; lines/s from the medians.
+
+Last, per size, the *floor* of any parse that builds meshsolve's model in this interpreter (CPU,
+best of ``--repeat``): a whole ``meshsolve parse`` process of a one-table file (start, imports,
+exit); cutting every rule line with the whole-line door's expression alone (``fastrule._LINE``),
+nothing looked up; and making the objects the parse returns, from values already known: each
+distinct address network from its number and prefix length, each distinct match and target by its class from its own
+field values (its converters and validators run), each rule with its origin, each chain. No parse
+can do less than their sum; beside it, twice ``iptables-restore --test``'s CPU time (the target).
 """
 
 from __future__ import annotations
@@ -116,6 +124,11 @@ def main() -> None:
                             x[k] for x in cols["iptables-restore --test"])
                         print(f"meshsolve parse / iptables-restore --test, {what}: {ratio:.1f}x")
                 _in_process(path.read_text(), lines, args.repeat)
+                floor = _floor(path, lines, args.repeat)
+                if restore:
+                    budget = 2 * statistics.median(x[1] for x in cols["iptables-restore --test"])
+                    print(f"floor {floor:.2f} s CPU against the target's {budget:.2f} s (2x iptables-restore "
+                          f"--test): {'within' if floor <= budget else 'over'} it before any per-line work")
     finally:
         if restore:
             subprocess.run(["ip", "netns", "del", NETNS], check=False)
@@ -142,6 +155,59 @@ def _in_process(text: str, lines: int, repeat: int) -> None:
         print(f"read_text in-process, fast path {'on ' if fast else 'off'} CPU {_stats(xs)}  "
               f"{lines / statistics.median(xs):,.0f} lines/s; render_save after it CPU {_stats(rs)}")
     tables.FAST_RULES = True
+
+
+def _floor(path: Path, lines: int, repeat: int) -> float:
+    """The floor described in the module notes, printed part by part; its sum (CPU seconds)."""
+    import gc
+
+    import attrs
+
+    from meshsolve.iptables import read_text
+    from meshsolve.iptables.fastrule import _LINE
+    from meshsolve.model.rules import Chain, Origin, Rule
+
+    tiny = path.with_name("one-table.txt")
+    tiny.write_text("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n")
+    env = _env(str(Path(__file__).resolve().parent.parent))
+    start = min(_timed([sys.executable, "-c", MAIN, "parse", str(tiny)], env=env)[1] for _ in range(repeat))
+    text = path.read_text()
+    rs = read_text(text, "kube.txt").require_rulesets()
+    rule_lines = [s for s in text.splitlines() if s.startswith("-A ")]
+    chains = [c for r in (rs.ipv4, rs.ipv6) for t in r.tables for c in t.chains]
+    rules = [x for c in chains for x in c.rules]
+    pieces = {id(p): p for x in rules for p in (*x.matches, x.target) if p is not None}
+    made = [(type(p), {f.name: getattr(p, f.name) for f in attrs.fields(type(p)) if f.init})
+            for p in pieces.values()]
+    nets = sorted({(type(kw["net"]), int(kw["net"].network_address), kw["net"].prefixlen)
+                   for _, kw in made if "net" in kw}, key=str)
+
+    def best(work: object) -> float:
+        out = []
+        for _ in range(repeat):
+            gc.disable()
+            t = time.process_time()
+            work()  # type: ignore[operator]
+            out.append(time.process_time() - t)
+            gc.enable()
+        return min(out)
+
+    parts = {
+        "start, imports and exit (one-table file)": start,
+        f"cutting {len(rule_lines):,} rule lines (_LINE alone)": best(
+            lambda: [_LINE.fullmatch(s).groups() for s in rule_lines]),  # type: ignore[union-attr]
+        f"{len(nets):,} address networks (number, prefix length)": best(
+            lambda: [cls((n, p)) for cls, n, p in nets]),
+        f"{len(made):,} distinct matches and targets": best(lambda: [cls(**kw) for cls, kw in made]),
+        f"{len(rules):,} rules with their origins": best(
+            lambda: [Rule(x.matches, x.target, x.counters, Origin("kube.txt", 1)) for x in rules]),
+        f"{len(chains):,} chains": best(lambda: [Chain(c.name, c.rules, c.policy) for c in chains]),
+    }
+    for name, sec in parts.items():
+        print(f"floor: {name:52s} {sec:.3f} s CPU")
+    total = sum(parts.values())
+    print(f"floor: sum {total:.2f} s CPU = {lines / total:,.0f} lines/s at most")
+    return total
 
 
 if __name__ == "__main__":
