@@ -1,1 +1,1 @@
-"""meshsolve benchmarks (issue #10): ``python -m benchmarks.run``; see README.md, section Benchmarks."""
+"""meshsolve benchmarks: ``python -m benchmarks.run``; see README.md, section Benchmarks."""

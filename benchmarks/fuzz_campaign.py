@@ -1,4 +1,4 @@
-"""The long fuzz campaign over meshsolve's parsers (issue #11).
+"""The long fuzz campaign over meshsolve's parsers.
 
     .venv/bin/python benchmarks/fuzz_campaign.py --parser iptables --inputs 100000 --out /tmp/iptables.json
 

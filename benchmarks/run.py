@@ -1,4 +1,4 @@
-"""meshsolve benchmarks (issue #10): speed and scale, side by side with the naive way.
+"""meshsolve benchmarks: speed and scale, side by side with the naive way.
 
     .venv/bin/python -m benchmarks.run            # the full run (about 10-15 minutes on 2 cores)
     .venv/bin/python -m benchmarks.run --quick    # fewer goldens/specs/sizes, small repeats
