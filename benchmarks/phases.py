@@ -48,10 +48,10 @@ enc, h0, client = E.encode_flow(world, scope.family, hops=hops,
                                 marks=S._marked(world, scope))
 query = [*enc.constraints, *S._scope(scope, world, enc, h0, client), z3.Not(S._pred(pred, enc))]
 phase("encode")
-kind = S.solver_kind(hops, scope.client)
+kind = S.solver_kind(scope.client)
 scoped = getattr(S, "rewriting", None)
 with (scoped(kind) if scoped else contextlib.nullcontext()):
-    s = S.configure(S._solver(hops, scope.client), S.defaults.TIMEOUT_MS, S.defaults.RLIMIT)
+    s = S.configure(S._solver(scope.client), S.defaults.TIMEOUT_MS, S.defaults.RLIMIT)
     s.add(*query); phase("assert")
     r = s.check(); phase("check")
 print(f"{kind}: {r} ({world.rules.for_family(scope.family).rule_count()} rules, {hops} hop(s), scope {scope})")

@@ -9,8 +9,10 @@ encoding is built once per question and reused: only the solver differs), and pr
 time of building the question's encoding, then of each kind's search with that encoding
 (``time.process_time``: asserting, preprocessing, search, canonical witness), the answer, and
 the kind ``search`` picks (``smt.solve.solver_kind``). A kind that gives up (Z3's limits) says so.
-``smt-core-activity`` is Z3's SMT core as it comes (case splits by activity, values propagated
-first), beside ``SOLVERS["smt-core"]`` as ``search`` sets it (``smt.solve._smt_core``).
+Two kinds ``search`` does not use are timed beside them: ``propagate+smt`` (simplifying, propagating
+values and solving equations, then Z3's SMT core: several connections from any process had it
+before) and ``smt-core-activity``, Z3's SMT core as it comes (case splits by activity, values
+propagated first), beside ``SOLVERS["smt-core"]`` as ``search`` sets it (``smt.solve._smt_core``).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from meshsolve.istio import proxy_behavior
 
 #: ``search``'s solver forced to one kind (``smt.solve.SOLVERS``), whatever the question; and the
 #: SMT core as Z3 makes it (case splits by activity), beside the one ``search`` uses
-KINDS: dict[str, Callable[[int, str], Any]] = {kind: (lambda hops, client, make=make: make())
-                                              for kind, make in S.SOLVERS.items()}
-KINDS["smt-core-activity"] = lambda hops, client: z3.SimpleSolver()
+KINDS: dict[str, Callable[[str], Any]] = {kind: (lambda client, make=make: make())
+                                         for kind, make in S.SOLVERS.items()}
+KINDS["propagate+smt"] = lambda client: z3.Then("simplify", "propagate-values", "solve-eqs", "smt").solver()
+KINDS["smt-core-activity"] = lambda client: z3.SimpleSolver()
 
 
 def main() -> None:
@@ -59,7 +62,7 @@ def main() -> None:
             for prop in default_properties(world):
                 for scope, pred in prop.checks(world):
                     hops = 1 if S._first_hop_only(pred) else S.defaults.HOPS
-                    picked = S.solver_kind(hops, scope.client)
+                    picked = S.solver_kind(scope.client)
                     t = time.process_time()
                     S.search(world, scope, pred, rlimit=1)  # builds and caches the encoding; Z3 stops at once
                     enc = time.process_time() - t

@@ -63,13 +63,13 @@ def test_tiny_resource_limit_gives_solver_gave_up() -> None:
 
 
 def test_search_sets_timeout_and_rlimit_on_every_solver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Spy on the solvers ``search`` creates (the one-connection kind and the several-connections
-    kind): both bounds are set before ``check``."""
+    """Spy on the solvers ``search`` creates (each kind it picks): both bounds are set before
+    ``check``."""
     seen: list[dict[str, Any]] = []
     real = solve_mod._solver
 
-    def spy(hops: int, client: str) -> Any:
-        s = real(hops, client)
+    def spy(client: str) -> Any:
+        s = real(client)
         params: dict[str, Any] = {}
         seen.append(params)
         orig_set = s.set

@@ -18,7 +18,7 @@ from meshsolve.semantics.setups import setup_world
 from meshsolve.smt import solve as solve_mod
 
 #: ``search``'s solver forced to one kind, whatever the question
-KINDS = {kind: (lambda hops, client, make=make: make()) for kind, make in solve_mod.SOLVERS.items()}
+KINDS = {kind: (lambda client, make=make: make()) for kind, make in solve_mod.SOLVERS.items()}
 
 
 def _root_returns(uid: str) -> World:

@@ -226,27 +226,24 @@ def _gave_up(s: Any, timeout_ms: int, elapsed: float) -> SolverGaveUp:
     return SolverGaveUp(why)
 
 
-def solver_kind(hops: int, client: str) -> str:
-    """The kind of Z3 solver for a question whose flow is encoded for ``hops`` connections, the
-    first from ``client`` (a ``Scope``'s).
+def solver_kind(client: str) -> str:
+    """The kind of Z3 solver for a question whose first connection is from ``client`` (a
+    ``Scope``'s), however many connections are encoded:
 
     - ``"qf_bv"``: Z3's QF_BV solver, whose preprocessing (propagating values, solving equations,
       eliminating unconstrained terms, bit-blasting) folds most rules away where the destination
       (a peer's connects to the pod) or the user (the proxy's, an app's) is fixed;
-    - where nothing is fixed (any process, to anywhere) that preprocessing costs more than it
-      saves, several times more on large rule sets: one connection (``"smt-core"``) goes to Z3's
-      SMT core, which decides the traversal's conditions by lazy case splits; several connections
-      (``"propagate+smt"``) are first simplified, their values propagated and equations solved
-      (the equalities that tie the copies of the traversal), then given to the SMT core.
-
-    The SMT core runs without its own value propagation (``SOLVERS``) and with Z3's rewriter
-    settings of :data:`REWRITER` (``rewriting``).
+    - ``"smt-core"``: where nothing is fixed (any process, to anywhere) that preprocessing costs
+      more than it saves, several times more on large rule sets; Z3's SMT core decides the
+      traversal's conditions by case splits along it instead, with the settings of
+      :func:`_smt_core` and Z3's rewriter as :data:`REWRITER` says (``rewriting``). That holds
+      for several connections too: no-loops' any-process question on 10,020 rules takes it 1.89 s
+      against 2.51 s for simplifying, propagating values and solving equations first (the kind
+      this question had before), and on 50,020 rules it is proved, where that kind gave up.
 
     ``python -m benchmarks.solvers``; benchmarks/README.md, "Which solver" and "One property on
     50,020 rules"."""
-    if client != "any-app":
-        return "qf_bv"
-    return "smt-core" if hops == 1 else "propagate+smt"
+    return "qf_bv" if client != "any-app" else "smt-core"
 
 
 def _smt_core() -> Any:
@@ -260,9 +257,7 @@ def _smt_core() -> Any:
       variables). A traversal is a cascade of first-match choices: splitting along it settles the
       question in a few hundred decisions. capture-out on 50,020 kube-proxy rules, with the step
       above: 7 conflicts, 253 decisions and about 0.45 s of search, against 15 conflicts, 43,029
-      decisions and about 1.0 s (the same answer). Several connections (``"propagate+smt"``) lose
-      with such splits (no-loops' any-process question on 10,020 rules: 3.4 against 2.3 s), so only
-      this kind has them.
+      decisions and about 1.0 s (the same answer).
 
     ``python -m benchmarks.solvers`` times this kind beside Z3's SMT core as it comes;
     benchmarks/README.md, "Which solver"."""
@@ -276,7 +271,6 @@ def _smt_core() -> Any:
 #: The Z3 solver each of ``solver_kind``'s kinds names, new at each call.
 SOLVERS: dict[str, Callable[[], Any]] = {
     "smt-core": _smt_core,
-    "propagate+smt": lambda: z3.Then("simplify", "propagate-values", "solve-eqs", "smt").solver(),
     "qf_bv": lambda: z3.SolverFor("QF_BV"),
 }
 
@@ -304,8 +298,8 @@ def rewriting(kind: str) -> Iterator[None]:
             z3.set_param(f"rewriter.{name}", value)
 
 
-def _solver(hops: int, client: str) -> Any:
-    return SOLVERS[solver_kind(hops, client)]()
+def _solver(client: str) -> Any:
+    return SOLVERS[solver_kind(client)]()
 
 
 def run_check(s: Any, *assumptions: Any) -> Any:
@@ -348,12 +342,12 @@ def search(world: World, scope: Scope, pred: Pred, *, hops: int = defaults.HOPS,
                                     marks=_marked(world, scope))
     query = [*enc.constraints, *_scope(scope, world, enc, h0, client), z3.Not(_pred(pred, enc))]
     opaque = tuple(why for why, _ in enc.ctx.opaque)
-    kind = solver_kind(hops, scope.client)
+    kind = solver_kind(scope.client)
     if QUICK_UNSAT and kind != "smt-core" and world.rules.for_family(scope.family).rule_count() <= QUICK_RULES and \
             _refuted_quickly(query, timeout_ms, rlimit):
         return NoWitness(hops, opaque)
     with rewriting(kind):
-        s = configure(_solver(hops, scope.client), timeout_ms, rlimit)
+        s = configure(_solver(scope.client), timeout_ms, rlimit)
         s.add(*query)
         t = time.monotonic()
         r = run_check(s)
