@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import z3
+from z3terms import constants, subterms
 
 import meshsolve.smt.encode as E
 from benchmarks.kubeproxy import ISTIO_CONFIG, kube_dump
@@ -32,17 +33,6 @@ def _pkt(mark: z3.BitVecRef) -> K.Pkt:
                  zone=z3.BitVecVal(0, 16))
 
 
-def _subterms(t: z3.ExprRef) -> set[int]:
-    seen: set[int] = set()
-    todo = [t]
-    while todo:
-        x = todo.pop()
-        if x.get_id() not in seen:
-            seen.add(x.get_id())
-            todo.extend(x.children())
-    return seen
-
-
 def _postrouting(world: World) -> tuple[E.Ctx, object, object, object]:
     ctx = E.Ctx(world, "ipv4")
     rs = world.rules.for_family("ipv4")
@@ -61,8 +51,8 @@ def test_a_mark_rule_keeps_the_incoming_mark_and_means_the_same() -> None:
     assert not z3.simplify(incoming).eq(incoming)
     ctx, table, chain, stage = _postrouting(world)
     got = E._direct(ctx, table, chain, stage, _pkt(incoming))  # type: ignore[arg-type]
-    assert incoming.get_id() in _subterms(got.mark)
-    assert not any(str(c).startswith("marks!in") for c in _consts(got.mark))  # no placeholder left
+    assert incoming.get_id() in {x.get_id() for x in subterms(got.mark)}
+    assert not any(str(c).startswith("marks!in") for c in constants(got.mark))  # no placeholder left
     plain = z3.BitVec("plain", 32)
     ctx2, table2, chain2, stage2 = _postrouting(world)
     ref = E._direct(ctx2, table2, chain2, stage2, _pkt(plain))  # type: ignore[arg-type]
@@ -83,27 +73,12 @@ def test_simple_rewrites_what_the_chain_did_not_what_came_in() -> None:
     tr = E.Traversal(ctx, table, stage, _pkt(incoming))  # type: ignore[arg-type]
     once = tr.simple((incoming & 0xFFFFBFFF) ^ 0x4000, incoming)
     twice = tr.simple((once & 0xFFFFBFFF) ^ 0x4000, once)
-    assert incoming.get_id() in _subterms(once)
+    assert incoming.get_id() in {x.get_id() for x in subterms(once)}
     assert once.eq(twice)
     s = z3.Solver()
     s.add(once != (incoming & 0xFFFFBFFF) ^ 0x4000)
     assert s.check() == z3.unsat
     assert tr.simple(incoming, incoming) is incoming
-
-
-def _consts(t: z3.ExprRef) -> list[z3.ExprRef]:
-    seen: set[int] = set()
-    out = []
-    todo = [t]
-    while todo:
-        x = todo.pop()
-        if x.get_id() in seen:
-            continue
-        seen.add(x.get_id())
-        if z3.is_const(x) and x.decl().kind() == z3.Z3_OP_UNINTERPRETED:
-            out.append(x)
-        todo.extend(x.children())
-    return out
 
 
 def test_rewriting_sets_the_kinds_settings_and_puts_the_old_ones_back() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import z3
+from z3terms import constants
 
 import meshsolve.smt.encode as E
 from benchmarks.kubeproxy import ISTIO_CONFIG, kube_dump
@@ -81,26 +82,11 @@ def test_instances_for_two_packets_have_their_own_choices() -> None:
     assert first and [w for w, _ in first] == [w for w, _ in second]
     assert not {c.get_id() for _, c in first} & {c.get_id() for _, c in second}
     # each instance speaks of its own packet only
-    names_one = {str(x) for x in _consts(one.kind)}
-    names_two = {str(x) for x in _consts(two.kind)}
+    names_one = {str(x) for x in constants(one.kind)}
+    names_two = {str(x) for x in constants(two.kind)}
     assert "dst1" in names_one and "dst2" not in names_one
     assert "dst2" in names_two and "dst1" not in names_two
     assert not any(n.startswith("template!") for n in names_one | names_two)
-
-
-def _consts(t: z3.ExprRef) -> set[z3.ExprRef]:
-    seen: set[int] = set()
-    out: set[z3.ExprRef] = set()
-    todo = [t]
-    while todo:
-        x = todo.pop()
-        if x.get_id() in seen:
-            continue
-        seen.add(x.get_id())
-        if z3.is_const(x) and x.decl().kind() == z3.Z3_OP_UNINTERPRETED:
-            out.add(x)
-        todo.extend(x.children())
-    return out
 
 
 @pytest.mark.parametrize("prop", [NoLoops(), CaptureOutbound()])
@@ -123,9 +109,9 @@ def test_one_template_serves_a_constant_and_a_free_uid() -> None:
     fixed = tpl.decision(ctx, table, chain, stage, _pkt(1, 1337))  # type: ignore[arg-type]
     free = tpl.decision(ctx, table, chain, stage, _pkt(2, None))  # type: ignore[arg-type]
     assert len(tpl.built) == 1
-    names = {str(x) for x in _consts(free.kind)}
+    names = {str(x) for x in constants(free.kind)}
     assert "uid2" in names and not any(n.startswith("template!") for n in names)
-    assert "uid2" not in {str(x) for x in _consts(fixed.kind)}
+    assert "uid2" not in {str(x) for x in constants(fixed.kind)}
 
 
 def test_a_set_of_properties_templates_from_its_first_encoding() -> None:
