@@ -25,7 +25,7 @@ from pathlib import Path
 from benchmarks.kubeproxy import kube_dump
 
 CHILD = r"""
-import contextlib, sys, time
+import contextlib, inspect, sys, time
 import z3
 from meshsolve.inputs import from_rules, read_rules
 from meshsolve.inputs.properties import parse_property
@@ -48,10 +48,12 @@ enc, h0, client = E.encode_flow(world, scope.family, hops=hops,
                                 marks=S._marked(world, scope))
 query = [*enc.constraints, *S._scope(scope, world, enc, h0, client), z3.Not(S._pred(pred, enc))]
 phase("encode")
-kind = S.solver_kind(scope.client)
+# the kind follows the client alone; older trees also took the number of connections
+by = (scope.client,) if "hops" not in inspect.signature(S.solver_kind).parameters else (hops, scope.client)
+kind = S.solver_kind(*by)
 scoped = getattr(S, "rewriting", None)
 with (scoped(kind) if scoped else contextlib.nullcontext()):
-    s = S.configure(S._solver(scope.client), S.defaults.TIMEOUT_MS, S.defaults.RLIMIT)
+    s = S.configure(S._solver(*by), S.defaults.TIMEOUT_MS, S.defaults.RLIMIT)
     s.add(*query); phase("assert")
     r = s.check(); phase("check")
 print(f"{kind}: {r} ({world.rules.for_family(scope.family).rule_count()} rules, {hops} hop(s), scope {scope})")
