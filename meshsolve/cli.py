@@ -160,15 +160,10 @@ def parse_command(file: str, family: str | None, output: str, counters: bool) ->
     detected by itself and printed as canonical nft -f text (-o json: the rule model it lowers to).
     Bad input exits with 65 and a one-line message.
     """
-    import gc
+    from meshsolve.model.collector import gc_paused
 
-    was = gc.isenabled()
-    gc.disable()  # (see _parse_output)
-    try:
+    with gc_paused():  # (see _parse_output)
         _parse_output(file, family, output, counters)
-    finally:
-        if was:
-            gc.enable()
 
 
 def _parse_output(file: str, family: str | None, output: str, counters: bool) -> None:
