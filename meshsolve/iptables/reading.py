@@ -124,9 +124,15 @@ def refusal(u: Unwrapped, source: str) -> ParseError | None:
     return None
 
 
+def _is_content(ln: Line) -> bool:
+    """Whether a line is neither blank nor a ``#`` comment."""
+    s = ln.text.strip()
+    return bool(s) and not s.startswith("#")
+
+
 def _first_content(lines: list[Line]) -> Line | None:
     """The first line that is neither blank nor a ``#`` comment."""
-    return next((ln for ln in lines if ln.text.strip() and not ln.text.strip().startswith("#")), None)
+    return next((ln for ln in lines if _is_content(ln)), None)
 
 
 # -- iptables -S listings ------------------------------------------------------------------------
@@ -163,7 +169,7 @@ def _listing(u: Unwrapped, source: str) -> tuple[list[Line], list[str]] | None:
     head = _first_content(u.lines)
     if head is None or not _S_LINE.match(head.text.strip()):
         return None  # (the test below, on its first line)
-    body = [ln for ln in u.lines if ln.text.strip() and not ln.text.strip().startswith("#")]
+    body = [ln for ln in u.lines if _is_content(ln)]
     if not body or not all(_S_LINE.match(ln.text.strip()) for ln in body):
         return None
     policies = [ln for ln in body if ln.text.strip().startswith("-P ")]
@@ -212,7 +218,7 @@ def _tail_of_dump(u: Unwrapped) -> tuple[list[Line], str] | None:
     first = _first_content(u.lines)
     if first is None or not first.text.strip().startswith(":"):
         return None
-    body = [ln for ln in u.lines if ln.text.strip() and not ln.text.strip().startswith("#")]
+    body = [ln for ln in u.lines if _is_content(ln)]
     decl = []
     for ln in body:
         s = ln.text.strip()
@@ -248,7 +254,7 @@ def _orphan_rules(lines: list[Line], source: str) -> None:
     first = _first_content(lines)
     if first is None or not first.text.strip().startswith(("-A ", "-I ")):
         return
-    body = [ln for ln in lines if ln.text.strip() and not ln.text.strip().startswith("#")]
+    body = [ln for ln in lines if _is_content(ln)]
     if any(ln.text.strip().startswith(("*", ":", "-P ", "-N ")) for ln in body):
         return
     texts = [ln.text.strip() for ln in body]
