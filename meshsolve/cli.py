@@ -148,7 +148,9 @@ def _verify_kernel(res: Any, quiet: bool) -> Any:
 @click.option("-o", "--output", type=click.Choice(["save", "restore", "json"]), default="save",
               show_default=True, help="canonical iptables-save text, iptables-restore input, or JSON")
 @click.option("--counters", is_flag=True, help="print packet/byte counters, like iptables-save -c")
-def parse_command(file: str, family: str | None, output: str, counters: bool) -> None:
+@click.option("--test", "test", is_flag=True,
+              help="read and check only, print no rules (like iptables-restore --test): exit 0, or 65 on bad input")
+def parse_command(file: str, family: str | None, output: str, counters: bool, test: bool) -> None:
     """Read iptables or nftables rules in any form and print them in canonical form.
 
     FILE ('-' for stdin) may be iptables-save output (with or without -c), an 'iptables -S' listing,
@@ -163,10 +165,10 @@ def parse_command(file: str, family: str | None, output: str, counters: bool) ->
     from meshsolve.model.collector import gc_paused
 
     with gc_paused():  # (see _parse_output)
-        _parse_output(file, family, output, counters)
+        _parse_output(file, family, output, counters, test)
 
 
-def _parse_output(file: str, family: str | None, output: str, counters: bool) -> None:
+def _parse_output(file: str, family: str | None, output: str, counters: bool, test: bool = False) -> None:
     """``parse``'s work, with the cyclic collector off: the rules it reads hold no cycles, and when
     this returns they are freed by reference counting, before the collector is back; a collector
     pass over a large ruleset's values (a quarter of a 96k-line parse) would find nothing."""
@@ -182,6 +184,8 @@ def _parse_output(file: str, family: str | None, output: str, counters: bool) ->
             from meshsolve.nftables.lower import lower
 
             nft = nft_text(raw, name)
+            if test:
+                return
             if output == "json":
                 click.echo(to_json(lower(nft)))
             else:
@@ -193,6 +197,8 @@ def _parse_output(file: str, family: str | None, output: str, counters: bool) ->
         detail = f" (line: {exc.line.strip()[:60]!r})" if exc.line and exc.line.strip() else ""
         raise ParseError(exc.message + detail, source=exc.source, lineno=exc.lineno) from None
     _notes(reading.notes)
+    if test:
+        return
     if output == "json":
         value: object = rulesets if family is None else rulesets.for_family(
             "ipv4" if family == "ipv4" else "ipv6")

@@ -84,3 +84,38 @@ def test_parse_counters_option(tmp_path: Path, capsys: pytest.CaptureFixture[str
     code, out, _ = run(["parse", "--family", "ipv4", "--counters", str(p)], capsys)
     assert code == 0
     assert ":INPUT ACCEPT [5:6]" in out and "[1:2] -A INPUT -j ACCEPT" in out
+
+
+def test_parse_test_reads_and_prints_nothing(goldens_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--test`` is ``iptables-restore --test``'s counterpart: the same reading, no rules printed."""
+    from tests.conftest import REFERENCE
+
+    nft = REFERENCE / "frontier" / "istio-nftables-sidecar" / "basic-exclude-nic.golden"
+    for path in (goldens_dir / "tproxy.golden", nft):
+        code, out, err = run(["parse", str(path)], capsys)
+        assert code == 0 and out, err
+        assert run(["parse", "--test", str(path)], capsys) == (0, "", err)  # (the notes stay on stderr)
+
+
+@pytest.mark.parametrize("content", [
+    "*nat\n-A NOPE -j RETURN\nCOMMIT\n",
+    "*nat\n-A OUTPUT -j RETURN\n",
+    "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -s nowhere -j RETURN\nCOMMIT\n",
+    "table inet x {\n  chain y {\n",
+])
+def test_parse_test_refuses_what_parse_refuses(tmp_path: Path, content: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "bad.rules"
+    p.write_text(content, encoding="utf-8")
+    plain = run(["parse", str(p)], capsys)
+    tested = run(["parse", "--test", str(p)], capsys)
+    assert tested == plain
+    assert tested[0] == EXIT_DATAERR and tested[1] == "" and tested[2].startswith(f"Error: {p}:")
+
+
+def test_parse_test_keeps_the_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "pasted.txt"
+    p.write_text("$ iptables-save\n*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n", encoding="utf-8")
+    code, out, err = run(["parse", "--test", str(p)], capsys)
+    assert code == 0 and out == ""
+    assert err.startswith("note: skipped the command line") and "iptables-save" in err

@@ -190,11 +190,11 @@ class FastRules:
         chain, s, d, i, o, p, protocol, comment, modules, target_text = m.groups()
         pieces = self._pieces
         matches: list[Match] = []
-        for key, seg in (("s", s), ("d", d), ("i", i), ("o", o), ("p", p), ("", comment)):
+        for seg in (s, d, i, o, p, comment):
             if seg is not None:
                 piece = pieces.get(seg, _UNSEEN)
                 if piece is _UNSEEN:
-                    piece = pieces[seg] = self._basic_piece(key, seg) if key else self._piece(seg)
+                    piece = pieces[seg] = self._line_piece(seg)
                 if piece is None:
                     return None
                 if piece[2] is not None:
@@ -224,6 +224,12 @@ class FastRules:
                 self._text_targets[(target_text, protocol)] = hit
             target, jump = hit
         return chain, Rule(tuple(matches), target, counters, Origin(source, lineno)), jump
+
+    def _line_piece(self, seg: str) -> _Piece | None:
+        """The piece of a basic option's or the comment's segment as ``_LINE`` cuts them: the
+        option's letter follows its dash (``-s``, ``! -s``); the comment starts ``-m``."""
+        key = seg[3] if seg[0] == "!" else seg[1]
+        return self._piece(seg) if key == "m" else self._basic_piece(key, seg)
 
     def _basic_piece(self, key: str, seg: str) -> _Piece | None:
         """:meth:`_piece` of a basic option's segment as ``_LINE`` cuts it (``[! ]-X VALUE``, the

@@ -21,7 +21,7 @@ import re
 import attrs
 
 from meshsolve.errors import ParseError
-from meshsolve.iptables.document import HARMLESS, SAVE_CMD, SHELL_IPT, DocumentParser
+from meshsolve.iptables.document import DUMP_LINE, HARMLESS, SAVE_CMD, SHELL_IPT, DocumentParser
 from meshsolve.iptables.tokens import Line
 from meshsolve.model.net import Family
 from meshsolve.model.rules import Ruleset, Rulesets
@@ -35,8 +35,6 @@ _LOG_HINT = re.compile(
     r"Writing following contents|Istio iptables|^(?:Environment|Variables):\s*$|^-{4,}\s*$|^[A-Z][A-Z0-9_]*=|"
     r"^(?:info|warn|error|debug)\s|iptables-restore: line \d+ failed|unable to initialize table|"
     r"Failed to execute|^panic:|nsenter failed|^Tracing this script", re.IGNORECASE)
-_DUMP_LINE = re.compile(r"^(?:\*\s*\w+|:\S+\s+\S+(?:\s+\[\d+:\d+\])?|(?:\[\d+:\d+\]\s*)?-[ANIXFPD]\s.*|"
-                        r"-[XF]|COMMIT|#.*)$")
 _VAR = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
 _ISTIO_HEADER = re.compile(r"^(?:Environment:|Variables:|Istio iptables (?:environment|variables):)\s*$")
 _RULES_FILE = re.compile(r"Writing following contents to rules file:\s*(\S*)|Running (ip6?tables\S*) with the "
@@ -73,7 +71,7 @@ def _off_grammar(lines: list[Line]) -> bool:
     """Whether some line is not valid in the strict grammar (a log needs one)."""
     for ln in lines:
         s = ln.text.strip()
-        if not s or _DUMP_LINE.match(s) or SAVE_CMD.match(s):
+        if not s or DUMP_LINE.match(s) or SAVE_CMD.match(s):
             continue
         first = s.split(None, 1)[0]
         if (SHELL_IPT.match(first) and not ln.mark) or HARMLESS.match(s):
@@ -145,7 +143,7 @@ def _blocks(lines: list[Line]) -> tuple[list[_Block], list[tuple[int, Line]]]:
     for i, ln in enumerate(lines):
         s = _TS.sub("", ln.text.strip(), count=1).strip()
         s = re.sub(r"^(?:info|warn|error|debug)\s+", "", s) if not in_table else s
-        if not ln.mark and _DUMP_LINE.match(s) and (in_table or s.startswith("*") or s.startswith("#")):
+        if not ln.mark and DUMP_LINE.match(s) and (in_table or s.startswith("*") or s.startswith("#")):
             if s.startswith("#") and not in_table and not cur:
                 others.append((i, ln))
                 continue

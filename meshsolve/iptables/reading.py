@@ -30,7 +30,7 @@ import re
 import attrs
 
 from meshsolve.errors import MeshsolveError, ParseError
-from meshsolve.iptables.document import DocumentParser
+from meshsolve.iptables.document import DocumentParser, NotPlain
 from meshsolve.iptables.logs import Failure, LogReading, looks_like_log, parse_log
 from meshsolve.iptables.tokens import Line, split_lines
 from meshsolve.iptables.unwrap import Unwrapped, unwrap
@@ -272,6 +272,9 @@ def _orphan_rules(lines: list[Line], source: str) -> None:
 
 def read_unwrapped(u: Unwrapped, source: str) -> Reading:
     """Read text whose wrappers are already off (see :func:`read_text`)."""
+    plain = _plain_dump(u, source)
+    if plain is not None:
+        return plain
     refused = refusal(u, source)
     if refused is not None:
         raise refused
@@ -308,24 +311,55 @@ def read_unwrapped(u: Unwrapped, source: str) -> Reading:
         else:
             _orphan_rules(lines, source)
     p = DocumentParser(source)
-    incomplete: ParseError | None = None
-    try:
-        p.feed(lines)
-    except ParseError as exc:
-        if "ends early" not in exc.message:
-            raise
-        incomplete = exc
-    try:
-        rulesets = p.result() if incomplete is None else None
-    except MeshsolveError as exc:
-        if isinstance(exc, ParseError):
-            raise
-        raise ParseError(str(exc), source=source) from None
+    rulesets, incomplete = _parsed(p, lines, source)
     if any(ln.text.strip() and not ln.text.strip().startswith(("*", ":", "-", "#", "COMMIT", "["))
            for ln in lines):
         form = "iptables commands"
     state = "commands" if form == "iptables commands" else "dump"
     return Reading(source, form, rulesets, state, tuple(notes), (), (), _argv_of(u), incomplete, text, _numbered(u))
+
+
+def _parsed(p: DocumentParser, lines: list[Line], source: str) -> tuple[Rulesets | None, ParseError | None]:
+    """What ``p`` makes of ``lines``: (rulesets, None), or (None, the error) for an input that ends
+    inside a block; any other error is raised."""
+    try:
+        p.feed(lines)
+    except ParseError as exc:
+        if "ends early" not in exc.message:
+            raise
+        return None, exc
+    try:
+        return p.result(), None
+    except MeshsolveError as exc:
+        if isinstance(exc, ParseError):
+            raise
+        raise ParseError(str(exc), source=source) from None
+
+
+def _plain_dump(u: Unwrapped, source: str) -> Reading | None:
+    """The reading of the commonest input, iptables-save output or restore input with nothing
+    around it, in one pass; None for any other input (and for one with an error), which
+    :func:`read_unwrapped` then reads step by step.
+
+    Every line of such an input is blank or in the strict grammar (``DUMP_LINE``; the parser in
+    plain mode raises ``NotPlain`` at the first that is not), and its first content line opens a
+    table. No step of the general way changes anything for it: no refusal matches one of its lines,
+    no line is off the grammar (so it is no log), no line is a command, it is no listing, no tail of a
+    dump and no rules without a table; its notes are the tools' warnings, which are ``#`` lines."""
+    if u.wrappers or u.log_transport:
+        return None  # (lines may be marked: Linkerd's commands, bash -x traces)
+    first = _first_content(u.lines)
+    if first is None or not first.text.strip().startswith("*"):
+        return None
+    p = DocumentParser(source)
+    comments: list[Line] = []
+    p.plain = comments
+    try:
+        rulesets, incomplete = _parsed(p, u.lines, source)
+    except (NotPlain, ParseError):
+        return None  # (the general way finds the same error, or the refusal that comes first)
+    return Reading(source, "iptables-save / restore input", rulesets, "dump", (*u.notes, *_warnings(comments)),
+                   (), (), _argv_of(u), incomplete, u.text, _numbered(u))
 
 
 def _numbered(u: Unwrapped) -> tuple[tuple[int, str], ...]:
