@@ -3,9 +3,10 @@
     nice -n 5 .venv/bin/python -m benchmarks.parse_speed --rules 10000 --rules 70000 --repeat 5
 
 For each size it writes ``kube_dump(N)`` to a file and times, alternating, whole processes:
-``meshsolve parse FILE`` (output to /dev/null) and, when run as root with iptables-restore
+``meshsolve parse FILE`` (output to /dev/null), ``meshsolve parse --test FILE`` (read and check, no
+output: the counterpart of ``iptables-restore --test``) and, when run as root with iptables-restore
 installed, ``iptables-restore --test < FILE`` inside a scratch network namespace (made here and
-deleted afterwards, also on failure). ``--tree DIR`` adds a third column: ``meshsolve parse`` from
+deleted afterwards, also on failure). ``--tree DIR`` adds a column: ``meshsolve parse`` from
 another copy of the package. Each process is timed by the wall clock and by its CPU time (user +
 system, its children included, from ``getrusage``), and the load average is printed with each
 size: on a shared machine CPU time is the steadier figure. It also times ``read_text`` in this
@@ -94,7 +95,7 @@ def main() -> None:
                 path = Path(tmp) / f"kube{n}.txt"
                 path.write_text(kube_dump(n))
                 lines = path.read_text().count("\n")
-                cols: dict[str, list[tuple[float, float]]] = {"meshsolve parse": []}
+                cols: dict[str, list[tuple[float, float]]] = {"meshsolve parse": [], "meshsolve parse --test": []}
                 if args.tree:
                     cols["meshsolve parse (--tree)"] = []
                 if restore:
@@ -104,6 +105,9 @@ def main() -> None:
                     t = _timed([sys.executable, "-c", MAIN, "parse", str(path)], env=env)
                     if k:
                         cols["meshsolve parse"].append(t)
+                    t = _timed([sys.executable, "-c", MAIN, "parse", "--test", str(path)], env=env)
+                    if k:
+                        cols["meshsolve parse --test"].append(t)
                     if args.tree:
                         env = _env(str(args.tree))
                         t = _timed([sys.executable, "-c", MAIN, "parse", str(path)], env=env)
@@ -119,10 +123,11 @@ def main() -> None:
                     print(f"{name:28s} wall {_stats(wall)}  {lines / statistics.median(wall):,.0f} lines/s")
                     print(f"{'':28s} CPU  {_stats(cpu)}  {lines / statistics.median(cpu):,.0f} lines/s")
                 if restore:
-                    for k, what in ((0, "wall"), (1, "CPU")):
-                        ratio = statistics.median(x[k] for x in cols["meshsolve parse"]) / statistics.median(
-                            x[k] for x in cols["iptables-restore --test"])
-                        print(f"meshsolve parse / iptables-restore --test, {what}: {ratio:.1f}x")
+                    for mine in ("meshsolve parse", "meshsolve parse --test"):
+                        for k, what in ((0, "wall"), (1, "CPU")):
+                            ratio = statistics.median(x[k] for x in cols[mine]) / statistics.median(
+                                x[k] for x in cols["iptables-restore --test"])
+                            print(f"{mine} / iptables-restore --test, {what}: {ratio:.2f}x")
                 _in_process(path.read_text(), lines, args.repeat)
                 floor = _floor(path, lines, args.repeat)
                 if restore:

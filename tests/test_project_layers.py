@@ -7,6 +7,7 @@ import ast
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "meshsolve"
@@ -36,6 +37,21 @@ def test_lower_layers_load_without_the_solver() -> None:
             "print('z3' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_reading_rules_loads_no_world_values() -> None:
+    """``meshsolve parse`` needs addresses and rules only: the world's values load on first use."""
+    code = ("import sys; from meshsolve.cli import main; "
+            "code = main(['parse', '--test', sys.argv[1]]); "
+            "print(code, 'meshsolve.model.world' in sys.modules); "
+            "from meshsolve.model import World; print('meshsolve.model.world' in sys.modules)")
+    rules = "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 192.0.2.1/32 -j RETURN\nCOMMIT\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rules.txt"
+        path.write_text(rules, encoding="utf-8")
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                             check=True).stdout
+    assert out.split() == ["0", "False", "True"]
 
 
 # --- DEVELOPERS.md's layer table against the real import graph ------------------------------------
