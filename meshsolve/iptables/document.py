@@ -131,22 +131,8 @@ class DocumentParser(CommandReplay):
     def feed(self, lines: list[Line], family_hint: Family | None = None, shell_ok: bool = True) -> None:
         if family_hint is not None:
             self.new_group(family_hint)
-        whole = self.fast.parse_line if self.fast is not None else None
-        line = self.line
-        source = self.source
         for ln in lines:
-            s = ln.text.strip()
-            if whole is not None and s[:3] == "-A " and self.table is not None:
-                # the commonest line, an iptables-save rule, as :meth:`quick_rule`'s first door takes it
-                got = whole(s, None, source, ln.lineno)
-                if got is not None:
-                    c = self.table.chains.get(got[0])
-                    if c is not None:
-                        if got[2] is not None:
-                            c.jumps.append((got[2], ln.lineno, ln.text))
-                        c.rules.append(got[1])
-                        continue
-            line(ln, shell_ok)
+            self.line(ln, shell_ok)
         if self.table is not None:
             last = next((ln for ln in reversed(lines) if ln.text.strip()), None)
             raise self.err(f"missing COMMIT for table {self.table.name} (opened at line "
