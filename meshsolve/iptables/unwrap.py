@@ -178,13 +178,20 @@ def _journal(lines: list[Line], u: Unwrapped) -> list[Line]:
     return [replace(ln, text=_JOURNAL.sub("", ln.text, count=1)) for ln in lines]
 
 
+def _untouched(s: str) -> bool:
+    """Whether :func:`_per_line` leaves a line as it is, told without its expressions: a line with
+    no logfmt message (``msg=``), no escaped line break (``\\n``) and no digit first (``_LINKERD``
+    and ``_GO_LOG`` start with ``\\d``, and every character ``\\d`` matches is a digit to ``isdigit``)."""
+    return "msg=" not in s and "\\n" not in s and not s[:1].isdigit()
+
+
 def _per_line(lines: list[Line], u: Unwrapped) -> list[Line]:
     out: list[Line] = []
     seen: set[str] = set()
     for ln in lines:
         s = ln.text
-        if "msg=" not in s and "\\n" not in s and not s[:1].isdigit():
-            out.append(ln)  # (no logfmt message, escaped value or timestamp: ``_LINKERD``, ``_GO_LOG``)
+        if _untouched(s):
+            out.append(ln)
             continue
         if "msg=" in s and _LOGFMT.match(s.strip()):
             pairs = dict(_LOGFMT_PAIR.findall(s.strip()))
