@@ -26,6 +26,7 @@ from typing import Any
 
 import z3
 
+import meshsolve.defaults as defaults
 import meshsolve.smt.solve as S
 from benchmarks.kubeproxy import ISTIO_CONFIG, kube_dump
 from meshsolve.analysis.properties import default_properties
@@ -33,10 +34,14 @@ from meshsolve.analysis.worlds import world_from_rules
 from meshsolve.iptables import parse_text
 from meshsolve.istio import proxy_behavior
 
+
 #: ``search``'s solver forced to one kind (``smt.solve.SOLVERS``), whatever the question; and the
 #: SMT core as Z3 makes it (case splits by activity), beside the one ``search`` uses
-KINDS: dict[str, Callable[[str], Any]] = {kind: (lambda client, make=make: make())
-                                         for kind, make in S.SOLVERS.items()}
+def _forced(make: Callable[[], Any]) -> Callable[[str], Any]:
+    return lambda client: make()
+
+
+KINDS: dict[str, Callable[[str], Any]] = {kind: _forced(make) for kind, make in S.SOLVERS.items()}
 KINDS["propagate+smt"] = lambda client: z3.Then("simplify", "propagate-values", "solve-eqs", "smt").solver()
 KINDS["smt-core-activity"] = lambda client: z3.SimpleSolver()
 
@@ -61,14 +66,14 @@ def main() -> None:
             print("|---|---|---|---|---|" + "---|" * len(kinds))
             for prop in default_properties(world):
                 for scope, pred in prop.checks(world):
-                    hops = 1 if S._first_hop_only(pred) else S.defaults.HOPS
+                    hops = 1 if S._first_hop_only(pred) else defaults.HOPS
                     picked = S.solver_kind(scope.client)
                     t = time.process_time()
                     S.search(world, scope, pred, rlimit=1)  # builds and caches the encoding; Z3 stops at once
                     enc = time.process_time() - t
                     cells = []
                     for kind in kinds:
-                        S._solver = KINDS[kind]
+                        S._solver = KINDS[kind]  # type: ignore[assignment]
                         t = time.process_time()
                         ans = S.search(world, scope, pred)
                         cells.append(f"{time.process_time() - t:.2f} ({type(ans).__name__})")
