@@ -356,7 +356,7 @@ def _plain_dump(u: Unwrapped, source: str) -> Reading | None:
     p.plain = comments
     try:
         rulesets, incomplete = _parsed(p, u.lines, source)
-    except (NotPlain, ParseError):
+    except (NotPlain, MeshsolveError):
         return None  # (the general way finds the same error, or the refusal that comes first)
     return Reading(source, "iptables-save / restore input", rulesets, "dump", (*u.notes, *_warnings(comments)),
                    (), (), _argv_of(u), incomplete, u.text, _numbered(u))
