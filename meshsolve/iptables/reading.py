@@ -345,7 +345,8 @@ def _plain_dump(u: Unwrapped, source: str) -> Reading | None:
     plain mode raises ``NotPlain`` at the first that is not), and its first content line opens a
     table. No step of the general way changes anything for it: no refusal matches one of its lines,
     no line is off the grammar (so it is no log), no line is a command, it is no listing, no tail of a
-    dump and no rules without a table; its notes are the tools' warnings, which are ``#`` lines."""
+    dump and no rules without a table; its notes are the tools' warnings, which are ``#`` lines.
+    (The price: an input that leaves the grammar only near its end is read twice.)"""
     if u.wrappers or u.log_transport:
         return None  # (lines may be marked: Linkerd's commands, bash -x traces)
     first = _first_content(u.lines)
