@@ -226,17 +226,16 @@ class FastRules:
         return chain, Rule(tuple(matches), target, counters, Origin(source, lineno)), jump
 
     def _line_piece(self, seg: str) -> _Piece | None:
-        """The piece of a basic option's or the comment's segment as ``_LINE`` cuts them: the
-        option's letter follows its dash (``-s``, ``! -s``); the comment starts ``-m``."""
-        key = seg[3] if seg[0] == "!" else seg[1]
-        return self._piece(seg) if key == "m" else self._basic_piece(key, seg)
+        """The piece of a basic option's or the comment's segment as ``_LINE`` cuts them (the
+        comment's starts ``-m``)."""
+        return self._piece(seg) if seg.startswith("-m") else self._basic_piece(seg)
 
-    def _basic_piece(self, key: str, seg: str) -> _Piece | None:
+    def _basic_piece(self, seg: str) -> _Piece | None:
         """:meth:`_piece` of a basic option's segment as ``_LINE`` cuts it (``[! ]-X VALUE``, the
         value neither starting with '-' or '!' nor holding white space or quotes: its words are
         these, and ``_segment`` would take them)."""
         neg = seg[0] == "!"
-        val = seg[5:] if neg else seg[3:]
+        key, val = (seg[3], seg[5:]) if neg else (seg[1], seg[3:])
         bkey = (key, val, neg)
         got = self._basic.get(bkey, _MISSING)
         if got is _MISSING:
